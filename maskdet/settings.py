@@ -1,0 +1,29 @@
+"""Settings read from environment variables, with the defaults documented in the README."""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_LABELS = ("with_mask", "without_mask")
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    models_dir: Path
+    database_url: str
+    backbone_weights: Path | None
+    max_pixels: int
+
+
+def load_settings() -> Settings:
+    """Build the settings from MASKDET_* environment variables."""
+    home = Path(os.environ.get("MASKDET_HOME", "data")).resolve()
+    weights = os.environ.get("MASKDET_BACKBONE_WEIGHTS")
+    return Settings(
+        home=home,
+        models_dir=Path(os.environ.get("MASKDET_MODELS", "models")).resolve(),
+        database_url=os.environ.get("MASKDET_DATABASE_URL", f"sqlite:///{home / 'maskdet.db'}"),
+        backbone_weights=Path(weights) if weights else None,
+        max_pixels=int(os.environ.get("MASKDET_MAX_PIXELS", 40_000_000)),
+    )

@@ -1,0 +1,535 @@
+"""The dataset and run registry: content-addressed image files plus a SQL database (SQLite by default)."""
+
+import hashlib
+import io
+import json
+import os
+import random
+import re
+import stat
+import uuid
+import zipfile
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import sqlalchemy as sa
+from PIL import Image
+
+from .faces import Face, FaceDetector
+from .imageio import BadImage, decode_image
+from .settings import DEFAULT_LABELS, Settings, load_settings
+
+SCHEMA_VERSION = 1
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
+IGNORED_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
+MAX_ENTRY_BYTES = 64 * 1024 * 1024
+NEAR_DUPLICATE_BITS = 30  # of 256: measured on masks-small, joins pasted-mask pairs, no giant groups
+SPLITS = ("train", "val", "test")
+RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+
+metadata = sa.MetaData()
+meta_table = sa.Table(
+    "meta", metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+labels_table = sa.Table(
+    "labels", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_at", sa.String(32), nullable=False),
+)
+images_table = sa.Table(
+    "images", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("sha256", sa.String(64), nullable=False, unique=True),
+    sa.Column("file", sa.String(128), nullable=False),
+    sa.Column("label_id", sa.Integer, sa.ForeignKey("labels.id"), nullable=False, index=True),
+    sa.Column("source_name", sa.String(512), nullable=False),
+    sa.Column("width", sa.Integer, nullable=False),
+    sa.Column("height", sa.Integer, nullable=False),
+    sa.Column("face_x1", sa.Float), sa.Column("face_y1", sa.Float),
+    sa.Column("face_x2", sa.Float), sa.Column("face_y2", sa.Float),
+    sa.Column("face_probability", sa.Float),
+    sa.Column("phash", sa.String(64), nullable=False),
+    sa.Column("dup_group", sa.Integer, nullable=False, index=True),
+    sa.Column("split", sa.String(8)),
+    sa.Column("created_at", sa.String(32), nullable=False),
+)
+runs_table = sa.Table(
+    "runs", metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("created_at", sa.String(32), nullable=False),
+    sa.Column("started_at", sa.String(32)),
+    sa.Column("finished_at", sa.String(32)),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("config", sa.Text, nullable=False),
+    sa.Column("progress", sa.Text),
+    sa.Column("metrics", sa.Text),
+    sa.Column("artefact_dir", sa.String(512)),
+    sa.Column("error", sa.Text),
+    sa.Column("pid", sa.Integer),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False, default=False),
+)
+
+
+class StoreError(ValueError):
+    """A user mistake against the store (unknown label, bad name, ...); str(error) says what to do."""
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    id: int
+    sha256: str
+    file: str
+    label: str
+    source_name: str
+    width: int
+    height: int
+    face: Face | None
+    dup_group: int
+    split: str | None
+
+
+@dataclass
+class ImportReport:
+    added: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # (name, reason)
+    no_face: list[str] = field(default_factory=list)
+
+    def merge(self, other: "ImportReport") -> None:
+        for name in ("added", "duplicates", "rejected", "no_face"):
+            getattr(self, name).extend(getattr(other, name))
+
+    def summary(self) -> dict:
+        return {"added": len(self.added), "duplicates": len(self.duplicates),
+                "rejected": len(self.rejected), "no_face": len(self.no_face)}
+
+    def to_dict(self) -> dict:
+        return {**self.summary(), "rejected_files": [{"name": n, "reason": r} for n, r in self.rejected],
+                "duplicate_files": self.duplicates, "no_face_files": self.no_face}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One file offered for import: where it came from, its label, and a way to read its bytes."""
+
+    name: str
+    label: str
+    read: Callable[[], bytes]
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def validate_label(name: str) -> str:
+    """Return the cleaned label or raise StoreError saying what is wrong with it."""
+    cleaned = (name or "").strip()
+    if not cleaned:
+        raise StoreError("Label names cannot be empty.")
+    if len(cleaned) > 64:
+        raise StoreError(f"Label '{cleaned[:20]}...' is longer than 64 characters.")
+    if cleaned in (".", "..") or re.search(r'[/\\:*?"<>|\x00-\x1f]', cleaned):
+        raise StoreError(f"Label '{cleaned}' contains path characters; use letters, digits, spaces, - or _.")
+    return cleaned
+
+
+def perceptual_hash(image: np.ndarray) -> str:
+    """256-bit difference hash of the top 45% of the image (unchanged when a mask covers the lower face)."""
+    gray = Image.fromarray(image).convert("L")
+    top = gray.crop((0, 0, gray.width, max(1, int(gray.height * 0.45))))
+    pixels = np.asarray(top.resize((17, 16), Image.BILINEAR), dtype=np.int16)
+    return np.packbits((pixels[:, 1:] > pixels[:, :-1]).ravel()).tobytes().hex()
+
+
+def hash_distances(hashes: np.ndarray, one: str) -> np.ndarray:
+    """Hamming distances from one hex hash to rows of packed uint8 hashes."""
+    if len(hashes) == 0:
+        return np.zeros(0, int)
+    mine = np.frombuffer(bytes.fromhex(one), np.uint8)
+    return np.unpackbits(hashes ^ mine, axis=1).sum(axis=1)
+
+
+def folder_candidates(folder: Path) -> tuple[list[Candidate], list[tuple[str, str]]]:
+    """Files of a folder of class sub-folders, and the entries rejected before reading."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise StoreError(f"Folder not found: {folder}")
+    candidates, rejected = [], []
+    for path in sorted(folder.rglob("*")):
+        relative = path.relative_to(folder)
+        if path.is_dir() or path.name in IGNORED_NAMES or any(p.startswith(".") for p in relative.parts):
+            continue
+        if len(relative.parts) < 2:
+            rejected.append((str(relative), "not inside a class folder"))
+            continue
+        candidates.append(Candidate(str(relative), relative.parts[0], path.read_bytes))
+    return candidates, rejected
+
+
+def zip_candidates(archive: zipfile.ZipFile) -> tuple[list[Candidate], list[tuple[str, str]]]:
+    """Image entries of a zip of class folders (label = the entry's parent folder); hostile entries rejected."""
+    candidates, rejected = [], []
+    for info in archive.infolist():
+        name = info.filename
+        parts = [p for p in name.replace("\\", "/").split("/") if p]
+        if info.is_dir() or not parts or parts[0] == "__MACOSX" or parts[-1] in IGNORED_NAMES:
+            continue
+        if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
+            rejected.append((name, "absolute path in archive"))
+        elif ".." in parts:
+            rejected.append((name, "path escapes the archive ('..')"))
+        elif stat.S_ISLNK(info.external_attr >> 16):
+            rejected.append((name, "symbolic link in archive"))
+        elif info.flag_bits & 0x1:
+            rejected.append((name, "encrypted entry"))
+        elif info.file_size > MAX_ENTRY_BYTES:
+            rejected.append((name, f"entry larger than {MAX_ENTRY_BYTES // 2**20} MiB"))
+        elif len(parts) < 2:
+            rejected.append((name, "not inside a class folder"))
+        else:
+            candidates.append(Candidate(name, parts[-2], lambda info=info: _read_entry(archive, info)))
+    return candidates, rejected
+
+
+def _read_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+    with archive.open(info) as handle:
+        data = handle.read(MAX_ENTRY_BYTES + 1)
+    if len(data) > MAX_ENTRY_BYTES:
+        raise BadImage(f"entry larger than {MAX_ENTRY_BYTES // 2**20} MiB once decompressed")
+    return data
+
+
+class Store:
+    """Labels, images, near-duplicate groups, splits and training runs of one data home."""
+
+    def __init__(self, settings: Settings | None = None):
+        self.settings = settings or load_settings()
+        self.home = self.settings.home
+        self.images_dir = self.home / "images"
+        self.images_dir.mkdir(parents=True, exist_ok=True)
+        self.engine = sa.create_engine(self.settings.database_url)
+        if self.engine.dialect.name == "sqlite":
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        with self.engine.begin() as conn:
+            metadata.create_all(conn)
+            version = conn.execute(sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")).scalar()
+            if version is None:
+                conn.execute(meta_table.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+                conn.execute(labels_table.insert(), [{"name": n, "created_at": now()} for n in DEFAULT_LABELS])
+            elif int(version) > SCHEMA_VERSION:
+                raise StoreError(f"The database was written by a newer maskdet (schema {version}); upgrade maskdet.")
+
+    # ---- labels ---------------------------------------------------------------------------------
+    def labels(self) -> list[str]:
+        with self.engine.connect() as conn:
+            return list(conn.execute(sa.select(labels_table.c.name).order_by(labels_table.c.id)).scalars())
+
+    def label_counts(self) -> dict[str, int]:
+        query = (sa.select(labels_table.c.name, sa.func.count(images_table.c.id))
+                 .select_from(labels_table.outerjoin(images_table))
+                 .group_by(labels_table.c.id).order_by(labels_table.c.id))
+        with self.engine.connect() as conn:
+            return {name: count for name, count in conn.execute(query)}
+
+    def add_label(self, name: str) -> str:
+        name = validate_label(name)
+        with self.engine.begin() as conn:
+            self._ensure_label(conn, name)
+        return name
+
+    def _ensure_label(self, conn, name: str) -> int:
+        label_id = conn.execute(sa.select(labels_table.c.id).where(labels_table.c.name == name)).scalar()
+        if label_id is None:
+            label_id = conn.execute(labels_table.insert().values(name=name, created_at=now())).inserted_primary_key[0]
+        return label_id
+
+    def _label_id(self, conn, name: str) -> int:
+        label_id = conn.execute(sa.select(labels_table.c.id).where(labels_table.c.name == name)).scalar()
+        if label_id is None:
+            raise StoreError(f"No label named '{name}'. Labels: {', '.join(self.labels()) or 'none'}.")
+        return label_id
+
+    def rename_label(self, old: str, new: str) -> None:
+        new = validate_label(new)
+        with self.engine.begin() as conn:
+            label_id = self._label_id(conn, old)
+            if new != old and conn.execute(sa.select(labels_table.c.id).where(labels_table.c.name == new)).scalar():
+                raise StoreError(f"A label named '{new}' already exists; relabel its images instead.")
+            conn.execute(labels_table.update().where(labels_table.c.id == label_id).values(name=new))
+
+    def delete_label(self, name: str) -> int:
+        """Delete a label and all its images; returns how many images went with it."""
+        with self.engine.begin() as conn:
+            label_id = self._label_id(conn, name)
+            ids = list(conn.execute(sa.select(images_table.c.id).where(images_table.c.label_id == label_id)).scalars())
+            files = self._delete_rows(conn, ids)
+            conn.execute(labels_table.delete().where(labels_table.c.id == label_id))
+        self._remove_files(files)
+        return len(ids)
+
+    # ---- images ---------------------------------------------------------------------------------
+    def images(self, label: str | None = None, split: str | None = None, no_face: bool | None = None,
+               ids: Iterable[int] | None = None) -> list[ImageRecord]:
+        query = (sa.select(images_table, labels_table.c.name.label("label"))
+                 .select_from(images_table.join(labels_table)).order_by(images_table.c.id))
+        if label is not None:
+            query = query.where(labels_table.c.name == label)
+        if split is not None:
+            query = query.where(images_table.c.split == split)
+        if no_face is not None:
+            query = query.where(images_table.c.face_x1.is_(None) if no_face else images_table.c.face_x1.is_not(None))
+        if ids is not None:
+            query = query.where(images_table.c.id.in_(list(ids)))
+        with self.engine.connect() as conn:
+            return [_record(row) for row in conn.execute(query).mappings()]
+
+    def image_path(self, record: ImageRecord) -> Path:
+        return self.images_dir / record.file
+
+    def load_image(self, record: ImageRecord) -> np.ndarray:
+        return decode_image(self.image_path(record).read_bytes(), self.settings.max_pixels)
+
+    def relabel(self, image_ids: Iterable[int], label: str) -> None:
+        with self.engine.begin() as conn:
+            label_id = self._label_id(conn, label)
+            conn.execute(images_table.update().where(images_table.c.id.in_(list(image_ids))).values(label_id=label_id))
+
+    def delete_images(self, image_ids: Iterable[int]) -> None:
+        with self.engine.begin() as conn:
+            files = self._delete_rows(conn, list(image_ids))
+        self._remove_files(files)
+
+    def _delete_rows(self, conn, ids: list[int]) -> list[str]:
+        files = list(conn.execute(sa.select(images_table.c.file).where(images_table.c.id.in_(ids))).scalars())
+        conn.execute(images_table.delete().where(images_table.c.id.in_(ids)))
+        return files
+
+    def _remove_files(self, files: list[str]) -> None:
+        for name in files:
+            (self.images_dir / name).unlink(missing_ok=True)
+
+    # ---- import ---------------------------------------------------------------------------------
+    def import_folder(self, folder: Path, detector: FaceDetector, progress=None) -> ImportReport:
+        candidates, rejected = folder_candidates(folder)
+        return self._import(candidates, rejected, detector, progress)
+
+    def import_zip(self, source, detector: FaceDetector, progress=None) -> ImportReport:
+        """Import a zip (path, bytes or file object) of class folders."""
+        if isinstance(source, bytes):
+            source = io.BytesIO(source)
+        try:
+            archive = zipfile.ZipFile(source)
+        except (zipfile.BadZipFile, OSError) as error:
+            raise StoreError(f"Not a readable zip archive ({error}).") from None
+        with archive:
+            candidates, rejected = zip_candidates(archive)
+            return self._import(candidates, rejected, detector, progress)
+
+    def add_image(self, data: bytes, label: str, source_name: str, detector: FaceDetector) -> ImportReport:
+        """Add one image (an upload or a webcam capture) under `label`, creating the label if new."""
+        return self._import([Candidate(source_name, label, lambda: data)], [], detector, None)
+
+    def _import(self, candidates: list[Candidate], rejected: list[tuple[str, str]], detector: FaceDetector,
+                progress: Callable[[int, int], None] | None, batch_size: int = 32) -> ImportReport:
+        report = ImportReport(rejected=list(rejected))
+        if not candidates and not rejected:
+            raise StoreError("No images found: expected class folders (for example with_mask/, without_mask/).")
+        with self.engine.connect() as conn:
+            known = {sha: label for sha, label in conn.execute(
+                sa.select(images_table.c.sha256, labels_table.c.name).select_from(images_table.join(labels_table)))}
+            rows = conn.execute(sa.select(images_table.c.phash, images_table.c.dup_group)).all()
+        hashes = np.array([np.frombuffer(bytes.fromhex(h), np.uint8) for h, _ in rows], np.uint8).reshape(-1, 32)
+        groups = np.array([g for _, g in rows], np.int64)
+        done = 0
+        for start in range(0, len(candidates), batch_size):
+            batch = self._decode_batch(candidates[start:start + batch_size], known, report)
+            faces = detector.largest_faces([image for _, image, _ in batch]) if batch else []
+            with self.engine.begin() as conn:
+                for (candidate, image, data), face in zip(batch, faces):
+                    phash = perceptual_hash(image)
+                    group = self._near_duplicate_group(conn, hashes, groups, phash)
+                    sha = hashlib.sha256(data).hexdigest()
+                    file = self._write_file(sha, data)
+                    conn.execute(images_table.insert().values(
+                        sha256=sha, file=file, label_id=self._ensure_label(conn, candidate.label),
+                        source_name=candidate.name[:512], width=image.shape[1], height=image.shape[0],
+                        face_x1=face.box[0] if face else None, face_y1=face.box[1] if face else None,
+                        face_x2=face.box[2] if face else None, face_y2=face.box[3] if face else None,
+                        face_probability=face.probability if face else None,
+                        phash=phash, dup_group=group, created_at=now()))
+                    hashes = np.vstack([hashes, np.frombuffer(bytes.fromhex(phash), np.uint8)])
+                    groups = np.append(groups, group)
+                    report.added.append(candidate.name)
+                    if face is None:
+                        report.no_face.append(candidate.name)
+            done += min(batch_size, len(candidates) - start)
+            if progress:
+                progress(done, len(candidates))
+        if not report.added and not report.duplicates:
+            reasons = "; ".join(f"{n}: {r}" for n, r in report.rejected[:3])
+            raise StoreError(f"No images could be imported ({len(report.rejected)} rejected: {reasons}).")
+        return report
+
+    def _decode_batch(self, candidates, known: dict[str, str], report: ImportReport):
+        """Read, validate and decode candidates; duplicates and bad files go to the report."""
+        batch = []
+        for candidate in candidates:
+            try:
+                label = validate_label(candidate.label)
+                data = candidate.read()
+                sha = hashlib.sha256(data).hexdigest()
+                if sha in known:
+                    report.duplicates.append(candidate.name)
+                    continue
+                image = decode_image(data, self.settings.max_pixels)
+            except (StoreError, BadImage, OSError, zipfile.BadZipFile) as error:
+                report.rejected.append((candidate.name, str(error)))
+                continue
+            known[sha] = label
+            batch.append((Candidate(candidate.name, label, candidate.read), image, data))
+        return batch
+
+    def _near_duplicate_group(self, conn, hashes: np.ndarray, groups: np.ndarray, phash: str) -> int:
+        """The group of the near-duplicates of phash (merging their groups), or a new group."""
+        matches = sorted(set(groups[hash_distances(hashes, phash) <= NEAR_DUPLICATE_BITS].tolist()))
+        if not matches:
+            top = conn.execute(sa.select(sa.func.max(images_table.c.dup_group))).scalar()
+            return max(int(top or 0), int(groups.max(initial=0))) + 1
+        if len(matches) > 1:
+            conn.execute(images_table.update().where(images_table.c.dup_group.in_(matches[1:]))
+                         .values(dup_group=matches[0]))
+            groups[np.isin(groups, matches[1:])] = matches[0]
+        return matches[0]
+
+    def _write_file(self, sha: str, data: bytes) -> str:
+        """Write bytes content-addressed (temporary name, then rename); return the relative file name."""
+        name = f"{sha[:2]}/{sha}"
+        path = self.images_dir / name
+        if not path.exists():
+            path.parent.mkdir(exist_ok=True)
+            temporary = path.with_name(f".{sha}.{uuid.uuid4().hex}.tmp")
+            temporary.write_bytes(data)
+            os.replace(temporary, path)
+        return name
+
+    # ---- splits ---------------------------------------------------------------------------------
+    def assign_splits(self, ratios: tuple[float, float, float] = (0.7, 0.15, 0.15), seed: int = 0) -> dict:
+        """Stratified, seeded train/val/test split that keeps each near-duplicate group in one split."""
+        if len(ratios) != 3 or min(ratios) < 0 or not 0.99 < sum(ratios) < 1.01 or ratios[0] == 0:
+            raise StoreError("Split ratios must be three non-negative numbers summing to 1, train above 0.")
+        records = self.images()
+        members: dict[int, list[ImageRecord]] = defaultdict(list)
+        for record in records:
+            members[record.dup_group].append(record)
+        by_label: dict[str, list[int]] = defaultdict(list)
+        for group, items in members.items():
+            by_label[Counter(r.label for r in items).most_common(1)[0][0]].append(group)
+        assignment = {}
+        for label, label_groups in by_label.items():
+            rng = random.Random(f"{seed}:{label}")
+            label_groups.sort(key=lambda g: min(r.sha256 for r in members[g]))
+            rng.shuffle(label_groups)
+            assignment.update(_cut_groups(label_groups, {g: len(members[g]) for g in label_groups}, ratios))
+        with self.engine.begin() as conn:
+            for split in SPLITS:
+                ids = [r.id for g, s in assignment.items() if s == split for r in members[g]]
+                for chunk in range(0, len(ids), 500):
+                    conn.execute(images_table.update().where(images_table.c.id.in_(ids[chunk:chunk + 500]))
+                                 .values(split=split))
+        return self.split_counts()
+
+    def split_counts(self) -> dict[str, dict[str, int]]:
+        counts: dict[str, dict[str, int]] = {s: {} for s in SPLITS}
+        for record in self.images():
+            if record.split:
+                counts[record.split][record.label] = counts[record.split].get(record.label, 0) + 1
+        return counts
+
+    # ---- runs -----------------------------------------------------------------------------------
+    def create_run(self, config: dict) -> str:
+        run_id = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        with self.engine.begin() as conn:
+            conn.execute(runs_table.insert().values(id=run_id, created_at=now(), status="queued",
+                                                    config=json.dumps(config), cancel_requested=False))
+        return run_id
+
+    def update_run(self, run_id: str, **fields) -> None:
+        for key in ("config", "progress", "metrics"):
+            if key in fields and not isinstance(fields[key], str):
+                fields[key] = json.dumps(fields[key])
+        if fields.get("status") not in (None, *RUN_STATUSES):
+            raise StoreError(f"Unknown run status {fields['status']!r}.")
+        with self.engine.begin() as conn:
+            conn.execute(runs_table.update().where(runs_table.c.id == run_id).values(**fields))
+
+    def run(self, run_id: str) -> dict:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(runs_table).where(runs_table.c.id == run_id)).mappings().first()
+        if row is None:
+            raise StoreError(f"No run with id '{run_id}'. See `python -m maskdet runs`.")
+        return _run_dict(row)
+
+    def runs(self) -> list[dict]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(runs_table).order_by(runs_table.c.created_at.desc())).mappings().all()
+        return [_run_dict(row) for row in rows]
+
+    def delete_run(self, run_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(runs_table.delete().where(runs_table.c.id == run_id))
+
+
+def _cut_groups(groups: list[int], sizes: dict[int, int], ratios) -> dict[int, str]:
+    """Assign shuffled groups to splits by cumulative image count; val/test get a group when there are 3+."""
+    total = sum(sizes.values())
+    bounds = (ratios[0] * total, (ratios[0] + ratios[1]) * total)
+    assignment, seen = {}, 0
+    for group in groups:
+        middle = seen + sizes[group] / 2
+        assignment[group] = "train" if middle < bounds[0] else "val" if middle < bounds[1] else "test"
+        seen += sizes[group]
+    if len(groups) >= 3:
+        for split, position, ratio in (("test", -1, ratios[2]), ("val", -2, ratios[1])):
+            if ratio > 0 and split not in assignment.values():
+                assignment[groups[position]] = split
+    return assignment
+
+
+def _record(row) -> ImageRecord:
+    face = None
+    if row["face_x1"] is not None:
+        face = Face((row["face_x1"], row["face_y1"], row["face_x2"], row["face_y2"]), row["face_probability"])
+    return ImageRecord(row["id"], row["sha256"], row["file"], row["label"], row["source_name"], row["width"],
+                       row["height"], face, row["dup_group"], row["split"])
+
+
+def _run_dict(row) -> dict:
+    run = dict(row)
+    for key in ("config", "progress", "metrics"):
+        run[key] = json.loads(run[key]) if run[key] else None
+    return run
+
+
+def _sqlite_pragmas(connection, _record) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def record_summary(record: ImageRecord) -> dict:
+    """A JSON-friendly view of an image record."""
+    summary = asdict(record)
+    summary["face"] = asdict(record.face) if record.face else None
+    return summary

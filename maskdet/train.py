@@ -1,0 +1,421 @@
+"""Two-stage transfer learning: a head on cached frozen-backbone features, then optional fine-tuning."""
+
+import copy
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import export
+from .augment import AugmentConfig, build_train_pipeline
+from .evaluate import classification_report
+from .faces import CropRule, crop_face
+from .model import FEATURE_DIM, MaskNet, Preprocess, build_model, set_trainable_blocks, train_mode_with_frozen_batchnorm
+from .store import ImageRecord, Store, StoreError
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 100  # head epochs on cached features (early stopping usually ends sooner)
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-3
+    label_smoothing: float = 0.1
+    views_per_image: int = 4  # augmented views per training image, besides the clean one
+    finetune_blocks: int = 0  # last inverted-residual blocks to fine-tune in stage 2 (0 = head only)
+    finetune_epochs: int = 4
+    finetune_learning_rate: float = 1e-4
+    split: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    seed: int = 0
+    patience: int = 10
+    class_weights: bool = True
+    input_size: int = 224
+    crop_margin: float = 1.25
+    labels: list[str] | None = None  # None: every label that has images
+    backbone_weights: str | None = None
+    random_init: bool = False
+    quantize: bool = True
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        data = dict(data)
+        augment = AugmentConfig.from_dict(data.pop("augment", {}))
+        known = set(cls.__dataclass_fields__)
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"Unknown training setting(s): {', '.join(sorted(unknown))}.")
+        if "split" in data:
+            data["split"] = tuple(data["split"])
+        return cls(**data, augment=augment)
+
+
+@dataclass
+class Progress:
+    stage: str  # "crops", "features", "head", "finetune", "evaluate", "export"
+    step: int
+    steps: int
+    epoch: int = 0
+    epochs: int = 0
+    loss: float | None = None
+    accuracy: float | None = None
+    eta_seconds: float | None = None
+
+
+class Cancelled(Exception):
+    """Training was cancelled through should_cancel()."""
+
+
+@dataclass
+class Callbacks:
+    on_progress: Callable[[Progress], None] = lambda progress: None
+    should_cancel: Callable[[], bool] = lambda: False
+
+    def report(self, progress: Progress) -> None:
+        if self.should_cancel():
+            raise Cancelled()
+        self.on_progress(progress)
+
+
+@dataclass
+class Split:
+    records: list[ImageRecord]
+    crops: np.ndarray  # (N, S, S, 3) uint8 face crops
+    targets: np.ndarray  # (N,) class indices
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+
+
+def load_split(store: Store, records: list[ImageRecord], labels: list[str], rule: CropRule,
+               callbacks: Callbacks, stage_total: int, done: int) -> Split:
+    """Decode each image and cut its face crop (the whole photo when no face was found)."""
+    crops = np.zeros((len(records), rule.size, rule.size, 3), np.uint8)
+    for i, record in enumerate(records):
+        crops[i] = crop_face(store.load_image(record), record.face.box if record.face else None, rule)
+        if i % 16 == 0:
+            callbacks.report(Progress("crops", done + i + 1, stage_total))
+    return Split(records, crops, np.array([labels.index(r.label) for r in records], np.int64))
+
+
+def batches(count: int, size: int):
+    for start in range(0, count, size):
+        yield slice(start, min(start + size, count))
+
+
+def prefetched(make_batch: Callable[[slice], np.ndarray], count: int, batch_size: int):
+    """Yield (slice, batch) pairs, preparing the next batch in a thread while the caller uses the current one."""
+    slices = list(batches(count, batch_size))
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(make_batch, slices[0]) if slices else None
+        for i, part in enumerate(slices):
+            batch = pending.result()
+            pending = pool.submit(make_batch, slices[i + 1]) if i + 1 < len(slices) else None
+            yield part, batch
+
+
+def augmented_views(crops: np.ndarray, views: int, pipeline) -> Callable[[slice], np.ndarray]:
+    """A batch maker over the virtual array [clean crops, then `views` augmented copies of each]."""
+    count = len(crops)
+
+    def make(part: slice) -> np.ndarray:
+        out = []
+        for index in range(part.start, part.stop):
+            crop = crops[index % count]
+            out.append(crop if index < count else pipeline(image=crop)["image"])
+        return np.stack(out)
+
+    return make
+
+
+def extract_features(model: MaskNet, splits: dict[str, Split], config: TrainConfig, workdir: Path,
+                     callbacks: Callbacks) -> dict[str, np.ndarray]:
+    """Pooled backbone features (onnxruntime) for the clean crops of every split plus augmented train views."""
+    session = export.onnx_session(export.export_embedder(model, workdir / "embedder.onnx", config.input_size))
+    pipeline = build_train_pipeline(config.augment, config.input_size, seed=config.seed)
+    counts = {name: len(split.crops) * (1 + config.views_per_image if name == "train" else 1)
+              for name, split in splits.items()}
+    total, done, started = sum(counts.values()), 0, time.monotonic()
+    features = {}
+    for name, split in splits.items():
+        make = augmented_views(split.crops, config.views_per_image if name == "train" else 0, pipeline)
+        outputs = []
+        for part, batch in prefetched(make, counts[name], 32):
+            outputs.append(session.run(None, {"images": batch})[0])
+            elapsed = time.monotonic() - started
+            rate = (done + part.stop) / max(elapsed, 1e-6)
+            callbacks.report(Progress("features", done + part.stop, total, eta_seconds=(total - done - part.stop) / rate))
+        features[name] = np.concatenate(outputs) if outputs else np.zeros((0, FEATURE_DIM), np.float32)
+        done += counts[name]
+    features["train_targets"] = np.tile(splits["train"].targets, 1 + config.views_per_image)
+    return features
+
+
+def class_weights(targets: np.ndarray, num_classes: int) -> torch.Tensor:
+    """Inverse-frequency weights, mean 1 over the classes present."""
+    counts = np.bincount(targets, minlength=num_classes).astype(np.float64)
+    weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / num_classes, 0.0)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def evaluate_logits(logits: torch.Tensor, targets: torch.Tensor, loss_fn) -> tuple[float, float]:
+    return float(loss_fn(logits, targets)), float((logits.argmax(1) == targets).float().mean())
+
+
+def train_head(model: MaskNet, features: dict[str, np.ndarray], splits: dict[str, Split], config: TrainConfig,
+               loss_fn, callbacks: Callbacks) -> list[dict]:
+    """Stage 1: train model.head on cached features with early stopping on validation loss."""
+    x = torch.from_numpy(features["train"])
+    y = torch.from_numpy(features["train_targets"])
+    x_val = torch.from_numpy(features["val"])
+    y_val = torch.from_numpy(splits["val"].targets)
+    optimizer = torch.optim.AdamW(model.head.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    generator = torch.Generator().manual_seed(config.seed)
+    return fit(model.head, optimizer, loss_fn, "head", config.epochs, config.patience, callbacks,
+               train_epoch=lambda: _head_epoch(model.head, optimizer, loss_fn, x, y, config.batch_size, generator),
+               validate=lambda: evaluate_logits(model.head.eval()(x_val), y_val, loss_fn) if len(y_val) else None)
+
+
+def _head_epoch(head: nn.Module, optimizer, loss_fn, x, y, batch_size: int, generator) -> tuple[float, float]:
+    head.train()
+    order = torch.randperm(len(x), generator=generator)
+    total_loss, correct = 0.0, 0
+    for part in batches(len(x), batch_size):
+        index = order[part]
+        logits = head(x[index])
+        loss = loss_fn(logits, y[index])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        total_loss += loss.item() * len(index)
+        correct += int((logits.argmax(1) == y[index]).sum())
+    return total_loss / len(x), correct / len(x)
+
+
+def fit(module: nn.Module, optimizer, loss_fn, stage: str, epochs: int, patience: int, callbacks: Callbacks,
+        train_epoch: Callable[[], tuple[float, float]], validate: Callable[[], tuple[float, float] | None]) -> list[dict]:
+    """Epoch loop with early stopping on validation loss; restores the best weights of `module`."""
+    history, best_loss, best_state, stale = [], math.inf, copy.deepcopy(module.state_dict()), 0
+    started = time.monotonic()
+    for epoch in range(1, epochs + 1):
+        loss, accuracy = train_epoch()
+        with torch.no_grad():
+            validation = validate()
+        val_loss, val_accuracy = validation if validation else (loss, accuracy)
+        history.append({"stage": stage, "epoch": epoch, "loss": loss, "accuracy": accuracy,
+                        "val_loss": val_loss, "val_accuracy": val_accuracy})
+        eta = (time.monotonic() - started) / epoch * (epochs - epoch)
+        callbacks.report(Progress(stage, epoch, epochs, epoch, epochs, val_loss, val_accuracy, eta))
+        if val_loss < best_loss - 1e-4:
+            best_loss, best_state, stale = val_loss, copy.deepcopy(module.state_dict()), 0
+        else:
+            stale += 1
+            if stale >= patience:
+                break
+    module.load_state_dict(best_state)
+    return history
+
+
+def finetune(model: MaskNet, splits: dict[str, Split], config: TrainConfig, loss_fn, workdir: Path,
+             callbacks: Callbacks) -> list[dict]:
+    """Stage 2: train the last blocks and the head with live augmentation; the frozen front runs in onnxruntime."""
+    cut = export.front_cut(config.finetune_blocks)
+    front = export.onnx_session(export.export_front(model, cut, workdir / "front.onnx", config.input_size))
+    tail = model.features[cut:]
+    params = set_trainable_blocks(model, config.finetune_blocks)
+    optimizer = torch.optim.AdamW(params, lr=config.finetune_learning_rate, weight_decay=config.weight_decay)
+    pipeline = build_train_pipeline(config.augment, config.input_size, seed=config.seed + 1)
+    train, val = splits["train"], splits["val"]
+    batch_size = min(config.batch_size, 32)
+    val_inputs = front.run(None, {"images": val.crops})[0] if len(val.crops) else None
+    rng = np.random.default_rng(config.seed)
+
+    def forward(activations: np.ndarray) -> torch.Tensor:
+        x = tail(torch.from_numpy(activations))
+        return model.head(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+    def train_epoch() -> tuple[float, float]:
+        train_mode_with_frozen_batchnorm(model)
+        order = rng.permutation(len(train.crops))
+        make = lambda part: np.stack([pipeline(image=train.crops[i])["image"] for i in order[part]])
+        total_loss, correct = 0.0, 0
+        for part, batch in prefetched(make, len(order), batch_size):
+            targets = torch.from_numpy(train.targets[order[part]])
+            logits = forward(front.run(None, {"images": batch})[0])
+            loss = loss_fn(logits, targets)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total_loss += loss.item() * len(targets)
+            correct += int((logits.argmax(1) == targets).sum())
+            callbacks.report(Progress("finetune", part.stop, len(order), loss=loss.item()))
+        return total_loss / len(order), correct / len(order)
+
+    def validate():
+        model.eval()
+        return evaluate_logits(forward(val_inputs), torch.from_numpy(val.targets), loss_fn) if val_inputs is not None else None
+
+    history = fit(model, optimizer, loss_fn, "finetune", config.finetune_epochs, config.patience, callbacks,
+                  train_epoch, validate)
+    set_trainable_blocks(model, 0)
+    model.eval()
+    return history
+
+
+def predict_probabilities(model: MaskNet, crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    model.eval()
+    with torch.inference_mode():
+        return np.concatenate([torch.softmax(model(torch.from_numpy(crops[part])), 1).numpy()
+                               for part in batches(len(crops), batch_size)] or [np.zeros((0, 0))])
+
+
+def choose_labels(store: Store, config: TrainConfig) -> list[str]:
+    """The labels to train on; each needs at least 2 images."""
+    counts = store.label_counts()
+    labels = config.labels or [name for name, count in counts.items() if count > 0]
+    missing = [name for name in labels if name not in counts]
+    if missing:
+        raise StoreError(f"Unknown label(s): {', '.join(missing)}.")
+    if len(labels) < 2:
+        raise StoreError("Training needs at least two classes with images. Import images for another class.")
+    too_few = [f"{name} ({counts[name]})" for name in labels if counts[name] < 2]
+    if too_few:
+        raise StoreError(f"Each class needs at least 2 images; too few in: {', '.join(too_few)}.")
+    return labels
+
+
+def train(store: Store, config: TrainConfig, run_dir: Path, callbacks: Callbacks | None = None) -> dict:
+    """Train, evaluate and export one model into run_dir (written to a temporary folder, renamed at the end)."""
+    callbacks = callbacks or Callbacks()
+    seed_everything(config.seed)
+    timings, started = {}, time.monotonic()
+    labels = choose_labels(store, config)
+    store.assign_splits(config.split, config.seed)
+    rule = CropRule(config.crop_margin, config.input_size)
+    records = {name: [r for r in store.images(split=name) if r.label in labels] for name in ("train", "val", "test")}
+    if not records["train"]:
+        raise StoreError("The training split is empty; add more images.")
+    total = sum(len(r) for r in records.values())
+    splits, done = {}, 0
+    for name, split_records in records.items():
+        splits[name] = load_split(store, split_records, labels, rule, callbacks, total, done)
+        done += len(split_records)
+    timings["crops"] = time.monotonic() - started
+
+    model, backbone = build_model(len(labels), Path(config.backbone_weights) if config.backbone_weights else None,
+                                  config.random_init, Preprocess(input_size=config.input_size))
+    model.eval()
+    weights = class_weights(splits["train"].targets, len(labels)) if config.class_weights else None
+    loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=config.label_smoothing)
+    run_dir = Path(run_dir)
+    staging = run_dir.with_name(f".{run_dir.name}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            mark = time.monotonic()
+            features = extract_features(model, splits, config, Path(scratch), callbacks)
+            timings["features"] = time.monotonic() - mark
+            timings["features_images_per_second"] = len(features["train_targets"]) + len(features["val"]) + len(
+                features["test"])
+            timings["features_images_per_second"] /= max(timings["features"], 1e-6)
+            mark = time.monotonic()
+            history = train_head(model, features, splits, config, loss_fn, callbacks)
+            timings["head"] = time.monotonic() - mark
+            if config.finetune_blocks > 0:
+                mark = time.monotonic()
+                history += finetune(model, splits, config, loss_fn, Path(scratch), callbacks)
+                timings["finetune"] = time.monotonic() - mark
+        model.eval()
+        callbacks.report(Progress("evaluate", 0, 1))
+        test = splits["test"]
+        probabilities = predict_probabilities(model, test.crops)
+        report = classification_report(test.targets, probabilities, labels,
+                                        [r.source_name for r in test.records]) if len(test.targets) else None
+        mark = time.monotonic()
+        callbacks.report(Progress("export", 0, 1))
+        preprocess = Preprocess(input_size=config.input_size)
+        calibration = splits["train"].crops[np.random.default_rng(config.seed).permutation(len(records["train"]))[:128]]
+        artefacts = export.export_run(model, staging, labels, preprocess, rule, test.crops, probabilities,
+                                      test.targets, calibration, config.quantize)
+        timings["export"] = time.monotonic() - mark
+        timings["total"] = time.monotonic() - started
+        metrics = {
+            "labels": labels, "backbone": backbone, "random_init": config.random_init,
+            "split_counts": {name: {label: int((s.targets == i).sum()) for i, label in enumerate(labels)}
+                             for name, s in splits.items()},
+            "test": report, **artefacts, "timings": timings,
+            "epochs_trained": {stage: sum(1 for h in history if h["stage"] == stage) for stage in ("head", "finetune")},
+        }
+        torch.save(model.state_dict(), staging / "model.pt")
+        write_json(staging / "config.json", {"train": config.to_dict(), "labels": labels, "preprocess":
+                                             preprocess.to_dict(), "crop_rule": asdict(rule), "backbone": backbone})
+        write_json(staging / "history.json", history)
+        write_json(staging / "metrics.json", metrics)
+        write_predictions(staging / "predictions.csv", test, probabilities, labels)
+        (staging / "MODEL_CARD.md").write_text(model_card(labels, config, metrics, backbone))
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        os.replace(staging, run_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return metrics
+
+
+def write_json(path: Path, data) -> None:
+    path.write_text(json.dumps(data, indent=2))
+
+
+def write_predictions(path: Path, split: Split, probabilities: np.ndarray, labels: list[str]) -> None:
+    lines = ["image_id,source_name,true,predicted," + ",".join(f"p_{label}" for label in labels)]
+    for record, target, probs in zip(split.records, split.targets, probabilities):
+        name = record.source_name.replace('"', "'")
+        lines.append(f'{record.id},"{name}",{labels[target]},{labels[int(probs.argmax())]},'
+                     + ",".join(f"{p:.6f}" for p in probs))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def model_card(labels: list[str], config: TrainConfig, metrics: dict, backbone: str) -> str:
+    """A short human-readable summary of what the model is, how it was made and how it scored."""
+    test = metrics.get("test") or {}
+    counts = metrics["split_counts"]
+    lines = [
+        "# maskdet model card", "",
+        f"- Classes: {', '.join(labels)}",
+        f"- Backbone: MobileNetV2, weights {backbone}" + (" (RANDOM INIT: not pretrained)" if config.random_init else ""),
+        f"- Training: head on cached features ({config.views_per_image} augmented views per image)"
+        + (f", then fine-tuned the last {config.finetune_blocks} blocks" if config.finetune_blocks else ""),
+        f"- Data: " + "; ".join(f"{name}: {sum(c.values())} images" for name, c in counts.items()),
+        f"- Input: face crop (square, margin {config.crop_margin}x), {config.input_size}x{config.input_size} "
+        "uint8 RGB NHWC; normalisation inside the model", "",
+        "## Test split", "",
+    ]
+    if test:
+        lines += [f"- Accuracy: {test['accuracy']:.4f}", f"- Macro F1: {test['macro_f1']:.4f}",
+                  f"- ROC AUC: {test['roc_auc']}" if test.get("roc_auc") is not None else "- ROC AUC: n/a"]
+        lines += [f"- {c['label']}: precision {c['precision']:.3f}, recall {c['recall']:.3f}, F1 {c['f1']:.3f}"
+                  for c in test["per_class"]]
+    else:
+        lines.append("- No test images (the split left the test set empty).")
+    lines += ["", "## Limitations", "",
+              "- Scores are measured on a split of the same dataset; photos from other cameras, lighting or mask",
+              "  styles may score lower. Datasets with pasted-on masks overstate real-world accuracy.",
+              "- The split keeps near-duplicate photos together, but different photos of one person can still",
+              "  fall on both sides.",
+              "- The model classifies a face crop; it relies on the face detector to find faces first."]
+    return "\n".join(lines) + "\n"
