@@ -20,8 +20,8 @@ from . import export
 from .augment import AugmentConfig, build_train_pipeline
 from .evaluate import classification_report
 from .faces import CropRule, crop_face
-from .model import FEATURE_DIM, MaskNet, Preprocess, build_model, set_trainable_blocks, train_mode_with_frozen_batchnorm
-from .store import ImageRecord, Store, StoreError
+from .model import FEATURE_DIM, BackboneWeightsError, MaskNet, Preprocess, build_model, set_trainable_blocks, train_mode_with_frozen_batchnorm
+from .store import ImageRecord, Store, StoreError, now
 
 
 @dataclass
@@ -419,3 +419,45 @@ def model_card(labels: list[str], config: TrainConfig, metrics: dict, backbone: 
               "  fall on both sides.",
               "- The model classifies a face crop; it relies on the face detector to find faces first."]
     return "\n".join(lines) + "\n"
+
+
+def execute_run(store: Store, config: TrainConfig, models_dir: Path, run_id: str | None = None,
+                on_progress: Callable[[Progress], None] = lambda progress: None) -> dict:
+    """Train as a registry run: status, throttled progress and cancellation live in the database."""
+    run_id = run_id or store.create_run(config.to_dict())
+    store.update_run(run_id, status="running", started_at=now(), pid=os.getpid(), error=None)
+    last = {"write": 0.0, "check": 0.0, "cancel": False}
+
+    def progress(item: Progress) -> None:
+        on_progress(item)
+        if time.monotonic() - last["write"] >= 1.0:
+            last["write"] = time.monotonic()
+            store.update_run(run_id, progress=asdict(item))
+
+    def should_cancel() -> bool:
+        if time.monotonic() - last["check"] >= 1.0:
+            last["check"] = time.monotonic()
+            last["cancel"] = bool(store.run(run_id)["cancel_requested"])
+        return last["cancel"]
+
+    run_dir = Path(models_dir) / run_id
+    try:
+        metrics = train(store, config, run_dir, Callbacks(progress, should_cancel))
+    except Cancelled:
+        store.update_run(run_id, status="cancelled", finished_at=now())
+        raise
+    except BaseException as error:
+        store.update_run(run_id, status="failed", finished_at=now(), error=describe_error(error))
+        raise
+    store.update_run(run_id, status="succeeded", finished_at=now(), metrics=metrics, artefact_dir=str(run_dir),
+                     progress=asdict(Progress("done", 1, 1)))
+    return {"run_id": run_id, **metrics}
+
+
+def describe_error(error: BaseException) -> str:
+    """One line for a failed run: the message of errors meant for users, the type and message otherwise."""
+    if isinstance(error, KeyboardInterrupt):
+        return "Interrupted."
+    if isinstance(error, (StoreError, BackboneWeightsError, ValueError)):
+        return str(error)
+    return f"{type(error).__name__}: {error}"

@@ -1,0 +1,308 @@
+"""`python -m maskdet ...`: the same library functions the dashboard uses, headless."""
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .export import NotAMaskdetModel, load_classifier
+from .imageio import BadImage
+from .model import BackboneWeightsError
+from .settings import load_settings
+from .store import IMAGE_SUFFIXES, Store, StoreError
+
+
+class UsageError(ValueError):
+    """A mistake in the command line; printed as one line."""
+
+
+def tqdm_progress(description: str):
+    """A (done, total) callback drawing a tqdm bar on stderr."""
+    bar = tqdm(desc=description, unit="img", file=sys.stderr, leave=False)
+
+    def update(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    return update
+
+
+def face_detector():
+    from .faces import FaceDetector
+
+    return FaceDetector()
+
+
+def resolve_model(store: Store, spec: str | None, int8: bool = False) -> Path:
+    """A run id (latest succeeded run when None) or a path to an .onnx file."""
+    if spec and spec.endswith(".onnx"):
+        return Path(spec)
+    runs = [r for r in store.runs() if r["status"] == "succeeded" and (spec is None or r["id"] == spec)]
+    if not runs:
+        raise UsageError(f"No finished run '{spec}'." if spec else "No trained model yet: run `python -m maskdet train`.")
+    return Path(runs[0]["artefact_dir"]) / ("model.int8.onnx" if int8 else "model.onnx")
+
+
+def cmd_import(store: Store, args) -> dict:
+    source = Path(args.path)
+    if source.is_dir():
+        if args.label:
+            raise UsageError("--label is for single image files; a folder's class sub-folders name the labels.")
+        report = store.import_folder(source, face_detector(), tqdm_progress("import"))
+    elif source.suffix.lower() == ".zip":
+        report = store.import_zip(source, face_detector(), tqdm_progress("import"))
+    elif source.is_file():
+        if not args.label:
+            raise UsageError("Importing a single image needs --label.")
+        report = store.add_image(source.read_bytes(), args.label, source.name, face_detector())
+    else:
+        raise UsageError(f"No such file or folder: {source}.")
+    return {**report.to_dict(), "labels": store.label_counts()}
+
+
+def cmd_labels(store: Store, args) -> dict:
+    if args.add:
+        store.add_label(args.add)
+    if args.rename:
+        store.rename_label(*args.rename)
+    if args.delete:
+        store.delete_label(args.delete)
+    return {"labels": store.label_counts(), "no_face": len(store.images(no_face=True))}
+
+
+def train_config(args):
+    from .train import TrainConfig
+
+    data = json.loads(Path(args.config).read_text()) if args.config else {}
+    for name in ("epochs", "batch_size", "learning_rate", "views_per_image", "finetune_blocks", "finetune_epochs",
+                 "seed", "input_size"):
+        if getattr(args, name) is not None:
+            data[name] = getattr(args, name)
+    if args.split:
+        data["split"] = args.split
+    if args.labels:
+        data["labels"] = args.labels
+    if args.random_init:
+        data["random_init"] = True
+    if args.no_int8:
+        data["quantize"] = False
+    weights = args.backbone_weights or load_settings().backbone_weights
+    if weights:
+        data["backbone_weights"] = str(weights)
+    return TrainConfig.from_dict(data)
+
+
+def cmd_train(store: Store, args) -> dict:
+    from .train import execute_run
+
+    config = train_config(args)
+    bars: dict = {}
+
+    def on_progress(progress) -> None:
+        bar = bars.get(progress.stage)
+        if bar is None:
+            for old in bars.values():
+                old.close()
+            bars.clear()
+            bar = bars[progress.stage] = tqdm(desc=progress.stage, total=progress.steps, file=sys.stderr, leave=False)
+        bar.total = progress.steps
+        bar.n = progress.step
+        if progress.loss is not None:
+            bar.set_postfix(loss=f"{progress.loss:.4f}", acc=f"{progress.accuracy:.3f}" if progress.accuracy else "-")
+        bar.refresh()
+
+    try:
+        result = execute_run(store, config, load_settings().models_dir, args.run_id, on_progress)
+    finally:
+        for bar in bars.values():
+            bar.close()
+    test = result.get("test") or {}
+    return {"run_id": result["run_id"], "accuracy": test.get("accuracy"), "macro_f1": test.get("macro_f1"),
+            "roc_auc": test.get("roc_auc"), "parity": result["onnx"]["parity"], "timings": result["timings"],
+            "artefact_dir": str(load_settings().models_dir / result["run_id"])}
+
+
+def cmd_evaluate(store: Store, args) -> dict:
+    from .predict import evaluate_folder
+
+    classifier = load_classifier(resolve_model(store, args.model, args.int8))
+    report = evaluate_folder(Path(args.folder), face_detector(), classifier, store.settings.max_pixels,
+                             tqdm_progress("evaluate"))
+    if not args.curves:
+        report.pop("roc_curves")
+    return report
+
+
+def cmd_export(store: Store, args) -> dict:
+    source = resolve_model(store, args.run, args.int8)
+    classifier = load_classifier(source)
+    target = Path(args.output)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    return {"output": str(target), "bytes": target.stat().st_size, "labels": classifier.labels,
+            "preprocess": classifier.preprocess.to_dict()}
+
+
+def cmd_predict(store: Store, args) -> dict:
+    from PIL import Image
+
+    from .predict import annotate, predict_image
+
+    classifier = load_classifier(resolve_model(store, args.model, args.int8))
+    detector = face_detector()
+    results = []
+    for name in expand_images(args.images):
+        try:
+            image, predictions = predict_image(Path(name).read_bytes(), detector, classifier,
+                                               store.settings.max_pixels, args.threshold)
+        except (BadImage, OSError) as error:
+            results.append({"image": name, "error": str(error)})
+            continue
+        entry = {"image": name, "faces": [p.to_dict() for p in predictions]}
+        if args.annotate:
+            out = Path(args.annotate) / (Path(name).stem + ".annotated.png")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(annotate(image, predictions, classifier.labels)).save(out)
+            entry["annotated"] = str(out)
+        results.append(entry)
+    return {"model": str(classifier.path), "labels": classifier.labels, "images": results}
+
+
+def expand_images(paths: list[str]) -> list[str]:
+    """Image files named directly, plus the image files inside named folders."""
+    files = []
+    for name in paths:
+        path = Path(name)
+        if path.is_dir():
+            files += [str(p) for p in sorted(path.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
+        elif path.exists():
+            files.append(name)
+        else:
+            raise UsageError(f"No such file: {name}.")
+    return files
+
+
+def cmd_runs(store: Store, args) -> dict:
+    rows = []
+    for run in store.runs():
+        test = (run["metrics"] or {}).get("test") or {}
+        rows.append({"id": run["id"], "status": run["status"], "created_at": run["created_at"],
+                     "accuracy": test.get("accuracy"), "macro_f1": test.get("macro_f1"), "error": run["error"]})
+    return {"runs": rows}
+
+
+def cmd_cancel(store: Store, args) -> dict:
+    store.run(args.run_id)
+    store.update_run(args.run_id, cancel_requested=True)
+    return {"run_id": args.run_id, "cancel_requested": True}
+
+
+def print_human(command: str, result: dict) -> None:
+    """A short readable rendering of a command's result."""
+    if command == "runs":
+        for run in result["runs"]:
+            accuracy = f"acc {run['accuracy']:.4f} F1 {run['macro_f1']:.4f}" if run["accuracy"] is not None else ""
+            print(f"{run['id']}  {run['status']:<9} {accuracy} {run['error'] or ''}".rstrip())
+        if not result["runs"]:
+            print("No runs yet.")
+    elif command == "predict":
+        for entry in result["images"]:
+            faces = entry.get("faces")
+            described = entry.get("error") or ", ".join(f"{f['label']} {f['probability']:.0%}" for f in faces) or "no face"
+            print(f"{entry['image']}: {described}")
+    elif command == "import":
+        print(", ".join(f"{k}: {v}" for k, v in result.items() if isinstance(v, int)))
+        for item in result["rejected_files"]:
+            print(f"  rejected {item['name']}: {item['reason']}")
+        print("labels: " + ", ".join(f"{k} {v}" for k, v in result["labels"].items()))
+    else:
+        print(json.dumps({k: v for k, v in result.items() if k not in ("misclassified", "roc_curves")}, indent=2))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m maskdet", description="maskdet: face-mask detection studio")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("import", help="import a folder or .zip of class folders, or one image with --label")
+    p.add_argument("path")
+    p.add_argument("--label")
+
+    p = commands.add_parser("labels", help="list labels with image counts; add, rename or delete one")
+    p.add_argument("--add")
+    p.add_argument("--rename", nargs=2, metavar=("OLD", "NEW"))
+    p.add_argument("--delete", help="delete a label and all its images")
+
+    p = commands.add_parser("train", help="train, evaluate and export a model")
+    p.add_argument("--config", help="JSON file with TrainConfig fields (flags override it)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--learning-rate", type=float)
+    p.add_argument("--views-per-image", type=int, help="augmented views per training image for the feature cache")
+    p.add_argument("--finetune-blocks", type=int, help="last MobileNetV2 blocks to fine-tune (0 = head only)")
+    p.add_argument("--finetune-epochs", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--input-size", type=int)
+    p.add_argument("--split", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"))
+    p.add_argument("--labels", nargs="+", help="train on these labels only")
+    p.add_argument("--backbone-weights", help="local torchvision mobilenet_v2 state_dict (.pth)")
+    p.add_argument("--random-init", action="store_true", help="no pretrained weights (for experiments only)")
+    p.add_argument("--no-int8", action="store_true", help="skip the int8 quantised variant")
+    p.add_argument("--run-id", help="execute this queued run (used by the dashboard)")
+
+    p = commands.add_parser("evaluate", help="score a model on a folder of class sub-folders")
+    p.add_argument("folder")
+    p.add_argument("--model", help="run id or .onnx path (default: latest run)")
+    p.add_argument("--int8", action="store_true")
+    p.add_argument("--curves", action="store_true", help="include ROC curve points in the JSON")
+
+    p = commands.add_parser("export", help="write a run's ONNX model to a file")
+    p.add_argument("--run", help="run id (default: latest run)")
+    p.add_argument("--output", required=True)
+    p.add_argument("--int8", action="store_true")
+
+    p = commands.add_parser("predict", help="find faces in images and classify them")
+    p.add_argument("images", nargs="+", help="image files or folders")
+    p.add_argument("--model", help="run id or .onnx path (default: latest run)")
+    p.add_argument("--int8", action="store_true")
+    p.add_argument("--threshold", type=float, default=0.0, help="below this probability a face is 'uncertain'")
+    p.add_argument("--annotate", metavar="DIR", help="also write annotated images into DIR")
+
+    commands.add_parser("runs", help="list training runs")
+    p = commands.add_parser("cancel", help="ask a running training to stop")
+    p.add_argument("run_id")
+    return parser
+
+
+COMMANDS = {"import": cmd_import, "labels": cmd_labels, "train": cmd_train, "evaluate": cmd_evaluate,
+            "export": cmd_export, "predict": cmd_predict, "runs": cmd_runs, "cancel": cmd_cancel}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        store = Store()
+        result = COMMANDS[args.command](store, args)
+    except (UsageError, StoreError, BadImage, NotAMaskdetModel, BackboneWeightsError, ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # training cancelled or an unexpected failure: one line, no traceback
+        from .train import Cancelled
+
+        if isinstance(error, Cancelled):
+            print("training cancelled", file=sys.stderr)
+            return 3
+        print(f"error: unexpected {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print_human(args.command, result)
+    return 0

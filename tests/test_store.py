@@ -1,0 +1,292 @@
+import io
+import os
+import sqlite3
+import stat
+import zipfile
+from collections import defaultdict
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from maskdet.store import NEAR_DUPLICATE_BITS, SCHEMA_VERSION, Store, StoreError, hash_distances, perceptual_hash, validate_label
+from tests.conftest import encode, pattern_image, write_dataset
+
+
+def zip_bytes(entries: dict[str, bytes], symlinks: dict[str, str] = {}) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+        for name, target in symlinks.items():
+            info = zipfile.ZipInfo(name)
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            archive.writestr(info, target)
+    return buffer.getvalue()
+
+
+def test_new_home_has_default_labels_wal_and_schema(store, settings):
+    assert store.labels() == ["with_mask", "without_mask"]
+    assert store.label_counts() == {"with_mask": 0, "without_mask": 0}
+    with sqlite3.connect(settings.home / "maskdet.db") as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
+
+
+def test_reopening_keeps_data_and_newer_schema_is_refused(store, settings, tmp_path, detector):
+    store.import_folder(write_dataset(tmp_path / "d", 2), detector)
+    assert Store(settings).label_counts() == {"with_mask": 2, "without_mask": 2}
+    with sqlite3.connect(settings.home / "maskdet.db") as conn:
+        conn.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
+    with pytest.raises(StoreError, match="newer maskdet"):
+        Store(settings)
+
+
+def test_import_folder_stores_files_content_addressed(store, tmp_path, detector):
+    report = store.import_folder(write_dataset(tmp_path / "d", 3), detector)
+    assert report.summary() == {"added": 6, "duplicates": 0, "rejected": 0, "no_face": 6}
+    records = store.images()
+    assert len(records) == 6
+    for record in records:
+        path = store.image_path(record)
+        assert path.name == record.sha256 and path.exists()
+        assert record.face is None  # generated pictures have no faces: kept, flagged, used whole
+        assert store.load_image(record).shape == (record.height, record.width, 3)
+    assert len(store.images(no_face=True)) == 6
+
+
+def test_exact_duplicates_are_skipped_even_under_another_label(store, tmp_path, detector):
+    write_dataset(tmp_path / "d", 2)
+    data = (tmp_path / "d" / "with_mask" / "img0.jpg").read_bytes()
+    (tmp_path / "d" / "without_mask" / "copy.jpg").write_bytes(data)
+    report = store.import_folder(tmp_path / "d", detector)
+    assert report.summary()["added"] == 4 and report.duplicates == ["without_mask/copy.jpg"]
+    again = store.import_folder(tmp_path / "d", detector)
+    assert again.summary() == {"added": 0, "duplicates": 5, "rejected": 0, "no_face": 0}
+    assert len(store.images()) == 4
+
+
+def test_near_duplicates_share_a_group(store, detector):
+    base = pattern_image(1, size=(120, 120))
+    masked = base.copy()
+    masked[70:, 20:100] = (90, 140, 200)  # "paste a mask" over the lower part
+    other = pattern_image(2, size=(120, 120))
+    assert hash_distances(np.frombuffer(bytes.fromhex(perceptual_hash(base)), np.uint8)[None],
+                          perceptual_hash(masked))[0] <= NEAR_DUPLICATE_BITS
+    store.add_image(encode(base), "without_mask", "a.jpg", detector)
+    store.add_image(encode(masked), "with_mask", "a-with-mask.jpg", detector)
+    store.add_image(encode(other), "with_mask", "b.jpg", detector)
+    groups = {r.source_name: r.dup_group for r in store.images()}
+    assert groups["a.jpg"] == groups["a-with-mask.jpg"] != groups["b.jpg"]
+
+
+def test_a_new_image_near_two_groups_merges_them(store, detector, monkeypatch):
+    bits_b = np.zeros(256, np.uint8)
+    bits_b[:60] = 1  # 60 bits from a: different groups
+    bits_bridge = np.zeros(256, np.uint8)
+    bits_bridge[:30] = 1  # 30 bits from a and from b: near both
+    hashes = {1: "00" * 32, 2: np.packbits(bits_b).tobytes().hex(), 3: np.packbits(bits_bridge).tobytes().hex()}
+    monkeypatch.setattr("maskdet.store.perceptual_hash", lambda image: hashes[int(image[0, 0, 0] > 100) + 1 + int(image[0, 0, 1] > 100)])
+    colours = {1: (0, 0, 0), 2: (200, 0, 0), 3: (200, 200, 0)}
+    for key, name in ((1, "a"), (2, "b")):
+        store.add_image(encode(np.full((40, 40, 3), colours[key], np.uint8), "PNG"), "with_mask", name, detector)
+    groups = {r.source_name: r.dup_group for r in store.images()}
+    assert groups["a"] != groups["b"]
+    store.add_image(encode(np.full((40, 40, 3), colours[3], np.uint8), "PNG"), "without_mask", "bridge", detector)
+    groups = {r.source_name: r.dup_group for r in store.images()}
+    assert groups["a"] == groups["b"] == groups["bridge"]
+
+
+def test_bad_files_are_rejected_by_name_and_good_ones_kept(store, tmp_path, detector, settings):
+    root = write_dataset(tmp_path / "d", 2)
+    good = (root / "with_mask" / "img0.jpg").read_bytes()
+    (root / "with_mask" / "truncated.jpg").write_bytes((lambda d: d[: len(d) // 2])(encode(pattern_image(77))))
+    (root / "with_mask" / "notes.txt").write_bytes(b"just some text")
+    (root / "with_mask" / "empty.png").write_bytes(b"")
+    (root / "without_mask" / "garbage.jpg").write_bytes(good[:20] + os.urandom(3000))
+    (root / "stray.jpg").write_bytes(encode(pattern_image(78)))
+    report = store.import_folder(root, detector)
+    reasons = dict(report.rejected)
+    assert report.summary()["added"] == 4
+    assert set(reasons) == {"with_mask/truncated.jpg", "with_mask/notes.txt", "with_mask/empty.png",
+                            "without_mask/garbage.jpg", "stray.jpg"}
+    assert "not an image" in reasons["with_mask/notes.txt"]
+    assert "corrupt or truncated" in reasons["with_mask/truncated.jpg"]
+    assert "empty file" in reasons["with_mask/empty.png"]
+    assert "class folder" in reasons["stray.jpg"]
+    assert len(store.images()) == 4
+
+
+def test_decompression_bomb_is_rejected(store, detector):
+    bomb = io.BytesIO()
+    Image.new("1", (20000, 20000)).save(bomb, format="PNG")  # 400 megapixels in a few dozen KB
+    assert len(bomb.getvalue()) < 1_000_000
+    with pytest.raises(StoreError, match="too large"):
+        store.add_image(bomb.getvalue(), "with_mask", "bomb.png", detector)
+    assert store.images() == []
+
+
+def test_zip_import_and_hostile_entries(store, detector):
+    good = {f"dataset/with_mask/{i}.jpg": encode(pattern_image(i)) for i in range(2)}
+    good.update({f"dataset/without_mask/{i}.jpg": encode(pattern_image(10 + i)) for i in range(2)})
+    hostile = {
+        "/etc/evil.jpg": encode(pattern_image(20)),
+        "dataset/../../escape.jpg": encode(pattern_image(21)),
+        "rootfile.jpg": encode(pattern_image(22)),
+        "__MACOSX/dataset/with_mask/._0.jpg": b"resource fork",
+        "dataset/with_mask/.DS_Store": b"finder",
+    }
+    data = zip_bytes({**good, **hostile}, symlinks={"dataset/with_mask/link.jpg": "/etc/passwd"})
+    report = store.import_zip(data, detector)
+    reasons = dict(report.rejected)
+    assert report.summary()["added"] == 4
+    assert "absolute" in reasons["/etc/evil.jpg"]
+    assert "escapes" in reasons["dataset/../../escape.jpg"]
+    assert "class folder" in reasons["rootfile.jpg"]
+    assert "symbolic link" in reasons["dataset/with_mask/link.jpg"]
+    assert len(reasons) == 4  # macOS metadata is ignored silently
+    assert store.label_counts() == {"with_mask": 2, "without_mask": 2}
+    assert not (store.home.parent / "escape.jpg").exists()
+
+
+def test_zip_with_new_class_folder_creates_the_label(store, detector):
+    report = store.import_zip(zip_bytes({"mask_incorrect/a.jpg": encode(pattern_image(5))}), detector)
+    assert report.summary()["added"] == 1
+    assert store.label_counts()["mask_incorrect"] == 1
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"this is not a zip", "Not a readable zip"),
+    (zip_bytes({}), "No images found"),
+    (zip_bytes({"a/readme.txt": b"hello"}), "No images could be imported"),
+])
+def test_unusable_archives_say_why(store, detector, data, message):
+    with pytest.raises(StoreError, match=message):
+        store.import_zip(data, detector)
+    assert store.images() == []
+
+
+@pytest.mark.parametrize("name", ["", "   ", "a/b", "..", "back\\slash", "x" * 65, "tab\there"])
+def test_bad_label_names(name):
+    with pytest.raises(StoreError):
+        validate_label(name)
+
+
+def test_zip_folder_with_bad_label_is_rejected(store, detector):
+    report = store.import_zip(zip_bytes({"ok/a.jpg": encode(pattern_image(1)),
+                                         "bad:name/b.jpg": encode(pattern_image(2))}), detector)
+    assert report.summary()["added"] == 1
+    assert "path characters" in dict(report.rejected)["bad:name/b.jpg"]
+
+
+def test_add_rename_delete_labels_and_relabel(store, tmp_path, detector):
+    store.import_folder(write_dataset(tmp_path / "d", 2), detector)
+    assert store.add_label("  mask_chin ") == "mask_chin"
+    store.rename_label("mask_chin", "mask under chin")
+    with pytest.raises(StoreError, match="already exists"):
+        store.rename_label("mask under chin", "with_mask")
+    with pytest.raises(StoreError, match="No label"):
+        store.relabel([1], "nope")
+    moved = [r.id for r in store.images(label="with_mask")][:1]
+    store.relabel(moved, "mask under chin")
+    assert store.label_counts() == {"with_mask": 1, "without_mask": 2, "mask under chin": 1}
+    files = [store.image_path(r) for r in store.images(label="without_mask")]
+    assert store.delete_label("without_mask") == 2
+    assert not any(f.exists() for f in files)
+    assert store.labels() == ["with_mask", "mask under chin"]
+    store.delete_images(moved)
+    assert store.label_counts() == {"with_mask": 1, "mask under chin": 0}
+
+
+def test_failed_batch_leaves_no_partial_rows(store, tmp_path, detector, monkeypatch):
+    root = write_dataset(tmp_path / "d", 40)  # 80 images: three batches of 32
+    calls = {"n": 0}
+    real_write = Store._write_file
+
+    def failing_write(self, sha, data):
+        calls["n"] += 1
+        if calls["n"] == 40:  # in the middle of the second batch
+            raise OSError("disk full")
+        return real_write(self, sha, data)
+
+    monkeypatch.setattr(Store, "_write_file", failing_write)
+    with pytest.raises(OSError, match="disk full"):
+        store.import_folder(root, detector)
+    assert len(store.images()) == 32  # the first batch committed, the second rolled back whole
+    monkeypatch.setattr(Store, "_write_file", real_write)
+    report = store.import_folder(root, detector)
+    assert report.summary()["added"] == 48 and len(report.duplicates) == 32
+    assert len(store.images()) == 80
+
+
+def test_splits_are_stratified_seeded_and_keep_groups_together(store, tmp_path, detector):
+    store.import_folder(write_dataset(tmp_path / "d", 30), detector)
+    # make near-duplicate groups by hand: pairs across the two classes
+    records = store.images()
+    with store.engine.begin() as conn:
+        from maskdet.store import images_table
+        for a, b in zip(records[:30:2], records[30::2]):
+            conn.execute(images_table.update().where(images_table.c.id.in_([a.id, b.id])).values(dup_group=a.dup_group))
+    counts = store.assign_splits((0.6, 0.2, 0.2), seed=1)
+    by_group = defaultdict(set)
+    for record in store.images():
+        by_group[record.dup_group].add(record.split)
+    assert all(len(splits) == 1 for splits in by_group.values())
+    for split, expected in (("train", 36), ("val", 12), ("test", 12)):
+        assert abs(sum(counts[split].values()) - expected) <= 4, counts
+        assert set(counts[split]) == {"with_mask", "without_mask"}
+    first = {r.id: r.split for r in store.images()}
+    store.assign_splits((0.6, 0.2, 0.2), seed=1)
+    assert {r.id: r.split for r in store.images()} == first
+    store.assign_splits((0.6, 0.2, 0.2), seed=2)
+    assert {r.id: r.split for r in store.images()} != first
+
+
+def test_tiny_classes_still_get_validation_and_test_images(store, tmp_path, detector):
+    store.import_folder(write_dataset(tmp_path / "d", 3), detector)
+    counts = store.assign_splits()
+    assert all(counts[split].get(label) == 1 for split in ("train", "val", "test")
+               for label in ("with_mask", "without_mask"))
+
+
+@pytest.mark.parametrize("ratios", [(0.5, 0.5, 0.5), (0, 0.5, 0.5), (-0.1, 0.6, 0.5), (1.0, 0.0)])
+def test_bad_split_ratios(store, ratios):
+    with pytest.raises(StoreError, match="Split ratios"):
+        store.assign_splits(ratios)
+
+
+def test_runs_registry(store):
+    run_id = store.create_run({"epochs": 3})
+    run = store.run(run_id)
+    assert run["status"] == "queued" and run["config"] == {"epochs": 3} and not run["cancel_requested"]
+    store.update_run(run_id, status="running", progress={"stage": "head", "step": 1})
+    store.update_run(run_id, status="succeeded", metrics={"test": {"accuracy": 1.0}})
+    run = store.run(run_id)
+    assert run["progress"]["stage"] == "head" and run["metrics"]["test"]["accuracy"] == 1.0
+    assert [r["id"] for r in store.runs()] == [run_id]
+    with pytest.raises(StoreError, match="Unknown run status"):
+        store.update_run(run_id, status="exploded")
+    store.delete_run(run_id)
+    with pytest.raises(StoreError, match="No run"):
+        store.run(run_id)
+
+
+def test_real_photos_get_faces_and_pasted_mask_pairs_are_grouped(store, shared_data, detector, tmp_path):
+    names = ["0", "1", "10", "100", "101"]
+    root = tmp_path / "real"
+    for name in names:
+        for label, file in (("without_mask", f"{name}.jpg"), ("with_mask", f"{name}-with-mask.jpg")):
+            (root / label).mkdir(parents=True, exist_ok=True)
+            (root / label / file).write_bytes((shared_data / label / file).read_bytes())
+    report = store.import_folder(root, detector)
+    assert report.summary()["added"] == 10
+    records = {r.source_name: r for r in store.images()}
+    assert sum(r.face is not None for r in records.values()) >= 9
+    for record in records.values():
+        if record.face:
+            x1, y1, x2, y2 = record.face.box
+            assert 0 <= x1 < x2 <= record.width and 0 <= y1 < y2 <= record.height
+            assert (x2 - x1) * (y2 - y1) > 0.05 * record.width * record.height  # dataset faces are large
+    for name in names:
+        assert records[f"without_mask/{name}.jpg"].dup_group == records[f"with_mask/{name}-with-mask.jpg"].dup_group
+    assert len({r.dup_group for r in records.values()}) == 5
