@@ -37,12 +37,22 @@ class AugmentConfig:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"Unknown augmentation(s): {', '.join(sorted(unknown))}. Known: {', '.join(sorted(known))}.")
-        config = cls(**{name: Augmentation(**value) for name, value in data.items()})
-        for name in known:
-            item = getattr(config, name)
-            if not (0 <= item.probability <= 1 and 0 <= item.strength <= 1):
-                raise ValueError(f"Augmentation '{name}': probability and strength must be between 0 and 1.")
-        return config
+        return cls(**{name: _augmentation(name, value) for name, value in data.items()})
+
+
+def _augmentation(name: str, value) -> Augmentation:
+    """Validate one {"enabled", "probability", "strength"} entry."""
+    keys = {"enabled", "probability", "strength"}
+    if not isinstance(value, dict) or set(value) - keys:
+        raise ValueError(f"Augmentation '{name}' must be an object with keys {', '.join(sorted(keys))}.")
+    item = Augmentation(**value)
+    numbers = (item.probability, item.strength)
+    if not isinstance(item.enabled, bool) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                      for v in numbers):
+        raise ValueError(f"Augmentation '{name}': enabled must be true/false, probability and strength numbers.")
+    if not all(0 <= v <= 1 for v in numbers):
+        raise ValueError(f"Augmentation '{name}': probability and strength must be between 0 and 1.")
+    return item
 
 
 def _transform(name: str, s: float, p: float) -> A.BasicTransform:

@@ -175,15 +175,17 @@ class _CalibrationReader:
 
 
 def quantize(source: Path, target: Path, calibration: np.ndarray) -> Path:
-    """Static int8 quantisation (QDQ, per-channel) calibrated on face crops; metadata carried over."""
+    """Static int8 quantisation (QDQ, per-channel, softmax kept float) calibrated on face crops; metadata carried over."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     prepared = Path(f"{target}.pre.onnx")
     try:
         quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        softmax = [node.name for node in onnx.load(str(prepared)).graph.node if node.op_type == "Softmax"]
         quantize_static(str(prepared), str(target), _CalibrationReader(calibration), quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        nodes_to_exclude=softmax)  # keep probabilities in float: they sum to 1
     finally:
         prepared.unlink(missing_ok=True)
     original = onnx.load(str(source))

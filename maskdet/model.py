@@ -80,7 +80,7 @@ def backbone_state_dict(weights_path: Path | None) -> tuple[dict, str]:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:
-            raise BackboneWeightsError(f"{path} is not a PyTorch state_dict file ({error}).") from None
+            raise BackboneWeightsError(f"{path} is not a PyTorch state_dict file ({type(error).__name__}).") from None
         if not isinstance(state, dict):
             raise BackboneWeightsError(f"{path} does not hold a state_dict (found {type(state).__name__}).")
         return state, f"file:{path.name}"
@@ -104,11 +104,32 @@ def build_model(num_classes: int, weights_path: Path | None = None, random_init:
         return model, "random-init"
     state, source = backbone_state_dict(weights_path)
     features = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
-    try:
-        model.features.load_state_dict(features, strict=True)
-    except RuntimeError as error:
-        raise BackboneWeightsError(f"The backbone weights do not fit torchvision's mobilenet_v2: {error}") from None
+    expected = model.features.state_dict()
+    missing = sorted(set(expected) - set(features))
+    unexpected = sorted(set(features) - set(expected))
+    mismatched = sorted(k for k in set(expected) & set(features)
+                        if not isinstance(features[k], torch.Tensor) or features[k].shape != expected[k].shape)
+    if missing or unexpected or mismatched:
+        problems = [f"{len(names)} {kind} (e.g. {', '.join('features.' + n for n in names[:3])})"
+                    for kind, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", mismatched))
+                    if names]
+        raise BackboneWeightsError(f"The backbone weights ({source}) do not fit torchvision's mobilenet_v2: "
+                                   f"{'; '.join(problems)} tensors.")
+    model.features.load_state_dict(features, strict=True)
     return model, source
+
+
+def calibrate_batchnorm(model: MaskNet, images: torch.Tensor, batch_size: int = 32) -> None:
+    """Estimate BatchNorm statistics from images: a randomly initialised backbone is useless without them."""
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average over all batches
+    model.train()
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            model.embed(images[start:start + batch_size])
+    model.eval()
 
 
 def set_trainable_blocks(model: MaskNet, blocks: int) -> list[nn.Parameter]:

@@ -20,7 +20,8 @@ from . import export
 from .augment import AugmentConfig, build_train_pipeline
 from .evaluate import classification_report
 from .faces import CropRule, crop_face
-from .model import FEATURE_DIM, BackboneWeightsError, MaskNet, Preprocess, build_model, set_trainable_blocks, train_mode_with_frozen_batchnorm
+from .model import (FEATURE_DIM, BackboneWeightsError, MaskNet, Preprocess, build_model, calibrate_batchnorm,
+                    set_trainable_blocks, train_mode_with_frozen_batchnorm)
 from .store import ImageRecord, Store, StoreError, now
 
 
@@ -54,13 +55,33 @@ class TrainConfig:
     def from_dict(cls, data: dict) -> "TrainConfig":
         data = dict(data)
         augment = AugmentConfig.from_dict(data.pop("augment", {}))
-        known = set(cls.__dataclass_fields__)
-        unknown = set(data) - known
+        defaults = cls()
+        unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"Unknown training setting(s): {', '.join(sorted(unknown))}.")
+        for name, value in data.items():
+            default = getattr(defaults, name)
+            if not _same_kind(value, default):
+                raise ValueError(f"Training setting '{name}' should be like {default!r}, got {value!r}.")
         if "split" in data:
             data["split"] = tuple(data["split"])
         return cls(**data, augment=augment)
+
+
+def _same_kind(value, default) -> bool:
+    """Whether a JSON value fits a setting whose default is `default` (None defaults accept anything)."""
+    if default is None:
+        return True
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, tuple):
+        return isinstance(value, (list, tuple)) and len(value) == len(default) and all(
+            _same_kind(v, d) for v, d in zip(value, default))
+    return isinstance(value, type(default))
 
 
 @dataclass
@@ -187,7 +208,7 @@ def train_head(model: MaskNet, features: dict[str, np.ndarray], splits: dict[str
     optimizer = torch.optim.AdamW(model.head.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(config.seed)
     return fit(model.head, optimizer, loss_fn, "head", config.epochs, config.patience, callbacks,
-               train_epoch=lambda: _head_epoch(model.head, optimizer, loss_fn, x, y, config.batch_size, generator),
+               train_epoch=lambda epoch: _head_epoch(model.head, optimizer, loss_fn, x, y, config.batch_size, generator),
                validate=lambda: evaluate_logits(model.head.eval()(x_val), y_val, loss_fn) if len(y_val) else None)
 
 
@@ -208,12 +229,12 @@ def _head_epoch(head: nn.Module, optimizer, loss_fn, x, y, batch_size: int, gene
 
 
 def fit(module: nn.Module, optimizer, loss_fn, stage: str, epochs: int, patience: int, callbacks: Callbacks,
-        train_epoch: Callable[[], tuple[float, float]], validate: Callable[[], tuple[float, float] | None]) -> list[dict]:
+        train_epoch: Callable[[int], tuple[float, float]], validate: Callable[[], tuple[float, float] | None]) -> list[dict]:
     """Epoch loop with early stopping on validation loss; restores the best weights of `module`."""
     history, best_loss, best_state, stale = [], math.inf, copy.deepcopy(module.state_dict()), 0
     started = time.monotonic()
     for epoch in range(1, epochs + 1):
-        loss, accuracy = train_epoch()
+        loss, accuracy = train_epoch(epoch)
         with torch.no_grad():
             validation = validate()
         val_loss, val_accuracy = validation if validation else (loss, accuracy)
@@ -249,7 +270,10 @@ def finetune(model: MaskNet, splits: dict[str, Split], config: TrainConfig, loss
         x = tail(torch.from_numpy(activations))
         return model.head(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
 
-    def train_epoch() -> tuple[float, float]:
+    started = time.monotonic()
+    steps = config.finetune_epochs * len(train.crops)
+
+    def train_epoch(epoch: int) -> tuple[float, float]:
         train_mode_with_frozen_batchnorm(model)
         order = rng.permutation(len(train.crops))
         make = lambda part: np.stack([pipeline(image=train.crops[i])["image"] for i in order[part]])
@@ -263,7 +287,10 @@ def finetune(model: MaskNet, splits: dict[str, Split], config: TrainConfig, loss
             optimizer.step()
             total_loss += loss.item() * len(targets)
             correct += int((logits.argmax(1) == targets).sum())
-            callbacks.report(Progress("finetune", part.stop, len(order), loss=loss.item()))
+            done = (epoch - 1) * len(order) + part.stop
+            eta = (time.monotonic() - started) / done * (steps - done)
+            callbacks.report(Progress("finetune", part.stop, len(order), epoch, config.finetune_epochs,
+                                      loss=loss.item(), eta_seconds=eta))
         return total_loss / len(order), correct / len(order)
 
     def validate():
@@ -319,6 +346,8 @@ def train(store: Store, config: TrainConfig, run_dir: Path, callbacks: Callbacks
 
     model, backbone = build_model(len(labels), Path(config.backbone_weights) if config.backbone_weights else None,
                                   config.random_init, Preprocess(input_size=config.input_size))
+    if config.random_init:
+        calibrate_batchnorm(model, torch.from_numpy(splits["train"].crops))
     model.eval()
     weights = class_weights(splits["train"].targets, len(labels)) if config.class_weights else None
     loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=config.label_smoothing)

@@ -1,0 +1,202 @@
+"""Tests for maskdet.export on a small random MaskNet: metadata, loading, refusing foreign files, parity, int8."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper
+from torch import nn
+
+from maskdet import __version__, export
+from maskdet.export import NotAMaskdetModel, load_classifier, parity, quantize
+from maskdet.faces import CropRule
+from maskdet.model import MaskNet, Preprocess
+
+SIZE = 64
+LABELS = ["with_mask", "without_mask", "mask_incorrect"]
+PREPROCESS = Preprocess(input_size=SIZE)
+RULE = CropRule(1.5, SIZE)
+
+
+def crops(count: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (count, SIZE, SIZE, 3), dtype=np.uint8)
+
+
+def lively_random_model() -> MaskNet:
+    """A random MaskNet whose output depends on its input: BatchNorm statistics measured on random crops
+    (with torchvision's initial mean 0 / var 1 the eval-mode embedding is nearly constant), head scaled up."""
+    torch.manual_seed(0)
+    model = MaskNet(len(LABELS), PREPROCESS)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None
+    model.train()
+    with torch.no_grad():
+        model.embed(torch.from_numpy(crops(32, seed=1)))
+        model.head[1].weight.mul_(20)
+    return model.eval()
+
+
+def torch_probabilities(model: MaskNet, images: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return torch.softmax(model(torch.from_numpy(images)), 1).numpy()
+
+
+def assert_one_sentence(message: str) -> None:
+    assert "\n" not in message and message.endswith(".") and len(message) < 300, message
+    assert message[0].isupper() or message.split(" ")[0].endswith(".onnx"), message
+
+
+def save_model(path, graph_input_type=TensorProto.FLOAT, metadata: dict | None = None) -> None:
+    """A tiny valid ONNX model (Identity), optionally carrying metadata."""
+    graph = helper.make_graph([helper.make_node("Identity", ["images"], ["probabilities"])], "tiny",
+                              [helper.make_tensor_value_info("images", graph_input_type, [None, 3])],
+                              [helper.make_tensor_value_info("probabilities", graph_input_type, [None, 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    for key, value in (metadata or {}).items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("export")
+    model = lively_random_model()
+    path = export.export_classifier(model, folder / "model.onnx", LABELS, PREPROCESS, RULE)
+    int8 = quantize(path, folder / "model.int8.onnx", crops(24, seed=2))
+    return model, path, int8, folder
+
+
+# ---- what a maskdet export carries --------------------------------------------------------------
+
+def test_export_writes_one_file_with_the_contract_in_metadata(exported):
+    _, path, int8, folder = exported
+    assert sorted(p.name for p in folder.iterdir()) == ["model.int8.onnx", "model.onnx"]  # no .tmp, .pre, .data
+    proto = onnx.load(str(path), load_external_data=False)
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert set(meta) == {"maskdet_version", "labels", "preprocess", "crop_rule", "opset"}
+    assert json.loads(meta["labels"]) == LABELS
+    assert json.loads(meta["preprocess"]) == {"input_size": SIZE, "mean": [0.485, 0.456, 0.406],
+                                              "std": [0.229, 0.224, 0.225], "color_order": "RGB",
+                                              "layout": "NHWC", "dtype": "uint8"}
+    assert json.loads(meta["crop_rule"]) == {"margin": 1.5, "size": SIZE, "square": True, "clamp": True}
+    assert meta["opset"] == str(export.OPSET) == "17" and meta["maskdet_version"] == __version__
+    assert {o.domain: o.version for o in proto.opset_import}[""] == export.OPSET
+    assert proto.producer_name == "maskdet" and "uint8 RGB face crops" in proto.doc_string
+    [graph_input], [graph_output] = proto.graph.input, proto.graph.output
+    assert graph_input.name == "images" and graph_input.type.tensor_type.elem_type == TensorProto.UINT8
+    dims = graph_input.type.tensor_type.shape.dim
+    assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [SIZE, SIZE, 3]
+    assert graph_output.name == "probabilities"
+
+
+def test_load_classifier_reads_the_contract_back(exported):
+    _, path, _, _ = exported
+    classifier = load_classifier(path)
+    assert classifier.labels == LABELS and classifier.preprocess == PREPROCESS and classifier.rule == RULE
+    assert classifier.path == path
+
+
+@pytest.mark.parametrize("batch", [1, 3, 7])
+def test_onnx_matches_torch_for_any_batch_size(exported, batch):
+    model, path, _, _ = exported
+    images = crops(batch, seed=10 + batch)
+    probabilities = load_classifier(path).predict(images)
+    assert probabilities.shape == (batch, len(LABELS))
+    np.testing.assert_allclose(probabilities.sum(1), 1, atol=1e-5)
+    np.testing.assert_allclose(probabilities, torch_probabilities(model, images), atol=1e-4)
+
+
+def test_predict_of_no_crops_is_empty(exported):
+    assert load_classifier(exported[1]).predict(np.zeros((0, SIZE, SIZE, 3), np.uint8)).shape == (0, len(LABELS))
+
+
+# ---- parity ---------------------------------------------------------------------------------------
+
+def test_parity_numbers(exported):
+    model, path, _, _ = exported
+    classifier = load_classifier(path)
+    images = crops(12, seed=3)
+    reference = torch_probabilities(model, images)
+    assert len(set(reference.argmax(1))) > 1  # the model really distinguishes inputs
+    same = parity(classifier, images, reference)
+    assert same["images"] == 12 and same["same_argmax"] is True and same["argmax_disagreements"] == 0
+    assert 0 <= same["max_probability_difference"] < 1e-4
+    rolled = np.roll(reference, 1, axis=1)  # every argmax moves to another class
+    different = parity(classifier, images, rolled)
+    assert different["same_argmax"] is False and different["argmax_disagreements"] == 12
+    assert different["max_probability_difference"] == pytest.approx(np.abs(classifier.predict(images) - rolled).max())
+    assert parity(classifier, images[:0], reference[:0]) == {"images": 0, "same_argmax": True,
+                                                             "max_probability_difference": 0.0}
+    assert json.dumps(same) and json.dumps(different)  # plain JSON types for metrics.json
+
+
+# ---- int8 -----------------------------------------------------------------------------------------
+
+def test_quantize_makes_a_smaller_model_with_the_metadata(exported):
+    _, path, int8, _ = exported
+    assert int8.stat().st_size < 0.5 * path.stat().st_size
+    original = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    quantized_proto = onnx.load(str(int8))
+    quantized = {p.key: p.value for p in quantized_proto.metadata_props}
+    assert quantized == {**original, "quantization": "int8 static QDQ per-channel"}
+    assert any(node.op_type == "QuantizeLinear" for node in quantized_proto.graph.node)
+    classifier = load_classifier(int8)
+    assert classifier.labels == LABELS and classifier.preprocess == PREPROCESS and classifier.rule == RULE
+    images = crops(8, seed=4)
+    probabilities = classifier.predict(images)
+    # the softmax stays in float (excluded from quantisation), so probabilities still sum to 1
+    np.testing.assert_allclose(probabilities.sum(1), 1, atol=1e-5)
+    assert probabilities.shape == (8, len(LABELS)) and (probabilities >= 0).all()
+
+
+# ---- refusing files that are not maskdet models -----------------------------------------------------
+
+def test_missing_file(tmp_path):
+    with pytest.raises(NotAMaskdetModel) as error:
+        load_classifier(tmp_path / "nothing.onnx")
+    assert str(error.value) == f"Model file not found: {tmp_path / 'nothing.onnx'}."
+    assert isinstance(error.value, ValueError)
+
+
+def test_text_file_renamed_onnx(tmp_path):
+    path = tmp_path / "notes.onnx"
+    path.write_text("these are my notes, not a model\n" * 20)
+    with pytest.raises(NotAMaskdetModel) as error:
+        load_classifier(path)
+    message = str(error.value)
+    assert message.startswith("notes.onnx is not a readable ONNX model (")
+    assert_one_sentence(message)
+    assert error.value.__cause__ is None and error.value.__suppress_context__
+
+
+def test_valid_onnx_that_is_not_from_maskdet(tmp_path):
+    path = tmp_path / "identity.onnx"
+    save_model(path)
+    with pytest.raises(NotAMaskdetModel) as error:
+        load_classifier(path)
+    assert str(error.value) == ("identity.onnx is an ONNX model but not one exported by maskdet "
+                                "(its labels and preprocessing metadata are missing).")
+    assert_one_sentence(str(error.value))
+
+
+@pytest.mark.parametrize("labels", ["not json", json.dumps(LABELS)])
+def test_broken_or_partial_maskdet_metadata(tmp_path, labels):
+    path = tmp_path / "partial.onnx"
+    save_model(path, metadata={"labels": labels, "preprocess": "{}"})  # no crop_rule
+    with pytest.raises(NotAMaskdetModel, match="not one exported by maskdet"):
+        load_classifier(path)
+
+
+def test_maskdet_metadata_on_a_model_with_the_wrong_signature(tmp_path, exported):
+    path = tmp_path / "float-input.onnx"
+    original = {p.key: p.value for p in onnx.load(str(exported[1])).metadata_props}
+    save_model(path, TensorProto.FLOAT, metadata=original)
+    with pytest.raises(NotAMaskdetModel) as error:
+        load_classifier(path)
+    assert str(error.value) == "float-input.onnx does not have maskdet's input/output signature."

@@ -1,0 +1,324 @@
+"""End-to-end training: a tiny random-init run on generated pictures, registry statuses, cancellation,
+reproducibility, and a real run on the shared photos with the shared ImageNet weights."""
+
+import csv
+import json
+import os
+import re
+import shutil
+import time
+from collections import defaultdict
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx.external_data_helper import uses_external_data
+
+from maskdet import export
+from maskdet.faces import CropRule, crop_face
+from maskdet.model import MaskNet, Preprocess
+from maskdet.settings import Settings
+from maskdet.store import Store, StoreError
+from maskdet.train import Cancelled, TrainConfig, execute_run, train
+from tests.conftest import pattern_image, write_dataset
+
+LABELS = ["with_mask", "without_mask"]
+TINY = TrainConfig(random_init=True, views_per_image=1, epochs=15, finetune_blocks=1, finetune_epochs=1,
+                   input_size=96)
+RUN_FILES = {"model.onnx", "model.int8.onnx", "model.pt", "config.json", "metrics.json", "history.json",
+             "predictions.csv", "MODEL_CARD.md"}
+
+
+def make_store(root: Path) -> Store:
+    home = root / "home"
+    return Store(Settings(home=home, models_dir=root / "models", database_url=f"sqlite:///{home / 'maskdet.db'}",
+                          backbone_weights=None, max_pixels=40_000_000))
+
+
+def read_predictions(run_dir: Path) -> list[dict]:
+    with open(run_dir / "predictions.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def cut_test_crops(store: Store, size: int, margin: float = 1.25) -> tuple[list, np.ndarray]:
+    """The test split's face crops, cut again with the crop rule (as a user of the exported model would)."""
+    records = store.images(split="test")
+    rule = CropRule(margin, size)
+    crops = np.stack([crop_face(store.load_image(r), r.face.box if r.face else None, rule) for r in records])
+    return records, crops
+
+
+def leftovers(models_dir: Path) -> list[str]:
+    return sorted(p.name for p in models_dir.iterdir()) if models_dir.exists() else []
+
+
+# ---- the tiny run (shared by several tests) -------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, detector):
+    root = tmp_path_factory.mktemp("tiny")
+    store = make_store(root)
+    store.import_folder(write_dataset(root / "data", 12), detector)
+    stages = []
+    result = execute_run(store, TINY, store.settings.models_dir, on_progress=lambda p: stages.append(p.stage))
+    run_dir = store.settings.models_dir / result["run_id"]
+    return SimpleNamespace(store=store, result=result, run_dir=run_dir, stages=stages,
+                           metrics=json.loads((run_dir / "metrics.json").read_text()))
+
+
+def test_run_folder_holds_exactly_the_artefacts_and_no_staging(tiny):
+    assert {p.name for p in tiny.run_dir.iterdir()} == RUN_FILES
+    assert leftovers(tiny.store.settings.models_dir) == [tiny.result["run_id"]]  # no .<id>.tmp staging folder
+
+
+def test_progress_went_through_every_stage_in_order(tiny):
+    order = list(dict.fromkeys(tiny.stages))
+    assert order == ["crops", "features", "head", "finetune", "evaluate", "export"]
+
+
+def test_metrics_of_the_tiny_run(tiny):
+    metrics = tiny.metrics
+    assert {k: v for k, v in tiny.result.items() if k != "run_id"} == metrics
+    assert metrics["labels"] == LABELS
+    assert metrics["random_init"] is True and metrics["backbone"] == "random-init"
+    counts = metrics["split_counts"]
+    assert sum(sum(c.values()) for c in counts.values()) == 24
+    assert all(counts[split][label] >= 1 for split in ("train", "val", "test") for label in LABELS)
+    parity = metrics["onnx"]["parity"]
+    assert parity["images"] == sum(counts["test"].values())
+    assert parity["same_argmax"] is True and parity["max_probability_difference"] < 1e-4
+    assert metrics["int8"]["parity"]["images"] == parity["images"]
+    assert metrics["int8"]["bytes"] < metrics["onnx"]["bytes"]
+    assert metrics["test"]["num_samples"] == parity["images"]
+    assert 0 <= metrics["test"]["accuracy"] <= 1
+
+
+def test_history_has_both_stages(tiny):
+    history = json.loads((tiny.run_dir / "history.json").read_text())
+    stages = [h["stage"] for h in history]
+    assert set(stages) == {"head", "finetune"} and stages.index("finetune") > stages.index("head")
+    assert 1 <= stages.count("head") <= TINY.epochs and stages.count("finetune") == TINY.finetune_epochs
+    assert tiny.metrics["epochs_trained"] == {"head": stages.count("head"), "finetune": 1}
+    assert all(np.isfinite([h["loss"], h["val_loss"]]).all() for h in history)
+
+
+def test_config_and_model_card(tiny):
+    config = json.loads((tiny.run_dir / "config.json").read_text())
+    assert TrainConfig.from_dict(config["train"]) == TINY
+    assert config["labels"] == LABELS and config["backbone"] == "random-init"
+    assert config["preprocess"]["input_size"] == 96 and config["crop_rule"] == {"margin": 1.25, "size": 96}
+    card = (tiny.run_dir / "MODEL_CARD.md").read_text()
+    assert "RANDOM INIT" in card
+    assert "Classes: with_mask, without_mask" in card
+    assert "fine-tuned the last 1 blocks" in card
+    assert f"Accuracy: {tiny.metrics['test']['accuracy']:.4f}" in card
+
+
+def test_predictions_csv_matches_the_test_split(tiny):
+    rows = read_predictions(tiny.run_dir)
+    test_records = {r.id: r for r in tiny.store.images(split="test")}
+    assert list(rows[0]) == ["image_id", "source_name", "true", "predicted", "p_with_mask", "p_without_mask"]
+    assert {int(r["image_id"]) for r in rows} == set(test_records)
+    for row in rows:
+        record = test_records[int(row["image_id"])]
+        assert row["true"] == record.label and row["source_name"] == record.source_name
+        p = [float(row["p_with_mask"]), float(row["p_without_mask"])]
+        assert abs(sum(p) - 1) < 1e-5 and row["predicted"] == LABELS[int(np.argmax(p))]
+
+
+def test_exported_onnx_loads_with_labels_and_a_dynamic_batch(tiny):
+    classifier = export.load_classifier(tiny.run_dir / "model.onnx")
+    assert classifier.labels == LABELS
+    assert classifier.preprocess.input_size == 96 and classifier.rule == CropRule(1.25, 96)
+    images = np.stack([pattern_image(seed, size=(96, 96)) for seed in range(5)])
+    for batch in (images[:1], images):
+        probabilities = classifier.predict(batch)
+        assert probabilities.shape == (len(batch), 2) and probabilities.dtype == np.float32
+        np.testing.assert_allclose(probabilities.sum(1), 1, atol=1e-5)
+    np.testing.assert_allclose(classifier.predict(images[:1]), classifier.predict(images)[:1], atol=1e-6)
+    int8 = export.load_classifier(tiny.run_dir / "model.int8.onnx")
+    assert int8.labels == LABELS and int8.predict(images).shape == (5, 2)
+
+
+def test_onnx_files_are_self_contained(tiny):
+    for name in ("model.onnx", "model.int8.onnx"):
+        proto = onnx.load(str(tiny.run_dir / name), load_external_data=False)
+        assert proto.graph.initializer and not any(uses_external_data(t) for t in proto.graph.initializer)
+        onnx.checker.check_model(proto)
+    assert not [p for p in tiny.run_dir.iterdir() if p.suffix == ".data" or "external" in p.name]
+
+
+def test_model_pt_is_the_exported_model(tiny):
+    model = MaskNet(2, Preprocess(input_size=96))
+    model.load_state_dict(torch.load(tiny.run_dir / "model.pt", weights_only=True), strict=True)
+    model.eval()
+    images = np.stack([pattern_image(seed, size=(96, 96)) for seed in range(4)])
+    with torch.no_grad():
+        reference = torch.softmax(model(torch.from_numpy(images)), 1).numpy()
+    onnx_probabilities = export.load_classifier(tiny.run_dir / "model.onnx").predict(images)
+    np.testing.assert_allclose(onnx_probabilities, reference, atol=1e-5)
+
+
+def test_random_init_model_output_depends_on_the_input(tiny):
+    classifier = export.load_classifier(tiny.run_dir / "model.onnx")
+    tints = [(55, -40, -40), (-40, -40, 55)]  # the two classes' tints in write_dataset
+    images = np.stack([pattern_image(seed, size=(96, 96), tint=tints[seed % 2]) for seed in range(6)])
+    probabilities = classifier.predict(images)
+    assert np.ptp(probabilities[:, 0]) > 1e-3
+
+
+def test_registry_records_a_succeeded_run(tiny):
+    run = tiny.store.run(tiny.result["run_id"])
+    assert run["status"] == "succeeded" and run["error"] is None
+    assert run["artefact_dir"] == str(tiny.run_dir)
+    assert run["metrics"] == tiny.metrics
+    assert run["config"] == TINY.to_dict() | {"split": list(TINY.split)}
+    assert run["started_at"] and run["finished_at"] and run["pid"] == os.getpid()
+    assert run["progress"]["stage"] == "done"
+
+
+def test_same_seed_same_data_gives_identical_results(tiny, tmp_path):
+    again = tmp_path / "again"
+    train(tiny.store, TINY, again)
+    assert (again / "predictions.csv").read_text() == (tiny.run_dir / "predictions.csv").read_text()
+    assert json.loads((again / "history.json").read_text()) == json.loads((tiny.run_dir / "history.json").read_text())
+    first = torch.load(tiny.run_dir / "model.pt", weights_only=True)
+    second = torch.load(again / "model.pt", weights_only=True)
+    assert first.keys() == second.keys()
+    for key in first:
+        assert torch.equal(first[key], second[key]), key
+
+
+def test_cancel_during_training_cleans_up(tiny, tmp_path):
+    """Cancellation requested mid-run (while the staging folder exists) leaves nothing behind."""
+    store, models_dir = tiny.store, tmp_path / "models"
+    run_id = store.create_run(TINY.to_dict())
+    staging = models_dir / f".{run_id}.tmp"
+    seen = {"staging": False, "stages": []}
+
+    def on_progress(progress):
+        seen["stages"].append(progress.stage)
+        if progress.stage == "head" and not store.run(run_id)["cancel_requested"]:
+            seen["staging"] = staging.is_dir()
+            store.update_run(run_id, cancel_requested=True)
+            time.sleep(1.1)  # cancellation is polled at most once a second
+
+    with pytest.raises(Cancelled):
+        execute_run(store, TINY, models_dir, run_id, on_progress)
+    assert seen["staging"], "the staging folder should exist while training"
+    assert "export" not in seen["stages"]
+    run = store.run(run_id)
+    assert run["status"] == "cancelled" and run["finished_at"] and run["metrics"] is None
+    assert leftovers(models_dir) == []
+
+
+# ---- registry statuses on small function-scoped homes ----------------------------------------------
+
+def test_cancel_requested_before_start(store, settings, tmp_path, detector):
+    store.import_folder(write_dataset(tmp_path / "d", 3), detector)
+    run_id = store.create_run(TINY.to_dict())
+    store.update_run(run_id, cancel_requested=True)
+    with pytest.raises(Cancelled):
+        execute_run(store, TINY, settings.models_dir, run_id)
+    run = store.run(run_id)
+    assert run["status"] == "cancelled" and run["finished_at"] and run["artefact_dir"] is None
+    assert leftovers(settings.models_dir) == []
+
+
+def test_only_one_class_with_images_fails_the_run(store, settings, tmp_path, detector):
+    store.import_folder(write_dataset(tmp_path / "d", 3, labels=("with_mask",)), detector)
+    run_id = store.create_run(TINY.to_dict())
+    with pytest.raises(StoreError) as error:
+        execute_run(store, TINY, settings.models_dir, run_id)
+    assert "at least two classes" in str(error.value)
+    run = store.run(run_id)
+    assert run["status"] == "failed" and run["error"] == str(error.value)
+    assert run["finished_at"] and run["metrics"] is None and run["artefact_dir"] is None
+    assert leftovers(settings.models_dir) == []
+
+
+def test_missing_backbone_weights_fail_the_run_with_the_message(store, settings, tmp_path, detector):
+    store.import_folder(write_dataset(tmp_path / "d", 3), detector)
+    config = TrainConfig(backbone_weights=str(tmp_path / "missing.pth"), input_size=64)
+    with pytest.raises(Exception) as error:
+        execute_run(store, config, settings.models_dir)
+    [run] = store.runs()
+    assert run["status"] == "failed"
+    assert run["error"] == str(error.value) == f"Backbone weights file not found: {tmp_path / 'missing.pth'}."
+    assert leftovers(settings.models_dir) == []
+
+
+# ---- config ---------------------------------------------------------------------------------------
+
+def test_train_config_round_trip_and_unknown_keys():
+    config = TrainConfig(epochs=3, split=(0.6, 0.2, 0.2), labels=["a", "b"], random_init=True)
+    assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    with pytest.raises(ValueError, match=r"Unknown training setting\(s\): bogus, epoch\."):
+        TrainConfig.from_dict({"epoch": 3, "bogus": 1})
+    with pytest.raises(ValueError, match="Unknown augmentation"):
+        TrainConfig.from_dict({"augment": {"zoom": {}}})
+
+
+# ---- real photos and real ImageNet weights ----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory, shared_data, backbone_weights, detector):
+    """~40 faces per class from the shared dataset, chosen as N.jpg / N-with-mask.jpg pairs spread over it."""
+    numbers = sorted(int(p.stem) for p in (shared_data / "without_mask").glob("*.jpg")
+                     if p.stem.isdigit() and (shared_data / "with_mask" / f"{p.stem}-with-mask.jpg").exists())
+    chosen = numbers[::max(1, len(numbers) // 40)][:40]
+    assert len(chosen) == 40
+    root = tmp_path_factory.mktemp("real")
+    for label, pattern in (("with_mask", "{}-with-mask.jpg"), ("without_mask", "{}.jpg")):
+        (root / "data" / label).mkdir(parents=True)
+        for number in chosen:
+            shutil.copy(shared_data / label / pattern.format(number), root / "data" / label)
+    store = make_store(root)
+    report = store.import_folder(root / "data", detector)
+    config = TrainConfig(backbone_weights=str(backbone_weights), views_per_image=2, finetune_blocks=0)
+    result = execute_run(store, config, store.settings.models_dir)
+    return SimpleNamespace(store=store, result=result, report=report, weights=backbone_weights,
+                           run_dir=store.settings.models_dir / result["run_id"])
+
+
+def test_real_photos_reach_high_test_accuracy(real):
+    assert real.report.summary()["added"] == 80
+    metrics = real.result
+    assert metrics["backbone"] == f"file:{real.weights.name}"
+    assert metrics["random_init"] is False and metrics["epochs_trained"]["finetune"] == 0
+    assert metrics["test"]["num_samples"] >= 8
+    assert metrics["test"]["accuracy"] >= 0.9
+    parity = metrics["onnx"]["parity"]
+    assert parity["same_argmax"] and parity["max_probability_difference"] < 1e-4
+    assert metrics["int8"]["test_accuracy"] >= 0.85 and metrics["int8"]["parity"]["argmax_disagreements"] <= 1
+    assert "RANDOM INIT" not in (real.run_dir / "MODEL_CARD.md").read_text()
+
+
+def test_near_duplicate_pairs_never_straddle_splits(real):
+    records = real.store.images()
+    splits_of_group = defaultdict(set)
+    for record in records:
+        assert record.split in ("train", "val", "test")
+        splits_of_group[record.dup_group].add(record.split)
+    assert all(len(splits) == 1 for splits in splits_of_group.values())
+    groups_of_pair = defaultdict(set)
+    for record in records:
+        groups_of_pair[re.search(r"(\d+)(-with-mask)?\.jpg$", record.source_name).group(1)].add(record.dup_group)
+    joined = sum(len(groups) == 1 for groups in groups_of_pair.values())
+    assert joined >= 30, f"only {joined} of 40 pasted-mask pairs were recognised as near-duplicates"
+
+
+def test_exported_model_reproduces_test_predictions_from_its_metadata(real):
+    """Cutting the test crops again with the crop rule from the ONNX metadata gives the training run's numbers."""
+    classifier = export.load_classifier(real.run_dir / "model.onnx")
+    records, crops = cut_test_crops(real.store, classifier.rule.size, classifier.rule.margin)
+    assert all(r.face is not None for r in records)
+    probabilities = classifier.predict(crops)
+    rows = {int(r["image_id"]): r for r in read_predictions(real.run_dir)}
+    expected = np.array([[float(rows[r.id]["p_with_mask"]), float(rows[r.id]["p_without_mask"])] for r in records])
+    np.testing.assert_allclose(probabilities, expected, atol=1e-4)
+    targets = np.array([LABELS.index(r.label) for r in records])
+    assert (probabilities.argmax(1) == targets).mean() >= 0.9
