@@ -8,11 +8,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .export import NotAMaskdetModel, load_classifier
-from .imageio import BadImage
-from .model import BackboneWeightsError
 from .settings import load_settings
-from .store import IMAGE_SUFFIXES, Store, StoreError
+from .imageio import BadImage
+from .store import IMAGE_SUFFIXES, Store
 
 
 class UsageError(ValueError):
@@ -20,21 +18,31 @@ class UsageError(ValueError):
 
 
 def tqdm_progress(description: str):
-    """A (done, total) callback drawing a tqdm bar on stderr."""
-    bar = tqdm(desc=description, unit="img", file=sys.stderr, leave=False)
+    """A (done, total) callback drawing a tqdm bar on stderr, opened on the first update, closed at the end."""
+    bars = []
 
     def update(done: int, total: int) -> None:
-        bar.total = total
-        bar.n = done
-        bar.refresh()
+        if not bars:
+            bars.append(tqdm(desc=description, total=total, unit="img", file=sys.stderr, leave=False))
+        bars[0].n = done
+        bars[0].refresh()
+        if done >= total:
+            bars[0].close()
 
     return update
 
 
-def face_detector():
+def face_detector(detect_side: int = 160):
+    """MTCNN; dataset photos have large faces (160 px copies), arbitrary photos need a larger copy."""
     from .faces import FaceDetector
 
-    return FaceDetector()
+    return FaceDetector(detect_side=detect_side)
+
+
+def load_classifier(path: Path):
+    from .export import load_classifier as load
+
+    return load(path)
 
 
 def resolve_model(store: Store, spec: str | None, int8: bool = False) -> Path:
@@ -44,7 +52,10 @@ def resolve_model(store: Store, spec: str | None, int8: bool = False) -> Path:
     runs = [r for r in store.runs() if r["status"] == "succeeded" and (spec is None or r["id"] == spec)]
     if not runs:
         raise UsageError(f"No finished run '{spec}'." if spec else "No trained model yet: run `python -m maskdet train`.")
-    return Path(runs[0]["artefact_dir"]) / ("model.int8.onnx" if int8 else "model.onnx")
+    path = Path(runs[0]["artefact_dir"]) / ("model.int8.onnx" if int8 else "model.onnx")
+    if int8 and not path.exists():
+        raise UsageError(f"Run {runs[0]['id']} has no int8 model (it was trained with --no-int8).")
+    return path
 
 
 def cmd_import(store: Store, args) -> dict:
@@ -153,9 +164,9 @@ def cmd_predict(store: Store, args) -> dict:
     from .predict import annotate, predict_image
 
     classifier = load_classifier(resolve_model(store, args.model, args.int8))
-    detector = face_detector()
+    detector = face_detector(detect_side=640)
     results = []
-    for name in expand_images(args.images):
+    for index, name in enumerate(expand_images(args.images)):
         try:
             image, predictions = predict_image(Path(name).read_bytes(), detector, classifier,
                                                store.settings.max_pixels, args.threshold)
@@ -164,7 +175,7 @@ def cmd_predict(store: Store, args) -> dict:
             continue
         entry = {"image": name, "faces": [p.to_dict() for p in predictions]}
         if args.annotate:
-            out = Path(args.annotate) / (Path(name).stem + ".annotated.png")
+            out = Path(args.annotate) / f"{index:04d}-{Path(name).stem}.annotated.png"
             out.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(annotate(image, predictions, classifier.labels)).save(out)
             entry["annotated"] = str(out)
@@ -196,7 +207,9 @@ def cmd_runs(store: Store, args) -> dict:
 
 
 def cmd_cancel(store: Store, args) -> dict:
-    store.run(args.run_id)
+    status = store.run(args.run_id)["status"]
+    if status not in ("queued", "running"):
+        raise UsageError(f"Run {args.run_id} is not running (status: {status}).")
     store.update_run(args.run_id, cancel_requested=True)
     return {"run_id": args.run_id, "cancel_requested": True}
 
@@ -287,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         store = Store()
         result = COMMANDS[args.command](store, args)
-    except (UsageError, StoreError, BadImage, NotAMaskdetModel, BackboneWeightsError, ValueError, OSError) as error:
+    except (ValueError, OSError) as error:  # user mistakes: StoreError, BadImage, NotAMaskdetModel, ...
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -3,7 +3,6 @@
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from PIL import Image
 
 
@@ -73,6 +72,8 @@ class FaceDetector:
 
     def _detect_batch(self, images: list[np.ndarray], side: int) -> list[list[Face]]:
         """Letterbox each image onto a side x side canvas, detect in one batch, map boxes back."""
+        import torch
+
         canvases, scales = [], []
         for image in images:
             small, scale = _shrink(image, side)

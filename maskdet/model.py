@@ -26,7 +26,7 @@ class Preprocess:
         return asdict(self)
 
 
-class BackboneWeightsError(RuntimeError):
+class BackboneWeightsError(ValueError):
     """Backbone weights could not be found or read; the message says how to fix it."""
 
 

@@ -10,7 +10,7 @@ from .evaluate import classification_report
 from .export import OnnxClassifier
 from .faces import Face, FaceDetector, crop_face
 from .imageio import BadImage, decode_image
-from .store import StoreError, folder_candidates
+from .store import UNCERTAIN, StoreError, folder_candidates
 
 PALETTE = [(46, 160, 67), (214, 39, 40), (31, 119, 180), (255, 127, 14), (148, 103, 189), (140, 86, 75)]
 UNCERTAIN_COLOR = (160, 160, 160)
@@ -20,7 +20,7 @@ UNCERTAIN_COLOR = (160, 160, 160)
 class FacePrediction:
     box: tuple[float, float, float, float]
     face_probability: float
-    label: str  # "uncertain" when the top probability is below the threshold
+    label: str  # UNCERTAIN when the top probability is below the threshold
     probability: float
     probabilities: dict[str, float]
 
@@ -39,7 +39,7 @@ def classify_faces(image: np.ndarray, faces: list[Face], classifier: OnnxClassif
     results = []
     for face, probs in zip(faces, classifier.predict(crops)):
         best = int(probs.argmax())
-        label = classifier.labels[best] if probs[best] >= threshold else "uncertain"
+        label = classifier.labels[best] if probs[best] >= threshold else UNCERTAIN
         results.append(FacePrediction(face.box, face.probability, label, float(probs[best]),
                                       dict(zip(classifier.labels, map(float, probs)))))
     return results
@@ -61,7 +61,8 @@ def annotate(image: np.ndarray, predictions: list[FacePrediction], labels: list[
         draw.rectangle((x1, y1, x2, y2), outline=color, width=max(2, size // 6))
         text = f"{prediction.label} {prediction.probability:.0%}"
         left, top, right, bottom = draw.textbbox((x1, y1), text, font=font)
-        ty = y1 - (bottom - top) - 6 if y1 - (bottom - top) - 6 >= 0 else y2 + 2
+        height = bottom - top + 6
+        ty = y1 - height if y1 - height >= 0 else y2 + 2 if y2 + 2 + height <= canvas.height else y1 + 2
         draw.rectangle((x1, ty, x1 + right - left + 8, ty + bottom - top + 6), fill=color)
         draw.text((x1 + 4, ty + 3 - (top - y1)), text, fill=(255, 255, 255), font=font)
     return np.asarray(canvas)

@@ -7,10 +7,11 @@ import os
 import random
 import re
 import stat
+import time
 import uuid
 import zipfile
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,6 +30,7 @@ IGNORED_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
 MAX_ENTRY_BYTES = 64 * 1024 * 1024
 NEAR_DUPLICATE_BITS = 30  # of 256: measured on masks-small, joins pasted-mask pairs, no giant groups
 SPLITS = ("train", "val", "test")
+UNCERTAIN = "uncertain"  # what predictions below the threshold are called
 RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 
 metadata = sa.MetaData()
@@ -137,6 +139,8 @@ def validate_label(name: str) -> str:
         raise StoreError(f"Label '{cleaned[:20]}...' is longer than 64 characters.")
     if cleaned in (".", "..") or re.search(r'[/\\:*?"<>|\x00-\x1f]', cleaned):
         raise StoreError(f"Label '{cleaned}' contains path characters; use letters, digits, spaces, - or _.")
+    if cleaned.lower() == UNCERTAIN:
+        raise StoreError(f"'{UNCERTAIN}' is reserved for faces below the confidence threshold; pick another label.")
     return cleaned
 
 
@@ -219,7 +223,17 @@ class Store:
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         self._migrate()
 
-    def _migrate(self) -> None:
+    def _migrate(self, attempts: int = 5) -> None:
+        """Create or check the schema; retried because two processes may open a new data home at once."""
+        for attempt in range(attempts):
+            try:
+                return self._create_schema()
+            except (sa.exc.OperationalError, sa.exc.IntegrityError):
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+
+    def _create_schema(self) -> None:
         with self.engine.begin() as conn:
             metadata.create_all(conn)
             version = conn.execute(sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")).scalar()
@@ -327,6 +341,8 @@ class Store:
         """Import a zip (path, bytes or file object) of class folders."""
         if isinstance(source, bytes):
             source = io.BytesIO(source)
+        elif isinstance(source, (str, Path)) and not Path(source).is_file():
+            raise StoreError(f"No such file: {source}.")
         try:
             archive = zipfile.ZipFile(source)
         except (zipfile.BadZipFile, OSError) as error:

@@ -429,7 +429,7 @@ def model_card(labels: list[str], config: TrainConfig, metrics: dict, backbone: 
         f"- Backbone: MobileNetV2, weights {backbone}" + (" (RANDOM INIT: not pretrained)" if config.random_init else ""),
         f"- Training: head on cached features ({config.views_per_image} augmented views per image)"
         + (f", then fine-tuned the last {config.finetune_blocks} blocks" if config.finetune_blocks else ""),
-        f"- Data: " + "; ".join(f"{name}: {sum(c.values())} images" for name, c in counts.items()),
+        "- Data: " + "; ".join(f"{name}: {sum(c.values())} images" for name, c in counts.items()),
         f"- Input: face crop (square, margin {config.crop_margin}x), {config.input_size}x{config.input_size} "
         "uint8 RGB NHWC; normalisation inside the model", "",
         "## Test split", "",

@@ -379,24 +379,3 @@ def test_report_rejects_names_length_mismatch():
 
 
 # --- optional cross-check against scikit-learn -----------------------------
-
-def test_matches_sklearn_when_available():
-    metrics = pytest.importorskip("sklearn.metrics")
-    rng = np.random.default_rng(42)
-    y = rng.integers(0, 3, size=300)
-    logits = rng.normal(size=(300, 3)) + np.eye(3)[y]
-    probs = np.round(np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True), 2)  # rounding makes ties
-    r = classification_report(y, probs, LABELS3)
-    pred = probs.argmax(axis=1)
-    np.testing.assert_array_equal(r["confusion_matrix"], metrics.confusion_matrix(y, pred, labels=[0, 1, 2]))
-    p, rc, f, s = metrics.precision_recall_fscore_support(y, pred, labels=[0, 1, 2], zero_division=0)
-    np.testing.assert_allclose([c["precision"] for c in r["per_class"]], p)
-    np.testing.assert_allclose([c["recall"] for c in r["per_class"]], rc)
-    np.testing.assert_allclose([c["f1"] for c in r["per_class"]], f)
-    for k in range(3):
-        assert r["roc_auc_per_class"][k] == pytest.approx(metrics.roc_auc_score(y == k, probs[:, k]))
-        fpr, tpr, thr = roc_curve(y == k, probs[:, k])
-        sk_fpr, sk_tpr, sk_thr = metrics.roc_curve(y == k, probs[:, k], drop_intermediate=False)
-        np.testing.assert_allclose(fpr, sk_fpr)
-        np.testing.assert_allclose(tpr, sk_tpr)
-        np.testing.assert_allclose(thr[1:], sk_thr[1:])

@@ -42,6 +42,19 @@ def test_reopening_keeps_data_and_newer_schema_is_refused(store, settings, tmp_p
         Store(settings)
 
 
+def test_several_processes_opening_a_new_home_at_once(settings):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(6) as pool:
+        stores = list(pool.map(lambda _: Store(settings), range(6)))
+    assert all(s.labels() == ["with_mask", "without_mask"] for s in stores)
+
+
+def test_reserved_label_name():
+    with pytest.raises(StoreError, match="reserved"):
+        validate_label("Uncertain")
+
+
 def test_import_folder_stores_files_content_addressed(store, tmp_path, detector):
     report = store.import_folder(write_dataset(tmp_path / "d", 3), detector)
     assert report.summary() == {"added": 6, "duplicates": 0, "rejected": 0, "no_face": 6}

@@ -1,0 +1,283 @@
+"""`python -m maskdet ...` driven as a user would: real subprocesses, each home with its own data and models dir.
+
+Every CLI process spends several seconds importing torch, so the module trains one tiny random-init model once
+(`trained`), commands that do not depend on each other run at the same time, and a few journeys chain the
+commands a user would type one after the other.
+"""
+
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from maskdet.export import load_classifier
+from tests.conftest import encode, pattern_image, write_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN_FAST = ["--random-init", "--views-per-image", "1", "--epochs", "10", "--input-size", "96", "--no-int8"]
+
+
+def cli_env(home: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MASKDET_")}
+    env.update(MASKDET_HOME=str(home / "data"), MASKDET_MODELS=str(home / "models"),
+               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])))
+    return env
+
+
+def cli(home: Path, *args, as_json: bool = True) -> subprocess.CompletedProcess:
+    """`python -m maskdet [--json] args...` with its data under `home`, run from `home`."""
+    command = [sys.executable, "-m", "maskdet", *(["--json"] if as_json else []), *map(str, args)]
+    return subprocess.run(command, cwd=home, env=cli_env(home), capture_output=True, text=True, timeout=600)
+
+
+def concurrently(*thunks) -> list:
+    """Call independent zero-argument functions (CLI runs) at the same time; their results in order."""
+    with ThreadPoolExecutor(len(thunks)) as pool:
+        return [future.result() for future in [pool.submit(thunk) for thunk in thunks]]
+
+
+def succeeded(result: subprocess.CompletedProcess) -> dict:
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stderr[-3000:]}"
+    assert "Traceback" not in result.stderr
+    return json.loads(result.stdout)
+
+
+def error_line(result: subprocess.CompletedProcess) -> str:
+    """The `error: ...` message on stderr (tqdm bars write \\r-separated segments there too)."""
+    segments = [s.strip() for s in re.split(r"[\r\n]", result.stderr) if s.strip()]
+    errors = [s[s.index("error:"):] for s in segments if "error:" in s]
+    assert len(errors) == 1, result.stderr
+    assert segments[-1].endswith(errors[0]), result.stderr  # the last thing printed
+    return errors[0]
+
+
+def refused(result: subprocess.CompletedProcess, *phrases: str) -> str:
+    """A clean failure: exit 2, no traceback, nothing on stdout, one `error:` message naming the phrases."""
+    assert result.returncode == 2, f"exit {result.returncode}\nstdout: {result.stdout}\nstderr: {result.stderr}"
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
+    assert result.stdout == ""
+    message = error_line(result)
+    for phrase in phrases:
+        assert phrase in message
+    return message
+
+
+def image_files(home: Path) -> list[Path]:
+    return [p for p in (home / "data" / "images").rglob("*") if p.is_file()]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A home with 6 + 6 generated images imported through the CLI and one finished tiny training run."""
+    home = tmp_path_factory.mktemp("trained")
+    dataset = write_dataset(home / "dataset", per_class=6)
+    imported = cli(home, "import", dataset)
+    training = cli(home, "train", *TRAIN_FAST) if imported.returncode == 0 else None
+    return SimpleNamespace(home=home, dataset=dataset, imported=imported, training=training,
+                           result=succeeded(training) if training else None)
+
+
+@pytest.fixture(scope="module")
+def mistakes(trained, tmp_path_factory):
+    """Commands that must fail cleanly, all started at once. A fresh home is used by one process only: two
+    processes creating the same new SQLite database at once can fail ("table labels already exists")."""
+    other = tmp_path_factory.mktemp("other")
+    (other / "me.jpg").write_bytes(encode(pattern_image(8)))
+    write_dataset(other / "unknown_classes", per_class=1, labels=("with_mask", "mask_incorrect"))
+    cases = {
+        "import one image without --label": (other, "import", "me.jpg"),
+        "import a missing folder": (tmp_path_factory.mktemp("typo"), "import", "nowhere/photos"),
+        "predict a missing file": (trained.home, "predict", "missing.jpg"),
+        "cancel an unknown run": (trained.home, "cancel", "20990101-000000-abcdef"),
+        "evaluate unknown classes": (trained.home, "evaluate", other / "unknown_classes"),
+        "cancel a finished run": (trained.home, "cancel", trained.result["run_id"]),
+        "import a missing zip": (other, "import", "nowhere.zip"),
+        "export int8 of a run without one": (trained.home, "export", "--int8", "--output", other / "x.onnx"),
+    }
+    results = concurrently(*[lambda call=call: cli(*call) for call in cases.values()])
+    return SimpleNamespace(home=other, results=dict(zip(cases, results)))
+
+
+# ---- import ----------------------------------------------------------------------------------------------
+
+def test_import_folder_of_class_folders(trained):
+    report = succeeded(trained.imported)
+    assert {k: report[k] for k in ("added", "duplicates", "rejected", "no_face")} == \
+        {"added": 12, "duplicates": 0, "rejected": 0, "no_face": 12}
+    assert report["labels"] == {"with_mask": 6, "without_mask": 6}
+    assert "with_mask/img0.jpg" in report["no_face_files"]  # generated pictures: kept, flagged as faceless
+    assert len(image_files(trained.home)) == 12
+
+
+def test_import_zip_human_readable(tmp_path):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for i in range(2):
+            archive.writestr(f"faces/with_mask/{i}.jpg", encode(pattern_image(i)))
+            archive.writestr(f"faces/without_mask/{i}.jpg", encode(pattern_image(100 + i)))
+        archive.writestr("faces/mask_incorrect/a.png", encode(pattern_image(200), "PNG"))
+        archive.writestr("readme.jpg", encode(pattern_image(300)))
+    (tmp_path / "faces.zip").write_bytes(buffer.getvalue())
+
+    result = cli(tmp_path, "import", "faces.zip", as_json=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "added: 5, duplicates: 0, rejected: 1, no_face: 5",
+        "  rejected readme.jpg: not inside a class folder",
+        "labels: with_mask 2, without_mask 2, mask_incorrect 1",
+    ]
+    assert len(image_files(tmp_path)) == 5
+
+
+def test_import_one_image_without_label_is_a_one_line_error(mistakes):
+    result = mistakes.results["import one image without --label"]
+    refused(result, "Importing a single image needs --label")
+    assert result.stderr == "error: Importing a single image needs --label.\n"
+    assert image_files(mistakes.home) == []
+
+
+def test_one_image_with_label_then_training_one_class_fails(tmp_path):
+    """A new user: imports one photo, cannot train on one class, the failed run is listed, and there is no
+    model to predict with."""
+    (tmp_path / "me.png").write_bytes(encode(pattern_image(7, size=(120, 100)), "PNG"))
+    report = succeeded(cli(tmp_path, "import", "me.png", "--label", "mask_incorrect"))
+    assert (report["added"], report["no_face"], report["rejected"]) == (1, 1, 0)
+    assert report["labels"] == {"with_mask": 0, "without_mask": 0, "mask_incorrect": 1}
+    assert len(image_files(tmp_path)) == 1
+
+    refused(cli(tmp_path, "train", *TRAIN_FAST), "at least two classes")
+    runs, predict = concurrently(lambda: cli(tmp_path, "runs", as_json=False),
+                                 lambda: cli(tmp_path, "predict", "me.png"))
+    assert runs.returncode == 0
+    run_id, status, *error = runs.stdout.strip().split()
+    assert re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]{6}", run_id) and status == "failed"
+    assert "at least two classes" in " ".join(error)
+    assert not (tmp_path / "models" / run_id).exists()
+    refused(predict, "No trained model yet", "maskdet train")  # a failed run is not a model
+
+
+# ---- labels ----------------------------------------------------------------------------------------------
+
+def test_labels_add_rename_delete_and_list_counts(trained, tmp_path):
+    shutil.copytree(trained.home / "data", tmp_path / "data")
+    before = image_files(tmp_path)
+    after = succeeded(cli(tmp_path, "labels", "--add", "mask_incorrect", "--rename", "with_mask", "masked",
+                          "--delete", "without_mask"))
+    assert list(after["labels"].items()) == [("masked", 6), ("mask_incorrect", 0)]
+    assert after["no_face"] == 6
+    assert len(before) == 12 and sum(p.exists() for p in before) == 6  # the deleted class's files are gone
+
+
+# ---- train and runs --------------------------------------------------------------------------------------
+
+def test_train_prints_run_id_accuracy_and_parity(trained):
+    result = trained.result
+    assert re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]{6}", result["run_id"])
+    assert 0.0 <= result["accuracy"] <= 1.0 and 0.0 <= result["macro_f1"] <= 1.0
+    assert result["parity"]["same_argmax"] is True and result["parity"]["images"] >= 2
+    assert result["parity"]["max_probability_difference"] < 1e-4
+    artefacts = Path(result["artefact_dir"])
+    assert artefacts == trained.home / "models" / result["run_id"]
+    assert {"model.onnx", "metrics.json", "MODEL_CARD.md", "predictions.csv"} <= {p.name for p in artefacts.iterdir()}
+    assert not (artefacts / "model.int8.onnx").exists()  # --no-int8
+    assert "RANDOM INIT" in (artefacts / "MODEL_CARD.md").read_text()
+
+
+def test_runs_lists_the_run_as_succeeded(trained):
+    as_json, human = concurrently(lambda: cli(trained.home, "runs"), lambda: cli(trained.home, "runs", as_json=False))
+    runs = succeeded(as_json)["runs"]
+    assert len(runs) == 1
+    run = runs[0]
+    assert run["id"] == trained.result["run_id"] and run["status"] == "succeeded" and run["error"] is None
+    assert run["accuracy"] == pytest.approx(trained.result["accuracy"])
+    assert human.returncode == 0
+    assert human.stdout.splitlines() == [f"{run['id']}  succeeded acc {run['accuracy']:.4f} F1 {run['macro_f1']:.4f}"]
+
+
+# ---- predict, export, evaluate ---------------------------------------------------------------------------
+
+def test_predict_images_and_folders_with_annotations(trained):
+    home = trained.home
+    (home / "inputs" / "sub").mkdir(parents=True)
+    pictures = {"inputs/a.png": pattern_image(41, size=(150, 120)), "inputs/b.jpg": pattern_image(42),
+                "inputs/sub/c.jpg": pattern_image(43), "single.png": pattern_image(44, size=(64, 64))}
+    for name, picture in pictures.items():
+        (home / name).write_bytes(encode(picture, "PNG" if name.endswith(".png") else "JPEG"))
+    truncated = encode(pattern_image(45))
+    (home / "inputs" / "broken.jpg").write_bytes(truncated[: len(truncated) // 2])
+    (home / "inputs" / "notes.txt").write_text("not an image suffix: skipped")
+
+    result = succeeded(cli(home, "predict", "inputs", "single.png", "--annotate", "annotated"))
+    assert result["model"] == str(Path(trained.result["artefact_dir"]) / "model.onnx")
+    assert result["labels"] == ["with_mask", "without_mask"]
+    entries = {entry["image"]: entry for entry in result["images"]}
+    assert list(entries) == ["inputs/a.png", "inputs/b.jpg", "inputs/broken.jpg", "inputs/sub/c.jpg", "single.png"]
+    assert "corrupt or truncated" in entries["inputs/broken.jpg"]["error"]
+    assert "faces" not in entries["inputs/broken.jpg"]
+    for name in pictures:
+        entry = entries[name]
+        assert entry["faces"] == []  # generated pictures have no faces
+        annotated = home / entry["annotated"]
+        assert annotated.parent == home / "annotated" and annotated.suffix == ".png"
+        original = np.asarray(Image.open(home / name).convert("RGB"))
+        assert np.array_equal(np.asarray(Image.open(annotated)), original)  # nothing to draw on
+    assert len(list((home / "annotated").iterdir())) == 4
+
+
+def test_export_writes_an_onnx_file_that_loads(trained):
+    result = succeeded(cli(trained.home, "export", "--output", "x.onnx"))
+    target = trained.home / "x.onnx"
+    assert result["output"] == "x.onnx" and result["bytes"] == target.stat().st_size > 100_000
+    assert result["labels"] == ["with_mask", "without_mask"] and result["preprocess"]["input_size"] == 96
+    assert target.read_bytes() == (Path(trained.result["artefact_dir"]) / "model.onnx").read_bytes()
+    classifier = load_classifier(target)
+    assert classifier.labels == ["with_mask", "without_mask"]
+    assert classifier.preprocess.input_size == 96 and classifier.rule.size == 96
+    probabilities = classifier.predict(np.zeros((3, 96, 96, 3), np.uint8))
+    assert probabilities.shape == (3, 2) and np.allclose(probabilities.sum(1), 1, atol=1e-5)
+
+
+def test_evaluate_a_folder_of_class_folders(trained):
+    folder = write_dataset(trained.home / "eval", per_class=3, start=500)
+    (folder / "with_mask" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    report = succeeded(cli(trained.home, "evaluate", folder))
+    assert report["num_samples"] == 6 and report["no_face"] == 6
+    assert report["labels"] == ["with_mask", "without_mask"]
+    matrix = np.array(report["confusion_matrix"])
+    assert matrix.sum(axis=1).tolist() == [3, 3]
+    assert report["accuracy"] == pytest.approx(np.trace(matrix) / 6)
+    assert [c["support"] for c in report["per_class"]] == [3, 3]
+    assert "roc_curves" not in report  # only with --curves
+    assert [r["name"] for r in report["rejected_files"]] == ["with_mask/broken.jpg"]
+
+
+# ---- failures --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("case, phrases", [
+    ("import a missing folder", ["No such file or folder", "nowhere/photos"]),
+    ("predict a missing file", ["No such file: missing.jpg"]),
+    ("cancel an unknown run", ["No run with id '20990101-000000-abcdef'", "maskdet runs"]),
+    ("evaluate unknown classes", ["not known to the model: mask_incorrect",
+                                  "The model's classes: with_mask, without_mask"]),
+    ("cancel a finished run", ["is not running (status: succeeded)"]),
+    ("import a missing zip", ["No such file: nowhere.zip"]),
+    ("export int8 of a run without one", ["has no int8 model", "--no-int8"]),
+])
+def test_mistakes_exit_2_with_a_clear_message(mistakes, case, phrases):
+    refused(mistakes.results[case], *phrases)
+
+
+def test_error_after_a_progress_bar_starts_on_its_own_line(mistakes):
+    result = mistakes.results["evaluate unknown classes"]
+    assert any(line.startswith("error:") for line in result.stderr.splitlines()), result.stderr

@@ -1,0 +1,288 @@
+"""maskdet.predict at library level: real onnxruntime models, real MTCNN on the shared photos.
+
+Models are built directly (MaskNet + export_classifier, 96x96 input) instead of trained: a random network
+for checking that classify_faces crops and batches like the crop rule says, and a "constant" network
+(zeroed head weights, fixed bias) whose output is known exactly, for thresholds and evaluation counts.
+"""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from maskdet.export import export_classifier, load_classifier
+from maskdet.faces import CropRule, Face, crop_face
+from maskdet.imageio import BadImage, decode_image
+from maskdet.model import MaskNet, Preprocess
+from maskdet.predict import (PALETTE, UNCERTAIN_COLOR, FacePrediction, annotate, classify_faces, evaluate_folder,
+                             predict_image)
+from maskdet.store import StoreError
+from tests.conftest import encode, pattern_image, write_dataset
+
+LABELS = ["with_mask", "without_mask"]
+SIZE = 96
+MAX_PIXELS = 40_000_000
+CONSTANT_BIAS = (2.0, 0.0)  # softmax([2, 0]) for every input
+CONSTANT_TOP = math.exp(2) / (math.exp(2) + 1)  # 0.8808
+
+
+def build_classifier(path: Path, bias=None, seed: int = 0):
+    torch.manual_seed(seed)
+    preprocess = Preprocess(input_size=SIZE)
+    model = MaskNet(len(LABELS), preprocess).eval()
+    if bias is not None:
+        with torch.no_grad():
+            model.head[1].weight.zero_()
+            model.head[1].bias.copy_(torch.tensor(bias))
+    return load_classifier(export_classifier(model, path, LABELS, preprocess, CropRule(1.25, SIZE)))
+
+
+@pytest.fixture(scope="module")
+def random_classifier(tmp_path_factory):
+    return build_classifier(tmp_path_factory.mktemp("random") / "model.onnx")
+
+
+@pytest.fixture(scope="module")
+def constant_classifier(tmp_path_factory):
+    """Always says with_mask with probability 0.8808 (head weights zero, bias [2, 0])."""
+    return build_classifier(tmp_path_factory.mktemp("constant") / "model.onnx", bias=CONSTANT_BIAS)
+
+
+def photos_with_faces(shared_data: Path, detector, count: int, label: str = "*") -> list[tuple[Path, np.ndarray, list[Face]]]:
+    """The first `count` shared photos (sorted) of a class in which the detector finds exactly one clear face."""
+    found = []
+    for path in sorted(shared_data.glob(f"{label}/*")):
+        if path.suffix.lower() not in (".jpg", ".jpeg", ".png"):
+            continue
+        image = decode_image(path.read_bytes(), MAX_PIXELS)
+        faces = detector.detect([image])[0]
+        if len(faces) == 1 and faces[0].probability > 0.95:
+            found.append((path, image, faces))
+            if len(found) == count:
+                return found
+    pytest.fail(f"fewer than {count} single-face photos in {shared_data}")
+
+
+def flat_image(height=160, width=200, value=90) -> np.ndarray:
+    return np.full((height, width, 3), value, np.uint8)
+
+
+def prediction(box, label="with_mask", probability=0.9) -> FacePrediction:
+    return FacePrediction(box, 0.99, label, probability, {"with_mask": probability, "without_mask": 1 - probability})
+
+
+# ---- classify_faces ------------------------------------------------------------------------------------
+
+def test_classify_faces_on_a_real_photo_uses_the_crop_rule(shared_data, detector, random_classifier):
+    path, image, faces = photos_with_faces(shared_data, detector, 1)[0]
+    predictions = classify_faces(image, faces, random_classifier)
+    assert len(predictions) == 1
+    result = predictions[0]
+    assert result.box == faces[0].box and result.face_probability == faces[0].probability
+    assert list(result.probabilities) == LABELS
+    assert sum(result.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+    expected = random_classifier.predict(crop_face(image, faces[0].box, random_classifier.rule)[None])[0]
+    assert [result.probabilities[k] for k in LABELS] == pytest.approx(expected.tolist(), abs=1e-5)
+    assert result.label == LABELS[int(expected.argmax())]
+    assert result.probability == pytest.approx(float(expected.max()), abs=1e-6)
+    as_json = json.loads(json.dumps(result.to_dict()))
+    assert as_json["label"] == result.label and len(as_json["box"]) == 4
+    assert classify_faces(image, [], random_classifier) == []
+
+
+def test_classify_faces_batches_several_faces_in_order(random_classifier):
+    image = pattern_image(3, size=(240, 160))
+    faces = [Face((10.0, 10.0, 70.0, 80.0), 0.99), Face((120.0, 40.0, 200.0, 140.0), 0.9),
+             Face((0.0, 90.0, 40.0, 160.0), 0.8)]
+    predictions = classify_faces(image, faces, random_classifier)
+    assert [p.box for p in predictions] == [f.box for f in faces]
+    assert [p.face_probability for p in predictions] == [0.99, 0.9, 0.8]
+    one_by_one = [classify_faces(image, [face], random_classifier)[0].probabilities for face in faces]
+    for batched, single in zip(predictions, one_by_one):
+        assert [batched.probabilities[k] for k in LABELS] == pytest.approx([single[k] for k in LABELS], abs=1e-5)
+
+
+def test_classify_faces_threshold(constant_classifier):
+    image = pattern_image(4, size=(120, 120))
+    faces = [Face((20.0, 20.0, 90.0, 100.0), 0.99)]
+    confident = classify_faces(image, faces, constant_classifier, threshold=0.85)[0]
+    assert confident.label == "with_mask"
+    assert confident.probability == pytest.approx(CONSTANT_TOP, abs=1e-5)
+    unsure = classify_faces(image, faces, constant_classifier, threshold=0.9)[0]
+    assert unsure.label == "uncertain"
+    assert unsure.probability == pytest.approx(CONSTANT_TOP, abs=1e-5)  # the top probability is still reported
+    assert unsure.probabilities["without_mask"] == pytest.approx(1 - CONSTANT_TOP, abs=1e-5)
+
+
+# ---- annotate ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("label, color", [("with_mask", PALETTE[0]), ("without_mask", PALETTE[1]),
+                                          ("mask_incorrect", PALETTE[2]), ("uncertain", UNCERTAIN_COLOR)])
+def test_annotate_draws_the_box_in_the_class_colour_inside_its_edges(label, color):
+    image = flat_image()
+    before = image.copy()
+    x1, y1, x2, y2 = 40, 60, 120, 140
+    out = annotate(image, [prediction((float(x1), float(y1), float(x2), float(y2)), label)],
+                   ["with_mask", "without_mask", "mask_incorrect"])
+    assert out.shape == image.shape and out.dtype == np.uint8
+    assert np.array_equal(image, before)  # the caller's array is not drawn on
+    middle_y, middle_x = (y1 + y2) // 2, (x1 + x2) // 2
+    for y, x in ((middle_y, x1), (middle_y, x1 + 1), (middle_y, x2), (middle_y, x2 - 1), (y2, middle_x),
+                 (y2 - 1, middle_x)):
+        assert tuple(out[y, x]) == color, (y, x)
+    background = tuple(before[0, 0])
+    for y, x in ((middle_y, x1 - 1), (middle_y, x2 + 1), (y2 + 1, middle_x), (middle_y, middle_x),
+                 (middle_y, x1 + 6), (middle_y, x2 - 6)):
+        assert tuple(out[y, x]) == background, (y, x)
+    # the label sits on a filled strip just above the box, with white text on it
+    assert tuple(out[y1 - 1, x1 + 1]) == color
+    strip = out[:y1, x1:]
+    assert (strip == 255).all(axis=-1).any()
+    assert np.array_equal(out[y2 + 1:], before[y2 + 1:])  # nothing drawn below the box
+
+
+def test_annotate_box_at_the_top_edge_puts_the_label_below():
+    image = flat_image()
+    x1, y1, x2, y2 = 30, 0, 110, 70
+    out = annotate(image, [prediction((float(x1), float(y1), float(x2), float(y2)), "without_mask")], LABELS)
+    color = PALETTE[1]
+    assert out.shape == image.shape
+    assert tuple(out[0, (x1 + x2) // 2]) == color  # the top edge of the box is on the first row
+    assert tuple(out[y2 + 1, x1 + 1]) == tuple(image[0, 0])  # a 1 px gap, then the label strip
+    assert tuple(out[y2 + 3, x1 + 1]) == color
+    strip = out[y2 + 2:, x1:]
+    assert (strip == color).all(axis=-1).sum() > 100
+    assert (strip == 255).all(axis=-1).any()
+    assert (out[:, :x1] == image[:, :x1]).all()  # nothing left of the box
+
+
+def test_annotate_several_faces_each_in_its_colour():
+    image = flat_image(200, 300)
+    out = annotate(image, [prediction((20.0, 60.0, 100.0, 150.0), "with_mask"),
+                           prediction((180.0, 60.0, 260.0, 150.0), "without_mask")], LABELS)
+    assert tuple(out[100, 20]) == PALETTE[0]
+    assert tuple(out[100, 260]) == PALETTE[1]
+
+
+def test_annotate_without_predictions_returns_the_image_unchanged():
+    image = pattern_image(11, size=(150, 100))
+    out = annotate(image, [], LABELS)
+    assert out.shape == image.shape and out.dtype == image.dtype
+    assert np.array_equal(out, image)
+
+
+# ---- predict_image -------------------------------------------------------------------------------------
+
+def test_predict_image_caps_faces_at_max_faces_keeping_the_largest(shared_data, detector, random_classifier):
+    photos = photos_with_faces(shared_data, detector, 3)
+    # a "group photo": the three faces cut out at different sizes and put side by side
+    sizes = (240, 200, 160)
+    tiles = [np.zeros((max(sizes), size, 3), np.uint8) for size in sizes]
+    for tile, size, (_, image, faces) in zip(tiles, sizes, photos):
+        tile[:size] = crop_face(image, faces[0].box, CropRule(2.0, size))
+    data = encode(np.concatenate(tiles, axis=1), "PNG")
+    height = max(sizes)
+
+    image, everything = predict_image(data, detector, random_classifier, MAX_PIXELS)
+    assert image.shape == (height, sum(t.shape[1] for t in tiles), 3)
+    assert len(everything) == 3
+    areas = [(p.box[2] - p.box[0]) * (p.box[3] - p.box[1]) for p in everything]
+    assert areas == sorted(areas, reverse=True)
+
+    _, capped = predict_image(data, detector, random_classifier, MAX_PIXELS, max_faces=2)
+    assert [p.box for p in capped] == [p.box for p in everything[:2]]
+    _, none = predict_image(data, detector, random_classifier, MAX_PIXELS, max_faces=0)
+    assert none == []
+
+
+def test_predict_image_marks_faces_below_the_threshold_uncertain(shared_data, detector, constant_classifier):
+    path, _, faces = photos_with_faces(shared_data, detector, 1)[0]
+    data = path.read_bytes()
+    _, sure = predict_image(data, detector, constant_classifier, MAX_PIXELS, threshold=0.5)
+    _, unsure = predict_image(data, detector, constant_classifier, MAX_PIXELS, threshold=0.95)
+    assert [p.label for p in sure] == ["with_mask"]
+    assert [p.label for p in unsure] == ["uncertain"]
+    assert sure[0].box == unsure[0].box == faces[0].box
+    assert unsure[0].probability == pytest.approx(CONSTANT_TOP, abs=1e-5)
+    annotated = annotate(decode_image(data, MAX_PIXELS), unsure, constant_classifier.labels)
+    x1, y1, _, y2 = (round(v) for v in unsure[0].box)
+    assert tuple(annotated[(y1 + y2) // 2, x1]) == UNCERTAIN_COLOR  # the box's left edge, in grey
+
+
+def test_predict_image_on_a_picture_without_faces_and_on_bad_bytes(detector, random_classifier):
+    image, predictions = predict_image(encode(pattern_image(5, size=(200, 150))), detector, random_classifier,
+                                       MAX_PIXELS)
+    assert image.shape == (150, 200, 3) and predictions == []
+    with pytest.raises(BadImage, match="not an image"):
+        predict_image(b"definitely not a picture", detector, random_classifier, MAX_PIXELS)
+    truncated = encode(pattern_image(6, size=(200, 150)))
+    with pytest.raises(BadImage, match="corrupt or truncated"):
+        predict_image(truncated[: len(truncated) // 2], detector, random_classifier, MAX_PIXELS)
+
+
+# ---- evaluate_folder -----------------------------------------------------------------------------------
+
+def test_evaluate_folder_scores_readable_images_and_lists_rejected_files(tmp_path, detector, constant_classifier):
+    root = write_dataset(tmp_path / "eval", per_class=3)
+    (root / "without_mask" / "img1000.jpg").unlink()  # 3 with_mask, 2 without_mask
+    truncated = encode(pattern_image(50))
+    (root / "with_mask" / "broken.jpg").write_bytes(truncated[: len(truncated) // 2])
+    (root / "without_mask" / "notes.txt").write_text("not an image")
+    (root / "stray.jpg").write_bytes(encode(pattern_image(51)))
+    calls = []
+
+    report = evaluate_folder(root, detector, constant_classifier, MAX_PIXELS, lambda *a: calls.append(a))
+    assert report["num_samples"] == 5
+    assert report["labels"] == LABELS
+    assert report["confusion_matrix"] == [[3, 0], [2, 0]]  # the constant model always says with_mask
+    assert report["accuracy"] == pytest.approx(0.6)
+    assert report["no_face"] == 5
+    assert sorted(m["name"] for m in report["misclassified"]) == ["without_mask/img1001.jpg",
+                                                                 "without_mask/img1002.jpg"]
+    rejected = {r["name"]: r["reason"] for r in report["rejected_files"]}
+    assert set(rejected) == {"with_mask/broken.jpg", "without_mask/notes.txt", "stray.jpg"}
+    assert "corrupt or truncated" in rejected["with_mask/broken.jpg"]
+    assert "not an image" in rejected["without_mask/notes.txt"]
+    assert "class folder" in rejected["stray.jpg"]
+    assert calls[-1] == (7, 7)  # every candidate file counted, readable or not
+    json.dumps(report)
+
+
+def test_evaluate_folder_crops_the_detected_faces_of_real_photos(tmp_path, shared_data, detector,
+                                                                 random_classifier):
+    photos = photos_with_faces(shared_data, detector, 1, "with_mask") + \
+        photos_with_faces(shared_data, detector, 1, "without_mask")
+    for path, _, _ in photos:
+        target = tmp_path / "eval" / path.parent.name / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(path.read_bytes())
+    report = evaluate_folder(tmp_path / "eval", detector, random_classifier, MAX_PIXELS)
+    assert report["num_samples"] == 2 and report["no_face"] == 0 and report["rejected_files"] == []
+    expected = random_classifier.predict(np.stack([crop_face(image, faces[0].box, random_classifier.rule)
+                                                   for _, image, faces in photos]))
+    matrix = [[0, 0], [0, 0]]
+    for row, column in enumerate(expected.argmax(1)):  # photos[0] is with_mask (row 0), photos[1] without_mask
+        matrix[row][int(column)] += 1
+    assert report["confusion_matrix"] == matrix
+
+
+def test_evaluate_folder_refuses_classes_the_model_does_not_know(tmp_path, detector, constant_classifier):
+    root = write_dataset(tmp_path / "eval", per_class=1, labels=("with_mask", "mask_incorrect"))
+    with pytest.raises(StoreError, match="mask_incorrect") as error:
+        evaluate_folder(root, detector, constant_classifier, MAX_PIXELS)
+    assert "with_mask, without_mask" in str(error.value)  # and it says which classes the model has
+
+
+def test_evaluate_folder_with_nothing_usable(tmp_path, detector, constant_classifier):
+    with pytest.raises(StoreError, match="not found"):
+        evaluate_folder(tmp_path / "missing", detector, constant_classifier, MAX_PIXELS)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(StoreError, match="No images found"):
+        evaluate_folder(tmp_path / "empty", detector, constant_classifier, MAX_PIXELS)
+    (tmp_path / "bad" / "with_mask").mkdir(parents=True)
+    (tmp_path / "bad" / "with_mask" / "a.jpg").write_bytes(b"junk")
+    with pytest.raises(StoreError, match="could be read"):
+        evaluate_folder(tmp_path / "bad", detector, constant_classifier, MAX_PIXELS)
