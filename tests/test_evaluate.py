@@ -376,6 +376,3 @@ def test_report_rejects_out_of_range_labels():
 def test_report_rejects_names_length_mismatch():
     with pytest.raises(ValueError, match="names"):
         classification_report([0, 1], np.full((2, 2), 0.5), LABELS2, names=["only_one.jpg"])
-
-
-# --- optional cross-check against scikit-learn -----------------------------
