@@ -11,7 +11,7 @@ class CropRule:
     """A square crop around the face box, `margin` times its longer side, kept inside the image."""
 
     margin: float = 1.25
-    size: int = 224
+    size: int = 160
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ NUM_BLOCKS = 17  # inverted-residual blocks in MobileNetV2.features[1:18]
 class Preprocess:
     """The input contract of a maskdet model, stored with it and in the ONNX metadata."""
 
-    input_size: int = 224
+    input_size: int = 160
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     color_order: str = "RGB"

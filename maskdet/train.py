@@ -40,7 +40,7 @@ class TrainConfig:
     seed: int = 0
     patience: int = 10
     class_weights: bool = True
-    input_size: int = 224
+    input_size: int = 160
     crop_margin: float = 1.25
     labels: list[str] | None = None  # None: every label that has images
     backbone_weights: str | None = None
