@@ -4,6 +4,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 import albumentations as A
 import cv2
+import numpy as np
 
 
 @dataclass
@@ -89,3 +90,9 @@ def build_train_pipeline(config: AugmentConfig, size: int, seed: int | None = No
 def build_eval_pipeline(size: int) -> A.Compose:
     """Evaluation: resize only (normalisation is inside the model)."""
     return A.Compose([A.Resize(size, size)])
+
+
+def preview(crop: np.ndarray, config: AugmentConfig, count: int = 8, seed: int = 0) -> list[np.ndarray]:
+    """`count` augmented variants of one face crop, as training will see them."""
+    pipeline = build_train_pipeline(config, crop.shape[0], seed=seed)
+    return [pipeline(image=crop)["image"] for _ in range(count)]

@@ -108,9 +108,14 @@ def train_config(args):
 
 
 def cmd_train(store: Store, args) -> dict:
-    from .train import execute_run
+    from .train import TrainConfig, execute_run
 
-    config = train_config(args)
+    if args.run_id:  # a run queued by the dashboard carries its own config
+        config = TrainConfig.from_dict(store.run(args.run_id)["config"])
+        if not config.backbone_weights and load_settings().backbone_weights:
+            config.backbone_weights = str(load_settings().backbone_weights)
+    else:
+        config = train_config(args)
     bars: dict = {}
 
     def on_progress(progress) -> None:
@@ -207,10 +212,9 @@ def cmd_runs(store: Store, args) -> dict:
 
 
 def cmd_cancel(store: Store, args) -> dict:
-    status = store.run(args.run_id)["status"]
-    if status not in ("queued", "running"):
-        raise UsageError(f"Run {args.run_id} is not running (status: {status}).")
-    store.update_run(args.run_id, cancel_requested=True)
+    from .jobs import cancel_training
+
+    cancel_training(store, args.run_id)
     return {"run_id": args.run_id, "cancel_requested": True}
 
 
@@ -265,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone-weights", help="local torchvision mobilenet_v2 state_dict (.pth)")
     p.add_argument("--random-init", action="store_true", help="no pretrained weights (for experiments only)")
     p.add_argument("--no-int8", action="store_true", help="skip the int8 quantised variant")
-    p.add_argument("--run-id", help="execute this queued run (used by the dashboard)")
+    p.add_argument("--run-id", help="execute this queued run with its stored config (used by the dashboard)")
 
     p = commands.add_parser("evaluate", help="score a model on a folder of class sub-folders")
     p.add_argument("folder")

@@ -1,9 +1,11 @@
 """ONNX export (self-contained file + metadata), parity check, int8 variant, and loading a maskdet ONNX model."""
 
+import io
 import json
 import os
 import time
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -219,3 +221,22 @@ def export_run(model: MaskNet, folder: Path, labels: list[str], preprocess: Prep
                           if len(test_targets) else None,
                           "parity": parity(int8, test_crops, test_probabilities)}
     return result
+
+
+def bundle_zip(run_dir: Path) -> bytes:
+    """A zip with everything to use a run's model elsewhere: ONNX files, labels, preprocessing, card, script."""
+    run_dir = Path(run_dir)
+    classifier = load_classifier(run_dir / "model.onnx")
+    contract = {"input": {"name": INPUT_NAME, **classifier.preprocess.to_dict(), "shape": ["batch", "size", "size", 3]},
+                "output": {"name": "probabilities", "columns": classifier.labels},
+                "crop_rule": {"margin": classifier.rule.margin, "square": True, "clamp_to_image": True},
+                "normalisation": "inside the model: feed raw uint8 RGB"}
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name in ("model.onnx", "model.int8.onnx", "MODEL_CARD.md", "metrics.json"):
+            if (run_dir / name).exists():
+                archive.write(run_dir / name, name)
+        archive.writestr("labels.json", json.dumps(classifier.labels, indent=2))
+        archive.writestr("preprocessing.json", json.dumps(contract, indent=2))
+        archive.writestr("predict_onnx.py", (Path(__file__).parent / "bundle" / "predict_onnx.py").read_text())
+    return buffer.getvalue()

@@ -503,6 +503,17 @@ class Store:
     def delete_run(self, run_id: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(runs_table.delete().where(runs_table.c.id == run_id))
+            conn.execute(meta_table.delete().where(meta_table.c.key == "active_run", meta_table.c.value == run_id))
+
+    # ---- settings ------------------------------------------------------------------------------
+    def get_setting(self, key: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(meta_table.c.value).where(meta_table.c.key == key)).scalar()
+
+    def set_setting(self, key: str, value: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(meta_table.delete().where(meta_table.c.key == key))
+            conn.execute(meta_table.insert().values(key=key, value=value))
 
 
 def _cut_groups(groups: list[int], sizes: dict[int, int], ratios) -> dict[int, str]:

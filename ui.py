@@ -1,0 +1,49 @@
+"""Small helpers shared by the Streamlit pages: cached store and detector, error display, run labels."""
+
+from collections.abc import Callable
+
+import streamlit as st
+
+from maskdet.settings import Settings, load_settings
+from maskdet.store import Store
+
+
+@st.cache_resource(show_spinner=False)
+def _store(settings_key: str) -> Store:
+    return Store(_settings_by_key[settings_key])
+
+
+_settings_by_key: dict[str, Settings] = {}
+
+
+def store() -> Store:
+    """The store of the current settings (one per data home, shared by all sessions of this server)."""
+    settings = load_settings()
+    key = repr(settings)
+    _settings_by_key[key] = settings
+    return _store(key)
+
+
+@st.cache_resource(show_spinner="Loading the face detector...")
+def detector():
+    from maskdet.faces import FaceDetector
+
+    return FaceDetector()
+
+
+def attempt(action: Callable, *args, **kwargs):
+    """Run a maskdet call; a user-facing error becomes an st.error sentence and None is returned."""
+    try:
+        return action(*args, **kwargs)
+    except (ValueError, OSError) as error:
+        st.error(str(error))
+    except Exception as error:  # an unexpected failure: say what happened, never a traceback
+        st.error(f"Something went wrong ({type(error).__name__}: {error}). Reload the page and try again.")
+    return None
+
+
+def run_caption(run: dict) -> str:
+    """A one-line description of a run for select boxes."""
+    test = (run.get("metrics") or {}).get("test") or {}
+    accuracy = f", accuracy {test['accuracy']:.3f}" if test.get("accuracy") is not None else ""
+    return f"{run['id']} ({run['status']}{accuracy})"
