@@ -9,19 +9,13 @@ from maskdet.store import Store
 
 
 @st.cache_resource(show_spinner=False)
-def _store(settings_key: str) -> Store:
-    return Store(_settings_by_key[settings_key])
-
-
-_settings_by_key: dict[str, Settings] = {}
+def _store(settings: Settings) -> Store:
+    return Store(settings)
 
 
 def store() -> Store:
     """The store of the current settings (one per data home, shared by all sessions of this server)."""
-    settings = load_settings()
-    key = repr(settings)
-    _settings_by_key[key] = settings
-    return _store(key)
+    return _store(load_settings())
 
 
 @st.cache_resource(show_spinner="Loading the face detector...")
