@@ -1,31 +1,60 @@
-"""maskdet dashboard home page (the dataset, training, metrics, models and live pages come next)."""
+"""maskdet home: navigation and a status board with the next step to take."""
 
 import streamlit as st
 
-from maskdet.settings import load_settings
-from maskdet.store import Store
+import ui
+from maskdet.insights import summarize
+from maskdet.runs import active_run, runs_table
 
 st.set_page_config(page_title="maskdet", page_icon=":material/masks:", layout="wide")
 st.title("maskdet: face-mask detection studio")
+st.caption("Build a labelled face dataset, train a MobileNetV2 classifier, read its metrics, try it live, "
+           "download it as ONNX.")
 
+PAGES = [
+    ("pages/1_Dataset.py", "Dataset", ":material/photo_library:", "import photos, capture from the webcam, review"),
+    ("pages/2_Train.py", "Train", ":material/model_training:", "settings, augmentation preview, live progress"),
+    ("pages/3_Metrics.py", "Metrics", ":material/monitoring:", "curves, confusion matrix, mistakes, comparisons"),
+    ("pages/4_Models.py", "Models", ":material/deployed_code:", "active model, ONNX and bundle downloads"),
+]
+columns = st.columns(len(PAGES))
+for column, (path, label, icon, description) in zip(columns, PAGES):
+    with column:
+        st.page_link(path, label=label, icon=icon)
+        st.caption(description)
 
-@st.cache_resource
-def store() -> Store:
-    return Store(load_settings())
+store = ui.attempt(ui.store)
+summary = ui.attempt(summarize, store) if store else None
+if summary:
+    st.subheader("Dataset")
+    metrics = st.columns(len(summary.counts) + 1)
+    for column, (label, count) in zip(metrics, summary.counts.items()):
+        faces = count - summary.no_face.get(label, 0)
+        column.metric(label, count, help=f"{faces} with a face found")
+    total = sum(summary.counts.values())
+    metrics[-1].metric("faces found", f"{total - sum(summary.no_face.values())} / {total}")
 
+    active = active_run(store)
 
-counts = store().label_counts()
-runs = store().runs()
-columns = st.columns(len(counts) + 1)
-for column, (label, count) in zip(columns, counts.items()):
-    column.metric(label, count)
-columns[-1].metric("training runs", len(runs))
-if sum(counts.values()) == 0:
-    st.info("No images yet. Import a folder or zip of class folders: `python -m maskdet import PATH`.")
-elif not any(run["status"] == "succeeded" for run in runs):
-    st.info("Images are in. Train a model: `python -m maskdet train`.")
-else:
-    latest = next(run for run in runs if run["status"] == "succeeded")
-    test = (latest["metrics"] or {}).get("test") or {}
-    st.success(f"Latest model {latest['id']}: test accuracy {test.get('accuracy', 0):.3f}, "
-               f"macro F1 {test.get('macro_f1', 0):.3f}.")
+    st.subheader("Next step")
+    if total == 0:
+        st.info("No images yet. Open **Dataset** to upload photos or a zip of class folders, or capture faces "
+                "from the webcam.")
+        st.page_link("pages/1_Dataset.py", label="Add images", icon=":material/add_photo_alternate:")
+    elif len([n for n in summary.counts.values() if n > 0]) < 2 or not active:
+        for warning in summary.warnings:
+            st.warning(warning)
+        st.info("The dataset is ready for a first model: open **Train** and press Start (the defaults train well)."
+                if len([n for n in summary.counts.values() if n > 0]) >= 2 else
+                "Add images of a second class before training.")
+        st.page_link("pages/2_Train.py", label="Train a model", icon=":material/model_training:")
+    else:
+        test = (active["metrics"] or {}).get("test") or {}
+        st.success(f"Active model **{active['id']}**: test accuracy {test.get('accuracy', 0):.3f}, macro F1 "
+                   f"{test.get('macro_f1', 0):.3f}. Download it from **Models** or read its **Metrics**.")
+        st.page_link("pages/4_Models.py", label="Models", icon=":material/deployed_code:")
+
+    rows = runs_table(store)
+    if rows:
+        st.subheader("Latest runs")
+        st.dataframe(rows[:5], hide_index=True, width="stretch")

@@ -46,13 +46,16 @@ def load_classifier(path: Path):
 
 
 def resolve_model(store: Store, spec: str | None, int8: bool = False) -> Path:
-    """A run id (latest succeeded run when None) or a path to an .onnx file."""
+    """A path to an .onnx file, a run id, or (None) the active model chosen on the Models page."""
+    from .runs import active_run, model_path
+
     if spec and spec.endswith(".onnx"):
         return Path(spec)
-    runs = [r for r in store.runs() if r["status"] == "succeeded" and (spec is None or r["id"] == spec)]
+    runs = [r for r in store.runs() if r["status"] == "succeeded" and r["id"] == spec] if spec else \
+        [run for run in [active_run(store)] if run]
     if not runs:
         raise UsageError(f"No finished run '{spec}'." if spec else "No trained model yet: run `python -m maskdet train`.")
-    path = Path(runs[0]["artefact_dir"]) / ("model.int8.onnx" if int8 else "model.onnx")
+    path = model_path(store, runs[0], int8)
     if int8 and not path.exists():
         raise UsageError(f"Run {runs[0]['id']} has no int8 model (it was trained with --no-int8).")
     return path
@@ -273,18 +276,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("evaluate", help="score a model on a folder of class sub-folders")
     p.add_argument("folder")
-    p.add_argument("--model", help="run id or .onnx path (default: latest run)")
+    p.add_argument("--model", help="run id or .onnx path (default: the active model)")
     p.add_argument("--int8", action="store_true")
     p.add_argument("--curves", action="store_true", help="include ROC curve points in the JSON")
 
     p = commands.add_parser("export", help="write a run's ONNX model to a file")
-    p.add_argument("--run", help="run id (default: latest run)")
+    p.add_argument("--run", help="run id (default: the active model)")
     p.add_argument("--output", required=True)
     p.add_argument("--int8", action="store_true")
 
     p = commands.add_parser("predict", help="find faces in images and classify them")
     p.add_argument("images", nargs="+", help="image files or folders")
-    p.add_argument("--model", help="run id or .onnx path (default: latest run)")
+    p.add_argument("--model", help="run id or .onnx path (default: the active model)")
     p.add_argument("--int8", action="store_true")
     p.add_argument("--threshold", type=float, default=0.0, help="below this probability a face is 'uncertain'")
     p.add_argument("--annotate", metavar="DIR", help="also write annotated images into DIR")

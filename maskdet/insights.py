@@ -51,7 +51,8 @@ def dataset_warnings(counts: dict[str, int], no_face: dict[str, int], spanning: 
         warnings.append(f"No face was found in {total_no_face} photos; they are used whole, which the live page "
                         "never sees. Check them with the 'no face found' filter.")
     if spanning:
-        warnings.append(f"{spanning} near-duplicate groups contain photos of different classes (for example the "
+        groups = "1 near-duplicate group contains" if spanning == 1 else f"{spanning} near-duplicate groups contain"
+        warnings.append(f"{groups} photos of different classes (for example the "
                         "same face with and without a mask): expected for pasted-mask datasets, each group stays "
                         "on one side of the split; otherwise check for mislabelled copies.")
     return warnings

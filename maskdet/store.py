@@ -127,7 +127,7 @@ class Candidate:
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 def validate_label(name: str) -> str:
@@ -352,11 +352,22 @@ class Store:
             return self._import(candidates, rejected, detector, progress)
 
     def add_image(self, data: bytes, label: str, source_name: str, detector: FaceDetector) -> ImportReport:
-        """Add one image (an upload or a webcam capture) under `label`, creating the label if new."""
+        """Add one image (a webcam capture) under `label`, creating the label if new; a rejected image raises."""
         return self._import([Candidate(source_name, label, lambda: data)], [], detector, None)
 
+    def add_images(self, files: list[tuple[str, bytes]], label: str, detector: FaceDetector,
+                   progress=None) -> ImportReport:
+        """Add uploaded (name, bytes) photos under one label; rejected files are in the report, never raised."""
+        label = validate_label(label)
+        if not files:
+            raise StoreError("No files to import: choose one or more photos first.")
+        candidates = [Candidate(name, label, lambda data=data: data) for name, data in files]
+        return self._import(candidates, [], detector, progress, require_any=False)
+
     def _import(self, candidates: list[Candidate], rejected: list[tuple[str, str]], detector: FaceDetector,
-                progress: Callable[[int, int], None] | None, batch_size: int = 32) -> ImportReport:
+                progress: Callable[[int, int], None] | None, batch_size: int = 32,
+                require_any: bool = True) -> ImportReport:
+        """Import in transactions of batch_size; with require_any, importing nothing at all is an error."""
         report = ImportReport(rejected=list(rejected))
         if not candidates and not rejected:
             raise StoreError("No images found: expected class folders (for example with_mask/, without_mask/).")
@@ -391,7 +402,7 @@ class Store:
             done += min(batch_size, len(candidates) - start)
             if progress:
                 progress(done, len(candidates))
-        if not report.added and not report.duplicates:
+        if require_any and not report.added and not report.duplicates:
             reasons = "; ".join(f"{n}: {r}" for n, r in report.rejected[:3])
             raise StoreError(f"No images could be imported ({len(report.rejected)} rejected: {reasons}).")
         return report
@@ -496,9 +507,10 @@ class Store:
         return _run_dict(row)
 
     def runs(self) -> list[dict]:
+        """Every run, newest first."""
+        query = sa.select(runs_table).order_by(runs_table.c.created_at.desc(), runs_table.c.id.desc())
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(runs_table).order_by(runs_table.c.created_at.desc())).mappings().all()
-        return [_run_dict(row) for row in rows]
+            return [_run_dict(row) for row in conn.execute(query).mappings().all()]
 
     def delete_run(self, run_id: str) -> None:
         with self.engine.begin() as conn:

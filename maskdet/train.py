@@ -456,12 +456,15 @@ def execute_run(store: Store, config: TrainConfig, models_dir: Path, run_id: str
     run_id = run_id or store.create_run(config.to_dict())
     store.update_run(run_id, status="running", started_at=now(), pid=os.getpid(), error=None)
     last = {"write": 0.0, "check": 0.0, "cancel": False}
+    history: list[dict] = []  # per-epoch validation loss/accuracy, stored with the progress for live curves
 
     def progress(item: Progress) -> None:
         on_progress(item)
+        if item.stage in ("head", "finetune") and item.accuracy is not None:  # fit()'s end-of-epoch report
+            history.append({"stage": item.stage, "epoch": item.epoch, "loss": item.loss, "accuracy": item.accuracy})
         if time.monotonic() - last["write"] >= 1.0:
             last["write"] = time.monotonic()
-            store.update_run(run_id, progress=asdict(item))
+            store.update_run(run_id, progress={**asdict(item), "history": history})
 
     def should_cancel() -> bool:
         if time.monotonic() - last["check"] >= 1.0:
@@ -479,7 +482,7 @@ def execute_run(store: Store, config: TrainConfig, models_dir: Path, run_id: str
         store.update_run(run_id, status="failed", finished_at=now(), error=describe_error(error))
         raise
     store.update_run(run_id, status="succeeded", finished_at=now(), metrics=metrics, artefact_dir=str(run_dir),
-                     progress=asdict(Progress("done", 1, 1)))
+                     progress={**asdict(Progress("done", 1, 1)), "history": history})
     return {"run_id": run_id, **metrics}
 
 

@@ -1,0 +1,509 @@
+"""Trained runs as the dashboard shows them: table rows, a run's artefacts, chart data, the active model,
+comparing two runs, deleting a run, and scoring a run on an uploaded zip. No Streamlit here."""
+
+import csv
+import io
+import json
+import os
+import re
+import shutil
+import tempfile
+import uuid
+import zipfile
+import zlib
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from .faces import CropRule, crop_face
+from .imageio import BadImage
+from .jobs import ACTIVE_STATUSES, log_path, process_alive
+from .store import IMAGE_SUFFIXES, Store, StoreError, validate_label, zip_candidates
+
+ACTIVE_SETTING = "active_run"  # meta key: the run the live page uses
+MODEL_FILES = (("model.onnx", "ONNX (float32)"), ("model.int8.onnx", "ONNX int8"))
+MAX_EVALUATION_BYTES = 1024 * 2**20  # an uploaded evaluation zip may unpack to at most this much
+RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
+
+
+# ---- the runs table ------------------------------------------------------------------------------
+
+def parse_time(value: str | None) -> datetime | None:
+    try:
+        return datetime.fromisoformat(value) if value else None
+    except ValueError:
+        return None
+
+
+def duration_seconds(run: dict) -> float | None:
+    """Wall-clock seconds from start to finish (None while running or when never started)."""
+    started, finished = parse_time(run.get("started_at")), parse_time(run.get("finished_at"))
+    return (finished - started).total_seconds() if started and finished else None
+
+
+def data_size(run: dict) -> dict[str, int] | None:
+    """Images per split the run used ({"train": n, "val": n, "test": n}), once it has metrics."""
+    counts = (run.get("metrics") or {}).get("split_counts")
+    if not counts:
+        return None
+    return {split: int(sum(per_label.values())) for split, per_label in counts.items()}
+
+
+def key_config(config: dict | None) -> str:
+    """The few training settings that tell runs apart, in one line."""
+    config = config or {}
+    parts = [text.format(config[key]) for key, text in (("input_size", "{} px"), ("views_per_image", "{} views"))
+             if key in config]
+    blocks = config.get("finetune_blocks") or 0
+    parts.append(f"fine-tune {blocks} blocks" if blocks else "head only")
+    parts += [text.format(config[key]) for key, text in (("learning_rate", "lr {}"), ("seed", "seed {}"))
+              if key in config]
+    if config.get("random_init"):
+        parts.append("random init")
+    if config.get("quantize") is False:
+        parts.append("no int8")
+    return ", ".join(parts)
+
+
+def test_report(run: dict) -> dict | None:
+    return (run.get("metrics") or {}).get("test")
+
+
+def run_note(run: dict) -> str:
+    """What a user should know about a run besides its scores: the error, the progress, the random init."""
+    status = run["status"]
+    if status == "failed":
+        return run.get("error") or "Failed without a message; see the training log."
+    if status == "cancelled":
+        return "Cancelled before it finished."
+    if status in ACTIVE_STATUSES:
+        progress = run.get("progress") or {}
+        if progress.get("stage"):
+            return f"{progress['stage']} {progress.get('step', 0)}/{progress.get('steps', 0)}"
+        return "Waiting to start." if status == "queued" else "Starting."
+    if (run.get("metrics") or {}).get("random_init"):
+        return "Random init (not pretrained): an experiment."
+    if test_report(run) is None:
+        return "No test images: the split left the test set empty."
+    return ""
+
+
+def run_row(run: dict, active_id: str | None = None) -> dict:
+    """One row of the runs table."""
+    sizes = data_size(run)
+    test = test_report(run) or {}
+    created = parse_time(run.get("created_at"))
+    return {
+        "run": run["id"],
+        "when": created.strftime("%Y-%m-%d %H:%M UTC") if created else run.get("created_at"),
+        "status": run["status"],
+        "active": run["id"] == active_id,
+        "accuracy": test.get("accuracy"),
+        "macro_f1": test.get("macro_f1"),
+        "images": sum(sizes.values()) if sizes else None,
+        "split": " / ".join(str(sizes.get(s, 0)) for s in ("train", "val", "test")) if sizes else None,
+        "duration_s": duration_seconds(run),
+        "config": key_config(run.get("config")),
+        "note": run_note(run),
+    }
+
+
+def runs_table(store: Store) -> list[dict]:
+    """Every run, newest first, as table rows (the active model flagged)."""
+    active = active_run(store)
+    return [run_row(run, active["id"] if active else None) for run in store.runs()]
+
+
+def finished_runs(store: Store) -> list[dict]:
+    """Succeeded runs, newest first."""
+    return [run for run in store.runs() if run["status"] == "succeeded"]
+
+
+# ---- a run's folder ------------------------------------------------------------------------------
+
+def run_dir(store: Store, run: dict) -> Path:
+    """Where a run's artefacts are: its recorded folder, or models/<run_id>/."""
+    recorded = Path(run["artefact_dir"]) if run.get("artefact_dir") else None
+    if recorded and recorded.is_dir():
+        return recorded
+    return store.settings.models_dir / run["id"]
+
+
+def _read(folder: Path, name: str, run_id: str):
+    path = folder / name
+    try:
+        text = path.read_text()
+        return json.loads(text) if name.endswith(".json") else text
+    except FileNotFoundError:
+        raise StoreError(f"Run {run_id} has no {name} (its folder {folder} is missing or incomplete); "
+                         "delete the run on the Models page or train again.") from None
+    except (OSError, ValueError) as error:
+        raise StoreError(f"Run {run_id}'s {name} cannot be read ({error}); delete the run or train again.") from None
+
+
+def read_history(store: Store, run: dict) -> list[dict]:
+    """Per-epoch loss and accuracy (history.json)."""
+    history = _read(run_dir(store, run), "history.json", run["id"])
+    if not isinstance(history, list):
+        raise StoreError(f"Run {run['id']}'s history.json is not a list of epochs; train again.")
+    return history
+
+
+def read_config(store: Store, run: dict) -> dict:
+    """config.json: training config, labels, preprocessing, crop rule, backbone."""
+    return _read(run_dir(store, run), "config.json", run["id"])
+
+
+def read_metrics(store: Store, run: dict) -> dict:
+    """metrics.json (the registry holds the same; this is the file shipped with the model)."""
+    return _read(run_dir(store, run), "metrics.json", run["id"])
+
+
+def read_predictions(store: Store, run: dict) -> list[dict]:
+    """predictions.csv rows: image_id, source_name, true, predicted, p_<label>... (test split order)."""
+    text = _read(run_dir(store, run), "predictions.csv", run["id"])
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+# ---- chart and table data ------------------------------------------------------------------------
+
+def history_points(history: list[dict], run_id: str | None = None) -> list[dict]:
+    """Long-form curve points: one row per epoch, metric (loss/accuracy) and split (train/validation).
+
+    `epoch` counts across stages (head epochs, then fine-tune epochs), `stage_epoch` within the stage."""
+    points = []
+    for step, entry in enumerate(history, start=1):
+        for metric in ("loss", "accuracy"):
+            for split, key in (("train", metric), ("validation", f"val_{metric}")):
+                value = entry.get(key)
+                if value is None:
+                    continue
+                point = {"epoch": step, "stage": entry.get("stage", "head"), "stage_epoch": entry.get("epoch", step),
+                         "metric": metric, "split": split, "value": float(value)}
+                if run_id is not None:
+                    point["run"] = run_id
+                points.append(point)
+    return points
+
+
+def confusion_cells(report: dict) -> list[dict]:
+    """One row per (true, predicted) cell with its count and the share of the true class's images."""
+    labels, matrix = report["labels"], report["confusion_matrix"]
+    cells = []
+    for i, true in enumerate(labels):
+        total = sum(matrix[i])
+        for j, predicted in enumerate(labels):
+            cells.append({"true": true, "predicted": predicted, "count": int(matrix[i][j]),
+                          "share": matrix[i][j] / total if total else 0.0})
+    return cells
+
+
+def per_class_rows(report: dict) -> list[dict]:
+    rows = [{"class": c["label"], "precision": c["precision"], "recall": c["recall"], "f1": c["f1"],
+             "support": c["support"]} for c in report["per_class"]]
+    rows.append({"class": "macro average", "precision": report["macro_precision"], "recall": report["macro_recall"],
+                 "f1": report["macro_f1"], "support": report["num_samples"]})
+    return rows
+
+
+def roc_points(report: dict) -> list[dict]:
+    """One row per ROC point, per class (one-vs-rest), with the class's AUC in the series name."""
+    aucs = report.get("roc_auc_per_class") or [None] * len(report["roc_curves"])
+    points = []
+    for curve, auc in zip(report["roc_curves"], aucs):
+        series = f"{curve['label']} (AUC {auc:.3f})" if auc is not None else curve["label"]
+        points += [{"class": series, "fpr": fpr, "tpr": tpr, "order": i}
+                   for i, (fpr, tpr) in enumerate(zip(curve["fpr"], curve["tpr"]))]
+    return points
+
+
+@dataclass
+class Mistake:
+    """A misclassified test face: what it was, what the model said, and its crop (None if the photo is gone)."""
+
+    name: str
+    true: str
+    predicted: str
+    score: float
+    true_score: float
+    image_id: int | None
+    crop: np.ndarray | None
+    note: str = ""
+
+
+def misclassified_faces(store: Store, run: dict, limit: int = 24) -> list[Mistake]:
+    """The run's misclassified test images (most confident mistakes first) with the face crop the model saw."""
+    report = test_report(run)
+    if not report or not report.get("misclassified"):
+        return []
+    wrong = report["misclassified"][:limit]
+    predictions = read_predictions(store, run)
+    config = read_config(store, run)
+    rule = CropRule(**{k: config["crop_rule"][k] for k in ("margin", "size")})
+    by_name = {row["source_name"]: row for row in predictions}
+    image_ids = {}
+    for item in wrong:
+        row = predictions[item["index"]] if item["index"] < len(predictions) else None
+        if row is None or (item.get("name") is not None and row["source_name"] != item["name"]):
+            row = by_name.get(item.get("name"))  # predictions.csv rewrites quotes; fall back to the name
+        image_ids[item["index"]] = int(row["image_id"]) if row and (row.get("image_id") or "").isdigit() else None
+    records = {r.id: r for r in store.images(ids=[i for i in image_ids.values() if i is not None])}
+    mistakes = []
+    for item in wrong:
+        image_id = image_ids[item["index"]]
+        record = records.get(image_id)
+        crop, note = None, ""
+        if record is None:
+            note = "This photo is no longer in the dataset."
+        else:
+            try:
+                crop = crop_face(store.load_image(record), record.face.box if record.face else None, rule)
+            except (BadImage, OSError) as error:
+                note = f"The photo cannot be read ({error})."
+        mistakes.append(Mistake(item.get("name") or f"test image {item['index']}", item["true"], item["predicted"],
+                                float(item["score"]), float(item["true_score"]), image_id, crop, note))
+    return mistakes
+
+
+# ---- comparing two runs --------------------------------------------------------------------------
+
+KEY_METRICS = (
+    ("accuracy", "test accuracy"), ("macro_f1", "macro F1"), ("macro_precision", "macro precision"),
+    ("macro_recall", "macro recall"), ("roc_auc", "ROC AUC"), ("num_samples", "test images"),
+)
+
+
+def key_metrics(run: dict) -> dict[str, float | None]:
+    """The figures the compare view lines up, by display name."""
+    metrics = run.get("metrics") or {}
+    test = metrics.get("test") or {}
+    values = {name: test.get(key) for key, name in KEY_METRICS}
+    sizes = data_size(run)
+    values["training images"] = sizes.get("train") if sizes else None
+    epochs = metrics.get("epochs_trained") or {}
+    values["epochs trained"] = sum(epochs.values()) if epochs else None
+    values["training seconds"] = (metrics.get("timings") or {}).get("total")
+    onnx = metrics.get("onnx") or {}
+    values["ONNX MB"] = onnx["bytes"] / 2**20 if onnx.get("bytes") else None
+    values["ONNX ms per face (batch 1)"] = onnx.get("ms_per_image_batch1")
+    return values
+
+
+def flatten(data: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in (data or {}).items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_differences(a: dict | None, b: dict | None) -> list[dict]:
+    """Settings whose values differ between two training configs (nested ones as augment.flip.probability)."""
+    flat_a, flat_b = flatten(a or {}), flatten(b or {})
+    rows = []
+    for key in sorted(set(flat_a) | set(flat_b)):
+        value_a, value_b = flat_a.get(key), flat_b.get(key)
+        if _normalise(value_a) != _normalise(value_b):
+            rows.append({"setting": key, "a": _show(value_a), "b": _show(value_b)})
+    return rows
+
+
+def _normalise(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _show(value) -> str:
+    return "—" if value is None else json.dumps(_normalise(value)) if isinstance(value, (list, tuple)) else str(value)
+
+
+def compare_runs(a: dict, b: dict) -> dict:
+    """Key metrics side by side (with b - a) and the config differences of two runs."""
+    metrics_a, metrics_b = key_metrics(a), key_metrics(b)
+    rows = []
+    for name in metrics_a:
+        value_a, value_b = metrics_a[name], metrics_b[name]
+        both = value_a is not None and value_b is not None
+        rows.append({"metric": name, "a": value_a, "b": value_b, "b - a": value_b - value_a if both else None})
+    labels_a = (a.get("metrics") or {}).get("labels")
+    labels_b = (b.get("metrics") or {}).get("labels")
+    differences = config_differences(a.get("config"), b.get("config"))
+    if labels_a != labels_b:
+        differences.insert(0, {"setting": "classes trained", "a": _show(labels_a), "b": _show(labels_b)})
+    return {"metrics": rows, "config": differences}
+
+
+# ---- the active model ----------------------------------------------------------------------------
+
+def model_path(store: Store, run: dict, int8: bool = False) -> Path:
+    return run_dir(store, run) / ("model.int8.onnx" if int8 else "model.onnx")
+
+
+def active_run(store: Store) -> dict | None:
+    """The run the live page uses: the chosen one while it is usable, else the latest succeeded run."""
+    usable = [run for run in finished_runs(store) if model_path(store, run).is_file()]
+    chosen = store.get_setting(ACTIVE_SETTING)
+    return next((run for run in usable if run["id"] == chosen), usable[0] if usable else None)
+
+
+def active_is_chosen(store: Store, run: dict | None) -> bool:
+    """Whether `run` is active because someone chose it (rather than as the latest run, by default)."""
+    return run is not None and store.get_setting(ACTIVE_SETTING) == run["id"]
+
+
+def set_active_run(store: Store, run_id: str) -> dict:
+    """Make a succeeded run with a model file the active model; returns the run."""
+    run = store.run(run_id)
+    if run["status"] != "succeeded":
+        raise StoreError(f"Run {run_id} {run['status']}: only a finished run can be the active model. "
+                         "Choose a succeeded run.")
+    if not model_path(store, run).is_file():
+        raise StoreError(f"Run {run_id} has no model.onnx any more; choose another run or train again.")
+    store.set_setting(ACTIVE_SETTING, run_id)
+    return run
+
+
+# ---- model files ---------------------------------------------------------------------------------
+
+def parity_sentence(parity: dict | None) -> str:
+    """The export parity check (ONNX against PyTorch on the test crops) in words."""
+    if not parity:
+        return "No parity check recorded."
+    if not parity.get("images"):
+        return "Not checked: the test split was empty."
+    if parity.get("same_argmax"):
+        return (f"Same class as PyTorch on all {parity['images']} test faces "
+                f"(max probability difference {parity['max_probability_difference']:.1e}).")
+    return (f"Differs from PyTorch on {parity.get('argmax_disagreements', '?')} of {parity['images']} test faces "
+            f"(max probability difference {parity['max_probability_difference']:.2g}).")
+
+
+def model_files(store: Store, run: dict) -> list[dict]:
+    """The downloadable ONNX files of a run with size, parity result and test metrics."""
+    metrics = run.get("metrics") or {}
+    test = metrics.get("test") or {}
+    folder = run_dir(store, run)
+    files = []
+    for name, kind in MODEL_FILES:
+        path = folder / name
+        if not path.is_file():
+            continue
+        figures = metrics.get("int8" if "int8" in name else "onnx") or {}
+        accuracy = figures.get("test_accuracy") if "int8" in name else test.get("accuracy")
+        files.append({
+            "kind": kind, "file": name, "path": path, "bytes": path.stat().st_size,
+            "parity": parity_sentence(figures.get("parity")),
+            "parity_ok": bool((figures.get("parity") or {}).get("same_argmax", False)),
+            "test_accuracy": accuracy,
+            "test_accuracy_delta": figures.get("test_accuracy_delta"),
+            "macro_f1": None if "int8" in name else test.get("macro_f1"),
+            "ms_per_face": figures.get("ms_per_image_batch1"),
+        })
+    return files
+
+
+# ---- deleting a run ------------------------------------------------------------------------------
+
+def delete_run(store: Store, run_id: str) -> None:
+    """Delete a run's registry row and its artefact folder (refused while it is training)."""
+    run = store.run(run_id)
+    if run["status"] in ACTIVE_STATUSES and (process_alive(run.get("pid")) or run.get("pid") is None):
+        raise StoreError(f"Run {run_id} is still training: cancel it on the Train page first, then delete it.")
+    models_dir = store.settings.models_dir.resolve()
+    folders = []
+    if RUN_ID_PATTERN.match(run_id):
+        folders.append(models_dir / run_id)
+    if run.get("artefact_dir"):
+        recorded = Path(run["artefact_dir"]).resolve()
+        if recorded.parent == models_dir and recorded not in folders:  # never anything outside models/
+            folders.append(recorded)
+    moved = []  # renamed aside first, so a failure leaves either the whole run or nothing
+    try:
+        for folder in folders:
+            if folder.is_dir():
+                aside = folder.with_name(f".{folder.name}.deleting-{uuid.uuid4().hex[:8]}")
+                os.replace(folder, aside)
+                moved.append((folder, aside))
+        store.delete_run(run_id)
+    except BaseException:
+        for folder, aside in moved:
+            os.replace(aside, folder)
+        raise
+    for _, aside in moved:
+        shutil.rmtree(aside, ignore_errors=True)
+    if RUN_ID_PATTERN.match(run_id):
+        log_path(store.settings, run_id).unlink(missing_ok=True)
+
+
+# ---- evaluating a run on an uploaded zip ---------------------------------------------------------
+
+def evaluate_zip(store: Store, run_id: str, data: bytes, detector, progress=None, int8: bool = False) -> dict:
+    """Score a run's model on a zip of class folders (with_mask/..., without_mask/...).
+
+    The zip is read with the store's import rules (hostile entries rejected), unpacked into a temporary
+    folder and scored like `maskdet evaluate`: largest face per photo, the model's crop rule. Files that are
+    not images, and images in folders that are not the model's classes, are skipped and listed in
+    rejected_files (skipped_classes counts the latter); when no image is left that is an error."""
+    from .export import load_classifier
+    from .predict import evaluate_folder
+
+    run = store.run(run_id)
+    if run["status"] != "succeeded":
+        raise StoreError(f"Run {run_id} {run['status']}: choose a succeeded run to evaluate.")
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, OSError, ValueError):
+        raise StoreError("The upload is not a readable zip archive. Zip a folder of class folders "
+                         "(for example with_mask/ and without_mask/) and upload that.") from None
+    classifier = load_classifier(model_path(store, run, int8))
+    with archive, tempfile.TemporaryDirectory(prefix="maskdet-evaluate-") as scratch:
+        candidates, rejected = zip_candidates(archive)
+        originals, unknown, total = {}, Counter(), 0
+        for index, candidate in enumerate(candidates):
+            parts = [p for p in candidate.name.replace("\\", "/").split("/") if p]
+            if any(part.startswith(".") for part in parts):
+                continue  # hidden files and folders (._name, .git/), as a folder import skips them
+            if Path(parts[-1]).suffix.lower() not in IMAGE_SUFFIXES:
+                rejected.append((candidate.name, "not an image file"))
+                continue
+            if candidate.label not in classifier.labels:
+                unknown[candidate.label] += 1
+                rejected.append((candidate.name, f"'{candidate.label}' is not one of the model's classes"))
+                continue
+            try:
+                label = validate_label(candidate.label)
+                content = candidate.read()
+            except (StoreError, BadImage, OSError, zipfile.BadZipFile, NotImplementedError, RuntimeError,
+                    EOFError, zlib.error) as error:
+                rejected.append((candidate.name, str(error) or type(error).__name__))
+                continue
+            total += len(content)
+            if total > MAX_EVALUATION_BYTES:
+                raise StoreError(f"The zip unpacks to more than {MAX_EVALUATION_BYTES // 2**20} MiB; "
+                                 "evaluate on a smaller set of photos.")
+            file_name = f"{index:06d}-{re.sub(r'[^A-Za-z0-9_.-]', '_', parts[-1])[-100:]}"
+            folder = Path(scratch) / label
+            folder.mkdir(exist_ok=True)
+            (folder / file_name).write_bytes(content)
+            originals[f"{label}/{file_name}"] = candidate.name
+        if not originals and unknown:
+            raise StoreError(f"Folder classes not known to the model: {', '.join(sorted(unknown))}. The model's "
+                             f"classes: {', '.join(classifier.labels)}; name the zip's folders after them.")
+        if not originals:
+            reasons = "; ".join(f"{name}: {reason}" for name, reason in rejected[:3])
+            raise StoreError("No images found in the zip: it should hold class folders such as with_mask/ and "
+                             "without_mask/ with photos inside" + (f" (rejected: {reasons})." if reasons else "."))
+        report = evaluate_folder(Path(scratch), detector, classifier, store.settings.max_pixels, progress)
+    for item in report["misclassified"]:
+        item["name"] = originals.get(item["name"], item["name"])
+    report["rejected_files"] = ([{"name": name, "reason": reason} for name, reason in rejected]
+                                + [{"name": originals.get(r["name"], r["name"]), "reason": r["reason"]}
+                                   for r in report["rejected_files"]])
+    report["skipped_classes"] = dict(unknown)
+    report["run_id"] = run_id
+    report["model_file"] = classifier.path.name
+    return report

@@ -1,0 +1,308 @@
+"""Dataset page: add photos (upload, zip, webcam), manage classes, browse and fix the gallery, read the warnings.
+
+Everything lives in the store, so several tabs see the same data; session_state only keeps widget bookkeeping
+(uploader and camera keys, the last import report, one-off messages).
+"""
+
+import hashlib
+import math
+from datetime import datetime
+from pathlib import Path
+
+import streamlit as st
+
+import ui
+from maskdet import insights
+from maskdet.store import IMAGE_SUFFIXES
+
+st.set_page_config(page_title="Dataset · maskdet", layout="wide")
+st.title("Dataset")
+st.caption("Face photos sorted into classes. MTCNN finds the face in each photo as it comes in; "
+           "training uses the face crop.")
+
+PAGE_SIZE = 24
+COLUMNS = 6
+IMAGE_TYPES = sorted(suffix.lstrip(".") for suffix in IMAGE_SUFFIXES)
+state = st.session_state
+
+
+# ---- small UI helpers (no ML logic) ------------------------------------------------------------------------
+def attempt_call(action, *args):
+    """ui.attempt for calls that may return None: (True, result) on success, (False, None) after an error."""
+    boxed = ui.attempt(lambda: (action(*args),))
+    return (True, boxed[0]) if boxed else (False, None)
+
+
+def flash(where: str, kind: str, text: str) -> None:
+    """Keep a message to show after the next rerun, next to the widgets that caused it."""
+    state[f"flash_{where}"] = (kind, text)
+
+
+def show_flash(where: str) -> None:
+    kind, text = state.pop(f"flash_{where}", (None, None))
+    if kind:
+        getattr(st, kind)(text)
+
+
+def bump(key: str) -> None:
+    """Give a widget a fresh key (an empty uploader or camera, cleared checkboxes) on the next run."""
+    state[key] = state.get(key, 0) + 1
+
+
+def progress_callback(bar, verb: str):
+    def update(done: int, total: int) -> None:
+        bar.progress(done / max(total, 1), text=f"{verb}: {done} of {total} photos")
+    return update
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def show_report(report) -> None:
+    """The last import: added, duplicates, rejected with reasons, photos with no face found."""
+    counts = report.summary()
+    parts = [f"added {plural(counts['added'], 'photo')}"]
+    if counts["duplicates"]:
+        parts.append(f"skipped {counts['duplicates']} already in the dataset")
+    if counts["rejected"]:
+        parts.append(f"rejected {counts['rejected']}")
+    if counts["no_face"]:
+        parts.append(f"no face found in {counts['no_face']} of the added")
+    headline = "Import finished: " + ", ".join(parts) + "."
+    (st.success if counts["added"] and not counts["rejected"] else st.warning)(headline)
+    columns = st.columns(4)
+    for column, (name, key) in zip(columns, (("added", "added"), ("already there", "duplicates"),
+                                             ("rejected", "rejected"), ("no face found", "no_face"))):
+        column.metric(name, counts[key])
+    if report.rejected:
+        st.dataframe([{"file": name, "reason": reason} for name, reason in report.rejected], hide_index=True)
+        st.caption("Rejected files were not added. Re-save them as JPEG or PNG (under the pixel limit) "
+                   "and upload them again.")
+    if report.no_face:
+        with st.expander(f"Photos with no face found ({len(report.no_face)})"):
+            st.write(", ".join(report.no_face))
+            st.caption("They are kept and used whole. Check them with the 'no face found' filter of the gallery "
+                       "and delete the ones that are not face photos.")
+    if report.duplicates:
+        with st.expander(f"Already in the dataset ({len(report.duplicates)})"):
+            st.write(", ".join(report.duplicates))
+
+
+@st.cache_data(max_entries=1000, show_spinner=False)
+def cached_thumbnail(_store, _record, sha256: str, face_box) -> object:
+    """insights.thumbnail, cached by content (files are content-addressed) and face box."""
+    return insights.thumbnail(_store, _record)
+
+
+def short_name(name: str, limit: int = 28) -> str:
+    name = Path(name).name
+    return name if len(name) <= limit else name[: limit - 1] + "…"
+
+
+# ---- overview: counts and warnings --------------------------------------------------------------------------
+store = ui.attempt(ui.store)
+summary = ui.attempt(insights.summarize, store) if store else None
+if summary is None:
+    st.info("The data home could not be opened. Check MASKDET_HOME (or MASKDET_DATABASE_URL) and reload the page.")
+    st.stop()
+labels = list(summary.counts)
+total = sum(summary.counts.values())
+
+if labels:
+    per_row = min(len(labels), COLUMNS)
+    for start in range(0, len(labels), per_row):
+        for column, label in zip(st.columns(per_row), labels[start:start + per_row]):
+            column.metric(label, summary.counts[label])
+            column.caption(f"{summary.no_face[label]} with no face found")
+for warning in summary.warnings:
+    st.warning(warning)
+if total == 0:
+    st.info("No photos yet. Add some below: upload photos into a class, upload a zip with one folder per class, "
+            "or take photos with the webcam. From a terminal: `python -m maskdet import PATH`.")
+elif not summary.warnings:
+    st.success("No warnings: the dataset is ready for training.")
+
+# ---- add photos ---------------------------------------------------------------------------------------------
+st.header("Add photos")
+if "import_report" in state:
+    show_report(state["import_report"])
+    if st.button("Hide the import report", key="hide_report"):
+        del state["import_report"]
+        st.rerun()
+
+photos_tab, zip_tab, webcam_tab = st.tabs(["Upload photos", "Upload a zip", "Webcam"])
+with photos_tab:
+    if not labels:
+        st.info("Add a class first (Classes, below), then upload photos into it.")
+    else:
+        target = st.selectbox("Class for these photos", labels, key="upload_label")
+        files = st.file_uploader("Photos", type=IMAGE_TYPES, accept_multiple_files=True,
+                                 key=f"upload_photos_{state.get('upload_round', 0)}")
+        if st.button(f"Import {plural(len(files or []), 'photo')} into {target}", key="import_photos",
+                     type="primary", disabled=not files):
+            detector = ui.attempt(ui.detector)
+            if detector is not None:
+                bar = st.progress(0.0, text="Finding faces...")
+                uploads = [(file.name, file.getvalue()) for file in files]
+                report = ui.attempt(store.add_images, uploads, target, detector,
+                                    progress_callback(bar, "Finding faces"))
+                bar.empty()
+                if report is not None:
+                    state["import_report"] = report
+                    bump("upload_round")
+                    st.rerun()
+
+with zip_tab:
+    st.caption("A .zip with one folder per class, for example with_mask/photo1.jpg and without_mask/photo2.jpg "
+               "(folders may be nested; the folder holding a photo is its class). New classes are created.")
+    archive = st.file_uploader("Zip of class folders", type=["zip"], key=f"upload_zip_{state.get('upload_round', 0)}")
+    if st.button("Import the zip", key="import_zip", type="primary", disabled=archive is None):
+        detector = ui.attempt(ui.detector)
+        if detector is not None:
+            bar = st.progress(0.0, text="Reading the zip...")
+            report = ui.attempt(store.import_zip, archive.getvalue(), detector,
+                                progress_callback(bar, "Finding faces"))
+            bar.empty()
+            if report is None:
+                st.info("Nothing was imported from this file. Upload a .zip whose folders are the classes "
+                        "(for example with_mask/ and without_mask/) holding JPEG or PNG photos.")
+            else:
+                state["import_report"] = report
+                bump("upload_round")
+                st.rerun()
+
+with webcam_tab:
+    if not labels:
+        st.info("Add a class first (Classes, below), then capture photos into it.")
+    else:
+        camera_label = st.selectbox("Class for the captures", labels, key="camera_label")
+        camera_on = st.toggle("Use the webcam", key="camera_on",
+                              help="Each photo you take is stored straight away; the camera is then ready again.")
+        st.caption(f"Captured this session: {state.get('camera_count', 0)}")
+        show_flash("camera")
+        if camera_on:
+            shot = st.camera_input("Take a photo", key=f"camera_{state.get('camera_round', 0)}")
+            if shot is not None:
+                data = shot.getvalue()
+                digest = hashlib.sha256(data).hexdigest()
+                if digest != state.get("camera_last_hash"):
+                    state["camera_last_hash"] = digest  # set before storing: a rerun never adds it twice
+                    name = f"webcam-{datetime.now():%Y%m%d-%H%M%S}.jpg"
+                    detector = ui.attempt(ui.detector)
+                    report = ui.attempt(store.add_image, data, camera_label, name, detector) if detector else None
+                    if report is not None:
+                        if report.added:
+                            state["camera_count"] = state.get("camera_count", 0) + 1
+                            found = ("no face found; delete it in the gallery if your face was hidden"
+                                     if report.no_face else "face found")
+                            flash("camera", "success", f"Stored capture {state['camera_count']} in "
+                                                       f"{camera_label} ({found}). Take the next one.")
+                        else:
+                            flash("camera", "info", "That photo is already in the dataset; take another one.")
+                        bump("camera_round")
+                        st.rerun()
+
+# ---- classes ------------------------------------------------------------------------------------------------
+st.header("Classes")
+show_flash("classes")
+add_column, rename_column, delete_column = st.columns(3)
+with add_column:
+    with st.form("add_class", clear_on_submit=True, border=False):
+        new_label = st.text_input("New class", placeholder="for example mask_below_nose", key="new_class")
+        if st.form_submit_button("Add class"):
+            ok, name = attempt_call(store.add_label, new_label)
+            if ok:
+                flash("classes", "success", f"Added the class {name}. Add photos to it above.")
+                st.rerun()
+with rename_column:
+    if labels:
+        with st.form("rename_class", clear_on_submit=True, border=False):
+            old_label = st.selectbox("Class to rename", labels, key="rename_from")
+            renamed = st.text_input("New name", key="rename_to")
+            if st.form_submit_button("Rename class"):
+                ok, _ = attempt_call(store.rename_label, old_label, renamed)
+                if ok:
+                    flash("classes", "success", f"Renamed {old_label} to {renamed.strip()}.")
+                    st.rerun()
+with delete_column:
+    if labels:
+        doomed = st.selectbox("Class to delete", labels, key="delete_label")
+        count = summary.counts.get(doomed, 0)
+        confirmed = st.checkbox(f"Yes, delete {doomed} and its {plural(count, 'photo')}",
+                                key=f"confirm_delete_{doomed}")
+        if st.button("Delete class", key="delete_class", disabled=not confirmed):
+            ok, removed = attempt_call(store.delete_label, doomed)
+            if ok:
+                flash("classes", "success", f"Deleted the class {doomed} and its {plural(removed, 'photo')}.")
+                st.rerun()
+
+# ---- gallery ------------------------------------------------------------------------------------------------
+st.header("Gallery")
+show_flash("gallery")
+
+
+def reset_page() -> None:
+    state.pop("gallery_page", None)
+
+
+filter_column, face_column, page_column = st.columns([2, 2, 1])
+shown_label = filter_column.selectbox("Show", [None, *labels], key="gallery_label", on_change=reset_page,
+                                      format_func=lambda value: "All classes" if value is None else value)
+only_no_face = face_column.toggle("Only photos with no face found", key="gallery_no_face", on_change=reset_page)
+records = ui.attempt(store.images, label=shown_label, no_face=True if only_no_face else None) or []
+pages = max(1, math.ceil(len(records) / PAGE_SIZE))
+if state.get("gallery_page", 1) > pages:
+    state["gallery_page"] = pages
+page = page_column.number_input("Page", min_value=1, max_value=pages, step=1, key="gallery_page")
+page_records = records[(page - 1) * PAGE_SIZE:page * PAGE_SIZE]
+generation = state.get("gallery_generation", 0)
+pick_keys = {record.id: f"pick_{generation}_{record.id}" for record in page_records}
+
+if not records:
+    st.info("No photos with no face found." if only_no_face else "No photos here yet.")
+else:
+    st.caption(f"{plural(len(records), 'photo')}, page {page} of {pages}. Green boxes are the faces MTCNN found.")
+actions = st.container()
+selected = []
+for start in range(0, len(page_records), COLUMNS):
+    for column, record in zip(st.columns(COLUMNS), page_records[start:start + COLUMNS]):
+        with column:
+            try:
+                picture = cached_thumbnail(store, record, record.sha256, record.face.box if record.face else None)
+            except Exception:
+                picture = None
+            caption = f"{record.label}" + ("" if record.face else " · no face found")
+            if picture is None:
+                st.caption(f"{caption}: the file could not be read; delete it and upload the photo again.")
+            else:
+                st.image(picture, caption=caption)
+            if st.checkbox(short_name(record.source_name), key=pick_keys[record.id]):
+                selected.append(record.id)
+
+
+def select_page(keys: list[str], value: bool) -> None:
+    for key in keys:
+        state[key] = value
+
+
+if page_records:
+    with actions:
+        all_column, none_column, target_column, move_column, remove_column = st.columns(
+            [1, 1, 2, 1.5, 1.5], vertical_alignment="bottom")
+        keys = list(pick_keys.values())
+        all_column.button("Select page", key="select_page", on_click=select_page, args=(keys, True))
+        none_column.button("Clear selection", key="clear_selection", on_click=select_page, args=(keys, False))
+        move_to = target_column.selectbox("Move selected to", labels, key="move_to")
+        if move_column.button(f"Move {len(selected)} selected", key="move_selected", disabled=not selected):
+            ok, _ = attempt_call(store.relabel, selected, move_to)
+            if ok:
+                bump("gallery_generation")
+                flash("gallery", "success", f"Moved {plural(len(selected), 'photo')} to {move_to}.")
+                st.rerun()
+        if remove_column.button(f"Delete {len(selected)} selected", key="delete_selected", disabled=not selected):
+            ok, _ = attempt_call(store.delete_images, selected)
+            if ok:
+                bump("gallery_generation")
+                flash("gallery", "success", f"Deleted {plural(len(selected), 'photo')}.")
+                st.rerun()

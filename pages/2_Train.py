@@ -1,0 +1,379 @@
+"""Train: the training settings, a preview of the augmented faces, and a training run followed live.
+
+Training runs in its own process (`python -m maskdet train --run-id ...`, started by maskdet.jobs); this page
+only reads the run registry, so a run keeps going when the page is reloaded or left, and shows up again here.
+"""
+
+import base64
+import io
+from datetime import datetime, timezone
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+from PIL import Image
+
+import ui
+from maskdet import jobs
+from maskdet.augment import AugmentConfig, Augmentation, preview
+from maskdet.faces import CropRule, crop_face
+from maskdet.insights import summarize
+from maskdet.model import NUM_BLOCKS
+from maskdet.settings import load_settings
+from maskdet.train import TrainConfig
+
+st.set_page_config(page_title="Train · maskdet", layout="wide")
+st.title("Train a model")
+
+DEFAULTS = TrainConfig()
+AUGMENTATIONS = {
+    "flip": "Horizontal flip",
+    "affine": "Shift, scale, rotate",
+    "brightness_contrast": "Brightness and contrast",
+    "hue_saturation": "Hue and saturation",
+    "grayscale": "Grayscale",
+    "blur": "Blur",
+    "noise": "Noise",
+    "coarse_dropout": "Cut-out patches",
+}
+STAGES = {
+    "crops": "cutting the face crops",
+    "features": "computing backbone features",
+    "head": "training the classifier head",
+    "finetune": "fine-tuning the last blocks",
+    "evaluate": "evaluating on the test split",
+    "export": "exporting the ONNX models",
+}
+NO_STRENGTH = {"flip", "grayscale"}  # transforms without a strength parameter
+CURVE_STAGES = {"head": "head (frozen backbone)", "finetune": "fine-tune"}
+SETTING_KEYS = []  # widget keys of the settings, cleared by "Reset to defaults"
+
+
+def link(page: str, label: str, icon: str, fallback: str) -> None:
+    """A link to another page, or the fallback words when it cannot be linked (missing page, page test)."""
+    try:
+        st.page_link(page, label=label, icon=icon)
+    except Exception:  # StreamlitPageNotFoundError
+        st.markdown(fallback)
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = max(0, round(seconds))
+    return f"{seconds} s" if seconds < 60 else f"{seconds // 60} min {seconds % 60:02d} s"
+
+
+def elapsed(start: str | None, end: str | None = None) -> float | None:
+    """Seconds between two registry timestamps (ISO, UTC); up to now when end is None."""
+    try:
+        started = datetime.fromisoformat(start)
+        finished = datetime.fromisoformat(end) if end else datetime.now(timezone.utc)
+    except (TypeError, ValueError):
+        return None
+    return (finished - started).total_seconds()
+
+
+def setting(widget, label: str, key: str, **kwargs):
+    """A settings widget whose value survives leaving the page and coming back."""
+    SETTING_KEYS.append(key)
+    return widget(label, key=key, persist_state="session", **kwargs)
+
+
+def reset_settings() -> None:
+    for key in SETTING_KEYS:
+        st.session_state.pop(key, None)
+
+
+def inline(image) -> str:
+    """An RGB array as a data URI. Served inline rather than as a media file, a picture cannot go missing
+    when a click interrupts a rerun while the one-second status fragment keeps the session busy."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=92)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def next_face() -> None:
+    st.session_state["preview_index"] = st.session_state.get("preview_index", 0) + 1
+
+
+# ---- data home --------------------------------------------------------------------------------------
+
+store = ui.attempt(ui.store)
+if store is None:
+    st.stop()
+summary = ui.attempt(summarize, store)
+if summary is None:
+    st.stop()
+if sum(summary.counts.values()) == 0:
+    st.info("No images yet. Import photos on the **Dataset** page first: a folder or zip of class folders "
+            "(for example with_mask/ and without_mask/), uploads or webcam captures. Then come back here to train.")
+    link("pages/1_Dataset.py", "Open the Dataset page", ":material/photo_library:",
+         "Open the **Dataset** page from the sidebar.")
+    st.stop()
+
+st.caption("Images: " + ", ".join(f"{label} {count}" for label, count in summary.counts.items())
+           + ". The defaults train well; change them only to experiment.")
+for warning in summary.warnings:
+    st.warning(warning)
+
+# ---- the run: start it, follow it (the live part is drawn at the end, once a Start click is handled) --------
+
+st.subheader("Training")
+start_column, init_column = st.columns([1, 3], vertical_alignment="center")
+start = start_column.button("Start training", type="primary", icon=":material/play_arrow:", key="start",
+                            help="Trains with the settings below in a background process.")
+random_init = setting(init_column.checkbox, "Random init (experiments only)", "random_init",
+                      value=DEFAULTS.random_init,
+                      help="No pretrained weights: much worse models; every result of the run says so.")
+weights = load_settings().backbone_weights
+if weights:
+    st.caption(f"Backbone: ImageNet MobileNetV2 weights from `{weights}` (`MASKDET_BACKBONE_WEIGHTS`).")
+    if not weights.is_file():
+        st.warning(f"The backbone weights file {weights} does not exist: training will fail. Fix "
+                   "MASKDET_BACKBONE_WEIGHTS and restart the dashboard, or train with random init.")
+else:
+    st.caption("Backbone: torchvision's ImageNet MobileNetV2 weights (`IMAGENET1K_V1`), which the training process "
+               "downloads once into the torch cache. Without internet access, set `MASKDET_BACKBONE_WEIGHTS` to a "
+               "local mobilenet_v2 state_dict file before starting the dashboard.")
+start_messages = st.container()
+status_area = st.container()
+st.divider()
+
+# ---- settings -------------------------------------------------------------------------------------
+
+settings_column, side_column = st.columns([3, 2], gap="large")
+with settings_column:
+    st.subheader("Settings")
+    first, second, third = st.columns(3)
+    epochs = setting(first.number_input, "Epochs", "epochs", min_value=1, max_value=1000, value=DEFAULTS.epochs,
+                     help="Head epochs on cached features; early stopping on the validation loss usually ends "
+                          "training much sooner.")
+    batch_size = setting(second.number_input, "Batch size", "batch_size", min_value=1, max_value=1024,
+                         value=DEFAULTS.batch_size)
+    learning_rate = setting(third.number_input, "Learning rate", "learning_rate", min_value=1e-5, max_value=1.0,
+                            value=DEFAULTS.learning_rate, step=1e-4, format="%.5f")
+    views_per_image = setting(first.number_input, "Augmented views per image", "views_per_image", min_value=0,
+                              max_value=32, value=DEFAULTS.views_per_image,
+                              help="Augmented copies of each training face, besides the clean one.")
+    finetune_blocks = setting(second.number_input, "Fine-tune blocks (0 = head only)", "finetune_blocks",
+                              min_value=0, max_value=NUM_BLOCKS, value=DEFAULTS.finetune_blocks,
+                              help="Last MobileNetV2 blocks to fine-tune after the head (slower, rarely better).")
+    seed = setting(third.number_input, "Seed", "seed", min_value=0, max_value=2**31 - 1, value=DEFAULTS.seed,
+                   help="Same seed and data, same split and same model.")
+    st.markdown("**Split** (near-duplicate photos always stay on one side)")
+    first, second, third = st.columns(3)
+    split = [setting(column.number_input, label, f"split_{name}", min_value=0.0, max_value=1.0, value=default,
+                     step=0.05, format="%.2f")
+             for column, name, label, default in zip((first, second, third), ("train", "val", "test"),
+                                                     ("Train share", "Validation share", "Test share"),
+                                                     DEFAULTS.split)]
+
+    with st.expander("More settings"):
+        first, second, third = st.columns(3)
+        finetune_epochs = setting(first.number_input, "Fine-tune epochs", "finetune_epochs", min_value=1,
+                                  max_value=100, value=DEFAULTS.finetune_epochs)
+        finetune_learning_rate = setting(second.number_input, "Fine-tune learning rate", "finetune_learning_rate",
+                                         min_value=1e-6, max_value=1.0, value=DEFAULTS.finetune_learning_rate,
+                                         step=1e-5, format="%.6f")
+        patience = setting(third.number_input, "Early-stopping patience", "patience", min_value=1, max_value=1000,
+                           value=DEFAULTS.patience, help="Epochs without a better validation loss before stopping.")
+        weight_decay = setting(first.number_input, "Weight decay", "weight_decay", min_value=0.0, max_value=1.0,
+                               value=DEFAULTS.weight_decay, step=1e-4, format="%.5f")
+        label_smoothing = setting(second.number_input, "Label smoothing", "label_smoothing", min_value=0.0,
+                                  max_value=0.5, value=DEFAULTS.label_smoothing, step=0.05, format="%.2f")
+        input_size = setting(third.number_input, "Input size (px)", "input_size", min_value=32, max_value=512,
+                             value=DEFAULTS.input_size, step=16, help="Side of the square face crop the model sees.")
+        crop_margin = setting(first.number_input, "Crop margin", "crop_margin", min_value=1.0, max_value=3.0,
+                              value=DEFAULTS.crop_margin, step=0.05, format="%.2f",
+                              help="Crop side as a multiple of the face box's longer side.")
+        class_weights = setting(second.toggle, "Weight classes by frequency", "class_weights",
+                                value=DEFAULTS.class_weights)
+        quantize = setting(third.toggle, "Also export an int8 model", "quantize", value=DEFAULTS.quantize)
+        populated = [label for label, count in summary.counts.items() if count > 0]
+        labels = setting(st.multiselect, "Classes to train on", "labels", options=populated, default=[],
+                         placeholder="All classes with images")
+
+    st.subheader("Augmentation")
+    st.caption("Each one: on/off, how often it is applied to a training view, and how strong it is (0–1).")
+    augment = {}
+    for name, label in AUGMENTATIONS.items():
+        default: Augmentation = getattr(DEFAULTS.augment, name)
+        toggle_column, probability_column, strength_column = st.columns([3, 3, 3], vertical_alignment="center")
+        enabled = setting(toggle_column.toggle, label, f"aug_{name}_enabled", value=default.enabled)
+        probability = setting(probability_column.slider, "Probability", f"aug_{name}_probability", min_value=0.0,
+                              max_value=1.0, value=float(default.probability), step=0.05, disabled=not enabled)
+        strength = setting(strength_column.slider, "Strength", f"aug_{name}_strength", min_value=0.0,
+                           max_value=1.0, value=float(default.strength), step=0.05,
+                           disabled=not enabled or name in NO_STRENGTH,
+                           help="Only on/off and probability matter for this one." if name in NO_STRENGTH else None)
+        augment[name] = {"enabled": bool(enabled), "probability": float(probability), "strength": float(strength)}
+    st.button("Reset settings to defaults", on_click=reset_settings, icon=":material/restart_alt:", key="reset")
+
+# ---- augmentation preview ---------------------------------------------------------------------------
+
+with side_column:
+    st.subheader("What the model will see")
+    records = ui.attempt(store.images) or []
+    candidates = ([r for r in records if r.face and r.split == "train"] or [r for r in records if r.face]
+                  or records)
+    if candidates:
+        record = candidates[st.session_state.get("preview_index", 0) % len(candidates)]
+        rule = CropRule(float(crop_margin), int(input_size))
+        crop = ui.attempt(lambda: crop_face(store.load_image(record), record.face.box if record.face else None, rule))
+        views = ui.attempt(lambda: preview(crop, AugmentConfig.from_dict(augment), 8, seed=int(seed))) \
+            if crop is not None else None
+        if views is not None:
+            st.image([inline(image) for image in (crop, *views)], width=112,
+                     caption=["face crop", *(f"view {i}" for i in range(1, 9))])
+            where = "face found" if record.face else "no face found: training uses the whole photo"
+            st.caption(f"{record.source_name} ({record.label}, {where}). Training uses the clean crop plus "
+                       f"{int(views_per_image)} views like these per training image.")
+    st.button("Show a different face", on_click=next_face, icon=":material/shuffle:", key="next_face")
+
+config_data = {
+    "epochs": int(epochs), "batch_size": int(batch_size), "learning_rate": float(learning_rate),
+    "views_per_image": int(views_per_image), "finetune_blocks": int(finetune_blocks), "seed": int(seed),
+    "split": [float(share) for share in split], "finetune_epochs": int(finetune_epochs),
+    "finetune_learning_rate": float(finetune_learning_rate), "patience": int(patience),
+    "weight_decay": float(weight_decay), "label_smoothing": float(label_smoothing), "input_size": int(input_size),
+    "crop_margin": float(crop_margin), "class_weights": bool(class_weights), "quantize": bool(quantize),
+    "labels": list(labels) or None, "random_init": bool(random_init), "augment": augment,
+}
+
+if start:
+    with start_messages:
+        config = ui.attempt(TrainConfig.from_dict, config_data)
+        if config is not None and not 0.99 < sum(config.split) < 1.01:
+            st.error(f"The split shares add up to {sum(config.split):.2f}; make train, validation and test add "
+                     "up to 1.")
+        elif config is not None:
+            run_id = ui.attempt(jobs.start_training, store, config.to_dict())
+            if run_id:
+                st.toast(f"Training run {run_id} started.", icon=":material/play_arrow:")
+
+
+# ---- the run, followed live ---------------------------------------------------------------------------
+
+
+def show_curves(history: list[dict] | None) -> None:
+    """Validation loss and accuracy per epoch (head epochs, then fine-tune epochs)."""
+    if not history:
+        return
+    frame = pd.DataFrame([{"epoch": index, "stage": CURVE_STAGES.get(point.get("stage"), point.get("stage")),
+                           "stage epoch": point.get("epoch"), "loss": point.get("loss"),
+                           "accuracy": point.get("accuracy")} for index, point in enumerate(history, start=1)])
+    base = alt.Chart(frame).mark_line(point=True).encode(
+        x=alt.X("epoch:Q", title="epoch", axis=alt.Axis(tickMinStep=1)),
+        color=alt.Color("stage:N", title=None, legend=alt.Legend(orient="top")),
+        tooltip=["stage", "stage epoch", alt.Tooltip("loss:Q", format=".4f"),
+                 alt.Tooltip("accuracy:Q", format=".3f")])
+    left, right = st.columns(2)
+    left.markdown("**Validation loss**")
+    left.altair_chart(base.encode(y=alt.Y("loss:Q", title="loss", scale=alt.Scale(zero=False)))
+                      .properties(height=240), width="stretch")
+    right.markdown("**Validation accuracy**")
+    right.altair_chart(base.encode(y=alt.Y("accuracy:Q", title="accuracy", scale=alt.Scale(domain=[0, 1])))
+                       .properties(height=240), width="stretch")
+
+
+def stage_fraction(progress: dict) -> float:
+    """How far the current stage is: by epochs in the epoch stages, by steps otherwise."""
+    step, steps = progress.get("step") or 0, max(1, progress.get("steps") or 1)
+    epoch, epochs = progress.get("epoch") or 0, progress.get("epochs") or 0
+    if epochs and not (step == epoch and steps == epochs):  # a batch inside an epoch (fine-tuning)
+        fraction = (max(epoch - 1, 0) + step / steps) / epochs
+    else:
+        fraction = step / steps
+    return min(1.0, max(0.0, fraction))
+
+
+def show_active(run: dict) -> None:
+    progress = run.get("progress") or {}
+    stage = progress.get("stage")
+    order = [name for name in STAGES if name != "finetune" or (run["config"] or {}).get("finetune_blocks")]
+    running_for = duration(elapsed(run.get("started_at") or run.get("created_at")))
+    if not stage:
+        st.progress(0.0, text=f"Run {run['id']}: starting the training process ({running_for})...")
+    else:
+        number = order.index(stage) + 1 if stage in order else "?"
+        details = []
+        if progress.get("epochs"):
+            details.append(f"epoch {progress.get('epoch')}/{progress['epochs']}")
+        else:
+            details.append(f"{progress.get('step', 0)}/{progress.get('steps', 0)}")
+        if progress.get("loss") is not None:
+            details.append(f"loss {progress['loss']:.4f}")
+        if progress.get("accuracy") is not None:
+            details.append(f"validation accuracy {progress['accuracy']:.3f}")
+        if progress.get("eta_seconds") is not None:
+            details.append(f"about {duration(progress['eta_seconds'])} left in this stage"
+                           + (" (early stopping may end it sooner)" if stage == "head" else ""))
+        st.progress(stage_fraction(progress), text=f"Run {run['id']}, stage {number} of {len(order)}: "
+                    f"{STAGES.get(stage, stage)} — {', '.join(details)}. Running for {running_for}.")
+    if run.get("cancel_requested"):
+        st.button("Cancelling...", disabled=True, key="cancelling", icon=":material/hourglass_top:")
+        st.caption("Cancel requested: the run stops within a second or two.")
+    else:
+        st.button("Cancel training", key="cancel", icon=":material/stop:", on_click=ui.attempt,
+                  args=(jobs.cancel_training, store, run["id"]))
+    show_curves(progress.get("history"))
+
+
+def show_finished(run: dict) -> None:
+    status = run["status"]
+    took = duration(elapsed(run.get("started_at"), run.get("finished_at")))
+    if status == "succeeded":
+        metrics = run.get("metrics") or {}
+        test = metrics.get("test") or {}
+        if test:
+            st.success(f"Run {run['id']} finished in {took}: test accuracy {test['accuracy']:.3f}, macro F1 "
+                       f"{test['macro_f1']:.3f} on {test.get('num_samples', '?')} test images.")
+        else:
+            st.success(f"Run {run['id']} finished in {took}. The test split was empty, so there are no test scores.")
+        if metrics.get("random_init"):
+            st.warning("This model was trained from random weights (experiments only): expect poor results.")
+        link("pages/3_Metrics.py", "See its metrics", ":material/monitoring:",
+             "Its curves, confusion matrix and mistakes are on the **Metrics** page.")
+    elif status == "failed":
+        st.error(f"Run {run['id']} failed: {run.get('error') or 'no message was recorded.'}")
+    elif status == "cancelled":
+        st.warning(f"Run {run['id']} was cancelled after {took}.")
+    history = (run.get("progress") or {}).get("history")
+    if history:
+        with st.expander("Validation curves of this run"):
+            show_curves(history)
+
+
+active = ui.attempt(jobs.active_training, store)
+page_active_id = active["id"] if active else None
+
+
+@st.fragment(run_every=1.0)
+def training_status() -> None:
+    """Polls the registry every second; a run starting or ending refreshes the whole page."""
+    current = ui.attempt(jobs.active_training, store)
+    if (current["id"] if current else None) != page_active_id:
+        st.rerun()
+    if current:
+        ui.attempt(show_active, current)
+        return
+    runs = ui.attempt(store.runs) or []
+    if runs:
+        ui.attempt(show_finished, runs[0])
+    else:
+        st.caption("No training runs yet. Training runs in the background: you can leave this page and come "
+                   "back.")
+
+
+with status_area:
+    training_status()
+
+with st.expander("Recent runs"):
+    recent = ui.attempt(store.runs) or []
+    if recent:
+        st.dataframe([{"run": run["id"], "status": run["status"], "created": run["created_at"],
+                       "accuracy": ((run["metrics"] or {}).get("test") or {}).get("accuracy"),
+                       "note": run["error"] or ""} for run in recent[:10]], hide_index=True, width="stretch")
+    else:
+        st.caption("None yet.")

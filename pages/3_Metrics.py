@@ -1,0 +1,265 @@
+"""Metrics: the runs table, one run in detail, two runs side by side, and a run scored on an uploaded zip."""
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+from streamlit.errors import StreamlitAPIException
+
+import ui
+from maskdet import runs
+
+st.set_page_config(page_title="Metrics · maskdet", layout="wide")
+st.title("Metrics")
+
+PERCENT = st.column_config.NumberColumn(format="%.3f")
+
+
+def link_to_train() -> None:
+    try:
+        st.page_link("pages/2_Train.py", label="Train a model", icon=":material/model_training:")
+    except StreamlitAPIException:  # the page run on its own (no page registry): say where to go instead
+        st.markdown("Open **Train** in the sidebar to start one.")
+
+
+def curves_chart(points: list[dict], metric: str, color: str = "split", dash: str | None = None) -> alt.Chart:
+    """Train and validation curves of one metric per epoch; a grey rule where fine-tuning starts."""
+    data = pd.DataFrame([p for p in points if p["metric"] == metric])
+    encoding = {"x": alt.X("epoch:Q", title="epoch", axis=alt.Axis(tickMinStep=1)),
+                "y": alt.Y("value:Q", title=metric, scale=alt.Scale(zero=False)),
+                "color": alt.Color(f"{color}:N", title=None,
+                                   scale=alt.Scale(scheme="category10") if color == "run" else alt.Undefined),
+                "tooltip": [alt.Tooltip(f, title=f) for f in data.columns if f not in ("metric",)]}
+    if dash:
+        encoding["strokeDash"] = alt.StrokeDash(f"{dash}:N", title=None)
+    chart = alt.Chart(data, title=metric).mark_line(point=True).encode(**encoding)
+    starts = data[data["stage"] == "finetune"].groupby(color)["epoch"].min().reset_index() if len(data) else data
+    if len(starts):
+        starts["epoch"] = starts["epoch"] - 0.5
+        chart += alt.Chart(starts).mark_rule(color="grey", strokeDash=[4, 4]).encode(
+            x="epoch:Q", tooltip=[alt.Tooltip("epoch:Q", title="fine-tuning starts after epoch")])
+    return chart.properties(height=260)
+
+
+def confusion_chart(report: dict) -> alt.Chart:
+    data = pd.DataFrame(runs.confusion_cells(report))
+    order = report["labels"]
+    base = alt.Chart(data).encode(x=alt.X("predicted:N", sort=order, title="predicted", axis=alt.Axis(labelAngle=0)),
+                                  y=alt.Y("true:N", sort=order, title="true"))
+    cells = base.mark_rect().encode(
+        color=alt.Color("share:Q", scale=alt.Scale(scheme="blues", domain=[0, 1]), title="share of true class"),
+        tooltip=["true", "predicted", "count", alt.Tooltip("share:Q", format=".1%")])
+    text = base.mark_text(fontSize=18).encode(
+        text="count:Q", color=alt.condition(alt.datum.share > 0.5, alt.value("white"), alt.value("black")))
+    return (cells + text).properties(height=60 + 70 * len(order))
+
+
+def roc_chart(report: dict) -> alt.Chart | None:
+    points = runs.roc_points(report)
+    if not points:
+        return None
+    curves = alt.Chart(pd.DataFrame(points)).mark_line(interpolate="step-after").encode(
+        x=alt.X("fpr:Q", title="false positive rate", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(tickCount=5)),
+        y=alt.Y("tpr:Q", title="true positive rate", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(tickCount=5)),
+        color=alt.Color("class:N", title=None), order="order:Q", tooltip=["class", "fpr", "tpr"])
+    chance = alt.Chart(pd.DataFrame({"fpr": [0, 1], "tpr": [0, 1]})).mark_line(
+        color="grey", strokeDash=[4, 4]).encode(x="fpr:Q", y="tpr:Q")
+    return (chance + curves).properties(height=320)
+
+
+def show_report(report: dict, key: str) -> None:
+    """Accuracy, confusion matrix and per-class table of a classification report."""
+    columns = st.columns(4)
+    columns[0].metric("accuracy", f"{report['accuracy']:.3f}")
+    columns[1].metric("macro F1", f"{report['macro_f1']:.3f}")
+    columns[2].metric("ROC AUC", f"{report['roc_auc']:.3f}" if report.get("roc_auc") is not None else "n/a",
+                      help="n/a when the images hold only one class")
+    columns[3].metric("images", report["num_samples"])
+    left, right = st.columns(2)
+    with left:
+        st.markdown("**Confusion matrix** (rows: true class, columns: predicted)")
+        st.altair_chart(confusion_chart(report), width="stretch", key=f"{key}-confusion")
+    with right:
+        st.markdown("**Per class**")
+        st.dataframe(runs.per_class_rows(report), hide_index=True, key=f"{key}-per-class",
+                     column_config={"precision": PERCENT, "recall": PERCENT, "f1": PERCENT})
+
+
+def show_mistakes(run: dict) -> None:
+    report = runs.test_report(run)
+    mistakes = ui.attempt(runs.misclassified_faces, store, run)
+    if mistakes is None:
+        return
+    if not mistakes:
+        st.success(f"No mistakes: every one of the {report['num_samples']} test faces was classified correctly.")
+        return
+    total = len(report["misclassified"])
+    st.caption(f"{total} of {report['num_samples']} test faces misclassified"
+               + (f"; the {len(mistakes)} most confident mistakes are shown." if total > len(mistakes) else ".")
+               + " Each crop is what the model saw; the score is its probability for the wrong class.")
+    columns = st.columns(6)
+    for index, mistake in enumerate(mistakes):
+        with columns[index % 6]:
+            caption = (f"{mistake.name} · true {mistake.true} ({mistake.true_score:.2f}), "
+                       f"predicted {mistake.predicted} ({mistake.score:.2f})")
+            if mistake.crop is not None:
+                st.image(mistake.crop, caption=caption)
+            else:
+                st.caption(f"{caption}. {mistake.note}")
+
+
+def show_run(run: dict) -> None:
+    metrics = run.get("metrics") or {}
+    report = metrics.get("test")
+    if metrics.get("random_init"):
+        st.warning("This run trained from random weights (an experiment, not a pretrained model): "
+                   "its scores say little about real use.")
+    history = ui.attempt(runs.read_history, store, run)
+    if history is not None:
+        st.subheader("Training curves")
+        if history:
+            points = runs.history_points(history)
+            left, right = st.columns(2)
+            left.altair_chart(curves_chart(points, "loss"), width="stretch", key="one-loss")
+            right.altair_chart(curves_chart(points, "accuracy"), width="stretch", key="one-accuracy")
+            st.caption("Validation loss picks the weights kept (early stopping); accuracy on the train split "
+                       "includes the augmented views.")
+        else:
+            st.info("This run recorded no epochs.")
+    if report is None:
+        st.info("This run has no test metrics: the split left the test set empty. Add images and train again.")
+        return
+    st.subheader("Test split")
+    show_report(report, "one")
+    st.subheader("ROC curve")
+    chart = roc_chart(report)
+    left, right = st.columns(2)
+    if chart is not None:
+        left.altair_chart(chart, width="stretch", key="one-roc")
+    right.caption("One curve per class (that class against the others) as its probability threshold moves; "
+                  "the dashed diagonal is guessing. AUC 1.0 separates the classes perfectly.")
+    st.subheader("Misclassified test faces")
+    show_mistakes(run)
+
+
+def show_compare(a: dict, b: dict) -> None:
+    comparison = runs.compare_runs(a, b)
+    st.markdown(f"**a** = {a['id']}, **b** = {b['id']}")
+    left, right = st.columns(2)
+    with left:
+        st.markdown("**Key metrics**")
+        st.dataframe(comparison["metrics"], hide_index=True, key="compare-metrics", height=36 * (len(comparison["metrics"]) + 1) + 2,
+                     column_config={name: st.column_config.NumberColumn(format="%.4g") for name in ("a", "b", "b - a")})
+    with right:
+        st.markdown("**Settings that differ**")
+        if comparison["config"]:
+            st.dataframe(comparison["config"], hide_index=True, key="compare-config")
+        else:
+            st.info("Both runs used the same settings (differences come from the data or the split).")
+    points = []
+    for run in (a, b):
+        history = ui.attempt(runs.read_history, store, run)
+        points += runs.history_points(history or [], run_id=run["id"])
+    if points:
+        left, right = st.columns(2)
+        left.altair_chart(curves_chart(points, "loss", color="run", dash="split"), width="stretch",
+                          key="compare-loss")
+        right.altair_chart(curves_chart(points, "accuracy", color="run", dash="split"), width="stretch",
+                           key="compare-accuracy")
+
+
+def show_evaluation(report: dict) -> None:
+    st.success(f"{report['run_id']} ({report['model_file']}) on {report['num_samples']} uploaded photos.")
+    show_report(report, "evaluate")
+    if report.get("no_face"):
+        st.warning(f"No face was found in {report['no_face']} photos; they were classified whole, which lowers "
+                   "accuracy. Crop them closer or check that they show a face.")
+    if report.get("skipped_classes"):
+        folders = ", ".join(f"{name} ({count})" for name, count in report["skipped_classes"].items())
+        st.warning(f"Skipped photos in folders that are not the model's classes: {folders}. Rename those folders "
+                   f"to one of {', '.join(report['labels'])} to include them.")
+    if report.get("rejected_files"):
+        count = len(report["rejected_files"])
+        with st.expander(f"{count} file{'s' if count > 1 else ''} skipped"):
+            st.dataframe(report["rejected_files"], hide_index=True, key="evaluate-rejected")
+    if report.get("misclassified"):
+        count = len(report["misclassified"])
+        with st.expander(f"{count} misclassified photo{'s' if count > 1 else ''}"):
+            st.dataframe([{k: m[k] for k in ("name", "true", "predicted", "score")} for m in report["misclassified"]],
+                         hide_index=True, key="evaluate-mistakes")
+
+
+store = ui.attempt(ui.store)
+if store is None:
+    st.stop()
+rows = ui.attempt(runs.runs_table, store)
+if rows is None:
+    st.stop()
+if not rows:
+    st.info("No training runs yet. Train a model first; its curves, confusion matrix and mistakes appear here.")
+    link_to_train()
+    st.stop()
+
+st.subheader("Runs")
+st.dataframe(rows, hide_index=True, key="runs-table", column_config={
+    "run": st.column_config.TextColumn("run", width="medium"),
+    "active": st.column_config.CheckboxColumn("active", help="the model the live page uses"),
+    "images": st.column_config.NumberColumn("images", help="images used: train + validation + test"),
+    "split": st.column_config.TextColumn("train / val / test"),
+    "accuracy": st.column_config.NumberColumn("accuracy", format="%.3f", help="test split"),
+    "macro_f1": st.column_config.NumberColumn("macro F1", format="%.3f", help="test split"),
+    "duration_s": st.column_config.NumberColumn("duration", format="%.0f s"),
+    "note": st.column_config.TextColumn("note", width="large"),
+})
+
+finished = ui.attempt(runs.finished_runs, store)
+if finished is None:
+    st.stop()
+if not finished:
+    st.info("No run has finished yet: the table shows each run's status and, for failed runs, why. "
+            "Fix the cause and train again.")
+    link_to_train()
+    st.stop()
+
+by_id = {run["id"]: run for run in finished}
+captions = {run_id: ui.run_caption(run) for run_id, run in by_id.items()}
+ids = list(by_id)
+active = ui.attempt(runs.active_run, store)
+default = ids.index(active["id"]) if active and active["id"] in by_id else 0
+
+one_tab, compare_tab, evaluate_tab = st.tabs(["One run", "Compare two runs", "Evaluate on new photos"])
+
+with one_tab:
+    chosen = st.selectbox("Run", ids, index=default, format_func=captions.get, key="metrics-run")
+    show_run(by_id[chosen])
+
+with compare_tab:
+    if len(ids) < 2:
+        st.info("Only one run has finished. Train another (for example with other settings) to compare them.")
+        link_to_train()
+    else:
+        left, right = st.columns(2)
+        run_a = left.selectbox("Run a", ids, index=1, format_func=captions.get, key="compare-a")
+        run_b = right.selectbox("Run b", ids, index=0, format_func=captions.get, key="compare-b")
+        if run_a == run_b:
+            st.info("Choose two different runs.")
+        else:
+            show_compare(by_id[run_a], by_id[run_b])
+
+with evaluate_tab:
+    st.markdown("Score a run's model on photos it has never seen: upload a **zip of class folders** "
+                "(for example `with_mask/…jpg`, `without_mask/…jpg`; folder names must be the model's classes). "
+                "Each photo's largest face is cropped like in training.")
+    target = st.selectbox("Model to evaluate", ids, index=default, format_func=captions.get, key="evaluate-run")
+    upload = st.file_uploader("Zip of class folders", type="zip", key="evaluate-zip")
+    if st.button("Evaluate", type="primary", disabled=upload is None, key="evaluate-start"):
+        detector = ui.attempt(ui.detector)
+        if detector is not None:
+            bar = st.progress(0.0, text="Finding faces and classifying...")
+            report = ui.attempt(runs.evaluate_zip, store, target, upload.getvalue(), detector,
+                                lambda done, total: bar.progress(done / max(total, 1),
+                                                                 text=f"Classified {done} of {total} photos"))
+            bar.empty()
+            st.session_state["evaluation"] = report
+    report = st.session_state.get("evaluation")
+    if report and report.get("run_id") in by_id:
+        show_evaluation(report)

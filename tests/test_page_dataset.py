@@ -1,0 +1,285 @@
+"""The Dataset page, driven through Streamlit's AppTest against a fresh data home per test."""
+
+import io
+import zipfile
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from maskdet.store import images_table
+from tests.conftest import encode, pattern_image, write_dataset
+
+PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "1_Dataset.py")
+
+
+def open_page() -> AppTest:
+    return check(AppTest.from_file(PAGE, default_timeout=60).run())
+
+
+def check(at: AppTest) -> AppTest:
+    """No traceback on the page (an exception element is what a traceback would become)."""
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def button(at: AppTest, label: str):
+    return next(b for b in at.button if b.label == label)
+
+
+def texts(elements) -> str:
+    return "\n".join(e.value for e in elements)
+
+
+@pytest.fixture
+def dataset(tmp_path, store, detector):
+    """4 + 4 generated photos (no faces in them), plus a PNG copy of one with_mask photo filed as without_mask."""
+    root = write_dataset(tmp_path / "dataset", per_class=4)
+    copy = (root / "with_mask" / "img0.jpg").read_bytes()
+    from PIL import Image
+    png = io.BytesIO()
+    Image.open(io.BytesIO(copy)).save(png, format="PNG")
+    (root / "without_mask" / "copy_of_img0.png").write_bytes(png.getvalue())
+    store.import_folder(root, detector)
+    return store
+
+
+def test_empty_home_shows_zero_counts_and_how_to_start(settings):
+    at = open_page()
+    assert at.title[0].value == "Dataset"
+    assert metrics(at) == {"with_mask": "0", "without_mask": "0"}
+    assert "Training needs images in at least two classes." in [w.value for w in at.warning]
+    assert "No photos yet. Add some below: upload photos into a class" in texts(at.info)
+    assert "No photos here yet." in texts(at.info)
+    assert not at.error and not at.image
+    assert button(at, "Import 0 photos into with_mask").disabled
+    assert button(at, "Delete class").disabled
+
+
+def test_imported_dataset_shows_counts_thumbnails_and_warnings(dataset):
+    at = open_page()
+    assert metrics(at) == {"with_mask": "4", "without_mask": "5"}
+    assert len(at.image) == 9  # one thumbnail per photo, all on page 1
+    captions = [c.value for c in at.caption]
+    assert captions.count("4 with no face found") == 1 and captions.count("5 with no face found") == 1
+    assert "9 photos, page 1 of 1." in texts(at.caption)
+    warnings = texts(at.warning)
+    assert "Training needs" not in warnings
+    assert "Few images in with_mask (4), without_mask (5)" in warnings
+    assert "No face was found in 9 photos" in warnings
+    assert "1 near-duplicate group contains photos of different classes" in warnings
+    assert {c.label for c in at.checkbox} >= {"img0.jpg", "copy_of_img0.png", "img1003.jpg"}
+
+
+def test_add_rename_and_delete_classes_through_the_widgets(settings, store, detector):
+    at = open_page()
+    at.text_input(key="new_class").input("hat")
+    button(at, "Add class").click()
+    check(at.run())
+    assert store.labels() == ["with_mask", "without_mask", "hat"]
+    assert "Added the class hat" in texts(at.success)
+    assert "hat" in metrics(at)
+
+    at.text_input(key="new_class").input("uncertain")
+    button(at, "Add class").click()
+    check(at.run())
+    assert "'uncertain' is reserved" in texts(at.error)
+    assert store.labels() == ["with_mask", "without_mask", "hat"]
+
+    at.selectbox(key="rename_from").select("hat")
+    at.text_input(key="rename_to").input("cap")
+    button(at, "Rename class").click()
+    check(at.run())
+    assert store.labels() == ["with_mask", "without_mask", "cap"]
+    assert "Renamed hat to cap." in texts(at.success)
+
+    store.add_image(encode(pattern_image(77)), "cap", "cap.jpg", detector)
+    at.run()
+    at.selectbox(key="delete_label").select("cap")
+    check(at.run())
+    assert button(at, "Delete class").disabled  # nothing is deleted before the confirmation
+    at.checkbox(key="confirm_delete_cap").check()
+    check(at.run())
+    assert at.checkbox(key="confirm_delete_cap").label == "Yes, delete cap and its 1 photo"
+    button(at, "Delete class").click()
+    check(at.run())
+    assert store.labels() == ["with_mask", "without_mask"]
+    assert store.images() == []
+    assert "Deleted the class cap and its 1 photo." in texts(at.success)
+
+
+def test_move_and_delete_selected_photos(dataset):
+    store = dataset
+    at = open_page()
+    at.selectbox(key="gallery_label").select("with_mask")
+    check(at.run())
+    assert len(at.image) == 4
+    with_mask = store.images(label="with_mask")
+    for record in with_mask[:2]:
+        at.checkbox(key=f"pick_0_{record.id}").check()
+    check(at.run())
+    at.selectbox(key="move_to").select("without_mask")
+    button(at, "Move 2 selected").click()
+    check(at.run())
+    assert store.label_counts() == {"with_mask": 2, "without_mask": 7}
+    assert {r.id for r in store.images(label="without_mask")} >= {r.id for r in with_mask[:2]}
+    assert "Moved 2 photos to without_mask." in texts(at.success)
+    assert len(at.image) == 2 and not any(c.value for c in at.checkbox if c.key.startswith("pick_"))
+
+    button(at, "Select page").click()
+    check(at.run())
+    assert all(c.value for c in at.checkbox if c.key.startswith("pick_"))
+    doomed = store.images(label="with_mask")
+    button(at, "Delete 2 selected").click()
+    check(at.run())
+    assert store.label_counts() == {"with_mask": 0, "without_mask": 7}
+    assert not any(store.image_path(record).exists() for record in doomed)
+    assert "No photos here yet." in texts(at.info)
+
+
+def test_no_face_filter(dataset):
+    store = dataset
+    records = store.images()
+    with store.engine.begin() as conn:  # pretend MTCNN found a face in three of them
+        conn.execute(images_table.update().where(images_table.c.id.in_([r.id for r in records[:3]]))
+                     .values(face_x1=10.0, face_y1=10.0, face_x2=50.0, face_y2=60.0, face_probability=0.99))
+    at = open_page()
+    assert len(at.image) == 9
+    at.toggle(key="gallery_no_face").set_value(True)
+    check(at.run())
+    assert len(at.image) == 6
+    assert all(image.captions[0].endswith(" · no face found") for image in at.image)
+    shown = {c.key for c in at.checkbox if c.key.startswith("pick_")}
+    assert shown == {f"pick_0_{r.id}" for r in store.images(no_face=True)}
+    assert "No face was found in 6 photos" in texts(at.warning)
+
+    at.selectbox(key="gallery_label").select("with_mask")
+    check(at.run())
+    assert len(at.image) == len(store.images(label="with_mask", no_face=True)) == 1
+
+
+def test_unreadable_file_is_a_sentence_not_a_traceback(settings, store, detector):
+    store.add_image(encode(pattern_image(4242)), "with_mask", "lost.jpg", detector)
+    (record,) = store.images()
+    store.image_path(record).unlink()
+    at = open_page()
+    assert "the file could not be read; delete it and upload the photo again" in texts(at.caption)
+    assert not at.image and not at.error
+
+
+def test_upload_photos_reports_added_and_rejected(settings, store):
+    at = open_page()
+    at.selectbox(key="upload_label").select("without_mask")
+    good = encode(pattern_image(3))
+    at.file_uploader(key="upload_photos_0").set_value([
+        ("good.jpg", good, "image/jpeg"),
+        ("broken.jpg", good[: len(good) // 2], "image/jpeg"),
+        ("notes.png", b"shopping list: milk, eggs", "image/png"),
+    ])
+    check(at.run())
+    button(at, "Import 3 photos into without_mask").click()
+    check(at.run())
+    assert [(r.label, r.source_name) for r in store.images()] == [("without_mask", "good.jpg")]
+    assert "Import finished: added 1 photo, rejected 2, no face found in 1 of the added." in texts(at.warning)
+    rejected = at.dataframe[0].value
+    assert list(rejected["file"]) == ["broken.jpg", "notes.png"]
+    assert "corrupt or truncated" in rejected["reason"][0]
+    assert rejected["reason"][1] == "not an image file (unrecognised format)"
+    assert metrics(at)["without_mask"] == "1"
+    assert not at.file_uploader(key="upload_photos_1").value  # a fresh, empty uploader for the next batch
+
+    at.file_uploader(key="upload_photos_1").set_value(("again.jpg", good, "image/jpeg"))
+    check(at.run())
+    button(at, "Import 1 photo into without_mask").click()  # the class choice is kept
+    check(at.run())
+    assert "skipped 1 already in the dataset" in texts(at.warning)
+    assert len(store.images()) == 1
+
+
+def zip_bytes(entries: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("name, data, message", [
+    ("photos.zip", b"this is not a zip", "Not a readable zip archive"),
+    ("empty.zip", zip_bytes({}), "No images found: expected class folders"),
+    ("readme.zip", zip_bytes({"README.txt": b"hello"}), "No images could be imported"),
+])
+def test_bad_zip_shows_an_error_with_a_next_step(settings, store, name, data, message):
+    at = open_page()
+    at.file_uploader(key="upload_zip_0").set_value((name, data, "application/zip"))
+    check(at.run())
+    button(at, "Import the zip").click()
+    check(at.run())
+    assert message in texts(at.error)
+    assert "Upload a .zip whose folders are the classes" in texts(at.info)
+    assert store.images() == []
+
+
+def test_zip_of_class_folders_is_imported_with_a_report(settings, store):
+    at = open_page()
+    archive = zip_bytes({"faces/with_mask/a.jpg": encode(pattern_image(1)),
+                         "faces/hat/b.jpg": encode(pattern_image(2)),
+                         "faces/hat/broken.jpg": b"\xff\xd8 nope",
+                         "stray.jpg": encode(pattern_image(4))})
+    at.file_uploader(key="upload_zip_0").set_value(("faces.zip", archive, "application/zip"))
+    check(at.run())
+    button(at, "Import the zip").click()
+    check(at.run())
+    assert store.label_counts() == {"with_mask": 1, "without_mask": 0, "hat": 1}
+    assert metrics(at)["added"] == "2" and metrics(at)["rejected"] == "2"
+    assert set(at.dataframe[0].value["file"]) == {"faces/hat/broken.jpg", "stray.jpg"}
+    button(at, "Hide the import report").click()
+    check(at.run())
+    assert "added" not in metrics(at)
+
+
+def test_webcam_captures_several_shots_in_a_row(settings, store):
+    at = open_page()
+    at.selectbox(key="camera_label").select("without_mask")
+    at.toggle(key="camera_on").set_value(True)
+    check(at.run())
+    first, second = encode(pattern_image(11)), encode(pattern_image(12))
+    at.camera_input[0].set_value(("shot.jpg", first, "image/jpeg"))
+    check(at.run())
+    assert store.label_counts()["without_mask"] == 1
+    assert "Stored capture 1 in without_mask" in texts(at.success)
+    assert "Captured this session: 1" in texts(at.caption)
+    assert at.camera_input[0].key == "camera_1" and at.camera_input[0].value is None  # ready for the next shot
+
+    at.camera_input[0].set_value(("shot.jpg", second, "image/jpeg"))
+    check(at.run())
+    check(at.run())  # a plain rerun adds nothing
+    assert store.label_counts()["without_mask"] == 2
+    assert "Captured this session: 2" in texts(at.caption)
+
+    at.camera_input[0].set_value(("shot.jpg", first, "image/jpeg"))
+    check(at.run())
+    assert store.label_counts()["without_mask"] == 2
+    assert "already in the dataset" in texts(at.info)
+    assert "Captured this session: 2" in texts(at.caption)
+
+
+def test_gallery_is_paginated(tmp_path, store, detector):
+    store.import_folder(write_dataset(tmp_path / "many", per_class=15, start=300), detector)
+    at = open_page()
+    assert len(at.image) == 24 and "30 photos, page 1 of 2." in texts(at.caption)
+    first_page = {c.key for c in at.checkbox if c.key.startswith("pick_")}
+    at.number_input(key="gallery_page").set_value(2)
+    check(at.run())
+    assert len(at.image) == 6 and "30 photos, page 2 of 2." in texts(at.caption)
+    assert first_page.isdisjoint(c.key for c in at.checkbox if c.key.startswith("pick_"))
+    button(at, "Select page").click()
+    check(at.run())
+    button(at, "Delete 6 selected").click()  # page 2 disappears; the gallery falls back to page 1
+    check(at.run())
+    assert len(store.images()) == 24
+    assert len(at.image) == 24 and "24 photos, page 1 of 1." in texts(at.caption)

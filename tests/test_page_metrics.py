@@ -1,0 +1,263 @@
+"""The Metrics page (Streamlit AppTest) on a data home with two tiny trained runs, a failed and a cancelled one;
+and evaluating a run on uploaded zips (good, hostile, broken) through maskdet.runs.evaluate_zip."""
+
+import io
+import json
+import os
+import zipfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import pyarrow as pa
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from maskdet import runs
+from maskdet.settings import load_settings
+from maskdet.store import Store, StoreError
+from maskdet.train import TrainConfig, execute_run
+from tests.conftest import encode, pattern_image, write_dataset
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "3_Metrics.py")
+FAST = dict(random_init=True, views_per_image=1, epochs=5, input_size=96, quantize=False)
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory, detector):
+    """Two succeeded runs (different seeds and epochs), one failed, one cancelled; environment restored after."""
+    root = tmp_path_factory.mktemp("metrics-page")
+    saved = {key: os.environ.get(key) for key in ("MASKDET_HOME", "MASKDET_MODELS", "MASKDET_DATABASE_URL")}
+    os.environ.update(MASKDET_HOME=str(root / "home"), MASKDET_MODELS=str(root / "models"))
+    os.environ.pop("MASKDET_DATABASE_URL", None)
+    try:
+        store = Store(load_settings())
+        store.import_folder(write_dataset(root / "data", 12), detector)
+        first = execute_run(store, TrainConfig(**FAST), store.settings.models_dir)["run_id"]
+        second = execute_run(store, TrainConfig(**{**FAST, "epochs": 4}, seed=1), store.settings.models_dir)["run_id"]
+        failed = store.create_run(TrainConfig(**FAST).to_dict())
+        store.update_run(failed, status="failed", error="Training needs at least two classes with images.")
+        cancelled = store.create_run(TrainConfig(**FAST).to_dict())
+        store.update_run(cancelled, status="cancelled")
+        yield SimpleNamespace(root=root, store=store, first=first, second=second, failed=failed, cancelled=cancelled,
+                              env={"MASKDET_HOME": str(root / "home"), "MASKDET_MODELS": str(root / "models")})
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture
+def page(home, monkeypatch):
+    """The Metrics page, run once against the module's data home."""
+    for key, value in home.env.items():
+        monkeypatch.setenv(key, value)
+    return AppTest.from_file(PAGE, default_timeout=60).run()
+
+
+def no_crash(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def charts(node) -> list[dict]:
+    """Vega-Lite specs (Altair charts) under an element-tree node, datasets inlined."""
+    specs = []
+    for chart in node.get("vega_lite_chart"):
+        spec = json.loads(chart.proto.spec)
+        spec["datasets_rows"] = sum(pa.ipc.open_stream(d.data.data).read_all().num_rows for d in chart.proto.datasets)
+        specs.append(spec)
+    return specs
+
+
+def frame_with(node, column: str):
+    """The first dataframe (as pandas) under a node that has this column (st.dataframe has no key in AppTest)."""
+    return next(frame.value for frame in node.dataframe if column in frame.value.columns)
+
+
+def zip_bytes(entries: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def class_zip(per_class: int = 3, start: int = 500) -> bytes:
+    """A zip of class folders of generated photos the runs have never seen."""
+    tints = {"with_mask": (55, -40, -40), "without_mask": (-40, -40, 55)}
+    return zip_bytes({f"photos/{label}/img{start + i}.jpg": encode(pattern_image(start + 100 * k + i, tint=tint))
+                      for k, (label, tint) in enumerate(tints.items()) for i in range(per_class)})
+
+
+# ---- empty home ----------------------------------------------------------------------------------------------
+
+def test_empty_home_says_so_and_points_to_training(settings):
+    at = AppTest.from_file(APP, default_timeout=60).run()  # inside the app, so st.page_link can find Train
+    at.switch_page("pages/3_Metrics.py").run()
+    no_crash(at)
+    assert at.title[0].value == "Metrics"
+    assert "No training runs yet" in at.info[0].value
+    assert [link.proto.label for link in at.page_link] == ["Train a model"]
+    assert not at.dataframe and not at.tabs
+
+
+# ---- the runs table ----------------------------------------------------------------------------------------
+
+def test_runs_table_lists_every_run_with_status_accuracy_and_errors(page, home):
+    no_crash(page)
+    assert not page.error
+    table = frame_with(page, "duration_s").set_index("run")
+    assert set(table.index) == {home.first, home.second, home.failed, home.cancelled}
+    for run_id in (home.first, home.second):
+        run = home.store.run(run_id)
+        assert table.loc[run_id, "status"] == "succeeded"
+        assert table.loc[run_id, "accuracy"] == pytest.approx(run["metrics"]["test"]["accuracy"])
+        assert table.loc[run_id, "macro_f1"] == pytest.approx(run["metrics"]["test"]["macro_f1"])
+        assert table.loc[run_id, "images"] == 24 and table.loc[run_id, "duration_s"] > 0
+        assert table.loc[run_id, "config"].startswith("96 px, 1 views, head only")
+    assert table.loc[home.failed, "status"] == "failed"
+    assert table.loc[home.failed, "note"] == "Training needs at least two classes with images."
+    assert table.loc[home.cancelled, "status"] == "cancelled" and pd_isna(table.loc[home.cancelled, "accuracy"])
+    assert table["active"].sum() == 1 and table.loc[home.second, "active"]  # the latest succeeded run
+
+
+def pd_isna(value) -> bool:
+    import pandas as pd
+
+    return bool(pd.isna(value))
+
+
+# ---- one run -----------------------------------------------------------------------------------------------
+
+def test_one_run_shows_curves_confusion_matrix_per_class_roc_and_mistakes(page, home):
+    tab = page.tabs[0]
+    assert tab.label == "One run"
+    assert tab.selectbox(key="metrics-run").value == home.second  # the active (latest) run by default
+    specs = charts(tab)
+    titles = [spec.get("title") for spec in specs]
+    assert "loss" in titles and "accuracy" in titles
+    assert len(specs) == 4  # loss, accuracy, confusion matrix, ROC
+    report = home.store.run(home.second)["metrics"]["test"]
+    per_class = frame_with(tab, "class")
+    assert list(per_class["class"]) == report["labels"] + ["macro average"]
+    assert per_class["f1"].iloc[-1] == pytest.approx(report["macro_f1"])
+    metric_values = {m.label: m.value for m in tab.metric}
+    assert metric_values["accuracy"] == f"{report['accuracy']:.3f}"
+    wrong = report["misclassified"]
+    if wrong:  # the gallery: one cropped face per mistake, captioned with the scores
+        captions = [caption for image in tab.image for caption in image.captions]
+        assert len(captions) == len(wrong)
+        assert all(m["name"] in " ".join(captions) for m in wrong)
+        assert f"predicted {wrong[0]['predicted']} ({wrong[0]['score']:.2f}" in captions[0]
+    else:
+        assert any("No mistakes" in s.value for s in tab.success)
+
+
+def test_choosing_another_run_shows_its_figures(page, home):
+    page.selectbox(key="metrics-run").set_value(home.first).run()
+    no_crash(page)
+    report = home.store.run(home.first)["metrics"]["test"]
+    assert {m.label: m.value for m in page.tabs[0].metric}["macro F1"] == f"{report['macro_f1']:.3f}"
+    history = runs.read_history(home.store, home.store.run(home.first))
+    loss_chart = next(spec for spec in charts(page.tabs[0]) if spec.get("title") == "loss")
+    assert loss_chart["datasets_rows"] == 2 * len(history)  # train and validation loss per epoch
+
+
+def test_a_run_whose_folder_vanished_is_a_sentence_not_a_crash(page, home):
+    folder = home.store.settings.models_dir / home.first
+    hidden = folder.with_name("hidden-for-test")
+    folder.rename(hidden)
+    try:
+        page.selectbox(key="metrics-run").set_value(home.first).run()
+        no_crash(page)
+        errors = [e.value for e in page.error]
+        assert errors and all("Models page or train again" in e for e in errors)
+    finally:
+        hidden.rename(folder)
+
+
+# ---- compare -------------------------------------------------------------------------------------------------
+
+def test_compare_two_runs_side_by_side(page, home):
+    tab = page.tabs[1]
+    assert tab.selectbox(key="compare-a").value == home.first and tab.selectbox(key="compare-b").value == home.second
+    metrics = frame_with(tab, "metric").set_index("metric")
+    first, second = (home.store.run(r)["metrics"]["test"] for r in (home.first, home.second))
+    assert metrics.loc["test accuracy", "a"] == pytest.approx(first["accuracy"])
+    assert metrics.loc["test accuracy", "b"] == pytest.approx(second["accuracy"])
+    assert metrics.loc["macro F1", "b - a"] == pytest.approx(second["macro_f1"] - first["macro_f1"])
+    differences = frame_with(tab, "setting").set_index("setting")
+    assert set(differences.index) == {"seed", "epochs"}
+    assert (differences.loc["epochs", "a"], differences.loc["epochs", "b"]) == ("5", "4")
+    specs = charts(tab)
+    assert len(specs) == 2 and all(spec["encoding"]["color"]["field"] == "run" for spec in specs)
+    page.selectbox(key="compare-a").set_value(home.second).run()
+    assert any("two different runs" in i.value for i in page.tabs[1].info)
+
+
+# ---- evaluate on an uploaded zip -------------------------------------------------------------------------------
+
+def test_evaluate_an_uploaded_zip_on_the_page(page, home):
+    tab = page.tabs[2]
+    assert tab.button(key="evaluate-start").disabled  # nothing uploaded yet
+    page.file_uploader(key="evaluate-zip").upload("new.zip", class_zip(), "application/zip")
+    page.run()
+    page.button(key="evaluate-start").click().run()
+    no_crash(page)
+    tab = page.tabs[2]
+    assert not tab.error
+    assert any("on 6 uploaded photos" in s.value for s in tab.success)
+    assert {m.label for m in tab.metric} >= {"accuracy", "macro F1", "images"}
+    assert list(frame_with(tab, "class")["support"]) == [3, 3, 6]
+    assert len(charts(tab)) == 1  # the confusion matrix
+
+
+def test_a_bad_upload_on_the_page_is_a_sentence(page):
+    page.file_uploader(key="evaluate-zip").upload("photos.zip", b"this is not a zip", "application/zip")
+    page.run()
+    page.button(key="evaluate-start").click().run()
+    no_crash(page)
+    assert [e.value for e in page.tabs[2].error] == [
+        "The upload is not a readable zip archive. Zip a folder of class folders (for example with_mask/ and "
+        "without_mask/) and upload that."]
+
+
+def test_evaluate_zip_scores_the_model_and_reports_skipped_entries(home, detector):
+    entries = zipfile.ZipFile(io.BytesIO(class_zip())).namelist()
+    data = zip_bytes({**{name: zipfile.ZipFile(io.BytesIO(class_zip())).read(name) for name in entries},
+                      "../escape.jpg": encode(pattern_image(1)),
+                      "photos/with_mask/notes.txt": b"not an image",
+                      "photos/with_mask/._img500.jpg": b"AppleDouble junk",
+                      "photos/cover.jpg": encode(pattern_image(4)),  # parent folder: not a class
+                      "photos/mask_incorrect/x.jpg": encode(pattern_image(5)),  # a class the model lacks
+                      "loose.jpg": encode(pattern_image(2))})
+    report = runs.evaluate_zip(home.store, home.first, data, detector)
+    assert report["num_samples"] == 6 and report["run_id"] == home.first and report["model_file"] == "model.onnx"
+    assert [c["support"] for c in report["per_class"]] == [3, 3]
+    assert 0 <= report["accuracy"] <= 1 and len(report["confusion_matrix"]) == 2
+    skipped = {item["name"]: item["reason"] for item in report["rejected_files"]}
+    assert set(skipped) == {"../escape.jpg", "photos/with_mask/notes.txt", "loose.jpg", "photos/cover.jpg",
+                            "photos/mask_incorrect/x.jpg"}
+    assert "escapes" in skipped["../escape.jpg"] and "class folder" in skipped["loose.jpg"]
+    assert skipped["photos/with_mask/notes.txt"] == "not an image file"
+    assert skipped["photos/cover.jpg"] == "'photos' is not one of the model's classes"
+    assert report["skipped_classes"] == {"photos": 1, "mask_incorrect": 1}
+    assert all(m["name"] in entries for m in report["misclassified"])  # names as in the zip
+    same = runs.evaluate_zip(home.store, home.first, class_zip(), detector)
+    assert same["accuracy"] == report["accuracy"]  # the junk entries changed nothing
+
+
+@pytest.mark.parametrize("entries, phrase", [
+    ({"photos/mask_incorrect/a.jpg": encode(pattern_image(3))}, "classes not known to the model: mask_incorrect"),
+    ({"readme.txt": b"hello"}, "No images found in the zip"),
+    ({"photos/readme.txt": b"hello"}, "No images found in the zip"),
+    ({}, "No images found in the zip"),
+    ({"with_mask/a.jpg": b"\xff\xd8 broken jpeg"}, "None of the images in the folder could be read"),
+])
+def test_evaluate_zip_mistakes_are_sentences(home, detector, entries, phrase):
+    with pytest.raises(StoreError) as error:
+        runs.evaluate_zip(home.store, home.first, zip_bytes(entries), detector)
+    message = str(error.value)
+    assert phrase in message and "\n" not in message and "Traceback" not in message

@@ -1,0 +1,198 @@
+"""The Models page (Streamlit AppTest) on a data home with one tiny trained run (int8 on) and a copy of it:
+downloads with their bytes, the bundle's predict_onnx.py run on a face crop, the active model, deleting a run."""
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from PIL import Image
+from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+from streamlit.testing.v1 import AppTest
+
+from maskdet import runs
+from maskdet.faces import CropRule, crop_face
+from maskdet.settings import load_settings
+from maskdet.store import Store
+from maskdet.train import TrainConfig, execute_run
+from tests.conftest import write_dataset
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "4_Models.py")
+BUNDLE_FILES = {"model.onnx", "model.int8.onnx", "labels.json", "preprocessing.json", "MODEL_CARD.md",
+                "metrics.json", "predict_onnx.py"}
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory, detector):
+    """One trained run with its int8 variant; environment restored after the module."""
+    root = tmp_path_factory.mktemp("models-page")
+    saved = {key: os.environ.get(key) for key in ("MASKDET_HOME", "MASKDET_MODELS", "MASKDET_DATABASE_URL")}
+    os.environ.update(MASKDET_HOME=str(root / "home"), MASKDET_MODELS=str(root / "models"))
+    os.environ.pop("MASKDET_DATABASE_URL", None)
+    try:
+        store = Store(load_settings())
+        store.import_folder(write_dataset(root / "data", 12), detector)
+        config = TrainConfig(random_init=True, views_per_image=1, epochs=5, input_size=96)
+        run_id = execute_run(store, config, store.settings.models_dir)["run_id"]
+        yield SimpleNamespace(root=root, store=store, run_id=run_id, config=config,
+                              env={"MASKDET_HOME": str(root / "home"), "MASKDET_MODELS": str(root / "models")})
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def copy_of_run(home) -> str:
+    """A second succeeded run: a registry row and folder copied from the trained one (no second training)."""
+    store, original = home.store, home.store.run(home.run_id)
+    run_id = store.create_run(home.config.to_dict())
+    folder = store.settings.models_dir / run_id
+    shutil.copytree(store.settings.models_dir / home.run_id, folder)
+    store.update_run(run_id, status="succeeded", started_at=original["started_at"],
+                     finished_at=original["finished_at"], metrics=original["metrics"], artefact_dir=str(folder))
+    return run_id
+
+
+@pytest.fixture
+def downloads(monkeypatch) -> dict[str, tuple[str, bytes]]:
+    """Bytes the page hands to Streamlit's media storage, by file id (the last part of a download button's url)."""
+    files = {}
+    original = MemoryMediaFileStorage.load_and_get_id
+
+    def record(self, path_or_data, mimetype, kind, filename=None):
+        file_id = original(self, path_or_data, mimetype, kind, filename)
+        files[file_id] = (filename, self._files_by_id[file_id].content)
+        return file_id
+
+    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", record)
+    return files
+
+
+@pytest.fixture
+def page(home, monkeypatch, downloads):
+    for key, value in home.env.items():
+        monkeypatch.setenv(key, value)
+    return AppTest.from_file(PAGE, default_timeout=60).run()
+
+
+def no_crash(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def download_data(at: AppTest, downloads: dict) -> dict[str, tuple[str, bytes]]:
+    """{button label: (file name, bytes)} for every download button on the page."""
+    return {button.label: downloads[Path(button.proto.url).stem] for button in at.download_button}
+
+
+# ---- empty home --------------------------------------------------------------------------------------------
+
+def test_empty_home_says_so_and_points_to_training(settings):
+    at = AppTest.from_file(APP, default_timeout=60).run()  # inside the app, so st.page_link can find Train
+    at.switch_page("pages/4_Models.py").run()
+    assert not at.exception
+    assert at.title[0].value == "Models"
+    assert "No models yet" in at.info[0].value
+    assert [link.proto.label for link in at.page_link] == ["Train a model"]
+    assert not at.download_button and not at.selectbox
+
+
+# ---- downloads ---------------------------------------------------------------------------------------------
+
+def test_downloads_hold_the_model_files_and_show_size_parity_and_metrics(page, home, downloads):
+    no_crash(page)
+    folder = home.store.settings.models_dir / home.run_id
+    data = download_data(page, downloads)
+    assert set(data) == {"Download model.onnx", "Download model.int8.onnx", "Download bundle"}
+    assert data["Download model.onnx"] == (f"maskdet-{home.run_id}-model.onnx", (folder / "model.onnx").read_bytes())
+    assert data["Download model.int8.onnx"][1] == (folder / "model.int8.onnx").read_bytes()
+    assert data["Download bundle"][0] == f"maskdet-{home.run_id}.zip" and len(data["Download bundle"][1]) > 1000
+    text = " ".join(m.value for m in page.markdown)
+    metrics = home.store.run(home.run_id)["metrics"]
+    assert f"{(folder / 'model.onnx').stat().st_size / 2**20:.1f} MB" in text
+    assert text.count("Same class as PyTorch on all") + text.count("Differs from PyTorch") == 2
+    assert f"Test accuracy {metrics['test']['accuracy']:.3f}" in text
+    assert f"Test accuracy {metrics['int8']['test_accuracy']:.3f}" in text and "against float32" in text
+
+
+def test_bundle_contents_and_its_predict_script_classify_a_face(page, home, downloads, tmp_path):
+    bundle = download_data(page, downloads)["Download bundle"][1]
+    with zipfile.ZipFile(io.BytesIO(bundle)) as archive:
+        assert set(archive.namelist()) == BUNDLE_FILES
+        archive.extractall(tmp_path / "bundle")
+    labels = json.loads((tmp_path / "bundle" / "labels.json").read_text())
+    contract = json.loads((tmp_path / "bundle" / "preprocessing.json").read_text())
+    assert labels == ["with_mask", "without_mask"] and contract["input"]["input_size"] == 96
+    record = home.store.images(split="test")[0]
+    face = crop_face(home.store.load_image(record), record.face.box if record.face else None, CropRule(1.25, 96))
+    Image.fromarray(face).save(tmp_path / "face.jpg")
+    result = subprocess.run([sys.executable, "predict_onnx.py", "model.onnx", str(tmp_path / "face.jpg")],
+                            cwd=tmp_path / "bundle", capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    line = result.stdout.strip()
+    assert line.startswith(f"{tmp_path / 'face.jpg'}: ") and all(f"{label} 0." in line or f"{label} 1." in line
+                                                                 for label in labels)
+
+
+# ---- the active model --------------------------------------------------------------------------------------
+
+def test_choosing_the_active_model_persists_in_the_store(page, home):
+    other = copy_of_run(home)
+    try:
+        page.run()
+        no_crash(page)
+        assert "No model chosen" in page.info[0].value and other in page.info[0].value  # latest by default
+        page.selectbox(key="active-choice").set_value(home.run_id)
+        page.button(key="active-set").click().run()
+        no_crash(page)
+        assert home.store.get_setting("active_run") == home.run_id
+        assert runs.active_run(home.store)["id"] == home.run_id
+        assert any(home.run_id in s.value and "live page uses" in s.value for s in page.success)
+        fresh = AppTest.from_file(PAGE, default_timeout=60).run()  # another tab reads the registry
+        assert fresh.selectbox(key="active-choice").value == home.run_id
+        assert fresh.selectbox(key="download-run").value == home.run_id
+    finally:
+        runs.delete_run(home.store, other)
+
+
+# ---- deleting a run ------------------------------------------------------------------------------------------
+
+def test_delete_needs_confirmation_then_removes_folder_and_registry_row(page, home):
+    doomed = copy_of_run(home)
+    folder = home.store.settings.models_dir / doomed
+    page.run()
+    page.selectbox(key="delete-run").set_value(doomed).run()
+    no_crash(page)
+    assert page.button(key="delete-start").disabled  # not confirmed yet
+    assert any("cannot be undone" in w.value for w in page.warning)
+    page.checkbox(key=f"delete-confirm-{doomed}").check().run()
+    assert not page.button(key="delete-start").disabled
+    page.button(key="delete-start").click().run()
+    no_crash(page)
+    assert not folder.exists()
+    assert [run["id"] for run in home.store.runs()] == [home.run_id]
+    assert any(f"Run {doomed} and its files were deleted." == s.value for s in page.success)
+    assert (home.store.settings.models_dir / home.run_id / "model.onnx").exists()  # the other run is untouched
+
+
+def test_a_failed_run_shows_its_error_and_can_be_deleted(page, home):
+    failed = home.store.create_run(home.config.to_dict())
+    home.store.update_run(failed, status="failed", error="Training needs at least two classes with images.")
+    page.run()
+    table = next(frame.value for frame in page.dataframe if "note" in frame.value.columns).set_index("run")
+    assert table.loc[failed, "status"] == "failed"
+    assert table.loc[failed, "note"] == "Training needs at least two classes with images."
+    page.selectbox(key="delete-run").set_value(failed).run()
+    page.checkbox(key=f"delete-confirm-{failed}").check().run()
+    page.button(key="delete-start").click().run()
+    no_crash(page)
+    assert [run["id"] for run in home.store.runs()] == [home.run_id]

@@ -1,0 +1,297 @@
+"""The Train page (pages/2_Train.py) through Streamlit's AppTest, with real training subprocesses and a real registry.
+
+Each test has its own data home (the `settings` fixture); the training process started by the page inherits it.
+Runs use a tiny random-init config set through the page's widgets, so one takes seconds, mostly importing torch.
+"""
+
+import base64
+import io
+import os
+import signal
+import time
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from maskdet import jobs
+from maskdet.augment import AugmentConfig
+from maskdet.store import Store
+from maskdet.train import TrainConfig, execute_run
+from tests.conftest import write_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGE = ROOT / "pages" / "2_Train.py"
+RUN_TIMEOUT = 120
+
+
+def page() -> AppTest:
+    return AppTest.from_file(str(PAGE), default_timeout=60)
+
+
+def shown(at: AppTest) -> str:
+    """Every text the page shows (messages, markdown, captions, progress bars), one per line."""
+    parts = []
+    for kind in ("markdown", "caption", "info", "success", "warning", "error", "toast"):
+        parts += [element.value for element in at.get(kind)]
+    parts += [element.proto.text for element in at.get("progress")]
+    return "\n".join(str(part) for part in parts)
+
+
+def no_failure(at: AppTest) -> None:
+    assert not at.exception, [e.message for e in at.exception]
+    assert "Traceback" not in shown(at)
+
+
+def decode(urls: list[str]) -> list[np.ndarray]:
+    """The pictures of an st.image list (the page sends them inline as data URIs)."""
+    prefix = "data:image/jpeg;base64,"
+    assert all(url.startswith(prefix) for url in urls)
+    return [np.asarray(Image.open(io.BytesIO(base64.b64decode(url[len(prefix):])))) for url in urls]
+
+
+def charts(at: AppTest) -> int:
+    return len(at.get("vega_lite_chart"))
+
+
+def set_tiny(at: AppTest) -> AppTest:
+    """A config that trains in seconds on generated pictures: random init, 1 view, 5 epochs, 64 px, no int8."""
+    at.checkbox(key="random_init").check()
+    at.number_input(key="views_per_image").set_value(1)
+    at.number_input(key="epochs").set_value(5)
+    at.number_input(key="input_size").set_value(64)
+    at.toggle(key="quantize").set_value(False)
+    return at.run()
+
+
+def wait_until_finished(store: Store, run_id: str, timeout: float = RUN_TIMEOUT) -> dict:
+    """Poll the registry until the run leaves queued/running (a dead process is marked failed on the way)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        jobs.active_training(store)
+        run = store.run(run_id)
+        if run["status"] not in jobs.ACTIVE_STATUSES:
+            return run
+        time.sleep(0.5)
+    log = jobs.log_path(store.settings, run_id)
+    pytest.fail(f"run {run_id} still {store.run(run_id)['status']} after {timeout} s; log:\n"
+                f"{log.read_text()[-3000:] if log.exists() else '(none)'}")
+
+
+@pytest.fixture
+def home(settings, tmp_path, detector) -> Store:
+    """A data home with 6 generated pictures per class (no faces in them: training uses them whole)."""
+    store = Store(settings)
+    store.import_folder(write_dataset(tmp_path / "photos", 6), detector)
+    yield store
+    stop_training(store)
+
+
+def stop_training(store: Store) -> None:
+    """Teardown: end a training process a failed test left behind (only ours, by its pid)."""
+    for run in store.runs():
+        if run["status"] in jobs.ACTIVE_STATUSES and run["pid"] != os.getpid() and jobs.process_alive(run["pid"]):
+            os.kill(run["pid"], signal.SIGTERM)
+
+
+# ---- without a training process ------------------------------------------------------------------
+
+def test_empty_home_says_to_import_images_first(settings):
+    at = page().run()
+    no_failure(at)
+    assert "No images yet" in at.info[0].value and "Dataset" in at.info[0].value
+    assert not at.button  # no settings and no Start without images
+    # Opened as a page of the app, the hint is a link to the Dataset page (once that page exists).
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).switch_page("pages/2_Train.py").run()
+    no_failure(at)
+    links = [link.proto.label for link in at.get("page_link")]
+    if (ROOT / "pages" / "1_Dataset.py").exists():
+        assert links == ["Open the Dataset page"]
+    else:
+        assert "Open the **Dataset** page from the sidebar." in shown(at)
+
+
+def test_form_shows_the_defaults_and_the_weights_in_use(home, monkeypatch, tmp_path):
+    monkeypatch.delenv("MASKDET_BACKBONE_WEIGHTS", raising=False)
+    at = page().run()
+    no_failure(at)
+    defaults = TrainConfig()
+    for name in ("epochs", "batch_size", "learning_rate", "views_per_image", "finetune_blocks", "seed",
+                 "finetune_epochs", "finetune_learning_rate", "patience", "weight_decay", "label_smoothing",
+                 "input_size", "crop_margin"):
+        assert at.number_input(key=name).value == pytest.approx(getattr(defaults, name)), name
+    assert [at.number_input(key=f"split_{s}").value for s in ("train", "val", "test")] == pytest.approx(defaults.split)
+    assert at.toggle(key="class_weights").value is defaults.class_weights
+    assert at.toggle(key="quantize").value is defaults.quantize
+    assert at.checkbox(key="random_init").value is False
+    for field in fields(AugmentConfig):
+        default = getattr(defaults.augment, field.name)
+        assert at.toggle(key=f"aug_{field.name}_enabled").value is default.enabled
+        assert at.slider(key=f"aug_{field.name}_probability").value == pytest.approx(default.probability)
+        assert at.slider(key=f"aug_{field.name}_strength").value == pytest.approx(default.strength)
+    assert "torchvision's ImageNet MobileNetV2 weights" in shown(at)
+    assert "Few images in with_mask (6)" in shown(at)  # the dataset warnings come before training
+    assert "No training runs yet" in shown(at)
+
+    at.number_input(key="epochs").set_value(7).run()  # settings can be put back to the defaults
+    at.toggle(key="aug_blur_enabled").set_value(False).run()
+    at.button(key="reset").click().run()
+    assert at.number_input(key="epochs").value == defaults.epochs
+    assert at.toggle(key="aug_blur_enabled").value is True
+
+    weights = tmp_path / "weights.pth"
+    weights.write_bytes(b"x")
+    monkeypatch.setenv("MASKDET_BACKBONE_WEIGHTS", str(weights))
+    assert str(weights) in shown(page().run())
+
+
+def test_preview_shows_the_crop_and_eight_augmented_views(home):
+    at = page().run()
+    no_failure(at)
+    [images] = at.image
+    assert images.captions == ["face crop"] + [f"view {i}" for i in range(1, 9)]
+    pictures = decode(images.value)
+    assert len(pictures) == 9 and all(p.shape == (160, 160, 3) for p in pictures)  # the default input size
+    assert any(not np.array_equal(pictures[0], view) for view in pictures[1:])  # augmented
+    first = next(c.value for c in at.caption if "training uses the whole photo" in c.value)
+
+    at.button(key="next_face").click().run()  # a different face
+    no_failure(at)
+    second = next(c.value for c in at.caption if "training uses the whole photo" in c.value)
+    assert second.split(" ")[0] != first.split(" ")[0]
+    assert len(at.image[0].value) == 9
+
+    for field in fields(AugmentConfig):  # every augmentation off: the eight views are the crop itself
+        at.toggle(key=f"aug_{field.name}_enabled").set_value(False)
+    at.number_input(key="input_size").set_value(96)
+    at.run()
+    no_failure(at)
+    pictures = decode(at.image[0].value)
+    assert len(pictures) == 9 and pictures[0].shape == (96, 96, 3)
+    assert all(np.array_equal(pictures[0], view) for view in pictures[1:])
+
+
+def test_split_that_does_not_add_up_is_refused_before_starting(home):
+    at = page().run()
+    at.number_input(key="split_train").set_value(0.9)
+    at.button(key="start").click().run()
+    no_failure(at)
+    assert "add up to 1.20" in at.error[0].value
+    assert home.runs() == []
+
+
+def test_live_progress_curves_and_cancel_button_read_the_registry(home):
+    """A running run as the training process leaves it in the registry: progress bar, ETA, curves, cancel."""
+    run_id = home.create_run(TrainConfig().to_dict())
+    history = [{"stage": "head", "epoch": e, "loss": 0.7 - 0.1 * e, "accuracy": 0.5 + 0.1 * e} for e in (1, 2, 3)]
+    home.update_run(run_id, status="running", pid=os.getpid(), started_at="2026-01-01T00:00:00+00:00",
+                    progress={"stage": "head", "step": 3, "steps": 100, "epoch": 3, "epochs": 100, "loss": 0.4,
+                              "accuracy": 0.8, "eta_seconds": 42.0, "history": history})
+    at = page().run()
+    no_failure(at)
+    [bar] = at.get("progress")
+    assert bar.proto.value == 3
+    assert f"Run {run_id}, stage 3 of 5: training the classifier head" in bar.proto.text
+    assert "epoch 3/100" in bar.proto.text and "about 42 s left" in bar.proto.text
+    assert charts(at) == 2  # validation loss and accuracy per epoch
+
+    at.button(key="cancel").click().run()
+    no_failure(at)
+    assert home.run(run_id)["cancel_requested"]
+    assert at.button(key="cancelling").disabled
+
+
+def test_execute_run_keeps_the_epoch_history_in_the_registry_while_training(store, settings, tmp_path, detector):
+    """The progress stored in the registry carries the per-epoch curve so far, and the whole of it at the end."""
+    store.import_folder(write_dataset(tmp_path / "photos", 4), detector)
+    config = TrainConfig(random_init=True, views_per_image=1, epochs=4, patience=100, input_size=64, quantize=False)
+    run_id = store.create_run(config.to_dict())
+    seen = []
+
+    def on_progress(progress):
+        if progress.stage == "head":
+            seen.append((progress.epoch, (store.run(run_id)["progress"] or {}).get("history")))
+            if progress.epoch == 2:
+                time.sleep(1.1)  # registry writes are throttled to one a second: let epoch 2's write through
+
+    execute_run(store, config, settings.models_dir, run_id, on_progress)
+    stored_at_epoch_3 = dict(seen)[3]
+    assert [(p["stage"], p["epoch"]) for p in stored_at_epoch_3] == [("head", 1), ("head", 2)]
+    final = store.run(run_id)["progress"]
+    assert final["stage"] == "done"
+    assert [p["epoch"] for p in final["history"]] == [1, 2, 3, 4]
+    assert all(set(p) == {"stage", "epoch", "loss", "accuracy"} for p in final["history"])
+
+
+# ---- real training processes -------------------------------------------------------------------------
+
+def test_start_trains_in_the_background_and_shows_the_result(home):
+    at = set_tiny(page().run())
+    at.button(key="start").click().run()
+    no_failure(at)
+    [run] = home.runs()
+    assert run["config"]["random_init"] is True and run["config"]["views_per_image"] == 1
+    assert run["config"]["epochs"] == 5 and run["config"]["input_size"] == 64 and run["config"]["quantize"] is False
+    assert f"Run {run['id']}" in shown(at)  # the progress bar of the new run
+
+    at.button(key="start").click().run()  # one training at a time
+    no_failure(at)
+    assert any(f"Training run {run['id']} is still in progress" in e.value for e in at.error)
+    assert len(home.runs()) == 1
+
+    reloaded = page().run()  # another session (a reload) finds the running training in the registry
+    no_failure(reloaded)
+    assert f"Run {run['id']}" in shown(reloaded) and reloaded.button(key="cancel")
+
+    finished = wait_until_finished(home, run["id"])
+    assert finished["status"] == "succeeded", finished["error"]
+    at.run()
+    no_failure(at)
+    [message] = at.success
+    accuracy = finished["metrics"]["test"]["accuracy"]
+    assert message.value.startswith(f"Run {run['id']} finished in ")
+    assert f"test accuracy {accuracy:.3f}" in message.value
+    assert "random weights" in shown(at)
+    assert charts(at) == 2
+    assert len(finished["progress"]["history"]) == sum(finished["metrics"]["epochs_trained"].values())
+
+
+def test_cancel_stops_the_training_process(home):
+    at = set_tiny(page().run())
+    at.button(key="start").click().run()
+    [run] = home.runs()
+    at.button(key="cancel").click().run()
+    no_failure(at)
+    finished = wait_until_finished(home, run["id"])
+    assert finished["status"] == "cancelled"
+    deadline = time.monotonic() + 20
+    while jobs.process_alive(finished["pid"]) and time.monotonic() < deadline:  # it exits right after saying so
+        time.sleep(0.2)
+    assert not jobs.process_alive(finished["pid"])
+    assert "training cancelled" in jobs.log_path(home.settings, run["id"]).read_text()
+    at.run()
+    no_failure(at)
+    assert f"Run {run['id']} was cancelled" in at.warning[-1].value
+    assert at.button(key="start")  # ready for the next run
+
+
+def test_failed_run_shows_its_error_in_words(settings, tmp_path, detector):
+    store = Store(settings)
+    store.import_folder(write_dataset(tmp_path / "photos", 4, labels=("with_mask",)), detector)
+    try:
+        at = set_tiny(page().run())
+        assert "Training needs images in at least two classes." in shown(at)
+        at.button(key="start").click().run()
+        [run] = store.runs()
+        finished = wait_until_finished(store, run["id"])
+        assert finished["status"] == "failed"
+        at.run()
+        no_failure(at)
+        [error] = at.error
+        assert error.value == f"Run {run['id']} failed: {finished['error']}"
+        assert "at least two classes" in error.value
+    finally:
+        stop_training(store)

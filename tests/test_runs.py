@@ -1,0 +1,267 @@
+"""maskdet.runs without training: table rows, chart data, comparisons, the active model, deleting runs, the
+misclassified gallery and zip checks, on runs written by hand into a fresh data home."""
+
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from maskdet import runs
+from maskdet.evaluate import classification_report
+from maskdet.jobs import log_path
+from maskdet.store import StoreError
+from maskdet.train import TrainConfig
+from tests.conftest import encode, pattern_image
+
+LABELS = ["with_mask", "without_mask"]
+
+
+def report_for(targets, probabilities, names=None) -> dict:
+    return classification_report(np.array(targets), np.array(probabilities, float), LABELS, names)
+
+
+REPORT = report_for([0, 0, 1, 1], [[0.9, 0.1], [0.3, 0.7], [0.2, 0.8], [0.6, 0.4]],
+                    ["with_mask/a.jpg", "with_mask/b.jpg", "without_mask/c.jpg", "without_mask/d.jpg"])
+HISTORY = [{"stage": "head", "epoch": 1, "loss": 0.9, "accuracy": 0.5, "val_loss": 0.8, "val_accuracy": 0.5},
+           {"stage": "head", "epoch": 2, "loss": 0.7, "accuracy": 0.7, "val_loss": 0.6, "val_accuracy": 0.75},
+           {"stage": "finetune", "epoch": 1, "loss": 0.5, "accuracy": 0.8, "val_loss": 0.5, "val_accuracy": 1.0}]
+
+
+def metrics_for(report: dict | None = REPORT, random_init: bool = False) -> dict:
+    return {"labels": LABELS, "random_init": random_init, "test": report,
+            "split_counts": {"train": {"with_mask": 8, "without_mask": 8}, "val": {"with_mask": 2, "without_mask": 2},
+                             "test": {"with_mask": 2, "without_mask": 2}},
+            "onnx": {"bytes": 3 * 2**20, "ms_per_image_batch1": 4.0,
+                     "parity": {"images": 4, "same_argmax": True, "argmax_disagreements": 0,
+                                "max_probability_difference": 2e-7}},
+            "int8": {"bytes": 2**20, "test_accuracy": 0.5, "test_accuracy_delta": 0.0, "ms_per_image_batch1": 3.0,
+                     "parity": {"images": 4, "same_argmax": False, "argmax_disagreements": 1,
+                                "max_probability_difference": 0.2}},
+            "timings": {"total": 12.5}, "epochs_trained": {"head": 2, "finetune": 1}}
+
+
+def fake_run(store, status: str = "succeeded", config: TrainConfig | None = None, files: bool = True,
+             started="2026-01-02T10:00:00+00:00", finished="2026-01-02T10:01:05+00:00", **fields) -> dict:
+    """A registry run (and for succeeded runs a run folder with model and metrics files) written by hand."""
+    config = config or TrainConfig()
+    run_id = store.create_run(config.to_dict())
+    folder = store.settings.models_dir / run_id
+    if status == "succeeded":
+        fields = {"metrics": metrics_for(), "artefact_dir": str(folder), **fields}
+        if files:
+            folder.mkdir(parents=True)
+            (folder / "model.onnx").write_bytes(b"not really onnx")
+            (folder / "history.json").write_text(json.dumps(HISTORY))
+            (folder / "config.json").write_text(json.dumps({"train": config.to_dict(), "labels": LABELS,
+                                                            "crop_rule": {"margin": 1.25, "size": 64}}))
+    created = f"2026-01-02T09:{len(store.runs()):02d}:00+00:00"  # distinct: the registry orders by creation time
+    store.update_run(run_id, status=status, created_at=created, started_at=started, finished_at=finished, **fields)
+    return store.run(run_id)
+
+
+# ---- table rows --------------------------------------------------------------------------------------------
+
+def test_row_of_a_succeeded_run(store):
+    run = fake_run(store, config=TrainConfig(input_size=96, views_per_image=2, finetune_blocks=1, seed=3))
+    row = runs.run_row(run, active_id=run["id"])
+    assert row["run"] == run["id"] and row["status"] == "succeeded" and row["active"] is True
+    assert row["when"].endswith("UTC") and row["when"][:4].isdigit()
+    assert row["images"] == 24 and row["split"] == "16 / 4 / 4"
+    assert row["accuracy"] == REPORT["accuracy"] == 0.5 and row["macro_f1"] == REPORT["macro_f1"]
+    assert row["duration_s"] == 65
+    assert row["config"] == "96 px, 2 views, fine-tune 1 blocks, lr 0.001, seed 3"
+    assert row["note"] == ""
+
+
+def test_rows_of_failed_cancelled_running_and_experimental_runs(store):
+    failed = fake_run(store, "failed", error="Training needs at least two classes with images.")
+    cancelled = fake_run(store, "cancelled")
+    running = fake_run(store, "running", finished=None, progress={"stage": "features", "step": 40, "steps": 120})
+    experiment = fake_run(store, config=TrainConfig(random_init=True, quantize=False),
+                          metrics=metrics_for(random_init=True))
+    empty_test = fake_run(store, metrics=metrics_for(report=None))
+    rows = {row["run"]: row for row in runs.runs_table(store)}
+    assert len(rows) == 5
+    assert rows[failed["id"]]["note"] == "Training needs at least two classes with images."
+    assert rows[failed["id"]]["accuracy"] is None and rows[failed["id"]]["images"] is None
+    assert rows[cancelled["id"]]["note"].startswith("Cancelled")
+    assert rows[running["id"]]["note"] == "features 40/120" and rows[running["id"]]["duration_s"] is None
+    assert "random init" in rows[experiment["id"]]["note"].lower()
+    assert rows[experiment["id"]]["config"].endswith("random init, no int8")
+    assert "test set empty" in rows[empty_test["id"]]["note"]
+    assert [row["active"] for row in rows.values()].count(True) == 1  # the latest succeeded run, by default
+
+
+# ---- chart and table data ------------------------------------------------------------------------------------
+
+def test_history_points_count_epochs_across_stages():
+    points = runs.history_points(HISTORY, run_id="r1")
+    assert len(points) == 3 * 4
+    finetune = [p for p in points if p["stage"] == "finetune"]
+    assert {p["epoch"] for p in finetune} == {3} and {p["stage_epoch"] for p in finetune} == {1}
+    assert {(p["metric"], p["split"]) for p in points} == {(m, s) for m in ("loss", "accuracy")
+                                                           for s in ("train", "validation")}
+    assert all(p["run"] == "r1" for p in points)
+    val_loss = [p["value"] for p in points if p["metric"] == "loss" and p["split"] == "validation"]
+    assert val_loss == [0.8, 0.6, 0.5]
+
+
+def test_confusion_cells_per_class_rows_and_roc_points():
+    cells = {(c["true"], c["predicted"]): c for c in runs.confusion_cells(REPORT)}
+    assert cells[("with_mask", "with_mask")]["count"] == 1 and cells[("with_mask", "without_mask")]["share"] == 0.5
+    assert sum(c["count"] for c in cells.values()) == 4
+    rows = runs.per_class_rows(REPORT)
+    assert [r["class"] for r in rows] == LABELS + ["macro average"]
+    assert rows[-1]["f1"] == REPORT["macro_f1"] and rows[-1]["support"] == 4
+    points = runs.roc_points(REPORT)
+    assert {p["class"].split(" ")[0] for p in points} == set(LABELS)
+    assert all("AUC" in p["class"] for p in points)
+    assert all(0 <= p["fpr"] <= 1 and 0 <= p["tpr"] <= 1 for p in points)
+
+
+def test_compare_lines_up_metrics_and_lists_config_differences(store):
+    a = fake_run(store, config=TrainConfig(seed=0, input_size=160))
+    b = fake_run(store, config=TrainConfig(seed=1, input_size=160, augment=TrainConfig().augment),
+                 metrics={**metrics_for(report_for([0, 1], [[0.9, 0.1], [0.2, 0.8]])), "labels": LABELS})
+    b_config = dict(b["config"])
+    b_config["augment"] = {**b_config["augment"], "flip": {**b_config["augment"]["flip"], "probability": 0.2}}
+    comparison = runs.compare_runs(a, {**b, "config": b_config})
+    metrics = {row["metric"]: row for row in comparison["metrics"]}
+    assert metrics["test accuracy"]["a"] == 0.5 and metrics["test accuracy"]["b"] == 1.0
+    assert metrics["test accuracy"]["b - a"] == 0.5
+    assert metrics["ONNX MB"]["a"] == 3.0 and metrics["epochs trained"]["a"] == 3
+    assert {row["setting"] for row in comparison["config"]} == {"seed", "augment.flip.probability"}
+    assert runs.config_differences(a["config"], a["config"]) == []
+    assert runs.config_differences({"split": (0.7, 0.15, 0.15)}, {"split": [0.7, 0.15, 0.15]}) == []
+
+
+# ---- the active model --------------------------------------------------------------------------------------
+
+def test_active_model_defaults_to_latest_usable_run_and_persists_a_choice(store):
+    assert runs.active_run(store) is None
+    older = fake_run(store)
+    newer = fake_run(store)
+    fake_run(store, "failed", error="boom")
+    assert runs.active_run(store)["id"] == newer["id"] and not runs.active_is_chosen(store, runs.active_run(store))
+    runs.set_active_run(store, older["id"])
+    assert store.get_setting("active_run") == older["id"]
+    assert runs.active_run(store)["id"] == older["id"] and runs.active_is_chosen(store, runs.active_run(store))
+    (store.settings.models_dir / older["id"] / "model.onnx").unlink()  # its model file went missing
+    assert runs.active_run(store)["id"] == newer["id"]
+
+
+def test_only_a_succeeded_run_with_a_model_can_be_active(store):
+    failed = fake_run(store, "failed", error="boom")
+    missing = fake_run(store, files=False)
+    for run_id, phrase in ((failed["id"], "only a finished run"), (missing["id"], "no model.onnx"),
+                           ("20990101-000000-abcdef", "No run with id")):
+        with pytest.raises(StoreError, match=phrase):
+            runs.set_active_run(store, run_id)
+    assert store.get_setting("active_run") is None
+
+
+# ---- model files -------------------------------------------------------------------------------------------
+
+def test_model_files_carry_size_parity_and_test_metrics(store):
+    run = fake_run(store)
+    (Path(run["artefact_dir"]) / "model.int8.onnx").write_bytes(b"int8")
+    files = runs.model_files(store, run)
+    assert [f["file"] for f in files] == ["model.onnx", "model.int8.onnx"]
+    onnx, int8 = files
+    assert onnx["bytes"] == len(b"not really onnx") and onnx["parity_ok"] is True
+    assert onnx["parity"].startswith("Same class as PyTorch on all 4 test faces")
+    assert onnx["test_accuracy"] == 0.5 and onnx["macro_f1"] == REPORT["macro_f1"]
+    assert int8["parity_ok"] is False and int8["parity"].startswith("Differs from PyTorch on 1 of 4")
+    assert int8["test_accuracy_delta"] == 0.0 and int8["ms_per_face"] == 3.0
+
+
+# ---- deleting a run ----------------------------------------------------------------------------------------
+
+def test_delete_removes_row_folder_log_and_active_choice(store):
+    keep, doomed = fake_run(store), fake_run(store)
+    runs.set_active_run(store, doomed["id"])
+    log = log_path(store.settings, doomed["id"])
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("training log")
+    runs.delete_run(store, doomed["id"])
+    assert [r["id"] for r in store.runs()] == [keep["id"]]
+    assert sorted(p.name for p in store.settings.models_dir.iterdir()) == [".logs", keep["id"]]
+    assert not log.exists()
+    assert store.get_setting("active_run") is None and runs.active_run(store)["id"] == keep["id"]
+
+
+def test_delete_a_failed_run_without_folder_and_refuse_a_live_one(store):
+    failed = fake_run(store, "failed", error="boom")
+    runs.delete_run(store, failed["id"])
+    assert store.runs() == []
+    live = fake_run(store, "running", finished=None, pid=os.getpid())
+    with pytest.raises(StoreError, match="still training: cancel it"):
+        runs.delete_run(store, live["id"])
+    assert store.run(live["id"])["status"] == "running"
+    with pytest.raises(StoreError, match="No run with id"):
+        runs.delete_run(store, "20990101-000000-abcdef")
+
+
+def test_delete_never_touches_a_folder_outside_the_models_folder(store, tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "model.onnx").write_bytes(b"keep me")
+    run = fake_run(store, artefact_dir=str(outside))
+    runs.delete_run(store, run["id"])
+    assert (outside / "model.onnx").read_bytes() == b"keep me"
+    assert not (store.settings.models_dir / run["id"]).exists() and store.runs() == []
+
+
+# ---- reading a run's files -----------------------------------------------------------------------------------
+
+def test_missing_or_broken_run_files_are_sentences(store):
+    run = fake_run(store)
+    assert runs.read_history(store, run) == HISTORY
+    (Path(run["artefact_dir"]) / "history.json").write_text("{broken")
+    with pytest.raises(StoreError, match=r"history\.json cannot be read.*train again\."):
+        runs.read_history(store, run)
+    with pytest.raises(StoreError, match=r"has no predictions\.csv .*delete the run on the Models page"):
+        runs.read_predictions(store, run)
+
+
+def test_misclassified_gallery_crops_the_faces_and_survives_deleted_photos(store, detector):
+    store.add_image(encode(pattern_image(1)), "with_mask", "with_mask/b.jpg", detector)
+    store.add_image(encode(pattern_image(2)), "without_mask", "without_mask/d.jpg", detector)
+    ids = {r.source_name: r.id for r in store.images()}
+    run = fake_run(store)
+    lines = ["image_id,source_name,true,predicted,p_with_mask,p_without_mask",
+             '90,"with_mask/a.jpg",with_mask,with_mask,0.9,0.1',
+             f'{ids["with_mask/b.jpg"]},"with_mask/b.jpg",with_mask,without_mask,0.3,0.7',
+             '91,"without_mask/c.jpg",without_mask,without_mask,0.2,0.8',
+             f'{ids["without_mask/d.jpg"]},"without_mask/d.jpg",without_mask,with_mask,0.6,0.4']
+    (Path(run["artefact_dir"]) / "predictions.csv").write_text("\n".join(lines) + "\n")
+    mistakes = runs.misclassified_faces(store, run)
+    assert [(m.name, m.true, m.predicted) for m in mistakes] == [
+        ("with_mask/b.jpg", "with_mask", "without_mask"), ("without_mask/d.jpg", "without_mask", "with_mask")]
+    assert mistakes[0].score == pytest.approx(0.7) and mistakes[0].true_score == pytest.approx(0.3)
+    assert all(m.crop.shape == (64, 64, 3) for m in mistakes)  # the run's crop rule (size 64)
+    store.delete_images([ids["with_mask/b.jpg"]])
+    mistakes = runs.misclassified_faces(store, run)
+    assert mistakes[0].crop is None and "no longer in the dataset" in mistakes[0].note
+    assert mistakes[1].crop is not None
+
+
+def test_a_run_without_mistakes_has_an_empty_gallery(store):
+    perfect = report_for([0, 1], [[0.9, 0.1], [0.2, 0.8]])
+    assert runs.misclassified_faces(store, fake_run(store, metrics=metrics_for(perfect))) == []
+
+
+def test_evaluate_zip_refuses_bad_uploads_with_a_sentence(store, tmp_path):
+    run = fake_run(store)
+    for data in (b"", b"PK\x03\x04 truncated", b"just some text"):
+        with pytest.raises(StoreError, match="^The upload is not a readable zip archive. Zip a folder"):
+            runs.evaluate_zip(store, run["id"], data, detector=None)
+    failed = fake_run(store, "failed", error="boom")
+    archive = tmp_path / "ok.zip"
+    with zipfile.ZipFile(archive, "w") as handle:
+        handle.writestr("with_mask/a.jpg", encode(pattern_image(1)))
+    with pytest.raises(StoreError, match="choose a succeeded run"):
+        runs.evaluate_zip(store, failed["id"], archive.read_bytes(), detector=None)
