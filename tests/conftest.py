@@ -7,6 +7,9 @@ ImageNet weights. Without them those tests are skipped, unless MASKDET_REQUIRE_S
 
 import io
 import os
+import stat
+import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -80,3 +83,33 @@ def write_dataset(root: Path, per_class: int = 4, labels=("with_mask", "without_
             seed = start + 1000 * index + i
             (folder / f"img{seed}.jpg").write_bytes(encode(pattern_image(seed, tint=tints[index % 3])))
     return root
+
+
+def zip_bytes(entries: dict[str, bytes], symlinks: dict[str, str] = {}) -> bytes:
+    """A zip archive of the given entries, plus symbolic-link entries pointing at the given targets."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+        for name, target in symlinks.items():
+            info = zipfile.ZipInfo(name)
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            archive.writestr(info, target)
+    return buffer.getvalue()
+
+
+@contextmanager
+def data_home(root: Path):
+    """Point MASKDET_HOME / MASKDET_MODELS into root (for module-scoped fixtures); restore the environment after."""
+    env = {"MASKDET_HOME": str(root / "home"), "MASKDET_MODELS": str(root / "models")}
+    saved = {key: os.environ.get(key) for key in (*env, "MASKDET_DATABASE_URL")}
+    os.environ.update(env)
+    os.environ.pop("MASKDET_DATABASE_URL", None)
+    try:
+        yield env
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

@@ -1,14 +1,13 @@
 """The Dataset page, driven through Streamlit's AppTest against a fresh data home per test."""
 
 import io
-import zipfile
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from maskdet.store import images_table
-from tests.conftest import encode, pattern_image, write_dataset
+from tests.conftest import encode, pattern_image, write_dataset, zip_bytes
 
 PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "1_Dataset.py")
 
@@ -198,14 +197,6 @@ def test_upload_photos_reports_added_and_rejected(settings, store):
     check(at.run())
     assert "skipped 1 already in the dataset" in texts(at.warning)
     assert len(store.images()) == 1
-
-
-def zip_bytes(entries: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, data in entries.items():
-            archive.writestr(name, data)
-    return buffer.getvalue()
 
 
 @pytest.mark.parametrize("name, data, message", [

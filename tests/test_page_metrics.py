@@ -3,7 +3,6 @@ and evaluating a run on uploaded zips (good, hostile, broken) through maskdet.ru
 
 import io
 import json
-import os
 import zipfile
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,7 +15,7 @@ from maskdet import runs
 from maskdet.settings import load_settings
 from maskdet.store import Store, StoreError
 from maskdet.train import TrainConfig, execute_run
-from tests.conftest import encode, pattern_image, write_dataset
+from tests.conftest import data_home, encode, pattern_image, write_dataset, zip_bytes
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "3_Metrics.py")
@@ -27,10 +26,7 @@ FAST = dict(random_init=True, views_per_image=1, epochs=5, input_size=96, quanti
 def home(tmp_path_factory, detector):
     """Two succeeded runs (different seeds and epochs), one failed, one cancelled; environment restored after."""
     root = tmp_path_factory.mktemp("metrics-page")
-    saved = {key: os.environ.get(key) for key in ("MASKDET_HOME", "MASKDET_MODELS", "MASKDET_DATABASE_URL")}
-    os.environ.update(MASKDET_HOME=str(root / "home"), MASKDET_MODELS=str(root / "models"))
-    os.environ.pop("MASKDET_DATABASE_URL", None)
-    try:
+    with data_home(root) as env:
         store = Store(load_settings())
         store.import_folder(write_dataset(root / "data", 12), detector)
         first = execute_run(store, TrainConfig(**FAST), store.settings.models_dir)["run_id"]
@@ -40,13 +36,7 @@ def home(tmp_path_factory, detector):
         cancelled = store.create_run(TrainConfig(**FAST).to_dict())
         store.update_run(cancelled, status="cancelled")
         yield SimpleNamespace(root=root, store=store, first=first, second=second, failed=failed, cancelled=cancelled,
-                              env={"MASKDET_HOME": str(root / "home"), "MASKDET_MODELS": str(root / "models")})
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+                              env=env)
 
 
 @pytest.fixture
@@ -74,14 +64,6 @@ def charts(node) -> list[dict]:
 def frame_with(node, column: str):
     """The first dataframe (as pandas) under a node that has this column (st.dataframe has no key in AppTest)."""
     return next(frame.value for frame in node.dataframe if column in frame.value.columns)
-
-
-def zip_bytes(entries: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, data in entries.items():
-            archive.writestr(name, data)
-    return buffer.getvalue()
 
 
 def class_zip(per_class: int = 3, start: int = 500) -> bytes:

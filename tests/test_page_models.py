@@ -3,7 +3,6 @@ downloads with their bytes, the bundle's predict_onnx.py run on a face crop, the
 
 import io
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from maskdet.faces import CropRule, crop_face
 from maskdet.settings import load_settings
 from maskdet.store import Store
 from maskdet.train import TrainConfig, execute_run
-from tests.conftest import write_dataset
+from tests.conftest import data_home, write_dataset
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "4_Models.py")
@@ -33,22 +32,13 @@ BUNDLE_FILES = {"model.onnx", "model.int8.onnx", "labels.json", "preprocessing.j
 def home(tmp_path_factory, detector):
     """One trained run with its int8 variant; environment restored after the module."""
     root = tmp_path_factory.mktemp("models-page")
-    saved = {key: os.environ.get(key) for key in ("MASKDET_HOME", "MASKDET_MODELS", "MASKDET_DATABASE_URL")}
-    os.environ.update(MASKDET_HOME=str(root / "home"), MASKDET_MODELS=str(root / "models"))
-    os.environ.pop("MASKDET_DATABASE_URL", None)
-    try:
+    with data_home(root) as env:
         store = Store(load_settings())
         store.import_folder(write_dataset(root / "data", 12), detector)
         config = TrainConfig(random_init=True, views_per_image=1, epochs=5, input_size=96)
         run_id = execute_run(store, config, store.settings.models_dir)["run_id"]
         yield SimpleNamespace(root=root, store=store, run_id=run_id, config=config,
-                              env={"MASKDET_HOME": str(root / "home"), "MASKDET_MODELS": str(root / "models")})
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+                              env=env)
 
 
 def copy_of_run(home) -> str:

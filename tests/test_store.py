@@ -1,8 +1,6 @@
 import io
 import os
 import sqlite3
-import stat
-import zipfile
 from collections import defaultdict
 
 import numpy as np
@@ -10,19 +8,7 @@ import pytest
 from PIL import Image
 
 from maskdet.store import NEAR_DUPLICATE_BITS, SCHEMA_VERSION, Store, StoreError, hash_distances, perceptual_hash, validate_label
-from tests.conftest import encode, pattern_image, write_dataset
-
-
-def zip_bytes(entries: dict[str, bytes], symlinks: dict[str, str] = {}) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, data in entries.items():
-            archive.writestr(name, data)
-        for name, target in symlinks.items():
-            info = zipfile.ZipInfo(name)
-            info.external_attr = (stat.S_IFLNK | 0o777) << 16
-            archive.writestr(info, target)
-    return buffer.getvalue()
+from tests.conftest import encode, pattern_image, write_dataset, zip_bytes
 
 
 def test_new_home_has_default_labels_wal_and_schema(store, settings):
