@@ -65,6 +65,9 @@ class TrainConfig:
                 raise ValueError(f"Training setting '{name}' should be like {default!r}, got {value!r}.")
         if "split" in data:
             data["split"] = tuple(data["split"])
+            if not 0.99 < sum(data["split"]) < 1.01 or min(data["split"]) < 0 or data["split"][0] == 0:
+                raise ValueError(f"The split shares add up to {sum(data['split']):.2f}; make train, validation and "
+                                 "test non-negative shares that add up to 1 (train above 0).")
         return cls(**data, augment=augment)
 
 

@@ -244,10 +244,7 @@ config_data = {
 if start:
     with start_messages:
         config = ui.attempt(TrainConfig.from_dict, config_data)
-        if config is not None and not 0.99 < sum(config.split) < 1.01:
-            st.error(f"The split shares add up to {sum(config.split):.2f}; make train, validation and test add "
-                     "up to 1.")
-        elif config is not None:
+        if config is not None:
             run_id = ui.attempt(jobs.start_training, store, config.to_dict())
             if run_id:
                 st.toast(f"Training run {run_id} started.", icon=":material/play_arrow:")

@@ -262,6 +262,19 @@ def test_train_config_round_trip_and_unknown_keys():
         TrainConfig.from_dict({"augment": {"zoom": {}}})
 
 
+@pytest.mark.parametrize("data, message", [
+    ({"split": [0.7, 0.2, 0.3]}, "add up to 1.20"),
+    ({"split": [0.0, 0.5, 0.5]}, "train above 0"),
+    ({"split": [1.2, -0.1, -0.1]}, "non-negative"),
+    ({"epochs": "ten"}, "'epochs' should be like 100"),
+    ({"learning_rate": True}, "'learning_rate'"),
+    ({"split": [0.5, 0.5]}, "'split'"),
+])
+def test_train_config_rejects_bad_values(data, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig.from_dict(data)
+
+
 # ---- real photos and real ImageNet weights ----------------------------------------------------------
 
 @pytest.fixture(scope="module")
