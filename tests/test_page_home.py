@@ -1,0 +1,50 @@
+"""The home page (app.py) with Streamlit's AppTest: status board and the next step for each state."""
+
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+from maskdet.train import TrainConfig, execute_run
+from tests.conftest import write_dataset
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+
+
+def run_home() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def texts(elements) -> str:
+    return " ".join(element.value for element in elements)
+
+
+def test_empty_home_says_how_to_add_images(settings):
+    at = run_home()
+    assert [m.value for m in at.metric][:2] == ["0", "0"]
+    assert "No images yet" in texts(at.info)
+
+
+def test_after_an_import_it_suggests_training(store, detector, tmp_path):
+    store.import_folder(write_dataset(tmp_path / "d", 3), detector)
+    at = run_home()
+    assert [m.label for m in at.metric] == ["with_mask", "without_mask", "faces found"]
+    assert [m.value for m in at.metric] == ["3", "3", "0 / 6"]
+    assert "ready for a first model" in texts(at.info)
+    assert "Few images in with_mask (3)" in texts(at.warning)
+
+
+def test_one_class_only_asks_for_a_second(store, detector, tmp_path):
+    store.import_folder(write_dataset(tmp_path / "d", 3, labels=("with_mask",)), detector)
+    assert "Add images of a second class" in texts(run_home().info)
+
+
+def test_with_a_trained_model_it_shows_the_active_model_and_runs(store, detector, tmp_path):
+    store.import_folder(write_dataset(tmp_path / "d", 6), detector)
+    run_id = execute_run(store, TrainConfig(random_init=True, views_per_image=1, epochs=3, input_size=64,
+                                            quantize=False), store.settings.models_dir)["run_id"]
+    at = run_home()
+    assert f"Active model **{run_id}**" in texts(at.success)
+    table = at.dataframe[0].value
+    assert list(table["run"]) == [run_id] and list(table["status"]) == ["succeeded"]
