@@ -103,7 +103,7 @@ class FaceDetector:
             return []
         results = self._detect_batch(images, self.detect_side)
         for i, faces in enumerate(results):
-            if not faces and max(images[i].shape[:2]) > self.detect_side:
+            if not faces and max(images[i].shape[:2]) > self.detect_side and self.fallback_side > self.detect_side:
                 results[i] = self._detect_batch([images[i]], self.fallback_side)[0]
         return results
 

@@ -1,0 +1,124 @@
+"""The live frame pipeline: detect (on a downscaled frame, every few frames) → crop → classify in one batch → annotate.
+
+No Streamlit here: the Live page creates one LivePipeline per model and settings and calls process() from
+streamlit-webrtc's frame callback thread.
+"""
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from .export import OnnxClassifier
+from .faces import Face, FaceDetector
+from .predict import FacePrediction, annotate, classify_faces
+
+
+@dataclass(frozen=True)
+class LiveSettings:
+    min_face_size: int = 40  # pixels in the frame
+    detection_confidence: float = 0.9
+    class_threshold: float = 0.6  # below it a face is "uncertain"
+    detect_side: int = 320  # MTCNN runs on a copy whose longer side is this
+    detect_every: int = 3  # detect on every n-th frame; the frames between reuse the last boxes
+    max_faces: int = 8  # faces classified per frame, largest first
+
+
+@dataclass
+class FrameResult:
+    predictions: list[FacePrediction]
+    detected: bool  # whether MTCNN ran on this frame
+    faces_found: int  # before the max_faces cap
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Counters:
+    frames: int = 0
+    detections: int = 0
+    faces_classified: int = 0
+    labels: dict[str, int] = field(default_factory=dict)
+
+
+def as_rgb(frame: np.ndarray) -> np.ndarray:
+    """A contiguous uint8 RGB array from an RGB, RGBA or single-channel frame."""
+    if frame.ndim == 2:
+        frame = frame[..., None]
+    if frame.shape[2] == 1:
+        frame = np.repeat(frame, 3, axis=2)
+    return np.ascontiguousarray(frame[..., :3], dtype=np.uint8)
+
+
+class LivePipeline:
+    """Thread-safe: one frame at a time goes through the pipeline; counters can be read from any thread."""
+
+    def __init__(self, classifier: OnnxClassifier, settings: LiveSettings = LiveSettings()):
+        self.classifier = classifier
+        self.settings = settings
+        self.detector = FaceDetector(detect_side=settings.detect_side, fallback_side=settings.detect_side,
+                                     min_probability=settings.detection_confidence)
+        self.counters = Counters()
+        self._faces: list[Face] = []
+        self._lock = threading.Lock()
+        self._last_frame_end: float | None = None
+        self.fps = 0.0
+
+    def process(self, frame: np.ndarray) -> tuple[np.ndarray, FrameResult]:
+        """Annotated copy of a frame (RGB, RGBA or grayscale uint8) and what was found in it."""
+        with self._lock:
+            return self._process(as_rgb(frame))
+
+    def _process(self, frame: np.ndarray) -> tuple[np.ndarray, FrameResult]:
+        timings, start = {}, time.perf_counter()
+        detect = self.counters.frames % self.settings.detect_every == 0
+        if detect:
+            scale = min(1.0, self.settings.detect_side / max(frame.shape[:2]))
+            self.detector.mtcnn.min_face_size = max(12, round(self.settings.min_face_size * scale))
+            self._faces = self.detector.detect([frame])[0] if min(frame.shape[:2]) >= 24 else []
+            self.counters.detections += 1
+        timings["detect"] = (time.perf_counter() - start) * 1000
+        faces = self._faces[: self.settings.max_faces]
+        mark = time.perf_counter()
+        predictions = classify_faces(frame, faces, self.classifier, self.settings.class_threshold)
+        timings["classify"] = (time.perf_counter() - mark) * 1000
+        mark = time.perf_counter()
+        annotated = annotate(frame, predictions, self.classifier.labels)
+        result = FrameResult(predictions, detect, len(self._faces), timings)
+        annotated = self._overlay(annotated, result)
+        timings["annotate"] = (time.perf_counter() - mark) * 1000
+        timings["total"] = (time.perf_counter() - start) * 1000
+        self._count(result)
+        return annotated, result
+
+    def _count(self, result: FrameResult) -> None:
+        now = time.perf_counter()
+        if self._last_frame_end is not None:
+            instant = 1.0 / max(now - self._last_frame_end, 1e-6)
+            self.fps = instant if self.fps == 0 else 0.9 * self.fps + 0.1 * instant
+        self._last_frame_end = now
+        self.counters.frames += 1
+        self.counters.faces_classified += len(result.predictions)
+        for prediction in result.predictions:
+            self.counters.labels[prediction.label] = self.counters.labels.get(prediction.label, 0) + 1
+
+    def _overlay(self, image: np.ndarray, result: FrameResult) -> np.ndarray:
+        """fps and per-stage milliseconds in the top-left corner, and a note when faces were capped."""
+        canvas = Image.fromarray(image)
+        draw = ImageDraw.Draw(canvas)
+        font = ImageFont.load_default(size=max(11, canvas.height // 36))
+        t = result.timings_ms
+        lines = [f"{self.fps:.0f} fps  detect {t['detect']:.0f} ms  classify {t['classify']:.1f} ms"]
+        if result.faces_found > len(result.predictions):
+            lines.append(f"{result.faces_found} faces: classifying the {len(result.predictions)} largest")
+        text = "\n".join(lines)
+        box = draw.multiline_textbbox((6, 6), text, font=font)
+        draw.rectangle((box[0] - 4, box[1] - 4, box[2] + 4, box[3] + 4), fill=(0, 0, 0))
+        draw.multiline_text((6, 6), text, fill=(255, 255, 255), font=font)
+        return np.asarray(canvas)
+
+    def snapshot(self) -> Counters:
+        with self._lock:
+            return Counters(self.counters.frames, self.counters.detections, self.counters.faces_classified,
+                            dict(self.counters.labels))

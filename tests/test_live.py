@@ -1,0 +1,149 @@
+"""The live frame pipeline on generated frames and on frames built from real photos."""
+
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from maskdet import export
+from maskdet.faces import CropRule
+from maskdet.live import LivePipeline, LiveSettings, as_rgb
+from maskdet.model import MaskNet, Preprocess
+from maskdet.predict import classify_faces
+from maskdet.settings import Settings
+from maskdet.store import Store
+from maskdet.train import TrainConfig, execute_run
+
+LABELS = ["with_mask", "without_mask"]
+
+
+@pytest.fixture(scope="module")
+def untrained(tmp_path_factory):
+    """A maskdet ONNX model with random weights: enough for everything but label correctness."""
+    path = tmp_path_factory.mktemp("untrained") / "model.onnx"
+    model = MaskNet(2, Preprocess(input_size=64)).eval()
+    return export.load_classifier(export.export_classifier(model, path, LABELS, Preprocess(input_size=64),
+                                                           CropRule(1.25, 64)))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, shared_data, backbone_weights, detector):
+    """A real model: 24 photo pairs of masks-small and the ImageNet weights."""
+    root = tmp_path_factory.mktemp("live")
+    store = Store(Settings(root / "home", root / "models", f"sqlite:///{root / 'home' / 'db.sqlite'}", None, 40_000_000))
+    names = sorted(p.stem for p in (shared_data / "without_mask").glob("*.jpg")
+                   if p.stem.isdigit() and (shared_data / "with_mask" / f"{p.stem}-with-mask.jpg").exists())[-24:]
+    folder = root / "photos"
+    for label, pattern in (("with_mask", "{}-with-mask.jpg"), ("without_mask", "{}.jpg")):
+        (folder / label).mkdir(parents=True)
+        for name in names:
+            (folder / label / pattern.format(name)).write_bytes((shared_data / label / pattern.format(name)).read_bytes())
+    store.import_folder(folder, detector)
+    config = TrainConfig(views_per_image=1, quantize=False, backbone_weights=str(backbone_weights))
+    run_id = execute_run(store, config, root / "models")["run_id"]
+    return export.load_classifier(root / "models" / run_id / "model.onnx")
+
+
+def frame_of(photos: list, size=(640, 480)) -> np.ndarray:
+    """A frame with the given photos side by side, each scaled to the frame height (a group photo)."""
+    frame = Image.new("RGB", size, (90, 110, 100))
+    x = 0
+    for path in photos:
+        photo = Image.open(path).convert("RGB")
+        width = size[0] // len(photos)
+        photo.thumbnail((width, size[1]))
+        frame.paste(photo, (x + (width - photo.width) // 2, (size[1] - photo.height) // 2))
+        x += width
+    return np.asarray(frame)
+
+
+def test_blank_frame_has_no_faces_but_an_overlay(untrained):
+    pipeline = LivePipeline(untrained)
+    frame = np.full((480, 640, 3), 200, np.uint8)
+    annotated, result = pipeline.process(frame)
+    assert annotated.shape == frame.shape and result.predictions == [] and result.detected
+    assert (annotated[:20, :200] != 200).any()  # the fps / timing overlay
+    assert (annotated[200:] == 200).all()
+    assert set(result.timings_ms) == {"detect", "classify", "annotate", "total"}
+
+
+@pytest.mark.parametrize("frame", [
+    np.zeros((8, 8, 3), np.uint8), np.zeros((100, 2000, 3), np.uint8), np.zeros((480, 640), np.uint8),
+    np.zeros((480, 640, 4), np.uint8), np.zeros((481, 641, 1), np.uint8),
+], ids=["tiny", "wide", "gray", "rgba", "one-channel"])
+def test_frames_of_odd_sizes(untrained, frame):
+    annotated, result = LivePipeline(untrained).process(frame)
+    assert annotated.shape == (*frame.shape[:2], 3) and annotated.dtype == np.uint8
+    assert result.predictions == []
+
+
+def test_as_rgb():
+    assert as_rgb(np.zeros((4, 5), np.uint8)).shape == (4, 5, 3)
+    rgba = np.arange(4 * 5 * 4, dtype=np.uint8).reshape(4, 5, 4)
+    assert (as_rgb(rgba) == rgba[..., :3]).all() and as_rgb(rgba).flags.c_contiguous
+
+
+def test_real_faces_are_found_and_boxes_reused_between_detections(untrained, shared_data):
+    pipeline = LivePipeline(untrained, LiveSettings(detect_every=3))
+    frame = frame_of([shared_data / "without_mask" / "100.jpg", shared_data / "with_mask" / "212-with-mask.jpg"])
+    results = [pipeline.process(frame)[1] for _ in range(4)]
+    assert [r.detected for r in results] == [True, False, False, True]
+    assert all(len(r.predictions) == 2 for r in results)
+    assert results[1].predictions[0].box == results[0].predictions[0].box
+    left, right = sorted(results[0].predictions, key=lambda p: p.box[0])
+    assert left.box[2] <= 320 <= right.box[0]  # one face in each half
+    counters = pipeline.snapshot()
+    assert (counters.frames, counters.detections, counters.faces_classified) == (4, 2, 8)
+
+
+def test_crowded_frames_are_capped_and_say_so(untrained, shared_data):
+    photos = [shared_data / "without_mask" / f"{n}.jpg" for n in ("100", "212", "37")]
+    pipeline = LivePipeline(untrained, LiveSettings(max_faces=2, min_face_size=30))
+    annotated, result = pipeline.process(frame_of(photos, (900, 300)))
+    assert result.faces_found == 3 and len(result.predictions) == 2
+    areas = sorted(((p.box[2] - p.box[0]) * (p.box[3] - p.box[1]) for p in result.predictions), reverse=True)
+    assert areas[-1] > 0
+
+
+def test_batch_and_single_face_paths_agree(untrained, shared_data):
+    frame = frame_of([shared_data / "without_mask" / "100.jpg", shared_data / "with_mask" / "212-with-mask.jpg"])
+    pipeline = LivePipeline(untrained)
+    faces = pipeline.detector.detect([frame])[0]
+    batch = classify_faces(frame, faces, untrained)
+    single = [classify_faces(frame, [face], untrained)[0] for face in faces]
+    for together, alone in zip(batch, single):
+        assert together.label == alone.label
+        assert together.probability == pytest.approx(alone.probability, abs=1e-5)
+
+
+def test_thread_safety(untrained, shared_data):
+    pipeline = LivePipeline(untrained)
+    frame = frame_of([shared_data / "without_mask" / "100.jpg"])
+    errors = []
+
+    def worker():
+        try:
+            for _ in range(3):
+                annotated, result = pipeline.process(frame)
+                assert annotated.shape == frame.shape and len(result.predictions) == 1
+        except Exception as error:  # collected and asserted below
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    counters = pipeline.snapshot()
+    assert counters.frames == 12 and counters.faces_classified == 12
+
+
+def test_labels_of_a_trained_model_are_correct(trained, shared_data):
+    pipeline = LivePipeline(trained, LiveSettings(class_threshold=0.5))
+    frame = frame_of([shared_data / "without_mask" / "100.jpg", shared_data / "with_mask" / "100-with-mask.jpg"])
+    _, result = pipeline.process(frame)
+    left, right = sorted(result.predictions, key=lambda p: p.box[0])
+    assert (left.label, right.label) == ("without_mask", "with_mask")
+    assert pipeline.snapshot().labels == {"without_mask": 1, "with_mask": 1}
