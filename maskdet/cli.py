@@ -47,12 +47,11 @@ def load_classifier(path: Path):
 
 def resolve_model(store: Store, spec: str | None, int8: bool = False) -> Path:
     """A path to an .onnx file, a run id, or (None) the active model chosen on the Models page."""
-    from .runs import active_run, model_path
+    from .runs import active_run, finished_runs, model_path
 
     if spec and spec.endswith(".onnx"):
         return Path(spec)
-    runs = [r for r in store.runs() if r["status"] == "succeeded" and r["id"] == spec] if spec else \
-        [run for run in [active_run(store)] if run]
+    runs = [r for r in finished_runs(store) if r["id"] == spec] if spec else [run for run in [active_run(store)] if run]
     if not runs:
         raise UsageError(f"No finished run '{spec}'." if spec else "No trained model yet: run `python -m maskdet train`.")
     path = model_path(store, runs[0], int8)

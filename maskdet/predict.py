@@ -10,7 +10,7 @@ from .evaluate import classification_report
 from .export import OnnxClassifier
 from .faces import Face, FaceDetector, crop_face
 from .imageio import BadImage, decode_image
-from .store import UNCERTAIN, StoreError, folder_candidates
+from .store import UNCERTAIN, Candidate, StoreError, folder_candidates
 
 PALETTE = [(46, 160, 67), (214, 39, 40), (31, 119, 180), (255, 127, 14), (148, 103, 189), (140, 86, 75)]
 UNCERTAIN_COLOR = (160, 160, 160)
@@ -86,6 +86,12 @@ def evaluate_folder(folder: Path, detector: FaceDetector, classifier: OnnxClassi
                          f"The model's classes: {', '.join(classifier.labels)}.")
     if not candidates:
         raise StoreError(f"No images found in class folders under {folder}.")
+    return evaluate_candidates(candidates, rejected, detector, classifier, max_pixels, progress)
+
+
+def evaluate_candidates(candidates: list[Candidate], rejected: list[tuple[str, str]], detector: FaceDetector,
+                        classifier: OnnxClassifier, max_pixels: int, progress=None) -> dict:
+    """Score a model on labelled files (labels among the model's); unreadable ones join `rejected`."""
     names, targets, probabilities, no_face = [], [], [], 0
     for start in range(0, len(candidates), 32):
         batch, images = [], []
@@ -106,7 +112,7 @@ def evaluate_folder(folder: Path, detector: FaceDetector, classifier: OnnxClassi
         if progress:
             progress(min(start + 32, len(candidates)), len(candidates))
     if not targets:
-        raise StoreError("None of the images in the folder could be read.")
+        raise StoreError("None of the images could be read.")
     report = classification_report(targets, np.concatenate(probabilities), classifier.labels, names)
     report["no_face"] = no_face
     report["rejected_files"] = [{"name": n, "reason": r} for n, r in rejected]

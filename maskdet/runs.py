@@ -7,7 +7,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import uuid
 import zipfile
 import zlib
@@ -21,11 +20,11 @@ import numpy as np
 from .faces import CropRule, crop_face
 from .imageio import BadImage
 from .jobs import ACTIVE_STATUSES, log_path, process_alive
-from .store import IMAGE_SUFFIXES, Store, StoreError, validate_label, zip_candidates
+from .store import IMAGE_SUFFIXES, Candidate, Store, StoreError, validate_label, zip_candidates
 
 ACTIVE_SETTING = "active_run"  # meta key: the run the live page uses
 MODEL_FILES = (("model.onnx", "ONNX (float32)"), ("model.int8.onnx", "ONNX int8"))
-MAX_EVALUATION_BYTES = 1024 * 2**20  # an uploaded evaluation zip may unpack to at most this much
+MAX_EVALUATION_BYTES = 1024 * 2**20  # an uploaded evaluation zip may unpack to at most this much (in memory)
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
 
 
@@ -444,12 +443,12 @@ def delete_run(store: Store, run_id: str) -> None:
 def evaluate_zip(store: Store, run_id: str, data: bytes, detector, progress=None, int8: bool = False) -> dict:
     """Score a run's model on a zip of class folders (with_mask/..., without_mask/...).
 
-    The zip is read with the store's import rules (hostile entries rejected), unpacked into a temporary
-    folder and scored like `maskdet evaluate`: largest face per photo, the model's crop rule. Files that are
-    not images, and images in folders that are not the model's classes, are skipped and listed in
-    rejected_files (skipped_classes counts the latter); when no image is left that is an error."""
+    The zip is read with the store's import rules (hostile entries rejected) and scored like
+    `maskdet evaluate`: largest face per photo, the model's crop rule. Files that are not images, and images
+    in folders that are not the model's classes, are skipped and listed in rejected_files (skipped_classes
+    counts the latter); when no image is left that is an error."""
     from .export import load_classifier
-    from .predict import evaluate_folder
+    from .predict import evaluate_candidates
 
     run = store.run(run_id)
     if run["status"] != "succeeded":
@@ -460,10 +459,10 @@ def evaluate_zip(store: Store, run_id: str, data: bytes, detector, progress=None
         raise StoreError("The upload is not a readable zip archive. Zip a folder of class folders "
                          "(for example with_mask/ and without_mask/) and upload that.") from None
     classifier = load_classifier(model_path(store, run, int8))
-    with archive, tempfile.TemporaryDirectory(prefix="maskdet-evaluate-") as scratch:
+    with archive:
         candidates, rejected = zip_candidates(archive)
-        originals, unknown, total = {}, Counter(), 0
-        for index, candidate in enumerate(candidates):
+        kept, unknown, total = [], Counter(), 0
+        for candidate in candidates:
             parts = [p for p in candidate.name.replace("\\", "/").split("/") if p]
             if any(part.startswith(".") for part in parts):
                 continue  # hidden files and folders (._name, .git/), as a folder import skips them
@@ -485,24 +484,15 @@ def evaluate_zip(store: Store, run_id: str, data: bytes, detector, progress=None
             if total > MAX_EVALUATION_BYTES:
                 raise StoreError(f"The zip unpacks to more than {MAX_EVALUATION_BYTES // 2**20} MiB; "
                                  "evaluate on a smaller set of photos.")
-            file_name = f"{index:06d}-{re.sub(r'[^A-Za-z0-9_.-]', '_', parts[-1])[-100:]}"
-            folder = Path(scratch) / label
-            folder.mkdir(exist_ok=True)
-            (folder / file_name).write_bytes(content)
-            originals[f"{label}/{file_name}"] = candidate.name
-        if not originals and unknown:
+            kept.append(Candidate(candidate.name, label, lambda content=content: content))
+        if not kept and unknown:
             raise StoreError(f"Folder classes not known to the model: {', '.join(sorted(unknown))}. The model's "
                              f"classes: {', '.join(classifier.labels)}; name the zip's folders after them.")
-        if not originals:
+        if not kept:
             reasons = "; ".join(f"{name}: {reason}" for name, reason in rejected[:3])
             raise StoreError("No images found in the zip: it should hold class folders such as with_mask/ and "
                              "without_mask/ with photos inside" + (f" (rejected: {reasons})." if reasons else "."))
-        report = evaluate_folder(Path(scratch), detector, classifier, store.settings.max_pixels, progress)
-    for item in report["misclassified"]:
-        item["name"] = originals.get(item["name"], item["name"])
-    report["rejected_files"] = ([{"name": name, "reason": reason} for name, reason in rejected]
-                                + [{"name": originals.get(r["name"], r["name"]), "reason": r["reason"]}
-                                   for r in report["rejected_files"]])
+    report = evaluate_candidates(kept, rejected, detector, classifier, store.settings.max_pixels, progress)
     report["skipped_classes"] = dict(unknown)
     report["run_id"] = run_id
     report["model_file"] = classifier.path.name

@@ -236,7 +236,7 @@ def test_evaluate_zip_scores_the_model_and_reports_skipped_entries(home, detecto
     ({"readme.txt": b"hello"}, "No images found in the zip"),
     ({"photos/readme.txt": b"hello"}, "No images found in the zip"),
     ({}, "No images found in the zip"),
-    ({"with_mask/a.jpg": b"\xff\xd8 broken jpeg"}, "None of the images in the folder could be read"),
+    ({"with_mask/a.jpg": b"\xff\xd8 broken jpeg"}, "None of the images could be read"),
 ])
 def test_evaluate_zip_mistakes_are_sentences(home, detector, entries, phrase):
     with pytest.raises(StoreError) as error:
