@@ -4,6 +4,7 @@ No Streamlit here: the Live page creates one LivePipeline per model and settings
 streamlit-webrtc's frame callback thread.
 """
 
+import json
 import threading
 import time
 from dataclasses import dataclass, field
@@ -40,6 +41,17 @@ class Counters:
     detections: int = 0
     faces_classified: int = 0
     labels: dict[str, int] = field(default_factory=dict)
+
+
+def rtc_configuration(ice_servers: str) -> dict:
+    """The WebRTC configuration from MASKDET_ICE_SERVERS (a JSON list of RTCIceServer objects)."""
+    try:
+        servers = json.loads(ice_servers or "[]")
+    except json.JSONDecodeError as error:
+        raise ValueError(f"MASKDET_ICE_SERVERS is not valid JSON ({error}).") from None
+    if not isinstance(servers, list) or not all(isinstance(s, dict) and "urls" in s for s in servers):
+        raise ValueError('MASKDET_ICE_SERVERS must be a JSON list like [{"urls": ["stun:stun.example.org:3478"]}].')
+    return {"iceServers": servers}
 
 
 def as_rgb(frame: np.ndarray) -> np.ndarray:

@@ -14,6 +14,7 @@ class Settings:
     database_url: str
     backbone_weights: Path | None
     max_pixels: int
+    ice_servers: str = "[]"  # JSON list of RTCIceServer dicts for the Live page; empty = localhost/LAN only
 
 
 def load_settings() -> Settings:
@@ -26,4 +27,5 @@ def load_settings() -> Settings:
         database_url=os.environ.get("MASKDET_DATABASE_URL", f"sqlite:///{home / 'maskdet.db'}"),
         backbone_weights=Path(weights) if weights else None,
         max_pixels=int(os.environ.get("MASKDET_MAX_PIXELS", 40_000_000)),
+        ice_servers=os.environ.get("MASKDET_ICE_SERVERS", "[]"),
     )
