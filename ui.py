@@ -3,6 +3,7 @@
 from collections.abc import Callable
 
 import streamlit as st
+from streamlit.errors import StreamlitAPIException
 
 from maskdet.settings import Settings, load_settings
 from maskdet.store import Store
@@ -41,3 +42,11 @@ def run_caption(run: dict) -> str:
     test = (run.get("metrics") or {}).get("test") or {}
     accuracy = f", accuracy {test['accuracy']:.3f}" if test.get("accuracy") is not None else ""
     return f"{run['id']} ({run['status']}{accuracy})"
+
+
+def link_to_train() -> None:
+    """A link to the Train page (a hint instead when the page runs on its own, without the page registry)."""
+    try:
+        st.page_link("pages/2_Train.py", label="Train a model", icon=":material/model_training:")
+    except StreamlitAPIException:
+        st.markdown("Open **Train** in the sidebar to start one.")

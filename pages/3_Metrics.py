@@ -3,7 +3,6 @@
 import altair as alt
 import pandas as pd
 import streamlit as st
-from streamlit.errors import StreamlitAPIException
 
 import ui
 from maskdet import runs
@@ -12,13 +11,6 @@ st.set_page_config(page_title="Metrics · maskdet", layout="wide")
 st.title("Metrics")
 
 PERCENT = st.column_config.NumberColumn(format="%.3f")
-
-
-def link_to_train() -> None:
-    try:
-        st.page_link("pages/2_Train.py", label="Train a model", icon=":material/model_training:")
-    except StreamlitAPIException:  # the page run on its own (no page registry): say where to go instead
-        st.markdown("Open **Train** in the sidebar to start one.")
 
 
 def curves_chart(points: list[dict], metric: str, color: str = "split", dash: str | None = None) -> alt.Chart:
@@ -196,7 +188,7 @@ if rows is None:
     st.stop()
 if not rows:
     st.info("No training runs yet. Train a model first; its curves, confusion matrix and mistakes appear here.")
-    link_to_train()
+    ui.link_to_train()
     st.stop()
 
 st.subheader("Runs")
@@ -217,7 +209,7 @@ if finished is None:
 if not finished:
     st.info("No run has finished yet: the table shows each run's status and, for failed runs, why. "
             "Fix the cause and train again.")
-    link_to_train()
+    ui.link_to_train()
     st.stop()
 
 by_id = {run["id"]: run for run in finished}
@@ -235,7 +227,7 @@ with one_tab:
 with compare_tab:
     if len(ids) < 2:
         st.info("Only one run has finished. Train another (for example with other settings) to compare them.")
-        link_to_train()
+        ui.link_to_train()
     else:
         left, right = st.columns(2)
         run_a = left.selectbox("Run a", ids, index=1, format_func=captions.get, key="compare-a")

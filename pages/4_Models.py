@@ -1,7 +1,6 @@
 """Models: choose the active model, download a run's ONNX files or bundle, delete a run."""
 
 import streamlit as st
-from streamlit.errors import StreamlitAPIException
 
 import ui
 from maskdet import runs
@@ -11,13 +10,6 @@ st.set_page_config(page_title="Models · maskdet", layout="wide")
 st.title("Models")
 
 NOTICE = "models-notice"  # a message to show after the rerun that follows a deletion
-
-
-def link_to_train() -> None:
-    try:
-        st.page_link("pages/2_Train.py", label="Train a model", icon=":material/model_training:")
-    except StreamlitAPIException:  # the page run on its own (no page registry): say where to go instead
-        st.markdown("Open **Train** in the sidebar to start one.")
 
 
 def megabytes(size: int) -> str:
@@ -113,7 +105,7 @@ if all_runs is None:
     st.stop()
 if not all_runs:
     st.info("No models yet. Train one; its ONNX files and bundle can then be downloaded here.")
-    link_to_train()
+    ui.link_to_train()
     st.stop()
 
 finished = [run for run in all_runs if run["status"] == "succeeded"]
@@ -143,7 +135,7 @@ if finished:
 else:
     active = None
     status.info("No run has finished yet (see the table below for why); the live page needs a finished run.")
-    link_to_train()
+    ui.link_to_train()
 
 if finished:
     st.subheader("Downloads")
