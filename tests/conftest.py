@@ -11,10 +11,12 @@ import stat
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from PIL import Image
+from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 
 from maskdet.settings import load_settings
 from maskdet.store import Store
@@ -38,6 +40,33 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def backbone_weights() -> Path:
     return shared_path("MASKDET_BACKBONE_WEIGHTS")
+
+
+def photo_pairs(shared_data: Path) -> list[str]:
+    """Names of masks-small photos that exist as a pair: without_mask/N.jpg and with_mask/N-with-mask.jpg."""
+    return sorted(p.stem for p in (shared_data / "without_mask").glob("*.jpg")
+                  if p.stem.isdigit() and (shared_data / "with_mask" / f"{p.stem}-with-mask.jpg").exists())
+
+
+@pytest.fixture(scope="session")
+def trained_home(tmp_path_factory, shared_data, backbone_weights, detector) -> SimpleNamespace:
+    """A data home whose active model is a real one: 24 photo pairs of masks-small and the ImageNet weights.
+
+    Has root, env (MASKDET_HOME and MASKDET_MODELS to point a test or a server at it), run_id and model (path)."""
+    from maskdet.runs import model_path, set_active_run
+    from maskdet.train import TrainConfig, execute_run
+
+    root = tmp_path_factory.mktemp("trained")
+    for name in photo_pairs(shared_data)[-24:]:
+        for label, file in (("with_mask", f"{name}-with-mask.jpg"), ("without_mask", f"{name}.jpg")):
+            (root / "photos" / label).mkdir(parents=True, exist_ok=True)
+            (root / "photos" / label / file).write_bytes((shared_data / label / file).read_bytes())
+    with data_home(root) as env:
+        store = Store(load_settings())
+        store.import_folder(root / "photos", detector)
+        config = TrainConfig(views_per_image=1, quantize=False, backbone_weights=str(backbone_weights))
+        run = set_active_run(store, execute_run(store, config, store.settings.models_dir)["run_id"])
+    return SimpleNamespace(root=root, env=env, run_id=run["id"], model=model_path(store, run))
 
 
 @pytest.fixture
@@ -113,3 +142,42 @@ def data_home(root: Path):
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@pytest.fixture
+def downloads(monkeypatch) -> dict[str, tuple[str, bytes]]:
+    """Bytes the page hands to Streamlit's media storage, by file id (the last part of a download button's or a
+    video's url)."""
+    files = {}
+    original = MemoryMediaFileStorage.load_and_get_id
+
+    def record(self, path_or_data, mimetype, kind, filename=None):
+        file_id = original(self, path_or_data, mimetype, kind, filename)
+        files[file_id] = (filename, self._files_by_id[file_id].content)
+        return file_id
+
+    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", record)
+    return files
+
+
+def download_data(at, downloads: dict) -> dict[str, tuple[str, bytes]]:
+    """{button label: (file name, bytes)} for every download button on the page."""
+    return {button.label: downloads[Path(button.proto.url).stem] for button in at.download_button}
+
+
+def video_bytes(frames: list[np.ndarray], fps: int = 10, container_format: str = "mp4", codec: str = "libx264",
+                pixel_format: str = "yuv420p", rotation: int = 0) -> bytes:
+    """RGB frames encoded as a video file in memory (H.264 mp4 by default; its sides must be even)."""
+    import av
+
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format=container_format) as output:
+        stream = output.add_stream(codec, rate=fps)
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = pixel_format
+        if rotation:
+            stream.set_display_rotation(rotation)
+        for frame in frames:
+            output.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        output.mux(stream.encode())
+    return buffer.getvalue()

@@ -12,7 +12,6 @@ from types import SimpleNamespace
 
 import pytest
 from PIL import Image
-from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
 from maskdet import runs
@@ -20,7 +19,7 @@ from maskdet.faces import CropRule, crop_face
 from maskdet.settings import load_settings
 from maskdet.store import Store
 from maskdet.train import TrainConfig, execute_run
-from tests.conftest import data_home, write_dataset
+from tests.conftest import data_home, download_data, write_dataset
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "4_Models.py")
@@ -53,21 +52,6 @@ def copy_of_run(home) -> str:
 
 
 @pytest.fixture
-def downloads(monkeypatch) -> dict[str, tuple[str, bytes]]:
-    """Bytes the page hands to Streamlit's media storage, by file id (the last part of a download button's url)."""
-    files = {}
-    original = MemoryMediaFileStorage.load_and_get_id
-
-    def record(self, path_or_data, mimetype, kind, filename=None):
-        file_id = original(self, path_or_data, mimetype, kind, filename)
-        files[file_id] = (filename, self._files_by_id[file_id].content)
-        return file_id
-
-    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", record)
-    return files
-
-
-@pytest.fixture
 def page(home, monkeypatch, downloads):
     for key, value in home.env.items():
         monkeypatch.setenv(key, value)
@@ -77,11 +61,6 @@ def page(home, monkeypatch, downloads):
 def no_crash(at: AppTest) -> None:
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
-
-
-def download_data(at: AppTest, downloads: dict) -> dict[str, tuple[str, bytes]]:
-    """{button label: (file name, bytes)} for every download button on the page."""
-    return {button.label: downloads[Path(button.proto.url).stem] for button in at.download_button}
 
 
 # ---- empty home --------------------------------------------------------------------------------------------
