@@ -1,0 +1,216 @@
+"""What the Live page runs besides widgets: the webcam frame callback, annotating an uploaded photo or short video,
+and keeping uploaded model files. No Streamlit here."""
+
+import io
+import logging
+import math
+import os
+import re
+import tempfile
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image
+
+from .export import load_classifier
+from .imageio import decode_image
+from .live import Counters, LivePipeline, LiveSettings
+from .predict import FacePrediction, annotate
+
+MAX_VIDEO_SECONDS = 30  # an uploaded video is processed while the user waits: about a minute on 2 CPU cores
+MAX_VIDEO_SIDE = 1280  # larger frames are scaled down before detection and in the output
+VIDEO_TYPES = ("mp4", "mov", "m4v", "webm", "mkv", "avi")
+ENCODERS = (("libx264", "mp4", "video/mp4"), ("libvpx", "webm", "video/webm"))  # what browsers play, best first
+UPLOADED_MODELS = "uploaded-models"  # folder under the data home
+LOG_EVERY = 100  # frames between two summary lines of a live stream
+
+log = logging.getLogger("maskdet.live")
+
+
+# ---- the webcam stream ---------------------------------------------------------------------------
+
+def summary(counters: Counters, fps: float) -> str:
+    """One line of what a pipeline has done, for the server log."""
+    labels = ", ".join(f"{label} {count}" for label, count in sorted(counters.labels.items()))
+    return (f"{counters.frames} frames, {counters.detections} detections, {counters.faces_classified} faces "
+            f"classified ({labels or 'none'}), {fps:.1f} fps")
+
+
+def frame_callback(pipeline: LivePipeline) -> Callable[[av.VideoFrame], av.VideoFrame]:
+    """streamlit-webrtc's video_frame_callback: the annotated frame, and a log line every LOG_EVERY frames."""
+    def callback(frame: av.VideoFrame) -> av.VideoFrame:
+        annotated, _ = pipeline.process(frame.to_ndarray(format="rgb24"))
+        counters = pipeline.snapshot()
+        if counters.frames % LOG_EVERY == 0:
+            log.info("live: %s", summary(counters, pipeline.fps))
+        return av.VideoFrame.from_ndarray(annotated, format="rgb24")
+    return callback
+
+
+def ended_callback(pipeline: LivePipeline) -> Callable[[], None]:
+    """streamlit-webrtc's on_video_ended: log the pipeline's totals when a stream stops."""
+    return lambda: log.info("live stream ended: %s", summary(pipeline.snapshot(), pipeline.fps))
+
+
+# ---- an uploaded photo ---------------------------------------------------------------------------
+
+@dataclass
+class AnnotatedPhoto:
+    png: bytes
+    predictions: list[FacePrediction]
+    faces_found: int  # before the max_faces cap
+
+
+def photo_settings(settings: LiveSettings) -> LiveSettings:
+    """Photos are unrelated frames: detect faces in every one."""
+    return replace(settings, detect_every=1)
+
+
+def annotate_photo(data: bytes, pipeline: LivePipeline, max_pixels: int) -> AnnotatedPhoto:
+    """Find, classify and draw the faces of a photo file; `pipeline` must detect on every frame (photo_settings)."""
+    image = decode_image(data, max_pixels)
+    _, result = pipeline.process(image)
+    buffer = io.BytesIO()
+    Image.fromarray(annotate(image, result.predictions, pipeline.classifier.labels)).save(buffer, format="PNG")
+    return AnnotatedPhoto(buffer.getvalue(), result.predictions, result.faces_found)
+
+
+def prediction_rows(predictions: list[FacePrediction]) -> list[dict]:
+    """One table row per face: label, probability, each class's probability and the box."""
+    return [{"face": number, "label": p.label, "probability": round(p.probability, 3),
+             **{f"p({label})": round(value, 3) for label, value in p.probabilities.items()},
+             "box": ", ".join(f"{v:.0f}" for v in p.box)} for number, p in enumerate(predictions, start=1)]
+
+
+# ---- an uploaded video ---------------------------------------------------------------------------
+
+@dataclass
+class AnnotatedVideo:
+    data: bytes
+    mime: str  # video/mp4 (H.264) or video/webm (VP8)
+    suffix: str
+    frames: int
+    seconds: float
+    width: int
+    height: int
+    counters: Counters
+
+
+def video_encoder() -> tuple[str, str, str]:
+    """(codec, container format, mime type) of the best encoder this PyAV build has that browsers play."""
+    for codec, container_format, mime in ENCODERS:
+        try:
+            av.Codec(codec, "w")
+            return codec, container_format, mime
+        except ValueError:  # av.codec.codec.UnknownCodecError
+            continue
+    raise ValueError("This installation can encode neither H.264 nor VP8 video; reinstall the 'av' package.")
+
+
+def open_video(source: bytes | Path) -> av.container.InputContainer:
+    """Open a video file, or raise ValueError saying why it is not one."""
+    try:
+        container = av.open(io.BytesIO(source) if isinstance(source, bytes) else str(source))
+    except av.FFmpegError:
+        raise ValueError("This file is not a video in a readable format. Upload an MP4, MOV, WebM, MKV or AVI "
+                         "video.") from None
+    if container.format.name.endswith("_pipe") or container.format.name == "image2":
+        container.close()
+        raise ValueError("This file is a still image, not a video: upload it as a photo instead.")
+    if not container.streams.video:
+        container.close()
+        raise ValueError("This file has no video track (audio only?). Upload a video recording.")
+    return container
+
+
+def video_seconds(container: av.container.InputContainer, stream: av.VideoStream) -> float:
+    """The length the file's header states; 0 when it states none (the frame count is checked while decoding)."""
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    return container.duration / av.time_base if container.duration else 0.0
+
+
+def even(value: float) -> int:
+    return max(2, int(value) // 2 * 2)
+
+
+def annotate_video(source: bytes | Path, pipeline: LivePipeline, progress=None,
+                   max_seconds: float = MAX_VIDEO_SECONDS) -> AnnotatedVideo:
+    """Run a fresh pipeline over every frame of a short video and encode the annotated frames.
+
+    Frames are turned upright (rotation metadata) and scaled to at most MAX_VIDEO_SIDE pixels on the longer side,
+    with even sides (H.264 needs them); the frame rate is kept and audio is dropped. progress(done, total)."""
+    codec, container_format, mime = video_encoder()
+    with open_video(source) as container, tempfile.TemporaryDirectory() as folder:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        seconds = video_seconds(container, stream)
+        if seconds > max_seconds:
+            raise ValueError(f"The video is {seconds:.0f} s long; the limit is {max_seconds:g} s. "
+                             "Trim it to a short clip and upload it again.")
+        rate = stream.average_rate or stream.guessed_rate or Fraction(25)
+        total = stream.frames or math.ceil(seconds * rate)
+        path = Path(folder) / f"annotated.{container_format}"
+        frames, size = 0, None
+        with av.open(str(path), "w", format=container_format,
+                     options={"movflags": "+faststart"} if container_format == "mp4" else {}) as output:
+            try:
+                for frame in container.decode(stream):
+                    if frames > max_seconds * rate:
+                        raise ValueError(f"The video is longer than {max_seconds:g} s. Trim it to a short clip "
+                                         "and upload it again.")
+                    if size is None:
+                        scale = min(1.0, MAX_VIDEO_SIDE / max(frame.width, frame.height))
+                        size = even(frame.width * scale), even(frame.height * scale)
+                    rgb = np.rot90(frame.to_ndarray(width=size[0], height=size[1], format="rgb24"),
+                                   round(frame.rotation / 90))
+                    annotated, _ = pipeline.process(rgb)
+                    if frames == 0:
+                        encoder = output.add_stream(codec, rate=rate, options={"crf": "23", "preset": "veryfast"}
+                                                    if codec == "libx264" else {"crf": "10", "b": "2M"})
+                        encoder.height, encoder.width = annotated.shape[:2]
+                        encoder.pix_fmt = "yuv420p"
+                    output.mux(encoder.encode(av.VideoFrame.from_ndarray(annotated, format="rgb24")))
+                    frames += 1
+                    if progress:
+                        progress(frames, max(total, frames))
+            except av.FFmpegError as error:
+                raise ValueError(f"The video could not be decoded after {frames} frames ({error.strerror}). "
+                                 "Re-export it as MP4 and upload it again.") from None
+            if frames == 0:
+                raise ValueError("The video has no frames that could be decoded. Re-export it as MP4 and upload "
+                                 "it again.")
+            output.mux(encoder.encode())
+        return AnnotatedVideo(path.read_bytes(), mime, container_format, frames, float(frames / rate),
+                              encoder.width, encoder.height, pipeline.snapshot())
+
+
+# ---- uploaded model files ------------------------------------------------------------------------
+
+def uploaded_models(home: Path) -> list[Path]:
+    """Model files uploaded on the Live page, newest first."""
+    folder = Path(home) / UPLOADED_MODELS
+    return sorted(folder.glob("*.onnx"), key=lambda path: path.stat().st_mtime, reverse=True)
+
+
+def save_uploaded_model(home: Path, name: str, data: bytes) -> Path:
+    """Keep an uploaded maskdet ONNX file under the data home; a file that is not one raises NotAMaskdetModel and
+    leaves nothing behind (a same-named model already there is kept)."""
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "-", Path(name).stem).strip("-") or "model"
+    folder = Path(home) / UPLOADED_MODELS
+    incoming = folder / f".incoming-{uuid.uuid4().hex[:8]}"
+    incoming.mkdir(parents=True)
+    candidate = incoming / f"{stem}.onnx"
+    try:
+        candidate.write_bytes(data)
+        load_classifier(candidate)
+        os.replace(candidate, folder / candidate.name)
+    finally:
+        candidate.unlink(missing_ok=True)
+        incoming.rmdir()
+    return folder / candidate.name

@@ -1,0 +1,203 @@
+"""maskdet.media: uploaded photos and videos annotated by a real model, the webcam frame callback, uploaded models."""
+
+import io
+import logging
+import wave
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from maskdet import media
+from maskdet.clip import clip_photos, make_clip
+from maskdet.export import NotAMaskdetModel, load_classifier
+from maskdet.live import LivePipeline, LiveSettings
+from tests.conftest import encode, video_bytes
+
+MAX_PIXELS = 40_000_000
+
+
+@pytest.fixture(scope="module")
+def model(trained_home):
+    return load_classifier(trained_home.model)
+
+
+@pytest.fixture(scope="module")
+def clip(shared_data) -> list[np.ndarray]:
+    """20 frames of 640x480 with one face moving (masks-small photos)."""
+    return make_clip(clip_photos(shared_data), 20)
+
+
+def photo_pipeline(model, **settings) -> LivePipeline:
+    return LivePipeline(model, media.photo_settings(LiveSettings(**settings)))
+
+
+def group_photo(photos: list, size=(900, 300)) -> bytes:
+    """A JPEG of the given photos side by side."""
+    canvas = Image.new("RGB", size, (90, 110, 100))
+    width = size[0] // len(photos)
+    for index, path in enumerate(photos):
+        photo = Image.open(path).convert("RGB")
+        photo.thumbnail((width, size[1]))
+        canvas.paste(photo, (index * width, 0))
+    return encode(np.asarray(canvas))
+
+
+def decoded(data: bytes) -> tuple[str, list[np.ndarray]]:
+    """Codec name and RGB frames of a video file."""
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.video[0]
+        return stream.codec_context.name, [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
+
+
+# ---- photos --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path, label", [("without_mask/100.jpg", "without_mask"),
+                                         ("with_mask/100-with-mask.jpg", "with_mask")])
+def test_a_photo_is_annotated_with_its_label(model, shared_data, path, label):
+    data = (shared_data / path).read_bytes()
+    result = media.annotate_photo(data, photo_pipeline(model), MAX_PIXELS)
+    original = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    picture = np.asarray(Image.open(io.BytesIO(result.png)))
+    assert picture.shape == original.shape and (picture != original).any()  # same size, boxes drawn
+    assert [p.label for p in result.predictions] == [label] and result.faces_found == 1
+    rows = media.prediction_rows(result.predictions)
+    assert rows[0]["face"] == 1 and rows[0]["label"] == label
+    assert set(rows[0]) == {"face", "label", "probability", "p(with_mask)", "p(without_mask)", "box"}
+
+
+def test_every_photo_is_detected_afresh(model, shared_data):
+    pipeline = photo_pipeline(model)
+    first = media.annotate_photo((shared_data / "without_mask" / "100.jpg").read_bytes(), pipeline, MAX_PIXELS)
+    blank = media.annotate_photo(encode(np.full((300, 400, 3), 200, np.uint8)), pipeline, MAX_PIXELS)
+    assert len(first.predictions) == 1 and blank.predictions == [] and blank.faces_found == 0
+
+
+def test_faces_beyond_max_faces_are_counted_not_classified(model, shared_data):
+    photos = [shared_data / "without_mask" / f"{n}.jpg" for n in ("100", "212", "37")]
+    result = media.annotate_photo(group_photo(photos), photo_pipeline(model, max_faces=2, min_face_size=30),
+                                  MAX_PIXELS)
+    assert result.faces_found == 3 and len(result.predictions) == 2
+
+
+@pytest.mark.parametrize("data, message", [(b"not a photo", "not an image file"), (b"", "empty file")])
+def test_files_that_are_not_photos(model, data, message):
+    with pytest.raises(ValueError, match=message):
+        media.annotate_photo(data, photo_pipeline(model), MAX_PIXELS)
+
+
+def test_a_photo_above_the_pixel_limit_is_refused(model):
+    with pytest.raises(ValueError, match="image too large"):
+        media.annotate_photo(encode(np.zeros((100, 100, 3), np.uint8)), photo_pipeline(model), 5_000)
+
+
+# ---- videos --------------------------------------------------------------------------------------
+
+def test_a_video_is_annotated_frame_by_frame(model, clip, tmp_path):
+    calls = []
+    source = tmp_path / "clip.mp4"
+    source.write_bytes(video_bytes(clip))
+    result = media.annotate_video(source, LivePipeline(model), lambda done, total: calls.append((done, total)))
+    codec, frames = decoded(result.data)
+    assert (result.mime, result.suffix, codec) == ("video/mp4", "mp4", "h264")
+    assert len(frames) == result.frames == 20 and frames[0].shape == (480, 640, 3)
+    assert (result.width, result.height, result.seconds) == (640, 480, 2.0)
+    assert result.counters.frames == 20 and result.counters.faces_classified > 0
+    assert set(result.counters.labels) <= {"with_mask", "without_mask", "uncertain"}
+    assert calls[0] == (1, 20) and calls[-1] == (20, 20)
+    below_overlay = [np.abs(out[60:].astype(int) - original[60:]).max(axis=2) > 60 for out, original in zip(frames, clip)]
+    assert max(changed.mean() for changed in below_overlay) > 0.002  # face boxes and labels drawn
+
+
+@pytest.mark.parametrize("size, rotation, expected", [
+    ((161, 121), 0, (160, 120)),  # odd sides: H.264 needs even ones
+    ((96, 64), 90, (64, 96)),  # a phone video: turned upright
+    ((1600, 1200), 0, (1280, 960)),  # scaled down to MAX_VIDEO_SIDE
+])
+def test_odd_rotated_and_large_frames(model, clip, size, rotation, expected):
+    frames = [np.asarray(Image.fromarray(frame).resize(size)) for frame in clip[:3]]
+    data = video_bytes(frames, container_format="mov", codec="png", pixel_format="rgb24", rotation=rotation)
+    result = media.annotate_video(data, LivePipeline(model))
+    _, decoded_frames = decoded(result.data)
+    assert (result.width, result.height) == expected and decoded_frames[0].shape == (expected[1], expected[0], 3)
+    assert len(decoded_frames) == 3
+
+
+def test_rotation_turns_the_picture_counterclockwise(model):
+    frame = np.zeros((200, 320, 3), np.uint8)
+    frame[:50, :80] = 255  # a white block top left
+    data = video_bytes([frame], container_format="mov", codec="png", pixel_format="rgb24", rotation=90)
+    _, frames = decoded(media.annotate_video(data, LivePipeline(model)).data)
+    assert frames[0].shape == (320, 200, 3)
+    assert frames[0][245:, :45].min() > 200 and frames[0][40:235].max() < 60  # now bottom left, the rest dark
+
+
+def test_a_video_above_the_length_limit_is_refused(model):
+    tiny = [np.zeros((32, 32, 3), np.uint8)] * 40
+    with pytest.raises(ValueError, match="The video is 40 s long; the limit is 30 s"):
+        media.annotate_video(video_bytes(tiny, fps=1), LivePipeline(model))
+    raw = video_bytes(tiny, container_format="h264")  # no duration in the header: counted while decoding
+    with pytest.raises(ValueError, match="longer than 1 s"):
+        media.annotate_video(raw, LivePipeline(model), max_seconds=1)
+
+
+def wav_bytes() -> bytes:
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as sound:
+        sound.setnchannels(1)
+        sound.setsampwidth(2)
+        sound.setframerate(8000)
+        sound.writeframes(bytes(16000))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"this is not a video", "not a video in a readable format"),
+    (encode(np.zeros((64, 64, 3), np.uint8), "PNG"), "still image, not a video"),
+    (wav_bytes(), "no video track"),
+], ids=["text", "png", "wav"])
+def test_files_that_are_not_videos(model, data, message):
+    with pytest.raises(ValueError, match=message):
+        media.annotate_video(data, LivePipeline(model))
+
+
+def test_without_h264_the_video_is_vp8_webm(model, clip, monkeypatch):
+    monkeypatch.setattr(media, "ENCODERS", (("no-such-codec", "mp4", "video/mp4"), *media.ENCODERS[1:]))
+    result = media.annotate_video(video_bytes(clip[:4]), LivePipeline(model))
+    codec, frames = decoded(result.data)
+    assert (result.mime, result.suffix, codec, len(frames)) == ("video/webm", "webm", "vp8", 4)
+    monkeypatch.setattr(media, "ENCODERS", (("no-such-codec", "mp4", "video/mp4"),))
+    with pytest.raises(ValueError, match="neither H.264 nor VP8"):
+        media.video_encoder()
+
+
+# ---- the webcam callback -------------------------------------------------------------------------
+
+def test_frame_callback_annotates_and_logs_a_summary(model, clip, monkeypatch, caplog):
+    monkeypatch.setattr(media, "LOG_EVERY", 2)
+    pipeline = LivePipeline(model)
+    callback = media.frame_callback(pipeline)
+    with caplog.at_level(logging.INFO, logger="maskdet.live"):
+        outputs = [callback(av.VideoFrame.from_ndarray(frame, format="rgb24")) for frame in clip[:4]]
+        media.ended_callback(pipeline)()
+    assert all(isinstance(out, av.VideoFrame) and (out.width, out.height) == (640, 480) for out in outputs)
+    assert (outputs[0].to_ndarray(format="rgb24") != clip[0]).any()
+    lines = [record.getMessage() for record in caplog.records]
+    assert [line.split(",")[0] for line in lines] == ["live: 2 frames", "live: 4 frames",
+                                                      "live stream ended: 4 frames"]
+    assert "faces classified (with_mask" in lines[-1] or "faces classified (without_mask" in lines[-1]
+
+
+# ---- uploaded models -----------------------------------------------------------------------------
+
+def test_an_uploaded_model_is_kept_and_a_bad_one_leaves_nothing(trained_home, tmp_path):
+    good = trained_home.model.read_bytes()
+    path = media.save_uploaded_model(tmp_path, "my model (1).onnx", good)
+    assert path == tmp_path / media.UPLOADED_MODELS / "my-model-1.onnx" and path.read_bytes() == good
+    assert media.uploaded_models(tmp_path) == [path]
+    with pytest.raises(NotAMaskdetModel, match="my-model-1.onnx is not a readable ONNX model"):
+        media.save_uploaded_model(tmp_path, "my model (1).onnx", b"garbage")
+    assert path.read_bytes() == good  # the earlier upload of that name is kept
+    assert sorted(p.name for p in (tmp_path / media.UPLOADED_MODELS).iterdir()) == ["my-model-1.onnx"]
+    assert media.uploaded_models(tmp_path / "elsewhere") == []
