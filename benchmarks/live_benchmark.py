@@ -16,42 +16,15 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from maskdet import export  # noqa: E402
-from maskdet.faces import CropRule  # noqa: E402
+from maskdet.clip import clip_photos, make_clip  # noqa: E402
+from maskdet.faces import CropRule, box_iou  # noqa: E402
 from maskdet.live import LivePipeline, LiveSettings  # noqa: E402
 from maskdet.model import MaskNet, Preprocess  # noqa: E402
-
-
-def make_clip(photos: list[Path], frames: int, seed: int = 0) -> list[np.ndarray]:
-    """640x480 frames: 1-4 faces (the count changes every second) drifting across and growing/shrinking."""
-    rng = np.random.default_rng(seed)
-    faces = [Image.open(p).convert("RGB") for p in photos]
-    clip = []
-    for index in range(frames):
-        count = 1 + (index // 25) % 4
-        frame = Image.new("RGB", (640, 480), (70, 90, 80))
-        for k in range(count):
-            t = index / 25
-            size = int(150 + 50 * np.sin(t * 1.3 + k))
-            x = int((k * 160 + 40 * np.sin(t + k * 2)) % (640 - size))
-            y = int(140 + 60 * np.cos(t * 0.8 + k))
-            face = faces[(k + index // 25) % len(faces)].resize((size, int(size * 1.2)))
-            frame.paste(face, (x, min(y, 480 - face.height)))
-        pixels = np.asarray(frame).astype(np.int16) + rng.integers(-4, 5, (480, 640, 3))
-        clip.append(np.clip(pixels, 0, 255).astype(np.uint8))
-    return clip
-
-
-def iou(a, b) -> float:
-    x1, y1, x2, y2 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0, x2 - x1) * max(0, y2 - y1)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def run(pipeline: LivePipeline, clip: list[np.ndarray]):
@@ -68,9 +41,7 @@ def main() -> None:
     parser.add_argument("--data", default=os.environ.get("MASKDET_TEST_DATA")
                         or str((ROOT / "../shared/datasets/masks-small").resolve()))
     args = parser.parse_args()
-    photos = sorted((Path(args.data) / "without_mask").glob("*.jpg"))[:3] + \
-        sorted((Path(args.data) / "with_mask").glob("*-with-mask.jpg"))[:3]
-    clip = make_clip(photos, args.frames)
+    clip = make_clip(clip_photos(Path(args.data)), args.frames)
     if args.model:
         from maskdet.cli import resolve_model
         from maskdet.store import Store
@@ -87,7 +58,7 @@ def main() -> None:
     reference = run(LivePipeline(classifier, LiveSettings(detect_every=1)), clip)
     stages = {stage: [r.timings_ms[stage] for r in results] for stage in ("detect", "classify", "annotate", "total")}
     per_face = [r.timings_ms["classify"] / len(r.predictions) for r in results if r.predictions]
-    ious = [max((iou(p.box, q.box) for q in ref.predictions), default=0.0)
+    ious = [max((box_iou(p.box, q.box) for q in ref.predictions), default=0.0)
             for r, ref in zip(results, reference) for p in r.predictions]
     print(json.dumps({
         "frames": len(clip), "detect_every": args.detect_every,

@@ -1,9 +1,12 @@
-"""Face detection (MTCNN from facenet-pytorch) and the one crop rule shared by training and live use."""
+"""Face detection (MTCNN: facenet-pytorch's networks in onnxruntime) and the one crop rule of training and live use."""
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 from PIL import Image
+
+from .mtcnn import MIN_FACE_SIDE, OnnxMTCNN
 
 
 @dataclass(frozen=True)
@@ -22,6 +25,14 @@ class Face:
     @property
     def area(self) -> float:
         return (self.box[2] - self.box[0]) * (self.box[3] - self.box[1])
+
+
+def box_iou(a, b) -> float:
+    """Intersection over union of two x1, y1, x2, y2 boxes."""
+    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - width * height
+    return width * height / union if union > 0 else 0.0
 
 
 def square_crop_box(box, width: int, height: int, margin: float) -> tuple[int, int, int, int]:
@@ -54,58 +65,55 @@ def _shrink(image: np.ndarray, side: int) -> tuple[np.ndarray, float]:
     if scale == 1.0:
         return image, 1.0
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR)), scale
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), scale
 
 
 class FaceDetector:
-    """MTCNN on downscaled copies, batched; images with no face found are retried at a larger size."""
+    """MTCNN on a downscaled copy of each image; images with no face found are retried at a larger size.
+
+    min_face_size is in pixels of the downscaled copy (PNet cannot see faces under 12 pixels there)."""
 
     def __init__(self, detect_side: int = 160, fallback_side: int = 640, min_face_size: int = 20,
                  thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7), min_probability: float = 0.0):
-        from facenet_pytorch import MTCNN
-
         self.detect_side = detect_side
         self.fallback_side = fallback_side
         self.min_probability = min_probability
-        self.mtcnn = MTCNN(keep_all=True, min_face_size=min_face_size, thresholds=list(thresholds),
-                           post_process=False, device="cpu")
+        self.mtcnn = OnnxMTCNN(min_face_size, thresholds)
 
-    def _detect_batch(self, images: list[np.ndarray], side: int) -> list[list[Face]]:
-        """Letterbox each image onto a side x side canvas, detect in one batch, map boxes back."""
-        import torch
+    def _faces(self, boxes: np.ndarray, probabilities: np.ndarray, scale: float, image: np.ndarray) -> list[Face]:
+        """Boxes of the downscaled copy mapped back to the image, clipped, weak ones dropped, largest first."""
+        height, width = image.shape[:2]
+        faces = []
+        for box, probability in zip(boxes / scale, probabilities):
+            x1, y1 = max(0.0, float(box[0])), max(0.0, float(box[1]))
+            x2, y2 = min(float(width), float(box[2])), min(float(height), float(box[3]))
+            if probability >= self.min_probability and x2 - x1 >= 2 and y2 - y1 >= 2:
+                faces.append(Face((x1, y1, x2, y2), float(probability)))
+        return sorted(faces, key=lambda face: face.area, reverse=True)
 
-        canvases, scales = [], []
-        for image in images:
-            small, scale = _shrink(image, side)
-            canvas = np.zeros((side, side, 3), np.uint8)
-            canvas[: small.shape[0], : small.shape[1]] = small
-            canvases.append(canvas)
-            scales.append(scale)
-        with torch.inference_mode():
-            boxes, probs = self.mtcnn.detect(np.stack(canvases))
-        results = []
-        for image, scale, image_boxes, image_probs in zip(images, scales, boxes, probs):
-            height, width = image.shape[:2]
-            faces = []
-            for box, prob in zip(image_boxes if image_boxes is not None else [], image_probs):
-                if prob is None or prob < self.min_probability:
-                    continue
-                x1, y1, x2, y2 = (float(v) / scale for v in box)
-                x1, y1, x2, y2 = max(0.0, x1), max(0.0, y1), min(float(width), x2), min(float(height), y2)
-                if x2 - x1 >= 2 and y2 - y1 >= 2:
-                    faces.append(Face((x1, y1, x2, y2), float(prob)))
-            results.append(sorted(faces, key=lambda face: face.area, reverse=True))
-        return results
+    def _detect_one(self, image: np.ndarray, side: int) -> list[Face]:
+        small, scale = _shrink(image, side)
+        if min(small.shape[:2]) < MIN_FACE_SIDE:
+            return []
+        return self._faces(*self.mtcnn.detect(small), scale, image)
 
     def detect(self, images: list[np.ndarray]) -> list[list[Face]]:
         """All faces per image, largest first."""
-        if not images:
-            return []
-        results = self._detect_batch(images, self.detect_side)
-        for i, faces in enumerate(results):
-            if not faces and max(images[i].shape[:2]) > self.detect_side and self.fallback_side > self.detect_side:
-                results[i] = self._detect_batch([images[i]], self.fallback_side)[0]
+        results = []
+        for image in images:
+            faces = self._detect_one(image, self.detect_side)
+            if not faces and max(image.shape[:2]) > self.detect_side and self.fallback_side > self.detect_side:
+                faces = self._detect_one(image, self.fallback_side)
+            results.append(faces)
         return results
+
+    def track(self, image: np.ndarray, faces: list[Face]) -> list[Face]:
+        """Where known faces are in a new frame (MTCNN's last stage on their previous boxes); lost ones drop out."""
+        small, scale = _shrink(image, self.detect_side)
+        if not faces or min(small.shape[:2]) < MIN_FACE_SIDE:
+            return []
+        boxes = np.array([face.box for face in faces], np.float32) * scale
+        return self._faces(*self.mtcnn.track(small, boxes, self.mtcnn.thresholds[2]), scale, image)
 
     def largest_faces(self, images: list[np.ndarray]) -> list[Face | None]:
         return [faces[0] if faces else None for faces in self.detect(images)]

@@ -1,4 +1,4 @@
-"""The live frame pipeline: detect (on a downscaled frame, every few frames) → crop → classify in one batch → annotate.
+"""The live frame pipeline: detect (downscaled, every few frames; tracked between) → crop → classify in a batch → annotate.
 
 No Streamlit here: the Live page creates one LivePipeline per model and settings and calls process() from
 streamlit-webrtc's frame callback thread.
@@ -14,7 +14,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from .export import OnnxClassifier
 from .faces import Face, FaceDetector
-from .predict import FacePrediction, annotate, classify_faces
+from .mtcnn import MIN_FACE_SIDE
+from .predict import FacePrediction, classify_faces, draw_predictions
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,7 @@ class LiveSettings:
     detection_confidence: float = 0.9
     class_threshold: float = 0.6  # below it a face is "uncertain"
     detect_side: int = 320  # MTCNN runs on a copy whose longer side is this
-    detect_every: int = 3  # detect on every n-th frame; the frames between reuse the last boxes
+    detect_every: int = 3  # full detection on every n-th frame; the frames between track the last faces
     max_faces: int = 8  # faces classified per frame, largest first
 
 
@@ -87,18 +88,22 @@ class LivePipeline:
         detect = self.counters.frames % self.settings.detect_every == 0
         if detect:
             scale = min(1.0, self.settings.detect_side / max(frame.shape[:2]))
-            self.detector.mtcnn.min_face_size = max(12, round(self.settings.min_face_size * scale))
-            self._faces = self.detector.detect([frame])[0] if min(frame.shape[:2]) >= 24 else []
+            self.detector.mtcnn.min_face_size = max(MIN_FACE_SIDE, round(self.settings.min_face_size * scale))
+            self._faces = self.detector.detect([frame])[0]
             self.counters.detections += 1
+        else:
+            self._faces = self.detector.track(frame, self._faces)
         timings["detect"] = (time.perf_counter() - start) * 1000
         faces = self._faces[: self.settings.max_faces]
         mark = time.perf_counter()
         predictions = classify_faces(frame, faces, self.classifier, self.settings.class_threshold)
         timings["classify"] = (time.perf_counter() - mark) * 1000
         mark = time.perf_counter()
-        annotated = annotate(frame, predictions, self.classifier.labels)
         result = FrameResult(predictions, detect, len(self._faces), timings)
-        annotated = self._overlay(annotated, result)
+        canvas = Image.fromarray(frame)
+        draw_predictions(canvas, predictions, self.classifier.labels)
+        self._overlay(canvas, result)
+        annotated = np.asarray(canvas)
         timings["annotate"] = (time.perf_counter() - mark) * 1000
         timings["total"] = (time.perf_counter() - start) * 1000
         self._count(result)
@@ -115,9 +120,8 @@ class LivePipeline:
         for prediction in result.predictions:
             self.counters.labels[prediction.label] = self.counters.labels.get(prediction.label, 0) + 1
 
-    def _overlay(self, image: np.ndarray, result: FrameResult) -> np.ndarray:
+    def _overlay(self, canvas: Image.Image, result: FrameResult) -> None:
         """fps and per-stage milliseconds in the top-left corner, and a note when faces were capped."""
-        canvas = Image.fromarray(image)
         draw = ImageDraw.Draw(canvas)
         font = ImageFont.load_default(size=max(11, canvas.height // 36))
         t = result.timings_ms
@@ -128,7 +132,6 @@ class LivePipeline:
         box = draw.multiline_textbbox((6, 6), text, font=font)
         draw.rectangle((box[0] - 4, box[1] - 4, box[2] + 4, box[3] + 4), fill=(0, 0, 0))
         draw.multiline_text((6, 6), text, fill=(255, 255, 255), font=font)
-        return np.asarray(canvas)
 
     def snapshot(self) -> Counters:
         with self._lock:

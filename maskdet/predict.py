@@ -49,9 +49,8 @@ def label_color(label: str, labels: list[str]) -> tuple[int, int, int]:
     return PALETTE[labels.index(label) % len(PALETTE)] if label in labels else UNCERTAIN_COLOR
 
 
-def annotate(image: np.ndarray, predictions: list[FacePrediction], labels: list[str]) -> np.ndarray:
+def draw_predictions(canvas: Image.Image, predictions: list[FacePrediction], labels: list[str]) -> None:
     """Draw each face box in its class colour with the label and probability above it."""
-    canvas = Image.fromarray(image)
     draw = ImageDraw.Draw(canvas)
     size = max(12, min(canvas.size) // 30)
     font = ImageFont.load_default(size=size)
@@ -65,6 +64,12 @@ def annotate(image: np.ndarray, predictions: list[FacePrediction], labels: list[
         ty = y1 - height if y1 - height >= 0 else y2 + 2 if y2 + 2 + height <= canvas.height else y1 + 2
         draw.rectangle((x1, ty, x1 + right - left + 8, ty + bottom - top + 6), fill=color)
         draw.text((x1 + 4, ty + 3 - (top - y1)), text, fill=(255, 255, 255), font=font)
+
+
+def annotate(image: np.ndarray, predictions: list[FacePrediction], labels: list[str]) -> np.ndarray:
+    """An annotated copy of an RGB array."""
+    canvas = Image.fromarray(image)
+    draw_predictions(canvas, predictions, labels)
     return np.asarray(canvas)
 
 

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from maskdet import export
-from maskdet.faces import CropRule
+from maskdet.faces import CropRule, FaceDetector, box_iou
 from maskdet.live import LivePipeline, LiveSettings, as_rgb
 from maskdet.model import MaskNet, Preprocess
 from maskdet.predict import classify_faces
@@ -84,17 +84,36 @@ def test_as_rgb():
     assert (as_rgb(rgba) == rgba[..., :3]).all() and as_rgb(rgba).flags.c_contiguous
 
 
-def test_real_faces_are_found_and_boxes_reused_between_detections(untrained, shared_data):
+def test_real_faces_are_found_and_tracked_between_detections(untrained, shared_data):
     pipeline = LivePipeline(untrained, LiveSettings(detect_every=3))
     frame = frame_of([shared_data / "without_mask" / "100.jpg", shared_data / "with_mask" / "212-with-mask.jpg"])
     results = [pipeline.process(frame)[1] for _ in range(4)]
     assert [r.detected for r in results] == [True, False, False, True]
     assert all(len(r.predictions) == 2 for r in results)
-    assert results[1].predictions[0].box == results[0].predictions[0].box
+    for tracked in results[1:3]:
+        assert all(box_iou(p.box, q.box) > 0.85 for p, q in zip(tracked.predictions, results[0].predictions))
     left, right = sorted(results[0].predictions, key=lambda p: p.box[0])
     assert left.box[2] <= 320 <= right.box[0]  # one face in each half
     counters = pipeline.snapshot()
     assert (counters.frames, counters.detections, counters.faces_classified) == (4, 2, 8)
+
+
+def test_tracking_follows_a_moving_face_and_drops_a_lost_one(untrained, shared_data):
+    pipeline = LivePipeline(untrained, LiveSettings(detect_every=100))
+    photo = Image.open(shared_data / "without_mask" / "100.jpg").convert("RGB")
+    photo.thumbnail((300, 300))
+    frames = []
+    for step in range(6):  # 12 pixels a frame to the right and down, growing 4 pixels a frame
+        frame = Image.new("RGB", (640, 480), (90, 110, 100))
+        frame.paste(photo.resize((photo.width + 4 * step, photo.height + 4 * step)), (100 + 12 * step, 60 + 12 * step))
+        frames.append(np.asarray(frame))
+    detector = FaceDetector(detect_side=320, fallback_side=320, min_face_size=20)
+    for frame in frames:
+        _, result = pipeline.process(frame)
+        fresh = detector.detect([frame])[0]
+        assert len(result.predictions) == 1 and box_iou(result.predictions[0].box, fresh[0].box) > 0.8
+    _, result = pipeline.process(np.full((480, 640, 3), 200, np.uint8))
+    assert result.predictions == [] and not result.detected
 
 
 def test_crowded_frames_are_capped_and_say_so(untrained, shared_data):

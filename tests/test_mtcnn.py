@@ -1,0 +1,65 @@
+"""MTCNN in onnxruntime against facenet-pytorch's own MTCNN, and its pieces."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from maskdet.faces import box_iou
+from maskdet.mtcnn import OnnxMTCNN, nms, squared
+
+
+def test_nms_keeps_the_best_of_overlapping_boxes():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [0, 0, 4, 4]], np.float32)
+    scores = np.array([0.8, 0.9, 0.7, 0.6], np.float32)
+    assert nms(boxes, scores, 0.5).tolist() == [1, 2, 3]
+    assert nms(boxes, scores, 0.5, by_min=True).tolist() == [1, 2]  # the small box lies inside the kept one
+
+
+def test_squared_keeps_the_centre():
+    box = squared(np.array([[10, 20, 30, 80]], np.float32))[0]
+    assert box.tolist() == [-10, 20, 50, 80]
+
+
+def test_same_faces_as_facenet_pytorch(shared_data):
+    """Same cascade and weights: on real photos the two find the same faces, boxes within resampling noise."""
+    import torch
+    from facenet_pytorch import MTCNN
+
+    reference = MTCNN(keep_all=True, min_face_size=20, post_process=False, device="cpu")
+    ours = OnnxMTCNN(min_face_size=20)
+    photos = sorted((shared_data / "without_mask").glob("*.jpg"))[:12] + \
+        sorted((shared_data / "with_mask").glob("*.jpg"))[:12]
+    ious = []
+    for path in photos:
+        image = Image.open(path).convert("RGB")
+        image.thumbnail((320, 320))
+        pixels = np.asarray(image)
+        with torch.inference_mode():
+            expected, probabilities = reference.detect(pixels)
+        expected = [] if expected is None else [b for b, p in zip(expected, probabilities) if p > 0.9]
+        boxes, scores = ours.detect(pixels)
+        found = [b for b, p in zip(boxes, scores) if p > 0.9]
+        assert len(found) == len(expected), path.name
+        ious += [max(box_iou(b, e) for e in expected) for b in found]
+    assert len(ious) >= 20 and np.mean(ious) > 0.9 and min(ious) > 0.7
+
+
+def test_track_follows_a_shifted_face_and_drops_a_vanished_one(shared_data):
+    detector = OnnxMTCNN(min_face_size=20)
+    photo = Image.open(shared_data / "without_mask" / "100.jpg").convert("RGB")
+    photo.thumbnail((160, 160))
+    frame, moved = Image.new("RGB", (320, 240), (90, 110, 100)), Image.new("RGB", (320, 240), (90, 110, 100))
+    frame.paste(photo, (40, 40))
+    moved.paste(photo, (52, 48))
+    boxes, _ = detector.detect(np.asarray(frame))
+    tracked, probabilities = detector.track(np.asarray(moved), boxes, 0.7)
+    fresh, _ = detector.detect(np.asarray(moved))
+    assert len(tracked) == 1 and probabilities[0] > 0.9 and box_iou(tracked[0], fresh[0]) > 0.8
+    assert box_iou(tracked[0], fresh[0]) > box_iou(boxes[0], fresh[0])  # it moved with the face
+    assert len(detector.track(np.full((240, 320, 3), 128, np.uint8), boxes, 0.7)[0]) == 0
+
+
+@pytest.mark.parametrize("shape", [(5, 5, 3), (12, 400, 3), (240, 320, 3)])
+def test_no_faces_in_flat_or_tiny_images(shape):
+    boxes, scores = OnnxMTCNN().detect(np.full(shape, 128, np.uint8))
+    assert boxes.shape == (0, 4) and scores.shape == (0,)
