@@ -1,0 +1,215 @@
+"""Live: a trained model on the webcam stream (streamlit-webrtc), or on an uploaded photo or short video.
+
+The webcam's frames go through one cached LivePipeline per model file and settings; the frame callback only
+touches that pipeline (it runs in a worker thread, outside the script run), and the stats block reads its counters.
+"""
+
+import logging
+import os
+from pathlib import Path
+
+import streamlit as st
+from streamlit_webrtc import WebRtcMode, webrtc_streamer
+
+import ui
+from maskdet import media, runs
+from maskdet.export import load_classifier
+from maskdet.live import LivePipeline, LiveSettings, rtc_configuration
+from maskdet.store import IMAGE_SUFFIXES
+
+st.set_page_config(page_title="Live · maskdet", layout="wide")
+st.title("Live")
+st.caption("Faces found by MTCNN, cropped like in training and classified by a trained model: on your webcam stream, "
+           "or on a photo or short video you upload.")
+
+DEFAULTS = LiveSettings()
+PHOTO_TYPES = sorted(suffix.lstrip(".") for suffix in IMAGE_SUFFIXES)
+state = st.session_state
+
+log = logging.getLogger("maskdet.live")
+if not log.handlers:  # the stream summaries go to the server's console (Streamlit sets up only its own loggers)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+
+
+@st.cache_resource(show_spinner="Loading the model...", max_entries=4)
+def classifier(path: str, stamp: float):
+    """A model file, loaded once per version of the file (stamp: its mtime)."""
+    return load_classifier(path)
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def pipeline(path: str, stamp: float, settings: LiveSettings) -> LivePipeline:
+    """One pipeline per model file and settings, shared by the frame callback and the stats block."""
+    return LivePipeline(classifier(path, stamp), settings)
+
+
+def model_choices() -> dict[str, str]:
+    """{model file: caption}: the finished runs that have a model file, then the uploaded files."""
+    choices = {str(runs.model_path(store, run)): ui.run_caption(run) for run in runs.finished_runs(store)
+               if runs.model_path(store, run).is_file()}
+    choices.update({str(path): f"{path.name} (uploaded)" for path in media.uploaded_models(store.settings.home)})
+    return choices
+
+
+def model_uploader() -> None:
+    """Keep an uploaded maskdet .onnx file and choose it; a file that is not one shows why."""
+    st.caption("The `model.onnx` or `model.int8.onnx` of a maskdet run (Models page, Download), for example one "
+               "trained on another machine. It is kept in the data home.")
+    upload = st.file_uploader("Model file", type=["onnx"], key=f"live-model-file-{state.get('live-upload-round', 0)}")
+    if upload is not None:
+        path = ui.attempt(media.save_uploaded_model, store.settings.home, upload.name, upload.getvalue())
+        if path is not None:
+            state["live-model"] = str(path)
+            state["live-notice"] = f"Added {path.name}; the page now uses it."
+            state["live-upload-round"] = state.get("live-upload-round", 0) + 1
+            st.rerun()
+
+
+def settings_widgets() -> LiveSettings:
+    columns = st.columns(5)
+    return LiveSettings(
+        min_face_size=columns[0].slider("Minimum face size (px)", 12, 200, DEFAULTS.min_face_size, 4,
+                                        key="live-min-face", help="Smaller faces in the frame are ignored."),
+        detection_confidence=columns[1].slider("Detection confidence", 0.5, 0.99, DEFAULTS.detection_confidence,
+                                               0.01, key="live-detection",
+                                               help="How sure MTCNN must be that a box is a face."),
+        class_threshold=columns[2].slider("Class confidence threshold", 0.5, 0.99, DEFAULTS.class_threshold, 0.01,
+                                          key="live-threshold",
+                                          help="A face whose top class probability is lower is labelled uncertain."),
+        detect_side=columns[3].select_slider("Detection scale (px)", [160, 240, 320, 480, 640], DEFAULTS.detect_side,
+                                             key="live-scale", help="MTCNN looks for faces on a copy of the frame "
+                                             "whose longer side is this: larger finds smaller faces but is slower."),
+        max_faces=columns[4].number_input("Max faces", 1, 32, DEFAULTS.max_faces, key="live-max-faces",
+                                          help="Faces classified per frame, largest first; the overlay says when "
+                                               "there were more."),
+    )
+
+
+def show_stats(live: LivePipeline, playing: bool) -> None:
+    """Counters of the pipeline the stream uses, refreshed every second while it plays."""
+    @st.fragment(run_every=1.0 if playing else None)
+    def block() -> None:
+        counters = live.snapshot()
+        columns = st.columns(3 + len(counters.labels))
+        columns[0].metric("frames processed", counters.frames)
+        columns[1].metric("faces classified", counters.faces_classified)
+        columns[2].metric("fps", f"{live.fps:.1f}")
+        for column, (label, count) in zip(columns[3:], sorted(counters.labels.items())):
+            column.metric(label, count)
+        st.caption("Totals since this model and these settings were loaded; faces are counted once per frame.")
+    block()
+
+
+def camera(path: str, stamp: float, settings: LiveSettings) -> None:
+    ice = ui.attempt(rtc_configuration, store.settings.ice_servers)
+    if ice is None:
+        st.info("The camera stream is off until MASKDET_ICE_SERVERS is fixed and the dashboard restarted. "
+                "Photos and videos can still be annotated in the next tab.")
+        return
+    live = ui.attempt(pipeline, path, stamp, settings)
+    if live is None:
+        return
+    context = ui.attempt(webrtc_streamer, key="live", mode=WebRtcMode.SENDRECV, rtc_configuration=ice,
+                         media_stream_constraints={"video": {"width": 640, "height": 480}, "audio": False},
+                         video_frame_callback=media.frame_callback(live), on_video_ended=media.ended_callback(live),
+                         async_processing=True)
+    st.caption("Press **START** and allow the camera when the browser asks. Browsers open the camera only for pages "
+               "served over **https** or from **localhost**: from another machine, reach the dashboard through "
+               "https or an SSH tunnel to localhost. If you blocked the camera, click the camera or lock icon in the "
+               "address bar, allow the camera for this site and reload. Frames go from your browser to this server "
+               "and back; nothing is recorded. No camera? Use the next tab.")
+    show_stats(live, playing=context is not None and context.state.playing)
+
+
+def show_photo(upload, path: str, stamp: float, settings: LiveSettings) -> None:
+    live = ui.attempt(pipeline, path, stamp, media.photo_settings(settings))
+    result = ui.attempt(media.annotate_photo, upload.getvalue(), live, store.settings.max_pixels) if live else None
+    if result is None:
+        return
+    left, right = st.columns([3, 2])
+    left.image(result.png, caption=f"{upload.name}, annotated")
+    with right:
+        if result.predictions:
+            st.dataframe(media.prediction_rows(result.predictions), hide_index=True, key="live-predictions")
+        else:
+            st.info("No face found. Try a smaller minimum face size, a lower detection confidence or a larger "
+                    "detection scale.")
+        if result.faces_found > len(result.predictions):
+            st.caption(f"{result.faces_found} faces found; the {len(result.predictions)} largest were classified "
+                       "(Max faces).")
+        st.download_button("Download the annotated photo", result.png, file_name=f"{Path(upload.name).stem}-"
+                           "annotated.png", mime="image/png", key="live-photo-download", on_click="ignore",
+                           icon=":material/download:")
+
+
+def annotate_video(upload, path: str, stamp: float, settings: LiveSettings, bar) -> media.AnnotatedVideo:
+    """The uploaded video through a fresh pipeline (it carries faces from frame to frame)."""
+    return media.annotate_video(upload.getvalue(), LivePipeline(classifier(path, stamp), settings),
+                                lambda done, total: bar.progress(min(done / total, 1.0),
+                                                                 text=f"Annotating frame {done} of {total}"))
+
+
+def show_video(upload, path: str, stamp: float, settings: LiveSettings) -> None:
+    st.caption(f"Videos up to {media.MAX_VIDEO_SECONDS} s. Frames larger than {media.MAX_VIDEO_SIDE} px are scaled "
+               "down and the sound is dropped; every frame goes through the same pipeline as the camera stream.")
+    if st.button("Annotate the video", type="primary", key="live-video-start"):
+        bar = st.progress(0.0, text="Opening the video...")
+        state["live-video"] = (upload.file_id, ui.attempt(annotate_video, upload, path, stamp, settings, bar))
+        bar.empty()
+    file_id, result = state.get("live-video", (None, None))
+    if result is None or file_id != upload.file_id:
+        return
+    st.video(result.data, format=result.mime)
+    counts = ", ".join(f"{label} {count}" for label, count in sorted(result.counters.labels.items()))
+    st.caption(f"{result.frames} frames ({result.seconds:.1f} s, {result.width}x{result.height}); faces classified: "
+               f"{result.counters.faces_classified}" + (f" ({counts})" if counts else "") + ".")
+    st.download_button("Download the annotated video", result.data,
+                       file_name=f"{Path(upload.name).stem}-annotated.{result.suffix}", mime=result.mime,
+                       key="live-video-download", on_click="ignore", icon=":material/download:")
+
+
+store = ui.attempt(ui.store)
+if store is None:
+    st.stop()
+if "live-notice" in state:
+    st.success(state.pop("live-notice"))
+choices = ui.attempt(model_choices)
+if choices is None:
+    st.stop()
+
+model_area = st.container()
+with st.expander("Use a model file exported by maskdet (.onnx)", expanded=not choices):
+    model_uploader()
+if not choices:
+    with model_area:
+        st.info("No trained model yet. Train one (the page then uses the active model), or upload a model file "
+                "exported by maskdet below.")
+        ui.link_to_train()
+    st.stop()
+
+with model_area:
+    active = ui.attempt(runs.active_run, store)
+    default = str(runs.model_path(store, active)) if active else next(iter(choices))
+    if state.get("live-model") not in choices:
+        state["live-model"] = default if default in choices else next(iter(choices))
+    model = st.selectbox("Model", list(choices), format_func=choices.get, key="live-model",
+                         help="The active model (set on the Models page) is chosen first.")
+    settings = settings_widgets()
+stamp = ui.attempt(os.path.getmtime, model)
+if stamp is None:
+    st.stop()
+
+camera_tab, upload_tab = st.tabs(["Camera", "No camera? Upload a photo or video"])
+with camera_tab:
+    camera(model, stamp, settings)
+with upload_tab:
+    upload = st.file_uploader("A photo or a short video", type=PHOTO_TYPES + list(media.VIDEO_TYPES),
+                              key="live-upload")
+    if upload is not None:
+        if Path(upload.name).suffix.lower().lstrip(".") in media.VIDEO_TYPES:
+            show_video(upload, model, stamp, settings)
+        else:
+            show_photo(upload, model, stamp, settings)

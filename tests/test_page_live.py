@@ -1,0 +1,180 @@
+"""The Live page (Streamlit AppTest) on a data home with a real trained model: the webcam component and its
+settings, uploading model files, and annotating uploaded photos and videos. The stream itself is tested in a real
+browser (test_browser_live.py)."""
+
+import io
+import json
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import streamlit_webrtc.component
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from maskdet import media
+from maskdet.clip import clip_photos, make_clip
+from tests.conftest import download_data, encode, video_bytes
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "5_Live.py")
+
+
+@pytest.fixture
+def env(trained_home, monkeypatch):
+    """The trained data home; streamlit-webrtc made to render under AppTest (which has no session manager)."""
+    for key, value in trained_home.env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("MASKDET_ICE_SERVERS", raising=False)
+    monkeypatch.setattr(streamlit_webrtc.component, "get_this_session_info", lambda: None)
+    return trained_home
+
+
+def live_page() -> AppTest:
+    return AppTest.from_file(PAGE, default_timeout=120).run()
+
+
+def no_failure(at: AppTest) -> None:
+    assert not at.exception, [e.message for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def webrtc(at: AppTest) -> list[dict]:
+    """The arguments of the streamlit-webrtc components on the page."""
+    return [json.loads(element.proto.json_args) for element in at.get("component_instance")]
+
+
+def upload(at: AppTest, key: str, name: str, data: bytes, mime: str) -> AppTest:
+    at.file_uploader(key=key).set_value((name, data, mime))
+    return at.run()
+
+
+def texts(elements) -> str:
+    return "\n".join(str(element.value) for element in elements)
+
+
+# ---- without a model ---------------------------------------------------------------------------------------
+
+def test_without_a_model_it_says_so_and_links_to_training(settings):
+    at = AppTest.from_file(APP, default_timeout=60).run()  # inside the app, so st.page_link can find Train
+    at.switch_page("pages/5_Live.py").run()
+    assert not at.exception
+    assert at.title[0].value == "Live"
+    assert "No trained model yet" in at.info[0].value
+    assert [link.proto.label for link in at.page_link] == ["Train a model"]
+    assert [u.label for u in at.file_uploader] == ["Model file"]  # an exported model can still be used
+    assert not at.get("component_instance") and not at.selectbox
+
+
+# ---- with the trained model --------------------------------------------------------------------------------
+
+def test_the_camera_component_and_the_settings(env):
+    at = live_page()
+    no_failure(at)
+    assert at.selectbox(key="live-model").value == str(env.model)  # the active run
+    assert env.run_id in at.selectbox(key="live-model").format_func(at.selectbox(key="live-model").value)
+    [arguments] = webrtc(at)
+    assert arguments["mode"] == "SENDRECV" and arguments["rtc_configuration"] == {"iceServers": []}
+    assert arguments["media_stream_constraints"] == {"video": {"width": 640, "height": 480}, "audio": False}
+    assert at.slider(key="live-min-face").value == 40 and at.slider(key="live-detection").value == 0.9
+    assert at.slider(key="live-threshold").value == 0.6 and at.select_slider(key="live-scale").value == 320
+    assert at.number_input(key="live-max-faces").value == 8
+    assert [m.label for m in at.metric][:3] == ["frames processed", "faces classified", "fps"]
+    assert "https" in texts(at.caption) and "localhost" in texts(at.caption)
+    assert [tab.label for tab in at.tabs] == ["Camera", "No camera? Upload a photo or video"]
+
+
+def test_a_bad_model_file_shows_why_and_changes_nothing(env):
+    at = upload(live_page(), "live-model-file-0", "bad.onnx", b"not a model", "application/octet-stream")
+    assert not at.exception
+    assert "bad.onnx is not a readable ONNX model" in texts(at.error)
+    assert at.selectbox(key="live-model").value == str(env.model)
+    assert media.uploaded_models(env.root / "home") == []
+
+
+def test_an_exported_model_file_is_kept_and_chosen(env):
+    at = upload(live_page(), "live-model-file-0", "exported.onnx", env.model.read_bytes(), "application/octet-stream")
+    kept = env.root / "home" / media.UPLOADED_MODELS / "exported.onnx"
+    try:
+        no_failure(at)
+        assert "Added exported.onnx" in texts(at.success)
+        assert at.selectbox(key="live-model").value == str(kept) and kept.read_bytes() == env.model.read_bytes()
+        assert not at.file_uploader(key="live-model-file-1").value  # a fresh uploader
+        assert webrtc(at)
+    finally:
+        kept.unlink(missing_ok=True)
+
+
+def test_bad_ice_servers_say_so_and_uploads_still_work(env, monkeypatch, shared_data):
+    monkeypatch.setenv("MASKDET_ICE_SERVERS", "[{urls: stun}")
+    at = live_page()
+    assert not at.exception
+    assert "MASKDET_ICE_SERVERS is not valid JSON" in texts(at.error)
+    assert not webrtc(at) and "camera stream is off" in texts(at.info)
+    at = upload(at, "live-upload", "face.jpg", (shared_data / "without_mask" / "100.jpg").read_bytes(), "image/jpeg")
+    assert at.image and at.dataframe[0].value["label"].tolist() == ["without_mask"]
+
+
+# ---- uploads -------------------------------------------------------------------------------------------------
+
+def test_an_uploaded_photo_is_annotated_with_a_table_and_a_download(env, shared_data, downloads):
+    data = (shared_data / "with_mask" / "100-with-mask.jpg").read_bytes()
+    at = upload(live_page(), "live-upload", "friend.jpg", data, "image/jpeg")
+    no_failure(at)
+    table = at.dataframe[0].value
+    assert table["label"].tolist() == ["with_mask"] and table["probability"][0] > 0.6
+    name, png = download_data(at, downloads)["Download the annotated photo"]
+    assert name == "friend-annotated.png"
+    size = Image.open(io.BytesIO(data)).size
+    assert Image.open(io.BytesIO(png)).size == size
+    [shown] = at.image
+    assert shown.captions == ["friend.jpg, annotated"]
+    assert Image.open(io.BytesIO(downloads[Path(shown.value[0]).stem][1])).size == size
+
+
+def test_max_faces_applies_to_photos(env, shared_data):
+    photos = [Image.open(shared_data / "without_mask" / f"{n}.jpg").convert("RGB").resize((300, 300))
+              for n in ("100", "212")]
+    group = np.hstack([np.asarray(photo) for photo in photos])
+    at = live_page()
+    at.number_input(key="live-max-faces").set_value(1)
+    at = upload(at.run(), "live-upload", "group.jpg", encode(group), "image/jpeg")
+    no_failure(at)
+    assert len(at.dataframe[0].value) == 1
+    assert "2 faces found; the 1 largest were classified" in texts(at.caption)
+
+
+def test_a_photo_without_faces_says_what_to_try(env):
+    at = upload(live_page(), "live-upload", "wall.png", encode(np.full((200, 300, 3), 180, np.uint8), "PNG"),
+                "image/png")
+    no_failure(at)
+    assert "No face found" in texts(at.info)
+
+
+def test_an_uploaded_video_is_annotated_with_a_player_and_a_download(env, shared_data, downloads):
+    data = video_bytes(make_clip(clip_photos(shared_data), 10))
+    at = upload(live_page(), "live-upload", "walk.mp4", data, "video/mp4")
+    no_failure(at)
+    assert not at.get("video")  # nothing happens before the button
+    at.button(key="live-video-start").click().run()
+    no_failure(at)
+    [player] = at.get("video")
+    assert downloads[Path(player.proto.url).stem][1][4:8] == b"ftyp"  # an mp4 file
+    name, video = download_data(at, downloads)["Download the annotated video"]
+    assert name == "walk-annotated.mp4"
+    with av.open(io.BytesIO(video)) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "h264" and len(list(container.decode(stream))) == 10
+    assert "10 frames (1.0 s, 640x480)" in texts(at.caption)
+
+
+@pytest.mark.parametrize("name, data, message", [
+    ("broken.mp4", b"this is not a video", "not a video in a readable format"),
+    ("long.mp4", video_bytes([np.zeros((32, 32, 3), np.uint8)] * 35, fps=1), "The video is 35 s long"),
+], ids=["not-a-video", "too-long"])
+def test_bad_videos_show_why(env, name, data, message):
+    at = upload(live_page(), "live-upload", name, data, "video/mp4")
+    at.button(key="live-video-start").click().run()
+    assert not at.exception and not at.get("video")
+    assert message in texts(at.error)
