@@ -16,6 +16,7 @@ PAGES = [
     ("pages/2_Train.py", "Train", ":material/model_training:", "settings, augmentation preview, live progress"),
     ("pages/3_Metrics.py", "Metrics", ":material/monitoring:", "curves, confusion matrix, mistakes, comparisons"),
     ("pages/4_Models.py", "Models", ":material/deployed_code:", "active model, ONNX and bundle downloads"),
+    ("pages/5_Live.py", "Live", ":material/videocam:", "webcam detection in the browser, or a photo or video"),
 ]
 columns = st.columns(len(PAGES))
 for column, (path, label, icon, description) in zip(columns, PAGES):
@@ -51,8 +52,9 @@ if summary:
     else:
         test = (active["metrics"] or {}).get("test") or {}
         st.success(f"Active model **{active['id']}**: test accuracy {test.get('accuracy', 0):.3f}, macro F1 "
-                   f"{test.get('macro_f1', 0):.3f}. Download it from **Models** or read its **Metrics**.")
-        st.page_link("pages/4_Models.py", label="Models", icon=":material/deployed_code:")
+                   f"{test.get('macro_f1', 0):.3f}. Try it on the webcam in **Live**, download it from **Models** "
+                   "or read its **Metrics**.")
+        st.page_link("pages/5_Live.py", label="Try it live", icon=":material/videocam:")
 
     rows = runs_table(store)
     if rows:
