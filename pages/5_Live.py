@@ -112,16 +112,22 @@ def camera(path: str, stamp: float, settings: LiveSettings) -> None:
     live = ui.attempt(pipeline, path, stamp, settings)
     if live is None:
         return
-    context = ui.attempt(webrtc_streamer, key="live", mode=WebRtcMode.SENDRECV, rtc_configuration=ice,
-                         media_stream_constraints={"video": {"width": 640, "height": 480}, "audio": False},
-                         video_frame_callback=media.frame_callback(live), on_video_ended=media.ended_callback(live),
-                         async_processing=True)
-    st.caption("Press **START** and allow the camera when the browser asks. Browsers open the camera only for pages "
-               "served over **https** or from **localhost**: from another machine, reach the dashboard through "
-               "https or an SSH tunnel to localhost. If you blocked the camera, click the camera or lock icon in the "
-               "address bar, allow the camera for this site and reload. Frames go from your browser to this server "
-               "and back; nothing is recorded. No camera? Use the next tab.")
-    show_stats(live, playing=context is not None and context.state.playing)
+    video, advice = st.columns([2, 1])
+    with video:
+        context = ui.attempt(webrtc_streamer, key="live", mode=WebRtcMode.SENDRECV, rtc_configuration=ice,
+                             media_stream_constraints={"video": {"width": 640, "height": 480}, "audio": False},
+                             video_frame_callback=media.frame_callback(live),
+                             on_video_ended=media.ended_callback(live), async_processing=True)
+        show_stats(live, playing=context is not None and context.state.playing)
+    advice.markdown(
+        "Press **START** and allow the camera when the browser asks.\n\n"
+        "Browsers open the camera only for pages served over **https** or from **localhost**: from another machine, "
+        "reach the dashboard through https or an SSH tunnel to localhost.\n\n"
+        "If you blocked the camera, click the camera or lock icon in the address bar, allow the camera for this site "
+        "and reload the page.\n\n"
+        "If the video never starts while the dashboard runs on another network, it needs a STUN or TURN server: set "
+        "MASKDET_ICE_SERVERS.\n\n"
+        "Frames go from your browser to this server and back; nothing is recorded. No camera? Use the next tab.")
 
 
 def show_photo(upload, path: str, stamp: float, settings: LiveSettings) -> None:
@@ -162,13 +168,14 @@ def show_video(upload, path: str, stamp: float, settings: LiveSettings) -> None:
     file_id, result = state.get("live-video", (None, None))
     if result is None or file_id != upload.file_id:
         return
-    st.video(result.data, format=result.mime)
+    player, details = st.columns([2, 1])
+    player.video(result.data, format=result.mime)
     counts = ", ".join(f"{label} {count}" for label, count in sorted(result.counters.labels.items()))
-    st.caption(f"{result.frames} frames ({result.seconds:.1f} s, {result.width}x{result.height}); faces classified: "
-               f"{result.counters.faces_classified}" + (f" ({counts})" if counts else "") + ".")
-    st.download_button("Download the annotated video", result.data,
-                       file_name=f"{Path(upload.name).stem}-annotated.{result.suffix}", mime=result.mime,
-                       key="live-video-download", on_click="ignore", icon=":material/download:")
+    details.caption(f"{result.frames} frames ({result.seconds:.1f} s, {result.width}x{result.height}); faces "
+                    f"classified: {result.counters.faces_classified}" + (f" ({counts})" if counts else "") + ".")
+    details.download_button("Download the annotated video", result.data,
+                            file_name=f"{Path(upload.name).stem}-annotated.{result.suffix}", mime=result.mime,
+                            key="live-video-download", on_click="ignore", icon=":material/download:")
 
 
 store = ui.attempt(ui.store)

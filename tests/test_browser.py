@@ -3,107 +3,41 @@
 Screenshots go to test-output/browser/ (or $MASKDET_TEST_OUTPUT/browser/).
 """
 
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--disable-quic"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(url: str, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(f"{url} did not answer within {seconds} s")
+from tests.browser_support import (assert_no_traceback, chromium, dashboard, new_page, open_page, screenshot_dir,
+                                   wait_for_script)
+from tests.conftest import photo_pairs
 
 
 @pytest.fixture(scope="module")
 def output_dir() -> Path:
-    folder = Path(os.environ.get("MASKDET_TEST_OUTPUT", ROOT / "test-output")) / "browser"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+    return screenshot_dir()
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """The dashboard on a free port with its own empty data home; yields (base url, environment)."""
-    root = tmp_path_factory.mktemp("browser")
-    env = {**os.environ, "MASKDET_HOME": str(root / "home"), "MASKDET_MODELS": str(root / "models")}
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true",
-         "--server.address", "127.0.0.1"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        wait_for(f"http://127.0.0.1:{port}/_stcore/health")
-        yield f"http://127.0.0.1:{port}", env
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    """The dashboard with its own empty data home."""
+    with dashboard(tmp_path_factory.mktemp("browser")) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
 def browser():
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("MASKDET_REQUIRE_SHARED") == "1":
-            pytest.fail(f"{CHROMIUM} is missing (apt-get install chromium chromium-driver)")
-        pytest.skip(f"{CHROMIUM} is missing")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture
 def page(browser):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
-    page = context.new_page()
-    yield page
-    context.close()
-
-
-def open_page(page, url: str, heading: str):
-    """Open a dashboard page and wait until the script has finished running and the heading is shown."""
-    page.goto(url)
-    page.get_by_role("heading", name=heading).first.wait_for(timeout=60_000)
-    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000)
-
-
-def assert_no_traceback(page) -> None:
-    """Neither a traceback nor Streamlit's redacted "This app has encountered an error" box."""
-    assert page.locator("[data-testid='stException']").count() == 0
-    content = page.content()
-    assert "Traceback" not in content and "encountered an error" not in content
+    with new_page(browser) as page:
+        yield page
 
 
 def test_home_page_with_an_empty_data_home(server, page, output_dir):
-    url, _ = server
+    url = server.url
     open_page(page, url, "maskdet: face-mask detection studio")
     page.get_by_text("No images yet").wait_for()
     for label in ("Dataset", "Train", "Metrics", "Models"):
@@ -118,7 +52,7 @@ def upload_photos(page, files: list[Path], label: str) -> None:
     choose(page, "Class for these photos", label)
     uploader = page.locator("[data-testid='stFileUploader']").filter(has_text="Photos").first
     uploader.locator("input[type=file]").set_input_files([str(f) for f in files])
-    page.get_by_role("button", name=f"Import {len(files)} photos into {label}").click()
+    page.get_by_role("button", name=f"Import {len(files)} photos into {label}").click(timeout=120_000)
     page.get_by_text(f"Import finished: added {len(files)} photos").wait_for(timeout=120_000)
 
 
@@ -126,6 +60,7 @@ def choose(page, label: str, option: str) -> None:
     """Pick an option of a Streamlit selectbox by its label."""
     page.get_by_role("combobox", name=label).first.click()
     page.get_by_role("option", name=option, exact=True).click()
+    wait_for_script(page)  # let the rerun the choice started finish before the next interaction
 
 
 def test_the_analysts_loop(server, page, output_dir, shared_data, backbone_weights):
@@ -133,10 +68,9 @@ def test_the_analysts_loop(server, page, output_dir, shared_data, backbone_weigh
     import numpy as np
     import onnxruntime as ort
 
-    url, _ = server
+    url = server.url
     open_page(page, f"{url}/Dataset", "Dataset")
-    pairs = sorted(p.stem for p in (shared_data / "without_mask").glob("*.jpg")
-                   if p.stem.isdigit() and (shared_data / "with_mask" / f"{p.stem}-with-mask.jpg").exists())[:12]
+    pairs = photo_pairs(shared_data)[:12]
     upload_photos(page, [shared_data / "with_mask" / f"{n}-with-mask.jpg" for n in pairs], "with_mask")
     upload_photos(page, [shared_data / "without_mask" / f"{n}.jpg" for n in pairs], "without_mask")
     assert_no_traceback(page)

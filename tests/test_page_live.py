@@ -81,7 +81,7 @@ def test_the_camera_component_and_the_settings(env):
     assert at.slider(key="live-threshold").value == 0.6 and at.select_slider(key="live-scale").value == 320
     assert at.number_input(key="live-max-faces").value == 8
     assert [m.label for m in at.metric][:3] == ["frames processed", "faces classified", "fps"]
-    assert "https" in texts(at.caption) and "localhost" in texts(at.caption)
+    assert "https" in texts(at.markdown) and "localhost" in texts(at.markdown)
     assert [tab.label for tab in at.tabs] == ["Camera", "No camera? Upload a photo or video"]
 
 

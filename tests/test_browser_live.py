@@ -1,0 +1,105 @@
+"""The Live page in a real browser: Chromium's fake camera plays a clip of masks-small faces, the stream goes through
+WebRTC to the server's pipeline and back; the server's own figures (the stats block it renders, the summary line it
+logs) show that frames were processed and faces classified. Also: an uploaded video comes back playable.
+
+Screenshots: test-output/browser/live-*.png.
+"""
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from maskdet.clip import clip_photos, make_clip, write_y4m
+from tests.browser_support import assert_no_traceback, chromium, dashboard, new_page, open_page, screenshot_dir
+from tests.conftest import video_bytes
+
+TIMEOUT = 180  # seconds; generous for a 2-core CI machine
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory, shared_data) -> Path:
+    """50 frames (one, then two faces) as the fake camera's Y4M file; Chromium loops it."""
+    return write_y4m(make_clip(clip_photos(shared_data), 50), tmp_path_factory.mktemp("clip") / "faces.y4m", fps=15)
+
+
+@pytest.fixture(scope="module")
+def server(trained_home):
+    """The dashboard on the data home with the trained model (the active run)."""
+    with dashboard(trained_home.root) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def browser(clip):
+    with chromium(["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                   f"--use-file-for-fake-video-capture={clip}"]) as browser:
+        yield browser
+
+
+@pytest.fixture
+def page(browser):
+    with new_page(browser) as page:
+        yield page
+
+
+def metric(page, label: str) -> float:
+    """The value of one of the page's st.metric elements (0 while it is not shown)."""
+    element = page.locator("[data-testid='stMetric']").filter(has_text=label)
+    if element.count() == 0:
+        return 0
+    return float(element.first.locator("[data-testid='stMetricValue']").inner_text())
+
+
+def wait_until(condition, what: str, seconds: float = TIMEOUT) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {seconds} s")
+        time.sleep(1)
+
+
+def test_the_camera_stream_is_classified_on_the_server(server, page):
+    output = screenshot_dir()
+    open_page(page, f"{server.url}/Live", "Live")
+    assert_no_traceback(page)
+    component = page.frame_locator("iframe[title*='streamlit_webrtc']")
+    component.get_by_role("button", name="START").click(timeout=60_000)
+
+    wait_until(lambda: metric(page, "frames processed") >= 45 and metric(page, "faces classified") > 0,
+               "45 frames processed with faces classified, in the page's stats block")
+    video = component.locator("video")
+    video.evaluate("v => new Promise(done => v.readyState >= 2 ? done() : v.addEventListener('loadeddata', done))")
+    assert video.evaluate("v => [v.videoWidth, v.videoHeight]") == [640, 480]
+    page.wait_for_timeout(1000)  # a few more annotated frames
+    video.screenshot(path=str(output / "live-video.png"))
+    page.screenshot(path=str(output / "live-page.png"))
+    assert metric(page, "with_mask") + metric(page, "without_mask") > 0
+    assert_no_traceback(page)
+
+    component.get_by_role("button", name="STOP").click()
+    pattern = re.compile(r"live stream ended: (\d+) frames, (\d+) detections, (\d+) faces classified")
+    wait_until(lambda: pattern.search(server.output()), "the server's log line for the stopped stream", 60)
+    frames, detections, faces = map(int, pattern.search(server.output()).groups())
+    assert frames >= 45 and 0 < detections < frames and faces > 0
+
+
+def test_an_uploaded_video_comes_back_playable(server, page, shared_data, tmp_path):
+    """The annotated video (H.264 mp4) plays in Chromium."""
+    source = tmp_path / "walk.mp4"
+    source.write_bytes(video_bytes(make_clip(clip_photos(shared_data), 10)))
+    open_page(page, f"{server.url}/Live", "Live")
+    page.get_by_role("tab", name="No camera? Upload a photo or video").click()
+    uploader = page.locator("[data-testid='stFileUploader']").filter(has_text="A photo or a short video")
+    uploader.locator("input[type=file]").set_input_files(str(source))
+    page.get_by_role("button", name="Annotate the video").click(timeout=60_000)
+    player = page.locator("[data-testid='stVideo']")
+    player.wait_for(timeout=TIMEOUT * 1000)
+    player.evaluate("v => new Promise((done, fail) => v.readyState >= 2 ? done() : "
+                    "(v.addEventListener('loadeddata', done), v.addEventListener('error', () => fail(v.error))))")
+    assert player.evaluate("v => [v.videoWidth, v.videoHeight, v.duration > 0.5, v.error]") == [640, 480, True, None]
+    page.get_by_role("button", name="Download the annotated video").wait_for()
+    assert_no_traceback(page)
+    player.scroll_into_view_if_needed()
+    page.screenshot(path=str(screenshot_dir() / "live-upload.png"))
