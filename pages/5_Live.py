@@ -198,10 +198,10 @@ if not choices:
     st.stop()
 
 with model_area:
-    active = ui.attempt(runs.active_run, store)
-    default = str(runs.model_path(store, active)) if active else next(iter(choices))
-    if state.get("live-model") not in choices:
-        state["live-model"] = default if default in choices else next(iter(choices))
+    if state.get("live-model") not in choices:  # first visit, or the chosen file is gone: the active model
+        active = ui.attempt(runs.active_run, store)
+        active_path = str(runs.model_path(store, active)) if active else None
+        state["live-model"] = active_path if active_path in choices else next(iter(choices))
     model = st.selectbox("Model", list(choices), format_func=choices.get, key="live-model",
                          help="The active model (set on the Models page) is chosen first.")
     settings = settings_widgets()

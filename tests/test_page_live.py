@@ -22,12 +22,17 @@ PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "5_Live.py")
 
 
 @pytest.fixture
-def env(trained_home, monkeypatch):
-    """The trained data home; streamlit-webrtc made to render under AppTest (which has no session manager)."""
+def webrtc_renders(monkeypatch):
+    """streamlit-webrtc made to render under AppTest (which has no session manager); no ICE servers."""
+    monkeypatch.setattr(streamlit_webrtc.component, "get_this_session_info", lambda: None)
+    monkeypatch.delenv("MASKDET_ICE_SERVERS", raising=False)
+
+
+@pytest.fixture
+def env(trained_home, monkeypatch, webrtc_renders):
+    """The trained data home."""
     for key, value in trained_home.env.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.delenv("MASKDET_ICE_SERVERS", raising=False)
-    monkeypatch.setattr(streamlit_webrtc.component, "get_this_session_info", lambda: None)
     return trained_home
 
 
@@ -65,6 +70,16 @@ def test_without_a_model_it_says_so_and_links_to_training(settings):
     assert [link.proto.label for link in at.page_link] == ["Train a model"]
     assert [u.label for u in at.file_uploader] == ["Model file"]  # an exported model can still be used
     assert not at.get("component_instance") and not at.selectbox
+
+
+def test_without_a_trained_model_an_exported_one_can_be_used(settings, trained_home, webrtc_renders):
+    at = upload(live_page(), "live-model-file-0", "from-elsewhere.onnx", trained_home.model.read_bytes(),
+                "application/octet-stream")
+    no_failure(at)
+    kept = settings.home / media.UPLOADED_MODELS / "from-elsewhere.onnx"
+    assert at.selectbox(key="live-model").value == str(kept)
+    assert at.selectbox(key="live-model").format_func(str(kept)) == "from-elsewhere.onnx (uploaded)"
+    assert webrtc(at) and not at.info
 
 
 # ---- with the trained model --------------------------------------------------------------------------------
