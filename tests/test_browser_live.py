@@ -71,7 +71,8 @@ def test_the_camera_stream_is_classified_on_the_server(server, page):
                "45 frames processed with faces classified, in the page's stats block")
     video = component.locator("video")
     video.evaluate("v => new Promise(done => v.readyState >= 2 ? done() : v.addEventListener('loadeddata', done))")
-    assert video.evaluate("v => [v.videoWidth, v.videoHeight]") == [640, 480]
+    width, height = video.evaluate("v => [v.videoWidth, v.videoHeight]")
+    assert width >= 160 and width * 3 == height * 4  # 640x480, or less when WebRTC adapts to a busy CPU
     page.wait_for_timeout(1000)  # a few more annotated frames
     video.screenshot(path=str(output / "live-video.png"))
     page.screenshot(path=str(output / "live-page.png"))
