@@ -1,10 +1,11 @@
 """Live pipeline speed on a generated clip: fps and p50/p95 milliseconds per stage, one JSON line.
 
-    python benchmarks/live_benchmark.py [--model RUN_ID|file.onnx] [--frames 100] [--detect-every 3]
+    python benchmarks/live_benchmark.py [--model RUN_ID|file.onnx] [--int8] [--frames 100] [--detect-every 3]
 
 The clip is built reproducibly from masks-small photos (MASKDET_TEST_DATA or ../shared/...): 640x480
 frames with one to four faces that move and change size. Without --model, a maskdet model with random
-weights at the default input size stands in (same speed as a trained one). Box accuracy of detecting every
+weights at the default input size stands in (same speed as a trained one; --int8 quantises it, calibrated on
+the clip's faces). Box accuracy of detecting every
 n-th frame is compared with detecting on every frame (mean IoU of matched boxes, faces found).
 """
 
@@ -22,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from maskdet import export  # noqa: E402
 from maskdet.clip import clip_photos, make_clip  # noqa: E402
-from maskdet.faces import CropRule, box_iou  # noqa: E402
+from maskdet.faces import CropRule, box_iou, crop_face  # noqa: E402
 from maskdet.live import LivePipeline, LiveSettings  # noqa: E402
 from maskdet.model import MaskNet, Preprocess  # noqa: E402
 
@@ -36,6 +37,7 @@ def run(pipeline: LivePipeline, clip: list[np.ndarray]):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model")
+    parser.add_argument("--int8", action="store_true", help="the run's model.int8.onnx (the Live page's default)")
     parser.add_argument("--frames", type=int, default=100)
     parser.add_argument("--detect-every", type=int, default=LiveSettings().detect_every)
     parser.add_argument("--data", default=os.environ.get("MASKDET_TEST_DATA")
@@ -46,13 +48,19 @@ def main() -> None:
         from maskdet.cli import resolve_model
         from maskdet.store import Store
 
-        classifier = export.load_classifier(resolve_model(Store(), args.model))
+        classifier = export.load_classifier(resolve_model(Store(), args.model, args.int8))
     else:
         preprocess = Preprocess()
         path = Path(tempfile.mkdtemp()) / "model.onnx"
         model = MaskNet(2, preprocess).eval()
-        classifier = export.load_classifier(export.export_classifier(model, path, ["with_mask", "without_mask"],
-                                                                     preprocess, CropRule(size=preprocess.input_size)))
+        rule = CropRule(size=preprocess.input_size)
+        path = export.export_classifier(model, path, ["with_mask", "without_mask"], preprocess, rule)
+        if args.int8:
+            detector = LivePipeline(export.load_classifier(path)).detector
+            faces = [(frame, face) for frame in clip[::10] for face in detector.detect([frame])[0]]
+            calibration = np.stack([crop_face(frame, face.box, rule) for frame, face in faces])
+            path = export.quantize(path, path.with_name("model.int8.onnx"), calibration)
+        classifier = export.load_classifier(path)
     settings = LiveSettings(detect_every=args.detect_every)
     results = run(LivePipeline(classifier, settings), clip)
     reference = run(LivePipeline(classifier, LiveSettings(detect_every=1)), clip)
@@ -61,7 +69,7 @@ def main() -> None:
     ious = [max((box_iou(p.box, q.box) for q in ref.predictions), default=0.0)
             for r, ref in zip(results, reference) for p in r.predictions]
     print(json.dumps({
-        "frames": len(clip), "detect_every": args.detect_every,
+        "frames": len(clip), "detect_every": args.detect_every, "model": classifier.path.name,
         "fps": round(1000 / np.mean(stages["total"]), 1),
         "ms": {stage: {"p50": round(float(np.percentile(v, 50)), 2), "p95": round(float(np.percentile(v, 95)), 2)}
                for stage, v in stages.items()},

@@ -10,12 +10,11 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
 
 from .export import OnnxClassifier
 from .faces import Face, FaceDetector
 from .mtcnn import MIN_FACE_SIDE
-from .predict import FacePrediction, classify_faces, draw_predictions
+from .predict import FacePrediction, TextStyle, classify_faces, draw_predictions
 
 
 @dataclass(frozen=True)
@@ -100,10 +99,9 @@ class LivePipeline:
         timings["classify"] = (time.perf_counter() - mark) * 1000
         mark = time.perf_counter()
         result = FrameResult(predictions, detect, len(self._faces), timings)
-        canvas = Image.fromarray(frame)
-        draw_predictions(canvas, predictions, self.classifier.labels)
-        self._overlay(canvas, result)
-        annotated = np.asarray(canvas)
+        annotated = frame.copy()
+        draw_predictions(annotated, predictions, self.classifier.labels)
+        self._overlay(annotated, result)
         timings["annotate"] = (time.perf_counter() - mark) * 1000
         timings["total"] = (time.perf_counter() - start) * 1000
         self._count(result)
@@ -120,18 +118,17 @@ class LivePipeline:
         for prediction in result.predictions:
             self.counters.labels[prediction.label] = self.counters.labels.get(prediction.label, 0) + 1
 
-    def _overlay(self, canvas: Image.Image, result: FrameResult) -> None:
+    def _overlay(self, canvas: np.ndarray, result: FrameResult) -> None:
         """fps and per-stage milliseconds in the top-left corner, and a note when faces were capped."""
-        draw = ImageDraw.Draw(canvas)
-        font = ImageFont.load_default(size=max(11, canvas.height // 36))
+        style = TextStyle.for_image(canvas)
         t = result.timings_ms
         lines = [f"{self.fps:.0f} fps  detect {t['detect']:.0f} ms  classify {t['classify']:.1f} ms"]
         if result.faces_found > len(result.predictions):
             lines.append(f"{result.faces_found} faces: classifying the {len(result.predictions)} largest")
-        text = "\n".join(lines)
-        box = draw.multiline_textbbox((6, 6), text, font=font)
-        draw.rectangle((box[0] - 4, box[1] - 4, box[2] + 4, box[3] + 4), fill=(0, 0, 0))
-        draw.multiline_text((6, 6), text, fill=(255, 255, 255), font=font)
+        y = 0
+        for line in lines:
+            style.draw(canvas, line, 0, y, (0, 0, 0))
+            y += style.size(line)[1]
 
     def snapshot(self) -> Counters:
         with self._lock:

@@ -48,7 +48,10 @@ def networks() -> Networks:
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, by_min: bool = False) -> np.ndarray:
-    """Indices kept by greedy non-maximum suppression (overlap over union, or over the smaller box)."""
+    """Indices kept by greedy non-maximum suppression, best first: overlap over union, or over the smaller box."""
+    if not by_min:  # OpenCV's: the same rule, over ten times faster on PNet's hundreds of boxes (scores are all > 0 here)
+        xywh = np.concatenate([boxes[:, :2], boxes[:, 2:4] - boxes[:, :2]], axis=1)
+        return np.asarray(cv2.dnn.NMSBoxes(xywh.tolist(), scores.tolist(), 0.0, threshold), np.int64).reshape(-1)
     order = np.argsort(-scores, kind="stable")
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     keep = []
@@ -58,8 +61,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, by_min: bool = 
         width = np.clip(np.minimum(boxes[best, 2], boxes[rest, 2]) - np.maximum(boxes[best, 0], boxes[rest, 0]), 0, None)
         height = np.clip(np.minimum(boxes[best, 3], boxes[rest, 3]) - np.maximum(boxes[best, 1], boxes[rest, 1]), 0, None)
         overlap = width * height
-        base = np.minimum(area[best], area[rest]) if by_min else area[best] + area[rest] - overlap
-        order = rest[overlap <= threshold * np.maximum(base, 1e-9)]
+        order = rest[overlap <= threshold * np.maximum(np.minimum(area[best], area[rest]), 1e-9)]
     return np.array(keep, dtype=np.int64)
 
 

@@ -3,8 +3,8 @@
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
 
 from .evaluate import classification_report
 from .export import OnnxClassifier
@@ -14,6 +14,7 @@ from .store import UNCERTAIN, Candidate, StoreError, folder_candidates
 
 PALETTE = [(46, 160, 67), (214, 39, 40), (31, 119, 180), (255, 127, 14), (148, 103, 189), (140, 86, 75)]
 UNCERTAIN_COLOR = (160, 160, 160)
+FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
 @dataclass(frozen=True)
@@ -49,28 +50,53 @@ def label_color(label: str, labels: list[str]) -> tuple[int, int, int]:
     return PALETTE[labels.index(label) % len(PALETTE)] if label in labels else UNCERTAIN_COLOR
 
 
-def draw_predictions(canvas: Image.Image, predictions: list[FacePrediction], labels: list[str]) -> None:
-    """Draw each face box in its class colour with the label and probability above it."""
-    draw = ImageDraw.Draw(canvas)
-    size = max(12, min(canvas.size) // 30)
-    font = ImageFont.load_default(size=size)
+@dataclass(frozen=True)
+class TextStyle:
+    """White text on a filled strip, sized for the image (OpenCV's font: about 30x faster than PIL's, live needs it)."""
+
+    scale: float
+    thickness: int
+    pad: int
+
+    @classmethod
+    def for_image(cls, image: np.ndarray) -> "TextStyle":
+        scale = max(0.5, min(image.shape[:2]) / 800)
+        return cls(scale, max(1, round(scale * 1.5)), max(3, round(scale * 6)))
+
+    def size(self, text: str) -> tuple[int, int]:
+        """Width and height of the strip."""
+        (width, height), baseline = cv2.getTextSize(text, FONT, self.scale, self.thickness)
+        return width + 2 * self.pad, height + baseline + 2 * self.pad
+
+    def draw(self, image: np.ndarray, text: str, x: int, y: int, background: tuple[int, int, int]) -> None:
+        """The strip with its top-left corner at x, y, in place."""
+        width, height = self.size(text)
+        baseline = cv2.getTextSize(text, FONT, self.scale, self.thickness)[1]
+        cv2.rectangle(image, (x, y), (x + width - 1, y + height - 1), background, cv2.FILLED)
+        cv2.putText(image, text, (x + self.pad, y + height - self.pad - baseline), FONT, self.scale, (255, 255, 255),
+                    self.thickness, cv2.LINE_AA)
+
+
+def draw_predictions(image: np.ndarray, predictions: list[FacePrediction], labels: list[str]) -> None:
+    """Draw on an RGB array in place: each face box in its class colour, label and probability on a strip above it."""
+    style = TextStyle.for_image(image)
+    line = max(2, round(min(image.shape[:2]) / 240))
     for prediction in predictions:
         color = label_color(prediction.label, labels)
-        x1, y1, x2, y2 = prediction.box
-        draw.rectangle((x1, y1, x2, y2), outline=color, width=max(2, size // 6))
+        x1, y1, x2, y2 = (round(v) for v in prediction.box)
+        for inset in range(line):  # the line grows inwards, so the box stays the face box
+            cv2.rectangle(image, (x1 + inset, y1 + inset), (x2 - inset, y2 - inset), color, 1)
         text = f"{prediction.label} {prediction.probability:.0%}"
-        left, top, right, bottom = draw.textbbox((x1, y1), text, font=font)
-        height = bottom - top + 6
-        ty = y1 - height if y1 - height >= 0 else y2 + 2 if y2 + 2 + height <= canvas.height else y1 + 2
-        draw.rectangle((x1, ty, x1 + right - left + 8, ty + bottom - top + 6), fill=color)
-        draw.text((x1 + 4, ty + 3 - (top - y1)), text, fill=(255, 255, 255), font=font)
+        height = style.size(text)[1]
+        y = y1 - height if y1 - height >= 0 else y2 + 2 if y2 + 2 + height <= image.shape[0] else y1 + 2
+        style.draw(image, text, x1, y, color)
 
 
 def annotate(image: np.ndarray, predictions: list[FacePrediction], labels: list[str]) -> np.ndarray:
     """An annotated copy of an RGB array."""
-    canvas = Image.fromarray(image)
+    canvas = image.copy()
     draw_predictions(canvas, predictions, labels)
-    return np.asarray(canvas)
+    return canvas
 
 
 def predict_image(data: bytes, detector: FaceDetector, classifier: OnnxClassifier, max_pixels: int,

@@ -24,6 +24,7 @@ from .store import IMAGE_SUFFIXES, Candidate, Store, StoreError, validate_label,
 
 ACTIVE_SETTING = "active_run"  # meta key: the run the live page uses
 MODEL_FILES = (("model.onnx", "ONNX (float32)"), ("model.int8.onnx", "ONNX int8"))
+INT8_ACCURACY_TOLERANCE = 0.01  # the Live page starts with the int8 model while it lost at most this test accuracy
 MAX_EVALUATION_BYTES = 1024 * 2**20  # an uploaded evaluation zip may unpack to at most this much (in memory)
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
 
@@ -340,6 +341,15 @@ def compare_runs(a: dict, b: dict) -> dict:
 
 def model_path(store: Store, run: dict, int8: bool = False) -> Path:
     return run_dir(store, run) / ("model.int8.onnx" if int8 else "model.onnx")
+
+
+def live_model_path(store: Store, run: dict) -> Path:
+    """The file the Live page starts with: model.int8.onnx (about 40% faster per face on a CPU) when the run has one
+    that lost at most INT8_ACCURACY_TOLERANCE of test accuracy, else model.onnx."""
+    int8 = model_path(store, run, int8=True)
+    delta = ((run.get("metrics") or {}).get("int8") or {}).get("test_accuracy_delta")
+    usable = int8.is_file() and delta is not None and delta >= -INT8_ACCURACY_TOLERANCE
+    return int8 if usable else model_path(store, run)
 
 
 def active_run(store: Store) -> dict | None:

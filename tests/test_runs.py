@@ -178,6 +178,18 @@ def test_model_files_carry_size_parity_and_test_metrics(store):
     assert int8["test_accuracy_delta"] == 0.0 and int8["ms_per_face"] == 3.0
 
 
+def test_the_live_page_starts_with_the_int8_model_while_it_kept_the_accuracy(store):
+    run = fake_run(store)
+    folder = Path(run["artefact_dir"])
+    assert runs.live_model_path(store, run) == folder / "model.onnx"  # no int8 file
+    (folder / "model.int8.onnx").write_bytes(b"int8")
+    assert runs.live_model_path(store, run) == folder / "model.int8.onnx"  # delta 0.0
+    worse = {**run["metrics"], "int8": {**run["metrics"]["int8"], "test_accuracy_delta": -0.02}}
+    assert runs.live_model_path(store, {**run, "metrics": worse}) == folder / "model.onnx"
+    unmeasured = {**run["metrics"], "int8": {**run["metrics"]["int8"], "test_accuracy_delta": None}}
+    assert runs.live_model_path(store, {**run, "metrics": unmeasured}) == folder / "model.onnx"
+
+
 # ---- deleting a run ----------------------------------------------------------------------------------------
 
 def test_delete_removes_row_folder_log_and_active_choice(store):
