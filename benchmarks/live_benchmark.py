@@ -73,6 +73,9 @@ def main() -> None:
         "fps": round(1000 / np.mean(stages["total"]), 1),
         "ms": {stage: {"p50": round(float(np.percentile(v, 50)), 2), "p95": round(float(np.percentile(v, 95)), 2)}
                for stage, v in stages.items()},
+        "fps_by_faces_in_frame": {n: round(1000 / np.mean([r.timings_ms["total"] for r in results
+                                                           if len(r.predictions) == n]), 1)
+                                  for n in sorted({len(r.predictions) for r in results})},
         "classify_ms_per_face_p50": round(float(np.median(per_face)), 2) if per_face else None,
         "faces_per_frame": round(float(np.mean([len(r.predictions) for r in results])), 2),
         "faces_per_frame_full_rate_detection": round(float(np.mean([len(r.predictions) for r in reference])), 2),

@@ -181,3 +181,12 @@ def video_bytes(frames: list[np.ndarray], fps: int = 10, container_format: str =
             output.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         output.mux(stream.encode())
     return buffer.getvalue()
+
+
+def page_in_app(page: str):
+    """A dashboard page opened through app.py, so that its st.page_link calls find the other pages."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=60).run()
+    at.switch_page(page).run()
+    return at

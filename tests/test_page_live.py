@@ -15,9 +15,8 @@ from streamlit.testing.v1 import AppTest
 
 from maskdet import media
 from maskdet.clip import clip_photos, make_clip
-from tests.conftest import download_data, encode, video_bytes
+from tests.conftest import download_data, encode, page_in_app, video_bytes
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
 PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "5_Live.py")
 
 
@@ -62,8 +61,7 @@ def texts(elements) -> str:
 # ---- without a model ---------------------------------------------------------------------------------------
 
 def test_without_a_model_it_says_so_and_links_to_training(settings):
-    at = AppTest.from_file(APP, default_timeout=60).run()  # inside the app, so st.page_link can find Train
-    at.switch_page("pages/5_Live.py").run()
+    at = page_in_app("pages/5_Live.py")
     assert not at.exception
     assert at.title[0].value == "Live"
     assert "No trained model yet" in at.info[0].value

@@ -15,9 +15,8 @@ from maskdet import runs
 from maskdet.settings import load_settings
 from maskdet.store import Store, StoreError
 from maskdet.train import TrainConfig, execute_run
-from tests.conftest import data_home, encode, pattern_image, write_dataset, zip_bytes
+from tests.conftest import data_home, encode, page_in_app, pattern_image, write_dataset, zip_bytes
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
 PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "3_Metrics.py")
 FAST = dict(random_init=True, views_per_image=1, epochs=5, input_size=96, quantize=False)
 
@@ -76,8 +75,7 @@ def class_zip(per_class: int = 3, start: int = 500) -> bytes:
 # ---- empty home ----------------------------------------------------------------------------------------------
 
 def test_empty_home_says_so_and_points_to_training(settings):
-    at = AppTest.from_file(APP, default_timeout=60).run()  # inside the app, so st.page_link can find Train
-    at.switch_page("pages/3_Metrics.py").run()
+    at = page_in_app("pages/3_Metrics.py")
     no_crash(at)
     assert at.title[0].value == "Metrics"
     assert "No training runs yet" in at.info[0].value

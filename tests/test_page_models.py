@@ -19,9 +19,8 @@ from maskdet.faces import CropRule, crop_face
 from maskdet.settings import load_settings
 from maskdet.store import Store
 from maskdet.train import TrainConfig, execute_run
-from tests.conftest import data_home, download_data, write_dataset
+from tests.conftest import data_home, download_data, page_in_app, write_dataset
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
 PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "4_Models.py")
 BUNDLE_FILES = {"model.onnx", "model.int8.onnx", "labels.json", "preprocessing.json", "MODEL_CARD.md",
                 "metrics.json", "predict_onnx.py"}
@@ -66,8 +65,7 @@ def no_crash(at: AppTest) -> None:
 # ---- empty home --------------------------------------------------------------------------------------------
 
 def test_empty_home_says_so_and_points_to_training(settings):
-    at = AppTest.from_file(APP, default_timeout=60).run()  # inside the app, so st.page_link can find Train
-    at.switch_page("pages/4_Models.py").run()
+    at = page_in_app("pages/4_Models.py")
     assert not at.exception
     assert at.title[0].value == "Models"
     assert "No models yet" in at.info[0].value
