@@ -11,9 +11,6 @@ from maskdet.faces import CropRule, FaceDetector, box_iou
 from maskdet.live import LivePipeline, LiveSettings, as_rgb
 from maskdet.model import MaskNet, Preprocess
 from maskdet.predict import classify_faces
-from maskdet.settings import Settings
-from maskdet.store import Store
-from maskdet.train import TrainConfig, execute_run
 
 LABELS = ["with_mask", "without_mask"]
 
@@ -28,21 +25,9 @@ def untrained(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, shared_data, backbone_weights, detector):
-    """A real model: 24 photo pairs of masks-small and the ImageNet weights."""
-    root = tmp_path_factory.mktemp("live")
-    store = Store(Settings(root / "home", root / "models", f"sqlite:///{root / 'home' / 'db.sqlite'}", None, 40_000_000))
-    names = sorted(p.stem for p in (shared_data / "without_mask").glob("*.jpg")
-                   if p.stem.isdigit() and (shared_data / "with_mask" / f"{p.stem}-with-mask.jpg").exists())[-24:]
-    folder = root / "photos"
-    for label, pattern in (("with_mask", "{}-with-mask.jpg"), ("without_mask", "{}.jpg")):
-        (folder / label).mkdir(parents=True)
-        for name in names:
-            (folder / label / pattern.format(name)).write_bytes((shared_data / label / pattern.format(name)).read_bytes())
-    store.import_folder(folder, detector)
-    config = TrainConfig(views_per_image=1, quantize=False, backbone_weights=str(backbone_weights))
-    run_id = execute_run(store, config, root / "models")["run_id"]
-    return export.load_classifier(root / "models" / run_id / "model.onnx")
+def trained(trained_home):
+    """A real model: conftest's trained data home (24 photo pairs of masks-small and the ImageNet weights)."""
+    return export.load_classifier(trained_home.model)
 
 
 def frame_of(photos: list, size=(640, 480)) -> np.ndarray:
