@@ -60,6 +60,12 @@ def wait_until(condition, what: str, seconds: float = TIMEOUT) -> None:
         time.sleep(1)
 
 
+def wait_for_media(locator, condition: str, seconds: float = 60) -> None:
+    """Wait until a <video> element meets a JavaScript condition (a clear timeout, never a hang)."""
+    element = locator.element_handle(timeout=seconds * 1000)
+    element.owner_frame().wait_for_function(condition, arg=element, timeout=seconds * 1000)
+
+
 def test_the_camera_stream_is_classified_on_the_server(server, page):
     output = screenshot_dir()
     open_page(page, f"{server.url}/Live", "Live")
@@ -70,7 +76,7 @@ def test_the_camera_stream_is_classified_on_the_server(server, page):
     wait_until(lambda: metric(page, "frames processed") >= 45 and metric(page, "faces classified") > 0,
                "45 frames processed with faces classified, in the page's stats block")
     video = component.locator("video")
-    video.evaluate("v => new Promise(done => v.readyState >= 2 ? done() : v.addEventListener('loadeddata', done))")
+    wait_for_media(video, "v => v.readyState >= 2")
     width, height = video.evaluate("v => [v.videoWidth, v.videoHeight]")
     assert width >= 160 and width * 3 == height * 4  # 640x480, or less when WebRTC adapts to a busy CPU
     page.wait_for_timeout(1000)  # a few more annotated frames
@@ -97,8 +103,8 @@ def test_an_uploaded_video_comes_back_playable(server, page, shared_data, tmp_pa
     page.get_by_role("button", name="Annotate the video").click(timeout=60_000)
     player = page.locator("[data-testid='stVideo']")
     player.wait_for(timeout=TIMEOUT * 1000)
-    player.evaluate("v => new Promise((done, fail) => v.readyState >= 2 ? done() : "
-                    "(v.addEventListener('loadeddata', done), v.addEventListener('error', () => fail(v.error))))")
+    player.evaluate("v => { v.muted = true; v.play().catch(() => {}); }")  # decoded frames, not just a header
+    wait_for_media(player, "v => v.currentTime > 0 || v.error !== null")
     assert player.evaluate("v => [v.videoWidth, v.videoHeight, v.duration > 0.5, v.error]") == [640, 480, True, None]
     page.get_by_role("button", name="Download the annotated video").wait_for()
     assert_no_traceback(page)
