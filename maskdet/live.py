@@ -1,6 +1,6 @@
 """The live frame pipeline: detect (downscaled, every few frames; tracked between) → crop → classify in a batch → annotate.
 
-No Streamlit here: the Live page creates one LivePipeline per model and settings and calls process() from
+No Streamlit here: the Live page creates a LivePipeline per stream (model and settings) and calls process() from
 streamlit-webrtc's frame callback thread.
 """
 

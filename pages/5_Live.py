@@ -1,7 +1,9 @@
 """Live: a trained model on the webcam stream (streamlit-webrtc), or on an uploaded photo or short video.
 
-The webcam's frames go through one cached LivePipeline per model file and settings; the frame callback only
-touches that pipeline (it runs in a worker thread, outside the script run), and the stats block reads its counters.
+Each browser session streams through its own LivePipeline (it carries the tracked faces and the counters from frame
+to frame), made anew when the model or the settings change; the frame callback only touches that pipeline (it runs in
+a worker thread, outside the script run), and the stats block reads its counters. Photos share one cached pipeline
+per model and settings: they carry nothing from one photo to the next.
 """
 
 import logging
@@ -41,9 +43,17 @@ def classifier(path: str, stamp: float):
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
-def pipeline(path: str, stamp: float, settings: LiveSettings) -> LivePipeline:
-    """One pipeline per model file and settings, shared by the frame callback and the stats block."""
-    return LivePipeline(classifier(path, stamp), settings)
+def photo_pipeline(path: str, stamp: float, settings: LiveSettings) -> LivePipeline:
+    return LivePipeline(classifier(path, stamp), media.photo_settings(settings))
+
+
+def stream_pipeline(path: str, stamp: float, settings: LiveSettings) -> LivePipeline:
+    """This session's pipeline for the camera stream, kept while the model file and the settings stay the same."""
+    key = (path, stamp, settings)
+    if state.get("live-pipeline-key") != key:
+        state["live-pipeline"] = LivePipeline(classifier(path, stamp), settings)
+        state["live-pipeline-key"] = key
+    return state["live-pipeline"]
 
 
 def model_choices() -> dict[str, str]:
@@ -109,7 +119,7 @@ def camera(path: str, stamp: float, settings: LiveSettings) -> None:
         st.info("The camera stream is off until MASKDET_ICE_SERVERS is fixed and the dashboard restarted. "
                 "Photos and videos can still be annotated in the next tab.")
         return
-    live = ui.attempt(pipeline, path, stamp, settings)
+    live = ui.attempt(stream_pipeline, path, stamp, settings)
     if live is None:
         return
     video, advice = st.columns([2, 1])
@@ -131,7 +141,7 @@ def camera(path: str, stamp: float, settings: LiveSettings) -> None:
 
 
 def show_photo(upload, path: str, stamp: float, settings: LiveSettings) -> None:
-    live = ui.attempt(pipeline, path, stamp, media.photo_settings(settings))
+    live = ui.attempt(photo_pipeline, path, stamp, settings)
     result = ui.attempt(media.annotate_photo, upload.getvalue(), live, store.settings.max_pixels) if live else None
     if result is None:
         return

@@ -98,6 +98,19 @@ def test_the_camera_component_and_the_settings(env):
     assert [tab.label for tab in at.tabs] == ["Camera", "No camera? Upload a photo or video"]
 
 
+def test_each_session_streams_through_its_own_pipeline(env):
+    """Two browser tabs never mix their tracked faces or counters; a rerun keeps the pipeline, new settings replace it."""
+    first, second = live_page(), live_page()
+    no_failure(first)
+    pipeline = first.session_state["live-pipeline"]
+    assert pipeline is not second.session_state["live-pipeline"]
+    assert pipeline.classifier is second.session_state["live-pipeline"].classifier  # the model is loaded once
+    assert first.run().session_state["live-pipeline"] is pipeline
+    first.slider(key="live-threshold").set_value(0.8).run()
+    assert first.session_state["live-pipeline"] is not pipeline
+    assert first.session_state["live-pipeline"].settings.class_threshold == 0.8
+
+
 def test_a_bad_model_file_shows_why_and_changes_nothing(env):
     at = upload(live_page(), "live-model-file-0", "bad.onnx", b"not a model", "application/octet-stream")
     assert not at.exception
