@@ -6,9 +6,7 @@ import sys
 from pathlib import Path
 
 from .settings import Settings
-from .store import Store, StoreError, now
-
-ACTIVE_STATUSES = ("queued", "running")
+from .store import ACTIVE_STATUSES, Store, StoreError, now
 
 
 def process_alive(pid: int | None) -> bool:
@@ -48,7 +46,7 @@ def start_training(store: Store, config: dict) -> str:
     running = active_training(store)
     if running:
         raise StoreError(f"Training run {running['id']} is still in progress: wait for it or cancel it first.")
-    run_id = store.create_run(config)
+    run_id = store.create_run(config, exclusive=True)
     log = log_path(store.settings, run_id)
     log.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "MASKDET_HOME": str(store.settings.home), "MASKDET_MODELS": str(store.settings.models_dir),

@@ -19,8 +19,8 @@ import numpy as np
 
 from .faces import CropRule, crop_face
 from .imageio import BadImage
-from .jobs import ACTIVE_STATUSES, log_path, process_alive
-from .store import IMAGE_SUFFIXES, Candidate, Store, StoreError, validate_label, zip_candidates
+from .jobs import log_path, process_alive
+from .store import ACTIVE_STATUSES, IMAGE_SUFFIXES, Candidate, Store, StoreError, validate_label, zip_candidates
 
 ACTIVE_SETTING = "active_run"  # meta key: the run the live page uses
 MODEL_FILES = (("model.onnx", "ONNX (float32)"), ("model.int8.onnx", "ONNX int8"))

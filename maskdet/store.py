@@ -32,6 +32,7 @@ NEAR_DUPLICATE_BITS = 30  # of 256: measured on masks-small, joins pasted-mask p
 SPLITS = ("train", "val", "test")
 UNCERTAIN = "uncertain"  # what predictions below the threshold are called
 RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+ACTIVE_STATUSES = ("queued", "running")
 
 metadata = sa.MetaData()
 meta_table = sa.Table(
@@ -483,11 +484,19 @@ class Store:
         return counts
 
     # ---- runs -----------------------------------------------------------------------------------
-    def create_run(self, config: dict) -> str:
+    def create_run(self, config: dict, exclusive: bool = False) -> str:
+        """A queued run; exclusive: only if no other run is queued or running (checked and inserted in one statement,
+        so two sessions pressing Start together cannot both get one)."""
         run_id = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        values = dict(id=run_id, created_at=now(), status="queued", config=json.dumps(config), cancel_requested=False)
+        insert = runs_table.insert().values(**values)
+        if exclusive:
+            active = sa.select(runs_table.c.id).where(runs_table.c.status.in_(ACTIVE_STATUSES))
+            row = sa.select(*(sa.literal(value, runs_table.c[name].type) for name, value in values.items()))
+            insert = runs_table.insert().from_select(list(values), row.where(~active.exists()))
         with self.engine.begin() as conn:
-            conn.execute(runs_table.insert().values(id=run_id, created_at=now(), status="queued",
-                                                    config=json.dumps(config), cancel_requested=False))
+            if conn.execute(insert).rowcount == 0:
+                raise StoreError("Another training run was started a moment ago: wait for it or cancel it first.")
         return run_id
 
     def update_run(self, run_id: str, **fields) -> None:

@@ -19,7 +19,7 @@ from streamlit.testing.v1 import AppTest
 
 from maskdet import jobs
 from maskdet.augment import AugmentConfig
-from maskdet.store import Store
+from maskdet.store import ACTIVE_STATUSES, Store
 from maskdet.train import TrainConfig, execute_run
 from tests.conftest import write_dataset
 
@@ -73,7 +73,7 @@ def wait_until_finished(store: Store, run_id: str, timeout: float = RUN_TIMEOUT)
     while time.monotonic() < deadline:
         jobs.active_training(store)
         run = store.run(run_id)
-        if run["status"] not in jobs.ACTIVE_STATUSES:
+        if run["status"] not in ACTIVE_STATUSES:
             return run
         time.sleep(0.5)
     log = jobs.log_path(store.settings, run_id)
@@ -93,7 +93,7 @@ def home(settings, tmp_path, detector) -> Store:
 def stop_training(store: Store) -> None:
     """Teardown: end a training process a failed test left behind (only ours, by its pid)."""
     for run in store.runs():
-        if run["status"] in jobs.ACTIVE_STATUSES and run["pid"] != os.getpid() and jobs.process_alive(run["pid"]):
+        if run["status"] in ACTIVE_STATUSES and run["pid"] != os.getpid() and jobs.process_alive(run["pid"]):
             os.kill(run["pid"], signal.SIGTERM)
 
 

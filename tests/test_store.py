@@ -1,7 +1,9 @@
 import io
 import os
 import sqlite3
+import threading
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -268,6 +270,33 @@ def test_runs_registry(store):
     store.delete_run(run_id)
     with pytest.raises(StoreError, match="No run"):
         store.run(run_id)
+
+
+def test_an_exclusive_run_is_refused_while_another_is_active(store):
+    first = store.create_run({"epochs": 1}, exclusive=True)
+    with pytest.raises(StoreError, match="Another training run"):
+        store.create_run({"epochs": 2}, exclusive=True)
+    assert [run["id"] for run in store.runs()] == [first]
+    store.update_run(first, status="succeeded")
+    second = store.create_run({"epochs": 2}, exclusive=True)
+    assert store.run(second)["config"] == {"epochs": 2} and store.run(second)["status"] == "queued"
+
+
+def test_sessions_starting_runs_together_get_one(settings):
+    """Eight stores (as eight dashboard sessions) on one database ask for an exclusive run at the same moment."""
+    stores = [Store(settings) for _ in range(8)]
+    start = threading.Barrier(len(stores))
+
+    def attempt(store: Store) -> str | None:
+        start.wait()
+        try:
+            return store.create_run({}, exclusive=True)
+        except StoreError:
+            return None
+
+    with ThreadPoolExecutor(len(stores)) as pool:
+        created = [run_id for run_id in pool.map(attempt, stores) if run_id]
+    assert len(created) == 1 and [run["id"] for run in stores[0].runs()] == created
 
 
 def test_real_photos_get_faces_and_pasted_mask_pairs_are_grouped(store, shared_data, detector, tmp_path):
