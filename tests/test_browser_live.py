@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from maskdet.clip import clip_photos, make_clip, write_y4m
-from tests.browser_support import assert_no_traceback, chromium, dashboard, new_page, open_page, screenshot_dir
+from tests.browser_support import (assert_no_traceback, chromium, dashboard, new_page, open_page, screenshot_dir,
+                                   wait_for_script)
 from tests.conftest import video_bytes
 
 TIMEOUT = 180  # seconds; generous for a 2-core CI machine
@@ -60,12 +61,6 @@ def wait_until(condition, what: str, seconds: float = TIMEOUT) -> None:
         time.sleep(1)
 
 
-def wait_for_media(locator, condition: str, seconds: float = 60) -> None:
-    """Wait until a <video> element meets a JavaScript condition (a clear timeout, never a hang)."""
-    element = locator.element_handle(timeout=seconds * 1000)
-    element.owner_frame().wait_for_function(condition, arg=element, timeout=seconds * 1000)
-
-
 def test_the_camera_stream_is_classified_on_the_server(server, page):
     output = screenshot_dir()
     open_page(page, f"{server.url}/Live", "Live")
@@ -76,7 +71,8 @@ def test_the_camera_stream_is_classified_on_the_server(server, page):
     wait_until(lambda: metric(page, "frames processed") >= 45 and metric(page, "faces classified") > 0,
                "45 frames processed with faces classified, in the page's stats block")
     video = component.locator("video")
-    wait_for_media(video, "v => v.readyState >= 2")
+    element = video.element_handle(timeout=60_000)
+    element.owner_frame().wait_for_function("v => v.readyState >= 2", arg=element, timeout=60_000)  # a frame shown
     width, height = video.evaluate("v => [v.videoWidth, v.videoHeight]")
     assert width >= 160 and width * 3 == height * 4  # 640x480, or less when WebRTC adapts to a busy CPU
     page.wait_for_timeout(1000)  # a few more annotated frames
@@ -103,8 +99,14 @@ def test_an_uploaded_video_comes_back_playable(server, page, shared_data, tmp_pa
     page.get_by_role("button", name="Annotate the video").click(timeout=60_000)
     player = page.locator("[data-testid='stVideo']")
     player.wait_for(timeout=TIMEOUT * 1000)
-    player.evaluate("v => { v.muted = true; v.play().catch(() => {}); }")  # decoded frames, not just a header
-    wait_for_media(player, "v => v.currentTime > 0 || v.error !== null")
+    wait_for_script(page)
+    # Played, so frames were decoded (not just a header read); asked again should a rerun replace the element.
+    page.wait_for_function("""() => {
+        const v = document.querySelector("[data-testid='stVideo']");
+        if (v === null || v.error !== null) return v !== null;
+        if (v.paused && v.currentTime === 0) { v.muted = true; v.play().catch(() => {}); }
+        return v.currentTime > 0;
+    }""", timeout=60_000)
     assert player.evaluate("v => [v.videoWidth, v.videoHeight, v.duration > 0.5, v.error]") == [640, 480, True, None]
     page.get_by_role("button", name="Download the annotated video").wait_for()
     assert_no_traceback(page)
