@@ -1,7 +1,9 @@
-"""Small helpers shared by the Streamlit pages: cached store and detector, error display, run labels."""
+"""Small helpers shared by the Streamlit pages: cached store and detector, error display, run labels, curves."""
 
 from collections.abc import Callable
 
+import altair as alt
+import pandas as pd
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
@@ -50,3 +52,22 @@ def link_to_train() -> None:
         st.page_link("pages/2_Train.py", label="Train a model", icon=":material/model_training:")
     except StreamlitAPIException:
         st.markdown("Open **Train** in the sidebar to start one.")
+
+
+def curves_chart(points: list[dict], metric: str, color: str = "split", dash: str | None = None) -> alt.Chart:
+    """Train and validation curves of one metric per epoch; a grey rule where fine-tuning starts."""
+    data = pd.DataFrame([p for p in points if p["metric"] == metric])
+    encoding = {"x": alt.X("epoch:Q", title="epoch", axis=alt.Axis(tickMinStep=1)),
+                "y": alt.Y("value:Q", title=metric, scale=alt.Scale(zero=False)),
+                "color": alt.Color(f"{color}:N", title=None,
+                                   scale=alt.Scale(scheme="category10") if color == "run" else alt.Undefined),
+                "tooltip": [alt.Tooltip(f, title=f) for f in data.columns if f not in ("metric",)]}
+    if dash:
+        encoding["strokeDash"] = alt.StrokeDash(f"{dash}:N", title=None)
+    chart = alt.Chart(data, title=metric).mark_line(point=True).encode(**encoding)
+    starts = data[data["stage"] == "finetune"].groupby(color)["epoch"].min().reset_index() if len(data) else data
+    if len(starts):
+        starts["epoch"] = starts["epoch"] - 0.5
+        chart += alt.Chart(starts).mark_rule(color="grey", strokeDash=[4, 4]).encode(
+            x="epoch:Q", tooltip=[alt.Tooltip("epoch:Q", title="fine-tuning starts after epoch")])
+    return chart.properties(height=260)

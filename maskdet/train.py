@@ -94,9 +94,11 @@ class Progress:
     steps: int
     epoch: int = 0
     epochs: int = 0
-    loss: float | None = None
+    loss: float | None = None  # validation loss and accuracy in the epoch stages
     accuracy: float | None = None
     eta_seconds: float | None = None
+    train_loss: float | None = None
+    train_accuracy: float | None = None
 
 
 class Cancelled(Exception):
@@ -244,7 +246,7 @@ def fit(module: nn.Module, optimizer, loss_fn, stage: str, epochs: int, patience
         history.append({"stage": stage, "epoch": epoch, "loss": loss, "accuracy": accuracy,
                         "val_loss": val_loss, "val_accuracy": val_accuracy})
         eta = (time.monotonic() - started) / epoch * (epochs - epoch)
-        callbacks.report(Progress(stage, epoch, epochs, epoch, epochs, val_loss, val_accuracy, eta))
+        callbacks.report(Progress(stage, epoch, epochs, epoch, epochs, val_loss, val_accuracy, eta, loss, accuracy))
         if val_loss < best_loss - 1e-4:
             best_loss, best_state, stale = val_loss, copy.deepcopy(module.state_dict()), 0
         else:
@@ -459,12 +461,13 @@ def execute_run(store: Store, config: TrainConfig, models_dir: Path, run_id: str
     run_id = run_id or store.create_run(config.to_dict())
     store.update_run(run_id, status="running", started_at=now(), pid=os.getpid(), error=None)
     last = {"write": 0.0, "check": 0.0, "cancel": False}
-    history: list[dict] = []  # per-epoch validation loss/accuracy, stored with the progress for live curves
+    history: list[dict] = []  # per-epoch train and validation figures (as in history.json), for live curves
 
     def progress(item: Progress) -> None:
         on_progress(item)
         if item.stage in ("head", "finetune") and item.accuracy is not None:  # fit()'s end-of-epoch report
-            history.append({"stage": item.stage, "epoch": item.epoch, "loss": item.loss, "accuracy": item.accuracy})
+            history.append({"stage": item.stage, "epoch": item.epoch, "loss": item.train_loss,
+                            "accuracy": item.train_accuracy, "val_loss": item.loss, "val_accuracy": item.accuracy})
         if time.monotonic() - last["write"] >= 1.0:
             last["write"] = time.monotonic()
             store.update_run(run_id, progress={**asdict(item), "history": history})

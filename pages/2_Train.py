@@ -8,13 +8,11 @@ import base64
 import io
 from datetime import datetime, timezone
 
-import altair as alt
-import pandas as pd
 import streamlit as st
 from PIL import Image
 
 import ui
-from maskdet import jobs
+from maskdet import jobs, runs
 from maskdet.augment import AugmentConfig, Augmentation, preview
 from maskdet.faces import CropRule, crop_face
 from maskdet.insights import summarize
@@ -45,7 +43,6 @@ STAGES = {
     "export": "exporting the ONNX models",
 }
 NO_STRENGTH = {"flip", "grayscale"}  # transforms without a strength parameter
-CURVE_STAGES = {"head": "head (frozen backbone)", "finetune": "fine-tune"}
 SETTING_KEYS = []  # widget keys of the settings, cleared by "Reset to defaults"
 
 
@@ -254,24 +251,13 @@ if start:
 
 
 def show_curves(history: list[dict] | None) -> None:
-    """Validation loss and accuracy per epoch (head epochs, then fine-tune epochs)."""
+    """Train and validation loss and accuracy per epoch (head epochs, then fine-tune epochs)."""
     if not history:
         return
-    frame = pd.DataFrame([{"epoch": index, "stage": CURVE_STAGES.get(point.get("stage"), point.get("stage")),
-                           "stage epoch": point.get("epoch"), "loss": point.get("loss"),
-                           "accuracy": point.get("accuracy")} for index, point in enumerate(history, start=1)])
-    base = alt.Chart(frame).mark_line(point=True).encode(
-        x=alt.X("epoch:Q", title="epoch", axis=alt.Axis(tickMinStep=1)),
-        color=alt.Color("stage:N", title=None, legend=alt.Legend(orient="top")),
-        tooltip=["stage", "stage epoch", alt.Tooltip("loss:Q", format=".4f"),
-                 alt.Tooltip("accuracy:Q", format=".3f")])
+    points = runs.history_points(history)
     left, right = st.columns(2)
-    left.markdown("**Validation loss**")
-    left.altair_chart(base.encode(y=alt.Y("loss:Q", title="loss", scale=alt.Scale(zero=False)))
-                      .properties(height=240), width="stretch")
-    right.markdown("**Validation accuracy**")
-    right.altair_chart(base.encode(y=alt.Y("accuracy:Q", title="accuracy", scale=alt.Scale(domain=[0, 1])))
-                       .properties(height=240), width="stretch")
+    left.altair_chart(ui.curves_chart(points, "loss"), width="stretch")
+    right.altair_chart(ui.curves_chart(points, "accuracy"), width="stretch")
 
 
 def stage_fraction(progress: dict) -> float:
@@ -338,7 +324,7 @@ def show_finished(run: dict) -> None:
         st.warning(f"Run {run['id']} was cancelled after {took}.")
     history = (run.get("progress") or {}).get("history")
     if history:
-        with st.expander("Validation curves of this run"):
+        with st.expander("Training curves of this run"):
             show_curves(history)
 
 
@@ -355,9 +341,9 @@ def training_status() -> None:
     if current:
         ui.attempt(show_active, current)
         return
-    runs = ui.attempt(store.runs) or []
-    if runs:
-        ui.attempt(show_finished, runs[0])
+    every_run = ui.attempt(store.runs) or []
+    if every_run:
+        ui.attempt(show_finished, every_run[0])
     else:
         st.caption("No training runs yet. Training runs in the background: you can leave this page and come "
                    "back.")

@@ -13,25 +13,6 @@ st.title("Metrics")
 PERCENT = st.column_config.NumberColumn(format="%.3f")
 
 
-def curves_chart(points: list[dict], metric: str, color: str = "split", dash: str | None = None) -> alt.Chart:
-    """Train and validation curves of one metric per epoch; a grey rule where fine-tuning starts."""
-    data = pd.DataFrame([p for p in points if p["metric"] == metric])
-    encoding = {"x": alt.X("epoch:Q", title="epoch", axis=alt.Axis(tickMinStep=1)),
-                "y": alt.Y("value:Q", title=metric, scale=alt.Scale(zero=False)),
-                "color": alt.Color(f"{color}:N", title=None,
-                                   scale=alt.Scale(scheme="category10") if color == "run" else alt.Undefined),
-                "tooltip": [alt.Tooltip(f, title=f) for f in data.columns if f not in ("metric",)]}
-    if dash:
-        encoding["strokeDash"] = alt.StrokeDash(f"{dash}:N", title=None)
-    chart = alt.Chart(data, title=metric).mark_line(point=True).encode(**encoding)
-    starts = data[data["stage"] == "finetune"].groupby(color)["epoch"].min().reset_index() if len(data) else data
-    if len(starts):
-        starts["epoch"] = starts["epoch"] - 0.5
-        chart += alt.Chart(starts).mark_rule(color="grey", strokeDash=[4, 4]).encode(
-            x="epoch:Q", tooltip=[alt.Tooltip("epoch:Q", title="fine-tuning starts after epoch")])
-    return chart.properties(height=260)
-
-
 def confusion_chart(report: dict) -> alt.Chart:
     data = pd.DataFrame(runs.confusion_cells(report))
     order = report["labels"]
@@ -111,8 +92,8 @@ def show_run(run: dict) -> None:
         if history:
             points = runs.history_points(history)
             left, right = st.columns(2)
-            left.altair_chart(curves_chart(points, "loss"), width="stretch", key="one-loss")
-            right.altair_chart(curves_chart(points, "accuracy"), width="stretch", key="one-accuracy")
+            left.altair_chart(ui.curves_chart(points, "loss"), width="stretch", key="one-loss")
+            right.altair_chart(ui.curves_chart(points, "accuracy"), width="stretch", key="one-accuracy")
             st.caption("Validation loss picks the weights kept (early stopping); accuracy on the train split "
                        "includes the augmented views.")
         else:
@@ -153,9 +134,9 @@ def show_compare(a: dict, b: dict) -> None:
         points += runs.history_points(history or [], run_id=run["id"])
     if points:
         left, right = st.columns(2)
-        left.altair_chart(curves_chart(points, "loss", color="run", dash="split"), width="stretch",
+        left.altair_chart(ui.curves_chart(points, "loss", color="run", dash="split"), width="stretch",
                           key="compare-loss")
-        right.altair_chart(curves_chart(points, "accuracy", color="run", dash="split"), width="stretch",
+        right.altair_chart(ui.curves_chart(points, "accuracy", color="run", dash="split"), width="stretch",
                            key="compare-accuracy")
 
 

@@ -79,6 +79,8 @@ def test_the_analysts_loop(server, page, output_dir, shared_data, backbone_weigh
     open_page(page, f"{url}/Train", "Train a model")
     page.get_by_role("button", name="Start training").click()
     page.get_by_text("finished in").first.wait_for(timeout=240_000)
+    page.get_by_text("Training curves of this run").click()
+    page.locator("[data-testid='stVegaLiteChart']").nth(1).wait_for()  # loss and accuracy, train and validation
     assert_no_traceback(page)
     page.screenshot(path=str(output_dir / "train.png"), full_page=True)
 

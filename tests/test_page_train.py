@@ -6,6 +6,7 @@ Runs use a tiny random-init config set through the page's widgets, so one takes 
 
 import base64
 import io
+import json
 import os
 import signal
 import time
@@ -13,6 +14,7 @@ from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
@@ -186,7 +188,8 @@ def test_split_that_does_not_add_up_is_refused_before_starting(home):
 def test_live_progress_curves_and_cancel_button_read_the_registry(home):
     """A running run as the training process leaves it in the registry: progress bar, ETA, curves, cancel."""
     run_id = home.create_run(TrainConfig().to_dict())
-    history = [{"stage": "head", "epoch": e, "loss": 0.7 - 0.1 * e, "accuracy": 0.5 + 0.1 * e} for e in (1, 2, 3)]
+    history = [{"stage": "head", "epoch": e, "loss": 0.6 - 0.1 * e, "accuracy": 0.6 + 0.1 * e,
+                "val_loss": 0.7 - 0.1 * e, "val_accuracy": 0.5 + 0.1 * e} for e in (1, 2, 3)]
     home.update_run(run_id, status="running", pid=os.getpid(), started_at="2026-01-01T00:00:00+00:00",
                     progress={"stage": "head", "step": 3, "steps": 100, "epoch": 3, "epochs": 100, "loss": 0.4,
                               "accuracy": 0.8, "eta_seconds": 42.0, "history": history})
@@ -196,7 +199,13 @@ def test_live_progress_curves_and_cancel_button_read_the_registry(home):
     assert bar.proto.value == 3
     assert f"Run {run_id}, stage 3 of 5: training the classifier head" in bar.proto.text
     assert "epoch 3/100" in bar.proto.text and "about 42 s left" in bar.proto.text
-    assert charts(at) == 2  # validation loss and accuracy per epoch
+    assert charts(at) == 2  # loss and accuracy per epoch
+    loss_chart = at.get("vega_lite_chart")[0].proto
+    assert json.loads(loss_chart.spec)["title"] == "loss"
+    points = pa.ipc.open_stream(loss_chart.datasets[0].data.data).read_all().to_pylist()
+    assert {(p["split"], p["epoch"], round(p["value"], 2)) for p in points} == {
+        ("train", 1, 0.5), ("train", 2, 0.4), ("train", 3, 0.3),
+        ("validation", 1, 0.6), ("validation", 2, 0.5), ("validation", 3, 0.4)}
 
     at.button(key="cancel").click().run()
     no_failure(at)
@@ -223,7 +232,8 @@ def test_execute_run_keeps_the_epoch_history_in_the_registry_while_training(stor
     final = store.run(run_id)["progress"]
     assert final["stage"] == "done"
     assert [p["epoch"] for p in final["history"]] == [1, 2, 3, 4]
-    assert all(set(p) == {"stage", "epoch", "loss", "accuracy"} for p in final["history"])
+    assert all(set(p) == {"stage", "epoch", "loss", "accuracy", "val_loss", "val_accuracy"} for p in final["history"])
+    assert final["history"] == json.loads((settings.models_dir / run_id / "history.json").read_text())
 
 
 # ---- real training processes -------------------------------------------------------------------------
