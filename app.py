@@ -1,10 +1,15 @@
-"""maskdet's entry point: the sidebar's page list, and the home page (a status board with the next step to take)."""
+"""maskdet home: navigation and a status board with the next step to take."""
 
 import streamlit as st
 
 import ui
 from maskdet.insights import summarize
 from maskdet.runs import active_run, runs_table
+
+st.set_page_config(page_title="maskdet", page_icon=":material/masks:", layout="wide")
+st.title("maskdet: face-mask detection studio")
+st.caption("Build a labelled face dataset, train a MobileNetV2 classifier, read its metrics, try it live, "
+           "download it as ONNX.")
 
 PAGES = [
     ("pages/1_Dataset.py", "Dataset", ":material/photo_library:", "import photos, capture from the webcam, review"),
@@ -13,57 +18,45 @@ PAGES = [
     ("pages/4_Models.py", "Models", ":material/deployed_code:", "active model, ONNX and bundle downloads"),
     ("pages/5_Live.py", "Live", ":material/videocam:", "webcam detection in the browser, or a photo or video"),
 ]
+columns = st.columns(len(PAGES))
+for column, (path, label, icon, description) in zip(columns, PAGES):
+    with column:
+        st.page_link(path, label=label, icon=icon)
+        st.caption(description)
 
+store = ui.attempt(ui.store)
+summary = ui.attempt(summarize, store) if store else None
+if summary:
+    st.subheader("Dataset")
+    metrics = st.columns(len(summary.counts) + 1)
+    for column, (label, count) in zip(metrics, summary.counts.items()):
+        faces = count - summary.no_face.get(label, 0)
+        column.metric(label, count, help=f"{faces} with a face found")
+    total = sum(summary.counts.values())
+    metrics[-1].metric("faces found", f"{total - sum(summary.no_face.values())} / {total}")
 
-def home() -> None:
-    st.set_page_config(page_title="maskdet", page_icon=":material/masks:", layout="wide")
-    st.title("maskdet: face-mask detection studio")
-    st.caption("Build a labelled face dataset, train a MobileNetV2 classifier, read its metrics, try it live, "
-               "download it as ONNX.")
+    active = active_run(store)
 
-    columns = st.columns(len(PAGES))
-    for column, (path, label, icon, description) in zip(columns, PAGES):
-        with column:
-            st.page_link(path, label=label, icon=icon)
-            st.caption(description)
+    st.subheader("Next step")
+    if total == 0:
+        st.info("No images yet. Open **Dataset** to upload photos or a zip of class folders, or capture faces "
+                "from the webcam.")
+        st.page_link("pages/1_Dataset.py", label="Add images", icon=":material/add_photo_alternate:")
+    elif len([n for n in summary.counts.values() if n > 0]) < 2 or not active:
+        for warning in summary.warnings:
+            st.warning(warning)
+        st.info("The dataset is ready for a first model: open **Train** and press Start (the defaults train well)."
+                if len([n for n in summary.counts.values() if n > 0]) >= 2 else
+                "Add images of a second class before training.")
+        st.page_link("pages/2_Train.py", label="Train a model", icon=":material/model_training:")
+    else:
+        test = (active["metrics"] or {}).get("test") or {}
+        st.success(f"Active model **{active['id']}**: test accuracy {test.get('accuracy', 0):.3f}, macro F1 "
+                   f"{test.get('macro_f1', 0):.3f}. Try it on the webcam in **Live**, download it from **Models** "
+                   "or read its **Metrics**.")
+        st.page_link("pages/5_Live.py", label="Try it live", icon=":material/videocam:")
 
-    store = ui.attempt(ui.store)
-    summary = ui.attempt(summarize, store) if store else None
-    if summary:
-        st.subheader("Dataset")
-        metrics = st.columns(len(summary.counts) + 1)
-        for column, (label, count) in zip(metrics, summary.counts.items()):
-            faces = count - summary.no_face.get(label, 0)
-            column.metric(label, count, help=f"{faces} with a face found")
-        total = sum(summary.counts.values())
-        metrics[-1].metric("faces found", f"{total - sum(summary.no_face.values())} / {total}")
-
-        active = active_run(store)
-
-        st.subheader("Next step")
-        if total == 0:
-            st.info("No images yet. Open **Dataset** to upload photos or a zip of class folders, or capture faces "
-                    "from the webcam.")
-            st.page_link("pages/1_Dataset.py", label="Add images", icon=":material/add_photo_alternate:")
-        elif len([n for n in summary.counts.values() if n > 0]) < 2 or not active:
-            for warning in summary.warnings:
-                st.warning(warning)
-            st.info("The dataset is ready for a first model: open **Train** and press Start (the defaults train well)."
-                    if len([n for n in summary.counts.values() if n > 0]) >= 2 else
-                    "Add images of a second class before training.")
-            st.page_link("pages/2_Train.py", label="Train a model", icon=":material/model_training:")
-        else:
-            test = (active["metrics"] or {}).get("test") or {}
-            st.success(f"Active model **{active['id']}**: test accuracy {test.get('accuracy', 0):.3f}, macro F1 "
-                       f"{test.get('macro_f1', 0):.3f}. Try it on the webcam in **Live**, download it from **Models** "
-                       "or read its **Metrics**.")
-            st.page_link("pages/5_Live.py", label="Try it live", icon=":material/videocam:")
-
-        rows = runs_table(store)
-        if rows:
-            st.subheader("Latest runs")
-            st.dataframe(rows[:5], hide_index=True, width="stretch")
-
-
-st.navigation([st.Page(home, title="Home", icon=":material/home:", default=True)]
-              + [st.Page(path, title=label, icon=icon, url_path=label) for path, label, icon, _ in PAGES]).run()
+    rows = runs_table(store)
+    if rows:
+        st.subheader("Latest runs")
+        st.dataframe(rows[:5], hide_index=True, width="stretch")

@@ -109,5 +109,4 @@ def test_the_analysts_loop(server, page, output_dir, shared_data, backbone_weigh
     page.locator("[data-testid='stDataFrame']").wait_for()  # the latest runs: the end of the page
     wait_for_script(page)
     assert page.get_by_role("link", name="Try it live").is_visible()
-    assert page.get_by_role("link", name="Home").is_visible()  # the sidebar's name for app.py
     page.screenshot(path=str(output_dir / "home-trained.png"), full_page=True)
