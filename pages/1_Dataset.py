@@ -131,7 +131,8 @@ if "import_report" in state:
         del state["import_report"]
         st.rerun()
 
-photos_tab, zip_tab, webcam_tab = st.tabs(["Upload photos", "Upload a zip", "Webcam"])
+# Keyed and tracked, so the chosen tab stays chosen when a capture or an import changes the messages above it.
+photos_tab, zip_tab, webcam_tab = st.tabs(["Upload photos", "Upload a zip", "Webcam"], key="add_tab", on_change="rerun")
 with photos_tab:
     if not labels:
         st.info("Add a class first (Classes, below), then upload photos into it.")

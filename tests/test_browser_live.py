@@ -1,6 +1,7 @@
 """The Live page in a real browser: Chromium's fake camera plays a clip of masks-small faces, the stream goes through
 WebRTC to the server's pipeline and back; the server's own figures (the stats block it renders, the summary line it
-logs) show that frames were processed and faces classified. Also: an uploaded video comes back playable.
+logs) show that frames were processed and faces classified. Also: an uploaded video comes back playable, and the
+Dataset page's webcam capture stores shots from the same fake camera.
 
 Screenshots: test-output/browser/live-*.png.
 """
@@ -12,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from maskdet.clip import clip_photos, make_clip, write_y4m
+from maskdet.settings import load_settings
+from maskdet.store import Store
 from tests.browser_support import (assert_no_traceback, chromium, dashboard, new_page, open_page, screenshot_dir,
                                    wait_for_script)
 from tests.conftest import video_bytes
@@ -112,3 +115,25 @@ def test_an_uploaded_video_comes_back_playable(server, page, shared_data, tmp_pa
     assert_no_traceback(page)
     player.scroll_into_view_if_needed()
     page.screenshot(path=str(screenshot_dir() / "live-upload.png"))
+
+
+def test_webcam_shots_go_into_the_dataset(browser, tmp_path, monkeypatch):
+    """st.camera_input on the Dataset page with the fake camera: each shot is stored in the class, face found."""
+    with dashboard(tmp_path) as server, new_page(browser) as page:
+        for key in ("MASKDET_HOME", "MASKDET_MODELS"):
+            monkeypatch.setenv(key, server.env[key])
+        store = Store(load_settings())
+        for label in ("with_mask", "without_mask"):
+            store.add_label(label)
+        open_page(page, f"{server.url}/Dataset", "Dataset")
+        page.get_by_role("tab", name="Webcam").click()
+        page.get_by_text("Use the webcam").click()
+        for shot in (1, 2):
+            page.wait_for_function("() => document.querySelector(\"[data-testid='stCameraInput'] video\")"
+                                   "?.readyState >= 2", timeout=60_000)  # the camera shows frames: a shot has one
+            page.locator("[data-testid='stCameraInput']").get_by_role("button", name="Take Photo").click()
+            page.get_by_text(f"Stored capture {shot} in with_mask (face found)").wait_for(timeout=TIMEOUT * 1000)
+            wait_for_script(page)
+        assert_no_traceback(page)
+        page.screenshot(path=str(screenshot_dir() / "dataset-webcam.png"))
+        assert store.label_counts() == {"with_mask": 2, "without_mask": 0}
