@@ -388,13 +388,17 @@ class Store:
                     group = self._near_duplicate_group(conn, hashes, groups, phash)
                     sha = hashlib.sha256(data).hexdigest()
                     file = self._write_file(sha, data)
-                    conn.execute(images_table.insert().values(
+                    values = dict(
                         sha256=sha, file=file, label_id=self._ensure_label(conn, candidate.label),
                         source_name=candidate.name[:512], width=image.shape[1], height=image.shape[0],
                         face_x1=face.box[0] if face else None, face_y1=face.box[1] if face else None,
                         face_x2=face.box[2] if face else None, face_y2=face.box[3] if face else None,
                         face_probability=face.probability if face else None,
-                        phash=phash, dup_group=group, created_at=now()))
+                        phash=phash, dup_group=group, created_at=now())
+                    same_file = sa.select(images_table.c.id).where(images_table.c.sha256 == sha)
+                    if conn.execute(insert_unless(images_table, values, same_file)).rowcount == 0:
+                        report.duplicates.append(candidate.name)  # added by an import running at the same time
+                        continue
                     hashes = np.vstack([hashes, np.frombuffer(bytes.fromhex(phash), np.uint8)])
                     groups = np.append(groups, group)
                     report.added.append(candidate.name)
@@ -491,9 +495,8 @@ class Store:
         values = dict(id=run_id, created_at=now(), status="queued", config=json.dumps(config), cancel_requested=False)
         insert = runs_table.insert().values(**values)
         if exclusive:
-            active = sa.select(runs_table.c.id).where(runs_table.c.status.in_(ACTIVE_STATUSES))
-            row = sa.select(*(sa.literal(value, runs_table.c[name].type) for name, value in values.items()))
-            insert = runs_table.insert().from_select(list(values), row.where(~active.exists()))
+            insert = insert_unless(runs_table, values, sa.select(runs_table.c.id)
+                                   .where(runs_table.c.status.in_(ACTIVE_STATUSES)))
         with self.engine.begin() as conn:
             if conn.execute(insert).rowcount == 0:
                 raise StoreError("Another training run was started a moment ago: wait for it or cancel it first.")
@@ -566,6 +569,13 @@ def _run_dict(row) -> dict:
     for key in ("config", "progress", "metrics"):
         run[key] = json.loads(run[key]) if run[key] else None
     return run
+
+
+def insert_unless(table: sa.Table, values: dict, existing: sa.Select) -> sa.Insert:
+    """An INSERT of one row that adds nothing when `existing` finds a row: checked and inserted in one statement,
+    so concurrent writers cannot both pass the check."""
+    row = sa.select(*(sa.literal(value, table.c[name].type) for name, value in values.items()))
+    return table.insert().from_select(list(values), row.where(~existing.exists()))
 
 
 def _sqlite_pragmas(connection, _record) -> None:

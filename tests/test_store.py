@@ -299,6 +299,22 @@ def test_sessions_starting_runs_together_get_one(settings):
     assert len(created) == 1 and [run["id"] for run in stores[0].runs()] == created
 
 
+def test_an_import_running_beside_another_counts_its_files_as_duplicates(settings, detector, tmp_path):
+    """Two sessions import the same folder: the second one's files arrive between the first one's batches."""
+    folder = write_dataset(tmp_path / "d", 20)  # 40 photos: two batches of the first import
+    first, second = Store(settings), Store(settings)
+    reports = []
+
+    def after_batch(done: int, total: int) -> None:
+        if done == 32:  # the first batch is stored; the second session now imports everything
+            reports.append(second.import_folder(folder, detector))
+
+    report = first.import_folder(folder, detector, progress=after_batch)
+    assert len(reports[0].added) == 8 and len(reports[0].duplicates) == 32
+    assert len(report.added) == 32 and len(report.duplicates) == 8 and not report.rejected
+    assert sum(first.label_counts().values()) == 40
+
+
 def test_real_photos_get_faces_and_pasted_mask_pairs_are_grouped(store, shared_data, detector, tmp_path):
     names = ["212", "100", "37", "439", "422"]
     root = tmp_path / "real"
