@@ -100,6 +100,11 @@ class Progress:
     train_loss: float | None = None
     train_accuracy: float | None = None
 
+    def history_entry(self) -> dict:
+        """An epoch's figures as history.json and the registry's live curves keep them."""
+        return {"stage": self.stage, "epoch": self.epoch, "loss": self.train_loss, "accuracy": self.train_accuracy,
+                "val_loss": self.loss, "val_accuracy": self.accuracy}
+
 
 class Cancelled(Exception):
     """Training was cancelled through should_cancel()."""
@@ -243,10 +248,10 @@ def fit(module: nn.Module, optimizer, loss_fn, stage: str, epochs: int, patience
         with torch.no_grad():
             validation = validate()
         val_loss, val_accuracy = validation if validation else (loss, accuracy)
-        history.append({"stage": stage, "epoch": epoch, "loss": loss, "accuracy": accuracy,
-                        "val_loss": val_loss, "val_accuracy": val_accuracy})
         eta = (time.monotonic() - started) / epoch * (epochs - epoch)
-        callbacks.report(Progress(stage, epoch, epochs, epoch, epochs, val_loss, val_accuracy, eta, loss, accuracy))
+        report = Progress(stage, epoch, epochs, epoch, epochs, val_loss, val_accuracy, eta, loss, accuracy)
+        history.append(report.history_entry())
+        callbacks.report(report)
         if val_loss < best_loss - 1e-4:
             best_loss, best_state, stale = val_loss, copy.deepcopy(module.state_dict()), 0
         else:
@@ -466,8 +471,7 @@ def execute_run(store: Store, config: TrainConfig, models_dir: Path, run_id: str
     def progress(item: Progress) -> None:
         on_progress(item)
         if item.stage in ("head", "finetune") and item.accuracy is not None:  # fit()'s end-of-epoch report
-            history.append({"stage": item.stage, "epoch": item.epoch, "loss": item.train_loss,
-                            "accuracy": item.train_accuracy, "val_loss": item.loss, "val_accuracy": item.accuracy})
+            history.append(item.history_entry())
         if time.monotonic() - last["write"] >= 1.0:
             last["write"] = time.monotonic()
             store.update_run(run_id, progress={**asdict(item), "history": history})
