@@ -183,12 +183,15 @@ with webcam_tab:
         st.caption(f"Captured this session: {state.get('camera_count', 0)}")
         show_flash("camera")
         if camera_on:
-            shot = st.camera_input("Take a photo", key=f"camera_{state.get('camera_round', 0)}")
+            camera_key = f"camera_{state.get('camera_round', 0)}"
+            shot = st.camera_input("Take a photo", key=camera_key)
             if shot is not None:
                 data = shot.getvalue()
-                digest = hashlib.sha256(data).hexdigest()
-                if digest != state.get("camera_last_hash"):
-                    state["camera_last_hash"] = digest  # set before storing: a rerun never adds it twice
+                # Per camera and photo: a rerun never adds a shot twice, and a fresh camera's shot that repeats the
+                # last one (a still scene) still gets its "already in the dataset" answer.
+                handled = (camera_key, hashlib.sha256(data).hexdigest())
+                if handled != state.get("camera_handled"):
+                    state["camera_handled"] = handled  # set before storing
                     name = f"webcam-{datetime.now():%Y%m%d-%H%M%S}.jpg"
                     detector = ui.attempt(ui.detector)
                     report = ui.attempt(store.add_image, data, camera_label, name, detector) if detector else None

@@ -129,8 +129,11 @@ def test_webcam_shots_go_into_the_dataset(browser, tmp_path, monkeypatch):
         page.get_by_role("tab", name="Webcam").click()
         page.get_by_text("Use the webcam").click()
         for shot in (1, 2):
-            page.wait_for_function("() => document.querySelector(\"[data-testid='stCameraInput'] video\")"
-                                   "?.readyState >= 2", timeout=60_000)  # the camera shows frames: a shot has one
+            # The camera shows frames, and each fresh camera has played for longer than the last: Chromium's fake
+            # camera restarts its clip, so two shots at the same moment would be the same picture (a duplicate).
+            page.wait_for_function("shot => { const v = document.querySelector(\"[data-testid='stCameraInput'] "
+                                   "video\"); return v?.readyState >= 2 && v.currentTime >= shot; }",
+                                   arg=shot, timeout=60_000)
             page.locator("[data-testid='stCameraInput']").get_by_role("button", name="Take Photo").click()
             page.get_by_text(f"Stored capture {shot} in with_mask (face found)").wait_for(timeout=TIMEOUT * 1000)
             wait_for_script(page)

@@ -258,6 +258,11 @@ def test_webcam_captures_several_shots_in_a_row(settings, store):
     assert "already in the dataset" in texts(at.info)
     assert "Captured this session: 2" in texts(at.caption)
 
+    # The same picture again in the fresh camera (a still scene, or a fake camera restarting its clip) is answered too.
+    at.camera_input[0].set_value(("shot.jpg", first, "image/jpeg"))
+    check(at.run())
+    assert "already in the dataset" in texts(at.info) and at.camera_input[0].key == "camera_4"
+
 
 def test_gallery_is_paginated(tmp_path, store, detector):
     store.import_folder(write_dataset(tmp_path / "many", per_class=15, start=300), detector)
