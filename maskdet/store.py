@@ -162,7 +162,8 @@ def hash_distances(hashes: np.ndarray, one: str) -> np.ndarray:
 
 
 def folder_candidates(folder: Path) -> tuple[list[Candidate], list[tuple[str, str]]]:
-    """Files of a folder of class sub-folders, and the entries rejected before reading."""
+    """Files of a folder of class folders at any depth (label = the file's parent folder, as in a zip), and the
+    entries rejected before reading."""
     folder = Path(folder)
     if not folder.is_dir():
         raise StoreError(f"Folder not found: {folder}")
@@ -174,7 +175,7 @@ def folder_candidates(folder: Path) -> tuple[list[Candidate], list[tuple[str, st
         if len(relative.parts) < 2:
             rejected.append((str(relative), "not inside a class folder"))
             continue
-        candidates.append(Candidate(str(relative), relative.parts[0], path.read_bytes))
+        candidates.append(Candidate(str(relative), relative.parts[-2], path.read_bytes))
     return candidates, rejected
 
 

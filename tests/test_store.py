@@ -2,6 +2,7 @@ import io
 import os
 import sqlite3
 import threading
+from dataclasses import replace
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 
@@ -148,6 +149,25 @@ def test_zip_import_and_hostile_entries(store, detector):
     assert len(reasons) == 4  # macOS metadata is ignored silently
     assert store.label_counts() == {"with_mask": 2, "without_mask": 2}
     assert not (store.home.parent / "escape.jpg").exists()
+
+
+def test_folder_and_zip_of_the_same_tree_give_the_same_labels(store, tmp_path, detector, settings):
+    """A photo's label is the folder it is in, at any depth (Train/WithMask/, Test/WithMask/ are one class)."""
+    tree = {"Face Mask Dataset/Train/WithMask/a.jpg": encode(pattern_image(31)),
+            "Face Mask Dataset/Test/WithMask/b.jpg": encode(pattern_image(32)),
+            "Face Mask Dataset/Train/WithoutMask/c.jpg": encode(pattern_image(33)),
+            "loose.jpg": encode(pattern_image(34))}
+    for name, data in tree.items():
+        (tmp_path / "tree" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "tree" / name).write_bytes(data)
+    from_folder = store.import_folder(tmp_path / "tree", detector)
+    other_home = tmp_path / "other-home"
+    other = Store(replace(settings, home=other_home, database_url=f"sqlite:///{other_home / 'maskdet.db'}"))
+    from_zip = other.import_zip(zip_bytes(tree), detector)
+    assert from_folder.summary()["added"] == from_zip.summary()["added"] == 3
+    expected = {"with_mask": 0, "without_mask": 0, "WithMask": 2, "WithoutMask": 1}
+    assert store.label_counts() == other.label_counts() == expected
+    assert from_folder.rejected == from_zip.rejected == [("loose.jpg", "not inside a class folder")]
 
 
 def test_zip_with_new_class_folder_creates_the_label(store, detector):
