@@ -6,18 +6,12 @@ import ui
 from maskdet.insights import summarize
 from maskdet.runs import active_run, runs_table
 
-st.set_page_config(page_title="maskdet", page_icon=":material/masks:", layout="wide")
+ui.page_setup("Home")
 st.title("maskdet: face-mask detection studio")
 st.caption("Build a labelled face dataset, train a MobileNetV2 classifier, read its metrics, try it live, "
            "download it as ONNX.")
 
-PAGES = [
-    ("pages/1_Dataset.py", "Dataset", ":material/photo_library:", "import photos, capture from the webcam, review"),
-    ("pages/2_Train.py", "Train", ":material/model_training:", "settings, augmentation preview, live progress"),
-    ("pages/3_Metrics.py", "Metrics", ":material/monitoring:", "curves, confusion matrix, mistakes, comparisons"),
-    ("pages/4_Models.py", "Models", ":material/deployed_code:", "active model, ONNX and bundle downloads"),
-    ("pages/5_Live.py", "Live", ":material/videocam:", "webcam detection in the browser, or a photo or video"),
-]
+PAGES = ui.PAGES[1:]  # the home page's board: every page but this one
 columns = st.columns(len(PAGES))
 for column, (path, label, icon, description) in zip(columns, PAGES):
     with column:

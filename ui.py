@@ -46,12 +46,36 @@ def run_caption(run: dict) -> str:
     return f"{run['id']} ({run['status']}{accuracy})"
 
 
-def link_to_train() -> None:
-    """A link to the Train page (a hint instead when the page runs on its own, without the page registry)."""
+PAGES = [  # path, name, icon, what it is for (the home page's board)
+    ("app.py", "Home", ":material/home:", "status and the next step"),
+    ("pages/1_Dataset.py", "Dataset", ":material/photo_library:", "import photos, capture from the webcam, review"),
+    ("pages/2_Train.py", "Train", ":material/model_training:", "settings, augmentation preview, live progress"),
+    ("pages/3_Metrics.py", "Metrics", ":material/monitoring:", "curves, confusion matrix, mistakes, comparisons"),
+    ("pages/4_Models.py", "Models", ":material/deployed_code:", "active model, ONNX and bundle downloads"),
+    ("pages/5_Live.py", "Live", ":material/videocam:", "webcam detection in the browser, or a photo or video"),
+]
+
+
+def page_setup(title: str) -> None:
+    """Page config, and the sidebar's links to every page (Streamlit's own list would call the home page "app")."""
+    st.set_page_config(page_title=f"{title} · maskdet" if title != "Home" else "maskdet",
+                       page_icon=":material/masks:", layout="wide")
+    with st.sidebar:
+        for path, name, icon, _ in PAGES:
+            link(path, name, icon)
+
+
+def link(page: str, label: str, icon: str, fallback: str = "") -> None:
+    """A link to another page, or the fallback words when a page runs on its own (a page test: no page registry)."""
     try:
-        st.page_link("pages/2_Train.py", label="Train a model", icon=":material/model_training:")
+        st.page_link(page, label=label, icon=icon)
     except StreamlitAPIException:
-        st.markdown("Open **Train** in the sidebar to start one.")
+        if fallback:
+            st.markdown(fallback)
+
+
+def link_to_train() -> None:
+    link("pages/2_Train.py", "Train a model", ":material/model_training:", "Open **Train** in the sidebar to start one.")
 
 
 def curves_chart(points: list[dict], metric: str, color: str = "split", dash: str | None = None) -> alt.Chart:

@@ -15,7 +15,7 @@ import ui
 from maskdet import insights
 from maskdet.store import IMAGE_SUFFIXES
 
-st.set_page_config(page_title="Dataset · maskdet", layout="wide")
+ui.page_setup("Dataset")
 st.title("Dataset")
 st.caption("Face photos sorted into classes. MTCNN finds the face in each photo as it comes in; "
            "training uses the face crop.")

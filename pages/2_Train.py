@@ -20,7 +20,7 @@ from maskdet.model import NUM_BLOCKS
 from maskdet.settings import load_settings
 from maskdet.train import TrainConfig
 
-st.set_page_config(page_title="Train · maskdet", layout="wide")
+ui.page_setup("Train")
 st.title("Train a model")
 
 DEFAULTS = TrainConfig()
@@ -44,14 +44,6 @@ STAGES = {
 }
 NO_STRENGTH = {"flip", "grayscale"}  # transforms without a strength parameter
 SETTING_KEYS = []  # widget keys of the settings, cleared by "Reset to defaults"
-
-
-def link(page: str, label: str, icon: str, fallback: str) -> None:
-    """A link to another page, or the fallback words when it cannot be linked (missing page, page test)."""
-    try:
-        st.page_link(page, label=label, icon=icon)
-    except Exception:  # StreamlitPageNotFoundError
-        st.markdown(fallback)
 
 
 def duration(seconds: float | None) -> str:
@@ -105,7 +97,7 @@ if summary is None:
 if sum(summary.counts.values()) == 0:
     st.info("No images yet. Import photos on the **Dataset** page first: a folder or zip of class folders "
             "(for example with_mask/ and without_mask/), uploads or webcam captures. Then come back here to train.")
-    link("pages/1_Dataset.py", "Open the Dataset page", ":material/photo_library:",
+    ui.link("pages/1_Dataset.py", "Open the Dataset page", ":material/photo_library:",
          "Open the **Dataset** page from the sidebar.")
     st.stop()
 
@@ -316,7 +308,7 @@ def show_finished(run: dict) -> None:
             st.success(f"Run {run['id']} finished in {took}. The test split was empty, so there are no test scores.")
         if metrics.get("random_init"):
             st.warning("This model was trained from random weights (experiments only): expect poor results.")
-        link("pages/3_Metrics.py", "See its metrics", ":material/monitoring:",
+        ui.link("pages/3_Metrics.py", "See its metrics", ":material/monitoring:",
              "Its curves, confusion matrix and mistakes are on the **Metrics** page.")
     elif status == "failed":
         st.error(f"Run {run['id']} failed: {run.get('error') or 'no message was recorded.'}")

@@ -7,7 +7,7 @@ import streamlit as st
 import ui
 from maskdet import runs
 
-st.set_page_config(page_title="Metrics · maskdet", layout="wide")
+ui.page_setup("Metrics")
 st.title("Metrics")
 
 PERCENT = st.column_config.NumberColumn(format="%.3f")

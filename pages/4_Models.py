@@ -6,7 +6,7 @@ import ui
 from maskdet import runs
 from maskdet.export import bundle_zip
 
-st.set_page_config(page_title="Models · maskdet", layout="wide")
+ui.page_setup("Models")
 st.title("Models")
 
 NOTICE = "models-notice"  # a message to show after the rerun that follows a deletion

@@ -19,7 +19,7 @@ from maskdet.export import load_classifier
 from maskdet.live import LivePipeline, LiveSettings, rtc_configuration
 from maskdet.store import IMAGE_SUFFIXES
 
-st.set_page_config(page_title="Live · maskdet", layout="wide")
+ui.page_setup("Live")
 st.title("Live")
 st.caption("Faces found by MTCNN, cropped like in training and classified by a trained model: on your webcam stream, "
            "or on a photo or short video you upload.")

@@ -46,6 +46,17 @@ def test_home_page_with_an_empty_data_home(server, page, output_dir):
     page.screenshot(path=str(output_dir / "home-empty.png"), full_page=True)
 
 
+def test_the_sidebar_names_the_home_page_home_on_every_page(server, page):
+    """Deep-linked pages run without app.py; their sidebar still lists "Home", never the script name "app"."""
+    open_page(page, f"{server.url}/Models", "Models")
+    sidebar = page.get_by_test_id("stSidebar")
+    names = [text.split()[-1] for text in sidebar.get_by_role("link").all_inner_texts()]  # after the icon's name
+    assert names == ["Home", "Dataset", "Train", "Metrics", "Models", "Live"]
+    assert page.get_by_test_id("stSidebarNav").count() == 0  # Streamlit's own list, which says "app", is off
+    sidebar.get_by_role("link", name="Home").click()
+    page.get_by_role("heading", name="maskdet: face-mask detection studio").wait_for(timeout=60_000)
+
+
 def upload_photos(page, files: list[Path], label: str) -> None:
     """Dataset page, "Upload photos" tab: choose the class, add the files, import, wait for the report."""
     page.get_by_role("tab", name="Upload photos").click()

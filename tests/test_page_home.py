@@ -5,7 +5,7 @@ from pathlib import Path
 from streamlit.testing.v1 import AppTest
 
 from maskdet.train import TrainConfig, execute_run
-from tests.conftest import write_dataset
+from tests.conftest import page_in_app, write_dataset
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
@@ -48,3 +48,12 @@ def test_with_a_trained_model_it_shows_the_active_model_and_runs(store, detector
     assert f"Active model **{run_id}**" in texts(at.success)
     table = at.dataframe[0].value
     assert list(table["run"]) == [run_id] and list(table["status"]) == ["succeeded"]
+
+
+def test_every_page_links_all_pages_in_the_sidebar_with_home_first(settings):
+    """The pages draw the sidebar's links themselves, so the home page is "Home" (Streamlit's list says "app")."""
+    names = ["Home", "Dataset", "Train", "Metrics", "Models", "Live"]
+    assert [link.proto.label for link in run_home().sidebar.get("page_link")] == names
+    for page in ("pages/1_Dataset.py", "pages/5_Live.py"):
+        at = page_in_app(page)
+        assert not at.exception and [link.proto.label for link in at.sidebar.get("page_link")] == names

@@ -65,7 +65,7 @@ def test_without_a_model_it_says_so_and_links_to_training(settings):
     assert not at.exception
     assert at.title[0].value == "Live"
     assert "No trained model yet" in at.info[0].value
-    assert [link.proto.label for link in at.page_link] == ["Train a model"]
+    assert [link.proto.label for link in at.main.get("page_link")] == ["Train a model"]
     assert [u.label for u in at.file_uploader] == ["Model file"]  # an exported model can still be used
     assert not at.get("component_instance") and not at.selectbox
 

@@ -79,7 +79,7 @@ def test_empty_home_says_so_and_points_to_training(settings):
     no_crash(at)
     assert at.title[0].value == "Metrics"
     assert "No training runs yet" in at.info[0].value
-    assert [link.proto.label for link in at.page_link] == ["Train a model"]
+    assert [link.proto.label for link in at.main.get("page_link")] == ["Train a model"]
     assert not at.dataframe and not at.tabs
 
 

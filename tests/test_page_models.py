@@ -69,7 +69,7 @@ def test_empty_home_says_so_and_points_to_training(settings):
     assert not at.exception
     assert at.title[0].value == "Models"
     assert "No models yet" in at.info[0].value
-    assert [link.proto.label for link in at.page_link] == ["Train a model"]
+    assert [link.proto.label for link in at.main.get("page_link")] == ["Train a model"]
     assert not at.download_button and not at.selectbox
 
 

@@ -109,7 +109,7 @@ def test_empty_home_says_to_import_images_first(settings):
     # Opened as a page of the app, the hint is a link to the Dataset page (once that page exists).
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).switch_page("pages/2_Train.py").run()
     no_failure(at)
-    links = [link.proto.label for link in at.get("page_link")]
+    links = [link.proto.label for link in at.main.get("page_link")]
     if (ROOT / "pages" / "1_Dataset.py").exists():
         assert links == ["Open the Dataset page"]
     else:
