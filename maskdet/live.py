@@ -63,6 +63,11 @@ def as_rgb(frame: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(frame[..., :3], dtype=np.uint8)
 
 
+def moving_average(average: float, value: float) -> float:
+    """Exponential moving average, 0.1 weight on the new value; an average of 0 means none yet."""
+    return value if average == 0 else 0.9 * average + 0.1 * value
+
+
 class LivePipeline:
     """Thread-safe: one frame at a time goes through the pipeline; counters can be read from any thread."""
 
@@ -76,6 +81,7 @@ class LivePipeline:
         self._lock = threading.Lock()
         self._last_frame_end: float | None = None
         self.fps = 0.0
+        self.stage_ms = {"detect": 0.0, "classify": 0.0}  # smoothed like fps: detection runs on every n-th frame only
 
     def process(self, frame: np.ndarray) -> tuple[np.ndarray, FrameResult]:
         """Annotated copy of a frame (RGB, RGBA or grayscale uint8) and what was found in it."""
@@ -97,6 +103,8 @@ class LivePipeline:
         mark = time.perf_counter()
         predictions = classify_faces(frame, faces, self.classifier, self.settings.class_threshold)
         timings["classify"] = (time.perf_counter() - mark) * 1000
+        for stage in self.stage_ms:
+            self.stage_ms[stage] = moving_average(self.stage_ms[stage], timings[stage])
         mark = time.perf_counter()
         result = FrameResult(predictions, detect, len(self._faces), timings)
         annotated = frame.copy()
@@ -110,8 +118,7 @@ class LivePipeline:
     def _count(self, result: FrameResult) -> None:
         now = time.perf_counter()
         if self._last_frame_end is not None:
-            instant = 1.0 / max(now - self._last_frame_end, 1e-6)
-            self.fps = instant if self.fps == 0 else 0.9 * self.fps + 0.1 * instant
+            self.fps = moving_average(self.fps, 1.0 / max(now - self._last_frame_end, 1e-6))
         self._last_frame_end = now
         self.counters.frames += 1
         self.counters.faces_classified += len(result.predictions)
@@ -119,10 +126,11 @@ class LivePipeline:
             self.counters.labels[prediction.label] = self.counters.labels.get(prediction.label, 0) + 1
 
     def _overlay(self, canvas: np.ndarray, result: FrameResult) -> None:
-        """fps and per-stage milliseconds in the top-left corner, and a note when faces were capped."""
+        """fps and per-stage milliseconds (moving averages) in the top-left corner, and a note when faces were
+        capped."""
         style = TextStyle.for_image(canvas)
-        t = result.timings_ms
-        lines = [f"{self.fps:.0f} fps  detect {t['detect']:.0f} ms  classify {t['classify']:.1f} ms"]
+        ms = self.stage_ms
+        lines = [f"{self.fps:.0f} fps  detect {ms['detect']:.0f} ms  classify {ms['classify']:.1f} ms"]
         if result.faces_found > len(result.predictions):
             lines.append(f"{result.faces_found} faces: classifying the {len(result.predictions)} largest")
         y = 0

@@ -83,6 +83,20 @@ def test_real_faces_are_found_and_tracked_between_detections(untrained, shared_d
     assert (counters.frames, counters.detections, counters.faces_classified) == (4, 2, 8)
 
 
+def test_the_overlay_shows_moving_averages_of_the_stage_times(untrained, shared_data):
+    """Detection runs on every 3rd frame only, so the overlay's milliseconds are averaged, not one frame's."""
+    pipeline = LivePipeline(untrained, LiveSettings(detect_every=3))
+    frame = frame_of([shared_data / "without_mask" / "100.jpg"])
+    results = [pipeline.process(frame)[1] for _ in range(7)]
+    for stage in ("detect", "classify"):
+        times = [r.timings_ms[stage] for r in results]
+        expected = times[0]
+        for value in times[1:]:
+            expected = 0.9 * expected + 0.1 * value
+        assert pipeline.stage_ms[stage] == pytest.approx(expected)
+        assert min(times) < pipeline.stage_ms[stage] < max(times)
+
+
 def test_tracking_follows_a_moving_face_and_drops_a_lost_one(untrained, shared_data):
     pipeline = LivePipeline(untrained, LiveSettings(detect_every=100))
     photo = Image.open(shared_data / "without_mask" / "100.jpg").convert("RGB")
