@@ -105,8 +105,9 @@ def open_page(page, url: str, heading: str):
 
 
 def wait_for_script(page) -> None:
-    """Wait until Streamlit's "running" status widget is gone (the script run after an interaction finished)."""
-    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000)
+    """Wait until the script run an interaction started has finished: Streamlit marks its app element with the run
+    state at once, while its "running" status widget only shows once a run has taken half a second."""
+    page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']", timeout=60_000)
 
 
 def assert_no_traceback(page) -> None:

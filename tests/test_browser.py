@@ -50,6 +50,7 @@ def test_the_sidebar_names_the_home_page_home_on_every_page(server, page):
     """Deep-linked pages run without app.py; their sidebar still lists "Home", never the script name "app"."""
     open_page(page, f"{server.url}/Models", "Models")
     sidebar = page.get_by_test_id("stSidebar")
+    sidebar.get_by_role("link", name="Live").wait_for()
     names = [text.split()[-1] for text in sidebar.get_by_role("link").all_inner_texts()]  # after the icon's name
     assert names == ["Home", "Dataset", "Train", "Metrics", "Models", "Live"]
     assert page.get_by_test_id("stSidebarNav").count() == 0  # Streamlit's own list, which says "app", is off
