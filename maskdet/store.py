@@ -376,14 +376,19 @@ class Store:
         with self.engine.connect() as conn:
             known = {sha: label for sha, label in conn.execute(
                 sa.select(images_table.c.sha256, labels_table.c.name).select_from(images_table.join(labels_table)))}
-            rows = conn.execute(sa.select(images_table.c.phash, images_table.c.dup_group)).all()
-        hashes = np.array([np.frombuffer(bytes.fromhex(h), np.uint8) for h, _ in rows], np.uint8).reshape(-1, 32)
-        groups = np.array([g for _, g in rows], np.int64)
-        done = 0
+        hashes, groups = np.zeros((0, 32), np.uint8), np.zeros(0, np.int64)
+        seen_id, added_shas, done = 0, set(), 0
         for start in range(0, len(candidates), batch_size):
             batch = self._decode_batch(candidates[start:start + batch_size], known, report)
             faces = detector.largest_faces([image for _, image, _ in batch]) if batch else []
             with self.engine.begin() as conn:
+                # Images stored since the last batch by an import running at the same time join the comparison.
+                rows = conn.execute(sa.select(images_table.c.id, images_table.c.sha256, images_table.c.phash,
+                                              images_table.c.dup_group).where(images_table.c.id > seen_id)).all()
+                seen_id = max([seen_id] + [row.id for row in rows])
+                others = [row for row in rows if row.sha256 not in added_shas]
+                hashes = np.vstack([hashes, *(np.frombuffer(bytes.fromhex(row.phash), np.uint8) for row in others)])
+                groups = np.append(groups, [row.dup_group for row in others]).astype(np.int64)
                 for (candidate, image, data), face in zip(batch, faces):
                     phash = perceptual_hash(image)
                     group = self._near_duplicate_group(conn, hashes, groups, phash)
@@ -402,6 +407,7 @@ class Store:
                         continue
                     hashes = np.vstack([hashes, np.frombuffer(bytes.fromhex(phash), np.uint8)])
                     groups = np.append(groups, group)
+                    added_shas.add(sha)
                     report.added.append(candidate.name)
                     if face is None:
                         report.no_face.append(candidate.name)

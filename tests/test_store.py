@@ -335,6 +335,24 @@ def test_an_import_running_beside_another_counts_its_files_as_duplicates(setting
     assert sum(first.label_counts().values()) == 40
 
 
+def test_near_duplicates_stored_by_an_import_running_beside_are_grouped(settings, detector, tmp_path):
+    """A session adds a masked copy of a photo that the other session's import reaches in its second batch."""
+    folder = write_dataset(tmp_path / "d", 20)  # 40 photos: two batches of the first import
+    last = sorted(folder.rglob("*.jpg"))[-1]  # in the first import's second batch
+    masked = np.asarray(Image.open(last).convert("RGB")).copy()
+    masked[masked.shape[0] * 6 // 10:] = (90, 140, 200)  # "paste a mask" below the part the hash looks at
+    first, second = Store(settings), Store(settings)
+
+    def after_batch(done: int, total: int) -> None:
+        if done == 32:
+            second.add_image(encode(masked), "with_mask", "masked-copy.jpg", detector)
+
+    first.import_folder(folder, detector, progress=after_batch)
+    groups = {record.source_name: record.dup_group for record in first.images()}
+    assert len(groups) == 41 and groups["masked-copy.jpg"] == groups[str(last.relative_to(folder))]
+    assert len(set(groups.values())) == 40
+
+
 def test_real_photos_get_faces_and_pasted_mask_pairs_are_grouped(store, shared_data, detector, tmp_path):
     names = ["212", "100", "37", "439", "422"]
     root = tmp_path / "real"
