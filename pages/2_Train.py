@@ -98,7 +98,7 @@ if sum(summary.counts.values()) == 0:
     st.info("No images yet. Import photos on the **Dataset** page first: a folder or zip of class folders "
             "(for example with_mask/ and without_mask/), uploads or webcam captures. Then come back here to train.")
     ui.link("pages/1_Dataset.py", "Open the Dataset page", ":material/photo_library:",
-         "Open the **Dataset** page from the sidebar.")
+            "Open the **Dataset** page from the sidebar.")
     st.stop()
 
 st.caption("Images: " + ", ".join(f"{label} {count}" for label, count in summary.counts.items())
@@ -309,7 +309,7 @@ def show_finished(run: dict) -> None:
         if metrics.get("random_init"):
             st.warning("This model was trained from random weights (experiments only): expect poor results.")
         ui.link("pages/3_Metrics.py", "See its metrics", ":material/monitoring:",
-             "Its curves, confusion matrix and mistakes are on the **Metrics** page.")
+                "Its curves, confusion matrix and mistakes are on the **Metrics** page.")
     elif status == "failed":
         st.error(f"Run {run['id']} failed: {run.get('error') or 'no message was recorded.'}")
     elif status == "cancelled":
