@@ -32,7 +32,7 @@ def full_size_faces(store) -> int:
     mtcnn = MTCNN(keep_all=True, min_face_size=20, post_process=False, device="cpu")
     found = 0
     for record in tqdm(store.images(), desc="full-size MTCNN", file=sys.stderr):
-        boxes, _ = mtcnn.detect(store.load_image(record))
+        boxes, _, _ = mtcnn.detect(store.load_image(record))
         found += boxes is not None
     return found
 

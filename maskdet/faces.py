@@ -17,10 +17,14 @@ class CropRule:
     size: int = 160
 
 
+Landmarks = tuple[tuple[float, float], ...]  # five x, y points in image pixels, in MTCNN's order (see mtcnn.py)
+
+
 @dataclass(frozen=True)
 class Face:
     box: tuple[float, float, float, float]  # x1, y1, x2, y2 in image pixels
     probability: float
+    landmarks: Landmarks | None = None
 
     @property
     def area(self) -> float:
@@ -68,35 +72,47 @@ def _shrink(image: np.ndarray, side: int) -> tuple[np.ndarray, float]:
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA), scale
 
 
+def pad_border(image: np.ndarray, pad: int) -> np.ndarray:
+    """The image on a canvas `pad` pixels larger on every side, filled with the image's mean colour."""
+    fill = [float(v) for v in image.reshape(-1, image.shape[2]).mean(axis=0)]
+    return cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=fill)
+
+
 class FaceDetector:
-    """MTCNN on a downscaled copy of each image; images with no face found are retried at a larger size.
+    """MTCNN on a downscaled copy of each image. Images with no face found are retried at a larger size, then
+    on a padded copy: a face that fills the frame (a masked close-up) has its box partly outside the photo, where
+    MTCNN cannot place it; with a border of `pad_fraction` of the longer side on each side it can.
 
     min_face_size is in pixels of the downscaled copy (PNet cannot see faces under 12 pixels there)."""
 
     def __init__(self, detect_side: int = 160, fallback_side: int = 640, min_face_size: int = 20,
-                 thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7), min_probability: float = 0.0):
+                 thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7), min_probability: float = 0.0,
+                 pad_fraction: float = 0.25):
         self.detect_side = detect_side
         self.fallback_side = fallback_side
         self.min_probability = min_probability
+        self.pad_fraction = pad_fraction
         self.mtcnn = OnnxMTCNN(min_face_size, thresholds)
 
-    def _faces(self, boxes: np.ndarray, probabilities: np.ndarray, scale: float, image: np.ndarray,
-               min_probability: float) -> list[Face]:
-        """Boxes of the downscaled copy mapped back to the image, clipped, weak ones dropped, largest first."""
+    def _faces(self, boxes: np.ndarray, probabilities: np.ndarray, landmarks: np.ndarray, scale: float,
+               image: np.ndarray, min_probability: float, pad: int = 0) -> list[Face]:
+        """Boxes of the downscaled (and padded) copy mapped back to the image, clipped, weak ones dropped, largest
+        first."""
         height, width = image.shape[:2]
         faces = []
-        for box, probability in zip(boxes / scale, probabilities):
+        for box, probability, points in zip(boxes / scale - pad, probabilities, landmarks / scale - pad):
             x1, y1 = max(0.0, float(box[0])), max(0.0, float(box[1]))
             x2, y2 = min(float(width), float(box[2])), min(float(height), float(box[3]))
             if probability >= min_probability and x2 - x1 >= 2 and y2 - y1 >= 2:
-                faces.append(Face((x1, y1, x2, y2), float(probability)))
+                faces.append(Face((x1, y1, x2, y2), float(probability),
+                                  tuple((float(x), float(y)) for x, y in points)))
         return sorted(faces, key=lambda face: face.area, reverse=True)
 
-    def _detect_one(self, image: np.ndarray, side: int) -> list[Face]:
-        small, scale = _shrink(image, side)
+    def _detect_one(self, image: np.ndarray, side: int, pad: int = 0) -> list[Face]:
+        small, scale = _shrink(pad_border(image, pad) if pad else image, side)
         if min(small.shape[:2]) < MIN_FACE_SIDE:
             return []
-        return self._faces(*self.mtcnn.detect(small), scale, image, self.min_probability)
+        return self._faces(*self.mtcnn.detect(small), scale, image, self.min_probability, pad)
 
     def detect(self, images: list[np.ndarray]) -> list[list[Face]]:
         """All faces per image, largest first."""
@@ -105,6 +121,8 @@ class FaceDetector:
             faces = self._detect_one(image, self.detect_side)
             if not faces and max(image.shape[:2]) > self.detect_side and self.fallback_side > self.detect_side:
                 faces = self._detect_one(image, self.fallback_side)
+            if not faces and self.pad_fraction > 0:
+                faces = self._detect_one(image, self.detect_side, round(max(image.shape[:2]) * self.pad_fraction))
             results.append(faces)
         return results
 

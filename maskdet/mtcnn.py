@@ -92,8 +92,14 @@ def crops(image: np.ndarray, boxes: np.ndarray, side: int) -> tuple[np.ndarray, 
     return np.ascontiguousarray(np.stack(patches).transpose(0, 3, 1, 2)), valid
 
 
+def no_faces() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32)
+
+
 class OnnxMTCNN:
-    """Faces in one RGB image: boxes (N, 4) as x1, y1, x2, y2 and probabilities (N,), like MTCNN.detect."""
+    """Faces in one RGB image, like MTCNN.detect(landmarks=True): boxes (N, 4) as x1, y1, x2, y2, probabilities (N,)
+    and landmarks (N, 5, 2) as x, y of the eyes, the nose tip and the mouth corners (in MTCNN's order: left eye,
+    right eye, nose, left mouth corner, right mouth corner, left meaning the image's left)."""
 
     def __init__(self, min_face_size: int = 20, thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
                  factor: float = 0.709):
@@ -102,19 +108,20 @@ class OnnxMTCNN:
         self.factor = factor
         self.nets = networks()
 
-    def detect(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def detect(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         normalised = (image.astype(np.float32) - 127.5) * 0.0078125
         boxes = self._proposals(normalised)
         if len(boxes):
             boxes = self._refine(normalised, boxes, self.nets.rnet, 24, self.thresholds[1])
         if len(boxes):
             return self._final(normalised, boxes[:, :4], self.thresholds[2])
-        return np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
+        return no_faces()
 
-    def track(self, image: np.ndarray, boxes: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    def track(self, image: np.ndarray, boxes: np.ndarray,
+              threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The last stage alone on known boxes: where each face is in this image, and whether it is still there."""
         if len(boxes) == 0:
-            return np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
+            return no_faces()
         return self._final((image.astype(np.float32) - 127.5) * 0.0078125, squared(np.asarray(boxes, np.float32)),
                            threshold)
 
@@ -150,14 +157,18 @@ class OnnxMTCNN:
         picked = nms(boxes[:, :4], scores, 0.7)
         return np.concatenate([squared(regress(boxes[picked], offsets[picked])), scores[picked, None]], axis=1)
 
-    def _final(self, image: np.ndarray, boxes: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-        """ONet: final boxes and probabilities."""
+    def _final(self, image: np.ndarray, boxes: np.ndarray,
+               threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """ONet: final boxes, probabilities and landmarks."""
         inputs, valid = crops(image, boxes, 48)
         boxes = boxes[valid]
         if len(boxes) == 0:
-            return np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
-        offsets, _, probability = self.nets.onet.run(None, {"image": inputs})
+            return no_faces()
+        offsets, points, probability = self.nets.onet.run(None, {"image": inputs})
         keep = probability[:, 1] > threshold
-        boxes, scores = regress(boxes[keep], offsets[keep]), probability[keep, 1]
+        boxes, offsets, points, scores = boxes[keep], offsets[keep], points[keep], probability[keep, 1]
+        size = boxes[:, 2:4] - boxes[:, 0:2] + 1  # landmarks are relative to the box before regression
+        landmarks = np.stack([points[:, :5], points[:, 5:]], axis=2) * size[:, None, :] + boxes[:, None, 0:2] - 1
+        boxes = regress(boxes, offsets)
         picked = nms(boxes, scores, 0.7, by_min=True)
-        return boxes[picked].astype(np.float32), scores[picked].astype(np.float32)
+        return boxes[picked].astype(np.float32), scores[picked].astype(np.float32), landmarks[picked].astype(np.float32)

@@ -21,7 +21,8 @@ def test_squared_keeps_the_centre():
 
 
 def test_same_faces_as_facenet_pytorch(shared_data):
-    """Same cascade and weights: on real photos the two find the same faces, boxes within resampling noise."""
+    """Same cascade and weights: on real photos the two find the same faces, boxes and landmarks within resampling
+    noise."""
     import torch
     from facenet_pytorch import MTCNN
 
@@ -29,19 +30,25 @@ def test_same_faces_as_facenet_pytorch(shared_data):
     ours = OnnxMTCNN(min_face_size=20)
     photos = sorted((shared_data / "without_mask").glob("*.jpg"))[:12] + \
         sorted((shared_data / "with_mask").glob("*.jpg"))[:12]
-    ious = []
+    ious, landmark_errors = [], []
     for path in photos:
         image = Image.open(path).convert("RGB")
         image.thumbnail((320, 320))
         pixels = np.asarray(image)
         with torch.inference_mode():
-            expected, probabilities = reference.detect(pixels)
-        expected = [] if expected is None else [b for b, p in zip(expected, probabilities) if p > 0.9]
-        boxes, scores = ours.detect(pixels)
-        found = [b for b, p in zip(boxes, scores) if p > 0.9]
+            expected, probabilities, expected_points = reference.detect(pixels, landmarks=True)
+        expected = [] if expected is None else [(b, q) for b, p, q in zip(expected, probabilities, expected_points)
+                                                if p > 0.9]
+        boxes, scores, points = ours.detect(pixels)
+        found = [(b, q) for b, p, q in zip(boxes, scores, points) if p > 0.9]
         assert len(found) == len(expected), path.name
-        ious += [max(box_iou(b, e) for e in expected) for b in found]
+        for box, landmarks in found:
+            iou, (match, match_points) = max((box_iou(box, e[0]), e) for e in expected)
+            ious.append(iou)
+            eyes = np.linalg.norm(match_points[1] - match_points[0])
+            landmark_errors.append(np.abs(landmarks - match_points).max() / eyes)
     assert len(ious) >= 20 and np.mean(ious) > 0.9 and min(ious) > 0.7
+    assert np.median(landmark_errors) < 0.1 and max(landmark_errors) < 0.3  # in eye distances
 
 
 def test_track_follows_a_shifted_face_and_drops_a_vanished_one(shared_data):
@@ -51,9 +58,9 @@ def test_track_follows_a_shifted_face_and_drops_a_vanished_one(shared_data):
     frame, moved = Image.new("RGB", (320, 240), (90, 110, 100)), Image.new("RGB", (320, 240), (90, 110, 100))
     frame.paste(photo, (40, 40))
     moved.paste(photo, (52, 48))
-    boxes, _ = detector.detect(np.asarray(frame))
-    tracked, probabilities = detector.track(np.asarray(moved), boxes, 0.7)
-    fresh, _ = detector.detect(np.asarray(moved))
+    boxes, _, _ = detector.detect(np.asarray(frame))
+    tracked, probabilities, _ = detector.track(np.asarray(moved), boxes, 0.7)
+    fresh, _, _ = detector.detect(np.asarray(moved))
     assert len(tracked) == 1 and probabilities[0] > 0.9 and box_iou(tracked[0], fresh[0]) > 0.8
     assert box_iou(tracked[0], fresh[0]) > box_iou(boxes[0], fresh[0])  # it moved with the face
     assert len(detector.track(np.full((240, 320, 3), 128, np.uint8), boxes, 0.7)[0]) == 0
@@ -61,5 +68,5 @@ def test_track_follows_a_shifted_face_and_drops_a_vanished_one(shared_data):
 
 @pytest.mark.parametrize("shape", [(5, 5, 3), (12, 400, 3), (240, 320, 3)])
 def test_no_faces_in_flat_or_tiny_images(shape):
-    boxes, scores = OnnxMTCNN().detect(np.full(shape, 128, np.uint8))
-    assert boxes.shape == (0, 4) and scores.shape == (0,)
+    boxes, scores, landmarks = OnnxMTCNN().detect(np.full(shape, 128, np.uint8))
+    assert boxes.shape == (0, 4) and scores.shape == (0,) and landmarks.shape == (0, 5, 2)
