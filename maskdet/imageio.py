@@ -13,6 +13,14 @@ class BadImage(ValueError):
     """The bytes are not a usable image; str(error) says why."""
 
 
+def to_rgb(image: Image.Image) -> Image.Image:
+    """RGB; an image with transparency (alpha, or a palette's transparent entries) is laid on white first."""
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        image = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", image.size, (255, 255, 255, 255)), image).convert("RGB")
+    return image.convert("RGB")
+
+
 def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     """Decode bytes to an RGB uint8 array (EXIF orientation applied), refusing huge or broken files."""
     if not data:
@@ -29,7 +37,7 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
             warnings.simplefilter("error")
             image.load()
             image = ImageOps.exif_transpose(image)
-            rgb = image.convert("RGB")
+            rgb = to_rgb(image)
     except Exception as error:
         raise BadImage(f"corrupt or truncated image ({error})") from None
     if min(rgb.size) < 8:
