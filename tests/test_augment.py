@@ -2,14 +2,16 @@
 
 from dataclasses import fields
 
+import albumentations as A
 import cv2
 import numpy as np
 import pytest
 
-from maskdet.augment import AugmentConfig, Augmentation, build_eval_pipeline, build_train_pipeline
+from maskdet.augment import AUGMENTATIONS, AugmentConfig, Augmentation, build_eval_pipeline, build_train_pipeline
 from tests.conftest import pattern_image
 
-NAMES = [f.name for f in fields(AugmentConfig)]
+NAMES = list(AUGMENTATIONS)
+DEGRADATIONS = ["motion_blur", "downscale", "jpeg"]  # the real-photo ones: small, soft, compressed faces
 
 
 def textured_image(seed: int = 3, size=(120, 100)) -> np.ndarray:
@@ -46,10 +48,29 @@ def test_config_round_trip():
     assert AugmentConfig.from_dict({}) == AugmentConfig()  # missing entries keep their defaults
 
 
-def test_partial_entries_use_field_defaults():
-    config = AugmentConfig.from_dict({"blur": {"enabled": False}})
-    assert config.blur == Augmentation(False, 0.5, 0.5)
+def test_partial_entries_keep_that_augmentations_defaults():
+    config = AugmentConfig.from_dict({"blur": {"enabled": False}, "jpeg": {"strength": 0.2}})
+    assert config.blur == Augmentation(False, 0.2, 0.5)
+    assert config.jpeg == Augmentation(True, 0.3, 0.2)
     assert config.flip == AugmentConfig().flip
+
+
+def test_the_table_drives_the_config_fields_and_defaults():
+    assert [f.name for f in fields(AugmentConfig)] == NAMES
+    assert list(AugmentConfig().to_dict()) == NAMES
+    for name, spec in AUGMENTATIONS.items():
+        assert getattr(AugmentConfig(), name) == spec.default
+        assert spec.label and spec.help
+    assert {name for name, spec in AUGMENTATIONS.items() if not spec.has_strength} == {"flip", "grayscale"}
+    config = AugmentConfig()
+    config.flip.probability = 0.1  # each config has its own entries, not the table's
+    assert AUGMENTATIONS["flip"].default.probability == 0.5 and AugmentConfig().flip.probability == 0.5
+
+
+def test_new_degradations_are_on_by_default_with_moderate_probabilities():
+    for name in DEGRADATIONS:
+        default = AUGMENTATIONS[name].default
+        assert default.enabled and 0.2 <= default.probability <= 0.3, name
 
 
 def test_unknown_augmentation_is_rejected_with_the_known_names():
@@ -127,3 +148,66 @@ def test_probability_zero_entries_are_left_out_of_the_pipeline():
     config = only("affine", probability=0.0)
     assert len(build_train_pipeline(config, 64).transforms) == 1  # the resize alone
     assert len(build_train_pipeline(AugmentConfig(), 64).transforms) == len(NAMES) + 1
+
+
+def test_pipeline_follows_the_table_order_and_resizes_last():
+    kinds = [type(t) for t in build_train_pipeline(AugmentConfig(), 64).transforms]
+    assert kinds == [type(spec.build(0.5, 0.5)) for spec in AUGMENTATIONS.values()] + [A.Resize]
+    assert kinds[-5:-1] == [A.MotionBlur, A.Downscale, A.GaussNoise, A.ImageCompression]  # the camera, then resize
+
+
+@pytest.mark.parametrize("name", [n for n, spec in AUGMENTATIONS.items() if not spec.has_strength])
+def test_strength_does_not_matter_where_the_table_says_so(name):
+    image = textured_image()
+    weak = run(build_train_pipeline(only(name, probability=0.5, strength=0.0), 64, seed=4), image, 6)
+    strong = run(build_train_pipeline(only(name, probability=0.5, strength=1.0), 64, seed=4), image, 6)
+    for a, b in zip(weak, strong):
+        np.testing.assert_array_equal(a, b)
+
+
+# ---- the real-photo degradations, on 160 px crops as training makes them -------------------------
+
+@pytest.mark.parametrize("name", DEGRADATIONS)
+def test_degradation_visibly_changes_a_crop_at_full_strength_and_is_seeded(name):
+    image = textured_image(size=(160, 160))
+    outputs = run(build_train_pipeline(only(name), 160, seed=5), image, 6)
+    assert all(np.abs(out.astype(int) - image).mean() > 10 for out in outputs), name
+    again = run(build_train_pipeline(only(name), 160, seed=5), image, 6)
+    for a, b in zip(outputs, again):
+        np.testing.assert_array_equal(a, b)
+    assert len({out.tobytes() for out in outputs}) > 1  # random parameters per call
+
+
+@pytest.mark.parametrize("name", DEGRADATIONS)
+def test_degradation_at_probability_zero_does_nothing(name):
+    image = textured_image(size=(160, 160))
+    for config in (only(name, probability=0.0), only(name, probability=0.0, strength=0.5)):
+        for out in run(build_train_pipeline(config, 160, seed=6), image, 3):
+            np.testing.assert_array_equal(out, image)
+
+
+def test_degradations_at_strength_zero_are_identity_or_nearly():
+    image = pattern_image(2, size=(160, 160))  # smooth, like skin
+    for out in run(build_train_pipeline(only("downscale", strength=0.0), 160, seed=7), image, 3):
+        np.testing.assert_array_equal(out, image)  # scale 1: nothing to lose
+    for name in ("jpeg", "motion_blur"):  # JPEG quality 100; the shortest (3 px) smear albumentations allows
+        for out in run(build_train_pipeline(only(name, strength=0.0), 160, seed=7), image, 3):
+            assert np.abs(out.astype(int) - image).mean() < 2, name
+
+
+@pytest.mark.parametrize("name", ["motion_blur", "downscale"])
+def test_blurring_degradations_remove_fine_detail_more_at_full_strength(name):
+    image = textured_image(size=(160, 160))
+
+    def detail(picture: np.ndarray) -> float:
+        return cv2.Laplacian(cv2.cvtColor(picture, cv2.COLOR_RGB2GRAY), cv2.CV_64F).var()
+
+    half = np.mean([detail(out) for out in run(build_train_pipeline(only(name, strength=0.5), 160, seed=8), image, 8)])
+    full = np.mean([detail(out) for out in run(build_train_pipeline(only(name, strength=1.0), 160, seed=8), image, 8)])
+    assert full < half < detail(image) / 2
+
+
+def test_degradation_ranges_follow_strength():
+    assert AUGMENTATIONS["jpeg"].build(1.0, 1.0).quality_range == (30, 70)
+    assert AUGMENTATIONS["jpeg"].build(0.0, 1.0).quality_range == (100, 100)
+    assert AUGMENTATIONS["downscale"].build(1.0, 1.0).scale_range == (0.25, 0.5)  # a 40 px face in a 160 px crop
