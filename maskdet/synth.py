@@ -1,8 +1,10 @@
 """Mask synthesis: a face mask drawn from MTCNN's five landmarks onto an unmasked face, as an extra training view
 of the masked class (see SyntheticMasks)."""
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+import cv2
 import numpy as np
 
 MASK_STYLES = {  # name: what the Train page calls it
@@ -54,7 +56,544 @@ class SyntheticMasks:
         return masks
 
 
+MIN_EYE_DISTANCE = 4.0  # pixels: a smaller face is returned unchanged
+_FACE_HALF_WIDTH = 1.0  # cheek edge to the face's midline, in eye distances
+_YAW_SHIFT = 1.5  # the face edges move by this times the nose's offset from the eye midpoint, away from the nose
+_EYE_CLEARANCE = (0.36, 0.46)  # eye distances from an eye point: nothing drawn inside the first, all from the second
+_BOTTOM = 99.0  # an outline point at this t is moved to just below the image (a gaiter runs down the neck)
+
+
+@dataclass(frozen=True)
+class _Frame:
+    """The face's frame: u along the eye line in eye distances from the eye midpoint, t towards the mouth in
+    eye-to-mouth distances; the surface coordinate s runs from -1 at one face edge through the midline to 1 at the
+    other, so each side's width follows the yaw."""
+
+    origin: np.ndarray  # eye midpoint, pixels
+    x_axis: np.ndarray  # pixels per unit of u
+    y_axis: np.ndarray  # pixels per unit of t
+    nose: float  # nose tip's u
+    mouth: float  # mouth midpoint's u
+    eyes: np.ndarray  # (2, 2) pixels
+
+    @property
+    def eye_distance(self) -> float:
+        return float(np.hypot(*self.x_axis))
+
+    def sides(self, t):
+        """Midline u at height t and the half-widths to the left and right face edges."""
+        midline = 0.6 * self.nose + (self.mouth - 0.6 * self.nose) * np.clip((t - 0.3) / 0.7, 0, 1)
+        shift = _YAW_SHIFT * self.nose
+        return (midline, np.maximum(midline + _FACE_HALF_WIDTH + shift, 0.2),
+                np.maximum(_FACE_HALF_WIDTH - shift - midline, 0.2))
+
+    def to_pixels(self, points: np.ndarray) -> np.ndarray:
+        """(n, 2) surface points s, t to image x, y."""
+        s, t = points[:, 0], points[:, 1]
+        midline, left, right = self.sides(t)
+        u = midline + s * np.where(s < 0, left, right)
+        return self.origin + u[:, None] * self.x_axis + t[:, None] * self.y_axis
+
+    def to_surface(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Surface s, t of pixel columns x (1, w) and rows y (h, 1)."""
+        inverse = np.linalg.inv(np.column_stack([self.x_axis, self.y_axis])).astype(np.float32)
+        dx, dy = x - np.float32(self.origin[0]), y - np.float32(self.origin[1])
+        u, t = inverse[0, 0] * dx + inverse[0, 1] * dy, inverse[1, 0] * dx + inverse[1, 1] * dy
+        midline, left, right = self.sides(t)
+        return (u - midline) / np.where(u < midline, left, right), t
+
+
+def _face_frame(landmarks) -> _Frame | None:
+    """The frame of a face from its five landmarks; None when they are not finite or the eyes are too close."""
+    points = np.asarray(landmarks, dtype=np.float64).reshape(5, 2)
+    if not np.isfinite(points).all():
+        return None
+    left_eye, right_eye, nose, mouth_left, mouth_right = points
+    x_axis = right_eye - left_eye
+    eye_distance = float(np.hypot(*x_axis))
+    if eye_distance < MIN_EYE_DISTANCE:
+        return None
+    origin, mouth = (left_eye + right_eye) / 2, (mouth_left + mouth_right) / 2
+    down = np.array([-x_axis[1], x_axis[0]]) / eye_distance
+    depth = float(np.dot(mouth - origin, down))
+    if depth < 0:  # mirrored landmarks: the mouth is on the other side of the eye line
+        down, depth = -down, -depth
+    across = x_axis / eye_distance ** 2
+    return _Frame(origin, x_axis, down * np.clip(depth, 0.6 * eye_distance, 2.0 * eye_distance),
+                  float(np.clip(np.dot(nose - origin, across), -0.35, 0.35)),
+                  float(np.clip(np.dot(mouth - origin, across), -0.35, 0.35)), points[:2])
+
+
+@dataclass(frozen=True)
+class _Canvas:
+    """The mask's fabric laid flat: s across the columns and t down the rows, `scale` pixels per unit."""
+
+    s: np.ndarray  # (1, w)
+    t: np.ndarray  # (h, 1)
+    scale: float
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.t.shape[0], self.s.shape[1]
+
+
+def _canvas(outline: np.ndarray, eye_distance: float) -> _Canvas:
+    """A canvas covering the outline (at most 3.5 units tall: a gaiter's fabric repeats below) at about the image's
+    resolution, capped."""
+    scale = float(np.clip(eye_distance, 8, 80))
+    (s0, t0), (s1, t1) = outline.min(axis=0) - 0.05, outline.max(axis=0) + 0.05
+    t1 = min(t1, t0 + 3.5)
+    s = (s0 + np.arange(int((s1 - s0) * scale) + 2) / scale).astype(np.float32)
+    t = (t0 + np.arange(int((t1 - t0) * scale) + 2) / scale).astype(np.float32)
+    return _Canvas(s[None, :], t[:, None], scale)
+
+
+# Fabric prints: (canvas, three colours (3, 3), rng) -> an (h, w, 3) colour canvas.
+
+def _mix(a, b, weight: np.ndarray) -> np.ndarray:
+    """a + (b - a) * weight for colours or (h, w, 3) images a and b and an (h, w) weight, channel by channel (faster
+    than numpy's broadcasting over three channels)."""
+    return cv2.merge([np.broadcast_to(a[..., i] + (b[..., i] - a[..., i]) * weight, weight.shape).astype(np.float32)
+                      for i in range(3)])
+
+
+def _grey3(field: np.ndarray) -> np.ndarray:
+    """An (h, w) float field repeated over three channels."""
+    return cv2.cvtColor(np.ascontiguousarray(field, dtype=np.float32), cv2.COLOR_GRAY2RGB)
+
+
+def _bands(x, period: float, duty: float) -> np.ndarray:
+    """Soft-edged stripes of `period` along x, `duty` of each period on (0..1)."""
+    return np.clip((np.cos(2 * np.pi / period * x) - np.cos(np.pi * duty)) * 4 + 0.5, 0, 1)
+
+
+def _solid(c: _Canvas, colours, rng) -> np.ndarray:
+    return np.broadcast_to(colours[0], (*c.shape, 3)).astype(np.float32)
+
+
+def _stripes(c: _Canvas, colours, rng) -> np.ndarray:
+    angle = rng.choice([0, np.pi / 2, np.pi / 4, -np.pi / 4])
+    x = c.s * np.sin(angle) + c.t * np.cos(angle)
+    return _mix(colours[0], colours[1], _bands(x, rng.uniform(0.08, 0.3), rng.uniform(0.2, 0.6)))
+
+
+def _checks(c: _Canvas, colours, rng) -> np.ndarray:
+    """Gingham, or plaid when thin lines of a third colour cross it."""
+    period = rng.uniform(0.1, 0.3)
+    checks = _mix(colours[0], colours[1], (_bands(c.s, period, 0.5) + _bands(c.t, period, 0.5)) / 2)
+    if rng.random() < 0.5:
+        return checks
+    lines = np.maximum(_bands(c.s + period / 4, period, 0.12), _bands(c.t + period / 4, period, 0.12))
+    return _mix(checks, colours[2], 0.8 * lines)
+
+
+def _dots(c: _Canvas, colours, rng) -> np.ndarray:
+    period = rng.uniform(0.1, 0.25)
+    x = c.s / period
+    y = c.t / period + 0.5 * (np.floor(x) % 2)
+    distance = np.hypot(x - np.floor(x) - 0.5, y - np.floor(y) - 0.5) * period
+    return _mix(colours[0], colours[1], np.clip((rng.uniform(0.15, 0.3) * period - distance) * c.scale + 0.5, 0, 1))
+
+
+def _motifs(c: _Canvas, colours, rng, density: float, draw: Callable) -> np.ndarray:
+    """Motifs scattered over a plain ground, `density` per unit area: draw(canvas, x, y, size in pixels, angle,
+    colours) for each."""
+    canvas = np.empty((*c.shape, 3), np.uint8)
+    canvas[:] = colours[0]
+    height, width = c.shape
+    count = int(density * height * width / c.scale ** 2) + 1
+    paints = [tuple(map(int, colour)) for colour in colours]
+    for x, y, size, angle in zip(rng.uniform(0, width, count), rng.uniform(0, height, count),
+                                 rng.uniform(0.05, 0.1, count) * c.scale, rng.uniform(0, 2 * np.pi, count)):
+        draw(canvas, x, y, size, angle, paints)
+    return canvas.astype(np.float32)
+
+
+def _point(x, y) -> tuple[int, int]:
+    """A point for OpenCV's drawing with 4 fractional bits."""
+    return int(round(x * 16)), int(round(y * 16))
+
+
+def _disc(canvas: np.ndarray, x: float, y: float, radius: float, colour) -> None:
+    cv2.circle(canvas, _point(x, y), int(round(max(radius, 0.5) * 16)), colour, -1, cv2.LINE_AA, 4)
+
+
+def _flower(canvas, x, y, size, angle, colours) -> None:
+    for petal in angle + np.arange(5) * 2 * np.pi / 5:
+        _disc(canvas, x + size * np.cos(petal), y + size * np.sin(petal), 0.6 * size, colours[1])
+    _disc(canvas, x, y, 0.45 * size, colours[2])
+
+
+_TEARDROP = np.array([(np.cos(a), np.sin(a) * np.sin(a / 2) ** 1.5 + 0.2 * (np.cos(a) + 1) ** 2)
+                      for a in np.linspace(0, 2 * np.pi, 24, endpoint=False)])  # round head, bent tip
+
+
+def _paisley(canvas, x, y, size, angle, colours) -> None:
+    """A teardrop filled and outlined in two colours, an eye in its head, dots around it."""
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    outline = np.round((_TEARDROP * 1.6 * size @ rotation.T + (x, y)) * 16).astype(np.int32)
+    cv2.fillPoly(canvas, [outline], colours[2], cv2.LINE_AA, 4)
+    cv2.polylines(canvas, [outline], True, colours[1], max(1, int(size / 5)), cv2.LINE_AA, 4)
+    _disc(canvas, *(np.array([-0.5 * size, 0]) @ rotation.T + (x, y)), 0.38 * size, colours[1])
+    for a in angle + np.array([1.2, 2.0, 4.3, 5.1]):
+        _disc(canvas, x + 2.4 * size * np.cos(a), y + 2.4 * size * np.sin(a), 0.12 * size + 0.5, colours[1])
+
+
+def _flowers(c: _Canvas, colours, rng) -> np.ndarray:
+    return _motifs(c, colours, rng, 7, _flower)
+
+
+def _paisleys(c: _Canvas, colours, rng) -> np.ndarray:
+    return _motifs(c, colours, rng, 5, _paisley)
+
+
+_CAMOUFLAGE = (((92, 100, 62), (150, 134, 92), (84, 66, 46), (38, 44, 32)),  # woodland
+               ((196, 196, 192), (140, 140, 144), (86, 86, 92), (44, 44, 50)),  # urban
+               ((200, 178, 136), (168, 140, 100), (128, 100, 70), (96, 92, 66)))  # desert
+
+
+def _camouflage(c: _Canvas, colours, rng) -> np.ndarray:
+    """Four colours where two blurred noise fields cross their thresholds."""
+    height, width = c.shape
+    cells = (max(2, int(width / (0.2 * c.scale))), max(2, int(height / (0.2 * c.scale))))
+    fields = [cv2.resize(rng.random(cells[::-1], dtype=np.float32), (width, height), interpolation=cv2.INTER_CUBIC)
+              for _ in range(2)]
+    palette = np.array(_CAMOUFLAGE[rng.integers(len(_CAMOUFLAGE))], np.float32)
+    return palette[(fields[0] > 0.5).astype(int) + 2 * (fields[1] > 0.55)]
+
+
+def _knit(c: _Canvas, colours, rng) -> np.ndarray:
+    """Knitted columns of V-shaped stitches."""
+    period = max(rng.uniform(0.035, 0.06), 4 / c.scale)
+    column = c.s / period - np.floor(c.s / period)
+    stitch = c.t / period + np.abs(column - 0.5)
+    light = (0.82 + 0.18 * np.sin(np.pi * (stitch - np.floor(stitch)))) * (0.88 + 0.12 * np.sin(np.pi * column))
+    return _mix(np.zeros(3), colours[0], light)
+
+
+def _twill(c: _Canvas, colours, rng) -> np.ndarray:
+    """Diagonal weave lines, as in denim."""
+    period = max(rng.uniform(0.02, 0.04), 3 / c.scale)
+    return _mix(np.zeros(3), colours[0], 0.88 + 0.12 * _bands(c.s + c.t, period, 0.5))
+
+
+_PATTERNS = {"solid": _solid, "stripes": _stripes, "checks": _checks, "dots": _dots, "flowers": _flowers,
+             "paisley": _paisleys, "camouflage": _camouflage, "knit": _knit, "twill": _twill}
+
+
+# Reliefs: (canvas, rng) -> brightness factor of the fabric's folds and seams.
+
+def _pleats(c: _Canvas, rng) -> np.ndarray:
+    """Three horizontal pleats, fanning out from the sides: a lit fold edge over a shadow line."""
+    fan = np.clip(1 - 0.4 * c.s ** 2, 0.35, 1)
+    light = np.ones(c.shape, np.float32)
+    for fold in np.array([0.75, 1.08, 1.41]) + rng.uniform(-0.04, 0.04, 3):
+        distance = (c.t - (1.08 + (fold - 1.08) * fan)) / fan
+        light += 0.12 * np.exp(-((distance + 0.06) / 0.06) ** 2) - 0.3 * np.exp(-((distance - 0.015) / 0.02) ** 2)
+    return light
+
+
+def _seam(c: _Canvas, rng) -> np.ndarray:
+    """A vertical centre seam between two panels lit slightly differently."""
+    return 1 - 0.3 * np.exp(-(c.s / 0.02) ** 2) + 0.06 * rng.choice([-1, 1]) * np.tanh(c.s / 0.15)
+
+
+def _cup(c: _Canvas, rng) -> np.ndarray:
+    """A moulded dome, sometimes with an exhalation valve on one side."""
+    light = 1.1 - 0.2 * (c.s ** 2 + ((c.t - 1.15) / 0.8) ** 2)
+    if rng.random() < 0.4:
+        distance = np.hypot(c.s - rng.choice([-0.45, 0.45]), c.t - 1.3)
+        light = light * (1 - 0.3 * np.clip((0.16 - distance) * c.scale, 0, 1)) + 0.2 * np.exp(
+            -((distance - 0.09) / 0.015) ** 2)
+    return light
+
+
+def _fold(c: _Canvas, rng) -> np.ndarray:
+    """A KN95's vertical centre fold: a crease between two halves facing the light differently."""
+    return 1 + 0.08 * rng.choice([-1, 1]) * np.tanh(c.s / 0.06) - 0.25 * np.exp(-(c.s / 0.015) ** 2)
+
+
+def _drape(c: _Canvas, rng) -> np.ndarray:
+    """Folds hanging from a bandana's point."""
+    angle = np.arctan2(c.s, 2.7 - c.t)
+    return 1 + 0.1 * np.clip((c.t - 0.9) / 0.8, 0, 1) * np.cos(angle * rng.uniform(7, 11) + rng.uniform(0, 2 * np.pi))
+
+
+def _rings(c: _Canvas, rng) -> np.ndarray:
+    """A gaiter's fabric bunched in rings around the neck, below the chin."""
+    wave = c.t / rng.uniform(0.22, 0.32) + 0.3 * np.sin(3 * c.s + rng.uniform(0, 2 * np.pi))
+    return 1 + 0.1 * np.clip((c.t - 1.7) / 0.4, 0, 1) * np.cos(2 * np.pi * wave)
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """A mask's cut: its outline's right half from the top centre to the bottom centre (s, t, mirrored for the left),
+    the relief of its folds, strap polylines from the mask towards the ear (right side, mirrored) and a hem."""
+
+    outline: tuple[tuple[float, float], ...]
+    relief: Callable[[_Canvas, np.random.Generator], np.ndarray]
+    straps: tuple[tuple[tuple[float, float], ...], ...] = ()
+    strap_width: float = 0.025  # eye distances
+    hem: float = 0.0  # a stitched line this far inside the edge, eye distances (0: none)
+
+
+_EAR_LOOPS = (((1.0, 0.64), (1.24, 0.42), (1.36, 0.22)), ((1.0, 1.2), (1.28, 1.0), (1.38, 0.7)))
+
+_SHAPES = {
+    "surgical": _Shape(((0, 0.32), (0.35, 0.39), (0.8, 0.49), (1.12, 0.56), (1.16, 0.9), (1.14, 1.28), (0.75, 1.72),
+                        (0, 1.9)), _pleats, _EAR_LOOPS, hem=0.05),
+    "cloth": _Shape(((0, 0.28), (0.3, 0.39), (0.75, 0.53), (1.08, 0.66), (1.12, 1.05), (1.0, 1.45), (0.65, 1.82),
+                     (0, 2.0)), _seam, _EAR_LOOPS, hem=0.04),
+    "n95": _Shape(tuple((float(np.sin(a)), float(1.15 - 0.82 * np.cos(a))) for a in np.linspace(0, np.pi, 9)), _cup,
+                  (((0.8, 0.75), (1.25, 0.58), (1.5, 0.48)), ((0.7, 1.62), (1.2, 1.72), (1.5, 1.68))),
+                  strap_width=0.05, hem=0.03),
+    "kn95": _Shape(((0, 0.3), (0.5, 0.43), (1.02, 0.6), (1.1, 0.95), (0.95, 1.4), (0.5, 1.8), (0, 1.98)), _fold,
+                   _EAR_LOOPS, hem=0.035),
+    "bandana": _Shape(((0, 0.45), (1.42, 0.47), (1.48, 0.8), (1.05, 1.6), (0.18, 2.55), (0, 2.65)), _drape, hem=0.03),
+    "gaiter": _Shape(((0, 0.42), (0.6, 0.5), (1.12, 0.7), (1.32, 1.0), (1.32, 1.5), (1.25, _BOTTOM), (0, _BOTTOM)),
+                     _rings),
+}
+
+_COLOURS = {
+    "white": (236, 236, 232), "surgical blue": (112, 168, 206), "light blue": (156, 196, 222), "black": (34, 34, 38),
+    "grey": (128, 129, 132), "charcoal": (70, 70, 76), "navy": (34, 44, 84), "red": (168, 32, 38),
+    "pink": (232, 164, 186), "green": (62, 118, 76), "mint": (164, 212, 194), "olive": (104, 108, 62),
+    "beige": (218, 198, 170), "khaki": (188, 168, 122), "denim": (72, 98, 138), "teal": (36, 118, 128),
+    "yellow": (226, 192, 66), "purple": (102, 62, 130), "brown": (110, 76, 52), "orange": (222, 120, 46),
+}
+_ANY_COLOUR = dict.fromkeys(_COLOURS, 1.0)
+
+
+@dataclass(frozen=True)
+class _Look:
+    """What a style draws, each chosen by weight: shape, ground colour, print; and its fabric's grain."""
+
+    shapes: dict[str, float]
+    colours: dict[str, float]
+    patterns: dict[str, float]
+    grain: float
+
+
+_LOOKS = {
+    "surgical": _Look({"surgical": 1}, {"surgical blue": 4, "light blue": 2, "white": 3, "black": 2, "pink": 1,
+                                        "mint": 1}, {"solid": 12, "flowers": 1}, 0.03),
+    "cloth": _Look({"cloth": 1}, _ANY_COLOUR, {"solid": 4, "stripes": 1, "checks": 1, "dots": 1, "flowers": 1,
+                                               "camouflage": 1, "knit": 1, "twill": 1}, 0.05),
+    "n95": _Look({"n95": 1, "kn95": 1}, {"white": 6, "grey": 1, "black": 2, "beige": 1, "light blue": 1},
+                 {"solid": 1}, 0.04),
+    "bandana": _Look({"bandana": 1}, {**_ANY_COLOUR, "red": 5, "navy": 5, "black": 3},
+                     {"paisley": 5, "dots": 1, "solid": 1, "checks": 1, "camouflage": 1}, 0.04),
+    "gaiter": _Look({"gaiter": 1}, _ANY_COLOUR, {"solid": 3, "stripes": 1, "camouflage": 2, "knit": 1, "flowers": 1,
+                                                 "paisley": 1}, 0.04),
+}
+
+
+def _choose(weights: dict[str, float], rng: np.random.Generator) -> str:
+    names = list(weights)
+    p = np.array(list(weights.values()), dtype=float)
+    return names[rng.choice(len(names), p=p / p.sum())]
+
+
+def _palette(look: _Look, rng: np.random.Generator) -> np.ndarray:
+    """Ground colour by the style's weights, two other colours for prints; varied in brightness and tint."""
+    ground = _choose(look.colours, rng)
+    others = rng.choice([name for name in _COLOURS if name != ground], 2, replace=False)
+    colours = np.array([_COLOURS[name] for name in (ground, *others)], np.float32)
+    return np.clip(colours * rng.uniform(0.85, 1.1) + rng.normal(0, 6, (3, 3)), 0, 255).astype(np.float32)
+
+
+def _chaikin(points: np.ndarray, rounds: int = 3) -> np.ndarray:
+    """A closed polygon with its corners cut `rounds` times: a smooth curve through the control points."""
+    for _ in range(rounds):
+        following = np.roll(points, -1, axis=0)
+        points = np.stack([0.75 * points + 0.25 * following, 0.25 * points + 0.75 * following], axis=1).reshape(-1, 2)
+    return points
+
+
+def _fit(points: np.ndarray, width: float, lift: float, chin: float) -> np.ndarray:
+    """Surface points scaled to this mask: wider or narrower, the top edge higher or lower, the chin deeper."""
+    s, t = points[:, 0] * width, points[:, 1]
+    return np.column_stack([s, np.where(t < 1, t - lift * (1 - t), 1 + (t - 1) * chin)])
+
+
+def _smoothstep(x, low: float, high: float):
+    x = np.clip((x - low) / (high - low), 0, 1)
+    return x * x * (3 - 2 * x)
+
+
+def _polygon_alpha(shape: tuple[int, int], polygons, closed: bool, thickness: int = -1) -> np.ndarray:
+    """Anti-aliased coverage (0..1) of filled polygons, or of polylines `thickness` wide."""
+    alpha = np.zeros(shape, np.uint8)
+    points = [np.round(polygon * 16).astype(np.int32) for polygon in polygons]
+    if closed:
+        cv2.fillPoly(alpha, points, 255, cv2.LINE_AA, 4)
+    else:
+        cv2.polylines(alpha, points, False, 255, thickness, cv2.LINE_AA, 4)
+    return alpha.astype(np.float32) / 255
+
+
+def _cut(shape: _Shape, frame: _Frame, bottom: float, rng: np.random.Generator):
+    """This mask's outline in surface coordinates (varied in size and a little uneven) and its straps in pixels."""
+    size = rng.uniform(0.94, 1.08), rng.uniform(-0.03, 0.04), rng.uniform(0.94, 1.06)  # width, top lift, chin
+    right = np.array(shape.outline)
+    control = _fit(np.concatenate([right, right[-2:0:-1] * (-1, 1)]), *size)
+    control += rng.uniform(-0.02, 0.02, control.shape)
+    control[:, 1] = np.minimum(control[:, 1], bottom)
+    straps = [frame.to_pixels(_fit(np.array(line) * (side, 1), *size)) for line in shape.straps for side in (-1, 1)
+              if side * frame.nose < 0.2]  # the far side's straps are hidden behind a turned face
+    return _chaikin(control), straps
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """The region of the image the mask can touch, and its samples every `step` pixels for smooth fields."""
+
+    x0: int
+    y0: int
+    width: int
+    height: int
+    step: int
+
+    @property
+    def samples(self) -> tuple[int, int]:
+        return -(-self.width // self.step), -(-self.height // self.step)
+
+    def coarse(self) -> tuple[np.ndarray, np.ndarray]:
+        """Sample columns (1, w) and rows (h, 1), at the pixel positions that cv2.resize stretches them back to."""
+        columns, rows = self.samples
+        xs = self.x0 + (np.arange(columns, dtype=np.float32) + 0.5) * self.step - 0.5
+        ys = self.y0 + (np.arange(rows, dtype=np.float32) + 0.5) * self.step - 0.5
+        return xs[None, :], ys[:, None]
+
+    def fine(self, field: np.ndarray) -> np.ndarray:
+        """A coarse field at every pixel of the region."""
+        if self.step == 1:
+            return field
+        size = (field.shape[1] * self.step, field.shape[0] * self.step)
+        return cv2.resize(field, size, interpolation=cv2.INTER_LINEAR)[:self.height, :self.width]
+
+    def shrink(self, image: np.ndarray) -> np.ndarray:
+        """A region-sized image averaged down to the coarse samples."""
+        return cv2.resize(image, self.samples, interpolation=cv2.INTER_AREA)
+
+
+def _grid(points: np.ndarray, margin: float, image_size: tuple[int, int], step: int) -> _Grid | None:
+    """The box around the points plus a margin, inside the image; None when that is empty."""
+    x0, y0 = np.maximum(np.floor(points.min(axis=0) - margin), 0).astype(int)
+    x1, y1 = np.minimum(np.ceil(points.max(axis=0) + margin), image_size).astype(int)
+    return _Grid(int(x0), int(y0), int(x1 - x0), int(y1 - y0), step) if x1 > x0 and y1 > y0 else None
+
+
+@dataclass(frozen=True)
+class _Cover:
+    """What lies on the region's pixels (0..1): the mask, its straps, and their soft shadow a little below."""
+
+    mask: np.ndarray
+    straps: np.ndarray
+    shadow: np.ndarray
+
+
+def _cover(grid: _Grid, frame: _Frame, polygon: np.ndarray, straps: list[np.ndarray], strap_width: float) -> _Cover:
+    offset = np.array([grid.x0, grid.y0])
+    size, eye_distance = (grid.height, grid.width), frame.eye_distance
+    thickness = max(1, round(strap_width * eye_distance))
+    drop = offset - frame.y_axis / np.hypot(*frame.y_axis) * 0.04 * eye_distance
+    shadow = np.maximum(_polygon_alpha(size, [polygon - drop], True),
+                        _polygon_alpha(size, [line - drop for line in straps], False, thickness))
+    blur = 2 * int(0.05 * eye_distance) + 3
+    return _Cover(_polygon_alpha(size, [polygon - offset], True),
+                  _polygon_alpha(size, [line - offset for line in straps], False, thickness),
+                  cv2.blur(shadow, (blur, blur)))
+
+
+def _clearance(frame: _Frame, grid: _Grid, xs, ys, t) -> np.ndarray:
+    """Per pixel, how much may be drawn: nothing near the eyes or above the eye line, fading in."""
+    eye_distance = frame.eye_distance
+    gap = np.min([np.hypot(xs - float(x), ys - float(y)) for x, y in frame.eyes], axis=0) / eye_distance
+    below = t * float(np.hypot(*frame.y_axis) / eye_distance)
+    clear = grid.fine(_smoothstep(gap, *_EYE_CLEARANCE) * _smoothstep(below, 0, 0.08))
+    for x, y in frame.eyes - (grid.x0, grid.y0):  # exactly nothing within the inner radius
+        cv2.circle(clear, _point(x, y), int((_EYE_CLEARANCE[0] * eye_distance + 1) * 16), 0, -1, cv2.LINE_8, 4)
+    return clear
+
+
+def _lighting(region: np.ndarray, mask: np.ndarray, grid: _Grid, eye_distance: float) -> np.ndarray:
+    """The face's luminance blurred over about a sixth of an eye distance (its lighting and shadows, not its
+    features), relative to the mean under the mask and clipped; on the coarse samples."""
+    grey = grid.shrink(cv2.cvtColor(region, cv2.COLOR_RGB2GRAY)).astype(np.float32)
+    grey = cv2.GaussianBlur(grey, (0, 0), max(0.5, 0.16 * eye_distance / grid.step))
+    weight = grid.shrink(mask)
+    mean = max(float((grey * weight).sum() / max(float(weight.sum()), 1e-6)), 1.0)
+    return np.clip(grey / mean, 0.45, 1.6)
+
+
+def _fabric(look: _Look, shape: _Shape, canvas: _Canvas, colours: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The mask's cloth laid flat: a print, the folds of its cut and the grain of its fabric."""
+    pattern = _PATTERNS[_choose(look.patterns, rng)](canvas, colours, rng)
+    light = shape.relief(canvas, rng) * (1 + look.grain * rng.standard_normal(canvas.shape, dtype=np.float32))
+    return pattern * _grey3(light)
+
+
+def _shade(light: np.ndarray, s: np.ndarray, mask: np.ndarray, grid: _Grid, hem: float, eye_distance: float):
+    """The mask's brightness: the face's light, darker towards the sides of the face and at the mask's edge (where the
+    cloth turns away), and along the stitched hem."""
+    edge = cv2.distanceTransform((mask > 0.5).astype(np.uint8), cv2.DIST_L2, 3) / eye_distance
+    shade = grid.fine(light * (1 - 0.15 * np.clip(s * s, 0, 1.5))) * (1 - 0.2 * np.exp(-edge / 0.08))
+    if hem:
+        shade *= 1 - 0.12 * np.exp(-((edge - hem) * eye_distance / max(0.8, 0.012 * eye_distance)) ** 2)
+    return shade
+
+
+def _composite(region: np.ndarray, cover: _Cover, clear: np.ndarray, cloth: np.ndarray, shade: np.ndarray,
+               strap_colour: np.ndarray, strap_light: np.ndarray) -> np.ndarray:
+    """The face darkened by the shadow, under the straps, under the mask; channel by channel (faster than broadcasting
+    over three), and exactly the face where clear is 0."""
+    on_mask = cover.mask * clear
+    on_straps = cover.straps * clear * (1 - on_mask)
+    face = (1 - 0.35 * cover.shadow * clear) * (1 - on_straps) * (1 - on_mask)
+    straps, mask = on_straps * strap_light, on_mask * shade
+    channels = [skin * face + float(paint) * straps + fabric * mask
+                for skin, paint, fabric in zip(cv2.split(region), strap_colour, cv2.split(cloth))]
+    return cv2.convertScaleAbs(cv2.merge(channels))
+
+
 def draw_mask(image: np.ndarray, landmarks: np.ndarray, style: str, rng: np.random.Generator) -> np.ndarray:
     """A copy of an RGB uint8 image with a mask of `style` drawn over the nose, mouth and chin of the face whose
     five landmarks (x, y in image pixels, MTCNN's order) are given; colour, pattern and fabric come from rng."""
-    raise NotImplementedError
+    if style not in _LOOKS:
+        raise ValueError(f"Unknown mask style {style!r}. Known: {', '.join(MASK_STYLES)}.")
+    out = image.copy()
+    frame = _face_frame(landmarks)
+    if frame is None:
+        return out
+    look, eye_distance = _LOOKS[style], frame.eye_distance
+    shape = _SHAPES[_choose(look.shapes, rng)]
+    height, width = image.shape[:2]
+    corners = np.array([[0, 0], [width, 0], [0, height], [width, height]], np.float64)
+    bottom = max(float(((corners - frame.origin) @ frame.y_axis).max() / (frame.y_axis @ frame.y_axis)) + 0.3, 2.0)
+    outline, straps = _cut(shape, frame, bottom, rng)
+    polygon = frame.to_pixels(outline)
+    grid = _grid(np.concatenate([polygon, *straps]), 0.1 * eye_distance + 2, (width, height),
+                 max(1, int(eye_distance / 16)))
+    if grid is None:
+        return out
+    cover = _cover(grid, frame, polygon, straps, shape.strap_width)
+    if not cover.mask.any():
+        return out
+    region = out[grid.y0:grid.y0 + grid.height, grid.x0:grid.x0 + grid.width]
+    xs, ys = grid.coarse()
+    s, t = frame.to_surface(xs, ys)
+    light = _lighting(region, cover.mask, grid, eye_distance)
+
+    colours = _palette(look, rng)
+    canvas = _canvas(outline, eye_distance)
+    fabric = _fabric(look, shape, canvas, colours, rng)
+    map_x = grid.fine((np.clip(s, -4, 4) - canvas.s[0, 0]) * canvas.scale)
+    map_y = grid.fine((np.clip(t, -1, 99) - canvas.t[0, 0]) * canvas.scale)
+    cloth = cv2.remap(fabric, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    strap_colour = colours[0] * 0.85 if rng.random() < 0.5 else np.array(
+        _COLOURS[_choose({"white": 3, "black": 1}, rng)], np.float32)
+
+    region[:] = _composite(region, cover, _clearance(frame, grid, xs, ys, t), cloth,
+                           _shade(light, s, cover.mask, grid, shape.hem, eye_distance), strap_colour, grid.fine(light))
+    return out
