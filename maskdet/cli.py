@@ -103,6 +103,8 @@ def train_config(args):
         data["random_init"] = True
     if args.no_int8:
         data["quantize"] = False
+    if args.no_synthetic_masks:
+        data["synthetic_masks"] = {**data.get("synthetic_masks", {}), "enabled": False}
     weights = args.backbone_weights or load_settings().backbone_weights
     if weights:
         data["backbone_weights"] = str(weights)
@@ -204,6 +206,11 @@ def expand_images(paths: list[str]) -> list[str]:
     return files
 
 
+def cmd_landmarks(store: Store, args) -> dict:
+    return {**store.fill_landmarks(face_detector(), progress=tqdm_progress("landmarks")),
+            "images_with_face": len(store.images(no_face=False))}
+
+
 def cmd_runs(store: Store, args) -> dict:
     rows = []
     for run in store.runs():
@@ -271,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone-weights", help="local torchvision mobilenet_v2 state_dict (.pth)")
     p.add_argument("--random-init", action="store_true", help="no pretrained weights (for experiments only)")
     p.add_argument("--no-int8", action="store_true", help="skip the int8 quantised variant")
+    p.add_argument("--no-synthetic-masks", action="store_true",
+                   help="no drawn-mask views of unmasked faces (the synthetic_masks setting)")
     p.add_argument("--run-id", help="execute this queued run with its stored config (used by the dashboard)")
 
     p = commands.add_parser("evaluate", help="score a model on a folder of class sub-folders")
@@ -291,6 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=0.0, help="below this probability a face is 'uncertain'")
     p.add_argument("--annotate", metavar="DIR", help="also write annotated images into DIR")
 
+    commands.add_parser("landmarks", help="find the face landmarks of photos imported before maskdet stored them")
+
     commands.add_parser("runs", help="list training runs")
     p = commands.add_parser("cancel", help="ask a running training to stop")
     p.add_argument("run_id")
@@ -298,7 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"import": cmd_import, "labels": cmd_labels, "train": cmd_train, "evaluate": cmd_evaluate,
-            "export": cmd_export, "predict": cmd_predict, "runs": cmd_runs, "cancel": cmd_cancel}
+            "export": cmd_export, "predict": cmd_predict, "landmarks": cmd_landmarks, "runs": cmd_runs,
+            "cancel": cmd_cancel}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -123,7 +123,7 @@ def evaluate_folder(folder: Path, detector: FaceDetector, classifier: OnnxClassi
 def evaluate_candidates(candidates: list[Candidate], rejected: list[tuple[str, str]], detector: FaceDetector,
                         classifier: OnnxClassifier, max_pixels: int, progress=None) -> dict:
     """Score a model on labelled files (labels among the model's); unreadable ones join `rejected`."""
-    names, targets, probabilities, no_face = [], [], [], 0
+    names, targets, probabilities, found = [], [], [], []
     for start in range(0, len(candidates), 32):
         batch, images = [], []
         for candidate in candidates[start:start + 32]:
@@ -133,7 +133,7 @@ def evaluate_candidates(candidates: list[Candidate], rejected: list[tuple[str, s
             except (BadImage, OSError) as error:
                 rejected.append((candidate.name, str(error)))
         faces = detector.largest_faces(images)
-        no_face += sum(face is None for face in faces)
+        found += [face is not None for face in faces]
         crops = np.stack([crop_face(image, face.box if face else None, classifier.rule)
                           for image, face in zip(images, faces)]) if images else np.zeros((0,))
         if len(images):
@@ -145,6 +145,11 @@ def evaluate_candidates(candidates: list[Candidate], rejected: list[tuple[str, s
     if not targets:
         raise StoreError("None of the images could be read.")
     report = classification_report(targets, np.concatenate(probabilities), classifier.labels, names)
-    report["no_face"] = no_face
+    found = np.array(found)
+    correct = np.concatenate(probabilities).argmax(1) == np.array(targets)
+    report["no_face"] = int((~found).sum())
+    report["face_found_rate"] = float(found.mean())
+    report["accuracy_face_found"] = float(correct[found].mean()) if found.any() else None
+    report["accuracy_no_face"] = float(correct[~found].mean()) if (~found).any() else None
     report["rejected_files"] = [{"name": n, "reason": r} for n, r in rejected]
     return report

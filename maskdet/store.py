@@ -20,11 +20,11 @@ import numpy as np
 import sqlalchemy as sa
 from PIL import Image
 
-from .faces import Face, FaceDetector
+from .faces import Face, FaceDetector, box_iou
 from .imageio import BadImage, decode_image
 from .settings import DEFAULT_LABELS, Settings, load_settings
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: images.landmarks
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 IGNORED_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
 MAX_ENTRY_BYTES = 64 * 1024 * 1024
@@ -58,6 +58,8 @@ images_table = sa.Table(
     sa.Column("face_x1", sa.Float), sa.Column("face_y1", sa.Float),
     sa.Column("face_x2", sa.Float), sa.Column("face_y2", sa.Float),
     sa.Column("face_probability", sa.Float),
+    # JSON [[x, y] * 5] of the stored face; "[]": looked for, none found; NULL: not looked for yet (older data homes)
+    sa.Column("landmarks", sa.Text),
     sa.Column("phash", sa.String(64), nullable=False),
     sa.Column("dup_group", sa.Integer, nullable=False, index=True),
     sa.Column("split", sa.String(8)),
@@ -230,7 +232,7 @@ class Store:
         for attempt in range(attempts):
             try:
                 return self._create_schema()
-            except (sa.exc.OperationalError, sa.exc.IntegrityError):
+            except (sa.exc.OperationalError, sa.exc.IntegrityError, sa.exc.ProgrammingError):
                 if attempt == attempts - 1:
                     raise
                 time.sleep(0.2 * (attempt + 1))
@@ -244,6 +246,8 @@ class Store:
                 conn.execute(labels_table.insert(), [{"name": n, "created_at": now()} for n in DEFAULT_LABELS])
             elif int(version) > SCHEMA_VERSION:
                 raise StoreError(f"The database was written by a newer maskdet (schema {version}); upgrade maskdet.")
+            elif int(version) < SCHEMA_VERSION:
+                _upgrade(conn)
 
     # ---- labels ---------------------------------------------------------------------------------
     def labels(self) -> list[str]:
@@ -400,6 +404,7 @@ class Store:
                         face_x1=face.box[0] if face else None, face_y1=face.box[1] if face else None,
                         face_x2=face.box[2] if face else None, face_y2=face.box[3] if face else None,
                         face_probability=face.probability if face else None,
+                        landmarks=landmarks_json(face) if face else None,
                         phash=phash, dup_group=group, created_at=now())
                     same_file = sa.select(images_table.c.id).where(images_table.c.sha256 == sha)
                     if conn.execute(insert_unless(images_table, values, same_file)).rowcount == 0:
@@ -460,6 +465,37 @@ class Store:
             temporary.write_bytes(data)
             os.replace(temporary, path)
         return name
+
+    # ---- landmarks of older data homes ---------------------------------------------------------------
+    def without_landmarks(self, ids: Iterable[int] | None = None) -> list[ImageRecord]:
+        """Images with a face whose landmarks were never looked for (imported before maskdet stored them)."""
+        query = sa.select(images_table.c.id).where(images_table.c.face_x1.is_not(None),
+                                                   images_table.c.landmarks.is_(None))
+        with self.engine.connect() as conn:
+            missing = set(conn.execute(query).scalars())
+        return self.images(ids=sorted(missing if ids is None else missing & set(ids)))
+
+    def fill_landmarks(self, detector: FaceDetector, ids: Iterable[int] | None = None,
+                       progress: Callable[[int, int], None] | None = None) -> dict:
+        """Find the landmarks of stored faces that have none yet: the detected face that best overlaps the stored
+        box gives them ("[]" when none overlaps it by half). Returns counts of images filled and not found."""
+        records = self.without_landmarks(ids)
+        found = 0
+        for start in range(0, len(records), 32):
+            batch = records[start:start + 32]
+            values = []
+            for record, faces in zip(batch, detector.detect([self.load_image(r) for r in batch])):
+                overlap, best = max(((box_iou(face.box, record.face.box), face) for face in faces),
+                                    key=lambda pair: pair[0], default=(0.0, None))
+                face = best if overlap >= 0.5 else None
+                found += face is not None
+                values.append({"image_id": record.id, "value": landmarks_json(face) if face else "[]"})
+            with self.engine.begin() as conn:
+                conn.execute(images_table.update().where(images_table.c.id == sa.bindparam("image_id"))
+                             .values(landmarks=sa.bindparam("value")), values)
+            if progress:
+                progress(start + len(batch), len(records))
+        return {"filled": found, "not_found": len(records) - found}
 
     # ---- splits ---------------------------------------------------------------------------------
     def assign_splits(self, ratios: tuple[float, float, float] = (0.7, 0.15, 0.15), seed: int = 0) -> dict:
@@ -563,10 +599,24 @@ def _cut_groups(groups: list[int], sizes: dict[int, int], ratios) -> dict[int, s
     return assignment
 
 
+def _upgrade(conn) -> None:
+    """Bring a data home written by an older maskdet to SCHEMA_VERSION (its data stays as it was)."""
+    columns = {column["name"] for column in sa.inspect(conn).get_columns("images")}
+    if "landmarks" not in columns:
+        conn.execute(sa.text("ALTER TABLE images ADD COLUMN landmarks TEXT"))
+    conn.execute(meta_table.update().where(meta_table.c.key == "schema_version").values(value=str(SCHEMA_VERSION)))
+
+
+def landmarks_json(face: Face) -> str:
+    return json.dumps([[round(x, 2), round(y, 2)] for x, y in face.landmarks or ()])
+
+
 def _record(row) -> ImageRecord:
     face = None
     if row["face_x1"] is not None:
-        face = Face((row["face_x1"], row["face_y1"], row["face_x2"], row["face_y2"]), row["face_probability"])
+        points = json.loads(row["landmarks"]) if row["landmarks"] else None
+        face = Face((row["face_x1"], row["face_y1"], row["face_x2"], row["face_y2"]), row["face_probability"],
+                    tuple((x, y) for x, y in points) if points else None)
     return ImageRecord(row["id"], row["sha256"], row["file"], row["label"], row["source_name"], row["width"],
                        row["height"], face, row["dup_group"], row["split"])
 

@@ -19,10 +19,11 @@ from torch import nn
 from . import export
 from .augment import AugmentConfig, build_train_pipeline
 from .evaluate import classification_report
-from .faces import CropRule, crop_face
+from .faces import CropRule, FaceDetector, crop_face, square_crop_box
 from .model import (FEATURE_DIM, BackboneWeightsError, MaskNet, Preprocess, build_model, calibrate_batchnorm,
                     set_trainable_blocks, train_mode_with_frozen_batchnorm)
 from .store import ImageRecord, Store, StoreError, now
+from .synth import SyntheticMasks, draw_mask
 
 
 @dataclass
@@ -47,6 +48,7 @@ class TrainConfig:
     random_init: bool = False
     quantize: bool = True
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    synthetic_masks: SyntheticMasks = field(default_factory=SyntheticMasks)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -55,6 +57,7 @@ class TrainConfig:
     def from_dict(cls, data: dict) -> "TrainConfig":
         data = dict(data)
         augment = AugmentConfig.from_dict(data.pop("augment", {}))
+        synthetic_masks = SyntheticMasks.from_dict(data.pop("synthetic_masks", {}))
         defaults = cls()
         unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
@@ -68,7 +71,7 @@ class TrainConfig:
             if not 0.99 < sum(data["split"]) < 1.01 or min(data["split"]) < 0 or data["split"][0] == 0:
                 raise ValueError(f"The split shares add up to {sum(data['split']):.2f}; make train, validation and "
                                  "test non-negative shares that add up to 1 (train above 0).")
-        return cls(**data, augment=augment)
+        return cls(**data, augment=augment, synthetic_masks=synthetic_masks)
 
 
 def _same_kind(value, default) -> bool:
@@ -126,11 +129,46 @@ class Split:
     records: list[ImageRecord]
     crops: np.ndarray  # (N, S, S, 3) uint8 face crops
     targets: np.ndarray  # (N,) class indices
+    landmarks: np.ndarray  # (N, 5, 2) the face's landmarks in crop pixels; NaN where there are none
+
+
+@dataclass(frozen=True)
+class MaskSynthesis:
+    """Synthetic masks as a run uses them: class indices of the source and target, and the drawing settings."""
+
+    source: int
+    target: int
+    probability: float
+    styles: list[str]
+
+
+CLEAN, AUGMENTED, MASKED = 0, 1, 2  # kinds of training view
+
+
+@dataclass(frozen=True)
+class Views:
+    """Training inputs: for each, the crop it comes from and its kind (clean, augmented, augmented with a drawn mask)."""
+
+    indices: np.ndarray
+    kinds: np.ndarray
+
+    def targets(self, split: Split, synthesis: MaskSynthesis | None) -> np.ndarray:
+        targets = split.targets[self.indices]
+        return np.where(self.kinds == MASKED, synthesis.target, targets) if synthesis else targets
 
 
 def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed)
+
+
+def crop_landmarks(record: ImageRecord, rule: CropRule) -> np.ndarray:
+    """The face's landmarks in the pixels of its crop (NaN when it has none)."""
+    if record.face is None or record.face.landmarks is None:
+        return np.full((5, 2), np.nan, np.float32)
+    left, top, right, bottom = square_crop_box(record.face.box, record.width, record.height, rule.margin)
+    scale = np.array([rule.size / (right - left), rule.size / (bottom - top)], np.float32)
+    return (np.array(record.face.landmarks, np.float32) - (left, top)) * scale
 
 
 def load_split(store: Store, records: list[ImageRecord], labels: list[str], rule: CropRule,
@@ -141,7 +179,51 @@ def load_split(store: Store, records: list[ImageRecord], labels: list[str], rule
         crops[i] = crop_face(store.load_image(record), record.face.box if record.face else None, rule)
         if i % 16 == 0:
             callbacks.report(Progress("crops", done + i + 1, stage_total))
-    return Split(records, crops, np.array([labels.index(r.label) for r in records], np.int64))
+    landmarks = np.stack([crop_landmarks(r, rule) for r in records]) if records else np.zeros((0, 5, 2), np.float32)
+    return Split(records, crops, np.array([labels.index(r.label) for r in records], np.int64), landmarks)
+
+
+def resolve_synthesis(masks: SyntheticMasks, labels: list[str]) -> MaskSynthesis | None:
+    """The source and target classes among the trained labels; None when synthesis is off or automatic without the
+    default class names."""
+    if not masks.enabled:
+        return None
+    source, target = masks.source, masks.target
+    if source is None and target is None:
+        if not {"without_mask", "with_mask"} <= set(labels):
+            return None
+        source, target = "without_mask", "with_mask"
+    missing = [f"{role} '{name}'" for role, name in (("source", source), ("target", target)) if name not in labels]
+    if missing:
+        raise StoreError(f"Synthetic masks: no trained class for the {' and the '.join(missing)}. Classes: "
+                         f"{', '.join(labels)}. Pick both classes, or set both to automatic.")
+    return MaskSynthesis(labels.index(source), labels.index(target), masks.probability, masks.styles)
+
+
+def masked_sources(split: Split, synthesis: MaskSynthesis, rounds: int, rng: np.random.Generator) -> np.ndarray:
+    """Source-class faces with landmarks that get a drawn-mask view: each of `rounds` views of each such face has
+    the synthesis probability of adding one."""
+    eligible = np.flatnonzero((split.targets == synthesis.source) & ~np.isnan(split.landmarks[:, 0, 0]))
+    return np.concatenate([eligible[rng.random(len(eligible)) < synthesis.probability] for _ in range(rounds)]
+                          + [np.zeros(0, np.int64)])
+
+
+def view_maker(split: Split, views: Views, pipeline, synthesis: MaskSynthesis | None,
+               seed: int) -> Callable[[slice], np.ndarray]:
+    """A batch maker over `views` of the split's crops; a drawn mask is chosen by the view's position and the seed."""
+
+    def make(part: slice) -> np.ndarray:
+        out = []
+        for position in range(part.start, part.stop):
+            index, kind = views.indices[position], views.kinds[position]
+            crop = split.crops[index]
+            if kind == MASKED:
+                rng = np.random.default_rng([seed, position])
+                crop = draw_mask(crop, split.landmarks[index], str(rng.choice(synthesis.styles)), rng)
+            out.append(crop if kind == CLEAN else pipeline(image=crop)["image"])
+        return np.stack(out)
+
+    return make
 
 
 def batches(count: int, size: int):
@@ -160,40 +242,39 @@ def prefetched(make_batch: Callable[[slice], np.ndarray], count: int, batch_size
             yield part, batch
 
 
-def augmented_views(crops: np.ndarray, views: int, pipeline) -> Callable[[slice], np.ndarray]:
-    """A batch maker over the virtual array [clean crops, then `views` augmented copies of each]."""
-    count = len(crops)
-
-    def make(part: slice) -> np.ndarray:
-        out = []
-        for index in range(part.start, part.stop):
-            crop = crops[index % count]
-            out.append(crop if index < count else pipeline(image=crop)["image"])
-        return np.stack(out)
-
-    return make
+def feature_views(split: Split, views_per_image: int, synthesis: MaskSynthesis | None, seed: int) -> Views:
+    """The clean crops, then `views_per_image` augmented views of each, then the drawn-mask views."""
+    count = len(split.crops)
+    masked = masked_sources(split, synthesis, views_per_image, np.random.default_rng(seed)) if synthesis \
+        else np.zeros(0, np.int64)
+    indices = np.concatenate([np.tile(np.arange(count), 1 + views_per_image), masked])
+    kinds = np.concatenate([np.full(count, CLEAN), np.full(count * views_per_image, AUGMENTED),
+                            np.full(len(masked), MASKED)])
+    return Views(indices, kinds)
 
 
-def extract_features(model: MaskNet, splits: dict[str, Split], config: TrainConfig, workdir: Path,
-                     callbacks: Callbacks) -> dict[str, np.ndarray]:
-    """Pooled backbone features (onnxruntime) for the clean crops of every split plus augmented train views."""
+def extract_features(model: MaskNet, splits: dict[str, Split], config: TrainConfig, synthesis: MaskSynthesis | None,
+                     workdir: Path, callbacks: Callbacks) -> dict[str, np.ndarray]:
+    """Pooled backbone features (onnxruntime) for the clean crops of every split plus the train split's augmented
+    and drawn-mask views."""
     session = export.onnx_session(export.export_embedder(model, workdir / "embedder.onnx", config.input_size))
     pipeline = build_train_pipeline(config.augment, config.input_size, seed=config.seed)
-    counts = {name: len(split.crops) * (1 + config.views_per_image if name == "train" else 1)
-              for name, split in splits.items()}
-    total, done, started = sum(counts.values()), 0, time.monotonic()
+    views = {name: feature_views(split, config.views_per_image, synthesis, config.seed) if name == "train"
+             else feature_views(split, 0, None, config.seed) for name, split in splits.items()}
+    total, done, started = sum(len(v.indices) for v in views.values()), 0, time.monotonic()
     features = {}
     for name, split in splits.items():
-        make = augmented_views(split.crops, config.views_per_image if name == "train" else 0, pipeline)
+        make = view_maker(split, views[name], pipeline, synthesis, config.seed)
         outputs = []
-        for part, batch in prefetched(make, counts[name], 32):
+        for part, batch in prefetched(make, len(views[name].indices), 32):
             outputs.append(session.run(None, {"images": batch})[0])
             elapsed = time.monotonic() - started
             rate = (done + part.stop) / max(elapsed, 1e-6)
             callbacks.report(Progress("features", done + part.stop, total, eta_seconds=(total - done - part.stop) / rate))
         features[name] = np.concatenate(outputs) if outputs else np.zeros((0, FEATURE_DIM), np.float32)
-        done += counts[name]
-    features["train_targets"] = np.tile(splits["train"].targets, 1 + config.views_per_image)
+        done += len(views[name].indices)
+    features["train_targets"] = views["train"].targets(splits["train"], synthesis)
+    features["train_kinds"] = views["train"].kinds
     return features
 
 
@@ -262,8 +343,8 @@ def fit(module: nn.Module, optimizer, loss_fn, stage: str, epochs: int, patience
     return history
 
 
-def finetune(model: MaskNet, splits: dict[str, Split], config: TrainConfig, loss_fn, workdir: Path,
-             callbacks: Callbacks) -> list[dict]:
+def finetune(model: MaskNet, splits: dict[str, Split], config: TrainConfig, synthesis: MaskSynthesis | None,
+             loss_fn, workdir: Path, callbacks: Callbacks) -> list[dict]:
     """Stage 2: train the last blocks and the head with live augmentation; the frozen front runs in onnxruntime."""
     cut = export.front_cut(config.finetune_blocks)
     front = export.onnx_session(export.export_front(model, cut, workdir / "front.onnx", config.input_size))
@@ -281,15 +362,20 @@ def finetune(model: MaskNet, splits: dict[str, Split], config: TrainConfig, loss
         return model.head(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
 
     started = time.monotonic()
-    steps = config.finetune_epochs * len(train.crops)
 
     def train_epoch(epoch: int) -> tuple[float, float]:
         train_mode_with_frozen_batchnorm(model)
-        order = rng.permutation(len(train.crops))
-        make = lambda part: np.stack([pipeline(image=train.crops[i])["image"] for i in order[part]])
+        masked = masked_sources(train, synthesis, 1, rng) if synthesis else np.zeros(0, np.int64)
+        indices = np.concatenate([np.arange(len(train.crops)), masked])
+        kinds = np.concatenate([np.full(len(train.crops), AUGMENTED), np.full(len(masked), MASKED)])
+        order = rng.permutation(len(indices))
+        views = Views(indices[order], kinds[order])
+        all_targets = views.targets(train, synthesis)
+        make = view_maker(train, views, pipeline, synthesis, config.seed * 1000 + epoch)
+        steps = config.finetune_epochs * len(order)
         total_loss, correct = 0.0, 0
         for part, batch in prefetched(make, len(order), batch_size):
-            targets = torch.from_numpy(train.targets[order[part]])
+            targets = torch.from_numpy(all_targets[part])
             logits = forward(front.run(None, {"images": batch})[0])
             loss = loss_fn(logits, targets)
             optimizer.zero_grad()
@@ -342,11 +428,19 @@ def train(store: Store, config: TrainConfig, run_dir: Path, callbacks: Callbacks
     seed_everything(config.seed)
     timings, started = {}, time.monotonic()
     labels = choose_labels(store, config)
+    synthesis = resolve_synthesis(config.synthetic_masks, labels)
     store.assign_splits(config.split, config.seed)
     rule = CropRule(config.crop_margin, config.input_size)
+    if synthesis:
+        fill_source_landmarks(store, labels[synthesis.source], "train", callbacks)
     records = {name: [r for r in store.images(split=name) if r.label in labels] for name in ("train", "val", "test")}
     if not records["train"]:
         raise StoreError("The training split is empty; add more images.")
+    if synthesis and config.synthetic_masks.source and not any(
+            r.face and r.face.landmarks for r in records["train"] if r.label == labels[synthesis.source]):
+        raise StoreError(f"Synthetic masks: no training photo of '{labels[synthesis.source]}' has a face with "
+                         "landmarks to draw a mask on (photos where no face was found are skipped). Import photos "
+                         "with visible faces, or turn synthetic masks off.")
     total = sum(len(r) for r in records.values())
     splits, done = {}, 0
     for name, split_records in records.items():
@@ -359,8 +453,6 @@ def train(store: Store, config: TrainConfig, run_dir: Path, callbacks: Callbacks
     if config.random_init:
         calibrate_batchnorm(model, torch.from_numpy(splits["train"].crops))
     model.eval()
-    weights = class_weights(splits["train"].targets, len(labels)) if config.class_weights else None
-    loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=config.label_smoothing)
     run_dir = Path(run_dir)
     staging = run_dir.with_name(f".{run_dir.name}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
@@ -368,8 +460,10 @@ def train(store: Store, config: TrainConfig, run_dir: Path, callbacks: Callbacks
     try:
         with tempfile.TemporaryDirectory() as scratch:
             mark = time.monotonic()
-            features = extract_features(model, splits, config, Path(scratch), callbacks)
+            features = extract_features(model, splits, config, synthesis, Path(scratch), callbacks)
             timings["features"] = time.monotonic() - mark
+            weights = class_weights(features["train_targets"], len(labels)) if config.class_weights else None
+            loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=config.label_smoothing)
             timings["features_images_per_second"] = len(features["train_targets"]) + len(features["val"]) + len(
                 features["test"])
             timings["features_images_per_second"] /= max(timings["features"], 1e-6)
@@ -378,7 +472,7 @@ def train(store: Store, config: TrainConfig, run_dir: Path, callbacks: Callbacks
             timings["head"] = time.monotonic() - mark
             if config.finetune_blocks > 0:
                 mark = time.monotonic()
-                history += finetune(model, splits, config, loss_fn, Path(scratch), callbacks)
+                history += finetune(model, splits, config, synthesis, loss_fn, Path(scratch), callbacks)
                 timings["finetune"] = time.monotonic() - mark
         model.eval()
         callbacks.report(Progress("evaluate", 0, 1))
@@ -400,6 +494,7 @@ def train(store: Store, config: TrainConfig, run_dir: Path, callbacks: Callbacks
                              for name, s in splits.items()},
             "test": report, **artefacts, "timings": timings,
             "epochs_trained": {stage: sum(1 for h in history if h["stage"] == stage) for stage in ("head", "finetune")},
+            "synthetic_masks": synthesis_summary(synthesis, labels, splits["train"], features["train_kinds"]),
         }
         torch.save(model.state_dict(), staging / "model.pt")
         write_json(staging / "config.json", {"train": config.to_dict(), "labels": labels, "preprocess":
@@ -416,6 +511,53 @@ def train(store: Store, config: TrainConfig, run_dir: Path, callbacks: Callbacks
     return metrics
 
 
+def fill_source_landmarks(store: Store, label: str, split: str, callbacks: Callbacks) -> None:
+    """Landmarks for the source class's photos of a data home imported before maskdet stored them (once)."""
+    ids = [r.id for r in store.images(label=label, split=split)]
+    if store.without_landmarks(ids):
+        store.fill_landmarks(FaceDetector(), ids, lambda done, total: callbacks.report(Progress("landmarks", done, total)))
+
+
+def synthesis_summary(synthesis: MaskSynthesis | None, labels: list[str], train: Split,
+                      train_kinds: np.ndarray) -> dict | None:
+    """What the run's synthetic masks did, for metrics.json and the model card."""
+    if synthesis is None:
+        return None
+    source = train.targets == synthesis.source
+    return {"source": labels[synthesis.source], "target": labels[synthesis.target],
+            "probability": synthesis.probability, "styles": synthesis.styles,
+            "source_faces": int(source.sum()),
+            "source_faces_with_landmarks": int((source & ~np.isnan(train.landmarks[:, 0, 0])).sum()),
+            "views": int((train_kinds == MASKED).sum())}
+
+
+def synthetic_preview(store: Store, masks: SyntheticMasks, rule: CropRule, count: int = 8,
+                      seed: int = 0) -> list[tuple[np.ndarray, str]]:
+    """Face crops of source-class photos with a drawn mask, one style after another, as training draws them."""
+    labels = [name for name, number in store.label_counts().items() if number > 0]
+    synthesis = resolve_synthesis(masks, labels)
+    if synthesis is None:
+        raise StoreError("Synthetic masks are off: turn them on, or pick a source and a target class "
+                         "(automatic needs classes named without_mask and with_mask).")
+    source = labels[synthesis.source]
+    records = [r for r in store.images(label=source) if r.face]
+    rng = np.random.default_rng(seed)
+    chosen = [records[i] for i in rng.permutation(len(records))[:count * 3]]
+    if store.without_landmarks([r.id for r in chosen]):
+        store.fill_landmarks(FaceDetector(), [r.id for r in chosen])
+    chosen = [r for r in store.images(ids=[r.id for r in chosen]) if r.face.landmarks][:count]
+    if not chosen:
+        raise StoreError(f"No photo of '{source}' has a face with landmarks to draw a mask on: import photos with "
+                         "visible faces.")
+    previews = []
+    for index, record in enumerate(chosen):
+        style = synthesis.styles[index % len(synthesis.styles)]
+        crop = crop_face(store.load_image(record), record.face.box, rule)
+        drawn = draw_mask(crop, crop_landmarks(record, rule), style, np.random.default_rng([seed, index]))
+        previews.append((drawn, f"{style}: {record.source_name}"))
+    return previews
+
+
 def write_json(path: Path, data) -> None:
     path.write_text(json.dumps(data, indent=2))
 
@@ -429,6 +571,13 @@ def write_predictions(path: Path, split: Split, probabilities: np.ndarray, label
     path.write_text("\n".join(lines) + "\n")
 
 
+def synthesis_line(summary: dict | None) -> str:
+    if summary is None:
+        return "- Synthetic masks: off"
+    return (f"- Synthetic masks: {summary['views']} training views of '{summary['source']}' faces with a drawn mask "
+            f"({', '.join(summary['styles'])}) trained as '{summary['target']}'")
+
+
 def model_card(labels: list[str], config: TrainConfig, metrics: dict, backbone: str) -> str:
     """A short human-readable summary of what the model is, how it was made and how it scored."""
     test = metrics.get("test") or {}
@@ -440,6 +589,7 @@ def model_card(labels: list[str], config: TrainConfig, metrics: dict, backbone: 
         f"- Training: head on cached features ({config.views_per_image} augmented views per image)"
         + (f", then fine-tuned the last {config.finetune_blocks} blocks" if config.finetune_blocks else ""),
         "- Data: " + "; ".join(f"{name}: {sum(c.values())} images" for name, c in counts.items()),
+        synthesis_line(metrics.get("synthetic_masks")),
         f"- Input: face crop (square, margin {config.crop_margin}x), {config.input_size}x{config.input_size} "
         "uint8 RGB NHWC; normalisation inside the model", "",
         "## Test split", "",

@@ -1,4 +1,4 @@
-"""Train: the training settings, a preview of the augmented faces, and a training run followed live.
+"""Train: the training settings, previews of the augmented and mask-drawn faces, and a run followed live.
 
 Training runs in its own process (`python -m maskdet train --run-id ...`, started by maskdet.jobs); this page
 only reads the run registry, so a run keeps going when the page is reloaded or left, and shows up again here.
@@ -13,27 +13,18 @@ from PIL import Image
 
 import ui
 from maskdet import jobs, runs
-from maskdet.augment import AugmentConfig, Augmentation, preview
+from maskdet.augment import AUGMENTATIONS, AugmentConfig, preview
 from maskdet.faces import CropRule, crop_face
 from maskdet.insights import summarize
 from maskdet.model import NUM_BLOCKS
 from maskdet.settings import load_settings
-from maskdet.train import TrainConfig
+from maskdet.synth import MASK_STYLES, SyntheticMasks
+from maskdet.train import TrainConfig, synthetic_preview
 
 ui.page_setup("Train")
 st.title("Train a model")
 
 DEFAULTS = TrainConfig()
-AUGMENTATIONS = {
-    "flip": "Horizontal flip",
-    "affine": "Shift, scale, rotate",
-    "brightness_contrast": "Brightness and contrast",
-    "hue_saturation": "Hue and saturation",
-    "grayscale": "Grayscale",
-    "blur": "Blur",
-    "noise": "Noise",
-    "coarse_dropout": "Cut-out patches",
-}
 STAGES = {
     "crops": "cutting the face crops",
     "features": "computing backbone features",
@@ -42,7 +33,6 @@ STAGES = {
     "evaluate": "evaluating on the test split",
     "export": "exporting the ONNX models",
 }
-NO_STRENGTH = {"flip", "grayscale"}  # transforms without a strength parameter
 SETTING_KEYS = []  # widget keys of the settings, cleared by "Reset to defaults"
 
 
@@ -67,6 +57,11 @@ def setting(widget, label: str, key: str, **kwargs):
     """A settings widget whose value survives leaving the page and coming back."""
     SETTING_KEYS.append(key)
     return widget(label, key=key, persist_state="session", **kwargs)
+
+
+def class_option(name: str | None) -> str:
+    """A synthetic-mask class choice as the select boxes show it (None: automatic)."""
+    return "Automatic (without_mask → with_mask)" if name is None else name
 
 
 def reset_settings() -> None:
@@ -186,29 +181,52 @@ with settings_column:
     st.subheader("Augmentation")
     st.caption("Each one: on/off, how often it is applied to a training view, and how strong it is (0–1).")
     augment = {}
-    for name, label in AUGMENTATIONS.items():
-        default: Augmentation = getattr(DEFAULTS.augment, name)
+    for name, spec in AUGMENTATIONS.items():
         toggle_column, probability_column, strength_column = st.columns([3, 3, 3], vertical_alignment="center")
-        enabled = setting(toggle_column.toggle, label, f"aug_{name}_enabled", value=default.enabled)
+        enabled = setting(toggle_column.toggle, spec.label, f"aug_{name}_enabled", value=spec.default.enabled,
+                          help=spec.help)
         probability = setting(probability_column.slider, "Probability", f"aug_{name}_probability", min_value=0.0,
-                              max_value=1.0, value=float(default.probability), step=0.05, disabled=not enabled)
+                              max_value=1.0, value=float(spec.default.probability), step=0.05, disabled=not enabled)
         strength = setting(strength_column.slider, "Strength", f"aug_{name}_strength", min_value=0.0,
-                           max_value=1.0, value=float(default.strength), step=0.05,
-                           disabled=not enabled or name in NO_STRENGTH,
-                           help="Only on/off and probability matter for this one." if name in NO_STRENGTH else None)
+                           max_value=1.0, value=float(spec.default.strength), step=0.05,
+                           disabled=not enabled or not spec.has_strength,
+                           help=None if spec.has_strength else "Only on/off and probability matter for this one.")
         augment[name] = {"enabled": bool(enabled), "probability": float(probability), "strength": float(strength)}
+
+    st.subheader("Synthetic masks")
+    st.caption("A mask drawn on faces of the source class, trained as the target class: drawn masks of many "
+               "styles and colours teach the shape of a mask rather than the look of the dataset's masks.")
+    masks = DEFAULTS.synthetic_masks
+    toggle_column, probability_column = st.columns(2, vertical_alignment="center")
+    masks_enabled = setting(toggle_column.toggle, "Draw masks on faces", "synthetic_enabled", value=masks.enabled,
+                            help="Only faces with landmarks (found at import) get a mask.")
+    masks_probability = setting(probability_column.slider, "Probability", "synthetic_probability", min_value=0.0,
+                                max_value=1.0, value=float(masks.probability), step=0.05, disabled=not masks_enabled,
+                                help="For each augmented view of a source face, the chance of one extra view with a "
+                                     "drawn mask.")
+    source_column, target_column = st.columns(2)
+    classes = [None, *populated]
+    masks_source = setting(source_column.selectbox, "Source class (gets a drawn mask)", "synthetic_source",
+                           options=classes, format_func=class_option, disabled=not masks_enabled)
+    masks_target = setting(target_column.selectbox, "Target class (trained as)", "synthetic_target",
+                           options=classes, format_func=class_option, disabled=not masks_enabled,
+                           help="Pick both classes, or leave both automatic.")
+    masks_styles = setting(st.multiselect, "Mask styles", "synthetic_styles", options=list(MASK_STYLES),
+                           default=masks.styles, format_func=MASK_STYLES.get, disabled=not masks_enabled)
+    synthetic = {"enabled": bool(masks_enabled), "source": masks_source, "target": masks_target,
+                 "probability": float(masks_probability), "styles": list(masks_styles)}
     st.button("Reset settings to defaults", on_click=reset_settings, icon=":material/restart_alt:", key="reset")
 
-# ---- augmentation preview ---------------------------------------------------------------------------
+# ---- previews: augmented views and drawn masks ------------------------------------------------------
 
 with side_column:
     st.subheader("What the model will see")
     records = ui.attempt(store.images) or []
     candidates = ([r for r in records if r.face and r.split == "train"] or [r for r in records if r.face]
                   or records)
+    rule = CropRule(float(crop_margin), int(input_size))
     if candidates:
         record = candidates[st.session_state.get("preview_index", 0) % len(candidates)]
-        rule = CropRule(float(crop_margin), int(input_size))
         crop = ui.attempt(lambda: crop_face(store.load_image(record), record.face.box if record.face else None, rule))
         views = ui.attempt(lambda: preview(crop, AugmentConfig.from_dict(augment), 8, seed=int(seed))) \
             if crop is not None else None
@@ -219,6 +237,12 @@ with side_column:
             st.caption(f"{record.source_name} ({record.label}, {where}). Training uses the clean crop plus "
                        f"{int(views_per_image)} views like these per training image.")
     st.button("Show a different face", on_click=next_face, icon=":material/shuffle:", key="next_face")
+    if masks_enabled:
+        st.subheader("Drawn masks")
+        drawn = ui.attempt(lambda: synthetic_preview(store, SyntheticMasks.from_dict(synthetic), rule, 8, int(seed)))
+        if drawn:
+            st.image([inline(image) for image, _ in drawn], width=112, caption=[caption for _, caption in drawn])
+            st.caption("Source-class faces with a drawn mask, as training adds them.")
 
 config_data = {
     "epochs": int(epochs), "batch_size": int(batch_size), "learning_rate": float(learning_rate),
@@ -228,6 +252,7 @@ config_data = {
     "weight_decay": float(weight_decay), "label_smoothing": float(label_smoothing), "input_size": int(input_size),
     "crop_margin": float(crop_margin), "class_weights": bool(class_weights), "quantize": bool(quantize),
     "labels": list(labels) or None, "random_init": bool(random_init), "augment": augment,
+    "synthetic_masks": synthetic,
 }
 
 if start:

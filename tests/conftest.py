@@ -1,8 +1,8 @@
 """Shared fixtures: a fresh data home per test, generated images, and the shared photos/weights when present.
 
-MASKDET_TEST_DATA (a folder of class sub-folders) and MASKDET_BACKBONE_WEIGHTS point at real data and
-ImageNet weights. Without them those tests are skipped, unless MASKDET_REQUIRE_SHARED=1 (CI), which turns
-"missing" into a failure.
+MASKDET_TEST_DATA (a folder of class sub-folders), MASKDET_REAL_DEV_DATA (the same, a measuring set) and
+MASKDET_BACKBONE_WEIGHTS point at real data and ImageNet weights. Without them those tests are skipped, unless
+MASKDET_REQUIRE_SHARED=1 (CI), which turns "missing" into a failure.
 """
 
 import io
@@ -40,6 +40,12 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def backbone_weights() -> Path:
     return shared_path("MASKDET_BACKBONE_WEIGHTS")
+
+
+@pytest.fixture(scope="session")
+def real_dev_data() -> Path:
+    """masks-real-dev: real photos to measure with (scoring, agreement), never to train on."""
+    return shared_path("MASKDET_REAL_DEV_DATA")
 
 
 def photo_pairs(shared_data: Path) -> list[str]:
@@ -125,6 +131,15 @@ def zip_bytes(entries: dict[str, bytes], symlinks: dict[str, str] = {}) -> bytes
             info.external_attr = (stat.S_IFLNK | 0o777) << 16
             archive.writestr(info, target)
     return buffer.getvalue()
+
+
+def make_old_home(database: Path) -> None:
+    """Turn a data home's SQLite database into what maskdet wrote before schema 2 (no face landmarks)."""
+    import sqlite3
+
+    with sqlite3.connect(database) as connection:
+        connection.execute("ALTER TABLE images DROP COLUMN landmarks")
+        connection.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
 
 
 @contextmanager

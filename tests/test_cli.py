@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 from maskdet.export import load_classifier
-from tests.conftest import encode, pattern_image, write_dataset
+from tests.conftest import encode, make_old_home, pattern_image, write_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_FAST = ["--random-init", "--views-per-image", "1", "--epochs", "10", "--input-size", "96", "--no-int8"]
@@ -281,3 +281,12 @@ def test_mistakes_exit_2_with_a_clear_message(mistakes, case, phrases):
 def test_error_after_a_progress_bar_starts_on_its_own_line(mistakes):
     result = mistakes.results["evaluate unknown classes"]
     assert any(line.startswith("error:") for line in result.stderr.splitlines()), result.stderr
+
+
+def test_landmarks_command_fills_an_old_data_home(tmp_path, shared_data):
+    photo = tmp_path / "face.jpg"
+    photo.write_bytes((shared_data / "without_mask" / "212.jpg").read_bytes())
+    assert succeeded(cli(tmp_path, "import", "face.jpg", "--label", "without_mask"))["no_face"] == 0
+    make_old_home(tmp_path / "data" / "maskdet.db")
+    assert succeeded(cli(tmp_path, "landmarks")) == {"filled": 1, "not_found": 0, "images_with_face": 1}
+    assert succeeded(cli(tmp_path, "landmarks")) == {"filled": 0, "not_found": 0, "images_with_face": 1}

@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import time
-from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +19,12 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from maskdet import jobs
-from maskdet.augment import AugmentConfig
+from maskdet.augment import AUGMENTATIONS
+from maskdet.faces import CropRule, crop_face
 from maskdet.store import ACTIVE_STATUSES, Store
+from maskdet.synth import MASK_STYLES
 from maskdet.train import TrainConfig, execute_run
-from tests.conftest import write_dataset
+from tests.conftest import photo_pairs, write_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "pages" / "2_Train.py"
@@ -129,11 +130,11 @@ def test_form_shows_the_defaults_and_the_weights_in_use(home, monkeypatch, tmp_p
     assert at.toggle(key="class_weights").value is defaults.class_weights
     assert at.toggle(key="quantize").value is defaults.quantize
     assert at.checkbox(key="random_init").value is False
-    for field in fields(AugmentConfig):
-        default = getattr(defaults.augment, field.name)
-        assert at.toggle(key=f"aug_{field.name}_enabled").value is default.enabled
-        assert at.slider(key=f"aug_{field.name}_probability").value == pytest.approx(default.probability)
-        assert at.slider(key=f"aug_{field.name}_strength").value == pytest.approx(default.strength)
+    for name in AUGMENTATIONS:  # one row per augmentation of the table
+        default = getattr(defaults.augment, name)
+        assert at.toggle(key=f"aug_{name}_enabled").value is default.enabled
+        assert at.slider(key=f"aug_{name}_probability").value == pytest.approx(default.probability)
+        assert at.slider(key=f"aug_{name}_strength").value == pytest.approx(default.strength)
     assert "torchvision's ImageNet MobileNetV2 weights" in shown(at)
     assert "Few images in with_mask (6)" in shown(at)  # the dataset warnings come before training
     assert "No training runs yet" in shown(at)
@@ -148,6 +149,30 @@ def test_form_shows_the_defaults_and_the_weights_in_use(home, monkeypatch, tmp_p
     weights.write_bytes(b"x")
     monkeypatch.setenv("MASKDET_BACKBONE_WEIGHTS", str(weights))
     assert str(weights) in shown(page().run())
+
+
+def test_augmentation_table_shows_each_row_with_its_label_help_and_sliders(home):
+    at = page().run()
+    no_failure(at)
+    toggles = [t for t in at.toggle if t.key.startswith("aug_")]
+    assert [t.label for t in toggles] == [spec.label for spec in AUGMENTATIONS.values()]
+    assert [t.help for t in toggles] == [spec.help for spec in AUGMENTATIONS.values()]
+    for label in ("Motion blur", "Low resolution", "JPEG compression"):  # the real-photo degradations
+        assert label in [t.label for t in toggles]
+    assert at.toggle(key="aug_jpeg_enabled").value is True
+    assert at.slider(key="aug_jpeg_probability").value == pytest.approx(0.3)
+    assert at.slider(key="aug_jpeg_strength").value == pytest.approx(1.0)
+    assert "quality 30–70 at strength 1" in at.toggle(key="aug_jpeg_enabled").help
+    assert at.slider(key="aug_downscale_strength").value == pytest.approx(1.0)
+    assert at.slider(key="aug_motion_blur_probability").value == pytest.approx(0.25)
+    for name, spec in AUGMENTATIONS.items():  # strength only where it applies
+        strength = at.slider(key=f"aug_{name}_strength")
+        assert strength.label == "Strength" and strength.disabled is not spec.has_strength, name
+    assert at.slider(key="aug_flip_strength").help == "Only on/off and probability matter for this one."
+
+    at.toggle(key="aug_downscale_enabled").set_value(False).run()  # off: its sliders are greyed out
+    assert at.slider(key="aug_downscale_probability").disabled and at.slider(key="aug_downscale_strength").disabled
+    assert not at.slider(key="aug_jpeg_probability").disabled
 
 
 def test_preview_shows_the_crop_and_eight_augmented_views(home):
@@ -166,14 +191,97 @@ def test_preview_shows_the_crop_and_eight_augmented_views(home):
     assert second.split(" ")[0] != first.split(" ")[0]
     assert len(at.image[0].value) == 9
 
-    for field in fields(AugmentConfig):  # every augmentation off: the eight views are the crop itself
-        at.toggle(key=f"aug_{field.name}_enabled").set_value(False)
+    for name in AUGMENTATIONS:  # every augmentation off: the eight views are the crop itself
+        at.toggle(key=f"aug_{name}_enabled").set_value(False)
     at.number_input(key="input_size").set_value(96)
     at.run()
     no_failure(at)
     pictures = decode(at.image[0].value)
     assert len(pictures) == 9 and pictures[0].shape == (96, 96, 3)
     assert all(np.array_equal(pictures[0], view) for view in pictures[1:])
+
+
+AUTOMATIC = "Automatic (without_mask → with_mask)"
+
+
+def test_synthetic_masks_block_shows_its_settings_and_says_why_there_is_no_preview(home):
+    """Generated pictures have no faces: the drawn-mask preview says so in a sentence, not a traceback."""
+    at = page().run()
+    no_failure(at)
+    assert "Synthetic masks" in [header.value for header in at.subheader]
+    assert at.toggle(key="synthetic_enabled").label == "Draw masks on faces"
+    assert at.toggle(key="synthetic_enabled").value is True
+    assert at.slider(key="synthetic_probability").value == pytest.approx(0.25)
+    for key in ("synthetic_source", "synthetic_target"):
+        box = at.selectbox(key=key)
+        assert box.value is None and box.options == [AUTOMATIC, "with_mask", "without_mask"]
+    styles = at.multiselect(key="synthetic_styles")
+    assert styles.options == list(MASK_STYLES.values()) and styles.value == list(MASK_STYLES)
+    assert "Drawn masks" in [header.value for header in at.subheader]
+    assert [e.value for e in at.error] == ["No photo of 'without_mask' has a face with landmarks to draw a mask on: "
+                                           "import photos with visible faces."]
+    assert len(at.image) == 1  # only the augmentation preview
+
+    at.selectbox(key="synthetic_source").set_value("with_mask").run()  # one class picked, the other automatic
+    no_failure(at)
+    assert any("Pick both classes, or set both to automatic" in e.value for e in at.error)
+
+    at.toggle(key="synthetic_enabled").set_value(False).run()  # off: greyed out, no preview and no message
+    no_failure(at)
+    assert at.selectbox(key="synthetic_source").disabled and at.slider(key="synthetic_probability").disabled
+    assert "Drawn masks" not in [header.value for header in at.subheader] and not at.error
+
+
+def test_drawn_mask_preview_shows_eight_source_faces_with_their_style(settings, tmp_path, shared_data, detector):
+    """Real photos, whose faces have landmarks: eight unmasked faces of the source class with a mask drawn on."""
+    for name in photo_pairs(shared_data)[:10]:
+        for label, file in (("with_mask", f"{name}-with-mask.jpg"), ("without_mask", f"{name}.jpg")):
+            (tmp_path / "photos" / label).mkdir(parents=True, exist_ok=True)
+            (tmp_path / "photos" / label / file).write_bytes((shared_data / label / file).read_bytes())
+    store = Store(settings)
+    store.import_folder(tmp_path / "photos", detector)
+    at = page().run()
+    no_failure(at)
+    assert not at.error
+    augmented, drawn = at.image
+    styles = list(MASK_STYLES)
+    assert [c.split(": ")[0] for c in drawn.captions] == [styles[i % len(styles)] for i in range(8)]
+    assert "Source-class faces with a drawn mask, as training adds them." in shown(at)
+    records = {r.source_name: r for r in store.images(label="without_mask")}
+    for caption, picture in zip(drawn.captions, decode(drawn.value)):
+        record = records[caption.split(": ")[1]]  # a photo of the source class, without_mask
+        crop = crop_face(store.load_image(record), record.face.box, CropRule(1.25, 160)).astype(int)
+        assert picture.shape == (160, 160, 3)
+        assert np.abs(picture[:40] - crop[:40]).mean() < 5, caption  # the eyes and forehead as they were...
+        assert np.abs(picture[100:] - crop[100:]).mean() > 10, caption  # ...and a mask over the mouth and chin
+
+    at.multiselect(key="synthetic_styles").set_value(["n95"]).run()  # the chosen styles only
+    no_failure(at)
+    assert {c.split(": ")[0] for c in at.image[1].captions} == {"n95"}
+
+
+def test_synthetic_masks_settings_reach_the_run_config(home):
+    at = set_tiny(page().run())
+    at.selectbox(key="synthetic_source").set_value("without_mask")
+    at.selectbox(key="synthetic_target").set_value("with_mask")
+    at.slider(key="synthetic_probability").set_value(0.5)
+    at.multiselect(key="synthetic_styles").unselect("bandana").unselect("gaiter")
+    at.button(key="start").click().run()
+    no_failure(at)
+    [run] = home.runs()
+    assert run["config"]["synthetic_masks"] == {"enabled": True, "source": "without_mask", "target": "with_mask",
+                                                "probability": 0.5, "styles": ["surgical", "cloth", "n95"]}
+    assert f"Run {run['id']}" in shown(at)
+
+
+def test_same_source_and_target_class_is_refused_before_starting(home):
+    at = page().run()
+    at.selectbox(key="synthetic_source").set_value("with_mask")
+    at.selectbox(key="synthetic_target").set_value("with_mask")
+    at.button(key="start").click().run()
+    no_failure(at)
+    assert "the source and target classes must differ" in shown(at)
+    assert home.runs() == []
 
 
 def test_split_that_does_not_add_up_is_refused_before_starting(home):
@@ -240,11 +348,19 @@ def test_execute_run_keeps_the_epoch_history_in_the_registry_while_training(stor
 
 def test_start_trains_in_the_background_and_shows_the_result(home):
     at = set_tiny(page().run())
+    at.toggle(key="aug_downscale_enabled").set_value(False)
+    at.slider(key="aug_jpeg_strength").set_value(0.4)
+    at.slider(key="aug_motion_blur_probability").set_value(0.6)
     at.button(key="start").click().run()
     no_failure(at)
     [run] = home.runs()
     assert run["config"]["random_init"] is True and run["config"]["views_per_image"] == 1
     assert run["config"]["epochs"] == 5 and run["config"]["input_size"] == 64 and run["config"]["quantize"] is False
+    augment = run["config"]["augment"]
+    assert list(augment) == list(AUGMENTATIONS)
+    assert augment["downscale"] == {"enabled": False, "probability": 0.3, "strength": 1.0}
+    assert augment["jpeg"] == {"enabled": True, "probability": 0.3, "strength": 0.4}
+    assert augment["motion_blur"] == {"enabled": True, "probability": 0.6, "strength": 0.5}
     assert f"Run {run['id']}" in shown(at)  # the progress bar of the new run
 
     at.button(key="start").click().run()  # one training at a time
@@ -300,7 +416,7 @@ def test_failed_run_shows_its_error_in_words(settings, tmp_path, detector):
         assert finished["status"] == "failed"
         at.run()
         no_failure(at)
-        [error] = at.error
+        [error] = [e for e in at.error if e.value.startswith("Run ")]
         assert error.value == f"Run {run['id']} failed: {finished['error']}"
         assert "at least two classes" in error.value
     finally:

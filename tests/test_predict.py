@@ -239,7 +239,8 @@ def test_evaluate_folder_scores_readable_images_and_lists_rejected_files(tmp_pat
     assert report["labels"] == LABELS
     assert report["confusion_matrix"] == [[3, 0], [2, 0]]  # the constant model always says with_mask
     assert report["accuracy"] == pytest.approx(0.6)
-    assert report["no_face"] == 5
+    assert report["no_face"] == 5 and report["face_found_rate"] == 0.0
+    assert report["accuracy_no_face"] == pytest.approx(0.6) and report["accuracy_face_found"] is None
     assert sorted(m["name"] for m in report["misclassified"]) == ["without_mask/img1001.jpg",
                                                                  "without_mask/img1002.jpg"]
     rejected = {r["name"]: r["reason"] for r in report["rejected_files"]}
@@ -261,6 +262,7 @@ def test_evaluate_folder_crops_the_detected_faces_of_real_photos(tmp_path, share
         target.write_bytes(path.read_bytes())
     report = evaluate_folder(tmp_path / "eval", detector, random_classifier, MAX_PIXELS)
     assert report["num_samples"] == 2 and report["no_face"] == 0 and report["rejected_files"] == []
+    assert report["face_found_rate"] == 1.0 and report["accuracy_no_face"] is None
     expected = random_classifier.predict(np.stack([crop_face(image, faces[0].box, random_classifier.rule)
                                                    for _, image, faces in photos]))
     matrix = [[0, 0], [0, 0]]

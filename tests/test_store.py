@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from maskdet.store import NEAR_DUPLICATE_BITS, SCHEMA_VERSION, Store, StoreError, hash_distances, perceptual_hash, validate_label
-from tests.conftest import encode, pattern_image, write_dataset, zip_bytes
+from tests.conftest import encode, make_old_home, pattern_image, write_dataset, zip_bytes
 
 
 def test_new_home_has_default_labels_wal_and_schema(store, settings):
@@ -369,6 +369,40 @@ def test_real_photos_get_faces_and_pasted_mask_pairs_are_grouped(store, shared_d
             x1, y1, x2, y2 = record.face.box
             assert 0 <= x1 < x2 <= record.width and 0 <= y1 < y2 <= record.height
             assert (x2 - x1) * (y2 - y1) > 0.05 * record.width * record.height  # dataset faces are large
+            (left_eye, right_eye, nose, mouth_left, mouth_right) = record.face.landmarks  # stored with the face
+            assert all(x1 <= x <= x2 and y1 <= y <= y2 for x, y in record.face.landmarks)
+            assert left_eye[0] < right_eye[0] and max(left_eye[1], right_eye[1]) < nose[1] < mouth_left[1]
     for name in names:
         assert records[f"without_mask/{name}.jpg"].dup_group == records[f"with_mask/{name}-with-mask.jpg"].dup_group
     assert len({r.dup_group for r in records.values()}) == 5
+
+
+def test_an_old_home_opens_migrated_and_gets_landmarks_when_asked(settings, shared_data, detector, tmp_path):
+    names = ["212", "100", "37"]
+    for name in names:
+        (tmp_path / "photos" / "without_mask").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "photos" / "without_mask" / f"{name}.jpg").write_bytes(
+            (shared_data / "without_mask" / f"{name}.jpg").read_bytes())
+    (tmp_path / "photos" / "with_mask").mkdir()
+    (tmp_path / "photos" / "with_mask" / "flat.png").write_bytes(encode(pattern_image(3), "PNG"))  # no face
+    Store(settings).import_folder(tmp_path / "photos", detector)
+    fresh = {r.source_name: r.face for r in Store(settings).images()}
+    make_old_home(settings.home / "maskdet.db")
+
+    old = Store(settings)
+    with sqlite3.connect(settings.home / "maskdet.db") as conn:
+        assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
+    assert old.label_counts() == {"with_mask": 1, "without_mask": 3}
+    assert [r.face.landmarks for r in old.images(no_face=False)] == [None] * 3
+    assert len(old.without_landmarks()) == 3  # the faceless photo has nothing to look for
+    first = old.images(label="without_mask")[0]
+    assert old.fill_landmarks(detector, ids=[first.id]) == {"filled": 1, "not_found": 0}
+    assert len(old.without_landmarks()) == 2
+    assert old.fill_landmarks(detector) == {"filled": 2, "not_found": 0}
+    migrated = {r.source_name: r.face for r in old.images()}
+    for name, face in fresh.items():
+        assert (migrated[name] is None) == (face is None)
+        if face:
+            assert migrated[name].box == face.box
+            np.testing.assert_allclose(migrated[name].landmarks, face.landmarks, atol=0.01)
+    assert old.fill_landmarks(detector) == {"filled": 0, "not_found": 0}  # nothing left to look for

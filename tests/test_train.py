@@ -2,6 +2,7 @@
 reproducibility, and a real run on the shared photos with the shared ImageNet weights."""
 
 import csv
+import dataclasses
 import json
 import os
 import re
@@ -18,12 +19,15 @@ import torch
 from onnx.external_data_helper import uses_external_data
 
 from maskdet import export
+from maskdet.augment import AugmentConfig, build_train_pipeline
 from maskdet.faces import CropRule, crop_face
-from maskdet.model import MaskNet, Preprocess
+from maskdet.model import MaskNet, Preprocess, build_model
 from maskdet.settings import Settings
 from maskdet.store import Store, StoreError
-from maskdet.train import Cancelled, TrainConfig, execute_run, train
-from tests.conftest import pattern_image, write_dataset
+from maskdet.synth import MASK_STYLES, SyntheticMasks
+from maskdet.train import (MASKED, Callbacks, Cancelled, MaskSynthesis, TrainConfig, Views, execute_run,
+                           extract_features, feature_views, load_split, resolve_synthesis, train, view_maker)
+from tests.conftest import make_old_home, pattern_image, photo_pairs, write_dataset
 
 LABELS = ["with_mask", "without_mask"]
 TINY = TrainConfig(random_init=True, views_per_image=1, epochs=15, finetune_blocks=1, finetune_epochs=1,
@@ -335,3 +339,127 @@ def test_exported_model_reproduces_test_predictions_from_its_metadata(real):
     np.testing.assert_allclose(probabilities, expected, atol=1e-4)
     targets = np.array([LABELS.index(r.label) for r in records])
     assert (probabilities.argmax(1) == targets).mean() >= 0.9
+
+
+# ---- synthetic masks --------------------------------------------------------------------------------
+
+def test_synthetic_masks_settings_round_trip():
+    masks = SyntheticMasks(source="bare", target="masked", probability=0.5, styles=["cloth", "gaiter"])
+    config = TrainConfig(synthetic_masks=masks)
+    assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    assert TrainConfig.from_dict({}).synthetic_masks == SyntheticMasks()
+    assert TrainConfig.from_dict({"synthetic_masks": {"enabled": False}}).synthetic_masks.styles == list(MASK_STYLES)
+
+
+@pytest.mark.parametrize("masks, message", [
+    ({"probability": 1.5}, "between 0 and 1"),
+    ({"styles": ["surgical", "hat"]}, "styles must be a non-empty list of: surgical"),
+    ({"styles": []}, "non-empty list"),
+    ({"source": "a", "target": "a"}, "must differ"),
+    ({"source": 3}, "class name or null"),
+    ({"colour": "red"}, r"Unknown synthetic_masks setting\(s\): colour"),
+    (["surgical"], "must be an object"),
+])
+def test_synthetic_masks_settings_reject_bad_values(masks, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig.from_dict({"synthetic_masks": masks})
+
+
+def test_automatic_synthesis_needs_the_default_class_names():
+    assert resolve_synthesis(SyntheticMasks(), ["with_mask", "without_mask"]) == \
+        MaskSynthesis(source=1, target=0, probability=0.25, styles=list(MASK_STYLES))
+    assert resolve_synthesis(SyntheticMasks(), ["masked", "bare"]) is None
+    assert resolve_synthesis(SyntheticMasks(enabled=False), ["with_mask", "without_mask"]) is None
+    assert resolve_synthesis(SyntheticMasks(source="bare", target="masked"), ["masked", "bare"]).source == 1
+
+
+def test_synthesis_naming_a_class_that_does_not_exist_fails_the_run(store, settings, tmp_path, detector):
+    store.import_folder(write_dataset(tmp_path / "data", 6), detector)
+    config = dataclasses.replace(TINY, synthetic_masks=SyntheticMasks(source="bare", target="with_mask"))
+    with pytest.raises(StoreError, match="no trained class for the source 'bare'. Classes: with_mask, without_mask"):
+        execute_run(store, config, settings.models_dir)
+    assert store.runs()[0]["status"] == "failed" and "source 'bare'" in store.runs()[0]["error"]
+
+
+def test_synthesis_from_a_class_without_landmarks_fails_with_a_sentence(store, settings, tmp_path, detector):
+    store.import_folder(write_dataset(tmp_path / "data", 6), detector)  # generated pictures: no faces
+    config = dataclasses.replace(TINY, synthetic_masks=SyntheticMasks(source="without_mask", target="with_mask"))
+    with pytest.raises(StoreError, match="no training photo of 'without_mask' has a face with landmarks"):
+        execute_run(store, config, settings.models_dir)
+    automatic = execute_run(store, dataclasses.replace(TINY, finetune_blocks=0), settings.models_dir)
+    assert automatic["synthetic_masks"]["views"] == 0  # automatic: nothing to draw on is not an error
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory, shared_data, detector):
+    """12 masks-small photo pairs (a face and the same face with a pasted mask) in a data home, split."""
+    root = tmp_path_factory.mktemp("pairs")
+    for name in photo_pairs(shared_data)[:12]:
+        for label, file in (("with_mask", f"{name}-with-mask.jpg"), ("without_mask", f"{name}.jpg")):
+            (root / "data" / label).mkdir(parents=True, exist_ok=True)
+            shutil.copy(shared_data / label / file, root / "data" / label / file)
+    store = make_store(root)
+    store.import_folder(root / "data", detector)
+    store.assign_splits((0.6, 0.2, 0.2), seed=0)
+    return store
+
+
+def load_splits(store: Store, size: int = 96) -> dict:
+    rule = CropRule(1.25, size)
+    return {name: load_split(store, store.images(split=name), LABELS, rule, Callbacks(), 0, 0)
+            for name in ("train", "val", "test")}
+
+
+def test_drawn_mask_views_come_from_training_faces_and_keep_their_group(pairs):
+    splits = load_splits(pairs)
+    synthesis = MaskSynthesis(source=1, target=0, probability=1.0, styles=list(MASK_STYLES))
+    train_split = splits["train"]
+    views = feature_views(train_split, 3, synthesis, seed=0)
+    masked = views.indices[views.kinds == MASKED]
+    eligible = [i for i, r in enumerate(train_split.records) if r.label == "without_mask" and r.face.landmarks]
+    assert len(eligible) >= 4 and sorted(masked.tolist()) == sorted(eligible * 3)  # probability 1: every view
+    assert (views.targets(train_split, synthesis)[views.kinds == MASKED] == 0).all()  # trained as with_mask
+    held_out = {r.dup_group for name in ("val", "test") for r in splits[name].records}
+    assert held_out and not {train_split.records[i].dup_group for i in masked} & held_out
+    drawn = view_maker(train_split, Views(masked[:4], views.kinds[views.kinds == MASKED][:4]),
+                       build_train_pipeline(AugmentConfig.from_dict({}), 96, seed=0), synthesis, seed=0)(slice(0, 4))
+    assert drawn.shape == (4, 96, 96, 3)
+
+
+def test_synthesis_off_reproduces_the_plain_views_and_on_only_adds(pairs, tmp_path):
+    splits = load_splits(pairs)
+    model, _ = build_model(2, random_init=True, preprocess=Preprocess(input_size=96))
+    config = TrainConfig(input_size=96, views_per_image=2)
+    run = lambda synthesis: extract_features(model.eval(), splits, config, synthesis, tmp_path, Callbacks())
+    plain = run(None)
+    never = run(MaskSynthesis(1, 0, 0.0, list(MASK_STYLES)))
+    always = run(MaskSynthesis(1, 0, 1.0, list(MASK_STYLES)))
+    plain_count = len(splits["train"].crops) * 3
+    assert len(plain["train"]) == plain_count and (plain["train_kinds"] != MASKED).all()
+    for name in ("train", "train_targets", "val", "test"):
+        np.testing.assert_array_equal(never[name], plain[name])
+        np.testing.assert_array_equal(always[name][:len(plain[name])], plain[name])
+    extra = always["train_targets"][plain_count:]
+    assert len(extra) == 2 * sum(1 for r in splits["train"].records if r.label == "without_mask" and r.face.landmarks)
+    assert (extra == 0).all()
+
+
+def test_an_old_data_home_without_landmarks_trains_with_synthetic_masks(tmp_path, shared_data, backbone_weights,
+                                                                         detector):
+    root = tmp_path / "old"
+    for name in photo_pairs(shared_data)[12:24]:
+        for label, file in (("with_mask", f"{name}-with-mask.jpg"), ("without_mask", f"{name}.jpg")):
+            (root / "data" / label).mkdir(parents=True, exist_ok=True)
+            shutil.copy(shared_data / label / file, root / "data" / label / file)
+    make_store(root).import_folder(root / "data", detector)
+    make_old_home(root / "home" / "maskdet.db")
+    store = make_store(root)  # migrates: every stored face lacks landmarks until needed
+    assert len(store.without_landmarks()) == 24 and all(r.face.landmarks is None for r in store.images())
+    config = TrainConfig(backbone_weights=str(backbone_weights), views_per_image=1, quantize=False,
+                         synthetic_masks=SyntheticMasks(probability=1.0))
+    stages = []
+    result = execute_run(store, config, store.settings.models_dir, on_progress=lambda p: stages.append(p.stage))
+    train_bare = [r for r in store.images(split="train") if r.label == "without_mask"]
+    assert "landmarks" in stages and all(r.face.landmarks for r in train_bare)
+    assert result["synthetic_masks"]["views"] == len(train_bare) and result["test"]["accuracy"] >= 0.75
+    assert "Synthetic masks: " in (store.settings.models_dir / result["run_id"] / "MODEL_CARD.md").read_text()
