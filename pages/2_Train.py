@@ -26,6 +26,7 @@ st.title("Train a model")
 
 DEFAULTS = TrainConfig()
 STAGES = {
+    "landmarks": "finding the face landmarks of photos imported before maskdet stored them",  # once per data home
     "crops": "cutting the face crops",
     "features": "computing backbone features",
     "head": "training the classifier head",
@@ -291,7 +292,8 @@ def stage_fraction(progress: dict) -> float:
 def show_active(run: dict) -> None:
     progress = run.get("progress") or {}
     stage = progress.get("stage")
-    order = [name for name in STAGES if name != "finetune" or (run["config"] or {}).get("finetune_blocks")]
+    order = [name for name in STAGES if (name != "finetune" or (run["config"] or {}).get("finetune_blocks"))
+             and (name != "landmarks" or stage == "landmarks")]
     running_for = duration(elapsed(run.get("started_at") or run.get("created_at")))
     if not stage:
         st.progress(0.0, text=f"Run {run['id']}: starting the training process ({running_for})...")

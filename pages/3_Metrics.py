@@ -144,8 +144,11 @@ def show_evaluation(report: dict) -> None:
     st.success(f"{report['run_id']} ({report['model_file']}) on {report['num_samples']} uploaded photos.")
     show_report(report, "evaluate")
     if report.get("no_face"):
-        st.warning(f"No face was found in {report['no_face']} photos; they were classified whole, which lowers "
-                   "accuracy. Crop them closer or check that they show a face.")
+        with_face = (f", {report['accuracy_face_found']:.3f} on the photos with a face"
+                     if report.get("accuracy_face_found") is not None else "")
+        st.warning(f"No face was found in {report['no_face']} of {report['num_samples']} photos; they were classified "
+                   f"whole (accuracy {report['accuracy_no_face']:.3f} on them{with_face}), which lowers accuracy. Crop "
+                   "them closer or check that they show a face.")
     if report.get("skipped_classes"):
         folders = ", ".join(f"{name} ({count})" for name, count in report["skipped_classes"].items())
         st.warning(f"Skipped photos in folders that are not the model's classes: {folders}. Rename those folders "

@@ -1,6 +1,7 @@
 """Tests for maskdet.augment: the config round trip and validation, and the pipelines it builds."""
 
 from dataclasses import fields
+from pathlib import Path
 
 import albumentations as A
 import cv2
@@ -211,3 +212,8 @@ def test_degradation_ranges_follow_strength():
     assert AUGMENTATIONS["jpeg"].build(1.0, 1.0).quality_range == (30, 70)
     assert AUGMENTATIONS["jpeg"].build(0.0, 1.0).quality_range == (100, 100)
     assert AUGMENTATIONS["downscale"].build(1.0, 1.0).scale_range == (0.25, 0.5)  # a 40 px face in a 160 px crop
+
+
+def test_the_readme_lists_every_augmentation():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert all(f"| `{name}` | {spec.label} |" in readme for name, spec in AUGMENTATIONS.items())

@@ -192,6 +192,10 @@ def test_evaluate_an_uploaded_zip_on_the_page(page, home):
     assert {m.label for m in tab.metric} >= {"accuracy", "macro F1", "images"}
     assert list(frame_with(tab, "class")["support"]) == [3, 3, 6]
     assert len(charts(tab)) == 1  # the confusion matrix
+    accuracy = next(m.value for m in tab.metric if m.label == "accuracy")
+    assert [w.value for w in tab.warning] == [  # generated pictures: no faces
+        f"No face was found in 6 of 6 photos; they were classified whole (accuracy {float(accuracy):.3f} on them), "
+        "which lowers accuracy. Crop them closer or check that they show a face."]
 
 
 def test_a_bad_upload_on_the_page_is_a_sentence(page):
