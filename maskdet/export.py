@@ -16,8 +16,10 @@ import torch
 from torch import nn
 
 from . import __version__
+from .bundle.mtcnn_cascade import NETWORK_FILES
 from .faces import CropRule
 from .model import NUM_BLOCKS, Embedder, MaskNet, Preprocess, WithSoftmax
+from .mtcnn import onnx_networks
 
 OPSET = 17
 INPUT_NAME = "images"
@@ -223,13 +225,18 @@ def export_run(model: MaskNet, folder: Path, labels: list[str], preprocess: Prep
     return result
 
 
+BUNDLE_SOURCES = ("README.md", "predict_onnx.py", "mtcnn_cascade.py", "crop_rule.py")  # from maskdet/bundle/
+
+
 def bundle_zip(run_dir: Path) -> bytes:
-    """A zip with everything to use a run's model elsewhere: ONNX files, labels, preprocessing, card, script."""
+    """A zip with everything to use a run's model elsewhere: the ONNX files, MTCNN's three networks, labels,
+    preprocessing, card, metrics, and predict_onnx.py with the modules it imports (see maskdet/bundle/README.md)."""
     run_dir = Path(run_dir)
     classifier = load_classifier(run_dir / "model.onnx")
     contract = {"input": {"name": INPUT_NAME, **classifier.preprocess.to_dict(), "shape": ["batch", "size", "size", 3]},
                 "output": {"name": "probabilities", "columns": classifier.labels},
-                "crop_rule": {"margin": classifier.rule.margin, "square": True, "clamp_to_image": True},
+                "crop_rule": {"margin": classifier.rule.margin, "size": classifier.rule.size, "square": True,
+                              "clamp_to_image": True, "resize": "bilinear"},
                 "normalisation": "inside the model: feed raw uint8 RGB"}
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
@@ -238,5 +245,8 @@ def bundle_zip(run_dir: Path) -> bytes:
                 archive.write(run_dir / name, name)
         archive.writestr("labels.json", json.dumps(classifier.labels, indent=2))
         archive.writestr("preprocessing.json", json.dumps(contract, indent=2))
-        archive.writestr("predict_onnx.py", (Path(__file__).parent / "bundle" / "predict_onnx.py").read_text())
+        for name, network in zip(NETWORK_FILES, onnx_networks()):
+            archive.writestr(name, network)
+        for name in BUNDLE_SOURCES:
+            archive.write(Path(__file__).parent / "bundle" / name, name)
     return buffer.getvalue()

@@ -1,12 +1,15 @@
-"""Face detection (MTCNN: facenet-pytorch's networks in onnxruntime) and the one crop rule of training and live use."""
+"""Face detection (MTCNN: facenet-pytorch's networks in onnxruntime) and the one crop rule of training and live use.
+
+Both are written in maskdet/bundle/ (mtcnn_cascade.py, crop_rule.py), which the model bundle ships: its
+predict_onnx.py finds and crops faces with the same code."""
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
-from PIL import Image
 
-from .mtcnn import MIN_FACE_SIDE, OnnxMTCNN
+from .bundle.crop_rule import crop, square_crop_box
+from .bundle.mtcnn_cascade import MIN_FACE_SIDE, find_faces, image_faces, shrink
+from .mtcnn import OnnxMTCNN
 
 
 @dataclass(frozen=True)
@@ -17,7 +20,7 @@ class CropRule:
     size: int = 160
 
 
-Landmarks = tuple[tuple[float, float], ...]  # five x, y points in image pixels, in MTCNN's order (see mtcnn.py)
+Landmarks = tuple[tuple[float, float], ...]  # five x, y points in image pixels, in MTCNN's order (see bundle/mtcnn_cascade.py)
 
 
 @dataclass(frozen=True)
@@ -39,43 +42,9 @@ def box_iou(a, b) -> float:
     return width * height / union if union > 0 else 0.0
 
 
-def square_crop_box(box, width: int, height: int, margin: float) -> tuple[int, int, int, int]:
-    """The crop rule: square of side margin * longer face side, centred on the face, clamped to the image."""
-    x1, y1, x2, y2 = box
-    side = min(max(x2 - x1, y2 - y1) * margin, width, height)
-    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-    left = min(max(cx - side / 2, 0), width - side)
-    top = min(max(cy - side / 2, 0), height - side)
-    side_px = max(1, round(side))
-    left_px, top_px = round(left), round(top)
-    return left_px, top_px, min(left_px + side_px, width), min(top_px + side_px, height)
-
-
 def crop_face(image: np.ndarray, box, rule: CropRule) -> np.ndarray:
     """Cut the face out of an RGB array and resize it to rule.size; box None means use the whole image."""
-    height, width = image.shape[:2]
-    if box is None:
-        region = image
-    else:
-        left, top, right, bottom = square_crop_box(box, width, height, rule.margin)
-        region = image[top:bottom, left:right]
-    return np.asarray(Image.fromarray(region).resize((rule.size, rule.size), Image.BILINEAR))
-
-
-def _shrink(image: np.ndarray, side: int) -> tuple[np.ndarray, float]:
-    """Downscale so the longer side is at most `side`; return the array and the scale applied."""
-    height, width = image.shape[:2]
-    scale = min(1.0, side / max(height, width))
-    if scale == 1.0:
-        return image, 1.0
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), scale
-
-
-def pad_border(image: np.ndarray, pad: int) -> np.ndarray:
-    """The image on a canvas `pad` pixels larger on every side, filled with the image's mean colour."""
-    fill = [float(v) for v in image.reshape(-1, image.shape[2]).mean(axis=0)]
-    return cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=fill)
+    return crop(image, box, rule.margin, rule.size)
 
 
 class FaceDetector:
@@ -94,49 +63,25 @@ class FaceDetector:
         self.pad_fraction = pad_fraction
         self.mtcnn = OnnxMTCNN(min_face_size, thresholds)
 
-    def _faces(self, boxes: np.ndarray, probabilities: np.ndarray, landmarks: np.ndarray, scale: float,
-               image: np.ndarray, min_probability: float, pad: int = 0) -> list[Face]:
-        """Boxes of the downscaled (and padded) copy mapped back to the image, clipped, weak ones dropped, largest
-        first."""
-        height, width = image.shape[:2]
-        faces = []
-        for box, probability, points in zip(boxes / scale - pad, probabilities, landmarks / scale - pad):
-            x1, y1 = max(0.0, float(box[0])), max(0.0, float(box[1]))
-            x2, y2 = min(float(width), float(box[2])), min(float(height), float(box[3]))
-            if probability >= min_probability and x2 - x1 >= 2 and y2 - y1 >= 2:
-                faces.append(Face((x1, y1, x2, y2), float(probability),
-                                  tuple((float(x), float(y)) for x, y in points)))
-        return sorted(faces, key=lambda face: face.area, reverse=True)
-
-    def _detect_one(self, image: np.ndarray, side: int, pad: int = 0) -> list[Face]:
-        small, scale = _shrink(pad_border(image, pad) if pad else image, side)
-        if min(small.shape[:2]) < MIN_FACE_SIDE:
-            return []
-        return self._faces(*self.mtcnn.detect(small), scale, image, self.min_probability, pad)
-
     def detect(self, images: list[np.ndarray]) -> list[list[Face]]:
         """All faces per image, largest first."""
-        results = []
-        for image in images:
-            faces = self._detect_one(image, self.detect_side)
-            if not faces and max(image.shape[:2]) > self.detect_side and self.fallback_side > self.detect_side:
-                faces = self._detect_one(image, self.fallback_side)
-            if not faces and self.pad_fraction > 0:
-                faces = self._detect_one(image, self.detect_side, round(max(image.shape[:2]) * self.pad_fraction))
-            results.append(faces)
-        return results
+        return [[Face(*face) for face in find_faces(self.mtcnn, image, self.detect_side, self.fallback_side,
+                                                    self.pad_fraction, self.min_probability)]
+                for image in images]
 
     def track(self, image: np.ndarray, faces: list[Face]) -> list[Face]:
         """Where known faces are in a new frame (MTCNN's last stage on their previous boxes); lost ones drop out.
 
         A known face stays while that stage still scores it above its own threshold, even if below min_probability:
         measured on the live benchmark clip, this loses fewer faces between detections at the same box accuracy."""
-        small, scale = _shrink(image, self.detect_side)
+        small, scale = shrink(image, self.detect_side, self.mtcnn.resize)
         if not faces or min(small.shape[:2]) < MIN_FACE_SIDE:
             return []
         boxes = np.array([face.box for face in faces], np.float32) * scale
         threshold = min(self.min_probability, self.mtcnn.thresholds[2])
-        return self._faces(*self.mtcnn.track(small, boxes, threshold), scale, image, threshold)
+        found = image_faces(*self.mtcnn.track(small, boxes, threshold), scale, 0, image.shape[1], image.shape[0],
+                            threshold)
+        return [Face(*face) for face in found]
 
     def largest_faces(self, images: list[np.ndarray]) -> list[Face | None]:
         return [faces[0] if faces else None for faces in self.detect(images)]

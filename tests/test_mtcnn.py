@@ -1,18 +1,59 @@
-"""MTCNN in onnxruntime against facenet-pytorch's own MTCNN, and its pieces."""
+"""MTCNN in onnxruntime against facenet-pytorch's own MTCNN, and its pieces; the cascade's numpy defaults (the
+model bundle's) against the OpenCV functions maskdet plugs in."""
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
+from maskdet import mtcnn
+from maskdet.bundle.mtcnn_cascade import Cascade, nms, resize_area, squared
 from maskdet.faces import box_iou
-from maskdet.mtcnn import OnnxMTCNN, nms, squared
+from maskdet.mtcnn import OnnxMTCNN
 
 
 def test_nms_keeps_the_best_of_overlapping_boxes():
     boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [0, 0, 4, 4]], np.float32)
     scores = np.array([0.8, 0.9, 0.7, 0.6], np.float32)
     assert nms(boxes, scores, 0.5).tolist() == [1, 2, 3]
+    assert mtcnn.nms(boxes, scores, 0.5).tolist() == [1, 2, 3]
     assert nms(boxes, scores, 0.5, by_min=True).tolist() == [1, 2]  # the small box lies inside the kept one
+
+
+def test_numpy_nms_keeps_what_opencv_keeps():
+    rng = np.random.default_rng(0)
+    corners = rng.uniform(0, 100, (300, 2)).astype(np.float32)
+    boxes = np.concatenate([corners, corners + rng.uniform(5, 40, (300, 1)).astype(np.float32)], axis=1)
+    scores = rng.uniform(0.6, 1, 300).astype(np.float32)
+    for threshold in (0.5, 0.7):
+        assert nms(boxes, scores, threshold).tolist() == mtcnn.nms(boxes, scores, threshold).tolist()
+
+
+@pytest.mark.parametrize("shape, size", [((480, 640), (385, 273)), ((90, 70), (24, 24)), ((20, 17), (48, 48)),
+                                         ((31, 20), (24, 24)), ((50, 20), (24, 24)),
+                                         ((720, 1280), (640, 360))])
+def test_numpy_resize_is_opencvs_inter_area(shape, size):
+    """Down, up and mixed, as the cascade resizes float pyramid levels and crops; down for uint8 photos (OpenCV rounds
+    uint8 upscaling in fixed point, which maskdet never does)."""
+    pixels = np.asarray(Image.fromarray(np.random.default_rng(1).integers(0, 256, (6, 8, 3), np.uint8))
+                        .resize(shape[::-1], Image.BICUBIC))
+    normalised = (pixels.astype(np.float32) - 127.5) / 128
+    expected = cv2.resize(normalised, size, interpolation=cv2.INTER_AREA)
+    assert np.abs(resize_area(normalised, *size) - expected).max() < 1e-5
+    if size[0] < shape[1] and size[1] < shape[0]:
+        rounded = np.abs(resize_area(pixels, *size).astype(int) - cv2.resize(pixels, size, interpolation=cv2.INTER_AREA))
+        assert rounded.max() <= 1 and (rounded > 0).mean() < 0.01
+
+
+def test_numpy_cascade_finds_what_the_opencv_one_finds(shared_data):
+    fast, plain = OnnxMTCNN(), Cascade(*mtcnn.networks())
+    photos = sorted((shared_data / "with_mask").glob("*.jpg"))[:6] + sorted((shared_data / "without_mask").glob("*.jpg"))[:6]
+    for path in photos:
+        pixels = np.asarray(Image.open(path).convert("RGB"))
+        (boxes, scores, points), (expected, expected_scores, expected_points) = plain.detect(pixels), fast.detect(pixels)
+        assert len(boxes) == len(expected), path.name
+        assert np.abs(boxes - expected).max() < 0.1 and np.abs(scores - expected_scores).max() < 1e-3
+        assert np.abs(points - expected_points).max() < 0.1
 
 
 def test_squared_keeps_the_centre():

@@ -1,8 +1,9 @@
 """The Models page (Streamlit AppTest) on a data home with one tiny trained run (int8 on) and a copy of it:
-downloads with their bytes, the bundle's predict_onnx.py run on a face crop, the active model, deleting a run."""
+downloads with their bytes, the bundle's predict_onnx.py run on its own, the active model, deleting a run."""
 
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -15,7 +16,6 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from maskdet import runs
-from maskdet.faces import CropRule, crop_face
 from maskdet.settings import load_settings
 from maskdet.store import Store
 from maskdet.train import TrainConfig, execute_run
@@ -23,7 +23,8 @@ from tests.conftest import data_home, download_data, page_in_app, write_dataset
 
 PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "4_Models.py")
 BUNDLE_FILES = {"model.onnx", "model.int8.onnx", "labels.json", "preprocessing.json", "MODEL_CARD.md",
-                "metrics.json", "predict_onnx.py"}
+                "metrics.json", "README.md", "predict_onnx.py", "mtcnn_cascade.py", "crop_rule.py", "mtcnn_pnet.onnx",
+                "mtcnn_rnet.onnx", "mtcnn_onet.onnx"}
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +92,9 @@ def test_downloads_hold_the_model_files_and_show_size_parity_and_metrics(page, h
     assert f"Test accuracy {metrics['int8']['test_accuracy']:.3f}" in text and "against float32" in text
 
 
-def test_bundle_contents_and_its_predict_script_classify_a_face(page, home, downloads, tmp_path):
+def test_bundle_contents_and_its_predict_script_run_alone(page, home, downloads, tmp_path):
+    """The script alone (no maskdet on its path), with the int8 model, on a photo and a folder (faces and their
+    agreement with `maskdet predict` on real photos: test_bundle.py)."""
     bundle = download_data(page, downloads)["Download bundle"][1]
     with zipfile.ZipFile(io.BytesIO(bundle)) as archive:
         assert set(archive.namelist()) == BUNDLE_FILES
@@ -99,15 +102,24 @@ def test_bundle_contents_and_its_predict_script_classify_a_face(page, home, down
     labels = json.loads((tmp_path / "bundle" / "labels.json").read_text())
     contract = json.loads((tmp_path / "bundle" / "preprocessing.json").read_text())
     assert labels == ["with_mask", "without_mask"] and contract["input"]["input_size"] == 96
+    assert contract["crop_rule"]["size"] == 96
     record = home.store.images(split="test")[0]
-    face = crop_face(home.store.load_image(record), record.face.box if record.face else None, CropRule(1.25, 96))
-    Image.fromarray(face).save(tmp_path / "face.jpg")
-    result = subprocess.run([sys.executable, "predict_onnx.py", "model.onnx", str(tmp_path / "face.jpg")],
-                            cwd=tmp_path / "bundle", capture_output=True, text=True, timeout=60)
+    (tmp_path / "photos").mkdir()
+    Image.fromarray(home.store.load_image(record)).save(tmp_path / "photos" / "one.png")
+    shutil.copyfile(tmp_path / "photos" / "one.png", tmp_path / "two.png")
+    environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    result = subprocess.run([sys.executable, "predict_onnx.py", "--model", "model.int8.onnx", str(tmp_path / "two.png"),
+                             str(tmp_path / "photos")], cwd=tmp_path / "bundle", env=environment, capture_output=True,
+                            text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    line = result.stdout.strip()
-    assert line.startswith(f"{tmp_path / 'face.jpg'}: ") and all(f"{label} 0." in line or f"{label} 1." in line
-                                                                 for label in labels)
+    output = json.loads(result.stdout)
+    assert output["model"] == "model.int8.onnx" and output["labels"] == labels
+    assert [entry["image"] for entry in output["images"]] == [str(tmp_path / "two.png"),
+                                                              str(tmp_path / "photos" / "one.png")]
+    assert all(set(face["probabilities"]) == set(labels) for entry in output["images"] for face in entry["faces"])
+    missing = subprocess.run([sys.executable, "predict_onnx.py", str(tmp_path / "none.jpg")], cwd=tmp_path / "bundle",
+                             env=environment, capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2 and "No such file" in missing.stderr
 
 
 # ---- the active model --------------------------------------------------------------------------------------

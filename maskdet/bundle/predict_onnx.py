@@ -1,43 +1,113 @@
-"""Classify face photos with a maskdet ONNX model. Needs only onnxruntime, numpy and Pillow.
+"""Find the faces in photos and classify each with a maskdet ONNX model. Needs only onnxruntime, numpy and Pillow.
 
-    python predict_onnx.py model.onnx face1.jpg [face2.jpg ...]
+    python predict_onnx.py [--model model.onnx] [--threshold 0.6] photo.jpg [more photos or folders ...]
 
-Each image should show one face filling most of the frame (maskdet's own tools find and crop faces
-with MTCNN first). The image is cut to its centre square and resized to the model's input size; the
-model normalises internally and returns one probability per label.
+Prints the JSON of `python -m maskdet --json predict`: per image its faces, largest first (at most 20), each with
+its box, face_probability, label, probability and probabilities; an unreadable file gets an "error" instead.
+Faces are found as maskdet predict finds them (MTCNN, mtcnn_cascade.py, on a copy at most 640 px) and cropped by
+the model's crop rule (crop_rule.py). See README.md.
 """
 
+import argparse
 import json
-import sys
+import warnings
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from PIL import Image
+from PIL import Image, ImageOps
+
+from crop_rule import crop
+from mtcnn_cascade import NETWORK_FILES, Cascade, find_faces, session
+
+HERE = Path(__file__).resolve().parent
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
+DETECT_SIDE = 640  # MTCNN searches a copy whose longer side is at most this
+PAD_FRACTION = 0.25  # no face found: search again with a border of this fraction of the longer side
+MAX_FACES = 20
+UNCERTAIN = "uncertain"  # the label of a face whose top probability is below --threshold
 
 
-def load(path):
-    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    meta = session.get_modelmeta().custom_metadata_map
-    return session, json.loads(meta["labels"]), json.loads(meta["preprocess"])["input_size"]
+class Classifier:
+    """A maskdet ONNX model with its labels and crop rule (from the model's metadata)."""
+
+    def __init__(self, path: Path):
+        self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.labels = json.loads(meta["labels"])
+        rule = json.loads(meta["crop_rule"])
+        self.margin, self.size = float(rule["margin"]), int(rule["size"])
+
+    def predict(self, crops: np.ndarray) -> np.ndarray:
+        """Probabilities (N, labels) for uint8 RGB face crops (N, size, size, 3)."""
+        return self.session.run(None, {self.session.get_inputs()[0].name: crops})[0]
 
 
-def face_crop(path, size):
-    image = Image.open(path).convert("RGB")
-    side = min(image.size)
-    left, top = (image.width - side) // 2, (image.height - side) // 2
-    return np.asarray(image.crop((left, top, left + side, top + side)).resize((size, size), Image.BILINEAR))
+def decode(path: str) -> np.ndarray:
+    """RGB uint8 pixels as maskdet reads them: EXIF orientation applied, transparency laid on white."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a truncated file is an error, not a half-grey picture
+        image = Image.open(path)
+        image.load()
+        image = ImageOps.exif_transpose(image)
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        image = Image.alpha_composite(Image.new("RGBA", image.size, (255, 255, 255, 255)), image.convert("RGBA"))
+    return np.asarray(image.convert("RGB"))
 
 
-def main(model_path, image_paths):
-    session, labels, size = load(model_path)
-    crops = np.stack([face_crop(path, size) for path in image_paths])
-    for path, probabilities in zip(image_paths, session.run(None, {"images": crops})[0]):
+def predict(image: np.ndarray, cascade: Cascade, classifier: Classifier, threshold: float) -> list[dict]:
+    """The faces of one image, classified in one batch."""
+    faces = find_faces(cascade, image, DETECT_SIDE, DETECT_SIDE, PAD_FRACTION)[:MAX_FACES]
+    if not faces:
+        return []
+    crops = np.stack([crop(image, box, classifier.margin, classifier.size) for box, _, _ in faces])
+    results = []
+    for (box, face_probability, _), probabilities in zip(faces, classifier.predict(crops)):
         best = int(probabilities.argmax())
-        scores = ", ".join(f"{label} {p:.3f}" for label, p in zip(labels, probabilities))
-        print(f"{path}: {labels[best]} ({scores})")
+        results.append({"box": [round(v, 1) for v in box], "face_probability": round(face_probability, 4),
+                        "label": classifier.labels[best] if probabilities[best] >= threshold else UNCERTAIN,
+                        "probability": round(float(probabilities[best]), 4),
+                        "probabilities": {label: round(float(p), 4)
+                                          for label, p in zip(classifier.labels, probabilities)}})
+    return results
+
+
+def image_files(names: list[str]) -> list[str]:
+    """Image files named directly, plus the image files inside named folders."""
+    files = []
+    for name in names:
+        path = Path(name)
+        if path.is_dir():
+            files += [str(p) for p in sorted(path.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
+        elif path.exists():
+            files.append(name)
+        else:
+            raise FileNotFoundError(f"No such file: {name}.")
+    return files
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("images", nargs="+", help="image files or folders")
+    parser.add_argument("--model", default=str(HERE / "model.onnx"), help="a maskdet ONNX model (model.int8.onnx too)")
+    parser.add_argument("--threshold", type=float, default=0.0, help="below this probability a face is 'uncertain'")
+    args = parser.parse_args()
+    try:
+        names = image_files(args.images)
+    except FileNotFoundError as error:
+        parser.error(str(error))
+    classifier = Classifier(Path(args.model))
+    cascade = Cascade(*(session(HERE / name) for name in NETWORK_FILES))
+    results = []
+    for name in names:
+        try:
+            image = decode(name)
+        except Exception as error:  # whatever Pillow cannot read becomes that image's error
+            results.append({"image": name, "error": f"not a readable image ({error})"})
+            continue
+        results.append({"image": name, "faces": predict(image, cascade, classifier, args.threshold)})
+    print(json.dumps({"model": args.model, "labels": classifier.labels, "images": results}, indent=2))
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 3:
-        sys.exit(__doc__)
-    main(sys.argv[1], sys.argv[2:])
+    main()
