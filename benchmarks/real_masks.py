@@ -40,19 +40,32 @@ def scores(report: dict, seconds: float) -> dict:
 
 
 def detection_figures(data: Path, real: Path) -> dict:
-    """Faces found with and without the padded retry on both sets, by the import detector."""
+    """Faces found with and without the padded retry: on both sets by the import detector, on the live benchmark's
+    clip by the Live page's."""
+    from maskdet.clip import clip_photos, make_clip
     from maskdet.faces import FaceDetector
     from maskdet.imageio import decode_image
+    from maskdet.live import LiveSettings
     from maskdet.store import folder_candidates
 
+    live = LiveSettings()
+
+    def detector(name: str, pad: float) -> FaceDetector:
+        if name == "live_clip":  # as the Live page builds it
+            return FaceDetector(detect_side=live.detect_side, fallback_side=live.detect_side,
+                                min_probability=live.detection_confidence, pad_fraction=pad)
+        return FaceDetector(pad_fraction=pad)
+
+    sets = {name: {c.name: decode_image(c.read(), 40_000_000) for c in folder_candidates(folder)[0]}
+            for name, folder in (("masks_small", data), ("real", real))}
+    sets["live_clip"] = {f"frame {i}": frame for i, frame in enumerate(make_clip(clip_photos(data), 300))}
     figures = {}
-    for name, folder in (("masks_small", data), ("real", real)):
-        images = {c.name: decode_image(c.read(), 40_000_000) for c in folder_candidates(folder)[0]}
+    for name, images in sets.items():
         found = {}
         for pad in (0.0, 0.25):
-            detector = FaceDetector(pad_fraction=pad)
-            found[pad] = {key: len(detector.detect([image])[0]) for key, image in images.items()}
-        figures[name] = {"photos": len(images),
+            faces = detector(name, pad)
+            found[pad] = {key: len(faces.detect([image])[0]) for key, image in images.items()}
+        figures[name] = {"images": len(images),
                          "face_found_rate_without_retry": round(sum(map(bool, found[0.0].values())) / len(images), 4),
                          "face_found_rate": round(sum(map(bool, found[0.25].values())) / len(images), 4),
                          "faces_without_retry": sum(found[0.0].values()), "faces": sum(found[0.25].values()),

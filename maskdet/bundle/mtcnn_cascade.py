@@ -240,12 +240,14 @@ def faces_on_copy(cascade: Cascade, image: np.ndarray, side: int, pad: int = 0,
 def find_faces(cascade: Cascade, image: np.ndarray, side: int, fallback_side: int, pad_fraction: float,
                min_probability: float = 0.0) -> list[Detection]:
     """All faces of an RGB image, largest first. Searched on a copy whose longer side is at most `side`; when none
-    is found, on one at most `fallback_side` (if larger), then on a copy padded by pad_fraction of the longer side
-    on every side: a face that fills the photo (a masked close-up) has its box partly outside it, where MTCNN cannot
-    place it."""
-    faces = faces_on_copy(cascade, image, side, 0, min_probability)
-    if not faces and max(image.shape[:2]) > side and fallback_side > side:
-        faces = faces_on_copy(cascade, image, fallback_side, 0, min_probability)
-    if not faces and pad_fraction > 0:
-        faces = faces_on_copy(cascade, image, side, round(max(image.shape[:2]) * pad_fraction), min_probability)
-    return faces
+    is found, on one at most `fallback_side` (if larger); then the same on a copy padded by pad_fraction of the
+    longer side on every side: a face that fills the photo (a masked close-up) has its box partly outside it, where
+    MTCNN cannot place it."""
+    pads = [0, round(max(image.shape[:2]) * pad_fraction)] if pad_fraction > 0 else [0]
+    for pad in pads:
+        larger = fallback_side > side and max(image.shape[:2]) + 2 * pad > side
+        for size in [side, fallback_side] if larger else [side]:
+            faces = faces_on_copy(cascade, image, size, pad, min_probability)
+            if faces:
+                return faces
+    return []
