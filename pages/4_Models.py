@@ -67,10 +67,11 @@ def show_downloads(run: dict) -> None:
         bundle = ui.attempt(lambda: cached_bundle(str(folder), files[0]["path"].stat().st_mtime))
         left.markdown("**Bundle (zip)**" + (f"  \n{megabytes(len(bundle))}" if bundle else ""))
         with_int8 = " and `model.int8.onnx`" if any(item["file"] == "model.int8.onnx" for item in files) else ""
-        middle.markdown(f"Everything to use the model elsewhere: `model.onnx`{with_int8}, "
-                        "`labels.json`, `preprocessing.json` (the input contract and crop rule), `MODEL_CARD.md`, "
-                        "`metrics.json` and `predict_onnx.py` (needs only onnxruntime, numpy and Pillow). "
-                        "Same parity and test metrics as the files above.")
+        middle.markdown(f"Everything to use the model elsewhere: `model.onnx`{with_int8}, MTCNN's three face-finding "
+                        "networks, `labels.json`, `preprocessing.json` (the input contract and crop rule), "
+                        "`MODEL_CARD.md`, `metrics.json`, a `README.md` and `predict_onnx.py`, which finds every face "
+                        "in your photos, crops and classifies it like `maskdet predict` (needs only onnxruntime, numpy "
+                        "and Pillow). Same parity and test metrics as the files above.")
         if bundle is not None:
             right.download_button("Download bundle", bundle, file_name=f"maskdet-{run['id']}.zip",
                                   mime="application/zip", key="download-bundle", icon=":material/folder_zip:",

@@ -90,6 +90,7 @@ def test_downloads_hold_the_model_files_and_show_size_parity_and_metrics(page, h
     assert text.count("Same class as PyTorch on all") + text.count("Differs from PyTorch") == 2
     assert f"Test accuracy {metrics['test']['accuracy']:.3f}" in text
     assert f"Test accuracy {metrics['int8']['test_accuracy']:.3f}" in text and "against float32" in text
+    assert "MTCNN's three face-finding networks" in text and "finds every face in your photos" in text
 
 
 def test_bundle_contents_and_its_predict_script_run_alone(page, home, downloads, tmp_path):
