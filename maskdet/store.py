@@ -24,7 +24,7 @@ from .faces import Face, FaceDetector, box_iou
 from .imageio import BadImage, decode_image
 from .settings import DEFAULT_LABELS, Settings, load_settings
 
-SCHEMA_VERSION = 2  # 2: images.landmarks
+SCHEMA_VERSION = 3  # 2: images.landmarks; 3: runs.heartbeat_at
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 IGNORED_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
 MAX_ENTRY_BYTES = 64 * 1024 * 1024
@@ -78,6 +78,7 @@ runs_table = sa.Table(
     sa.Column("artefact_dir", sa.String(512)),
     sa.Column("error", sa.Text),
     sa.Column("pid", sa.Integer),
+    sa.Column("heartbeat_at", sa.String(32)),  # written every few seconds by the process running it
     sa.Column("cancel_requested", sa.Boolean, nullable=False, default=False),
 )
 
@@ -601,9 +602,9 @@ def _cut_groups(groups: list[int], sizes: dict[int, int], ratios) -> dict[int, s
 
 def _upgrade(conn) -> None:
     """Bring a data home written by an older maskdet to SCHEMA_VERSION (its data stays as it was)."""
-    columns = {column["name"] for column in sa.inspect(conn).get_columns("images")}
-    if "landmarks" not in columns:
-        conn.execute(sa.text("ALTER TABLE images ADD COLUMN landmarks TEXT"))
+    for table, column, kind in (("images", "landmarks", "TEXT"), ("runs", "heartbeat_at", "VARCHAR(32)")):
+        if column not in {existing["name"] for existing in sa.inspect(conn).get_columns(table)}:
+            conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {column} {kind}"))
     conn.execute(meta_table.update().where(meta_table.c.key == "schema_version").values(value=str(SCHEMA_VERSION)))
 
 

@@ -134,11 +134,12 @@ def zip_bytes(entries: dict[str, bytes], symlinks: dict[str, str] = {}) -> bytes
 
 
 def make_old_home(database: Path) -> None:
-    """Turn a data home's SQLite database into what maskdet wrote before schema 2 (no face landmarks)."""
+    """Turn a data home's SQLite database into what maskdet wrote at schema 1 (no face landmarks, no heartbeats)."""
     import sqlite3
 
     with sqlite3.connect(database) as connection:
         connection.execute("ALTER TABLE images DROP COLUMN landmarks")
+        connection.execute("ALTER TABLE runs DROP COLUMN heartbeat_at")
         connection.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
 
 
