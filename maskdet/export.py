@@ -225,7 +225,7 @@ def export_run(model: MaskNet, folder: Path, labels: list[str], preprocess: Prep
     return result
 
 
-BUNDLE_SOURCES = ("README.md", "predict_onnx.py", "mtcnn_cascade.py", "crop_rule.py")  # from maskdet/bundle/
+BUNDLE_SOURCES = ("README.md", "predict_onnx.py", "mtcnn_cascade.py", "crop_rule.py", "pixels.py")  # maskdet/bundle/
 
 
 def bundle_zip(run_dir: Path) -> bytes:

@@ -6,19 +6,11 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps
 
-Image.MAX_IMAGE_PIXELS = None  # we enforce our own limit before decoding pixels
+from .bundle.pixels import FORMATS, to_rgb
 
 
 class BadImage(ValueError):
     """The bytes are not a usable image; str(error) says why."""
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """RGB; an image with transparency (alpha, or a palette's transparent entries) is laid on white first."""
-    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        image = image.convert("RGBA")
-        return Image.alpha_composite(Image.new("RGBA", image.size, (255, 255, 255, 255)), image).convert("RGB")
-    return image.convert("RGB")
 
 
 def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
@@ -26,9 +18,11 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     if not data:
         raise BadImage("empty file")
     try:
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data), formats=FORMATS)
+    except Image.DecompressionBombError as error:
+        raise BadImage(f"image too large ({error})") from None
     except Exception:
-        raise BadImage("not an image file (unrecognised format)") from None
+        raise BadImage("not an image file (JPEG, PNG, BMP, WebP, GIF or TIFF expected)") from None
     width, height = image.size
     if width * height > max_pixels:
         raise BadImage(f"image too large: {width}x{height} pixels exceeds the limit of {max_pixels:,}")

@@ -17,7 +17,7 @@ from maskdet.export import bundle_zip, load_classifier
 from maskdet.faces import FaceDetector, box_iou
 from maskdet.predict import predict_image
 
-BUNDLE_FILES = {"README.md", "predict_onnx.py", "mtcnn_cascade.py", "crop_rule.py", "mtcnn_pnet.onnx",
+BUNDLE_FILES = {"README.md", "predict_onnx.py", "mtcnn_cascade.py", "crop_rule.py", "pixels.py", "mtcnn_pnet.onnx",
                 "mtcnn_rnet.onnx", "mtcnn_onet.onnx", "model.onnx", "labels.json", "preprocessing.json",
                 "MODEL_CARD.md", "metrics.json"}  # the trained_home run has no int8 model
 SMALL = {  # masks-small: portraits, groups of two and three, padded-retry close-ups, one without a face

@@ -23,7 +23,7 @@ def test_add_images_adds_good_photos_and_reports_bad_ones(store, detector):
     reasons = dict(report.rejected)
     assert list(reasons) == ["broken.jpg", "notes.txt", "empty.jpg"]
     assert reasons["broken.jpg"].startswith("corrupt or truncated image")
-    assert reasons["notes.txt"] == "not an image file (unrecognised format)"
+    assert reasons["notes.txt"] == "not an image file (JPEG, PNG, BMP, WebP, GIF or TIFF expected)"
     assert reasons["empty.jpg"] == "empty file"
     assert calls == [(6, 6)]  # one batch
     assert store.label_counts()["hat"] == 2

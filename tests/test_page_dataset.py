@@ -187,7 +187,7 @@ def test_upload_photos_reports_added_and_rejected(settings, store):
     rejected = at.dataframe[0].value
     assert list(rejected["file"]) == ["broken.jpg", "notes.png"]
     assert "corrupt or truncated" in rejected["reason"][0]
-    assert rejected["reason"][1] == "not an image file (unrecognised format)"
+    assert rejected["reason"][1] == "not an image file (JPEG, PNG, BMP, WebP, GIF or TIFF expected)"
     assert metrics(at)["without_mask"] == "1"
     assert not at.file_uploader(key="upload_photos_1").value  # a fresh, empty uploader for the next batch
 

@@ -20,11 +20,10 @@ from maskdet.settings import load_settings
 from maskdet.store import Store
 from maskdet.train import TrainConfig, execute_run
 from tests.conftest import data_home, download_data, page_in_app, write_dataset
+from tests.test_bundle import BUNDLE_FILES as BUNDLE_WITHOUT_INT8
 
 PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "4_Models.py")
-BUNDLE_FILES = {"model.onnx", "model.int8.onnx", "labels.json", "preprocessing.json", "MODEL_CARD.md",
-                "metrics.json", "README.md", "predict_onnx.py", "mtcnn_cascade.py", "crop_rule.py", "mtcnn_pnet.onnx",
-                "mtcnn_rnet.onnx", "mtcnn_onet.onnx"}
+BUNDLE_FILES = BUNDLE_WITHOUT_INT8 | {"model.int8.onnx"}
 
 
 @pytest.fixture(scope="module")

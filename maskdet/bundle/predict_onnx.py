@@ -18,6 +18,7 @@ import onnxruntime as ort
 from PIL import Image, ImageOps
 
 from crop_rule import crop
+from pixels import FORMATS, to_rgb
 from mtcnn_cascade import NETWORK_FILES, Cascade, find_faces, session
 
 HERE = Path(__file__).resolve().parent
@@ -44,15 +45,13 @@ class Classifier:
 
 
 def decode(path: str) -> np.ndarray:
-    """RGB uint8 pixels as maskdet reads them: EXIF orientation applied, transparency laid on white."""
+    """RGB uint8 pixels as maskdet reads them: EXIF orientation applied, any mode to 8-bit RGB (pixels.py)."""
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a truncated file is an error, not a half-grey picture
-        image = Image.open(path)
+        image = Image.open(path, formats=FORMATS)
         image.load()
         image = ImageOps.exif_transpose(image)
-    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        image = Image.alpha_composite(Image.new("RGBA", image.size, (255, 255, 255, 255)), image.convert("RGBA"))
-    return np.asarray(image.convert("RGB"))
+    return np.asarray(to_rgb(image))
 
 
 def predict(image: np.ndarray, cascade: Cascade, classifier: Classifier, threshold: float) -> list[dict]:

@@ -1,0 +1,32 @@
+"""Image modes to 8-bit RGB, as maskdet and the bundle's script both read photos. Needs only numpy and Pillow."""
+
+import numpy as np
+from PIL import Image
+
+FORMATS = ("JPEG", "PNG", "BMP", "WEBP", "GIF", "TIFF")  # the formats read (the JPEG opener also reads cameras' MPO)
+WIDE_GREY = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")  # greyscale with more than 8 bits a sample
+ALPHA = ("RGBA", "LA", "PA", "La", "RGBa")
+
+
+def grey_to_8bit(samples: np.ndarray, mode: str) -> np.ndarray:
+    """16-bit samples divided by 257 (65535 -> 255); 32-bit integers likewise when above 255; floats in 0-1 times
+    255; anything larger scaled by its maximum."""
+    values = samples.astype(np.float64)
+    top = float(values.max(initial=0.0))
+    if mode.startswith("I;16"):
+        scale = 1 / 257
+    elif mode == "F" and top <= 1.0:
+        scale = 255.0
+    else:
+        scale = 1.0 if top <= 255 else 1 / 257 if top <= 65535 else 255 / top
+    return np.clip(np.round(values * scale), 0, 255).astype(np.uint8)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB from any mode Pillow opens: wide greyscale scaled (not clipped), transparency laid on white."""
+    if image.mode in WIDE_GREY:
+        return Image.fromarray(grey_to_8bit(np.asarray(image), image.mode)).convert("RGB")
+    if image.mode in ALPHA or "transparency" in image.info:
+        image = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", image.size, (255, 255, 255, 255)), image).convert("RGB")
+    return image.convert("RGB")

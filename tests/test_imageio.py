@@ -1,0 +1,69 @@
+"""Decoding photos faithfully: every mode Pillow opens becomes the same 8-bit RGB as the photo in 8 bits."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from maskdet.imageio import BadImage, decode_image
+from tests.conftest import encode, pattern_image
+
+MAX_PIXELS = 40_000_000
+
+
+def saved(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def grey() -> np.ndarray:
+    """A photo-like 8-bit greyscale picture, the reference the wider encodings must come back to."""
+    return np.asarray(Image.fromarray(pattern_image(5, size=(96, 80))).convert("L"))
+
+
+@pytest.mark.parametrize("encoding", ["png16", "tiff_float_0_1", "tiff_float_0_255", "tiff_int32_16bit_range"])
+def test_wide_greyscale_comes_back_as_the_8_bit_photo(grey, encoding):
+    data = {
+        "png16": lambda: saved(Image.fromarray(grey.astype(np.uint16) * 257), "PNG"),
+        "tiff_float_0_1": lambda: saved(Image.fromarray((grey / 255).astype(np.float32)), "TIFF"),
+        "tiff_float_0_255": lambda: saved(Image.fromarray(grey.astype(np.float32)), "TIFF"),
+        "tiff_int32_16bit_range": lambda: saved(Image.fromarray(grey.astype(np.int32) * 257), "TIFF"),
+    }[encoding]()
+    decoded = decode_image(data, MAX_PIXELS)
+    assert decoded.dtype == np.uint8 and decoded.shape == (*grey.shape, 3)
+    assert np.abs(decoded.astype(int) - grey[..., None]).max() <= 1
+
+
+def test_palette_png_with_transparency_bytes_is_laid_on_white():
+    photo = Image.fromarray(pattern_image(6, size=(64, 48))).quantize(16)
+    transparency = bytes([0] + [255] * 15)  # palette entry 0 fully transparent, given as bytes (tRNS)
+    decoded = decode_image(saved(photo, "PNG", transparency=transparency), MAX_PIXELS)
+    indices = np.asarray(photo)
+    opaque = np.asarray(photo.convert("RGB"))
+    assert (decoded[indices == 0] == 255).all() and (indices == 0).any()
+    np.testing.assert_array_equal(decoded[indices != 0], opaque[indices != 0])
+
+
+def test_cmyk_jpeg_and_animated_gif_first_frame():
+    rgb = pattern_image(7, size=(64, 48))
+    cmyk = decode_image(saved(Image.fromarray(rgb).convert("CMYK"), "JPEG", quality=100), MAX_PIXELS)
+    assert np.abs(cmyk.astype(int) - rgb).mean() < 4
+    frames = [Image.fromarray(np.full((40, 40, 3), value, np.uint8)) for value in (30, 220)]
+    gif = saved(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    assert abs(int(decode_image(gif, MAX_PIXELS).mean()) - 30) <= 2
+
+
+def test_formats_maskdet_does_not_read_are_refused_with_the_ones_it_does():
+    ppm = saved(Image.fromarray(pattern_image(8)), "PPM")
+    with pytest.raises(BadImage, match=r"not an image file \(JPEG, PNG, BMP, WebP, GIF or TIFF expected\)"):
+        decode_image(ppm, MAX_PIXELS)
+    assert decode_image(encode(pattern_image(8)), MAX_PIXELS).shape == (80, 96, 3)
+
+
+def test_pillows_bomb_guard_stays_on():
+    assert Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS > 0
+    with pytest.raises(BadImage, match="image too large"):
+        decode_image(saved(Image.new("L", (20000, 20000)), "PNG"), 10**12)  # 400 MP: Pillow's guard refuses it
