@@ -67,3 +67,21 @@ def test_pillows_bomb_guard_stays_on():
     assert Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS > 0
     with pytest.raises(BadImage, match="image too large"):
         decode_image(saved(Image.new("L", (20000, 20000)), "PNG"), 10**12)  # 400 MP: Pillow's guard refuses it
+
+
+def test_a_palette_png_with_transparency_imports_evaluates_and_predicts(store, detector, tmp_path):
+    from maskdet.predict import evaluate_candidates, predict_image
+    from maskdet.store import Candidate
+    from tests.test_predict import build_classifier
+
+    classifier = build_classifier(tmp_path / "model.onnx")
+    photo = Image.fromarray(pattern_image(9, size=(96, 80))).quantize(16)
+    data = saved(photo, "PNG", transparency=bytes([0, 128] + [255] * 14))
+    report = store.add_images([("logo.png", data)], "with_mask", detector)
+    assert report.added == ["logo.png"] and report.rejected == []
+    assert store.load_image(store.images()[0]).shape == (80, 96, 3)
+    evaluation = evaluate_candidates([Candidate("with_mask/logo.png", "with_mask", lambda: data)], [], detector,
+                                     classifier, MAX_PIXELS)
+    assert evaluation["num_samples"] == 1 and evaluation["rejected_files"] == []
+    image, faces = predict_image(data, detector, classifier, MAX_PIXELS)
+    assert image.shape == (80, 96, 3) and faces == []
