@@ -6,6 +6,7 @@ import json
 import os
 import random
 import re
+import sqlite3
 import stat
 import time
 import uuid
@@ -19,12 +20,13 @@ from pathlib import Path
 import numpy as np
 import sqlalchemy as sa
 from PIL import Image
+from sqlalchemy.dialects import postgresql, sqlite
 
 from .faces import Face, FaceDetector, box_iou
 from .imageio import BadImage, decode_image
 from .settings import DEFAULT_LABELS, Settings, load_settings
 
-SCHEMA_VERSION = 3  # 2: images.landmarks; 3: runs.heartbeat_at
+SCHEMA_VERSION = 4  # 2: images.landmarks; 3: runs.heartbeat_at; 4: index one_active_run
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 IGNORED_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
 MAX_ENTRY_BYTES = 64 * 1024 * 1024
@@ -33,6 +35,8 @@ SPLITS = ("train", "val", "test")
 UNCERTAIN = "uncertain"  # what predictions below the threshold are called
 RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 ACTIVE_STATUSES = ("queued", "running")
+BACKENDS = ("sqlite", "postgresql")
+LOCK_KEY = 0x6D61736B646574  # "maskdet": PostgreSQL advisory lock that serialises schema changes and import batches
 
 metadata = sa.MetaData()
 meta_table = sa.Table(
@@ -65,6 +69,10 @@ images_table = sa.Table(
     sa.Column("split", sa.String(8)),
     sa.Column("created_at", sa.String(32), nullable=False),
 )
+# One training at a time, kept by the database: all queued or running runs share one index key.
+_active = sa.text("status IN ('queued', 'running')")
+one_active_run = sa.Index("one_active_run", sa.literal_column("(1)"), unique=True,
+                          sqlite_where=_active, postgresql_where=_active)
 runs_table = sa.Table(
     "runs", metadata,
     sa.Column("id", sa.String(40), primary_key=True),
@@ -80,6 +88,7 @@ runs_table = sa.Table(
     sa.Column("pid", sa.Integer),
     sa.Column("heartbeat_at", sa.String(32)),  # written every few seconds by the process running it
     sa.Column("cancel_requested", sa.Boolean, nullable=False, default=False),
+    one_active_run,
 )
 
 
@@ -223,23 +232,19 @@ class Store:
         self.home = self.settings.home
         self.images_dir = self.home / "images"
         self.images_dir.mkdir(parents=True, exist_ok=True)
-        self.engine = sa.create_engine(self.settings.database_url)
-        if self.engine.dialect.name == "sqlite":
-            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        self.engine = open_database(self.settings.database_url)
         self._migrate()
 
-    def _migrate(self, attempts: int = 5) -> None:
-        """Create or check the schema; retried because two processes may open a new data home at once."""
-        for attempt in range(attempts):
-            try:
-                return self._create_schema()
-            except (sa.exc.OperationalError, sa.exc.IntegrityError, sa.exc.ProgrammingError):
-                if attempt == attempts - 1:
-                    raise
-                time.sleep(0.2 * (attempt + 1))
-
-    def _create_schema(self) -> None:
+    def _migrate(self) -> None:
+        """Create, check or upgrade the schema, one process at a time (several may open a new data home at once)."""
+        try:
+            self.engine.connect().close()
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as error:
+            reason = str(error.orig).strip().splitlines()[0]
+            raise StoreError(f"Cannot open the database {shown_url(self.settings.database_url)} ({reason}): check "
+                             "MASKDET_DATABASE_URL and that the database server is running.") from None
         with self.engine.begin() as conn:
+            _lock(conn)
             metadata.create_all(conn)
             version = conn.execute(sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")).scalar()
             if version is None:
@@ -248,7 +253,7 @@ class Store:
             elif int(version) > SCHEMA_VERSION:
                 raise StoreError(f"The database was written by a newer maskdet (schema {version}); upgrade maskdet.")
             elif int(version) < SCHEMA_VERSION:
-                _upgrade(conn)
+                _upgrade(conn, int(version))
 
     # ---- labels ---------------------------------------------------------------------------------
     def labels(self) -> list[str]:
@@ -269,10 +274,10 @@ class Store:
         return name
 
     def _ensure_label(self, conn, name: str) -> int:
-        label_id = conn.execute(sa.select(labels_table.c.id).where(labels_table.c.name == name)).scalar()
-        if label_id is None:
-            label_id = conn.execute(labels_table.insert().values(name=name, created_at=now())).inserted_primary_key[0]
-        return label_id
+        """The label's id, adding the label unless it exists (also when another process adds it at the same time)."""
+        conn.execute(_insert(conn, labels_table).values(name=name, created_at=now())
+                     .on_conflict_do_nothing(index_elements=["name"]))
+        return conn.execute(sa.select(labels_table.c.id).where(labels_table.c.name == name)).scalar_one()
 
     def _label_id(self, conn, name: str) -> int:
         label_id = conn.execute(sa.select(labels_table.c.id).where(labels_table.c.name == name)).scalar()
@@ -282,11 +287,12 @@ class Store:
 
     def rename_label(self, old: str, new: str) -> None:
         new = validate_label(new)
-        with self.engine.begin() as conn:
-            label_id = self._label_id(conn, old)
-            if new != old and conn.execute(sa.select(labels_table.c.id).where(labels_table.c.name == new)).scalar():
-                raise StoreError(f"A label named '{new}' already exists; relabel its images instead.")
-            conn.execute(labels_table.update().where(labels_table.c.id == label_id).values(name=new))
+        try:
+            with self.engine.begin() as conn:
+                label_id = self._label_id(conn, old)
+                conn.execute(labels_table.update().where(labels_table.c.id == label_id).values(name=new))
+        except sa.exc.IntegrityError:
+            raise StoreError(f"A label named '{new}' already exists; relabel its images instead.") from None
 
     def delete_label(self, name: str) -> int:
         """Delete a label and all its images; returns how many images went with it."""
@@ -387,6 +393,7 @@ class Store:
             batch = self._decode_batch(candidates[start:start + batch_size], known, report)
             faces = detector.largest_faces([image for _, image, _ in batch]) if batch else []
             with self.engine.begin() as conn:
+                _lock(conn)  # batches of imports running at the same time take turns
                 # Images stored since the last batch by an import running at the same time join the comparison.
                 rows = conn.execute(sa.select(images_table.c.id, images_table.c.sha256, images_table.c.phash,
                                               images_table.c.dup_group).where(images_table.c.id > seen_id)).all()
@@ -407,8 +414,9 @@ class Store:
                         face_probability=face.probability if face else None,
                         landmarks=landmarks_json(face) if face else None,
                         phash=phash, dup_group=group, created_at=now())
-                    same_file = sa.select(images_table.c.id).where(images_table.c.sha256 == sha)
-                    if conn.execute(insert_unless(images_table, values, same_file)).rowcount == 0:
+                    insert = (_insert(conn, images_table).values(values)
+                              .on_conflict_do_nothing(index_elements=["sha256"]).returning(images_table.c.id))
+                    if conn.execute(insert).first() is None:
                         report.duplicates.append(candidate.name)  # added by an import running at the same time
                         continue
                     hashes = np.vstack([hashes, np.frombuffer(bytes.fromhex(phash), np.uint8)])
@@ -532,18 +540,16 @@ class Store:
         return counts
 
     # ---- runs -----------------------------------------------------------------------------------
-    def create_run(self, config: dict, exclusive: bool = False) -> str:
-        """A queued run; exclusive: only if no other run is queued or running (checked and inserted in one statement,
-        so two sessions pressing Start together cannot both get one)."""
+    def create_run(self, config: dict) -> str:
+        """A queued run, refused while another run is queued or running: the index one_active_run keeps one training
+        at a time, so two sessions pressing Start together cannot both get one."""
         run_id = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         values = dict(id=run_id, created_at=now(), status="queued", config=json.dumps(config), cancel_requested=False)
-        insert = runs_table.insert().values(**values)
-        if exclusive:
-            insert = insert_unless(runs_table, values, sa.select(runs_table.c.id)
-                                   .where(runs_table.c.status.in_(ACTIVE_STATUSES)))
-        with self.engine.begin() as conn:
-            if conn.execute(insert).rowcount == 0:
-                raise StoreError("Another training run was started a moment ago: wait for it or cancel it first.")
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(runs_table.insert().values(**values))
+        except sa.exc.IntegrityError:
+            raise StoreError("Another training run was started a moment ago: wait for it or cancel it first.") from None
         return run_id
 
     def update_run(self, run_id: str, **fields) -> None:
@@ -580,8 +586,8 @@ class Store:
 
     def set_setting(self, key: str, value: str) -> None:
         with self.engine.begin() as conn:
-            conn.execute(meta_table.delete().where(meta_table.c.key == key))
-            conn.execute(meta_table.insert().values(key=key, value=value))
+            conn.execute(_insert(conn, meta_table).values(key=key, value=value)
+                         .on_conflict_do_update(index_elements=["key"], set_={"value": value}))
 
 
 def _cut_groups(groups: list[int], sizes: dict[int, int], ratios) -> dict[int, str]:
@@ -600,11 +606,20 @@ def _cut_groups(groups: list[int], sizes: dict[int, int], ratios) -> dict[int, s
     return assignment
 
 
-def _upgrade(conn) -> None:
-    """Bring a data home written by an older maskdet to SCHEMA_VERSION (its data stays as it was)."""
+def _upgrade(conn, version: int) -> None:
+    """Bring a data home written by an older maskdet to SCHEMA_VERSION (its data stays as it was, except that of
+    several queued or running runs, which older versions allowed, only the newest stays so: the others fail)."""
     for table, column, kind in (("images", "landmarks", "TEXT"), ("runs", "heartbeat_at", "VARCHAR(32)")):
         if column not in {existing["name"] for existing in sa.inspect(conn).get_columns(table)}:
             conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {column} {kind}"))
+    if version < 4:
+        newest_first = list(conn.execute(sa.select(runs_table.c.id).where(runs_table.c.status.in_(ACTIVE_STATUSES))
+                                         .order_by(runs_table.c.created_at.desc(), runs_table.c.id.desc())).scalars())
+        if len(newest_first) > 1:
+            conn.execute(runs_table.update().where(runs_table.c.id.in_(newest_first[1:])).values(
+                status="failed", finished_at=now(), error="Failed when maskdet moved to one training at a time: the "
+                                                          f"newer run {newest_first[0]} stayed active."))
+        one_active_run.create(conn)
     conn.execute(meta_table.update().where(meta_table.c.key == "schema_version").values(value=str(SCHEMA_VERSION)))
 
 
@@ -629,18 +644,60 @@ def _run_dict(row) -> dict:
     return run
 
 
-def insert_unless(table: sa.Table, values: dict, existing: sa.Select) -> sa.Insert:
-    """An INSERT of one row that adds nothing when `existing` finds a row: checked and inserted in one statement,
-    so concurrent writers cannot both pass the check."""
-    row = sa.select(*(sa.literal(value, table.c[name].type) for name, value in values.items()))
-    return table.insert().from_select(list(values), row.where(~existing.exists()))
+def open_database(url: str) -> sa.Engine:
+    """An engine for a SQLite or PostgreSQL URL (postgresql:// means psycopg 3, which maskdet installs); a URL that
+    cannot be used is a StoreError saying why."""
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError:
+        raise StoreError("MASKDET_DATABASE_URL is not a database URL: use sqlite:///PATH or "
+                         "postgresql://USER:PASSWORD@HOST:PORT/DATABASE.") from None
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    try:
+        engine = sa.create_engine(parsed)
+    except (ImportError, sa.exc.NoSuchModuleError) as error:
+        raise StoreError(f"No driver for the database {shown_url(url)} ({error}): use a sqlite:/// or a postgresql:// "
+                         "URL, or install that driver into maskdet's environment.") from None
+    if engine.dialect.name not in BACKENDS:
+        raise StoreError(f"maskdet keeps its registry in SQLite or PostgreSQL, not {engine.dialect.name} "
+                         f"({shown_url(url)}): use a sqlite:/// or a postgresql:// URL.")
+    if engine.dialect.name == "sqlite":
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
 
 
-def _sqlite_pragmas(connection, _record) -> None:
+def shown_url(url: str) -> str:
+    """The URL with its password hidden, for messages."""
+    return sa.make_url(url).render_as_string(hide_password=True)
+
+
+def _insert(conn, table: sa.Table):
+    """The backend's INSERT, which can say what to do ON CONFLICT."""
+    return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(table)
+
+
+def _lock(conn) -> None:
+    """Hold the database's write lock until this transaction ends, so that transactions which read before they write
+    (schema creation, import batches) run one at a time."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(LOCK_KEY)))
+    else:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _sqlite_pragmas(connection, _record, attempts: int = 50) -> None:
     cursor = connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    for attempt in range(attempts):  # a new database refuses the switch at once, not waiting, while another makes it
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.02)
     cursor.close()
 
 

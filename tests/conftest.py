@@ -1,32 +1,41 @@
 """Shared fixtures: a fresh data home per test, generated images, and the shared photos/weights when present.
 
 MASKDET_TEST_DATA (a folder of class sub-folders), MASKDET_REAL_DEV_DATA (the same, a measuring set) and
-MASKDET_BACKBONE_WEIGHTS point at real data and ImageNet weights. Without them those tests are skipped, unless
+MASKDET_BACKBONE_WEIGHTS point at real data and ImageNet weights; MASKDET_TEST_POSTGRES_URL at a PostgreSQL server
+whose role may create databases (.ci/run starts one). Without them those tests are skipped, unless
 MASKDET_REQUIRE_SHARED=1 (CI), which turns "missing" into a failure.
 """
 
 import io
 import os
 import stat
+import uuid
 import zipfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
+from typing import NoReturn
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
 from PIL import Image
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 
-from maskdet.settings import load_settings
-from maskdet.store import Store
+from maskdet.settings import Settings, load_settings
+from maskdet.store import Store, open_database
 
 
 def shared_path(variable: str) -> Path:
     value = os.environ.get(variable)
     if value and Path(value).exists():
         return Path(value)
-    message = f"{variable} is not set or does not exist"
+    missing(f"{variable} is not set or does not exist")
+
+
+def missing(message: str) -> NoReturn:
+    """Skip the test for want of shared data or a server, or fail it where they are required (CI)."""
     if os.environ.get("MASKDET_REQUIRE_SHARED") == "1":
         pytest.fail(f"{message} (required: MASKDET_REQUIRE_SHARED=1)")
     pytest.skip(message)
@@ -75,12 +84,42 @@ def trained_home(tmp_path_factory, shared_data, backbone_weights, detector) -> S
     return SimpleNamespace(root=root, env=env, run_id=run["id"], model=model_path(store, run))
 
 
-@pytest.fixture
-def settings(tmp_path, monkeypatch):
+def home_settings(tmp_path: Path, monkeypatch, database_url: str | None = None) -> Settings:
+    """Point MASKDET_HOME, MASKDET_MODELS and MASKDET_DATABASE_URL (unset: SQLite in the home) into tmp_path."""
     monkeypatch.setenv("MASKDET_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("MASKDET_MODELS", str(tmp_path / "models"))
-    monkeypatch.delenv("MASKDET_DATABASE_URL", raising=False)
+    if database_url:
+        monkeypatch.setenv("MASKDET_DATABASE_URL", database_url)
+    else:
+        monkeypatch.delenv("MASKDET_DATABASE_URL", raising=False)
     return load_settings()
+
+
+@pytest.fixture
+def settings(tmp_path, monkeypatch) -> Settings:
+    return home_settings(tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A new, empty database on the test PostgreSQL server (MASKDET_TEST_POSTGRES_URL), dropped after the test."""
+    server = os.environ.get("MASKDET_TEST_POSTGRES_URL") or missing("MASKDET_TEST_POSTGRES_URL is not set")
+    name = f"maskdet_test_{uuid.uuid4().hex[:12]}"
+    admin = open_database(server)
+    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    yield sa.make_url(server).set(database=name).render_as_string(hide_password=False)
+    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(sa.text(f"DROP DATABASE {name} WITH (FORCE)"))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend_settings(request, tmp_path, monkeypatch) -> Settings:
+    """A fresh data home on each backend in turn: SQLite, then a new PostgreSQL database. For the store and
+    concurrency tests (test_store.py makes it its `settings`); the suite's plain `settings` stays on SQLite."""
+    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
+    return home_settings(tmp_path, monkeypatch, url)
 
 
 @pytest.fixture
@@ -133,14 +172,16 @@ def zip_bytes(entries: dict[str, bytes], symlinks: dict[str, str] = {}) -> bytes
     return buffer.getvalue()
 
 
-def make_old_home(database: Path) -> None:
-    """Turn a data home's SQLite database into what maskdet wrote at schema 1 (no face landmarks, no heartbeats)."""
-    import sqlite3
-
-    with sqlite3.connect(database) as connection:
-        connection.execute("ALTER TABLE images DROP COLUMN landmarks")
-        connection.execute("ALTER TABLE runs DROP COLUMN heartbeat_at")
-        connection.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+def make_old_home(database: Path | str) -> None:
+    """Turn a data home's database (an SQLite file, or a URL) into what maskdet wrote at schema 1: no face
+    landmarks, no heartbeats, no one_active_run index."""
+    engine = open_database(database if isinstance(database, str) else f"sqlite:///{database}")
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP INDEX one_active_run"))
+        conn.execute(sa.text("ALTER TABLE images DROP COLUMN landmarks"))
+        conn.execute(sa.text("ALTER TABLE runs DROP COLUMN heartbeat_at"))
+        conn.execute(sa.text("UPDATE meta SET value = '1' WHERE key = 'schema_version'"))
+    engine.dispose()
 
 
 @contextmanager

@@ -1,6 +1,5 @@
 import io
 import os
-import sqlite3
 import threading
 from dataclasses import replace
 from collections import defaultdict
@@ -10,23 +9,31 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maskdet.store import NEAR_DUPLICATE_BITS, SCHEMA_VERSION, Store, StoreError, hash_distances, perceptual_hash, validate_label
+from maskdet.settings import Settings
+from maskdet.store import (NEAR_DUPLICATE_BITS, SCHEMA_VERSION, Store, StoreError, hash_distances, open_database,
+                           perceptual_hash, validate_label)
 from tests.conftest import encode, make_old_home, pattern_image, write_dataset, zip_bytes
+
+
+@pytest.fixture
+def settings(backend_settings):
+    """Every test of this file that uses a data home runs on SQLite and on PostgreSQL."""
+    return backend_settings
 
 
 def test_new_home_has_default_labels_wal_and_schema(store, settings):
     assert store.labels() == ["with_mask", "without_mask"]
     assert store.label_counts() == {"with_mask": 0, "without_mask": 0}
-    with sqlite3.connect(settings.home / "maskdet.db") as conn:
-        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
+    assert store.get_setting("schema_version") == str(SCHEMA_VERSION)
+    if store.engine.dialect.name == "sqlite":
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
 
 
 def test_reopening_keeps_data_and_newer_schema_is_refused(store, settings, tmp_path, detector):
     store.import_folder(write_dataset(tmp_path / "d", 2), detector)
     assert Store(settings).label_counts() == {"with_mask": 2, "without_mask": 2}
-    with sqlite3.connect(settings.home / "maskdet.db") as conn:
-        conn.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
+    store.set_setting("schema_version", "99")
     with pytest.raises(StoreError, match="newer maskdet"):
         Store(settings)
 
@@ -292,25 +299,60 @@ def test_runs_registry(store):
         store.run(run_id)
 
 
-def test_an_exclusive_run_is_refused_while_another_is_active(store):
-    first = store.create_run({"epochs": 1}, exclusive=True)
+def test_a_run_is_refused_while_another_is_active(store):
+    first = store.create_run({"epochs": 1})
     with pytest.raises(StoreError, match="Another training run"):
-        store.create_run({"epochs": 2}, exclusive=True)
+        store.create_run({"epochs": 2})
+    store.update_run(first, status="running")
+    with pytest.raises(StoreError, match="Another training run"):
+        store.create_run({"epochs": 2})
     assert [run["id"] for run in store.runs()] == [first]
     store.update_run(first, status="succeeded")
-    second = store.create_run({"epochs": 2}, exclusive=True)
+    second = store.create_run({"epochs": 2})
     assert store.run(second)["config"] == {"epochs": 2} and store.run(second)["status"] == "queued"
 
 
+def test_an_old_home_with_two_active_runs_keeps_the_newest(store, settings):
+    """Before schema 4 nothing stopped two runs being queued or running together; the upgrade fails the older."""
+    make_old_home(settings.database_url)
+    older, newer = store.create_run({"epochs": 1}), store.create_run({"epochs": 2})
+    store.update_run(older, status="running", created_at="2026-01-01T10:00:00.000+00:00")
+    store.update_run(newer, status="queued", created_at="2026-01-01T11:00:00.000+00:00")
+    upgraded = Store(settings)
+    assert upgraded.run(newer)["status"] == "queued"
+    failed = upgraded.run(older)
+    assert failed["status"] == "failed" and failed["finished_at"] and newer in failed["error"]
+    with pytest.raises(StoreError, match="Another training run"):
+        upgraded.create_run({})
+
+
+def test_database_urls_that_cannot_work_are_one_sentence():
+    assert open_database("postgresql://user:secret@db.example/maskdet").dialect.driver == "psycopg"
+    with pytest.raises(StoreError, match=r"No driver for the database mysql://user:\*\*\*@db.example/maskdet") as error:
+        open_database("mysql://user:secret@db.example/maskdet")
+    assert "secret" not in str(error.value)
+    with pytest.raises(StoreError, match="not a database URL"):
+        open_database("maskdet.db")
+
+
+def test_a_refused_connection_is_one_sentence(tmp_path):
+    url = "postgresql://user:secret@127.0.0.1:9/maskdet"  # the discard port: nothing listens there
+    with pytest.raises(StoreError) as error:
+        Store(Settings(tmp_path / "home", tmp_path / "models", url, None, 40_000_000))
+    message = str(error.value)
+    assert message.startswith("Cannot open the database postgresql://user:***@127.0.0.1:9/maskdet (")
+    assert "refused" in message and "secret" not in message and "\n" not in message
+
+
 def test_sessions_starting_runs_together_get_one(settings):
-    """Eight stores (as eight dashboard sessions) on one database ask for an exclusive run at the same moment."""
+    """Eight stores (as eight dashboard sessions) on one database ask for a run at the same moment."""
     stores = [Store(settings) for _ in range(8)]
     start = threading.Barrier(len(stores))
 
     def attempt(store: Store) -> str | None:
         start.wait()
         try:
-            return store.create_run({}, exclusive=True)
+            return store.create_run({})
         except StoreError:
             return None
 
@@ -387,11 +429,10 @@ def test_an_old_home_opens_migrated_and_gets_landmarks_when_asked(settings, shar
     (tmp_path / "photos" / "with_mask" / "flat.png").write_bytes(encode(pattern_image(3), "PNG"))  # no face
     Store(settings).import_folder(tmp_path / "photos", detector)
     fresh = {r.source_name: r.face for r in Store(settings).images()}
-    make_old_home(settings.home / "maskdet.db")
+    make_old_home(settings.database_url)
 
     old = Store(settings)
-    with sqlite3.connect(settings.home / "maskdet.db") as conn:
-        assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
+    assert old.get_setting("schema_version") == str(SCHEMA_VERSION)
     assert old.label_counts() == {"with_mask": 1, "without_mask": 3}
     assert [r.face.landmarks for r in old.images(no_face=False)] == [None] * 3
     assert len(old.without_landmarks()) == 3  # the faceless photo has nothing to look for
