@@ -4,6 +4,7 @@ import argparse
 import json
 import shutil
 import sys
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from tqdm import tqdm
@@ -52,8 +53,13 @@ def resolve_model(store: Store, spec: str | None, int8: bool = False) -> Path:
     if spec and spec.endswith(".onnx"):
         return Path(spec)
     runs = [r for r in finished_runs(store) if r["id"] == spec] if spec else [run for run in [active_run(store)] if run]
+    if not runs and spec:
+        raise UsageError(f"No finished run '{spec}'.")
+    if not runs and finished_runs(store):
+        raise UsageError("No active model: no finished run beats chance on its test split (see `python -m maskdet "
+                         "runs`). Pass --model RUN_ID to use one anyway, or train again.")
     if not runs:
-        raise UsageError(f"No finished run '{spec}'." if spec else "No trained model yet: run `python -m maskdet train`.")
+        raise UsageError("No trained model yet: run `python -m maskdet train`.")
     path = model_path(store, runs[0], int8)
     if int8 and not path.exists():
         raise UsageError(f"Run {runs[0]['id']} has no int8 model (it was trained with --no-int8).")
@@ -88,11 +94,10 @@ def cmd_labels(store: Store, args) -> dict:
 
 
 def train_config(args):
-    from .train import TrainConfig
+    from .train import RANGED, TrainConfig
 
-    data = json.loads(Path(args.config).read_text()) if args.config else {}
-    for name in ("epochs", "batch_size", "learning_rate", "views_per_image", "finetune_blocks", "finetune_epochs",
-                 "seed", "input_size"):
+    data = read_config_file(Path(args.config)) if args.config else {}
+    for name in RANGED:
         if getattr(args, name) is not None:
             data[name] = getattr(args, name)
     if args.split:
@@ -111,15 +116,69 @@ def train_config(args):
     return TrainConfig.from_dict(data)
 
 
+def read_config_file(path: Path) -> dict:
+    """A --config file's settings: a JSON object (anything else is refused in a sentence)."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"No such config file: {path}.") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UsageError(f"The config file {path} is not valid JSON ({error}).") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"The config file {path} must hold a JSON object of training settings, like "
+                         f"{{\"epochs\": 20}}; it holds a {type(data).__name__}.")
+    return data
+
+
+class Tee:
+    """A text stream that writes to several others (the terminal's stderr and a run's log file)."""
+
+    def __init__(self, *streams):
+        self.streams = streams
+
+    def write(self, text: str) -> int:
+        for stream in self.streams:
+            stream.write(text)
+            stream.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        for stream in self.streams:
+            stream.flush()
+
+    def __getattr__(self, name):
+        return getattr(self.streams[0], name)
+
+
+@contextmanager
+def stderr_logged(path: Path):
+    """Copy what the command writes to stderr into `path` (a CLI run's log), ending with how the command ended."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as log:
+        terminal, sys.stderr = sys.stderr, Tee(sys.stderr, log)
+        try:
+            yield
+        except (Exception, KeyboardInterrupt) as error:
+            print(failure(error)[0], file=log)
+            raise
+        finally:
+            sys.stderr = terminal
+
+
 def cmd_train(store: Store, args) -> dict:
+    from .jobs import log_path, new_run
+    from .runs import active_run, not_active_reason
     from .train import TrainConfig, execute_run
 
-    if args.run_id:  # a run queued by the dashboard carries its own config
+    if args.run_id:  # a run queued by the dashboard carries its own config; its output already goes to its log
         config = TrainConfig.from_dict(store.run(args.run_id)["config"])
         if not config.backbone_weights and load_settings().backbone_weights:
             config.backbone_weights = str(load_settings().backbone_weights)
+        run_id, log = args.run_id, nullcontext()
     else:
         config = train_config(args)
+        run_id = new_run(store, config.to_dict())
+        log = stderr_logged(log_path(store.settings, run_id))
     bars: dict = {}
 
     def on_progress(progress) -> None:
@@ -135,15 +194,20 @@ def cmd_train(store: Store, args) -> dict:
             bar.set_postfix(loss=f"{progress.loss:.4f}", acc=f"{progress.accuracy:.3f}" if progress.accuracy else "-")
         bar.refresh()
 
-    try:
-        result = execute_run(store, config, load_settings().models_dir, args.run_id, on_progress)
-    finally:
-        for bar in bars.values():
-            bar.close()
+    with log:
+        try:
+            result = execute_run(store, config, load_settings().models_dir, run_id, on_progress)
+        finally:
+            for bar in bars.values():
+                bar.close()
     test = result.get("test") or {}
-    return {"run_id": result["run_id"], "accuracy": test.get("accuracy"), "macro_f1": test.get("macro_f1"),
+    reason = not_active_reason(store.run(run_id))
+    return {"run_id": run_id, "accuracy": test.get("accuracy"), "macro_f1": test.get("macro_f1"),
             "roc_auc": test.get("roc_auc"), "parity": result["onnx"]["parity"], "timings": result["timings"],
-            "artefact_dir": str(load_settings().models_dir / result["run_id"])}
+            "artefact_dir": str(load_settings().models_dir / run_id),
+            "active_model": (active_run(store) or {}).get("id"),
+            "not_active_because": f"Not made the active model: {reason}. It can still be chosen on the Models page "
+                                  "or used with --model." if reason else None}
 
 
 def cmd_evaluate(store: Store, args) -> dict:
@@ -212,6 +276,9 @@ def cmd_landmarks(store: Store, args) -> dict:
 
 
 def cmd_runs(store: Store, args) -> dict:
+    from .jobs import active_training
+
+    active_training(store)  # runs whose process stopped without a word are marked failed first
     rows = []
     for run in store.runs():
         test = (run["metrics"] or {}).get("test") or {}
@@ -232,7 +299,7 @@ def print_human(command: str, result: dict) -> None:
     if command == "runs":
         for run in result["runs"]:
             accuracy = f"acc {run['accuracy']:.4f} F1 {run['macro_f1']:.4f}" if run["accuracy"] is not None else ""
-            print(f"{run['id']}  {run['status']:<9} {accuracy} {run['error'] or ''}".rstrip())
+            print(f"{run['id']}  {run['status']:<9} {' '.join(filter(None, [accuracy, run['error']]))}".rstrip())
         if not result["runs"]:
             print("No runs yet.")
     elif command == "predict":
@@ -249,7 +316,19 @@ def print_human(command: str, result: dict) -> None:
         print(json.dumps({k: v for k, v in result.items() if k not in ("misclassified", "roc_curves")}, indent=2))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    """A flag for each numeric training setting, with its help, range and default from TrainConfig (which imports
+    torch, so only `train` builds them)."""
+    from .train import RANGED, number_text
+
+    for name, spec in RANGED.items():
+        low, high = (number_text(limit) for limit in spec.metadata["range"])
+        text = f"{spec.metadata['help']} From {low} to {high}; default {number_text(spec.default)}."
+        parser.add_argument(f"--{name.replace('_', '-')}", type=spec.type, metavar="N" if spec.type is int else "X",
+                            help=text)
+
+
+def build_parser(train_flags: bool) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m maskdet", description="maskdet: face-mask detection studio")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -265,14 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("train", help="train, evaluate and export a model")
     p.add_argument("--config", help="JSON file with TrainConfig fields (flags override it)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--learning-rate", type=float)
-    p.add_argument("--views-per-image", type=int, help="augmented views per training image for the feature cache")
-    p.add_argument("--finetune-blocks", type=int, help="last MobileNetV2 blocks to fine-tune (0 = head only)")
-    p.add_argument("--finetune-epochs", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--input-size", type=int)
+    if train_flags:
+        add_setting_flags(p)
     p.add_argument("--split", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"))
     p.add_argument("--labels", nargs="+", help="train on these labels only")
     p.add_argument("--backbone-weights", help="local torchvision mobilenet_v2 state_dict (.pth)")
@@ -313,25 +386,30 @@ COMMANDS = {"import": cmd_import, "labels": cmd_labels, "train": cmd_train, "eva
             "cancel": cmd_cancel}
 
 
+def failure(error: BaseException) -> tuple[str, int]:
+    """The one line printed for a command that raised `error`, and its exit code."""
+    if isinstance(error, (ValueError, OSError)):  # user mistakes: StoreError, BadImage, NotAMaskdetModel, ...
+        return f"error: {error}", 2
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted", 130
+    from .train import Cancelled
+
+    if isinstance(error, Cancelled):
+        return "training cancelled", 3
+    return f"error: unexpected {type(error).__name__}: {error}", 1
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((word for word in argv if not word.startswith("-")), None)
+    args = build_parser(train_flags=command == "train").parse_args(argv)
     try:
         store = Store()
         result = COMMANDS[args.command](store, args)
-    except (ValueError, OSError) as error:  # user mistakes: StoreError, BadImage, NotAMaskdetModel, ...
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except Exception as error:  # training cancelled or an unexpected failure: one line, no traceback
-        from .train import Cancelled
-
-        if isinstance(error, Cancelled):
-            print("training cancelled", file=sys.stderr)
-            return 3
-        print(f"error: unexpected {type(error).__name__}: {error}", file=sys.stderr)
-        return 1
+    except (Exception, KeyboardInterrupt) as error:  # one line, no traceback
+        line, code = failure(error)
+        print(line, file=sys.stderr)
+        return code
     if args.json:
         print(json.dumps(result, indent=2))
     else:

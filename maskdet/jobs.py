@@ -1,52 +1,75 @@
-"""Training as a background process: start one at a time, follow it in the registry, cancel it, notice crashes."""
+"""Training runs' lives: one at a time, started in the background, followed in the registry through a heartbeat,
+cancelled, and failed when their process stops without a word (whoever looks first notices)."""
 
 import os
+import shutil
 import subprocess
 import sys
+import threading
+from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
+
+import sqlalchemy as sa
 
 from .settings import Settings
 from .store import ACTIVE_STATUSES, Store, StoreError, now
 
-
-def process_alive(pid: int | None) -> bool:
-    """Whether the process exists (on Linux a finished but unreaped child counts as gone)."""
-    if not pid:
-        return False
-    status = Path(f"/proc/{pid}/status")
-    if Path("/proc/self").exists():
-        return status.exists() and "\nState:\tZ" not in status.read_text()
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
-
-
-def active_training(store: Store) -> dict | None:
-    """The queued or running run, if any; runs whose process has died are marked failed on the way."""
-    for run in store.runs():
-        if run["status"] not in ACTIVE_STATUSES:
-            continue
-        if process_alive(run["pid"]) or run["status"] == "queued" and run["pid"] is None:  # None: starting
-            return run
-        store.update_run(run["id"], status="failed", finished_at=now(),
-                         error=f"The training process stopped unexpectedly. Its log: {log_path(store.settings, run['id'])}")
-    return None
+HEARTBEAT_SECONDS = 2.0  # how often a training process writes runs.heartbeat_at
+STALE_SECONDS = 30.0  # a run whose last heartbeat is older than this has lost its process
+STARTING_SECONDS = 120.0  # a queued run that never beat: time for its process to start Python and import torch
 
 
 def log_path(settings: Settings, run_id: str) -> Path:
+    """A run's log: what its process printed (dashboard runs) or the CLI's stderr (CLI runs)."""
     return settings.models_dir / ".logs" / f"{run_id}.log"
+
+
+def last_sign_of_life(run: dict) -> datetime:
+    """The run's last heartbeat, else when it started or was queued."""
+    return datetime.fromisoformat(run["heartbeat_at"] or run["started_at"] or run["created_at"])
+
+
+def is_dead(run: dict) -> bool:
+    """Whether a queued or running run's process has stopped: no heartbeat for STALE_SECONDS (STARTING_SECONDS after
+    it was queued, for a process that has not beaten yet). The process id is not consulted: it may be reused."""
+    limit = STALE_SECONDS if run["heartbeat_at"] else STARTING_SECONDS
+    return (datetime.now(timezone.utc) - last_sign_of_life(run)).total_seconds() > limit
+
+
+def death_notice(settings: Settings, run: dict) -> str:
+    """The error recorded for a run whose process stopped without a word."""
+    log = log_path(settings, run["id"])
+    when = last_sign_of_life(run).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return (f"The training process stopped without a word (killed?) at {when}."
+            + (f" Its log: {log}" if log.exists() else ""))
+
+
+def active_training(store: Store) -> dict | None:
+    """The queued or running run whose process is alive, if any; runs whose process stopped are marked failed."""
+    for run in store.runs():
+        if run["status"] not in ACTIVE_STATUSES:
+            continue
+        if not is_dead(run):
+            return run
+        store.update_run(run["id"], status="failed", finished_at=now(), error=death_notice(store.settings, run))
+    return None
+
+
+def new_run(store: Store, config: dict) -> str:
+    """Queue a run, refused while another one trains; then remove the staging folders that killed runs left."""
+    running = active_training(store)
+    if running:
+        raise StoreError(f"Training run {running['id']} is still in progress: wait for it or cancel it first.")
+    run_id = store.create_run(config)  # from here on no other run is queued or running, so no staging folder is in use
+    for leftover in store.settings.models_dir.glob(".*.tmp"):  # train() stages models/<run> in models/.<run>.tmp
+        shutil.rmtree(leftover, ignore_errors=True)
+    return run_id
 
 
 def start_training(store: Store, config: dict) -> str:
     """Queue a run with this config and start `python -m maskdet train --run-id ...` for it; one at a time."""
-    running = active_training(store)
-    if running:
-        raise StoreError(f"Training run {running['id']} is still in progress: wait for it or cancel it first.")
-    run_id = store.create_run(config, exclusive=True)
+    run_id = new_run(store, config)
     log = log_path(store.settings, run_id)
     log.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "MASKDET_HOME": str(store.settings.home), "MASKDET_MODELS": str(store.settings.models_dir),
@@ -64,7 +87,31 @@ def start_training(store: Store, config: dict) -> str:
 
 
 def cancel_training(store: Store, run_id: str) -> None:
-    status = store.run(run_id)["status"]
-    if status not in ACTIVE_STATUSES:
-        raise StoreError(f"Run {run_id} is not running (status: {status}).")
+    """Ask a run's process to stop; refused with the status (and the reason) when it is not running or has died."""
+    active_training(store)  # a run whose process died is failed here, and refused below
+    run = store.run(run_id)
+    if run["status"] not in ACTIVE_STATUSES:
+        raise StoreError(f"Run {run_id} is not running (status: {run['status']})."
+                         + (f" {run['error']}" if run["status"] == "failed" and run["error"] else ""))
     store.update_run(run_id, cancel_requested=True)
+
+
+@contextmanager
+def heartbeat(store: Store, run_id: str):
+    """Write the run's heartbeat every HEARTBEAT_SECONDS from a daemon thread while the block runs."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(HEARTBEAT_SECONDS):
+            try:
+                store.update_run(run_id, heartbeat_at=now())
+            except sa.exc.SQLAlchemyError:  # a busy database: this beat is skipped, the next one will do
+                pass
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{run_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()

@@ -19,7 +19,7 @@ import numpy as np
 
 from .faces import CropRule, crop_face
 from .imageio import BadImage
-from .jobs import log_path, process_alive
+from .jobs import active_training, log_path
 from .store import ACTIVE_STATUSES, IMAGE_SUFFIXES, Candidate, Store, StoreError, validate_label, zip_candidates
 
 ACTIVE_SETTING = "active_run"  # meta key: the run the live page uses
@@ -352,11 +352,26 @@ def live_model_path(store: Store, run: dict) -> Path:
     return int8 if usable else model_path(store, run)
 
 
+def not_active_reason(run: dict) -> str | None:
+    """Why a finished run does not become the active model by itself (it can still be chosen): no test scores, or
+    test accuracy at or below chance (1 / number of classes). None when it may."""
+    test = test_report(run)
+    if not test:
+        return "it has no test scores (its test split was empty), so nothing shows it beats guessing"
+    classes = len(test["labels"])
+    if test["accuracy"] <= 1 / classes + 1e-9:
+        return (f"its test accuracy {test['accuracy']:.3f} is no better than chance ({1 / classes:.3f} with "
+                f"{classes} classes)")
+    return None
+
+
 def active_run(store: Store) -> dict | None:
-    """The run the live page uses: the chosen one while it is usable, else the latest succeeded run."""
+    """The run the live page uses: the chosen one while it is usable, else the latest succeeded run that beats
+    chance on its test split."""
     usable = [run for run in finished_runs(store) if model_path(store, run).is_file()]
     chosen = store.get_setting(ACTIVE_SETTING)
-    return next((run for run in usable if run["id"] == chosen), usable[0] if usable else None)
+    return next((run for run in usable if run["id"] == chosen),
+                next((run for run in usable if not_active_reason(run) is None), None))
 
 
 def active_is_chosen(store: Store, run: dict | None) -> bool:
@@ -420,7 +435,7 @@ def model_files(store: Store, run: dict) -> list[dict]:
 def delete_run(store: Store, run_id: str) -> None:
     """Delete a run's registry row and its artefact folder (refused while it is training)."""
     run = store.run(run_id)
-    if run["status"] in ACTIVE_STATUSES and (process_alive(run.get("pid")) or run.get("pid") is None):
+    if (active_training(store) or {}).get("id") == run_id:
         raise StoreError(f"Run {run_id} is still training: cancel it on the Train page first, then delete it.")
     models_dir = store.settings.models_dir.resolve()
     folders = []

@@ -5,44 +5,56 @@ import json
 import math
 import os
 import shutil
-import tempfile
+import signal
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from contextlib import contextmanager
+from dataclasses import Field, asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from . import export
+from . import export, jobs
 from .augment import AugmentConfig, build_train_pipeline
 from .evaluate import classification_report
 from .faces import CropRule, FaceDetector, crop_face, square_crop_box
-from .model import (FEATURE_DIM, BackboneWeightsError, MaskNet, Preprocess, build_model, calibrate_batchnorm,
-                    set_trainable_blocks, train_mode_with_frozen_batchnorm)
+from .model import (FEATURE_DIM, NUM_BLOCKS, BackboneWeightsError, MaskNet, Preprocess, build_model,
+                    calibrate_batchnorm, set_trainable_blocks, train_mode_with_frozen_batchnorm)
 from .store import ImageRecord, Store, StoreError, now
 from .synth import SyntheticMasks, draw_mask
 
 
+def ranged(default: int | float, low: int | float, high: int | float, help: str):
+    """A numeric setting's field: its default, its allowed range and the help the CLI and the Train page show."""
+    return field(default=default, metadata={"range": (low, high), "help": help})
+
+
 @dataclass
 class TrainConfig:
-    epochs: int = 100  # head epochs on cached features (early stopping usually ends sooner)
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-3
-    label_smoothing: float = 0.1
-    views_per_image: int = 4  # augmented views per training image, besides the clean one
-    finetune_blocks: int = 0  # last inverted-residual blocks to fine-tune in stage 2 (0 = head only)
-    finetune_epochs: int = 4
-    finetune_learning_rate: float = 1e-4
+    """The training settings. Numeric ones carry their range and help as field metadata (see RANGED): the checks in
+    __post_init__, the CLI's flags and the Train page's inputs are all built from it."""
+
+    epochs: int = ranged(100, 1, 1000, "Head epochs on cached features; early stopping on the validation loss usually "
+                                       "ends training much sooner.")
+    batch_size: int = ranged(64, 1, 1024, "Training images per optimiser step (at most 32 when fine-tuning).")
+    learning_rate: float = ranged(1e-3, 1e-5, 1.0, "Learning rate of the head (AdamW).")
+    weight_decay: float = ranged(1e-3, 0.0, 1.0, "AdamW weight decay.")
+    label_smoothing: float = ranged(0.1, 0.0, 0.5, "Share of each target spread over the other classes.")
+    views_per_image: int = ranged(4, 0, 32, "Augmented copies of each training face, besides the clean one.")
+    finetune_blocks: int = ranged(0, 0, NUM_BLOCKS, "Last MobileNetV2 blocks to fine-tune after the head "
+                                                    "(0: head only; slower, rarely better).")
+    finetune_epochs: int = ranged(4, 1, 100, "Fine-tuning epochs (when fine-tune blocks is above 0).")
+    finetune_learning_rate: float = ranged(1e-4, 1e-6, 1.0, "Learning rate of the fine-tuned blocks and the head.")
     split: tuple[float, float, float] = (0.7, 0.15, 0.15)
-    seed: int = 0
-    patience: int = 10
+    seed: int = ranged(0, 0, 2**31 - 1, "Same seed and data, same split and same model.")
+    patience: int = ranged(10, 1, 1000, "Epochs without a better validation loss before stopping.")
     class_weights: bool = True
-    input_size: int = 160
-    crop_margin: float = 1.25
+    input_size: int = ranged(160, 32, 512, "Side of the square face crop the model sees, in pixels.")
+    crop_margin: float = ranged(1.25, 1.0, 3.0, "Crop side as a multiple of the face box's longer side.")
     labels: list[str] | None = None  # None: every label that has images
     backbone_weights: str | None = None
     random_init: bool = False
@@ -50,44 +62,71 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     synthetic_masks: SyntheticMasks = field(default_factory=SyntheticMasks)
 
+    def __post_init__(self):
+        """Refuse a setting that makes no sense with a sentence naming it and what it must be."""
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            requirement = _requirement(spec, value)
+            if requirement:
+                raise ValueError(f"Training setting '{spec.name}' must be {requirement}, got "
+                                 f"{json.dumps(value, default=repr)}.")
+            if spec.type is float:
+                setattr(self, spec.name, float(value))
+        self.split = tuple(float(share) for share in self.split)
+        if not 0.99 < sum(self.split) < 1.01 or min(self.split) < 0 or self.split[0] == 0:
+            raise ValueError(f"The split shares add up to {sum(self.split):.2f}; make train, validation and test "
+                             "non-negative shares that add up to 1 (train above 0).")
+
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
-        data = dict(data)
-        augment = AugmentConfig.from_dict(data.pop("augment", {}))
-        synthetic_masks = SyntheticMasks.from_dict(data.pop("synthetic_masks", {}))
-        defaults = cls()
+        if not isinstance(data, dict):
+            raise ValueError("A training config must be a JSON object of settings, like {\"epochs\": 20}; got "
+                             f"{json.dumps(data, default=repr)[:60]}.")
         unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"Unknown training setting(s): {', '.join(sorted(unknown))}.")
-        for name, value in data.items():
-            default = getattr(defaults, name)
-            if not _same_kind(value, default):
-                raise ValueError(f"Training setting '{name}' should be like {default!r}, got {value!r}.")
-        if "split" in data:
-            data["split"] = tuple(data["split"])
-            if not 0.99 < sum(data["split"]) < 1.01 or min(data["split"]) < 0 or data["split"][0] == 0:
-                raise ValueError(f"The split shares add up to {sum(data['split']):.2f}; make train, validation and "
-                                 "test non-negative shares that add up to 1 (train above 0).")
+        data = dict(data)
+        if not isinstance(data.get("augment", {}), dict):
+            raise ValueError("Training setting 'augment' must be an object of augmentations such as "
+                             f"{{\"flip\": {{\"enabled\": false}}}}, got {json.dumps(data['augment'], default=repr)}.")
+        augment = AugmentConfig.from_dict(data.pop("augment", {}))
+        synthetic_masks = SyntheticMasks.from_dict(data.pop("synthetic_masks", {}))
         return cls(**data, augment=augment, synthetic_masks=synthetic_masks)
 
 
-def _same_kind(value, default) -> bool:
-    """Whether a JSON value fits a setting whose default is `default` (None defaults accept anything)."""
-    if default is None:
-        return True
-    if isinstance(default, bool):
-        return isinstance(value, bool)
-    if isinstance(default, int):
-        return isinstance(value, int) and not isinstance(value, bool)
-    if isinstance(default, float):
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if isinstance(default, tuple):
-        return isinstance(value, (list, tuple)) and len(value) == len(default) and all(
-            _same_kind(v, d) for v, d in zip(value, default))
-    return isinstance(value, type(default))
+RANGED = {spec.name: spec for spec in fields(TrainConfig) if "range" in spec.metadata}  # name: Field
+
+
+def number_text(value: int | float) -> str:
+    """A setting's number as messages and the CLI's help write it (whole numbers in full)."""
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
+def _requirement(spec: Field, value) -> str | None:
+    """What a setting must be, when `value` is not that (None when it is fine)."""
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if "range" in spec.metadata:
+        low, high = spec.metadata["range"]
+        whole = spec.type is int
+        if is_number and (isinstance(value, int) or not whole) and low <= value <= high:
+            return None
+        return f"{'a whole number' if whole else 'a number'} from {number_text(low)} to {number_text(high)}"
+    if spec.type is bool:
+        return None if isinstance(value, bool) else "true or false"
+    if spec.name == "split":
+        shares = isinstance(value, (list, tuple)) and len(value) == 3 and all(
+            isinstance(share, (int, float)) and not isinstance(share, bool) for share in value)
+        return None if shares else "three shares [train, validation, test] that add up to 1"
+    if spec.name == "labels":
+        names = value is None or isinstance(value, list) and len(value) >= 2 and len(set(value)) == len(value) and all(
+            isinstance(name, str) and name.strip() for name in value)
+        return None if names else "null (every class with images) or a list of two or more different class names"
+    if spec.name == "backbone_weights":
+        return None if value is None or isinstance(value, str) and value else "a weights file path or null"
+    return None
 
 
 @dataclass
@@ -458,22 +497,24 @@ def train(store: Store, config: TrainConfig, run_dir: Path, callbacks: Callbacks
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        with tempfile.TemporaryDirectory() as scratch:
+        scratch = staging / "scratch"  # the frozen part's ONNX graphs: inside staging, a killed run leaves one folder
+        scratch.mkdir()
+        mark = time.monotonic()
+        features = extract_features(model, splits, config, synthesis, scratch, callbacks)
+        timings["features"] = time.monotonic() - mark
+        weights = class_weights(features["train_targets"], len(labels)) if config.class_weights else None
+        loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=config.label_smoothing)
+        timings["features_images_per_second"] = len(features["train_targets"]) + len(features["val"]) + len(
+            features["test"])
+        timings["features_images_per_second"] /= max(timings["features"], 1e-6)
+        mark = time.monotonic()
+        history = train_head(model, features, splits, config, loss_fn, callbacks)
+        timings["head"] = time.monotonic() - mark
+        if config.finetune_blocks > 0:
             mark = time.monotonic()
-            features = extract_features(model, splits, config, synthesis, Path(scratch), callbacks)
-            timings["features"] = time.monotonic() - mark
-            weights = class_weights(features["train_targets"], len(labels)) if config.class_weights else None
-            loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=config.label_smoothing)
-            timings["features_images_per_second"] = len(features["train_targets"]) + len(features["val"]) + len(
-                features["test"])
-            timings["features_images_per_second"] /= max(timings["features"], 1e-6)
-            mark = time.monotonic()
-            history = train_head(model, features, splits, config, loss_fn, callbacks)
-            timings["head"] = time.monotonic() - mark
-            if config.finetune_blocks > 0:
-                mark = time.monotonic()
-                history += finetune(model, splits, config, synthesis, loss_fn, Path(scratch), callbacks)
-                timings["finetune"] = time.monotonic() - mark
+            history += finetune(model, splits, config, synthesis, loss_fn, scratch, callbacks)
+            timings["finetune"] = time.monotonic() - mark
+        shutil.rmtree(scratch)
         model.eval()
         callbacks.report(Progress("evaluate", 0, 1))
         test = splits["test"]
@@ -612,9 +653,10 @@ def model_card(labels: list[str], config: TrainConfig, metrics: dict, backbone: 
 
 def execute_run(store: Store, config: TrainConfig, models_dir: Path, run_id: str | None = None,
                 on_progress: Callable[[Progress], None] = lambda progress: None) -> dict:
-    """Train as a registry run: status, throttled progress and cancellation live in the database."""
-    run_id = run_id or store.create_run(config.to_dict())
-    store.update_run(run_id, status="running", started_at=now(), pid=os.getpid(), error=None)
+    """Train as a registry run: status, throttled progress, a heartbeat and cancellation (Cancel, or SIGTERM to this
+    process) live in the database. Without a run id a new run is queued, refused while another one trains."""
+    run_id = run_id or jobs.new_run(store, config.to_dict())
+    store.update_run(run_id, status="running", started_at=now(), heartbeat_at=now(), pid=os.getpid(), error=None)
     last = {"write": 0.0, "check": 0.0, "cancel": False}
     history: list[dict] = []  # per-epoch train and validation figures (as in history.json), for live curves
 
@@ -627,14 +669,15 @@ def execute_run(store: Store, config: TrainConfig, models_dir: Path, run_id: str
             store.update_run(run_id, progress={**asdict(item), "history": history})
 
     def should_cancel() -> bool:
-        if time.monotonic() - last["check"] >= 1.0:
+        if not last["cancel"] and time.monotonic() - last["check"] >= 1.0:
             last["check"] = time.monotonic()
             last["cancel"] = bool(store.run(run_id)["cancel_requested"])
         return last["cancel"]
 
     run_dir = Path(models_dir) / run_id
     try:
-        metrics = train(store, config, run_dir, Callbacks(progress, should_cancel))
+        with jobs.heartbeat(store, run_id), sigterm_cancels(last):
+            metrics = train(store, config, run_dir, Callbacks(progress, should_cancel))
     except Cancelled:
         store.update_run(run_id, status="cancelled", finished_at=now())
         raise
@@ -644,6 +687,20 @@ def execute_run(store: Store, config: TrainConfig, models_dir: Path, run_id: str
     store.update_run(run_id, status="succeeded", finished_at=now(), metrics=metrics, artefact_dir=str(run_dir),
                      progress={**asdict(Progress("done", 1, 1)), "history": history})
     return {"run_id": run_id, **metrics}
+
+
+@contextmanager
+def sigterm_cancels(state: dict):
+    """While the block runs, SIGTERM sets state["cancel"], so the run stops as if Cancel had been pressed (only in
+    the main thread, where Python handles signals)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: state.update(cancel=True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def describe_error(error: BaseException) -> str:

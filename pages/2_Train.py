@@ -16,10 +16,9 @@ from maskdet import jobs, runs
 from maskdet.augment import AUGMENTATIONS, AugmentConfig, preview
 from maskdet.faces import CropRule, crop_face
 from maskdet.insights import summarize
-from maskdet.model import NUM_BLOCKS
 from maskdet.settings import load_settings
 from maskdet.synth import MASK_STYLES, SyntheticMasks
-from maskdet.train import TrainConfig, synthetic_preview
+from maskdet.train import RANGED, TrainConfig, synthetic_preview
 
 ui.page_setup("Train")
 st.title("Train a model")
@@ -58,6 +57,13 @@ def setting(widget, label: str, key: str, **kwargs):
     """A settings widget whose value survives leaving the page and coming back."""
     SETTING_KEYS.append(key)
     return widget(label, key=key, persist_state="session", **kwargs)
+
+
+def number_setting(column, label: str, name: str, **kwargs):
+    """A number input for a training setting, with the range, default and help of its TrainConfig field."""
+    low, high = RANGED[name].metadata["range"]
+    return setting(column.number_input, label, name, min_value=low, max_value=high, value=getattr(DEFAULTS, name),
+                   help=RANGED[name].metadata["help"], **kwargs)
 
 
 def class_option(name: str | None) -> str:
@@ -131,21 +137,12 @@ settings_column, side_column = st.columns([3, 2], gap="large")
 with settings_column:
     st.subheader("Settings")
     first, second, third = st.columns(3)
-    epochs = setting(first.number_input, "Epochs", "epochs", min_value=1, max_value=1000, value=DEFAULTS.epochs,
-                     help="Head epochs on cached features; early stopping on the validation loss usually ends "
-                          "training much sooner.")
-    batch_size = setting(second.number_input, "Batch size", "batch_size", min_value=1, max_value=1024,
-                         value=DEFAULTS.batch_size)
-    learning_rate = setting(third.number_input, "Learning rate", "learning_rate", min_value=1e-5, max_value=1.0,
-                            value=DEFAULTS.learning_rate, step=1e-4, format="%.5f")
-    views_per_image = setting(first.number_input, "Augmented views per image", "views_per_image", min_value=0,
-                              max_value=32, value=DEFAULTS.views_per_image,
-                              help="Augmented copies of each training face, besides the clean one.")
-    finetune_blocks = setting(second.number_input, "Fine-tune blocks (0 = head only)", "finetune_blocks",
-                              min_value=0, max_value=NUM_BLOCKS, value=DEFAULTS.finetune_blocks,
-                              help="Last MobileNetV2 blocks to fine-tune after the head (slower, rarely better).")
-    seed = setting(third.number_input, "Seed", "seed", min_value=0, max_value=2**31 - 1, value=DEFAULTS.seed,
-                   help="Same seed and data, same split and same model.")
+    epochs = number_setting(first, "Epochs", "epochs")
+    batch_size = number_setting(second, "Batch size", "batch_size")
+    learning_rate = number_setting(third, "Learning rate", "learning_rate", step=1e-4, format="%.5f")
+    views_per_image = number_setting(first, "Augmented views per image", "views_per_image")
+    finetune_blocks = number_setting(second, "Fine-tune blocks (0 = head only)", "finetune_blocks")
+    seed = number_setting(third, "Seed", "seed")
     st.markdown("**Split** (near-duplicate photos always stay on one side)")
     first, second, third = st.columns(3)
     split = [setting(column.number_input, label, f"split_{name}", min_value=0.0, max_value=1.0, value=default,
@@ -156,22 +153,14 @@ with settings_column:
 
     with st.expander("More settings"):
         first, second, third = st.columns(3)
-        finetune_epochs = setting(first.number_input, "Fine-tune epochs", "finetune_epochs", min_value=1,
-                                  max_value=100, value=DEFAULTS.finetune_epochs)
-        finetune_learning_rate = setting(second.number_input, "Fine-tune learning rate", "finetune_learning_rate",
-                                         min_value=1e-6, max_value=1.0, value=DEFAULTS.finetune_learning_rate,
-                                         step=1e-5, format="%.6f")
-        patience = setting(third.number_input, "Early-stopping patience", "patience", min_value=1, max_value=1000,
-                           value=DEFAULTS.patience, help="Epochs without a better validation loss before stopping.")
-        weight_decay = setting(first.number_input, "Weight decay", "weight_decay", min_value=0.0, max_value=1.0,
-                               value=DEFAULTS.weight_decay, step=1e-4, format="%.5f")
-        label_smoothing = setting(second.number_input, "Label smoothing", "label_smoothing", min_value=0.0,
-                                  max_value=0.5, value=DEFAULTS.label_smoothing, step=0.05, format="%.2f")
-        input_size = setting(third.number_input, "Input size (px)", "input_size", min_value=32, max_value=512,
-                             value=DEFAULTS.input_size, step=16, help="Side of the square face crop the model sees.")
-        crop_margin = setting(first.number_input, "Crop margin", "crop_margin", min_value=1.0, max_value=3.0,
-                              value=DEFAULTS.crop_margin, step=0.05, format="%.2f",
-                              help="Crop side as a multiple of the face box's longer side.")
+        finetune_epochs = number_setting(first, "Fine-tune epochs", "finetune_epochs")
+        finetune_learning_rate = number_setting(second, "Fine-tune learning rate", "finetune_learning_rate", step=1e-5,
+                                                format="%.6f")
+        patience = number_setting(third, "Early-stopping patience", "patience")
+        weight_decay = number_setting(first, "Weight decay", "weight_decay", step=1e-4, format="%.5f")
+        label_smoothing = number_setting(second, "Label smoothing", "label_smoothing", step=0.05, format="%.2f")
+        input_size = number_setting(third, "Input size (px)", "input_size", step=16)
+        crop_margin = number_setting(first, "Crop margin", "crop_margin", step=0.05, format="%.2f")
         class_weights = setting(second.toggle, "Weight classes by frequency", "class_weights",
                                 value=DEFAULTS.class_weights)
         quantize = setting(third.toggle, "Also export an int8 model", "quantize", value=DEFAULTS.quantize)
@@ -335,6 +324,9 @@ def show_finished(run: dict) -> None:
             st.success(f"Run {run['id']} finished in {took}. The test split was empty, so there are no test scores.")
         if metrics.get("random_init"):
             st.warning("This model was trained from random weights (experiments only): expect poor results.")
+        reason = runs.not_active_reason(run)
+        if reason:
+            st.warning(f"Not made the active model: {reason}. You can still choose it on the Models page.")
         ui.link("pages/3_Metrics.py", "See its metrics", ":material/monitoring:",
                 "Its curves, confusion matrix and mistakes are on the **Metrics** page.")
     elif status == "failed":

@@ -127,12 +127,13 @@ if finished:
     active = ui.attempt(runs.active_run, store)
     with status:
         if active is None:
-            st.warning("No finished run has a model file any more: train again.")
+            st.warning("No finished run is used by default: none has a model file any more, or none scored above "
+                       "chance on its test split. Choose one below, or train again.")
         elif runs.active_is_chosen(store, active):
             st.success(f"The live page uses **{ui.run_caption(active)}**.")
         else:
-            st.info(f"No model chosen: the live page uses the latest finished run, **{ui.run_caption(active)}**. "
-                    "Choose one below to keep it active when newer runs finish.")
+            st.info(f"No model chosen: the live page uses the latest finished run that beats chance, "
+                    f"**{ui.run_caption(active)}**. Choose one below to keep it active when newer runs finish.")
 else:
     active = None
     status.info("No run has finished yet (see the table below for why); the live page needs a finished run.")

@@ -22,6 +22,9 @@ import pytest
 from PIL import Image
 
 from maskdet.export import load_classifier
+from maskdet.runs import set_active_run
+from maskdet.settings import Settings
+from maskdet.store import Store
 from tests.conftest import encode, make_old_home, pattern_image, write_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,15 +80,24 @@ def image_files(home: Path) -> list[Path]:
     return [p for p in (home / "data" / "images").rglob("*") if p.is_file()]
 
 
+def home_store(home: Path) -> Store:
+    """The registry of a CLI home, opened in this process."""
+    return Store(Settings(home=home / "data", models_dir=home / "models", backbone_weights=None,
+                          database_url=f"sqlite:///{home / 'data' / 'maskdet.db'}", max_pixels=40_000_000))
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A home with 6 + 6 generated images imported through the CLI and one finished tiny training run."""
+    """A home with 6 + 6 generated images imported through the CLI and one finished tiny training run, chosen as
+    the active model (a tiny random-init model scores about chance, so it does not become active by itself)."""
     home = tmp_path_factory.mktemp("trained")
     dataset = write_dataset(home / "dataset", per_class=6)
     imported = cli(home, "import", dataset)
     training = cli(home, "train", *TRAIN_FAST) if imported.returncode == 0 else None
-    return SimpleNamespace(home=home, dataset=dataset, imported=imported, training=training,
-                           result=succeeded(training) if training else None)
+    result = succeeded(training) if training else None
+    if result:
+        set_active_run(home_store(home), result["run_id"])
+    return SimpleNamespace(home=home, dataset=dataset, imported=imported, training=training, result=result)
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +106,7 @@ def mistakes(trained, tmp_path_factory):
     processes creating the same new SQLite database at once can fail ("table labels already exists")."""
     other = tmp_path_factory.mktemp("other")
     (other / "me.jpg").write_bytes(encode(pattern_image(8)))
+    (other / "list.json").write_text('[{"epochs": 3}]')
     write_dataset(other / "unknown_classes", per_class=1, labels=("with_mask", "mask_incorrect"))
     cases = {
         "import one image without --label": (other, "import", "me.jpg"),
@@ -104,6 +117,8 @@ def mistakes(trained, tmp_path_factory):
         "cancel a finished run": (trained.home, "cancel", trained.result["run_id"]),
         "import a missing zip": (other, "import", "nowhere.zip"),
         "export int8 of a run without one": (trained.home, "export", "--int8", "--output", other / "x.onnx"),
+        "train with epochs 0": (trained.home, "train", *TRAIN_FAST, "--epochs", "0"),
+        "train with a config that is a list": (trained.home, "train", "--config", other / "list.json"),
     }
     results = concurrently(*[lambda call=call: cli(*call) for call in cases.values()])
     return SimpleNamespace(home=other, results=dict(zip(cases, results)))
@@ -192,6 +207,13 @@ def test_train_prints_run_id_accuracy_and_parity(trained):
     assert {"model.onnx", "metrics.json", "MODEL_CARD.md", "predictions.csv"} <= {p.name for p in artefacts.iterdir()}
     assert not (artefacts / "model.int8.onnx").exists()  # --no-int8
     assert "RANDOM INIT" in (artefacts / "MODEL_CARD.md").read_text()
+    if result["accuracy"] > 0.5:  # above chance: the active model by itself
+        assert result["active_model"] == result["run_id"] and result["not_active_because"] is None
+    else:
+        assert result["active_model"] is None
+        assert result["not_active_because"].startswith(f"Not made the active model: its test accuracy "
+                                                       f"{result['accuracy']:.3f} is no better than chance")
+    assert (trained.home / "models" / ".logs" / f"{result['run_id']}.log").is_file()
 
 
 def test_runs_lists_the_run_as_succeeded(trained):
@@ -276,6 +298,14 @@ def test_evaluate_a_folder_of_class_folders(trained):
 ])
 def test_mistakes_exit_2_with_a_clear_message(mistakes, case, phrases):
     refused(mistakes.results[case], *phrases)
+
+
+def test_training_settings_that_make_no_sense_are_refused_before_a_run_starts(mistakes, trained):
+    assert refused(mistakes.results["train with epochs 0"]) == \
+        "error: Training setting 'epochs' must be a whole number from 1 to 1000, got 0."
+    refused(mistakes.results["train with a config that is a list"], "list.json must hold a JSON object of training "
+            "settings, like {\"epochs\": 20}; it holds a list.")
+    assert [run["id"] for run in succeeded(cli(trained.home, "runs"))["runs"]] == [trained.result["run_id"]]
 
 
 def test_error_after_a_progress_bar_starts_on_its_own_line(mistakes):

@@ -21,9 +21,9 @@ from streamlit.testing.v1 import AppTest
 from maskdet import jobs
 from maskdet.augment import AUGMENTATIONS
 from maskdet.faces import CropRule, crop_face
-from maskdet.store import ACTIVE_STATUSES, Store
+from maskdet.store import ACTIVE_STATUSES, Store, now
 from maskdet.synth import MASK_STYLES
-from maskdet.train import TrainConfig, execute_run
+from maskdet.train import RANGED, TrainConfig, execute_run
 from tests.conftest import photo_pairs, write_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,10 +93,16 @@ def home(settings, tmp_path, detector) -> Store:
     stop_training(store)
 
 
+def process_alive(pid: int) -> bool:
+    """Whether the process exists (a finished but unreaped child counts as gone)."""
+    status = Path(f"/proc/{pid}/status")
+    return status.exists() and "\nState:\tZ" not in status.read_text()
+
+
 def stop_training(store: Store) -> None:
     """Teardown: end a training process a failed test left behind (only ours, by its pid)."""
     for run in store.runs():
-        if run["status"] in ACTIVE_STATUSES and run["pid"] != os.getpid() and jobs.process_alive(run["pid"]):
+        if run["status"] in ACTIVE_STATUSES and run["pid"] != os.getpid() and process_alive(run["pid"]):
             os.kill(run["pid"], signal.SIGTERM)
 
 
@@ -149,6 +155,28 @@ def test_form_shows_the_defaults_and_the_weights_in_use(home, monkeypatch, tmp_p
     weights.write_bytes(b"x")
     monkeypatch.setenv("MASKDET_BACKBONE_WEIGHTS", str(weights))
     assert str(weights) in shown(page().run())
+
+
+def test_number_inputs_take_their_range_and_help_from_the_config(home):
+    at = page().run()
+    no_failure(at)
+    for name, spec in RANGED.items():
+        widget = at.number_input(key=name)
+        assert (widget.min, widget.max) == pytest.approx(spec.metadata["range"]), name
+        assert widget.help == spec.metadata["help"], name
+    assert (at.number_input(key="epochs").min, at.number_input(key="epochs").max) == (1, 1000)
+
+
+def test_a_finished_run_at_chance_says_it_was_not_made_active(home):
+    run_id = home.create_run(TrainConfig().to_dict())
+    test = {"accuracy": 0.5, "macro_f1": 0.5, "num_samples": 4, "labels": ["with_mask", "without_mask"]}
+    home.update_run(run_id, status="succeeded", started_at="2026-01-01T00:00:00+00:00",
+                    finished_at="2026-01-01T00:00:30+00:00", metrics={"test": test, "labels": test["labels"]})
+    at = page().run()
+    no_failure(at)
+    assert at.success[0].value.startswith(f"Run {run_id} finished in 30 s: test accuracy 0.500")
+    assert ("Not made the active model: its test accuracy 0.500 is no better than chance (0.500 with 2 classes). "
+            "You can still choose it on the Models page.") in [w.value for w in at.warning]
 
 
 def test_augmentation_table_shows_each_row_with_its_label_help_and_sliders(home):
@@ -298,9 +326,10 @@ def test_live_progress_curves_and_cancel_button_read_the_registry(home):
     run_id = home.create_run(TrainConfig().to_dict())
     history = [{"stage": "head", "epoch": e, "loss": 0.6 - 0.1 * e, "accuracy": 0.6 + 0.1 * e,
                 "val_loss": 0.7 - 0.1 * e, "val_accuracy": 0.5 + 0.1 * e} for e in (1, 2, 3)]
+    progress = {"stage": "head", "step": 3, "steps": 100, "epoch": 3, "epochs": 100, "loss": 0.4, "accuracy": 0.8,
+                "eta_seconds": 42.0, "history": history}
     home.update_run(run_id, status="running", pid=os.getpid(), started_at="2026-01-01T00:00:00+00:00",
-                    progress={"stage": "head", "step": 3, "steps": 100, "epoch": 3, "epochs": 100, "loss": 0.4,
-                              "accuracy": 0.8, "eta_seconds": 42.0, "history": history})
+                    heartbeat_at=now(), progress=progress)
     at = page().run()
     no_failure(at)
     [bar] = at.get("progress")
@@ -394,9 +423,9 @@ def test_cancel_stops_the_training_process(home):
     finished = wait_until_finished(home, run["id"])
     assert finished["status"] == "cancelled"
     deadline = time.monotonic() + 20
-    while jobs.process_alive(finished["pid"]) and time.monotonic() < deadline:  # it exits right after saying so
+    while process_alive(finished["pid"]) and time.monotonic() < deadline:  # it exits right after saying so
         time.sleep(0.2)
-    assert not jobs.process_alive(finished["pid"])
+    assert not process_alive(finished["pid"])
     assert "training cancelled" in jobs.log_path(home.settings, run["id"]).read_text()
     at.run()
     no_failure(at)

@@ -12,7 +12,7 @@ import pytest
 from maskdet import runs
 from maskdet.evaluate import classification_report
 from maskdet.jobs import log_path
-from maskdet.store import StoreError
+from maskdet.store import StoreError, now
 from maskdet.train import TrainConfig
 from tests.conftest import encode, pattern_image
 
@@ -23,6 +23,7 @@ def report_for(targets, probabilities, names=None) -> dict:
     return classification_report(np.array(targets), np.array(probabilities, float), LABELS, names)
 
 
+GOOD = report_for([0, 1], [[0.9, 0.1], [0.2, 0.8]])  # beats chance
 REPORT = report_for([0, 0, 1, 1], [[0.9, 0.1], [0.3, 0.7], [0.2, 0.8], [0.6, 0.4]],
                     ["with_mask/a.jpg", "with_mask/b.jpg", "without_mask/c.jpg", "without_mask/d.jpg"])
 HISTORY = [{"stage": "head", "epoch": 1, "loss": 0.9, "accuracy": 0.5, "val_loss": 0.8, "val_accuracy": 0.5},
@@ -79,10 +80,10 @@ def test_row_of_a_succeeded_run(store):
 def test_rows_of_failed_cancelled_running_and_experimental_runs(store):
     failed = fake_run(store, "failed", error="Training needs at least two classes with images.")
     cancelled = fake_run(store, "cancelled")
-    running = fake_run(store, "running", finished=None, progress={"stage": "features", "step": 40, "steps": 120})
     experiment = fake_run(store, config=TrainConfig(random_init=True, quantize=False),
                           metrics=metrics_for(random_init=True))
     empty_test = fake_run(store, metrics=metrics_for(report=None))
+    running = fake_run(store, "running", finished=None, progress={"stage": "features", "step": 40, "steps": 120})
     rows = {row["run"]: row for row in runs.runs_table(store)}
     assert len(rows) == 5
     assert rows[failed["id"]]["note"] == "Training needs at least two classes with images."
@@ -92,7 +93,7 @@ def test_rows_of_failed_cancelled_running_and_experimental_runs(store):
     assert "random init" in rows[experiment["id"]]["note"].lower()
     assert rows[experiment["id"]]["config"].endswith("random init, no int8")
     assert "test set empty" in rows[empty_test["id"]]["note"]
-    assert [row["active"] for row in rows.values()].count(True) == 1  # the latest succeeded run, by default
+    assert not any(row["active"] for row in rows.values())  # at chance or without test scores: none is by itself
 
 
 # ---- chart and table data ------------------------------------------------------------------------------------
@@ -125,7 +126,7 @@ def test_confusion_cells_per_class_rows_and_roc_points():
 def test_compare_lines_up_metrics_and_lists_config_differences(store):
     a = fake_run(store, config=TrainConfig(seed=0, input_size=160))
     b = fake_run(store, config=TrainConfig(seed=1, input_size=160, augment=TrainConfig().augment),
-                 metrics={**metrics_for(report_for([0, 1], [[0.9, 0.1], [0.2, 0.8]])), "labels": LABELS})
+                 metrics={**metrics_for(GOOD), "labels": LABELS})
     b_config = dict(b["config"])
     b_config["augment"] = {**b_config["augment"], "flip": {**b_config["augment"]["flip"], "probability": 0.2}}
     comparison = runs.compare_runs(a, {**b, "config": b_config})
@@ -142,8 +143,8 @@ def test_compare_lines_up_metrics_and_lists_config_differences(store):
 
 def test_active_model_defaults_to_latest_usable_run_and_persists_a_choice(store):
     assert runs.active_run(store) is None
-    older = fake_run(store)
-    newer = fake_run(store)
+    older = fake_run(store, metrics=metrics_for(GOOD))
+    newer = fake_run(store, metrics=metrics_for(GOOD))
     fake_run(store, "failed", error="boom")
     assert runs.active_run(store)["id"] == newer["id"] and not runs.active_is_chosen(store, runs.active_run(store))
     runs.set_active_run(store, older["id"])
@@ -151,6 +152,21 @@ def test_active_model_defaults_to_latest_usable_run_and_persists_a_choice(store)
     assert runs.active_run(store)["id"] == older["id"] and runs.active_is_chosen(store, runs.active_run(store))
     (store.settings.models_dir / older["id"] / "model.onnx").unlink()  # its model file went missing
     assert runs.active_run(store)["id"] == newer["id"]
+
+
+def test_a_run_at_chance_or_without_test_scores_never_becomes_active_by_itself(store):
+    good = fake_run(store, metrics=metrics_for(GOOD))
+    chance = fake_run(store)  # 2 of 4 right with 2 classes
+    empty = fake_run(store, metrics=metrics_for(report=None))
+    three_classes = {**REPORT, "labels": ["a", "b", "c"]}  # the same 0.5 beats a third
+    assert runs.not_active_reason(good) is None
+    assert runs.not_active_reason({"metrics": metrics_for(three_classes)}) is None
+    assert runs.not_active_reason(chance) == "its test accuracy 0.500 is no better than chance (0.500 with 2 classes)"
+    assert runs.not_active_reason(empty) == ("it has no test scores (its test split was empty), so nothing shows it "
+                                             "beats guessing")
+    assert runs.active_run(store)["id"] == good["id"]  # the newer runs are passed over
+    runs.set_active_run(store, chance["id"])  # an analyst can still choose one
+    assert runs.active_run(store)["id"] == chance["id"] and runs.active_is_chosen(store, runs.active_run(store))
 
 
 def test_only_a_succeeded_run_with_a_model_can_be_active(store):
@@ -193,7 +209,7 @@ def test_the_live_page_starts_with_the_int8_model_while_it_kept_the_accuracy(sto
 # ---- deleting a run ----------------------------------------------------------------------------------------
 
 def test_delete_removes_row_folder_log_and_active_choice(store):
-    keep, doomed = fake_run(store), fake_run(store)
+    keep, doomed = fake_run(store, metrics=metrics_for(GOOD)), fake_run(store)
     runs.set_active_run(store, doomed["id"])
     log = log_path(store.settings, doomed["id"])
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -209,7 +225,7 @@ def test_delete_a_failed_run_without_folder_and_refuse_a_live_one(store):
     failed = fake_run(store, "failed", error="boom")
     runs.delete_run(store, failed["id"])
     assert store.runs() == []
-    live = fake_run(store, "running", finished=None, pid=os.getpid())
+    live = fake_run(store, "running", finished=None, pid=os.getpid(), heartbeat_at=now())
     with pytest.raises(StoreError, match="still training: cancel it"):
         runs.delete_run(store, live["id"])
     assert store.run(live["id"])["status"] == "running"

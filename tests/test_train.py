@@ -25,7 +25,7 @@ from maskdet.model import MaskNet, Preprocess, build_model
 from maskdet.settings import Settings
 from maskdet.store import Store, StoreError
 from maskdet.synth import MASK_STYLES, SyntheticMasks
-from maskdet.train import (MASKED, Callbacks, Cancelled, MaskSynthesis, TrainConfig, Views, execute_run,
+from maskdet.train import (MASKED, RANGED, Callbacks, Cancelled, MaskSynthesis, TrainConfig, Views, execute_run,
                            extract_features, feature_views, load_split, resolve_synthesis, train, view_maker)
 from tests.conftest import make_old_home, pattern_image, photo_pairs, write_dataset
 
@@ -270,13 +270,46 @@ def test_train_config_round_trip_and_unknown_keys():
     ({"split": [0.7, 0.2, 0.3]}, "add up to 1.20"),
     ({"split": [0.0, 0.5, 0.5]}, "train above 0"),
     ({"split": [1.2, -0.1, -0.1]}, "non-negative"),
-    ({"epochs": "ten"}, "'epochs' should be like 100"),
-    ({"learning_rate": True}, "'learning_rate'"),
-    ({"split": [0.5, 0.5]}, "'split'"),
+    ({"split": [0.5, 0.5]}, "'split' must be three shares [train, validation, test] that add up to 1, got [0.5, 0.5]."),
+    ({"epochs": 0}, "'epochs' must be a whole number from 1 to 1000, got 0."),
+    ({"epochs": "ten"}, "'epochs' must be a whole number from 1 to 1000, got \"ten\"."),
+    ({"epochs": 2.5}, "'epochs' must be a whole number from 1 to 1000, got 2.5."),
+    ({"crop_margin": 0}, "'crop_margin' must be a number from 1 to 3, got 0."),
+    ({"input_size": 8}, "'input_size' must be a whole number from 32 to 512, got 8."),
+    ({"views_per_image": -1}, "'views_per_image' must be a whole number from 0 to 32, got -1."),
+    ({"batch_size": 0}, "'batch_size' must be a whole number from 1 to 1024, got 0."),
+    ({"learning_rate": True}, "'learning_rate' must be a number from 1e-05 to 1, got true."),
+    ({"learning_rate": float("nan")}, "'learning_rate' must be a number from 1e-05 to 1, got NaN."),
+    ({"finetune_blocks": 18}, "'finetune_blocks' must be a whole number from 0 to 17, got 18."),
+    ({"seed": -1}, "'seed' must be a whole number from 0 to 2147483647, got -1."),
+    ({"quantize": "yes"}, "'quantize' must be true or false, got \"yes\"."),
+    ({"labels": "with_mask"}, "'labels' must be null (every class with images) or a list of two or more different "
+                              "class names, got \"with_mask\"."),
+    ({"labels": ["with_mask", "with_mask"]}, "'labels' must be null"),
+    ({"labels": ["with_mask", 3]}, "'labels' must be null"),
+    ({"backbone_weights": 5}, "'backbone_weights' must be a weights file path or null, got 5."),
+    ({"augment": ["flip"]}, "'augment' must be an object of augmentations"),
+    ([{"epochs": 3}], "A training config must be a JSON object of settings, like {\"epochs\": 20}; "
+                      "got [{\"epochs\": 3}]."),
+    ("epochs", "A training config must be a JSON object"),
 ])
-def test_train_config_rejects_bad_values(data, message):
-    with pytest.raises(ValueError, match=message):
+def test_train_config_refuses_settings_that_make_no_sense(data, message):
+    with pytest.raises(ValueError) as error:
         TrainConfig.from_dict(data)
+    assert message in str(error.value)
+
+
+def test_every_numeric_setting_has_a_range_and_help_and_its_bounds_are_accepted():
+    assert set(RANGED) == {name for name, value in TrainConfig().to_dict().items()
+                           if isinstance(value, (int, float)) and not isinstance(value, bool)}
+    for name, spec in RANGED.items():
+        low, high = spec.metadata["range"]
+        assert low <= spec.default <= high and spec.metadata["help"].endswith("."), name
+        assert getattr(TrainConfig.from_dict({name: low}), name) == low
+        assert getattr(TrainConfig.from_dict({name: high}), name) == high
+    assert TrainConfig.from_dict({"learning_rate": 1}).learning_rate == 1.0  # a JSON whole number for a float setting
+    with pytest.raises(ValueError, match="'patience' must be a whole number from 1 to 1000, got 0"):
+        TrainConfig(patience=0)  # built in Python, checked the same way
 
 
 # ---- real photos and real ImageNet weights ----------------------------------------------------------
