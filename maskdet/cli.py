@@ -11,7 +11,8 @@ from tqdm import tqdm
 
 from .settings import load_settings
 from .imageio import BadImage
-from .store import IMAGE_SUFFIXES, Store
+from .bundle.pixels import image_files
+from .store import Store
 
 
 class UsageError(ValueError):
@@ -239,7 +240,7 @@ def cmd_predict(store: Store, args) -> dict:
     classifier = load_classifier(resolve_model(store, args.model, args.int8))
     detector = face_detector(detect_side=640)
     results = []
-    for index, name in enumerate(expand_images(args.images)):
+    for index, name in enumerate(image_files(args.images)):
         try:
             image, predictions = predict_image(Path(name).read_bytes(), detector, classifier,
                                                store.settings.max_pixels, args.threshold)
@@ -254,20 +255,6 @@ def cmd_predict(store: Store, args) -> dict:
             entry["annotated"] = str(out)
         results.append(entry)
     return {"model": str(classifier.path), "labels": classifier.labels, "images": results}
-
-
-def expand_images(paths: list[str]) -> list[str]:
-    """Image files named directly, plus the image files inside named folders."""
-    files = []
-    for name in paths:
-        path = Path(name)
-        if path.is_dir():
-            files += [str(p) for p in sorted(path.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
-        elif path.exists():
-            files.append(name)
-        else:
-            raise UsageError(f"No such file: {name}.")
-    return files
 
 
 def cmd_landmarks(store: Store, args) -> dict:

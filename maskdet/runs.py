@@ -20,7 +20,8 @@ import numpy as np
 from .faces import CropRule, crop_face
 from .imageio import BadImage
 from .jobs import active_training, log_path
-from .store import ACTIVE_STATUSES, IMAGE_SUFFIXES, Candidate, Store, StoreError, validate_label, zip_candidates
+from .bundle.pixels import IMAGE_SUFFIXES
+from .store import ACTIVE_STATUSES, Candidate, Store, StoreError, validate_label, zip_candidates
 
 ACTIVE_SETTING = "active_run"  # meta key: the run the live page uses
 MODEL_FILES = (("model.onnx", "ONNX (float32)"), ("model.int8.onnx", "ONNX int8"))

@@ -27,7 +27,6 @@ from .imageio import BadImage, decode_image
 from .settings import DEFAULT_LABELS, Settings, load_settings
 
 SCHEMA_VERSION = 4  # 2: images.landmarks; 3: runs.heartbeat_at; 4: index one_active_run
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 IGNORED_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
 MAX_ENTRY_BYTES = 64 * 1024 * 1024
 NEAR_DUPLICATE_BITS = 30  # of 256: measured on masks-small, joins pasted-mask pairs, no giant groups

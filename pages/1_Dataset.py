@@ -13,7 +13,7 @@ import streamlit as st
 
 import ui
 from maskdet import insights
-from maskdet.store import IMAGE_SUFFIXES
+from maskdet.bundle.pixels import IMAGE_SUFFIXES
 
 ui.page_setup("Dataset")
 st.title("Dataset")

@@ -17,7 +17,7 @@ import ui
 from maskdet import media, runs
 from maskdet.export import load_classifier
 from maskdet.live import LivePipeline, LiveSettings, rtc_configuration
-from maskdet.store import IMAGE_SUFFIXES
+from maskdet.bundle.pixels import IMAGE_SUFFIXES
 
 ui.page_setup("Live")
 st.title("Live")

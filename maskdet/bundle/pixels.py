@@ -1,8 +1,12 @@
-"""Image modes to 8-bit RGB, as maskdet and the bundle's script both read photos. Needs only numpy and Pillow."""
+"""Photos as maskdet and the bundle's script both read them: which files, which formats, any mode to 8-bit RGB.
+Needs only numpy and Pillow."""
+
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 FORMATS = ("JPEG", "PNG", "BMP", "WEBP", "GIF", "TIFF")  # the formats read (the JPEG opener also reads cameras' MPO)
 WIDE_GREY = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")  # greyscale with more than 8 bits a sample
 ALPHA = ("RGBA", "LA", "PA", "La", "RGBa")
@@ -30,3 +34,18 @@ def to_rgb(image: Image.Image) -> Image.Image:
         image = image.convert("RGBA")
         return Image.alpha_composite(Image.new("RGBA", image.size, (255, 255, 255, 255)), image).convert("RGB")
     return image.convert("RGB")
+
+
+def image_files(names: list[str]) -> list[str]:
+    """Image files named directly, plus the image files inside named folders; a name that does not exist raises
+    FileNotFoundError."""
+    files = []
+    for name in names:
+        path = Path(name)
+        if path.is_dir():
+            files += [str(p) for p in sorted(path.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
+        elif path.exists():
+            files.append(name)
+        else:
+            raise FileNotFoundError(f"No such file: {name}.")
+    return files

@@ -18,11 +18,10 @@ import onnxruntime as ort
 from PIL import Image, ImageOps
 
 from crop_rule import crop
-from pixels import FORMATS, to_rgb
+from pixels import FORMATS, image_files, to_rgb
 from mtcnn_cascade import NETWORK_FILES, Cascade, find_faces, session
 
 HERE = Path(__file__).resolve().parent
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 DETECT_SIDE = 640  # MTCNN searches a copy whose longer side is at most this
 PAD_FRACTION = 0.25  # no face found: search again with a border of this fraction of the longer side
 MAX_FACES = 20
@@ -69,20 +68,6 @@ def predict(image: np.ndarray, cascade: Cascade, classifier: Classifier, thresho
                         "probabilities": {label: round(float(p), 4)
                                           for label, p in zip(classifier.labels, probabilities)}})
     return results
-
-
-def image_files(names: list[str]) -> list[str]:
-    """Image files named directly, plus the image files inside named folders."""
-    files = []
-    for name in names:
-        path = Path(name)
-        if path.is_dir():
-            files += [str(p) for p in sorted(path.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
-        elif path.exists():
-            files.append(name)
-        else:
-            raise FileNotFoundError(f"No such file: {name}.")
-    return files
 
 
 def main() -> None:
