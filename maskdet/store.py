@@ -11,8 +11,10 @@ import stat
 import time
 import uuid
 import zipfile
+import zlib
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,6 +31,7 @@ from .settings import DEFAULT_LABELS, Settings, load_settings
 SCHEMA_VERSION = 4  # 2: images.landmarks; 3: runs.heartbeat_at; 4: index one_active_run
 IGNORED_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
 MAX_ENTRY_BYTES = 64 * 1024 * 1024
+ORPHAN_AGE_SECONDS = 600  # an unreferenced image file this old was left by a killed import (no batch lasts this long)
 NEAR_DUPLICATE_BITS = 30  # of 256: measured on masks-small, joins pasted-mask pairs, no giant groups
 SPLITS = ("train", "val", "test")
 UNCERTAIN = "uncertain"  # what predictions below the threshold are called
@@ -183,11 +186,36 @@ def folder_candidates(folder: Path) -> tuple[list[Candidate], list[tuple[str, st
         relative = path.relative_to(folder)
         if path.is_dir() or path.name in IGNORED_NAMES or any(p.startswith(".") for p in relative.parts):
             continue
-        if len(relative.parts) < 2:
-            rejected.append((str(relative), "not inside a class folder"))
+        name = printable(str(relative))
+        problem = "not inside a class folder" if len(relative.parts) < 2 else file_problem(path, folder)
+        if problem:
+            rejected.append((name, problem))
             continue
-        candidates.append(Candidate(str(relative), relative.parts[-2], path.read_bytes))
+        candidates.append(Candidate(name, printable(relative.parts[-2]), path.read_bytes))
     return candidates, rejected
+
+
+def printable(text: str) -> str:
+    """A file name as text: bytes that are not UTF-8 (kept by the OS as surrogates) become the replacement
+    character, so the name can be shown and stored."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def file_problem(path: Path, folder: Path) -> str | None:
+    """Why a file of an imported folder is not read, checked before reading it (None: it may be read). A FIFO
+    would block the import forever and a link to /dev/zero would fill the memory."""
+    try:
+        target = path.resolve(strict=True)
+        info = target.stat()
+    except (OSError, RuntimeError) as error:
+        return f"cannot be read ({getattr(error, 'strerror', None) or error})"
+    if path.is_symlink() and not target.is_relative_to(folder.resolve()):
+        return "symbolic link to outside the folder"
+    if not stat.S_ISREG(info.st_mode):
+        return "not a regular file (a FIFO, device or socket)"
+    if info.st_size > MAX_ENTRY_BYTES:
+        return f"file larger than {MAX_ENTRY_BYTES // 2**20} MiB"
+    return None
 
 
 def zip_candidates(archive: zipfile.ZipFile) -> tuple[list[Candidate], list[tuple[str, str]]]:
@@ -216,8 +244,11 @@ def zip_candidates(archive: zipfile.ZipFile) -> tuple[list[Candidate], list[tupl
 
 
 def _read_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
-    with archive.open(info) as handle:
-        data = handle.read(MAX_ENTRY_BYTES + 1)
+    try:
+        with archive.open(info) as handle:
+            data = handle.read(MAX_ENTRY_BYTES + 1)
+    except (NotImplementedError, zlib.error, EOFError, zipfile.BadZipFile, OSError) as error:
+        raise BadImage(f"entry cannot be decompressed ({error})") from None
     if len(data) > MAX_ENTRY_BYTES:
         raise BadImage(f"entry larger than {MAX_ENTRY_BYTES // 2**20} MiB once decompressed")
     return data
@@ -383,6 +414,8 @@ class Store:
         report = ImportReport(rejected=list(rejected))
         if not candidates and not rejected:
             raise StoreError("No images found: expected class folders (for example with_mask/, without_mask/).")
+        cutoff = time.time() - ORPHAN_AGE_SECONDS  # files a killed import left behind
+        self._remove_unreferenced(path for path in self.images_dir.glob("*/*") if path.stat().st_mtime < cutoff)
         with self.engine.connect() as conn:
             known = {sha: label for sha, label in conn.execute(
                 sa.select(images_table.c.sha256, labels_table.c.name).select_from(images_table.join(labels_table)))}
@@ -391,7 +424,8 @@ class Store:
         for start in range(0, len(candidates), batch_size):
             batch = self._decode_batch(candidates[start:start + batch_size], known, report)
             faces = detector.largest_faces([image for _, image, _ in batch]) if batch else []
-            with self.engine.begin() as conn:
+            written = []  # files this batch creates: removed again if it rolls back
+            with self._rolled_back_files_removed(written), self.engine.begin() as conn:
                 _lock(conn)  # batches of imports running at the same time take turns
                 # Images stored since the last batch by an import running at the same time join the comparison.
                 rows = conn.execute(sa.select(images_table.c.id, images_table.c.sha256, images_table.c.phash,
@@ -404,7 +438,7 @@ class Store:
                     phash = perceptual_hash(image)
                     group = self._near_duplicate_group(conn, hashes, groups, phash)
                     sha = hashlib.sha256(data).hexdigest()
-                    file = self._write_file(sha, data)
+                    file = self._write_file(sha, data, written)
                     values = dict(
                         sha256=sha, file=file, label_id=self._ensure_label(conn, candidate.label),
                         source_name=candidate.name[:512], width=image.shape[1], height=image.shape[0],
@@ -444,8 +478,11 @@ class Store:
                     report.duplicates.append(candidate.name)
                     continue
                 image = decode_image(data, self.settings.max_pixels)
-            except (StoreError, BadImage, OSError, zipfile.BadZipFile) as error:
+            except (StoreError, BadImage, OSError) as error:
                 report.rejected.append((candidate.name, str(error)))
+                continue
+            except Exception as error:  # one file's failure, whatever it is, is that file's rejection
+                report.rejected.append((candidate.name, f"cannot be read ({type(error).__name__}: {error})"))
                 continue
             known[sha] = label
             batch.append((Candidate(candidate.name, label, candidate.read), image, data))
@@ -463,8 +500,9 @@ class Store:
             groups[np.isin(groups, matches[1:])] = matches[0]
         return matches[0]
 
-    def _write_file(self, sha: str, data: bytes) -> str:
-        """Write bytes content-addressed (temporary name, then rename); return the relative file name."""
+    def _write_file(self, sha: str, data: bytes, written: list[Path]) -> str:
+        """Write bytes content-addressed (temporary name, then rename), noting a new file in `written`; return the
+        relative file name."""
         name = f"{sha[:2]}/{sha}"
         path = self.images_dir / name
         if not path.exists():
@@ -472,7 +510,32 @@ class Store:
             temporary = path.with_name(f".{sha}.{uuid.uuid4().hex}.tmp")
             temporary.write_bytes(data)
             os.replace(temporary, path)
+            written.append(path)
         return name
+
+    @contextmanager
+    def _rolled_back_files_removed(self, written: list[Path]):
+        """When the block fails, remove the files it wrote that no row refers to."""
+        try:
+            yield
+        except BaseException:
+            self._remove_unreferenced(written)
+            raise
+
+    def _remove_unreferenced(self, paths: Iterable[Path]) -> None:
+        """Delete those image files that no row refers to. Holds the import lock, so that no batch of an import
+        running at the same time is between writing a file and committing its row."""
+        paths = {f"{path.parent.name}/{path.name}": path for path in paths}
+        if not paths:
+            return
+        with self.engine.begin() as conn:
+            _lock(conn)
+            names = list(paths)
+            referenced = {file for chunk in range(0, len(names), 500) for file in conn.execute(
+                sa.select(images_table.c.file).where(images_table.c.file.in_(names[chunk:chunk + 500]))).scalars()}
+            for name, path in paths.items():
+                if name not in referenced:
+                    path.unlink(missing_ok=True)
 
     # ---- landmarks of older data homes ---------------------------------------------------------------
     def without_landmarks(self, ids: Iterable[int] | None = None) -> list[ImageRecord]:

@@ -1,6 +1,8 @@
 import io
 import os
 import threading
+import time
+import zipfile
 from dataclasses import replace
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -10,8 +12,8 @@ import pytest
 from PIL import Image
 
 from maskdet.settings import Settings
-from maskdet.store import (NEAR_DUPLICATE_BITS, SCHEMA_VERSION, Store, StoreError, hash_distances, open_database,
-                           perceptual_hash, validate_label)
+from maskdet.store import (NEAR_DUPLICATE_BITS, ORPHAN_AGE_SECONDS, SCHEMA_VERSION, Store, StoreError, hash_distances,
+                           open_database, perceptual_hash, validate_label)
 from tests.conftest import encode, make_old_home, pattern_image, write_dataset, zip_bytes
 
 
@@ -231,16 +233,17 @@ def test_failed_batch_leaves_no_partial_rows(store, tmp_path, detector, monkeypa
     calls = {"n": 0}
     real_write = Store._write_file
 
-    def failing_write(self, sha, data):
+    def failing_write(self, sha, data, written):
         calls["n"] += 1
         if calls["n"] == 40:  # in the middle of the second batch
             raise OSError("disk full")
-        return real_write(self, sha, data)
+        return real_write(self, sha, data, written)
 
     monkeypatch.setattr(Store, "_write_file", failing_write)
     with pytest.raises(OSError, match="disk full"):
         store.import_folder(root, detector)
     assert len(store.images()) == 32  # the first batch committed, the second rolled back whole
+    assert len(list(store.images_dir.glob("*/*"))) == 32  # and the files it had written are gone
     monkeypatch.setattr(Store, "_write_file", real_write)
     report = store.import_folder(root, detector)
     assert report.summary()["added"] == 48 and len(report.duplicates) == 32
@@ -447,3 +450,78 @@ def test_an_old_home_opens_migrated_and_gets_landmarks_when_asked(settings, shar
             assert migrated[name].box == face.box
             np.testing.assert_allclose(migrated[name].landmarks, face.landmarks, atol=0.01)
     assert old.fill_landmarks(detector) == {"filled": 0, "not_found": 0}  # nothing left to look for
+
+
+# ---- hostile and careless files: one bad file never ends an import -----------------------------------------
+
+def zip_with_broken_entries() -> bytes:
+    """Two good photos, one entry with deflate64 compression (unsupported) and one with corrupt deflate data."""
+    good = {f"with_mask/ok{i}.jpg": encode(pattern_image(300 + i)) for i in range(2)}
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in good.items():
+            archive.writestr(name, data)
+        archive.writestr("with_mask/deflate64.jpg", encode(pattern_image(310)))
+        archive.writestr("with_mask/corrupt.jpg", encode(pattern_image(311)))
+    data = bytearray(buffer.getvalue())
+    with zipfile.ZipFile(io.BytesIO(bytes(data))) as archive:
+        infos = {info.filename: info for info in archive.infolist()}
+    for offset in (infos["with_mask/deflate64.jpg"].header_offset + 8,):  # the local header's compression method
+        data[offset:offset + 2] = (9).to_bytes(2, "little")
+    central = data.rfind(b"with_mask/deflate64.jpg") - 46 + 10  # the central directory's compression method
+    data[central:central + 2] = (9).to_bytes(2, "little")
+    corrupt = infos["with_mask/corrupt.jpg"]
+    start = corrupt.header_offset + 30 + len(corrupt.filename) + 20
+    data[start:start + 40] = bytes(40)  # zeros in the middle of the deflate stream
+    return bytes(data)
+
+
+def test_a_zip_with_undecompressable_entries_imports_the_rest(store, detector):
+    report = store.import_zip(zip_with_broken_entries(), detector)
+    assert sorted(report.added) == ["with_mask/ok0.jpg", "with_mask/ok1.jpg"]
+    reasons = dict(report.rejected)
+    assert set(reasons) == {"with_mask/deflate64.jpg", "with_mask/corrupt.jpg"}
+    assert all(reason.startswith(("entry cannot be decompressed", "corrupt or truncated image", "not an image file"))
+               for reason in reasons.values())
+    assert "compression method" in reasons["with_mask/deflate64.jpg"]
+    again = store.import_zip(zip_with_broken_entries(), detector)  # a re-run finishes too
+    assert len(again.duplicates) == 2 and len(again.rejected) == 2
+
+
+@pytest.mark.timeout(60)
+def test_fifos_devices_outside_links_huge_and_non_utf8_files_in_a_folder(store, detector, tmp_path):
+    root = write_dataset(tmp_path / "photos", 2)
+    classes = root / "with_mask"
+    os.mkfifo(classes / "pipe.jpg")  # reading it would wait forever
+    (classes / "zeros.jpg").symlink_to("/dev/zero")  # reading it would fill the memory
+    (tmp_path / "outside.jpg").write_bytes(encode(pattern_image(320)))
+    (classes / "outside.jpg").symlink_to(tmp_path / "outside.jpg")
+    with open(classes / "huge.jpg", "wb") as handle:
+        handle.truncate(65 * 2**20)  # sparse: big, but costs no disk
+    (classes / "inside.jpg").symlink_to(classes / "img0.jpg")  # a link within the folder is fine (a duplicate here)
+    odd_name = os.fsdecode(b"caf\xe9.jpg")  # Latin-1 bytes, not UTF-8
+    (classes / odd_name).write_bytes(encode(pattern_image(321)))
+    report = store.import_folder(root, detector)
+    reasons = dict(report.rejected)
+    assert reasons == {"with_mask/pipe.jpg": "not a regular file (a FIFO, device or socket)",
+                       "with_mask/zeros.jpg": "symbolic link to outside the folder",
+                       "with_mask/outside.jpg": "symbolic link to outside the folder",
+                       "with_mask/huge.jpg": "file larger than 64 MiB"}
+    assert "with_mask/caf\ufffd.jpg" in report.added and len(report.added) == 5
+    assert report.duplicates == ["with_mask/inside.jpg"]
+    assert {r.source_name for r in store.images()} >= {"with_mask/caf\ufffd.jpg"}
+
+
+def test_files_a_killed_import_left_are_removed_by_the_next(store, detector, tmp_path):
+    store.import_folder(write_dataset(tmp_path / "first", 2), detector)
+    kept = len(list(store.images_dir.glob("*/*")))
+    old_orphan, young_orphan = store.images_dir / "ab" / ("ab" + "0" * 62), store.images_dir / "cd" / ".cd.tmp"
+    for path in (old_orphan, young_orphan):
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"left behind")
+    stale = time.time() - ORPHAN_AGE_SECONDS - 60
+    os.utime(old_orphan, (stale, stale))
+    store.import_folder(write_dataset(tmp_path / "second", 2, start=50), detector)
+    assert not old_orphan.exists() and young_orphan.exists()  # a young file may belong to an import in progress
+    assert len(list(store.images_dir.glob("*/*"))) == kept + 4 + 1
+    assert all(store.image_path(record).exists() for record in store.images())
