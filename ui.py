@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
+from maskdet.access import password_matches
 from maskdet.settings import Settings, load_settings
 from maskdet.store import Store
 
@@ -60,9 +61,26 @@ def page_setup(title: str) -> None:
     """Page config, and the sidebar's links to every page (Streamlit's own list would call the home page "app")."""
     st.set_page_config(page_title=f"{title} · maskdet" if title != "Home" else "maskdet",
                        page_icon=":material/masks:", layout="wide")
+    sign_in()
     with st.sidebar:
         for path, name, icon, _ in PAGES:
             link(path, name, icon)
+
+
+def sign_in() -> None:
+    """With MASKDET_PASSWORD set, a browser session sees nothing but this form until it gives the password."""
+    password = load_settings().password
+    if not password or st.session_state.get("signed_in"):
+        return
+    st.title("Sign in to maskdet")
+    with st.form("sign-in"):
+        given = st.text_input("Password", type="password", key="sign-in-password")
+        if st.form_submit_button("Sign in"):
+            if password_matches(given, password):
+                st.session_state["signed_in"] = True
+                st.rerun()
+            st.error("Wrong password.")
+    st.stop()
 
 
 def link(page: str, label: str, icon: str, fallback: str = "") -> None:

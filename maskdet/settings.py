@@ -15,6 +15,7 @@ class Settings:
     backbone_weights: Path | None
     max_pixels: int
     ice_servers: str = "[]"  # JSON list of RTCIceServer dicts for the Live page; empty = localhost/LAN only
+    password: str | None = None  # MASKDET_PASSWORD: the dashboard asks every browser session for it
 
 
 def load_settings() -> Settings:
@@ -28,4 +29,5 @@ def load_settings() -> Settings:
         backbone_weights=Path(weights) if weights else None,
         max_pixels=int(os.environ.get("MASKDET_MAX_PIXELS", 40_000_000)),
         ice_servers=os.environ.get("MASKDET_ICE_SERVERS", "[]"),
+        password=os.environ.get("MASKDET_PASSWORD") or None,
     )

@@ -1,0 +1,60 @@
+"""Safe by default: the dashboard stays on this machine unless told otherwise, and beyond it every browser session
+signs in with MASKDET_PASSWORD before it sees anything."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from maskdet.access import is_local, listen_problem
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("address, local", [("127.0.0.1", True), ("localhost", True), ("::1", True),
+                                            ("0.0.0.0", False), ("192.168.1.20", False), ("myhost", False)])
+def test_which_addresses_keep_the_dashboard_on_this_machine(address, local):
+    assert is_local(address) is local
+    assert (listen_problem(address, None) is None) is local
+    assert listen_problem(address, "secret") is None
+
+
+def access_check(address: str, password: str | None) -> subprocess.CompletedProcess:
+    """What `make run ADDRESS=...` runs before starting Streamlit."""
+    env = {k: v for k, v in os.environ.items() if k != "MASKDET_PASSWORD"}
+    env["PYTHONPATH"] = str(ROOT)
+    if password:
+        env["MASKDET_PASSWORD"] = password
+    return subprocess.run([sys.executable, "-m", "maskdet.access", address], env=env, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_listening_beyond_this_machine_without_a_password_is_refused():
+    refused = access_check("0.0.0.0", None)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert refused.stderr.startswith("error: Not listening on 0.0.0.0 without a password")
+    assert access_check("0.0.0.0", "secret").returncode == 0 and access_check("127.0.0.1", None).returncode == 0
+    assert 'address = "127.0.0.1"' in (ROOT / ".streamlit" / "config.toml").read_text()
+
+
+@pytest.mark.parametrize("page", ["app.py", "pages/1_Dataset.py", "pages/4_Models.py"])
+def test_with_a_password_a_session_sees_only_the_sign_in_until_it_gives_it(page, settings, monkeypatch):
+    monkeypatch.setenv("MASKDET_PASSWORD", "correct horse")
+    at = AppTest.from_file(str(ROOT / page), default_timeout=60).run()
+    assert [t.value for t in at.title] == ["Sign in to maskdet"] and [b.label for b in at.button] == ["Sign in"]
+    assert not at.dataframe and not at.sidebar.children  # no page content, not even the links
+    at.text_input(key="sign-in-password").input("wrong")
+    at.button[0].click().run()
+    assert [e.value for e in at.error] == ["Wrong password."] and [t.value for t in at.title] == ["Sign in to maskdet"]
+    at.text_input(key="sign-in-password").input("correct horse")
+    at.button[0].click().run()
+    assert "Sign in to maskdet" not in [t.value for t in at.title] and len(at.title) == 1 and not at.error
+
+
+def test_without_a_password_there_is_no_sign_in(settings, monkeypatch):
+    monkeypatch.delenv("MASKDET_PASSWORD", raising=False)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    assert [t.value for t in at.title] == ["maskdet: face-mask detection studio"]
