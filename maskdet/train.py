@@ -170,6 +170,10 @@ class Split:
     targets: np.ndarray  # (N,) class indices
     landmarks: np.ndarray  # (N, 5, 2) the face's landmarks in crop pixels; NaN where there are none
 
+    @property
+    def has_landmarks(self) -> np.ndarray:
+        return ~np.isnan(self.landmarks[:, 0, 0])
+
 
 @dataclass(frozen=True)
 class MaskSynthesis:
@@ -239,10 +243,13 @@ def resolve_synthesis(masks: SyntheticMasks, labels: list[str]) -> MaskSynthesis
     return MaskSynthesis(labels.index(source), labels.index(target), masks.probability, masks.styles)
 
 
-def masked_sources(split: Split, synthesis: MaskSynthesis, rounds: int, rng: np.random.Generator) -> np.ndarray:
+def masked_sources(split: Split, synthesis: MaskSynthesis | None, rounds: int,
+                   rng: np.random.Generator) -> np.ndarray:
     """Source-class faces with landmarks that get a drawn-mask view: each of `rounds` views of each such face has
-    the synthesis probability of adding one."""
-    eligible = np.flatnonzero((split.targets == synthesis.source) & ~np.isnan(split.landmarks[:, 0, 0]))
+    the synthesis probability of adding one (none without synthesis)."""
+    if synthesis is None:
+        return np.zeros(0, np.int64)
+    eligible = np.flatnonzero((split.targets == synthesis.source) & split.has_landmarks)
     return np.concatenate([eligible[rng.random(len(eligible)) < synthesis.probability] for _ in range(rounds)]
                           + [np.zeros(0, np.int64)])
 
@@ -284,8 +291,7 @@ def prefetched(make_batch: Callable[[slice], np.ndarray], count: int, batch_size
 def feature_views(split: Split, views_per_image: int, synthesis: MaskSynthesis | None, seed: int) -> Views:
     """The clean crops, then `views_per_image` augmented views of each, then the drawn-mask views."""
     count = len(split.crops)
-    masked = masked_sources(split, synthesis, views_per_image, np.random.default_rng(seed)) if synthesis \
-        else np.zeros(0, np.int64)
+    masked = masked_sources(split, synthesis, views_per_image, np.random.default_rng(seed))
     indices = np.concatenate([np.tile(np.arange(count), 1 + views_per_image), masked])
     kinds = np.concatenate([np.full(count, CLEAN), np.full(count * views_per_image, AUGMENTED),
                             np.full(len(masked), MASKED)])
@@ -404,7 +410,7 @@ def finetune(model: MaskNet, splits: dict[str, Split], config: TrainConfig, synt
 
     def train_epoch(epoch: int) -> tuple[float, float]:
         train_mode_with_frozen_batchnorm(model)
-        masked = masked_sources(train, synthesis, 1, rng) if synthesis else np.zeros(0, np.int64)
+        masked = masked_sources(train, synthesis, 1, rng)
         indices = np.concatenate([np.arange(len(train.crops)), masked])
         kinds = np.concatenate([np.full(len(train.crops), AUGMENTED), np.full(len(masked), MASKED)])
         order = rng.permutation(len(indices))
@@ -568,7 +574,7 @@ def synthesis_summary(synthesis: MaskSynthesis | None, labels: list[str], train:
     return {"source": labels[synthesis.source], "target": labels[synthesis.target],
             "probability": synthesis.probability, "styles": synthesis.styles,
             "source_faces": int(source.sum()),
-            "source_faces_with_landmarks": int((source & ~np.isnan(train.landmarks[:, 0, 0])).sum()),
+            "source_faces_with_landmarks": int((source & train.has_landmarks).sum()),
             "views": int((train_kinds == MASKED).sum())}
 
 
