@@ -12,20 +12,13 @@ both sets with and without the padded retry, and the masks-small photos where on
 
 import argparse
 import json
-import os
-import sys
-import tempfile
+import shutil
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from home import add_shared_arguments, default_path, fresh_home
 
 NEW_AUGMENTATIONS = ("downscale", "jpeg", "motion_blur")
-
-
-def default_path(variable: str, fallback: str) -> str:
-    return os.environ.get(variable) or str((ROOT / fallback).resolve())
 
 
 def scores(report: dict, seconds: float) -> dict:
@@ -75,16 +68,12 @@ def detection_figures(data: Path, real: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=default_path("MASKDET_TEST_DATA", "../shared/datasets/masks-small"))
+    add_shared_arguments(parser)
     parser.add_argument("--real", default=default_path("MASKDET_REAL_DEV_DATA", "../shared/datasets/masks-real-dev"))
-    parser.add_argument("--weights", default=default_path("MASKDET_BACKBONE_WEIGHTS",
-                                                          "../shared/weights/mobilenet_v2_imagenet.pth"))
     parser.add_argument("--detection", action="store_true", help="also report face-found rates with/without retry")
     args = parser.parse_args()
 
-    workdir = Path(tempfile.mkdtemp(prefix="maskdet-real-"))
-    os.environ["MASKDET_HOME"] = str(workdir / "home")
-    os.environ["MASKDET_MODELS"] = str(workdir / "models")
+    workdir = fresh_home("maskdet-real-")
     from maskdet.cli import face_detector, tqdm_progress
     from maskdet.export import load_classifier
     from maskdet.predict import evaluate_folder
@@ -111,8 +100,6 @@ def main() -> None:
                          "synthetic_views": (result["synthetic_masks"] or {}).get("views", 0)}
     if args.detection:
         figures["detection"] = detection_figures(Path(args.data), Path(args.real))
-    import shutil
-
     shutil.rmtree(workdir, ignore_errors=True)
     print(json.dumps(figures))
 

@@ -10,18 +10,11 @@ The data home and models go to a temporary folder (kept with --keep, printed in 
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-
-def default_path(variable: str, fallback: str) -> str:
-    return os.environ.get(variable) or str((ROOT / fallback).resolve())
+from home import add_shared_arguments, fresh_home
 
 
 def full_size_faces(store) -> int:
@@ -39,17 +32,13 @@ def full_size_faces(store) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=default_path("MASKDET_TEST_DATA", "../shared/datasets/masks-small"))
-    parser.add_argument("--weights", default=default_path("MASKDET_BACKBONE_WEIGHTS",
-                                                          "../shared/weights/mobilenet_v2_imagenet.pth"))
+    add_shared_arguments(parser)
     parser.add_argument("--config", help="JSON object of TrainConfig overrides")
     parser.add_argument("--compare-full-size", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the temporary data home and models")
     args = parser.parse_args()
 
-    workdir = Path(tempfile.mkdtemp(prefix="maskdet-bench-"))
-    os.environ["MASKDET_HOME"] = str(workdir / "home")
-    os.environ["MASKDET_MODELS"] = str(workdir / "models")
+    workdir = fresh_home("maskdet-bench-")
     from maskdet.cli import tqdm_progress
     from maskdet.faces import FaceDetector
     from maskdet.settings import load_settings
