@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import os
 import shutil
 import sys
 from contextlib import contextmanager, nullcontext
@@ -397,8 +398,12 @@ def main(argv: list[str] | None = None) -> int:
         line, code = failure(error)
         print(line, file=sys.stderr)
         return code
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print_human(args.command, result)
+    try:
+        if args.json:
+            print(json.dumps(result, indent=2))
+        else:
+            print_human(args.command, result)
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader stopped early (`runs | head -1`): it took what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # and the flush at exit finds no pipe
     return 0

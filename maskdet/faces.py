@@ -4,6 +4,7 @@ Both are written in maskdet/bundle/ (mtcnn_cascade.py, crop_rule.py), which the 
 predict_onnx.py finds and crops faces with the same code."""
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -52,7 +53,9 @@ class FaceDetector:
     on a padded copy: a face that fills the frame (a masked close-up) has its box partly outside the photo, where
     MTCNN cannot place it; with a border of `pad_fraction` of the longer side on each side it can.
 
-    min_face_size is in pixels of the downscaled copy (PNet cannot see faces under 12 pixels there)."""
+    min_face_size is in pixels of the downscaled copy (PNet cannot see faces under 12 pixels there). The networks
+    are built on the first detection (a second or so, and torch to export them), so work that ends before any photo
+    is decoded, such as an import whose only file is rejected, never pays for them."""
 
     def __init__(self, detect_side: int = 160, fallback_side: int = 640, min_face_size: int = 20,
                  thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7), min_probability: float = 0.0,
@@ -61,7 +64,12 @@ class FaceDetector:
         self.fallback_side = fallback_side
         self.min_probability = min_probability
         self.pad_fraction = pad_fraction
-        self.mtcnn = OnnxMTCNN(min_face_size, thresholds)
+        self.min_face_size = min_face_size
+        self.thresholds = thresholds
+
+    @cached_property
+    def mtcnn(self) -> OnnxMTCNN:
+        return OnnxMTCNN(self.min_face_size, self.thresholds)
 
     def detect(self, images: list[np.ndarray]) -> list[list[Face]]:
         """All faces per image, largest first."""

@@ -76,6 +76,7 @@ class LivePipeline:
         self.settings = settings
         self.detector = FaceDetector(detect_side=settings.detect_side, fallback_side=settings.detect_side,
                                      min_probability=settings.detection_confidence)
+        self.detector.mtcnn  # built now, not while the first frame waits
         self.counters = Counters()
         self._faces: list[Face] = []
         self._lock = threading.Lock()

@@ -320,3 +320,45 @@ def test_landmarks_command_fills_an_old_data_home(tmp_path, shared_data):
     make_old_home(tmp_path / "data" / "maskdet.db")
     assert succeeded(cli(tmp_path, "landmarks")) == {"filled": 1, "not_found": 0, "images_with_face": 1}
     assert succeeded(cli(tmp_path, "landmarks")) == {"filled": 0, "not_found": 0, "images_with_face": 1}
+
+
+# ---- a light CLI ---------------------------------------------------------------------------------------------
+
+LOADED = ("import json, sys\nfrom maskdet.cli import main\nfrom maskdet.mtcnn import networks\ncode = main(sys.argv[1:])\n"
+          "print(json.dumps({'code': code, 'torch': 'torch' in sys.modules, 'mtcnn': networks.cache_info().currsize}),"
+          " file=sys.stderr)")
+
+
+def loaded_by(home: Path, *args) -> dict:
+    """What running a command loaded: torch, MTCNN's networks (and its exit code)."""
+    command = [sys.executable, "-c", LOADED, *map(str, args)]
+    result = subprocess.run(command, cwd=home, env=cli_env(home), capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in result.stderr, result.stderr
+    return json.loads(result.stderr.strip().splitlines()[-1])
+
+
+def test_commands_that_need_no_detector_load_neither_it_nor_torch(tmp_path):
+    (tmp_path / "notes.jpg").write_text("not a photo")
+    cases = [("labels",), ("runs",), ("cancel", "20990101-000000-abcdef"), ("import", "notes.jpg", "--label", "x")]
+    assert cli(tmp_path, "labels").returncode == 0  # one process creates the new home
+    results = concurrently(*[lambda case=case: loaded_by(tmp_path, *case) for case in cases])
+    assert [r["code"] for r in results] == [0, 0, 2, 2]
+    assert not any(r["torch"] or r["mtcnn"] for r in results), results
+
+
+def test_output_cut_short_by_the_reader_ends_quietly(tmp_path):
+    result = subprocess.run(f"set -o pipefail; {sys.executable} -m maskdet labels | head -1", shell=True,
+                            executable="/bin/bash", cwd=tmp_path, env=cli_env(tmp_path), capture_output=True, text=True)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "{\n", "")
+
+
+@pytest.mark.parametrize("url, phrase", [
+    ("postgresql://maskdet:secret@127.0.0.1:1/maskdet", "Cannot open the database postgresql://maskdet:***@127.0.0.1"
+                                                        ":1/maskdet (connection"),
+    ("mysql://maskdet:secret@127.0.0.1/maskdet", "No driver for the database mysql://maskdet:***@127.0.0.1/maskdet"),
+])
+def test_an_unusable_database_is_one_sentence(tmp_path, url, phrase):
+    env = {**cli_env(tmp_path), "MASKDET_DATABASE_URL": url}
+    result = subprocess.run([sys.executable, "-m", "maskdet", "runs"], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert refused(result, phrase).count("\n") == 0
