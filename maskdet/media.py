@@ -8,7 +8,7 @@ import os
 import re
 import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -34,27 +34,29 @@ log = logging.getLogger("maskdet.live")
 
 # ---- the webcam stream ---------------------------------------------------------------------------
 
-def summary(counters: Counters, fps: float) -> str:
+def summary(counters: Counters) -> str:
     """One line of what a pipeline has done, for the server log."""
     labels = ", ".join(f"{label} {count}" for label, count in sorted(counters.labels.items()))
-    return (f"{counters.frames} frames, {counters.detections} detections, {counters.faces_classified} faces "
-            f"classified ({labels or 'none'}), {fps:.1f} fps")
+    return (f"{counters.frames} frames, {counters.dropped} dropped, {counters.detections} detections, "
+            f"{counters.faces_classified} faces classified ({labels or 'none'}), {counters.fps:.1f} fps")
 
 
-def frame_callback(pipeline: LivePipeline) -> Callable[[av.VideoFrame], av.VideoFrame]:
-    """streamlit-webrtc's video_frame_callback: the annotated frame, and a log line every LOG_EVERY frames."""
-    def callback(frame: av.VideoFrame) -> av.VideoFrame:
-        annotated, _ = pipeline.process(frame.to_ndarray(format="rgb24"))
+def frames_callback(pipeline: LivePipeline) -> Callable[[list[av.VideoFrame]], Awaitable[list[av.VideoFrame]]]:
+    """streamlit-webrtc's queued_video_frames_callback. It gets the frames that arrived since the last call (more
+    than one when the pipeline was slower than the camera): the newest is annotated, the older ones are dropped and
+    counted, so the picture never falls behind. A log line every LOG_EVERY frames."""
+    async def callback(frames: list[av.VideoFrame]) -> list[av.VideoFrame]:
+        annotated, _ = pipeline.process(frames[-1].to_ndarray(format="rgb24"), dropped=len(frames) - 1)
         counters = pipeline.snapshot()
         if counters.frames % LOG_EVERY == 0:
-            log.info("live: %s", summary(counters, pipeline.fps))
-        return av.VideoFrame.from_ndarray(annotated, format="rgb24")
+            log.info("live: %s", summary(counters))
+        return [av.VideoFrame.from_ndarray(annotated, format="rgb24")]
     return callback
 
 
 def ended_callback(pipeline: LivePipeline) -> Callable[[], None]:
     """streamlit-webrtc's on_video_ended: log the pipeline's totals when a stream stops."""
-    return lambda: log.info("live stream ended: %s", summary(pipeline.snapshot(), pipeline.fps))
+    return lambda: log.info("live stream ended: %s", summary(pipeline.snapshot()))
 
 
 # ---- an uploaded photo ---------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from streamlit_webrtc import WebRtcMode, webrtc_streamer
 import ui
 from maskdet import media, runs
 from maskdet.export import load_classifier
-from maskdet.live import LivePipeline, LiveSettings, rtc_configuration
+from maskdet.live import RATE_WINDOW_SECONDS, LivePipeline, LiveSettings, rtc_configuration
 from maskdet.bundle.pixels import IMAGE_SUFFIXES
 
 ui.page_setup("Live")
@@ -103,13 +103,17 @@ def show_stats(live: LivePipeline, playing: bool) -> None:
     @st.fragment(run_every=1.0 if playing else None)
     def block() -> None:
         counters = live.snapshot()
-        columns = st.columns(3 + len(counters.labels))
+        columns = st.columns(4 + len(counters.labels))
         columns[0].metric("frames processed", counters.frames)
-        columns[1].metric("faces classified", counters.faces_classified)
-        columns[2].metric("fps", f"{live.fps:.1f}")
-        for column, (label, count) in zip(columns[3:], sorted(counters.labels.items())):
+        columns[1].metric("frames dropped", counters.dropped, help="Frames that arrived while the previous one was "
+                          "still being processed: skipped, so that the picture never falls behind the camera.")
+        columns[2].metric("faces classified", counters.faces_classified)
+        columns[3].metric("fps", f"{counters.fps:.1f}", help=f"Frames processed in the last "
+                          f"{RATE_WINDOW_SECONDS:g} s, per second: the figure on the video too.")
+        for column, (label, count) in zip(columns[4:], sorted(counters.labels.items())):
             column.metric(label, count)
-        st.caption("Totals since this model and these settings were loaded; faces are counted once per frame.")
+        st.caption(f"Totals since this model and these settings were loaded; faces are counted once per frame. "
+                   f"fps and the stage times on the video are over the last {RATE_WINDOW_SECONDS:g} s.")
     block()
 
 
@@ -126,7 +130,7 @@ def camera(path: str, stamp: float, settings: LiveSettings) -> None:
     with video:
         context = ui.attempt(webrtc_streamer, key="live", mode=WebRtcMode.SENDRECV, rtc_configuration=ice,
                              media_stream_constraints={"video": {"width": 640, "height": 480}, "audio": False},
-                             video_frame_callback=media.frame_callback(live),
+                             queued_video_frames_callback=media.frames_callback(live),
                              on_video_ended=media.ended_callback(live), async_processing=True)
         show_stats(live, playing=context is not None and context.state.playing)
     advice.markdown(

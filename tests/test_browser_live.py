@@ -24,8 +24,8 @@ TIMEOUT = 180  # seconds; generous for a 2-core CI machine
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory, shared_data) -> Path:
-    """50 frames (one, then two faces) as the fake camera's Y4M file; Chromium loops it."""
-    return write_y4m(make_clip(clip_photos(shared_data), 50), tmp_path_factory.mktemp("clip") / "faces.y4m", fps=15)
+    """50 frames (one, then two faces) as the fake camera's Y4M file at a webcam's 30 fps; Chromium loops it."""
+    return write_y4m(make_clip(clip_photos(shared_data), 50), tmp_path_factory.mktemp("clip") / "faces.y4m", fps=30)
 
 
 @pytest.fixture(scope="module")
@@ -84,11 +84,19 @@ def test_the_camera_stream_is_classified_on_the_server(server, page):
     assert metric(page, "with_mask") + metric(page, "without_mask") > 0
     assert_no_traceback(page)
 
+    # The fps shown (the overlay's figure: the same window) against frames processed over wall clock.
+    began, first = time.monotonic(), metric(page, "frames processed")
+    page.wait_for_timeout(6000)
+    shown, delivered = metric(page, "fps"), (metric(page, "frames processed") - first) / (time.monotonic() - began)
+    (output / "live-fps.txt").write_text(f"fps shown {shown:.1f}, frames processed over wall clock {delivered:.1f}, "
+                                         f"frames dropped {metric(page, 'frames dropped'):.0f}\n")
+    assert shown == pytest.approx(delivered, rel=0.25)
+
     component.get_by_role("button", name="STOP").click()
-    pattern = re.compile(r"live stream ended: (\d+) frames, (\d+) detections, (\d+) faces classified")
+    pattern = re.compile(r"live stream ended: (\d+) frames, (\d+) dropped, (\d+) detections, (\d+) faces classified")
     wait_until(lambda: pattern.search(server.output()), "the server's log line for the stopped stream", 60)
-    frames, detections, faces = map(int, pattern.search(server.output()).groups())
-    assert frames >= 45 and 0 < detections < frames and faces > 0
+    frames, dropped, detections, faces = map(int, pattern.search(server.output()).groups())
+    assert frames >= 45 and 0 < detections < frames and faces > 0 and dropped >= 0
 
 
 def test_an_uploaded_video_comes_back_playable(server, page, shared_data, tmp_path):

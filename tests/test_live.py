@@ -1,6 +1,7 @@
 """The live frame pipeline on generated frames and on frames built from real photos."""
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ from PIL import Image
 
 from maskdet import export
 from maskdet.faces import CropRule, FaceDetector, box_iou
-from maskdet.live import LivePipeline, LiveSettings, as_rgb
+from maskdet.live import LivePipeline, LiveSettings, RateWindow, as_rgb
 from maskdet.model import MaskNet, Preprocess
 from maskdet.predict import classify_faces
 
@@ -83,18 +84,41 @@ def test_real_faces_are_found_and_tracked_between_detections(untrained, shared_d
     assert (counters.frames, counters.detections, counters.faces_classified) == (4, 2, 8)
 
 
-def test_the_overlay_shows_moving_averages_of_the_stage_times(untrained, shared_data):
-    """Detection runs on every 3rd frame only, so the overlay's milliseconds are averaged, not one frame's."""
+@pytest.mark.parametrize("burst", [1, 2, 3])
+def test_fps_is_frames_over_wall_clock_even_when_frames_come_in_bursts(burst):
+    """30 frames a second, in bursts of `burst` frames 2 ms apart: a mean of 1/Δt would say up to 500 fps."""
+    window, period = RateWindow(seconds=3.0), burst / 30
+    for index in range(300):
+        start = (index // burst) * period + (index % burst) * 0.002
+        window.add(start, start + 0.001, {"detect": 4.0, "classify": 2.0})
+        if start > 3.5:  # past the first window: read it between the frames of a burst and between bursts
+            assert window.fps(start + 0.001) == pytest.approx(30, rel=0.05)
+            assert window.fps(start + 0.02) == pytest.approx(30, rel=0.05)
+
+
+def test_fps_starts_from_the_first_frame_and_falls_when_frames_stop():
+    window = RateWindow(seconds=3.0)
+    assert window.fps(10.0) == 0.0 and window.stage_ms(10.0) == {"detect": 0.0, "classify": 0.0}
+    for index in range(10):
+        window.add(10 + index * 0.1, 10.05 + index * 0.1, {"detect": 10.0 * (index % 2), "classify": 3.0})
+    assert window.fps(11.0) == pytest.approx(10)  # 10 frames in the first second
+    assert window.stage_ms(11.0) == {"detect": 5.0, "classify": 3.0}
+    assert window.fps(13.5) == pytest.approx(5 / 3)  # the camera stopped at 11 s: 5 frames left in the window
+    assert window.fps(20.0) == 0.0
+
+
+def test_the_overlay_and_the_snapshot_show_the_same_window_figures(untrained, shared_data):
+    """Detection runs on every 3rd frame only, so the stage milliseconds are averages over the window's frames."""
     pipeline = LivePipeline(untrained, LiveSettings(detect_every=3))
     frame = frame_of([shared_data / "without_mask" / "100.jpg"])
-    results = [pipeline.process(frame)[1] for _ in range(7)]
+    began = time.perf_counter()
+    results = [pipeline.process(frame, dropped=index % 2)[1] for index in range(7)]
+    snapshot = pipeline.snapshot()
+    elapsed = time.perf_counter() - began
+    assert (snapshot.frames, snapshot.dropped) == (7, 3)
+    assert 7 / elapsed <= snapshot.fps <= 7 / sum(r.timings_ms["total"] for r in results) * 1000
     for stage in ("detect", "classify"):
-        times = [r.timings_ms[stage] for r in results]
-        expected = times[0]
-        for value in times[1:]:
-            expected = 0.9 * expected + 0.1 * value
-        assert pipeline.stage_ms[stage] == pytest.approx(expected)
-        assert min(times) < pipeline.stage_ms[stage] < max(times)
+        assert snapshot.stage_ms[stage] == pytest.approx(np.mean([r.timings_ms[stage] for r in results]))
 
 
 def test_tracking_follows_a_moving_face_and_drops_a_lost_one(untrained, shared_data):

@@ -1,5 +1,6 @@
 """maskdet.media: uploaded photos and videos annotated by a real model, the webcam frame callback, uploaded models."""
 
+import asyncio
 import io
 import logging
 import re
@@ -175,19 +176,24 @@ def test_without_h264_the_video_is_vp8_webm(model, clip, monkeypatch):
 
 # ---- the webcam callback -------------------------------------------------------------------------
 
-def test_frame_callback_annotates_and_logs_a_summary(model, clip, monkeypatch, caplog):
+def test_frames_callback_annotates_the_newest_frame_counts_the_dropped_and_logs(model, clip, monkeypatch, caplog):
     monkeypatch.setattr(media, "LOG_EVERY", 2)
     pipeline = LivePipeline(model)
-    callback = media.frame_callback(pipeline)
+    callback = media.frames_callback(pipeline)
+    queued = [clip[0:1], clip[1:4], clip[4:5], clip[5:7]]  # frames arrived while the pipeline was busy: 2, then 1
     with caplog.at_level(logging.INFO, logger="maskdet.live"):
-        outputs = [callback(av.VideoFrame.from_ndarray(frame, format="rgb24")) for frame in clip[:4]]
+        outputs = [asyncio.run(callback([av.VideoFrame.from_ndarray(f, format="rgb24") for f in frames]))
+                   for frames in queued]
         media.ended_callback(pipeline)()
-    assert all(isinstance(out, av.VideoFrame) and (out.width, out.height) == (640, 480) for out in outputs)
-    assert (outputs[0].to_ndarray(format="rgb24") != clip[0]).any()
+    assert [len(out) for out in outputs] == [1, 1, 1, 1]
+    assert all((out[0].width, out[0].height) == (640, 480) for out in outputs)
+    assert (outputs[1][0].to_ndarray(format="rgb24") != clip[3]).any()  # the newest frame, annotated
     lines = [record.getMessage() for record in caplog.records]
-    assert [line.split(",")[0] for line in lines] == ["live: 2 frames", "live: 4 frames",
-                                                      "live stream ended: 4 frames"]
+    assert [", ".join(line.split(", ")[:2]) for line in lines] == ["live: 2 frames, 2 dropped",
+                                                                   "live: 4 frames, 3 dropped",
+                                                                   "live stream ended: 4 frames, 3 dropped"]
     assert re.search(r"[1-9]\d* faces classified \(.*with", lines[-1])  # with_mask or without_mask, counted
+    assert re.search(r" [1-9][\d.]* fps$", lines[-1])
 
 
 # ---- uploaded models -----------------------------------------------------------------------------

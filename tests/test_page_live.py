@@ -93,7 +93,7 @@ def test_the_camera_component_and_the_settings(env):
     assert at.slider(key="live-min-face").value == 40 and at.slider(key="live-detection").value == 0.9
     assert at.slider(key="live-threshold").value == 0.6 and at.select_slider(key="live-scale").value == 320
     assert at.number_input(key="live-max-faces").value == 8
-    assert [m.label for m in at.metric][:3] == ["frames processed", "faces classified", "fps"]
+    assert [m.label for m in at.metric][:4] == ["frames processed", "frames dropped", "faces classified", "fps"]
     assert "https" in texts(at.markdown) and "localhost" in texts(at.markdown)
     assert [tab.label for tab in at.tabs] == ["Camera", "No camera? Upload a photo or video"]
 
