@@ -3,6 +3,7 @@
 import streamlit as st
 
 import ui
+from maskdet import backup
 from maskdet.insights import summarize
 from maskdet.runs import active_run, runs_table
 
@@ -10,6 +11,38 @@ ui.page_setup("Home")
 st.title("maskdet: face-mask detection studio")
 st.caption("Build a labelled face dataset, train a MobileNetV2 classifier, read its metrics, try it live, "
            "download it as ONNX.")
+
+BACKUP = "home-backup"  # the prepared backup: (runs chosen, summary, bytes)
+
+
+def backup_section(store) -> None:
+    """Run choice, a progress bar while the archive is written, then its download."""
+    st.subheader("Back up this project")
+    st.caption("One zip of the whole project: the database (classes, photos with their faces, groups and splits, "
+               "runs), every photo, and the chosen runs' models, metrics and logs. It is safe to take while training "
+               "or importing. `python -m maskdet restore FILE` loads it into an empty data home, on SQLite or "
+               "PostgreSQL.")
+    runs = ui.attempt(backup.backup_runs, store) or []
+    captions = {run["id"]: ui.run_caption(run) for run in runs}
+    chosen = st.multiselect("Runs to include", list(captions), default=list(captions), format_func=captions.get,
+                            key="backup-runs", help="Finished runs; one still training can be included once it ends.")
+    if st.button("Prepare backup", key="backup-start", icon=":material/archive:"):
+        bar = st.progress(0.0, text="Backing up...")
+        made = ui.attempt(backup.backup_bytes, store, chosen, lambda done, total: bar.progress(
+            done / total, text=f"Backing up: {done} of {total} files"))
+        bar.empty()
+        if made:
+            st.session_state[BACKUP] = (chosen, *made)
+    prepared = st.session_state.get(BACKUP)
+    if prepared and prepared[0] == chosen:
+        _, result, data = prepared
+        st.success(f"Backup ready: {result['images']} images in {result['labels']} classes and "
+                   f"{len(result['runs'])} of {len(captions)} runs, {len(data) / 2**20:.1f} MB.")
+        for item in result["skipped"]:
+            st.warning(f"Left out {item['item']}: {item['reason']}.")
+        st.download_button("Download backup", data, file_name=backup.download_name(result), mime="application/zip",
+                           key="backup-download", icon=":material/download:", on_click="ignore")
+
 
 PAGES = ui.PAGES[1:]  # the home page's board: every page but this one
 columns = st.columns(len(PAGES))
@@ -54,3 +87,5 @@ if summary:
     if rows:
         st.subheader("Latest runs")
         st.dataframe(rows[:5], hide_index=True, width="stretch")
+
+    backup_section(store)

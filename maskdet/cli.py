@@ -20,13 +20,13 @@ class UsageError(ValueError):
     """A mistake in the command line; printed as one line."""
 
 
-def tqdm_progress(description: str):
+def tqdm_progress(description: str, unit: str = "img"):
     """A (done, total) callback drawing a tqdm bar on stderr, opened on the first update, closed at the end."""
     bars = []
 
     def update(done: int, total: int) -> None:
         if not bars:
-            bars.append(tqdm(desc=description, total=total, unit="img", file=sys.stderr, leave=False))
+            bars.append(tqdm(desc=description, total=total, unit=unit, file=sys.stderr, leave=False))
         bars[0].n = done
         bars[0].refresh()
         if done >= total:
@@ -282,6 +282,18 @@ def cmd_cancel(store: Store, args) -> dict:
     return {"run_id": args.run_id, "cancel_requested": True}
 
 
+def cmd_backup(store: Store, args) -> dict:
+    from .backup import backup
+
+    return backup(store, Path(args.file), [] if args.no_runs else args.runs, tqdm_progress("backup", "file"))
+
+
+def cmd_restore(store: Store, args) -> dict:
+    from .backup import restore
+
+    return restore(store, Path(args.file), tqdm_progress("restore", "file"))
+
+
 def print_human(command: str, result: dict) -> None:
     """A short readable rendering of a command's result."""
     if command == "runs":
@@ -300,6 +312,15 @@ def print_human(command: str, result: dict) -> None:
         for item in result["rejected_files"]:
             print(f"  rejected {item['name']}: {item['reason']}")
         print("labels: " + ", ".join(f"{k} {v}" for k, v in result["labels"].items()))
+    elif command == "backup":
+        print(f"Backed up to {result['file']} ({result['bytes'] / 2**20:.1f} MB): {result['images']} images in "
+              f"{result['labels']} classes; runs: {', '.join(result['runs']) or 'none'}.")
+        for item in result["skipped"]:
+            print(f"  left out {item['item']}: {item['reason']}")
+    elif command == "restore":
+        print(f"Restored into {result['home']} ({result['database']}): {result['images']} images ("
+              f"{', '.join(f'{k} {v}' for k, v in result['labels'].items())}); runs: "
+              f"{', '.join(result['runs']) or 'none'}; active model: {result['active_run'] or 'none chosen'}.")
     else:
         print(json.dumps({k: v for k, v in result.items() if k not in ("misclassified", "roc_curves")}, indent=2))
 
@@ -363,6 +384,17 @@ def build_parser(train_flags: bool) -> argparse.ArgumentParser:
 
     commands.add_parser("landmarks", help="find the face landmarks of photos imported before maskdet stored them")
 
+    p = commands.add_parser("backup", help="write the data home (database, images, runs) to one zip, safe while "
+                                           "the dashboard runs")
+    p.add_argument("file")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--runs", nargs="+", metavar="ID",
+                       help="back up these runs (default: every run not queued or running)")
+    which.add_argument("--no-runs", action="store_true", help="back up the dataset only")
+
+    p = commands.add_parser("restore", help="load a backup into an empty data home (SQLite or PostgreSQL)")
+    p.add_argument("file")
+
     commands.add_parser("runs", help="list training runs")
     p = commands.add_parser("cancel", help="ask a running training to stop")
     p.add_argument("run_id")
@@ -371,7 +403,7 @@ def build_parser(train_flags: bool) -> argparse.ArgumentParser:
 
 COMMANDS = {"import": cmd_import, "labels": cmd_labels, "train": cmd_train, "evaluate": cmd_evaluate,
             "export": cmd_export, "predict": cmd_predict, "landmarks": cmd_landmarks, "runs": cmd_runs,
-            "cancel": cmd_cancel}
+            "cancel": cmd_cancel, "backup": cmd_backup, "restore": cmd_restore}
 
 
 def failure(error: BaseException) -> tuple[str, int]:

@@ -4,9 +4,11 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
+from maskdet.backup import restore
 from maskdet.runs import set_active_run
 from maskdet.train import TrainConfig, execute_run
-from tests.conftest import page_in_app, write_dataset
+from tests.conftest import download_data, page_in_app, write_dataset
+from tests.test_backup import content, home_at, make_project
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
@@ -59,3 +61,23 @@ def test_every_page_links_all_pages_in_the_sidebar_with_home_first(settings):
     for page in ("pages/1_Dataset.py", "pages/5_Live.py"):
         at = page_in_app(page)
         assert not at.exception and [link.proto.label for link in at.sidebar.get("page_link")] == names
+
+
+def test_back_up_this_project_downloads_an_archive_that_restores(store, tmp_path, downloads):
+    run_id, failed = make_project(store, tmp_path)
+    at = run_home()
+    assert "Back up this project" in [header.value for header in at.subheader]
+    assert at.multiselect(key="backup-runs").value == [run_id, failed] and not at.download_button
+    at.button(key="backup-start").click().run()
+    assert not at.exception and not at.error
+    assert "Backup ready: 8 images in 2 classes and 2 of 2 runs" in texts(at.success)
+    name, data = download_data(at, downloads)["Download backup"]
+    assert name.startswith("maskdet-backup-") and name.endswith(".zip")
+    restored = home_at(tmp_path / "restored")
+    assert restore(restored, data)["active_run"] == run_id
+    assert content(restored) == content(store)
+
+    at.multiselect(key="backup-runs").set_value([failed]).run()  # another choice: the old download goes
+    assert not at.download_button
+    at.button(key="backup-start").click().run()
+    assert "Backup ready: 8 images in 2 classes and 1 of 2 runs" in texts(at.success)
