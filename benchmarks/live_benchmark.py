@@ -34,6 +34,30 @@ def run(pipeline: LivePipeline, clip: list[np.ndarray]):
     return [pipeline.process(frame)[1] for frame in clip]
 
 
+def load_or_make_classifier(model: str | None, int8: bool, clip: list[np.ndarray]) -> export.OnnxClassifier:
+    """A run's model (RUN_ID, or an .onnx file), its int8 file with `int8`; without `model`, a maskdet model with
+    random weights at the default input size (same speed as a trained one), quantised on the clip's faces with
+    `int8`. Shared by the live benchmarks."""
+    if model and model.endswith(".onnx"):
+        return export.load_classifier(Path(model))
+    if model:
+        from maskdet.cli import resolve_model
+        from maskdet.store import Store
+
+        return export.load_classifier(resolve_model(Store(), model, int8))
+    preprocess = Preprocess()
+    path = Path(tempfile.mkdtemp()) / "model.onnx"
+    rule = CropRule(size=preprocess.input_size)
+    path = export.export_classifier(MaskNet(2, preprocess).eval(), path, ["with_mask", "without_mask"], preprocess,
+                                    rule)
+    if int8:
+        detector = LivePipeline(export.load_classifier(path)).detector
+        faces = [(frame, face) for frame in clip[::10] for face in detector.detect([frame])[0]]
+        calibration = np.stack([crop_face(frame, face.box, rule) for frame, face in faces])
+        path = export.quantize(path, path.with_name("model.int8.onnx"), calibration)
+    return export.load_classifier(path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model")
@@ -44,23 +68,7 @@ def main() -> None:
                         or str((ROOT / "../shared/datasets/masks-small").resolve()))
     args = parser.parse_args()
     clip = make_clip(clip_photos(Path(args.data)), args.frames)
-    if args.model:
-        from maskdet.cli import resolve_model
-        from maskdet.store import Store
-
-        classifier = export.load_classifier(resolve_model(Store(), args.model, args.int8))
-    else:
-        preprocess = Preprocess()
-        path = Path(tempfile.mkdtemp()) / "model.onnx"
-        model = MaskNet(2, preprocess).eval()
-        rule = CropRule(size=preprocess.input_size)
-        path = export.export_classifier(model, path, ["with_mask", "without_mask"], preprocess, rule)
-        if args.int8:
-            detector = LivePipeline(export.load_classifier(path)).detector
-            faces = [(frame, face) for frame in clip[::10] for face in detector.detect([frame])[0]]
-            calibration = np.stack([crop_face(frame, face.box, rule) for frame, face in faces])
-            path = export.quantize(path, path.with_name("model.int8.onnx"), calibration)
-        classifier = export.load_classifier(path)
+    classifier = load_or_make_classifier(args.model, args.int8, clip)
     settings = LiveSettings(detect_every=args.detect_every)
     results = run(LivePipeline(classifier, settings), clip)
     reference = run(LivePipeline(classifier, LiveSettings(detect_every=1)), clip)

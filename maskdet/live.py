@@ -1,14 +1,17 @@
 """The live frame pipeline: detect (downscaled, every few frames; tracked between) → crop → classify in a batch → annotate.
 
 No Streamlit here: the Live page creates a LivePipeline per stream (model and settings) and calls process() from
-streamlit-webrtc's frame callback thread.
+streamlit-webrtc's frame callback thread. A live stream's detection cadence adapts to the load of the process (Cadence).
 """
 
 import json
+import math
+import os
 import threading
 import time
+import weakref
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -19,6 +22,13 @@ from .predict import FacePrediction, TextStyle, classify_faces, draw_predictions
 
 RATE_WINDOW_SECONDS = 3.0  # fps and stage times are over the frames processed in this much wall clock
 STAGES = ("detect", "classify")
+# The live streams of one process share this many seconds of processing per second of wall clock: all cores but one,
+# which is left to WebRTC's decoding and encoding and to the dashboard (1 on a 2-core machine).
+LIVE_BUSY_BUDGET = float(max(1, len(os.sched_getaffinity(0)) - 1 if hasattr(os, "sched_getaffinity")
+                             else (os.cpu_count() or 2) - 1))
+MAX_DETECT_EVERY = 30  # the longest adapted detection interval: about once a second at a webcam's 30 fps
+ADAPT_SECONDS = 0.5  # a stream's cadence steps up at most this often; back down at most every RATE_WINDOW_SECONDS
+RELAX = 0.6  # a stream steps back when it is busy under this fraction of its share
 
 
 @dataclass(frozen=True)
@@ -27,7 +37,8 @@ class LiveSettings:
     detection_confidence: float = 0.9
     class_threshold: float = 0.6  # below it a face is "uncertain"
     detect_side: int = 320  # MTCNN runs on a copy whose longer side is this
-    detect_every: int = 3  # full detection on every n-th frame; the frames between track the last faces
+    detect_every: int = 3  # full detection on every n-th frame, the frames between track the last faces; a live
+    # stream's minimum: under load it detects less often (Cadence)
     max_faces: int = 8  # faces classified per frame, largest first
 
 
@@ -37,11 +48,13 @@ class FrameResult:
     detected: bool  # whether MTCNN ran on this frame
     faces_found: int  # before the max_faces cap
     timings_ms: dict[str, float] = field(default_factory=dict)
+    skipped: bool = False  # not processed (the stream was over its share of the CPU): the last result again
 
 
 @dataclass
 class Counters:
-    """Totals since the pipeline was made, and (in a snapshot) the rates of the last RATE_WINDOW_SECONDS."""
+    """Totals since the pipeline was made, and (in a snapshot) the rates of the last RATE_WINDOW_SECONDS and the
+    cadence now."""
 
     frames: int = 0
     dropped: int = 0  # frames that arrived while the pipeline was busy with an earlier one: never processed
@@ -50,6 +63,8 @@ class Counters:
     labels: dict[str, int] = field(default_factory=dict)
     fps: float = 0.0
     stage_ms: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    detect_every: int = 0  # full detection on every n-th processed frame, as adapted (Cadence)
+    skipping: bool = False  # whether frames are skipped to keep the stream within its share of the CPU
 
 
 class RateWindow:
@@ -84,6 +99,121 @@ class RateWindow:
         return {stage: float(np.mean([frame[stage] for frame in recent])) if recent else 0.0 for stage in STAGES}
 
 
+class LoadShare:
+    """The processing time per second of wall clock that the live streams of a process share (`budget`), split
+    evenly among the streams that processed a frame in the last RATE_WINDOW_SECONDS."""
+
+    def __init__(self, budget: float = LIVE_BUSY_BUDGET):
+        self.budget = budget
+        self._seen: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # stream → when it last asked
+        self._lock = threading.Lock()
+
+    def share(self, stream: object, now: float) -> float:
+        """`stream`'s share as of `now`, counting it as active."""
+        with self._lock:
+            self._seen[stream] = now
+            active = sum(1 for seen in self._seen.values() if seen > now - RATE_WINDOW_SECONDS)
+        return self.budget / active
+
+
+LIVE_LOAD = LoadShare()
+
+
+class Cadence:
+    """How often a live stream runs full detection, and whether it skips frames, adapted to the load.
+
+    Why: streamlit-webrtc hands the pipeline the newest frame and drops the ones that came while it was busy, so the
+    pipeline alone never falls behind. But when the streams of a process need more CPU than it has, the WebRTC
+    decoding, encoding and packet handling around them fall behind too, and there frames queue without a bound: the
+    latency grows for as long as the overload lasts. Full detection (MTCNN) costs several tracked frames, so
+    detecting less often is the cheapest way to need less.
+
+    The rule. A stream adapts once frames have been dropped for it (a webcam whose frames come faster than they are
+    processed; a video file or a photo, whose every frame is processed, never adapts). It compares `busy`, the part
+    of the wall clock it spent processing frames, with its share: the LoadShare budget (LIVE_BUSY_BUDGET) over the
+    live streams of the process.
+    - Busy above its share over the last ADAPT_SECONDS (or since its last step, when longer): it picks the interval
+      at which it would be busy just its share. With frames arriving r a second, detected ones taking D seconds and
+      tracked ones T, a stream detecting every n-th frame is busy r·(D + (n−1)·T)/n, so n ≥ (D − T) / (share/r − T);
+      it takes at least double its interval, at most MAX_DETECT_EVERY. When no interval up to that maximum is
+      enough, it also skips frames: after a frame that took t, frames that come within t·(1/share − 1) are skipped
+      (the last annotated frame is shown again), which keeps it busy at most its share.
+    - Busy under RELAX × its share over the last RATE_WINDOW_SECONDS, with no change in that time: one step back,
+      first to no skipping, then halving the interval, down to the settings' detect_every (a minimum). Slower down
+      than up, so that it settles instead of swinging.
+    Wall-clock processing time grows with contention from any source (the other streams, their codecs, another
+    process), so a stream also backs off when others load the CPU. One stream alone has the whole budget: on a
+    2-core machine (budget 1) it never adapts, as it cannot be busy more than all the time.
+
+    Not thread-safe: the pipeline calls it under its lock. Times are seconds of one monotonic clock."""
+
+    def __init__(self, minimum: int, load: LoadShare = LIVE_LOAD, maximum: int = MAX_DETECT_EVERY):
+        self.minimum = max(1, minimum)
+        self.maximum = max(self.minimum, maximum)
+        self.interval = self.minimum
+        self.skipping = False
+        self.live = False  # whether frames have been dropped for this stream
+        self.load = load
+        self.share = load.budget
+        self._frames: deque[tuple[float, float, bool, int]] = deque()  # the window's (start, end, detected, arrived)
+        self._cost: dict[bool, float] = {}  # the last known mean seconds of a detected (True) and a tracked frame
+        self._since = 0.0  # when the stream went live or last changed its cadence
+
+    def busy(self, now: float, seconds: float = RATE_WINDOW_SECONDS) -> float:
+        """The part of the last `seconds` (at most RATE_WINDOW_SECONDS) spent processing frames."""
+        begin = now - seconds
+        spent = sum(end - max(start, begin) for start, end, _, _ in self._frames if end > begin)
+        return spent / seconds if seconds > 0 else 0.0
+
+    def skip(self, now: float) -> bool:
+        """Whether a frame that arrives now is skipped (only while skipping)."""
+        if not self.skipping or not self._frames:
+            return False
+        start, end, _, _ = self._frames[-1]
+        return now - end < (end - start) * (1 / self.share - 1)
+
+    def processed(self, start: float, end: float, detected: bool, arrived: int) -> None:
+        """Record a frame processed from `start` to `end` (`detected`: with full detection); `arrived`: the frames
+        that came since the previous processed one, this one included (the others were dropped or skipped). Adapt."""
+        self._frames.append((start, end, detected, arrived))
+        while self._frames[0][1] <= end - RATE_WINDOW_SECONDS:
+            self._frames.popleft()
+        if not self.live and arrived > 1:
+            self.live, self._since = True, start
+        if not self.live:
+            return
+        self.share = self.load.share(self, end)
+        held = min(end - self._since, RATE_WINDOW_SECONDS)
+        if held >= ADAPT_SECONDS and self.busy(end, held) > self.share:
+            fit = self.fitting_interval(end, held)
+            self.skipping = self.skipping or self.interval == self.maximum or fit > self.maximum
+            self.interval = min(self.maximum, max(2 * self.interval, fit))
+            self._since = end
+        elif held >= RATE_WINDOW_SECONDS and self.busy(end) < RELAX * self.share and (
+                self.skipping or self.interval > self.minimum):
+            if self.skipping:
+                self.skipping = False
+            else:
+                self.interval = max(self.minimum, self.interval // 2)
+            self._since = end
+
+    def fitting_interval(self, now: float, seconds: float) -> float:
+        """The detection interval at which the last `seconds` would have kept the stream busy just its share
+        (math.inf when none would; 0 while a detected or a tracked frame has not been timed yet)."""
+        recent = [frame for frame in self._frames if frame[1] > now - seconds]
+        for detected in (True, False):
+            durations = [end - start for start, end, kind, _ in recent if kind == detected]
+            if durations:
+                self._cost[detected] = sum(durations) / len(durations)
+        if len(self._cost) < 2:
+            return 0
+        rate = sum(arrived for *_, arrived in recent) / seconds
+        room = self.share / rate - self._cost[False] if rate else math.inf
+        if room <= 0:
+            return math.inf
+        return max(1, math.ceil((self._cost[True] - self._cost[False]) / room))
+
+
 def rtc_configuration(ice_servers: str) -> dict:
     """The WebRTC configuration from MASKDET_ICE_SERVERS (a JSON list of RTCIceServer objects)."""
     try:
@@ -105,9 +235,12 @@ def as_rgb(frame: np.ndarray) -> np.ndarray:
 
 
 class LivePipeline:
-    """Thread-safe: one frame at a time goes through the pipeline; counters can be read from any thread."""
+    """Thread-safe: one frame at a time goes through the pipeline; counters can be read from any thread.
 
-    def __init__(self, classifier: OnnxClassifier, settings: LiveSettings = LiveSettings()):
+    `settings.detect_every` is a minimum: in a live stream the detection interval adapts to the load (Cadence)."""
+
+    def __init__(self, classifier: OnnxClassifier, settings: LiveSettings = LiveSettings(),
+                 load: LoadShare = LIVE_LOAD):
         self.classifier = classifier
         self.settings = settings
         self.detector = FaceDetector(detect_side=settings.detect_side, fallback_side=settings.detect_side,
@@ -117,17 +250,34 @@ class LivePipeline:
         self._faces: list[Face] = []
         self._lock = threading.Lock()
         self.rates = RateWindow()
+        self.cadence = Cadence(settings.detect_every, load)
+        self._tracked: int | None = None  # frames tracked since the last detection (None: no detection yet)
+        self._last: tuple[np.ndarray, FrameResult] | None = None  # of a live stream, shown again for a skipped frame
+        self._arrived = 0  # frames that came since the last processed one
 
     def process(self, frame: np.ndarray, dropped: int = 0) -> tuple[np.ndarray, FrameResult]:
         """Annotated copy of a frame (RGB, RGBA or grayscale uint8) and what was found in it; `dropped`: frames
-        that arrived before this one while the pipeline was busy, skipped to keep the latency bounded."""
+        that arrived before this one while the pipeline was busy, skipped to keep the latency bounded. While a live
+        stream is over its share of the CPU (Cadence), a frame may be skipped: the last annotated frame comes back
+        (result.skipped) and the frame is counted as dropped."""
         with self._lock:
             self.counters.dropped += dropped
-            return self._process(as_rgb(frame))
+            self._arrived += dropped + 1
+            start = time.perf_counter()
+            if self._last is not None and self.cadence.skip(start):
+                self.counters.dropped += 1
+                annotated, result = self._last
+                return annotated, replace(result, detected=False, timings_ms={}, skipped=True)
+            annotated, result = self._process(as_rgb(frame))
+            self.cadence.processed(start, time.perf_counter(), result.detected, self._arrived)
+            self._arrived = 0
+            self._last = (annotated, result) if self.cadence.live else None
+            return annotated, result
 
     def _process(self, frame: np.ndarray) -> tuple[np.ndarray, FrameResult]:
         timings, start = {}, time.perf_counter()
-        detect = self.counters.frames % self.settings.detect_every == 0
+        detect = self._tracked is None or self._tracked >= self.cadence.interval - 1
+        self._tracked = 0 if detect else self._tracked + 1
         if detect:
             scale = min(1.0, self.settings.detect_side / max(frame.shape[:2]))
             self.detector.mtcnn.min_face_size = max(MIN_FACE_SIDE, round(self.settings.min_face_size * scale))
@@ -163,6 +313,9 @@ class LivePipeline:
         style = TextStyle.for_image(canvas)
         ms = self.rates.stage_ms(now)
         lines = [f"{self.rates.fps(now):.0f} fps  detect {ms['detect']:.0f} ms  classify {ms['classify']:.1f} ms"]
+        if self.cadence.interval != self.cadence.minimum or self.cadence.skipping:
+            lines.append(f"busy: detecting every {self.cadence.interval} frames"
+                         + (", skipping frames" if self.cadence.skipping else ""))
         if result.faces_found > len(result.predictions):
             lines.append(f"{result.faces_found} faces: classifying the {len(result.predictions)} largest")
         y = 0
@@ -176,4 +329,4 @@ class LivePipeline:
             now = time.perf_counter()
             return Counters(self.counters.frames, self.counters.dropped, self.counters.detections,
                             self.counters.faces_classified, dict(self.counters.labels), self.rates.fps(now),
-                            self.rates.stage_ms(now))
+                            self.rates.stage_ms(now), self.cadence.interval, self.cadence.skipping)

@@ -9,7 +9,7 @@ from PIL import Image
 
 from maskdet import export
 from maskdet.faces import CropRule, FaceDetector, box_iou
-from maskdet.live import LivePipeline, LiveSettings, RateWindow, as_rgb
+from maskdet.live import MAX_DETECT_EVERY, Cadence, LivePipeline, LiveSettings, LoadShare, RateWindow, as_rgb
 from maskdet.model import MaskNet, Preprocess
 from maskdet.predict import classify_faces
 
@@ -189,3 +189,78 @@ def test_labels_of_a_trained_model_are_correct(trained, shared_data):
     left, right = sorted(result.predictions, key=lambda p: p.box[0])
     assert (left.label, right.label) == ("without_mask", "with_mask")
     assert pipeline.snapshot().labels == {"without_mask": 1, "with_mask": 1}
+
+
+# ---- the cadence of live streams under load (Cadence) ----------------------------------------------
+
+def feed(cadences: list[Cadence], seconds: float, start: float = 0.0, detect_s: float = 0.05, track_s: float = 0.01,
+         fps: int = 30) -> float:
+    """Frames at `fps` to each stream for `seconds`, on a clock of our own: like streamlit-webrtc's worker, a stream
+    that is free takes the newest frame (the others that came meanwhile are dropped) and spends `detect_s` on it
+    when its cadence says detect, else `track_s`; a frame that its cadence skips costs nothing. Returns the end."""
+    state = {id(c): {"free": start, "arrived": 0, "tracked": None} for c in cadences}
+    for tick in range(round(seconds * fps)):
+        now = start + tick / fps
+        for cadence in cadences:
+            stream = state[id(cadence)]
+            stream["arrived"] += 1
+            if now < stream["free"] or cadence.skip(now):
+                continue
+            detect = stream["tracked"] is None or stream["tracked"] >= cadence.interval - 1
+            stream["tracked"] = 0 if detect else stream["tracked"] + 1
+            end = now + (detect_s if detect else track_s)
+            cadence.processed(now, end, detect, stream["arrived"])
+            stream["free"], stream["arrived"] = end, 0
+    return start + seconds
+
+
+def test_one_stream_alone_keeps_its_detection_interval():
+    """One stream has the whole budget: busy all the time is not over it (1 on a 2-core machine)."""
+    cadence = Cadence(3, LoadShare(budget=1.0))
+    feed([cadence], 10, detect_s=0.08, track_s=0.03)  # slower than the camera: frames are dropped
+    assert cadence.live and cadence.interval == 3 and not cadence.skipping
+
+
+def test_two_streams_detect_less_often_until_each_is_within_its_share():
+    load = LoadShare(budget=1.0)
+    streams = [Cadence(3, load), Cadence(3, load)]
+    end = feed(streams, 4)
+    intervals = [s.interval for s in streams]
+    end = feed(streams, 6, start=end)
+    for stream in streams:
+        # busy at interval n: 30 frames/s x (50 ms + (n - 1) x 10 ms) / n, at most the share 0.5 from n = 6 on
+        assert 6 <= stream.interval <= 12 and not stream.skipping
+        assert stream.busy(end) <= stream.share == 0.5
+    assert [s.interval for s in streams] == intervals  # settled within the first seconds, no swinging
+
+
+def test_four_streams_also_skip_frames_and_step_back_when_the_others_stop():
+    load = LoadShare(budget=1.0)
+    streams = [Cadence(3, load) for _ in range(4)]
+    end = feed(streams, 6)
+    for stream in streams:  # tracking alone (10 ms at 30 fps) is over a share of 0.25: skip frames
+        assert stream.interval == MAX_DETECT_EVERY and stream.skipping
+        assert stream.busy(end) <= stream.share * 1.1
+    end = feed(streams[:1], 20, start=end)  # the others ended: this stream has the whole budget again
+    assert streams[0].interval == 3 and not streams[0].skipping
+
+
+def test_a_file_whose_every_frame_is_processed_never_adapts():
+    cadence = Cadence(3, LoadShare(budget=0.1))
+    for index in range(300):  # back to back, nothing dropped: an uploaded video
+        cadence.processed(index * 0.05, index * 0.05 + 0.05, index % 3 == 0, 1)
+    assert not cadence.live and cadence.interval == 3 and not cadence.skip(15.0)
+
+
+def test_a_skipped_frame_shows_the_last_annotated_frame_again_and_counts_as_dropped(untrained, shared_data):
+    pipeline = LivePipeline(untrained, LiveSettings(detect_every=3), load=LoadShare(budget=1.0))
+    frame = frame_of([shared_data / "without_mask" / "100.jpg"])
+    annotated, first = pipeline.process(frame, dropped=1)  # frames dropped: a live stream
+    assert pipeline.cadence.live and not first.skipped
+    pipeline.cadence.skipping, pipeline.cadence.share = True, 0.1  # as if over its share at the longest interval
+    again, result = pipeline.process(np.zeros_like(frame))
+    assert result.skipped and again is annotated and result.predictions == first.predictions
+    counters = pipeline.snapshot()
+    assert (counters.frames, counters.dropped, counters.skipping) == (1, 2, True)
+    time.sleep(0.01 + first.timings_ms["total"] * 9 / 1000)  # past the skipping gap: processed again
+    assert not pipeline.process(frame)[1].skipped and pipeline.snapshot().frames == 2
