@@ -2,6 +2,7 @@
 
 import io
 import json
+import math
 import os
 import time
 import warnings
@@ -23,6 +24,13 @@ from .mtcnn import onnx_networks
 
 OPSET = 17
 INPUT_NAME = "images"
+MAX_MODEL_BYTES = 64 * 2**20  # maskdet's models are about 9 MB (float32) and 2.5 MB (int8): ample headroom
+# The operators maskdet's exporter and int8 quantiser write. None makes a tensor whose size comes from data, so shape
+# inference bounds every tensor before onnxruntime allocates one (ConstantOfShape, Expand or Tile would not: onnxruntime
+# folds a ConstantOfShape when it builds the session, and a 300-byte file can ask for 100 GB that way).
+MODEL_OPS = {"Add", "Cast", "Clip", "Constant", "Conv", "DequantizeLinear", "Div", "Flatten", "Gemm",
+             "GlobalAveragePool", "Identity", "QuantizeLinear", "Softmax", "Sub", "Transpose"}
+MAX_TENSOR_ELEMENTS = 16 * 2**20  # in any tensor of a model, per face crop; maskdet's largest at 512 pixels: 6 million
 
 
 class NotAMaskdetModel(ValueError):
@@ -119,29 +127,96 @@ class OnnxClassifier:
 
 
 def load_classifier(path: Path) -> OnnxClassifier:
-    """Open a maskdet ONNX file, or raise NotAMaskdetModel with the reason."""
+    """Open a maskdet ONNX file, or raise NotAMaskdetModel with the reason. Its size, and its metadata against its
+    graph, are checked before onnxruntime builds anything from it (crops are allocated from that metadata)."""
     path = Path(path)
     if not path.is_file():
         raise NotAMaskdetModel(f"Model file not found: {path}.")
+    if path.stat().st_size > MAX_MODEL_BYTES:
+        raise NotAMaskdetModel(f"{path.name} is {path.stat().st_size / 2**20:.0f} MB; a maskdet model is at most "
+                               f"{MAX_MODEL_BYTES // 2**20} MB.")
     try:
-        session = onnx_session(path)
+        proto = onnx.load(str(path), load_external_data=False)
     except Exception as error:
-        raise NotAMaskdetModel(f"{path.name} is not a readable ONNX model ({str(error).splitlines()[0][:200]}).") \
-            from None
-    meta = session.get_modelmeta().custom_metadata_map
+        raise unreadable(path, error) from None
+    if not proto.graph.node:  # an empty file parses as an empty model
+        raise unreadable(path, ValueError("it holds no graph"))
+    meta = {prop.key: prop.value for prop in proto.metadata_props}
     try:
         labels = json.loads(meta["labels"])
         preprocess = Preprocess(**{k: tuple(v) if isinstance(v, list) else v
                                    for k, v in json.loads(meta["preprocess"]).items()})
         crop = json.loads(meta["crop_rule"])
         rule = CropRule(float(crop["margin"]), int(crop["size"]))
-    except (KeyError, ValueError, TypeError):
+    except (KeyError, ValueError, TypeError, AttributeError):
         raise NotAMaskdetModel(f"{path.name} is an ONNX model but not one exported by maskdet "
                                "(its labels and preprocessing metadata are missing).") from None
-    inputs, outputs = session.get_inputs(), session.get_outputs()
-    if len(inputs) != 1 or inputs[0].type != "tensor(uint8)" or outputs[0].shape[-1] not in (len(labels), None):
-        raise NotAMaskdetModel(f"{path.name} does not have maskdet's input/output signature.")
+    problem = contract_problem(proto.graph, labels, preprocess, rule) or graph_problem(proto)
+    if problem:
+        raise NotAMaskdetModel(f"{path.name} {problem}.")
+    try:
+        session = onnx_session(path)
+    except Exception as error:
+        raise unreadable(path, error) from None
     return OnnxClassifier(path, session, labels, preprocess, rule)
+
+
+def unreadable(path: Path, error: Exception) -> NotAMaskdetModel:
+    return NotAMaskdetModel(f"{path.name} is not a readable ONNX model ({str(error).splitlines()[0][:200]}).")
+
+
+def dims(value_info: onnx.ValueInfoProto) -> list[int | None]:
+    """A graph input's or output's shape: each side's size, None where it is named (the batch) or unknown."""
+    return [dim.dim_value or None for dim in value_info.type.tensor_type.shape.dim]
+
+
+def contract_problem(graph: onnx.GraphProto, labels, preprocess: Preprocess, rule: CropRule) -> str | None:
+    """What is wrong with a model's metadata against its graph and maskdet's ranges (None: nothing), to follow its
+    name in a sentence."""
+    from .train import RANGED
+
+    sizes, margins = RANGED["input_size"].metadata["range"], RANGED["crop_margin"].metadata["range"]
+    weights = {tensor.name for tensor in graph.initializer}
+    inputs = [value for value in graph.input if value.name not in weights]
+    if (len(inputs) != 1 or inputs[0].type.tensor_type.elem_type != onnx.TensorProto.UINT8 or len(graph.output) != 1
+            or len(dims(inputs[0])) != 4 or len(dims(graph.output[0])) != 2):
+        return "does not have maskdet's input/output signature"
+    if not (isinstance(labels, list) and len(labels) >= 2 and all(isinstance(label, str) and label for label in labels)
+            and len(set(labels)) == len(labels)):
+        return "has no list of two or more distinct class names in its metadata"
+    if not (isinstance(preprocess.input_size, int) and sizes[0] <= preprocess.input_size <= sizes[1]
+            and rule.size == preprocess.input_size and margins[0] <= rule.margin <= margins[1]):
+        return (f"declares {preprocess.input_size}-pixel inputs, {rule.size}-pixel crops and a crop margin of "
+                f"{rule.margin:g}; maskdet's models take {sizes[0]}-{sizes[1]} pixels, the same for both, with a "
+                f"margin of {margins[0]:g}-{margins[1]:g}")
+    side = preprocess.input_size
+    if any(found not in (None, wanted) for found, wanted in zip(dims(inputs[0])[1:], (side, side, 3))):
+        return f"declares {side}-pixel crops but its graph takes {dims(inputs[0])[1:]}"
+    if dims(graph.output[0])[1] not in (len(labels), None):
+        return f"names {len(labels)} classes but its graph gives {dims(graph.output[0])[1]} probabilities"
+    return None
+
+
+def graph_problem(proto: onnx.ModelProto) -> str | None:
+    """What makes a model's graph unsafe to build (None: nothing): operators maskdet does not write, or a tensor that
+    shape inference cannot bound by MAX_TENSOR_ELEMENTS per crop. To follow the model's name in a sentence."""
+    foreign = {node.op_type for node in proto.graph.node if node.domain not in ("", "ai.onnx")
+               or node.op_type not in MODEL_OPS}
+    if foreign:
+        return f"uses operators maskdet's models do not ({', '.join(sorted(foreign)[:5])})"
+    try:
+        graph = onnx.shape_inference.infer_shapes(proto, strict_mode=True).graph
+    except Exception as error:
+        return f"has a graph whose shapes do not fit together ({str(error).splitlines()[0][:100]})"
+    batch = {value.type.tensor_type.shape.dim[0].dim_param for value in graph.input
+             if value.type.tensor_type.shape.dim} - {""}  # the batch axis's name
+    for value in [*graph.value_info, *graph.output]:
+        shape = value.type.tensor_type.shape.dim
+        known = value.type.tensor_type.HasField("shape") and all(dim.dim_value or dim.dim_param in batch
+                                                                 for dim in shape)
+        if not known or math.prod(dim.dim_value or 1 for dim in shape) > MAX_TENSOR_ELEMENTS:
+            return f"has a tensor ({value.name[:40]}) of unknown size or over {MAX_TENSOR_ELEMENTS:,} elements a crop"
+    return None
 
 
 def parity(classifier: OnnxClassifier, crops: np.ndarray, reference: np.ndarray) -> dict:

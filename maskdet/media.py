@@ -22,8 +22,14 @@ from .imageio import decode_image
 from .live import Counters, LivePipeline, LiveSettings
 from .predict import FacePrediction, annotate
 
-MAX_VIDEO_SECONDS = 30  # an uploaded video is processed while the user waits: about a minute on 2 CPU cores
+MAX_VIDEO_SECONDS = 30  # an uploaded video is processed while the user waits (the longest: 20 s on 2 cores)
 MAX_VIDEO_SIDE = 1280  # larger frames are scaled down before detection and in the output
+MAX_VIDEO_PIXELS = 1920 * 1080  # a frame (Full HD): a 4K one costs 4x the decoding, and the CPU target has no room
+MAX_DECODED_RATE = 60  # frames a second decoded: duration x min(rate, this) frames at most, whatever the file claims
+# Frames annotated at most: a longer video is sampled evenly (30 s at 30 fps: every third frame). Measured on 30 s
+# of Full HD at 60 fps with faces moving: 26 s of CPU beyond starting up for 360 frames (29-33 s for 450, beyond the
+# target of 30 s for a 2 MB file); annotating all 1,800 frames would take about 4 times as long.
+MAX_ANNOTATED_FRAMES = 360
 VIDEO_TYPES = ("mp4", "mov", "m4v", "webm", "mkv", "avi")
 ENCODERS = (("libx264", "mp4", "video/mp4"), ("libvpx", "webm", "video/webm"))  # what browsers play, best first
 UPLOADED_MODELS = "uploaded-models"  # folder under the data home
@@ -143,29 +149,44 @@ def even(value: float) -> int:
 
 def annotate_video(source: bytes | Path, pipeline: LivePipeline, progress=None,
                    max_seconds: float = MAX_VIDEO_SECONDS) -> AnnotatedVideo:
-    """Run a fresh pipeline over every frame of a short video and encode the annotated frames.
+    """Run a fresh pipeline over the frames of a short video and encode the annotated frames.
 
     Frames are turned upright (rotation metadata) and scaled to at most MAX_VIDEO_SIDE pixels on the longer side,
-    with even sides (H.264 needs them); the frame rate is kept and audio is dropped. progress(done, total)."""
+    with even sides (H.264 needs them); a video of more than MAX_ANNOTATED_FRAMES frames is sampled evenly down to
+    them, and audio is dropped. What a file costs is bounded whatever its header says: at most max_seconds x
+    MAX_DECODED_RATE frames of at most MAX_VIDEO_PIXELS are decoded, and at most MAX_ANNOTATED_FRAMES annotated.
+    progress(done, total)."""
     codec, container_format, mime = video_encoder()
     with open_video(source) as container, tempfile.TemporaryDirectory() as folder:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
+        check_frame_size(stream.codec_context.width, stream.codec_context.height)
+        stream.codec_context.options = {"max_pixels": str(MAX_VIDEO_PIXELS)}  # the decoder refuses larger frames
         seconds = video_seconds(container, stream)
         if seconds > max_seconds:
             raise ValueError(f"The video is {seconds:.0f} s long; the limit is {max_seconds:g} s. "
                              "Trim it to a short clip and upload it again.")
         rate = stream.average_rate or stream.guessed_rate or Fraction(25)
-        total = stream.frames or math.ceil(seconds * rate)
+        expected = stream.frames or math.ceil(seconds * rate)
+        step = max(1, math.ceil(expected / MAX_ANNOTATED_FRAMES))  # annotate every step-th frame
+        most = max_seconds * min(rate, MAX_DECODED_RATE)  # frames decoded at most
+        total = math.ceil(expected / step)
         path = Path(folder) / f"annotated.{container_format}"
         frames, size = 0, None
         with av.open(str(path), "w", format=container_format,
                      options={"movflags": "+faststart"} if container_format == "mp4" else {}) as output:
             try:
-                for frame in container.decode(stream):
-                    if frames > max_seconds * rate:
-                        raise ValueError(f"The video is longer than {max_seconds:g} s. Trim it to a short clip "
-                                         "and upload it again.")
+                for index, frame in enumerate(container.decode(stream)):
+                    if index >= most:
+                        raise ValueError(f"The video has more frames than {max_seconds:g} s at "
+                                         f"{float(min(rate, MAX_DECODED_RATE)):g} frames a second: trim it to a short "
+                                         f"clip (at most {MAX_DECODED_RATE} frames a second) and upload it again.")
+                    check_frame_size(frame.width, frame.height)
+                    if index % step:
+                        continue
+                    if frames == MAX_ANNOTATED_FRAMES:
+                        raise ValueError(f"The video has more frames than its header says ({expected}): re-export it "
+                                         "as MP4 and upload it again.")
                     if size is None:
                         scale = min(1.0, MAX_VIDEO_SIDE / max(frame.width, frame.height))
                         size = even(frame.width * scale), even(frame.height * scale)
@@ -173,7 +194,7 @@ def annotate_video(source: bytes | Path, pipeline: LivePipeline, progress=None,
                                    round(frame.rotation / 90))
                     annotated, _ = pipeline.process(rgb)
                     if frames == 0:
-                        encoder = output.add_stream(codec, rate=rate, options={"crf": "23", "preset": "veryfast"}
+                        encoder = output.add_stream(codec, rate=rate / step, options={"crf": "23", "preset": "veryfast"}
                                                     if codec == "libx264" else {"crf": "10", "b": "2M"})
                         encoder.height, encoder.width = annotated.shape[:2]
                         encoder.pix_fmt = "yuv420p"
@@ -188,8 +209,15 @@ def annotate_video(source: bytes | Path, pipeline: LivePipeline, progress=None,
                 raise ValueError("The video has no frames that could be decoded. Re-export it as MP4 and upload "
                                  "it again.")
             output.mux(encoder.encode())
-        return AnnotatedVideo(path.read_bytes(), mime, container_format, frames, float(frames / rate),
+        return AnnotatedVideo(path.read_bytes(), mime, container_format, frames, float(frames * step / rate),
                               encoder.width, encoder.height, pipeline.snapshot())
+
+
+def check_frame_size(width: int, height: int) -> None:
+    """Refuse frames above MAX_VIDEO_PIXELS, which cost memory and time before they can be scaled down."""
+    if width * height > MAX_VIDEO_PIXELS:
+        raise ValueError(f"The video's frames are {width}x{height} pixels; the limit is {MAX_VIDEO_PIXELS:,} pixels "
+                         "a frame. Export it at Full HD (1920x1080) or less and upload it again.")
 
 
 # ---- uploaded model files ------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from .evaluate import classification_report
 from .export import OnnxClassifier
 from .faces import Face, FaceDetector, crop_face
 from .imageio import BadImage, decode_image
-from .store import UNCERTAIN, Candidate, StoreError, folder_candidates
+from .store import MAX_BATCH_BYTES, UNCERTAIN, Candidate, StoreError, folder_candidates
 
 PALETTE = [(46, 160, 67), (214, 39, 40), (31, 119, 180), (255, 127, 14), (148, 103, 189), (140, 86, 75)]
 UNCERTAIN_COLOR = (160, 160, 160)
@@ -122,16 +122,21 @@ def evaluate_folder(folder: Path, detector: FaceDetector, classifier: OnnxClassi
 
 def evaluate_candidates(candidates: list[Candidate], rejected: list[tuple[str, str]], detector: FaceDetector,
                         classifier: OnnxClassifier, max_pixels: int, progress=None) -> dict:
-    """Score a model on labelled files (labels among the model's); unreadable ones join `rejected`."""
+    """Score a model on labelled files (labels among the model's), in batches of 32 or MAX_BATCH_BYTES of pixels;
+    unreadable ones join `rejected`."""
     names, targets, probabilities, found = [], [], [], []
-    for start in range(0, len(candidates), 32):
+    done = 0
+    while done < len(candidates):
         batch, images = [], []
-        for candidate in candidates[start:start + 32]:
+        for candidate in candidates[done:done + 32]:
+            done += 1
             try:
                 images.append(decode_image(candidate.read(), max_pixels))
                 batch.append(candidate)
             except (BadImage, OSError) as error:
                 rejected.append((candidate.name, str(error)))
+            if sum(image.nbytes for image in images) >= MAX_BATCH_BYTES:
+                break
         faces = detector.largest_faces(images)
         found += [face is not None for face in faces]
         crops = np.stack([crop_face(image, face.box if face else None, classifier.rule)
@@ -141,9 +146,10 @@ def evaluate_candidates(candidates: list[Candidate], rejected: list[tuple[str, s
         names += [c.name for c in batch]
         targets += [classifier.labels.index(c.label) for c in batch]
         if progress:
-            progress(min(start + 32, len(candidates)), len(candidates))
+            progress(done, len(candidates))
     if not targets:
-        raise StoreError("None of the images could be read.")
+        reasons = "; ".join(f"{name}: {reason}" for name, reason in rejected[-3:])
+        raise StoreError(f"None of the images could be read ({reasons}).")
     report = classification_report(targets, np.concatenate(probabilities), classifier.labels, names)
     found = np.array(found)
     correct = np.concatenate(probabilities).argmax(1) == np.array(targets)

@@ -9,7 +9,6 @@ import re
 import shutil
 import uuid
 import zipfile
-import zlib
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,12 +20,11 @@ from .faces import CropRule, crop_face
 from .imageio import BadImage
 from .jobs import active_training, log_path
 from .bundle.pixels import IMAGE_SUFFIXES
-from .store import ACTIVE_STATUSES, Candidate, Store, StoreError, validate_label, zip_candidates
+from .store import ACTIVE_STATUSES, Store, StoreError, open_zip, zip_candidates
 
 ACTIVE_SETTING = "active_run"  # meta key: the run the live page uses
 MODEL_FILES = (("model.onnx", "ONNX (float32)"), ("model.int8.onnx", "ONNX int8"))
 INT8_ACCURACY_TOLERANCE = 0.01  # the Live page starts with the int8 model while it lost at most this test accuracy
-MAX_EVALUATION_BYTES = 1024 * 2**20  # an uploaded evaluation zip may unpack to at most this much (in memory)
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
 
 
@@ -480,14 +478,16 @@ def evaluate_zip(store: Store, run_id: str, data: bytes, detector, progress=None
     if run["status"] != "succeeded":
         raise StoreError(f"Run {run_id} {run['status']}: choose a succeeded run to evaluate.")
     try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
+        archive = open_zip(io.BytesIO(data))
+    except StoreError:
+        raise
     except (zipfile.BadZipFile, OSError, ValueError):
         raise StoreError("The upload is not a readable zip archive. Zip a folder of class folders "
                          "(for example with_mask/ and without_mask/) and upload that.") from None
-    classifier = load_classifier(model_path(store, run, int8))
     with archive:
         candidates, rejected = zip_candidates(archive)
-        kept, unknown, total = [], Counter(), 0
+        classifier = load_classifier(model_path(store, run, int8))
+        kept, unknown = [], Counter()
         for candidate in candidates:
             parts = [p for p in candidate.name.replace("\\", "/").split("/") if p]
             if any(part.startswith(".") for part in parts):
@@ -499,18 +499,7 @@ def evaluate_zip(store: Store, run_id: str, data: bytes, detector, progress=None
                 unknown[candidate.label] += 1
                 rejected.append((candidate.name, f"'{candidate.label}' is not one of the model's classes"))
                 continue
-            try:
-                label = validate_label(candidate.label)
-                content = candidate.read()
-            except (StoreError, BadImage, OSError, zipfile.BadZipFile, NotImplementedError, RuntimeError,
-                    EOFError, zlib.error) as error:
-                rejected.append((candidate.name, str(error) or type(error).__name__))
-                continue
-            total += len(content)
-            if total > MAX_EVALUATION_BYTES:
-                raise StoreError(f"The zip unpacks to more than {MAX_EVALUATION_BYTES // 2**20} MiB; "
-                                 "evaluate on a smaller set of photos.")
-            kept.append(Candidate(candidate.name, label, lambda content=content: content))
+            kept.append(candidate)  # read while scored, a batch at a time
         if not kept and unknown:
             raise StoreError(f"Folder classes not known to the model: {', '.join(sorted(unknown))}. The model's "
                              f"classes: {', '.join(classifier.labels)}; name the zip's folders after them.")
@@ -518,7 +507,7 @@ def evaluate_zip(store: Store, run_id: str, data: bytes, detector, progress=None
             reasons = "; ".join(f"{name}: {reason}" for name, reason in rejected[:3])
             raise StoreError("No images found in the zip: it should hold class folders such as with_mask/ and "
                              "without_mask/ with photos inside" + (f" (rejected: {reasons})." if reasons else "."))
-    report = evaluate_candidates(kept, rejected, detector, classifier, store.settings.max_pixels, progress)
+        report = evaluate_candidates(kept, rejected, detector, classifier, store.settings.max_pixels, progress)
     report["skipped_classes"] = dict(unknown)
     report["run_id"] = run_id
     report["model_file"] = classifier.path.name

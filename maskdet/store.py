@@ -14,7 +14,7 @@ import zipfile
 import zlib
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,7 +30,15 @@ from .settings import DEFAULT_LABELS, Settings, load_settings
 
 SCHEMA_VERSION = 4  # 2: images.landmarks; 3: runs.heartbeat_at; 4: index one_active_run
 IGNORED_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
-MAX_ENTRY_BYTES = 64 * 1024 * 1024
+MAX_ENTRY_BYTES = 64 * 2**20  # one photo file or zip entry: far above any camera's JPEG, read whole into memory
+MAX_ARCHIVE_ENTRIES = 100_000  # entries of one zip: an import of that many photos already takes hours
+MAX_ARCHIVE_BYTES = 16 * 2**30  # a zip's declared unpacked size: MAX_ARCHIVE_ENTRIES photos of 160 KB (1 megapixel)
+MAX_DIRECTORY_BYTES = 32 * 2**20  # a zip's central directory, which zipfile holds as ~0.5 KB a record before any check
+# The compression methods read. Python's zipfile decompresses bzip2 and LZMA a whole read at a time with no output
+# limit, so a few KB of them can expand to gigabytes in one call, whatever size the entry declares.
+ZIP_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED}
+METHOD_NAMES = {9: "Deflate64", zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "LZMA", 93: "Zstandard"}
+MAX_BATCH_BYTES = 256 * 2**20  # file bytes plus decoded RGB an import or evaluation batch holds (bounds its memory)
 ORPHAN_AGE_SECONDS = 600  # an unreferenced image file this old was left by a killed import (no batch lasts this long)
 NEAR_DUPLICATE_BITS = 30  # of 256: measured on masks-small, joins pasted-mask pairs, no giant groups
 SPLITS = ("train", "val", "test")
@@ -191,7 +199,7 @@ def folder_candidates(folder: Path) -> tuple[list[Candidate], list[tuple[str, st
         if problem:
             rejected.append((name, problem))
             continue
-        candidates.append(Candidate(name, printable(relative.parts[-2]), path.read_bytes))
+        candidates.append(Candidate(name, printable(relative.parts[-2]), lambda path=path: read_file(path)))
     return candidates, rejected
 
 
@@ -218,8 +226,54 @@ def file_problem(path: Path, folder: Path) -> str | None:
     return None
 
 
+def read_file(path: Path) -> bytes:
+    """A folder file's bytes, never more than MAX_ENTRY_BYTES (the file may have grown since file_problem)."""
+    with open(path, "rb") as handle:
+        data = handle.read(MAX_ENTRY_BYTES + 1)
+    if len(data) > MAX_ENTRY_BYTES:
+        raise BadImage(f"file larger than {MAX_ENTRY_BYTES // 2**20} MiB")
+    return data
+
+
+def open_zip(source) -> zipfile.ZipFile:
+    """A zip archive from a path or file object, refused (StoreError) when its central directory is larger than
+    MAX_DIRECTORY_BYTES before zipfile reads it; zipfile.BadZipFile or OSError when it is not a zip."""
+    with open(source, "rb") if isinstance(source, (str, Path)) else nullcontext(source) as file:
+        end = zipfile._EndRecData(file)  # zipfile's own reader of the end record (zip64 too); private but long stable
+    if end and end[zipfile._ECD_SIZE] > MAX_DIRECTORY_BYTES:
+        raise StoreError(f"The zip's table of contents is {end[zipfile._ECD_SIZE] / 2**20:.0f} MiB, more than "
+                         f"{MAX_ARCHIVE_ENTRIES:,} photos need: split it into smaller zips.")
+    return zipfile.ZipFile(source)
+
+
+def check_archive(archive: zipfile.ZipFile) -> None:
+    """Refuse (StoreError), before any entry is read, a zip with too many entries, too large a declared unpacked size,
+    or entries whose data overlap: that is a zip bomb, many entries unpacking the same compressed bytes."""
+    infos = archive.infolist()
+    if len(infos) > MAX_ARCHIVE_ENTRIES:
+        raise StoreError(f"The zip has {len(infos):,} entries; the limit is {MAX_ARCHIVE_ENTRIES:,}. Split it into "
+                         "smaller zips.")
+    declared = sum(info.file_size for info in infos)
+    if declared > MAX_ARCHIVE_BYTES:
+        raise StoreError(f"The zip unpacks to {declared / 2**30:,.1f} GiB; the limit is {MAX_ARCHIVE_BYTES // 2**30} "
+                         "GiB. Split it into smaller zips.")
+    infos = sorted(infos, key=lambda info: info.header_offset)
+    starts = [info.header_offset for info in infos[1:]] + [archive.start_dir]  # the central directory follows the last
+    if any(data_end(info) > start for info, start in zip(infos, starts)):
+        raise StoreError("The zip's entries overlap one another, which only a zip bomb does: it was refused. Zip the "
+                         "class folders again with an ordinary zip tool.")
+
+
+def data_end(info: zipfile.ZipInfo) -> int:
+    """Where an entry's local header and data end, at the least (its local header may carry more extra fields)."""
+    name = info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437", "replace")
+    return info.header_offset + 30 + len(name) + info.compress_size
+
+
 def zip_candidates(archive: zipfile.ZipFile) -> tuple[list[Candidate], list[tuple[str, str]]]:
-    """Image entries of a zip of class folders (label = the entry's parent folder); hostile entries rejected."""
+    """Image entries of a zip of class folders (label = the entry's parent folder); hostile entries rejected, and a
+    hostile archive refused (check_archive)."""
+    check_archive(archive)
     candidates, rejected = [], []
     for info in archive.infolist():
         name = info.filename
@@ -234,6 +288,10 @@ def zip_candidates(archive: zipfile.ZipFile) -> tuple[list[Candidate], list[tupl
             rejected.append((name, "symbolic link in archive"))
         elif info.flag_bits & 0x1:
             rejected.append((name, "encrypted entry"))
+        elif info.compress_type not in ZIP_METHODS:
+            method = METHOD_NAMES.get(info.compress_type, f"number {info.compress_type}")
+            rejected.append((name, f"entry cannot be decompressed (compression method {method} is not supported: "
+                                   "zip it again with standard compression)"))
         elif info.file_size > MAX_ENTRY_BYTES:
             rejected.append((name, f"entry larger than {MAX_ENTRY_BYTES // 2**20} MiB"))
         elif len(parts) < 2:
@@ -244,14 +302,13 @@ def zip_candidates(archive: zipfile.ZipFile) -> tuple[list[Candidate], list[tupl
 
 
 def _read_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+    """The entry's bytes. zipfile stops at the declared size (at most MAX_ENTRY_BYTES, checked before): data that
+    unpacks to more is cut there, and its checksum then fails."""
     try:
         with archive.open(info) as handle:
-            data = handle.read(MAX_ENTRY_BYTES + 1)
+            return handle.read(info.file_size)
     except (NotImplementedError, zlib.error, EOFError, zipfile.BadZipFile, OSError) as error:
         raise BadImage(f"entry cannot be decompressed ({error})") from None
-    if len(data) > MAX_ENTRY_BYTES:
-        raise BadImage(f"entry larger than {MAX_ENTRY_BYTES // 2**20} MiB once decompressed")
-    return data
 
 
 class Store:
@@ -387,7 +444,7 @@ class Store:
         elif isinstance(source, (str, Path)) and not Path(source).is_file():
             raise StoreError(f"No such file: {source}.")
         try:
-            archive = zipfile.ZipFile(source)
+            archive = open_zip(source)
         except (zipfile.BadZipFile, OSError) as error:
             raise StoreError(f"Not a readable zip archive ({error}).") from None
         with archive:
@@ -410,7 +467,8 @@ class Store:
     def _import(self, candidates: list[Candidate], rejected: list[tuple[str, str]], detector: FaceDetector,
                 progress: Callable[[int, int], None] | None, batch_size: int = 32,
                 require_any: bool = True) -> ImportReport:
-        """Import in transactions of batch_size; with require_any, importing nothing at all is an error."""
+        """Import in transactions of batch_size photos (fewer when they reach MAX_BATCH_BYTES); with require_any,
+        importing nothing at all is an error."""
         report = ImportReport(rejected=list(rejected))
         if not candidates and not rejected:
             raise StoreError("No images found: expected class folders (for example with_mask/, without_mask/).")
@@ -421,8 +479,8 @@ class Store:
                 sa.select(images_table.c.sha256, labels_table.c.name).select_from(images_table.join(labels_table)))}
         hashes, groups = np.zeros((0, 32), np.uint8), np.zeros(0, np.int64)
         seen_id, added_shas, done = 0, set(), 0
-        for start in range(0, len(candidates), batch_size):
-            batch = self._decode_batch(candidates[start:start + batch_size], known, report)
+        while done < len(candidates):
+            batch, taken = self._decode_batch(candidates[done:done + batch_size], known, report)
             faces = detector.largest_faces([image for _, image, _ in batch]) if batch else []
             written = []  # files this batch creates: removed again if it rolls back
             with self._rolled_back_files_removed(written), self.engine.begin() as conn:
@@ -458,7 +516,7 @@ class Store:
                     report.added.append(candidate.name)
                     if face is None:
                         report.no_face.append(candidate.name)
-            done += min(batch_size, len(candidates) - start)
+            done += taken
             if progress:
                 progress(done, len(candidates))
         if require_any and not report.added and not report.duplicates:
@@ -466,10 +524,11 @@ class Store:
             raise StoreError(f"No images could be imported ({len(report.rejected)} rejected: {reasons}).")
         return report
 
-    def _decode_batch(self, candidates, known: dict[str, str], report: ImportReport):
-        """Read, validate and decode candidates; duplicates and bad files go to the report."""
-        batch = []
-        for candidate in candidates:
+    def _decode_batch(self, candidates, known: dict[str, str], report: ImportReport) -> tuple[list, int]:
+        """Read, validate and decode candidates until the batch holds MAX_BATCH_BYTES of files and pixels; duplicates
+        and bad files go to the report. Returns the batch and how many candidates were taken."""
+        batch, held = [], 0
+        for taken, candidate in enumerate(candidates, start=1):
             try:
                 label = validate_label(candidate.label)
                 data = candidate.read()
@@ -486,7 +545,10 @@ class Store:
                 continue
             known[sha] = label
             batch.append((Candidate(candidate.name, label, candidate.read), image, data))
-        return batch
+            held += len(data) + image.nbytes
+            if held >= MAX_BATCH_BYTES:
+                return batch, taken
+        return batch, len(candidates)
 
     def _near_duplicate_group(self, conn, hashes: np.ndarray, groups: np.ndarray, phash: str) -> int:
         """The group of the near-duplicates of phash (merging their groups), or a new group."""

@@ -173,8 +173,10 @@ def annotate_video(upload, path: str, stamp: float, settings: LiveSettings, bar)
 
 
 def show_video(upload, path: str, stamp: float, settings: LiveSettings) -> None:
-    st.caption(f"Videos up to {media.MAX_VIDEO_SECONDS} s. Frames larger than {media.MAX_VIDEO_SIDE} px are scaled "
-               "down and the sound is dropped; every frame goes through the same pipeline as the camera stream.")
+    st.caption(f"Videos up to {media.MAX_VIDEO_SECONDS} s and Full HD (1920x1080). Frames larger than "
+               f"{media.MAX_VIDEO_SIDE} px are scaled down and the sound is dropped; up to "
+               f"{media.MAX_ANNOTATED_FRAMES} frames go through the same pipeline as the camera stream (a longer "
+               "video is sampled evenly: 30 s at 30 fps comes back at 10 fps).")
     if st.button("Annotate the video", type="primary", key="live-video-start"):
         bar = st.progress(0.0, text="Opening the video...")
         state["live-video"] = (upload.file_id, ui.attempt(annotate_video, upload, path, stamp, settings, bar))

@@ -9,6 +9,7 @@ MASKDET_REQUIRE_SHARED=1 (CI), which turns "missing" into a failure.
 import io
 import os
 import stat
+import struct
 import uuid
 import zipfile
 from collections.abc import Iterator
@@ -170,6 +171,15 @@ def zip_bytes(entries: dict[str, bytes], symlinks: dict[str, str] = {}) -> bytes
             info.external_attr = (stat.S_IFLNK | 0o777) << 16
             archive.writestr(info, target)
     return buffer.getvalue()
+
+
+def overlapping_zip(copies: int, size: int = 2**20) -> bytes:
+    """A zip bomb: one entry's directory record repeated, every copy unpacking the same bytes."""
+    one = zip_bytes({"with_mask/bomb.jpg": bytes(size)})
+    start, end = one.index(b"PK\x01\x02"), one.rindex(b"PK\x05\x06")
+    directory = one[start:end] * copies
+    return one[:start] + directory + struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, copies, copies, len(directory),
+                                                 start, 0)
 
 
 def make_old_home(database: Path | str) -> None:

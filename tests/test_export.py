@@ -1,6 +1,7 @@
 """Tests for maskdet.export on a small random MaskNet: metadata, loading, refusing foreign files, parity, int8."""
 
 import json
+import re
 
 import numpy as np
 import onnx
@@ -200,3 +201,66 @@ def test_maskdet_metadata_on_a_model_with_the_wrong_signature(tmp_path, exported
     with pytest.raises(NotAMaskdetModel) as error:
         load_classifier(path)
     assert str(error.value) == "float-input.onnx does not have maskdet's input/output signature."
+
+
+# ---- metadata checked against the graph, and the size cap, before anything is built ---------------------------------
+
+def tiny_classifier(path, side: int = SIZE, labels=LABELS[:2], graph_side: int | None = None, outputs: int = 2,
+                    bomb: int = 0) -> None:
+    """A small model with maskdet's signature (uint8 NHWC crops in, softmax out) and metadata; bomb > 0 adds a
+    ConstantOfShape of that many floats to its output, which onnxruntime would fold when it builds the session."""
+    from onnx import numpy_helper
+
+    nodes = [helper.make_node("Transpose", ["images"], ["nchw"], perm=[0, 3, 1, 2]),
+             helper.make_node("Cast", ["nchw"], ["floats"], to=TensorProto.FLOAT),
+             helper.make_node("GlobalAveragePool", ["floats"], ["pooled"]),
+             helper.make_node("Flatten", ["pooled"], ["flat"]),
+             helper.make_node("Gemm", ["flat", "weight", "bias"], ["logits"]),
+             helper.make_node("Softmax", ["logits"], ["scores" if bomb else "probabilities"], axis=1)]
+    weights = [numpy_helper.from_array(np.ones((3, outputs), np.float32), "weight"),
+               numpy_helper.from_array(np.zeros(outputs, np.float32), "bias")]
+    if bomb:
+        weights.append(numpy_helper.from_array(np.array([bomb], np.int64), "bomb_shape"))
+        nodes += [helper.make_node("ConstantOfShape", ["bomb_shape"], ["bomb"]),
+                  helper.make_node("ReduceSum", ["bomb"], ["total"], keepdims=1),
+                  helper.make_node("Add", ["scores", "total"], ["probabilities"])]
+    side_in_graph = graph_side or side
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info(
+        "images", TensorProto.UINT8, ["batch", side_in_graph, side_in_graph, 3])], [helper.make_tensor_value_info(
+            "probabilities", TensorProto.FLOAT, ["batch", outputs])], weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    for key, value in {"labels": json.dumps(labels), "preprocess": json.dumps({"input_size": side}),
+                       "crop_rule": json.dumps({"margin": 1.25, "size": side})}.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(path))
+
+
+def test_a_tiny_model_with_maskdets_contract_loads_and_predicts(tmp_path):
+    tiny_classifier(tmp_path / "tiny.onnx")
+    assert load_classifier(tmp_path / "tiny.onnx").predict(crops(3)).shape == (3, 2)
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"side": 100_000}, "declares 100000-pixel inputs, 100000-pixel crops and a crop margin of 1.25; maskdet's "
+                        "models take 32-512 pixels, the same for both, with a margin of 1-3."),
+    ({"graph_side": 96}, "declares 64-pixel crops but its graph takes [96, 96, 3]."),
+    ({"labels": LABELS}, "names 3 classes but its graph gives 2 probabilities."),
+    ({"labels": ["with_mask", "with_mask"]}, "has no list of two or more distinct class names in its metadata."),
+    ({"labels": {"a": 1}}, "has no list of two or more distinct class names in its metadata."),
+    ({"bomb": 25 * 10**9}, "uses operators maskdet's models do not (ConstantOfShape, ReduceSum)."),  # 100 GB folded
+], ids=["huge-crop", "graph-size", "label-count", "same-labels", "labels-not-a-list", "constant-bomb"])
+def test_metadata_that_does_not_fit_the_graph_is_refused_before_a_session(tmp_path, settings, message):
+    path = tmp_path / "hostile.onnx"
+    tiny_classifier(path, **settings)
+    with pytest.raises(NotAMaskdetModel) as error:
+        load_classifier(path)
+    assert str(error.value) == f"hostile.onnx {message}"
+    assert_one_sentence(str(error.value))
+
+
+def test_a_model_file_above_the_size_cap_is_refused_unread(exported, monkeypatch):
+    monkeypatch.setattr(export, "MAX_MODEL_BYTES", 2**20)
+    with pytest.raises(NotAMaskdetModel) as error:
+        load_classifier(exported[1])
+    assert re.fullmatch(r"model\.onnx is [89] MB; a maskdet model is at most 1 MB\.", str(error.value))

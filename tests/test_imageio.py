@@ -85,3 +85,16 @@ def test_a_palette_png_with_transparency_imports_evaluates_and_predicts(store, d
     assert evaluation["num_samples"] == 1 and evaluation["rejected_files"] == []
     image, faces = predict_image(data, detector, classifier, MAX_PIXELS)
     assert image.shape == (80, 96, 3) and faces == []
+
+
+def test_a_nearly_blank_large_picture_is_refused_by_its_pixels_per_byte():
+    blank = saved(Image.new("L", (1200, 1000), 255), "PNG")  # 1.2 megapixels in a few hundred bytes
+    with pytest.raises(BadImage) as error:
+        decode_image(blank, MAX_PIXELS)
+    assert str(error.value) == (f"image too large for its file: 1200x1000 pixels in {len(blank):,} bytes, over 100 "
+                                "pixels a byte (a nearly blank picture, as decompression bombs are; re-save it as JPEG "
+                                "if it is a photo)")
+    flat_jpeg = saved(Image.new("RGB", (1200, 1000), (200, 180, 160)), "JPEG", quality=75)  # a JPEG never gets there
+    assert decode_image(flat_jpeg, MAX_PIXELS).shape == (1000, 1200, 3)
+    small_blank = saved(Image.new("L", (900, 900), 255), "PNG")  # under a megapixel: cheap, so let through
+    assert decode_image(small_blank, MAX_PIXELS).shape == (900, 900, 3)

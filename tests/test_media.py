@@ -4,6 +4,8 @@ import asyncio
 import io
 import logging
 import re
+import shutil
+import struct
 import wave
 
 import av
@@ -11,10 +13,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maskdet import media
+from maskdet import export, media
 from maskdet.clip import clip_photos, make_clip
-from maskdet.export import NotAMaskdetModel, load_classifier
+from maskdet.export import NotAMaskdetModel, export_classifier, load_classifier
+from maskdet.faces import CropRule
 from maskdet.live import LivePipeline, LiveSettings
+from maskdet.model import MaskNet, Preprocess
 from tests.conftest import encode, video_bytes
 
 MAX_PIXELS = 40_000_000
@@ -140,7 +144,7 @@ def test_a_video_above_the_length_limit_is_refused(model):
     with pytest.raises(ValueError, match="The video is 40 s long; the limit is 30 s"):
         media.annotate_video(video_bytes(tiny, fps=1), LivePipeline(model))
     raw = video_bytes(tiny, container_format="h264")  # no duration in the header: counted while decoding
-    with pytest.raises(ValueError, match="longer than 1 s"):
+    with pytest.raises(ValueError, match="more frames than 1 s at 25 frames a second"):
         media.annotate_video(raw, LivePipeline(model), max_seconds=1)
 
 
@@ -208,3 +212,66 @@ def test_an_uploaded_model_is_kept_and_a_bad_one_leaves_nothing(trained_home, tm
     assert path.read_bytes() == good  # the earlier upload of that name is kept
     assert sorted(p.name for p in (tmp_path / media.UPLOADED_MODELS).iterdir()) == ["my-model-1.onnx"]
     assert media.uploaded_models(tmp_path / "elsewhere") == []
+
+
+# ---- bounded cost: what a video or model file may make maskdet do --------------------------------------------------
+
+@pytest.fixture(scope="module")
+def untrained(tmp_path_factory):
+    """A maskdet model with random weights (64-pixel crops): enough where the labels do not matter."""
+    preprocess = Preprocess(input_size=64)
+    path = export_classifier(MaskNet(2, preprocess).eval(), tmp_path_factory.mktemp("untrained") / "model.onnx",
+                             ["with_mask", "without_mask"], preprocess, CropRule(1.25, 64))
+    return load_classifier(path)
+
+
+def test_frames_above_the_size_limit_are_refused_before_any_is_annotated(untrained, monkeypatch):
+    monkeypatch.setattr(media, "MAX_VIDEO_PIXELS", 64 * 64)
+    pipeline = LivePipeline(untrained)
+    with pytest.raises(ValueError) as error:
+        media.annotate_video(video_bytes([np.zeros((64, 96, 3), np.uint8)] * 3), pipeline)
+    assert str(error.value) == ("The video's frames are 96x64 pixels; the limit is 4,096 pixels a frame. Export it "
+                                "at Full HD (1920x1080) or less and upload it again.")
+    assert pipeline.snapshot().frames == 0
+
+
+def test_a_header_that_understates_the_length_is_caught_while_decoding(untrained):
+    frames = [np.full((64, 64, 3), index * 6, np.uint8) for index in range(40)]
+    data = bytearray(video_bytes(frames, container_format="matroska"))  # 4 s at 10 frames a second
+    at = data.index(b"\x44\x89")  # the Segment Info's Duration element: ID, size, a float of milliseconds
+    width = data[at + 2] & 0x0F
+    data[at + 3:at + 3 + width] = struct.pack(">d" if width == 8 else ">f", 1000.0)
+    with av.open(io.BytesIO(bytes(data))) as container:
+        assert media.video_seconds(container, container.streams.video[0]) == 1.0  # the lie
+    with pytest.raises(ValueError, match="^The video has more frames than 2 s at 10 frames a second: trim it"):
+        media.annotate_video(bytes(data), LivePipeline(untrained), max_seconds=2)
+
+
+def test_a_video_of_more_frames_than_annotated_is_sampled_evenly(untrained, monkeypatch):
+    frames = [np.full((64, 64, 3), index * 8, np.uint8) for index in range(30)]
+    result = media.annotate_video(video_bytes(frames, fps=30), LivePipeline(untrained))
+    assert (result.frames, result.seconds) == (30, 1.0)  # a short clip keeps every frame
+    monkeypatch.setattr(media, "MAX_ANNOTATED_FRAMES", 10)
+    result = media.annotate_video(video_bytes(frames, fps=30), LivePipeline(untrained))
+    assert (result.frames, result.seconds, result.counters.frames) == (10, 1.0, 10)  # every third frame
+    assert len(decoded(result.data)[1]) == 10
+
+
+def test_a_header_that_understates_the_length_never_gets_more_frames_annotated(untrained, monkeypatch):
+    frames = [np.full((64, 64, 3), index * 6, np.uint8) for index in range(40)]
+    data = bytearray(video_bytes(frames, container_format="matroska"))  # 4 s at 10 frames a second
+    at = data.index(b"\x44\x89")  # the Segment Info's Duration element, as above: now 1 s
+    data[at + 3:at + 3 + (data[at + 2] & 0x0F)] = struct.pack(">d" if data[at + 2] & 0x0F == 8 else ">f", 1000.0)
+    monkeypatch.setattr(media, "MAX_ANNOTATED_FRAMES", 12)
+    with pytest.raises(ValueError, match=r"^The video has more frames than its header says \(10\)"):
+        media.annotate_video(bytes(data), LivePipeline(untrained))
+
+
+def test_an_uploaded_model_whose_metadata_does_not_fit_leaves_nothing(untrained, tmp_path):
+    hostile = tmp_path / "hostile.onnx"
+    shutil.copyfile(untrained.path, hostile)
+    export.write_metadata(hostile, ["with_mask", "without_mask"], Preprocess(input_size=100_000),
+                          CropRule(1.25, 100_000))  # each crop would take 30 GB
+    with pytest.raises(NotAMaskdetModel, match="^hostile.onnx declares 100000-pixel inputs, 100000-pixel crops"):
+        media.save_uploaded_model(tmp_path / "home", "hostile.onnx", hostile.read_bytes())
+    assert list((tmp_path / "home" / media.UPLOADED_MODELS).iterdir()) == []

@@ -14,7 +14,7 @@ from maskdet.evaluate import classification_report
 from maskdet.jobs import log_path
 from maskdet.store import StoreError, now
 from maskdet.train import TrainConfig
-from tests.conftest import encode, pattern_image
+from tests.conftest import encode, overlapping_zip, pattern_image
 
 LABELS = ["with_mask", "without_mask"]
 
@@ -293,3 +293,8 @@ def test_evaluate_zip_refuses_bad_uploads_with_a_sentence(store, tmp_path):
         handle.writestr("with_mask/a.jpg", encode(pattern_image(1)))
     with pytest.raises(StoreError, match="choose a succeeded run"):
         runs.evaluate_zip(store, failed["id"], archive.read_bytes(), detector=None)
+
+
+def test_evaluate_zip_refuses_a_zip_bomb_before_reading_it(store):
+    with pytest.raises(StoreError, match="^The zip's entries overlap one another, which only a zip bomb does"):
+        runs.evaluate_zip(store, fake_run(store)["id"], overlapping_zip(1000), detector=None)

@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from maskdet import store as store_module
+from maskdet.imageio import BadImage
 from maskdet.settings import Settings
-from maskdet.store import (NEAR_DUPLICATE_BITS, ORPHAN_AGE_SECONDS, SCHEMA_VERSION, Store, StoreError, hash_distances,
-                           open_database, perceptual_hash, validate_label)
-from tests.conftest import encode, make_old_home, pattern_image, write_dataset, zip_bytes
+from maskdet.store import (NEAR_DUPLICATE_BITS, ORPHAN_AGE_SECONDS, SCHEMA_VERSION, Store, StoreError,
+                           folder_candidates, hash_distances, open_database, perceptual_hash, validate_label)
+from tests.conftest import encode, make_old_home, overlapping_zip, pattern_image, write_dataset, zip_bytes
 
 
 @pytest.fixture
@@ -525,3 +527,72 @@ def test_files_a_killed_import_left_are_removed_by_the_next(store, detector, tmp
     assert not old_orphan.exists() and young_orphan.exists()  # a young file may belong to an import in progress
     assert len(list(store.images_dir.glob("*/*"))) == kept + 4 + 1
     assert all(store.image_path(record).exists() for record in store.images())
+
+
+# ---- bounded cost: caps checked before the work they bound -------------------------------------------------------
+
+def test_a_zip_bomb_of_overlapping_entries_is_refused_before_anything_is_read(store, detector):
+    bomb = overlapping_zip(1000)  # 1,000 MiB declared in a few KB
+    with pytest.raises(StoreError) as error:
+        store.import_zip(bomb, detector)
+    assert str(error.value) == ("The zip's entries overlap one another, which only a zip bomb does: it was refused. "
+                                "Zip the class folders again with an ordinary zip tool.")
+    assert store.images() == [] and list(store.images_dir.rglob("*")) == []
+
+
+@pytest.mark.parametrize("cap, value, message", [
+    ("MAX_ARCHIVE_ENTRIES", 3, "The zip has 4 entries; the limit is 3. Split it into smaller zips."),
+    ("MAX_ARCHIVE_BYTES", 2**30, "The zip unpacks to 2.0 GiB; the limit is 1 GiB. Split it into smaller zips."),
+    ("MAX_DIRECTORY_BYTES", 100, "The zip's table of contents is 0 MiB, more than 100,000 photos need: split it into "
+                                 "smaller zips."),
+])
+def test_zip_caps_are_checked_from_its_directory(store, detector, monkeypatch, cap, value, message):
+    entries = {f"with_mask/{i}.jpg": encode(pattern_image(330 + i)) for i in range(4)}
+    data = declaring(zip_bytes(entries), "with_mask/3.jpg", 2**31 - 1)  # with the others: just over 2 GiB
+    monkeypatch.setattr(store_module, cap, value)
+    with pytest.raises(StoreError) as error:
+        store.import_zip(data, detector)
+    assert str(error.value) == message
+    assert store.images() == []
+
+
+def declaring(data: bytes, name: str, size: int) -> bytes:
+    """The zip with entry `name` declaring `size` unpacked bytes in both its headers (a lie)."""
+    data = bytearray(data)
+    with zipfile.ZipFile(io.BytesIO(bytes(data))) as archive:
+        local = archive.getinfo(name).header_offset
+    central = data.rindex(name.encode()) - 46
+    data[local + 22:local + 26] = data[central + 24:central + 28] = size.to_bytes(4, "little")
+    return bytes(data)
+
+
+def test_entries_that_lie_or_would_expand_without_limit_are_rejected_and_the_rest_imported(store, detector):
+    good = {f"with_mask/ok{i}.jpg": encode(pattern_image(340 + i)) for i in range(2)}
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in good.items():
+            archive.writestr(name, data)
+        archive.writestr("with_mask/lying.jpg", bytes(2**20))  # will declare 1 KB
+        archive.writestr("with_mask/bzip2.jpg", encode(pattern_image(342)), zipfile.ZIP_BZIP2)  # no output limit
+    report = store.import_zip(declaring(buffer.getvalue(), "with_mask/lying.jpg", 1024), detector)
+    assert sorted(report.added) == sorted(good)
+    assert dict(report.rejected) == {
+        "with_mask/lying.jpg": "entry cannot be decompressed (Bad CRC-32 for file 'with_mask/lying.jpg')",
+        "with_mask/bzip2.jpg": "entry cannot be decompressed (compression method bzip2 is not supported: zip it "
+                               "again with standard compression)"}
+    assert len(store.images()) == 2
+
+
+def test_import_batches_end_at_the_byte_budget(store, detector, tmp_path, monkeypatch):
+    monkeypatch.setattr(store_module, "MAX_BATCH_BYTES", 1)  # every photo fills a batch of its own
+    calls = []
+    report = store.import_folder(write_dataset(tmp_path / "photos", 2), detector, lambda *done: calls.append(done))
+    assert len(report.added) == 4 and len(store.images()) == 4
+    assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
+
+
+def test_a_folder_file_that_grew_after_it_was_checked_is_read_no_further(tmp_path, monkeypatch):
+    candidates, _ = folder_candidates(write_dataset(tmp_path / "photos", 1))
+    monkeypatch.setattr(store_module, "MAX_ENTRY_BYTES", 100)
+    with pytest.raises(BadImage, match="file larger than 0 MiB"):
+        candidates[0].read()
