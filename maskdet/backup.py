@@ -201,9 +201,9 @@ def restore(store: Store, source, progress: Progress = None) -> dict:
         written, placed = [], []  # image files; run folders and logs moved into place
         total, done = len(rows["images"]) + len(files), 0
         try:
-            with store._rolled_back_files_removed(written):
+            with store.rolled_back_files_removed(written):
                 for row in rows["images"]:
-                    store._write_file(row["sha256"], _image_bytes(archive, row), written)
+                    store.write_file(row["sha256"], _image_bytes(archive, row), written)
                     done += 1
                     if progress:
                         progress(done, total)

@@ -483,7 +483,7 @@ class Store:
             batch, taken = self._decode_batch(candidates[done:done + batch_size], known, report)
             faces = detector.largest_faces([image for _, image, _ in batch]) if batch else []
             written = []  # files this batch creates: removed again if it rolls back
-            with self._rolled_back_files_removed(written), self.engine.begin() as conn:
+            with self.rolled_back_files_removed(written), self.engine.begin() as conn:
                 _lock(conn)  # batches of imports running at the same time take turns
                 # Images stored since the last batch by an import running at the same time join the comparison.
                 rows = conn.execute(sa.select(images_table.c.id, images_table.c.sha256, images_table.c.phash,
@@ -496,7 +496,7 @@ class Store:
                     phash = perceptual_hash(image)
                     group = self._near_duplicate_group(conn, hashes, groups, phash)
                     sha = hashlib.sha256(data).hexdigest()
-                    file = self._write_file(sha, data, written)
+                    file = self.write_file(sha, data, written)
                     values = dict(
                         sha256=sha, file=file, label_id=self._ensure_label(conn, candidate.label),
                         source_name=candidate.name[:512], width=image.shape[1], height=image.shape[0],
@@ -562,7 +562,7 @@ class Store:
             groups[np.isin(groups, matches[1:])] = matches[0]
         return matches[0]
 
-    def _write_file(self, sha: str, data: bytes, written: list[Path]) -> str:
+    def write_file(self, sha: str, data: bytes, written: list[Path]) -> str:
         """Write bytes content-addressed (temporary name, then rename), noting a new file in `written`; return the
         relative file name."""
         name = f"{sha[:2]}/{sha}"
@@ -576,7 +576,7 @@ class Store:
         return name
 
     @contextmanager
-    def _rolled_back_files_removed(self, written: list[Path]):
+    def rolled_back_files_removed(self, written: list[Path]):
         """When the block fails, remove the files it wrote that no row refers to."""
         try:
             yield

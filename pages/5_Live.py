@@ -128,7 +128,9 @@ def camera(path: str, stamp: float, settings: LiveSettings) -> None:
         return
     video, advice = st.columns([2, 1])
     with video:
+        # The server's own peer gets the same ICE servers: left unset, streamlit-webrtc would pick public ones itself.
         context = ui.attempt(webrtc_streamer, key="live", mode=WebRtcMode.SENDRECV, rtc_configuration=ice,
+                             server_rtc_configuration=ice,
                              media_stream_constraints={"video": {"width": 640, "height": 480}, "audio": False},
                              queued_video_frames_callback=media.frames_callback(live),
                              on_video_ended=media.ended_callback(live), async_processing=True)

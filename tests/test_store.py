@@ -233,7 +233,7 @@ def test_add_rename_delete_labels_and_relabel(store, tmp_path, detector):
 def test_failed_batch_leaves_no_partial_rows(store, tmp_path, detector, monkeypatch):
     root = write_dataset(tmp_path / "d", 40)  # 80 images: three batches of 32
     calls = {"n": 0}
-    real_write = Store._write_file
+    real_write = Store.write_file
 
     def failing_write(self, sha, data, written):
         calls["n"] += 1
@@ -241,12 +241,12 @@ def test_failed_batch_leaves_no_partial_rows(store, tmp_path, detector, monkeypa
             raise OSError("disk full")
         return real_write(self, sha, data, written)
 
-    monkeypatch.setattr(Store, "_write_file", failing_write)
+    monkeypatch.setattr(Store, "write_file", failing_write)
     with pytest.raises(OSError, match="disk full"):
         store.import_folder(root, detector)
     assert len(store.images()) == 32  # the first batch committed, the second rolled back whole
     assert len(list(store.images_dir.glob("*/*"))) == 32  # and the files it had written are gone
-    monkeypatch.setattr(Store, "_write_file", real_write)
+    monkeypatch.setattr(Store, "write_file", real_write)
     report = store.import_folder(root, detector)
     assert report.summary()["added"] == 48 and len(report.duplicates) == 32
     assert len(store.images()) == 80
