@@ -278,13 +278,15 @@ def longest_allowed(folder: Path, quick: bool, data: Path | None) -> Path:
     return video(folder / "longest-allowed.mp4", frames, 60, size, crf=40)
 
 
-def tiny_model(path: Path, side: int, labels: list[str], graph_side: int | None = None, bomb: int = 0) -> Path:
-    """A small ONNX model with maskdet's signature and metadata (uint8 crops in, softmax out); bomb > 0 adds a
-    ConstantOfShape of that many floats to the output (onnxruntime folds it when it builds the session)."""
+def tiny_model(path: Path, side: int = 64, labels=("with_mask", "without_mask"), graph_side: int | None = None,
+               outputs: int = 2, bomb: int = 0) -> Path:
+    """A small ONNX model with maskdet's signature and metadata (uint8 crops in, softmax out): `side` in the
+    metadata, `graph_side` in the graph, `outputs` probabilities; bomb > 0 adds a ConstantOfShape of that many floats
+    to the output (onnxruntime folds it when it builds the session). tests/test_export.py uses it too."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    classes = 2 if bomb else len(labels)
+    classes = outputs
     nodes = [helper.make_node("Transpose", ["images"], ["nchw"], perm=[0, 3, 1, 2]),
              helper.make_node("Cast", ["nchw"], ["floats"], to=TensorProto.FLOAT),
              helper.make_node("GlobalAveragePool", ["floats"], ["pooled"]),
@@ -315,24 +317,17 @@ def tiny_model(path: Path, side: int, labels: list[str], graph_side: int | None 
 
 def huge_crop(folder: Path, quick: bool) -> Path:
     """Metadata and graph claiming 100,000-pixel face crops (each would take 30 GB)."""
-    return tiny_model(folder / "huge-crop.onnx", 100_000, ["with_mask", "without_mask"])
+    return tiny_model(folder / "huge-crop.onnx", side=100_000)
 
 
 def constant_bomb(folder: Path, quick: bool) -> Path:
     """A valid-looking model whose graph makes a 100 GB constant."""
-    return tiny_model(folder / "constant-bomb.onnx", 64, ["with_mask", "without_mask"],
-                      bomb=2**20 if quick else 25 * 10**9)
+    return tiny_model(folder / "constant-bomb.onnx", bomb=2**20 if quick else 25 * 10**9)
 
 
 def label_mismatch(folder: Path, quick: bool) -> Path:
     """Three labels in the metadata, two outputs in the graph."""
-    path = tiny_model(folder / "label-mismatch.onnx", 64, ["with_mask", "without_mask"])
-    import onnx
-
-    model = onnx.load(str(path))
-    next(p for p in model.metadata_props if p.key == "labels").value = json.dumps(["a", "b", "c"])
-    onnx.save(model, str(path))
-    return path
+    return tiny_model(folder / "label-mismatch.onnx", labels=["a", "b", "c"])
 
 
 def cases(data: Path | None) -> list[Case]:

@@ -2,6 +2,8 @@
 
 import json
 import re
+import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -205,39 +207,18 @@ def test_maskdet_metadata_on_a_model_with_the_wrong_signature(tmp_path, exported
 
 # ---- metadata checked against the graph, and the size cap, before anything is built ---------------------------------
 
-def tiny_classifier(path, side: int = SIZE, labels=LABELS[:2], graph_side: int | None = None, outputs: int = 2,
-                    bomb: int = 0) -> None:
-    """A small model with maskdet's signature (uint8 NHWC crops in, softmax out) and metadata; bomb > 0 adds a
-    ConstantOfShape of that many floats to its output, which onnxruntime would fold when it builds the session."""
-    from onnx import numpy_helper
+@pytest.fixture(scope="module")
+def tiny_model():
+    """benchmarks/hostile_inputs.py's maker of small models with maskdet's signature and metadata: the hostile
+    models the benchmark replays are made the same way here."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from hostile_inputs import tiny_model
 
-    nodes = [helper.make_node("Transpose", ["images"], ["nchw"], perm=[0, 3, 1, 2]),
-             helper.make_node("Cast", ["nchw"], ["floats"], to=TensorProto.FLOAT),
-             helper.make_node("GlobalAveragePool", ["floats"], ["pooled"]),
-             helper.make_node("Flatten", ["pooled"], ["flat"]),
-             helper.make_node("Gemm", ["flat", "weight", "bias"], ["logits"]),
-             helper.make_node("Softmax", ["logits"], ["scores" if bomb else "probabilities"], axis=1)]
-    weights = [numpy_helper.from_array(np.ones((3, outputs), np.float32), "weight"),
-               numpy_helper.from_array(np.zeros(outputs, np.float32), "bias")]
-    if bomb:
-        weights.append(numpy_helper.from_array(np.array([bomb], np.int64), "bomb_shape"))
-        nodes += [helper.make_node("ConstantOfShape", ["bomb_shape"], ["bomb"]),
-                  helper.make_node("ReduceSum", ["bomb"], ["total"], keepdims=1),
-                  helper.make_node("Add", ["scores", "total"], ["probabilities"])]
-    side_in_graph = graph_side or side
-    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info(
-        "images", TensorProto.UINT8, ["batch", side_in_graph, side_in_graph, 3])], [helper.make_tensor_value_info(
-            "probabilities", TensorProto.FLOAT, ["batch", outputs])], weights)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    for key, value in {"labels": json.dumps(labels), "preprocess": json.dumps({"input_size": side}),
-                       "crop_rule": json.dumps({"margin": 1.25, "size": side})}.items():
-        model.metadata_props.add(key=key, value=value)
-    onnx.save(model, str(path))
+    return tiny_model
 
 
-def test_a_tiny_model_with_maskdets_contract_loads_and_predicts(tmp_path):
-    tiny_classifier(tmp_path / "tiny.onnx")
+def test_a_tiny_model_with_maskdets_contract_loads_and_predicts(tmp_path, tiny_model):
+    tiny_model(tmp_path / "tiny.onnx")
     assert load_classifier(tmp_path / "tiny.onnx").predict(crops(3)).shape == (3, 2)
 
 
@@ -250,9 +231,9 @@ def test_a_tiny_model_with_maskdets_contract_loads_and_predicts(tmp_path):
     ({"labels": {"a": 1}}, "has no list of two or more distinct class names in its metadata."),
     ({"bomb": 25 * 10**9}, "uses operators maskdet's models do not (ConstantOfShape, ReduceSum)."),  # 100 GB folded
 ], ids=["huge-crop", "graph-size", "label-count", "same-labels", "labels-not-a-list", "constant-bomb"])
-def test_metadata_that_does_not_fit_the_graph_is_refused_before_a_session(tmp_path, settings, message):
+def test_metadata_that_does_not_fit_the_graph_is_refused_before_a_session(tmp_path, settings, message, tiny_model):
     path = tmp_path / "hostile.onnx"
-    tiny_classifier(path, **settings)
+    tiny_model(path, **settings)
     with pytest.raises(NotAMaskdetModel) as error:
         load_classifier(path)
     assert str(error.value) == f"hostile.onnx {message}"
