@@ -25,8 +25,8 @@ import sqlalchemy as sa
 from . import __version__
 from .jobs import active_training, log_path
 from .runs import ACTIVE_SETTING, RUN_ID_PATTERN, run_dir
-from .store import (ACTIVE_STATUSES, MAX_ENTRY_BYTES, SCHEMA_VERSION, Store, StoreError, _lock, images_table,
-                    labels_table, meta_table, now, runs_table, shown_url)
+from .store import (ACTIVE_STATUSES, MAX_ENTRY_BYTES, SCHEMA_VERSION, Store, StoreError, images_table, labels_table,
+                    meta_table, now, runs_table, shown_url, write_lock)
 
 FORMAT = "maskdet-backup"
 TABLES = (meta_table, labels_table, images_table, runs_table)  # in the order they are restored (foreign keys)
@@ -214,7 +214,7 @@ def restore(store: Store, source, progress: Progress = None) -> dict:
                         progress(done, total)
                 with_folder = {name.split("/")[1] for name in files if name.startswith("runs/")}
                 with store.engine.begin() as conn:
-                    _lock(conn)
+                    write_lock(conn)
                     _refuse_non_empty(store, conn, rows["runs"])
                     _insert_rows(conn, rows, models_dir, with_folder)
                     for run_id in sorted(with_folder):

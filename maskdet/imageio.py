@@ -8,9 +8,9 @@ from PIL import Image, ImageOps
 
 from .bundle.pixels import FORMATS, to_rgb
 
-# A JPEG holds under 100 pixels a byte however flat the photo (measured: a blank 4:2:0 JPEG 60-64, the real photos of
-# masks-small and masks-real-dev at most 26); a larger picture holding more is a flat PNG/GIF/TIFF, the shape of a
-# decompression bomb. This bounds the pixels, so the memory and time, that a file of a given size can cost.
+# A JPEG holds under 100 pixels a byte however flat the photo (measured: a blank 4:2:0 JPEG 60-64, the real photos
+# of masks-small at most 20); a larger picture holding more is a flat PNG/GIF/TIFF, the shape of a decompression
+# bomb. This bounds the pixels, so the memory and time, that a file of a given size can cost.
 MAX_PIXELS_PER_BYTE = 100
 BOMB_FLOOR_PIXELS = 1_000_000  # pictures up to this size cost little (3 MB decoded): flat icons and drawings pass
 

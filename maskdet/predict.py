@@ -122,20 +122,22 @@ def evaluate_folder(folder: Path, detector: FaceDetector, classifier: OnnxClassi
 
 def evaluate_candidates(candidates: list[Candidate], rejected: list[tuple[str, str]], detector: FaceDetector,
                         classifier: OnnxClassifier, max_pixels: int, progress=None) -> dict:
-    """Score a model on labelled files (labels among the model's), in batches of 32 or MAX_BATCH_BYTES of pixels;
-    unreadable ones join `rejected`."""
+    """Score a model on labelled files (labels among the model's), in batches of 32 photos or MAX_BATCH_BYTES of files
+    and pixels (as an import's); unreadable ones join `rejected`."""
     names, targets, probabilities, found = [], [], [], []
     done = 0
     while done < len(candidates):
-        batch, images = [], []
+        batch, images, held = [], [], 0
         for candidate in candidates[done:done + 32]:
             done += 1
             try:
-                images.append(decode_image(candidate.read(), max_pixels))
+                data = candidate.read()
+                images.append(decode_image(data, max_pixels))
                 batch.append(candidate)
+                held += len(data) + images[-1].nbytes
             except (BadImage, OSError) as error:
                 rejected.append((candidate.name, str(error)))
-            if sum(image.nbytes for image in images) >= MAX_BATCH_BYTES:
+            if held >= MAX_BATCH_BYTES:
                 break
         faces = detector.largest_faces(images)
         found += [face is not None for face in faces]

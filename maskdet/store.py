@@ -331,7 +331,7 @@ class Store:
             raise StoreError(f"Cannot open the database {shown_url(self.settings.database_url)} ({reason}): check "
                              "MASKDET_DATABASE_URL and that the database server is running.") from None
         with self.engine.begin() as conn:
-            _lock(conn)
+            write_lock(conn)
             metadata.create_all(conn)
             version = conn.execute(sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")).scalar()
             if version is None:
@@ -484,7 +484,7 @@ class Store:
             faces = detector.largest_faces([image for _, image, _ in batch]) if batch else []
             written = []  # files this batch creates: removed again if it rolls back
             with self.rolled_back_files_removed(written), self.engine.begin() as conn:
-                _lock(conn)  # batches of imports running at the same time take turns
+                write_lock(conn)  # batches of imports running at the same time take turns
                 # Images stored since the last batch by an import running at the same time join the comparison.
                 rows = conn.execute(sa.select(images_table.c.id, images_table.c.sha256, images_table.c.phash,
                                               images_table.c.dup_group).where(images_table.c.id > seen_id)).all()
@@ -591,7 +591,7 @@ class Store:
         if not paths:
             return
         with self.engine.begin() as conn:
-            _lock(conn)
+            write_lock(conn)
             names = list(paths)
             referenced = {file for chunk in range(0, len(names), 500) for file in conn.execute(
                 sa.select(images_table.c.file).where(images_table.c.file.in_(names[chunk:chunk + 500]))).scalars()}
@@ -801,7 +801,7 @@ def _insert(conn, table: sa.Table):
     return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(table)
 
 
-def _lock(conn) -> None:
+def write_lock(conn) -> None:
     """Hold the database's write lock until this transaction ends, so that transactions which read before they write
     (schema creation, import batches) run one at a time."""
     if conn.dialect.name == "postgresql":
