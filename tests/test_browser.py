@@ -40,8 +40,8 @@ def test_home_page_with_an_empty_data_home(server, page, output_dir):
     url = server.url
     open_page(page, url, "maskdet: face-mask detection studio")
     page.get_by_text("No images yet").wait_for()
-    for label in ("Dataset", "Train", "Metrics", "Models"):
-        assert page.get_by_role("link", name=label).count() >= 1
+    for label in ("Dataset", "Train", "Metrics", "Models"):  # waited for: count() alone raced the page's drawing
+        page.get_by_role("link", name=label).first.wait_for()
     assert_no_traceback(page)
     page.screenshot(path=str(output_dir / "home-empty.png"), full_page=True)
 
