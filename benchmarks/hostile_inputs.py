@@ -55,9 +55,9 @@ def png(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def jpeg(image: Image.Image, quality: int = 75) -> bytes:
+def jpeg(image: Image.Image, quality: int = 75, optimize: bool = False) -> bytes:
     buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=quality)
+    image.save(buffer, format="JPEG", quality=quality, optimize=optimize)
     return buffer.getvalue()
 
 
@@ -166,15 +166,20 @@ def broken_entries(folder: Path, quick: bool) -> Path:
         (name, corrupt, 8, crc, size)]))
 
 
-def many_flat_photos(folder: Path, quick: bool) -> Path:
-    """As many distinct flat 300x300 JPEGs as fit in 2 MB (each a different colour): the per-photo cost."""
+def many_flat_photos(folder: Path, quick: bool, side: int = 300, mode: str = "RGB") -> Path:
+    """As many distinct flat side x side JPEGs as fit in 2 MB: 16 shades, each copy made distinct by a JPEG comment
+    (the per-photo cost of decoding, face search and scoring). Greyscale ones are the smallest JPEGs Pillow writes."""
+    shades = [jpeg(Image.new(mode, (side, side), (index * 16, 255 - index * 16, index * 7 % 256)[:len(mode)]),
+                   optimize=mode == "L") for index in range(16)]
     entries, total, index = [], 0, 0
     while total < (20_000 if quick else 1_950_000):
-        colour = (index % 251, index * 7 % 253, index * 13 % 255)
-        entries.append(entry(f"with_mask/{index}.jpg", jpeg(Image.new("RGB", (300, 300), colour))))
+        comment = str(index).encode()
+        data = shades[index % 16]
+        distinct = data[:2] + b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment + data[2:]
+        entries.append(entry(f"with_mask/{index}.jpg", distinct))
         total += len(entries[-1][1]) + 110
         index += 1
-    return write(folder, "many-flat-photos.zip", zip_of(entries))
+    return write(folder, f"many-flat-{side}px-{mode.lower()}-photos.zip", zip_of(entries))
 
 
 def many_entries(folder: Path, quick: bool) -> Path:
@@ -335,6 +340,10 @@ def cases(data: Path | None) -> list[Case]:
             ("overlapping-under-cap", overlapping_under_cap), ("lying-sizes", lying_sizes),
             ("huge-declared-total", huge_declared_total), ("bzip2-bomb", bzip2_bomb),
             ("deflate64-and-corrupt", broken_entries), ("many-flat-photos", many_flat_photos),
+            ("many-flat-256px-photos", lambda folder, quick: many_flat_photos(folder, quick, 256)),
+            ("many-tiny-photos", lambda folder, quick: many_flat_photos(folder, quick, 8, "L")),
+            ("many-flat-1mp-photos", lambda folder, quick: many_flat_photos(folder, quick, 1000)),
+            ("many-flat-36mp-photos", lambda folder, quick: many_flat_photos(folder, quick, 6000)),
             ("many-empty-entries", many_entries)]
     photos = [("grey16", grey16_png), ("float32-tiff", float_tiff), ("blank-40mp", blank_photo)]
     return ([Case(name, kind, make) for name, make in zips for kind in ("import", "evaluate")]

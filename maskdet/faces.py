@@ -12,6 +12,12 @@ from .bundle.crop_rule import crop, square_crop_box
 from .bundle.mtcnn_cascade import MIN_FACE_SIDE, find_faces, image_faces, shrink
 from .mtcnn import OnnxMTCNN
 
+# A photo's face search covers at most this many pixels (of the copies searched) a byte of its file as it arrived
+# (compressed, in a zip): the search then costs at most about 10 microseconds of CPU a byte, so a small upload
+# cannot buy minutes of it with thousands of nearly blank photos. All four searches of a photo as compressible
+# as the real ones of both shared sets (at most 26 pixels a byte) stay within it; see README "Bounded cost".
+SEARCH_PIXELS_PER_BYTE = 50
+
 
 @dataclass(frozen=True)
 class CropRule:
@@ -71,11 +77,13 @@ class FaceDetector:
     def mtcnn(self) -> OnnxMTCNN:
         return OnnxMTCNN(self.min_face_size, self.thresholds)
 
-    def detect(self, images: list[np.ndarray]) -> list[list[Face]]:
-        """All faces per image, largest first."""
+    def detect(self, images: list[np.ndarray], file_sizes: list[int] | None = None) -> list[list[Face]]:
+        """All faces per image, largest first; with file_sizes (bytes each image arrived as), each search is
+        bounded by SEARCH_PIXELS_PER_BYTE."""
+        budgets = [SEARCH_PIXELS_PER_BYTE * size for size in file_sizes] if file_sizes else [float("inf")] * len(images)
         return [[Face(*face) for face in find_faces(self.mtcnn, image, self.detect_side, self.fallback_side,
-                                                    self.pad_fraction, self.min_probability)]
-                for image in images]
+                                                    self.pad_fraction, self.min_probability, budget)]
+                for image, budget in zip(images, budgets, strict=True)]
 
     def track(self, image: np.ndarray, faces: list[Face]) -> list[Face]:
         """Where known faces are in a new frame (MTCNN's last stage on their previous boxes); lost ones drop out.
@@ -91,5 +99,5 @@ class FaceDetector:
                             threshold)
         return [Face(*face) for face in found]
 
-    def largest_faces(self, images: list[np.ndarray]) -> list[Face | None]:
-        return [faces[0] if faces else None for faces in self.detect(images)]
+    def largest_faces(self, images: list[np.ndarray], file_sizes: list[int] | None = None) -> list[Face | None]:
+        return [faces[0] if faces else None for faces in self.detect(images, file_sizes)]

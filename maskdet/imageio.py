@@ -9,18 +9,21 @@ from PIL import Image, ImageOps
 from .bundle.pixels import FORMATS, to_rgb
 
 # A JPEG holds under 100 pixels a byte however flat the photo (measured: a blank 4:2:0 JPEG 60-64, the real photos
-# of masks-small at most 20); a larger picture holding more is a flat PNG/GIF/TIFF, the shape of a decompression
-# bomb. This bounds the pixels, so the memory and time, that a file of a given size can cost.
+# of both shared sets at most 26); a larger picture holding more is a flat PNG/GIF/TIFF, the shape of a decompression
+# bomb. Bytes are counted as the file arrived: a blank JPEG deflates to a few hundred bytes in a zip whatever its
+# size, so a 2 MB zip could otherwise hold thousands of blank megapixel photos. This bounds the pixels, so the memory
+# and time, that an upload of a given size can cost.
 MAX_PIXELS_PER_BYTE = 100
-BOMB_FLOOR_PIXELS = 1_000_000  # pictures up to this size cost little (3 MB decoded): flat icons and drawings pass
+BOMB_FLOOR_PIXELS = 256 * 256  # pictures up to this size cost little to decode: flat icons and drawings pass
 
 
 class BadImage(ValueError):
     """The bytes are not a usable image; str(error) says why."""
 
 
-def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
-    """Decode bytes to an RGB uint8 array (EXIF orientation applied), refusing huge or broken files."""
+def decode_image(data: bytes, max_pixels: int, arrived_bytes: int | None = None) -> np.ndarray:
+    """Decode bytes to an RGB uint8 array (EXIF orientation applied), refusing huge or broken files. arrived_bytes:
+    what the file took as it arrived, compressed in a zip (default len(data)); pixels a byte are counted on it."""
     if not data:
         raise BadImage("empty file")
     try:
@@ -32,8 +35,9 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     width, height = image.size
     if width * height > max_pixels:
         raise BadImage(f"image too large: {width}x{height} pixels exceeds the limit of {max_pixels:,}")
-    if width * height > max(BOMB_FLOOR_PIXELS, MAX_PIXELS_PER_BYTE * len(data)):
-        raise BadImage(f"image too large for its file: {width}x{height} pixels in {len(data):,} bytes, over "
+    size = min(len(data), arrived_bytes or len(data))
+    if width * height > max(BOMB_FLOOR_PIXELS, MAX_PIXELS_PER_BYTE * size):
+        raise BadImage(f"image too large for its file: {width}x{height} pixels in {size:,} bytes, over "
                        f"{MAX_PIXELS_PER_BYTE} pixels a byte (a nearly blank picture, as decompression bombs are; "
                        "re-save it as JPEG if it is a photo)")
     try:

@@ -103,7 +103,7 @@ def predict_image(data: bytes, detector: FaceDetector, classifier: OnnxClassifie
                   threshold: float = 0.0, max_faces: int = 20) -> tuple[np.ndarray, list[FacePrediction]]:
     """Decode an image file and classify its faces (at most max_faces, largest first)."""
     image = decode_image(data, max_pixels)
-    faces = detector.detect([image])[0][:max_faces]
+    faces = detector.detect([image], [len(data)])[0][:max_faces]
     return image, classify_faces(image, faces, classifier, threshold)
 
 
@@ -127,19 +127,20 @@ def evaluate_candidates(candidates: list[Candidate], rejected: list[tuple[str, s
     names, targets, probabilities, found = [], [], [], []
     done = 0
     while done < len(candidates):
-        batch, images, held = [], [], 0
+        batch, images, sizes, held = [], [], [], 0
         for candidate in candidates[done:done + 32]:
             done += 1
             try:
                 data = candidate.read()
-                images.append(decode_image(data, max_pixels))
+                images.append(decode_image(data, max_pixels, candidate.arrived_size(data)))
                 batch.append(candidate)
+                sizes.append(candidate.arrived_size(data))
                 held += len(data) + images[-1].nbytes
             except (BadImage, OSError) as error:
                 rejected.append((candidate.name, str(error)))
             if held >= MAX_BATCH_BYTES:
                 break
-        faces = detector.largest_faces(images)
+        faces = detector.largest_faces(images, sizes)
         found += [face is not None for face in faces]
         crops = np.stack([crop_face(image, face.box if face else None, classifier.rule)
                           for image, face in zip(images, faces)]) if images else np.zeros((0,))

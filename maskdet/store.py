@@ -15,7 +15,7 @@ import zlib
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -147,6 +147,11 @@ class Candidate:
     name: str
     label: str
     read: Callable[[], bytes]
+    stored_size: int | None = None  # bytes it takes compressed in its zip; None: its own size
+
+    def arrived_size(self, data: bytes) -> int:
+        """Bytes the file took as it arrived: they bound the decoded pixels and the face search it may cost."""
+        return min(len(data), self.stored_size or len(data))
 
 
 def now() -> str:
@@ -297,7 +302,8 @@ def zip_candidates(archive: zipfile.ZipFile) -> tuple[list[Candidate], list[tupl
         elif len(parts) < 2:
             rejected.append((name, "not inside a class folder"))
         else:
-            candidates.append(Candidate(name, parts[-2], lambda info=info: _read_entry(archive, info)))
+            candidates.append(Candidate(name, parts[-2], lambda info=info: _read_entry(archive, info),
+                                        info.compress_size))
     return candidates, rejected
 
 
@@ -481,7 +487,8 @@ class Store:
         seen_id, added_shas, done = 0, set(), 0
         while done < len(candidates):
             batch, taken = self._decode_batch(candidates[done:done + batch_size], known, report)
-            faces = detector.largest_faces([image for _, image, _ in batch]) if batch else []
+            faces = detector.largest_faces([image for _, image, _ in batch],
+                                           [candidate.arrived_size(data) for candidate, _, data in batch])
             written = []  # files this batch creates: removed again if it rolls back
             with self.rolled_back_files_removed(written), self.engine.begin() as conn:
                 write_lock(conn)  # batches of imports running at the same time take turns
@@ -536,7 +543,7 @@ class Store:
                 if sha in known:
                     report.duplicates.append(candidate.name)
                     continue
-                image = decode_image(data, self.settings.max_pixels)
+                image = decode_image(data, self.settings.max_pixels, candidate.arrived_size(data))
             except (StoreError, BadImage, OSError) as error:
                 report.rejected.append((candidate.name, str(error)))
                 continue
@@ -544,7 +551,7 @@ class Store:
                 report.rejected.append((candidate.name, f"cannot be read ({type(error).__name__}: {error})"))
                 continue
             known[sha] = label
-            batch.append((Candidate(candidate.name, label, candidate.read), image, data))
+            batch.append((replace(candidate, label=label), image, data))
             held += len(data) + image.nbytes
             if held >= MAX_BATCH_BYTES:
                 return batch, taken

@@ -160,10 +160,10 @@ def write_dataset(root: Path, per_class: int = 4, labels=("with_mask", "without_
     return root
 
 
-def zip_bytes(entries: dict[str, bytes], symlinks: dict[str, str] = {}) -> bytes:
+def zip_bytes(entries: dict[str, bytes], symlinks: dict[str, str] = {}, compression: int = zipfile.ZIP_STORED) -> bytes:
     """A zip archive of the given entries, plus symbolic-link entries pointing at the given targets."""
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
+    with zipfile.ZipFile(buffer, "w", compression) as archive:
         for name, data in entries.items():
             archive.writestr(name, data)
         for name, target in symlinks.items():

@@ -23,6 +23,16 @@ def test_a_masked_face_filling_the_photo_is_found_on_the_padded_copy(shared_data
     assert eyes[:, 1].max() < mouth[:, 1].min()  # landmarks mapped back from the padded copy, upright
 
 
+@pytest.mark.parametrize("name", CLOSE_UPS[:1])
+def test_the_face_search_is_bounded_by_the_bytes_of_the_file(shared_data, name):
+    """Its file pays for all four searches of a close-up (found on the padded copy, the third); a file of a tenth of
+    its size would pay for the first only (SEARCH_PIXELS_PER_BYTE)."""
+    data = (shared_data / "with_mask" / name).read_bytes()
+    image = decode_image(data, 40_000_000)
+    assert len(FaceDetector().detect([image], [len(data)])[0]) == 1
+    assert FaceDetector().detect([image], [len(data) // 10]) == [[]]
+
+
 def test_the_padded_retry_finds_no_face_where_there_is_none():
     flat = np.full((300, 400, 3), 128, np.uint8)
     noise = np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8)

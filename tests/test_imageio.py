@@ -96,5 +96,9 @@ def test_a_nearly_blank_large_picture_is_refused_by_its_pixels_per_byte():
                                 "if it is a photo)")
     flat_jpeg = saved(Image.new("RGB", (1200, 1000), (200, 180, 160)), "JPEG", quality=75)  # a JPEG never gets there
     assert decode_image(flat_jpeg, MAX_PIXELS).shape == (1000, 1200, 3)
-    small_blank = saved(Image.new("L", (900, 900), 255), "PNG")  # under a megapixel: cheap, so let through
-    assert decode_image(small_blank, MAX_PIXELS).shape == (900, 900, 3)
+    small_blank = saved(Image.new("L", (256, 256), 255), "PNG")  # 256x256 or less: cheap, so let through
+    assert decode_image(small_blank, MAX_PIXELS).shape == (256, 256, 3)
+    with pytest.raises(BadImage, match="257x256 pixels in"):
+        decode_image(saved(Image.new("L", (257, 256), 255), "PNG"), MAX_PIXELS)
+    with pytest.raises(BadImage, match="1200x1000 pixels in 1,000 bytes"):  # counted as it arrived (in a zip)
+        decode_image(flat_jpeg, MAX_PIXELS, arrived_bytes=1000)

@@ -162,6 +162,24 @@ def test_zip_import_and_hostile_entries(store, detector):
     assert not (store.home.parent / "escape.jpg").exists()
 
 
+def test_a_blank_photo_is_counted_by_the_bytes_it_takes_in_the_zip(store, detector, tmp_path):
+    """A blank JPEG deflates to a few hundred bytes whatever its size, so a 2 MB zip could hold thousands: in a zip
+    its pixels a byte are counted on its compressed entry, in a folder on its file."""
+    blank = encode(np.full((300, 300, 3), 128, np.uint8))
+    archive = zipfile.ZipFile(io.BytesIO(zip_bytes({"with_mask/blank.jpg": blank}, compression=zipfile.ZIP_DEFLATED)))
+    stored = archive.getinfo("with_mask/blank.jpg").compress_size
+    assert 300 * 300 / len(blank) < 100 < 300 * 300 / stored
+    report = store.import_zip(zip_bytes({"with_mask/blank.jpg": blank, "with_mask/photo.jpg": encode(pattern_image(1))},
+                                        compression=zipfile.ZIP_DEFLATED), detector)
+    assert report.added == ["with_mask/photo.jpg"]
+    assert report.rejected == [("with_mask/blank.jpg", f"image too large for its file: 300x300 pixels in {stored} "
+                                "bytes, over 100 pixels a byte (a nearly blank picture, as decompression bombs are; "
+                                "re-save it as JPEG if it is a photo)")]
+    (tmp_path / "folder" / "with_mask").mkdir(parents=True)
+    (tmp_path / "folder" / "with_mask" / "blank.jpg").write_bytes(blank)
+    assert store.import_folder(tmp_path / "folder", detector).added == ["with_mask/blank.jpg"]
+
+
 def test_folder_and_zip_of_the_same_tree_give_the_same_labels(store, tmp_path, detector, settings):
     """A photo's label is the folder it is in, at any depth (Train/WithMask/, Test/WithMask/ are one class)."""
     tree = {"Face Mask Dataset/Train/WithMask/a.jpg": encode(pattern_image(31)),

@@ -16,7 +16,7 @@ NEW_CLASSES = ("with_mask", "mask_chin", "mask_nose")
 class NoFaces:
     """Stands in for MTCNN in the worker processes (generated pictures have no face anyway)."""
 
-    def largest_faces(self, images):
+    def largest_faces(self, images, file_sizes=None):
         return [None] * len(images)
 
 

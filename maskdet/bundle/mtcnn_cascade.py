@@ -196,13 +196,18 @@ class Cascade:
 Detection = tuple[tuple[float, float, float, float], float, tuple[tuple[float, float], ...]]  # box, probability, landmarks
 
 
-def shrink(image: np.ndarray, side: int, resize=resize_area) -> tuple[np.ndarray, float]:
-    """A copy whose longer side is at most `side`, and the scale applied."""
-    height, width = image.shape[:2]
+def shrunk_shape(height: int, width: int, side: int) -> tuple[int, int, float]:
+    """Height and width of a copy whose longer side is at most `side`, and the scale applied."""
     scale = min(1.0, side / max(height, width))
     if scale == 1.0:
-        return image, 1.0
-    return resize(image, max(1, round(width * scale)), max(1, round(height * scale))), scale
+        return height, width, 1.0
+    return max(1, round(height * scale)), max(1, round(width * scale)), scale
+
+
+def shrink(image: np.ndarray, side: int, resize=resize_area) -> tuple[np.ndarray, float]:
+    """A copy whose longer side is at most `side`, and the scale applied."""
+    height, width, scale = shrunk_shape(*image.shape[:2], side)
+    return (image, 1.0) if scale == 1.0 else (resize(image, width, height), scale)
 
 
 def pad_border(image: np.ndarray, pad: int) -> np.ndarray:
@@ -238,15 +243,20 @@ def faces_on_copy(cascade: Cascade, image: np.ndarray, side: int, pad: int = 0,
 
 
 def find_faces(cascade: Cascade, image: np.ndarray, side: int, fallback_side: int, pad_fraction: float,
-               min_probability: float = 0.0) -> list[Detection]:
+               min_probability: float = 0.0, max_search_pixels: float = float("inf")) -> list[Detection]:
     """All faces of an RGB image, largest first. Searched on a copy whose longer side is at most `side`; when none
     is found, on one at most `fallback_side` (if larger); then the same on a copy padded by pad_fraction of the
     longer side on every side: a face that fills the photo (a masked close-up) has its box partly outside it, where
-    MTCNN cannot place it."""
+    MTCNN cannot place it. The search stops before a copy would bring the pixels searched past max_search_pixels."""
     pads = [0, round(max(image.shape[:2]) * pad_fraction)] if pad_fraction > 0 else [0]
+    searched = 0
     for pad in pads:
         larger = fallback_side > side and max(image.shape[:2]) + 2 * pad > side
         for size in [side, fallback_side] if larger else [side]:
+            height, width, _ = shrunk_shape(image.shape[0] + 2 * pad, image.shape[1] + 2 * pad, size)
+            searched += height * width
+            if searched > max_search_pixels:
+                return []
             faces = faces_on_copy(cascade, image, size, pad, min_probability)
             if faces:
                 return faces
