@@ -76,7 +76,7 @@ def soak_pipeline(pipeline: LivePipeline, clip: list[np.ndarray], args: argparse
 
 
 async def soak_webrtc(clip: list[np.ndarray], classifier, args: argparse.Namespace) -> list[dict]:
-    streams = await open_streams(1, clip, classifier, LiveSettings(), args.fps)
+    streams = await open_streams(1, clip, classifier, LiveSettings(), 1, args.fps)
     stream: Stream = streams[0]
     grace = min(live_webrtc.GRACE_SECONDS, args.sample_seconds / 2)  # frames captured since may still be on their way
     try:

@@ -35,7 +35,10 @@ def password_matches(given: str, password: str) -> bool:
 
 
 if __name__ == "__main__":
-    problem = listen_problem(sys.argv[1], load_settings().password)
+    try:
+        problem = listen_problem(sys.argv[1], load_settings().password)
+    except ValueError as error:  # a setting that cannot be read: say so before the dashboard starts
+        problem = str(error)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         sys.exit(2)

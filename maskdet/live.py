@@ -6,12 +6,12 @@ streamlit-webrtc's frame callback thread. A live stream's detection cadence adap
 
 import json
 import math
-import os
 import threading
 import time
 import weakref
 from collections import deque
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 
 import numpy as np
 
@@ -19,13 +19,13 @@ from .export import OnnxClassifier
 from .faces import Face, FaceDetector
 from .mtcnn import MIN_FACE_SIDE
 from .predict import FacePrediction, TextStyle, classify_faces, draw_predictions
+from .settings import usable_cores
 
 RATE_WINDOW_SECONDS = 3.0  # fps and stage times are over the frames processed in this much wall clock
 STAGES = ("detect", "classify")
 # The live streams of one process share this many seconds of processing per second of wall clock: all cores but one,
 # which is left to WebRTC's decoding and encoding and to the dashboard (1 on a 2-core machine).
-LIVE_BUSY_BUDGET = float(max(1, len(os.sched_getaffinity(0)) - 1 if hasattr(os, "sched_getaffinity")
-                             else (os.cpu_count() or 2) - 1))
+LIVE_BUSY_BUDGET = float(max(1, usable_cores() - 1))
 MAX_DETECT_EVERY = 30  # the longest adapted detection interval: about once a second at a webcam's 30 fps
 ADAPT_SECONDS = 0.5  # a stream's cadence steps up at most this often; back down at most every RATE_WINDOW_SECONDS
 RELAX = 0.6  # a stream steps back when it is busy under this fraction of its share
@@ -117,6 +117,49 @@ class LoadShare:
 
 
 LIVE_LOAD = LoadShare()
+
+
+class StreamSeats:
+    """The camera streams a process serves at once (`capacity`: MASKDET_LIVE_STREAMS, one per core by default).
+
+    Why: each stream costs the server its WebRTC decoding and encoding, every frame, whatever its pipeline skips
+    (streamlit-webrtc sends one picture back for each that comes in). Past what the cores hold, every stream's latency
+    grows: measured on 2 cores, two streams stay within 250 ms at p95 and four reach 700 ms. So a viewer beyond the
+    capacity is told the dashboard is full, and the streams it serves keep their speed.
+
+    A stream takes its seat with each frame and holds it until RATE_WINDOW_SECONDS after its last one (a closed tab
+    sends none), or until released. Thread-safe; times are seconds of one monotonic clock."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._held: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # stream → its last frame's time
+        self._lock = threading.Lock()
+
+    def take(self, stream: object, now: float) -> bool:
+        """Whether `stream` may be served now; if so, it holds a seat."""
+        with self._lock:
+            for other in [other for other, seen in self._held.items() if seen <= now - RATE_WINDOW_SECONDS]:
+                del self._held[other]
+            if stream in self._held or len(self._held) < self.capacity:
+                self._held[stream] = now
+                return True
+            return False
+
+    def open_for(self, stream: object, now: float) -> bool:
+        """Whether `stream` holds a seat or could take one now (without taking it)."""
+        with self._lock:
+            held = sum(1 for other, seen in self._held.items() if other is not stream and seen > now - RATE_WINDOW_SECONDS)
+        return held < self.capacity
+
+    def release(self, stream: object) -> None:
+        with self._lock:
+            self._held.pop(stream, None)
+
+
+@lru_cache(maxsize=None)
+def stream_seats(capacity: int) -> StreamSeats:
+    """The process's seats for a capacity: the Live page's sessions all use one."""
+    return StreamSeats(capacity)
 
 
 class Cadence:

@@ -7,6 +7,7 @@ import math
 import os
 import re
 import tempfile
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -19,8 +20,8 @@ from PIL import Image
 
 from .export import load_classifier
 from .imageio import decode_image
-from .live import Counters, LivePipeline, LiveSettings
-from .predict import FacePrediction, annotate
+from .live import Counters, LivePipeline, LiveSettings, StreamSeats
+from .predict import FacePrediction, TextStyle, annotate
 
 MAX_VIDEO_SECONDS = 30  # an uploaded video is processed while the user waits (the longest: 20 s on 2 cores)
 MAX_VIDEO_SIDE = 1280  # larger frames are scaled down before detection and in the output
@@ -47,12 +48,28 @@ def summary(counters: Counters) -> str:
             f"{counters.faces_classified} faces classified ({labels or 'none'}), {counters.fps:.1f} fps")
 
 
-def frames_callback(pipeline: LivePipeline) -> Callable[[list[av.VideoFrame]], Awaitable[list[av.VideoFrame]]]:
+def full_message(seats: StreamSeats) -> list[str]:
+    """What a viewer beyond the capacity is told, a line each (on the page, and on the picture of a stream that started
+    anyway)."""
+    streams = f"{seats.capacity} camera stream{'s' if seats.capacity > 1 else ''}"
+    return [f"The dashboard is full: it serves {streams} at once.", "Press STOP, and try again when one ends."]
+
+
+def frames_callback(pipeline: LivePipeline,
+                    seats: StreamSeats) -> Callable[[list[av.VideoFrame]], Awaitable[list[av.VideoFrame]]]:
     """streamlit-webrtc's queued_video_frames_callback. It gets the frames that arrived since the last call (more
     than one when the pipeline was slower than the camera): the newest is annotated, the older ones are dropped and
-    counted, so the picture never falls behind. A log line every LOG_EVERY frames."""
+    counted, so the picture never falls behind. A stream without a seat (the page checks before it starts one, but
+    two viewers may start at the same moment) gets its picture back with full_message on it, unprocessed. A log line
+    every LOG_EVERY frames."""
     async def callback(frames: list[av.VideoFrame]) -> list[av.VideoFrame]:
-        annotated, _ = pipeline.process(frames[-1].to_ndarray(format="rgb24"), dropped=len(frames) - 1)
+        picture = frames[-1].to_ndarray(format="rgb24")
+        if not seats.take(pipeline, time.perf_counter()):
+            style = TextStyle.for_image(picture)
+            for line, text in enumerate(full_message(seats)):
+                style.draw(picture, text, 0, line * style.size(text)[1], (160, 0, 0))
+            return [av.VideoFrame.from_ndarray(picture, format="rgb24")]
+        annotated, _ = pipeline.process(picture, dropped=len(frames) - 1)
         counters = pipeline.snapshot()
         if counters.frames % LOG_EVERY == 0:
             log.info("live: %s", summary(counters))
@@ -60,9 +77,12 @@ def frames_callback(pipeline: LivePipeline) -> Callable[[list[av.VideoFrame]], A
     return callback
 
 
-def ended_callback(pipeline: LivePipeline) -> Callable[[], None]:
-    """streamlit-webrtc's on_video_ended: log the pipeline's totals when a stream stops."""
-    return lambda: log.info("live stream ended: %s", summary(pipeline.snapshot()))
+def ended_callback(pipeline: LivePipeline, seats: StreamSeats) -> Callable[[], None]:
+    """streamlit-webrtc's on_video_ended: free the stream's seat and log the pipeline's totals."""
+    def ended() -> None:
+        seats.release(pipeline)
+        log.info("live stream ended: %s", summary(pipeline.snapshot()))
+    return ended
 
 
 # ---- an uploaded photo ---------------------------------------------------------------------------

@@ -7,6 +7,11 @@ from pathlib import Path
 DEFAULT_LABELS = ("with_mask", "without_mask")
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path
@@ -16,6 +21,7 @@ class Settings:
     max_pixels: int
     ice_servers: str = "[]"  # JSON list of RTCIceServer dicts for the Live page; empty = localhost/LAN only
     password: str | None = None  # MASKDET_PASSWORD: the dashboard asks every browser session for it
+    live_streams: int = 2  # MASKDET_LIVE_STREAMS: camera streams served at once (default: one per core)
 
 
 def load_settings() -> Settings:
@@ -27,7 +33,18 @@ def load_settings() -> Settings:
         models_dir=Path(os.environ.get("MASKDET_MODELS", "models")).resolve(),
         database_url=os.environ.get("MASKDET_DATABASE_URL", f"sqlite:///{home / 'maskdet.db'}"),
         backbone_weights=Path(weights) if weights else None,
-        max_pixels=int(os.environ.get("MASKDET_MAX_PIXELS", 40_000_000)),
+        max_pixels=positive_int("MASKDET_MAX_PIXELS", 40_000_000),
         ice_servers=os.environ.get("MASKDET_ICE_SERVERS", "[]"),
         password=os.environ.get("MASKDET_PASSWORD") or None,
+        live_streams=positive_int("MASKDET_LIVE_STREAMS", usable_cores()),
     )
+
+
+def positive_int(name: str, default: int) -> int:
+    """An environment variable holding a whole number of at least 1 (default when unset)."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"{name} must be a whole number of at least 1, not {text!r}.")
+    return int(text)

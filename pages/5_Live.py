@@ -8,6 +8,7 @@ per model and settings: they carry nothing from one photo to the next.
 
 import logging
 import os
+import time
 from pathlib import Path
 
 import streamlit as st
@@ -16,7 +17,7 @@ from streamlit_webrtc import WebRtcMode, webrtc_streamer
 import ui
 from maskdet import media, runs
 from maskdet.export import load_classifier
-from maskdet.live import RATE_WINDOW_SECONDS, LivePipeline, LiveSettings, rtc_configuration
+from maskdet.live import RATE_WINDOW_SECONDS, LivePipeline, LiveSettings, rtc_configuration, stream_seats
 from maskdet.bundle.pixels import IMAGE_SUFFIXES
 
 ui.page_setup("Live")
@@ -51,6 +52,8 @@ def stream_pipeline(path: str, stamp: float, settings: LiveSettings) -> LivePipe
     """This session's pipeline for the camera stream, kept while the model file and the settings stay the same."""
     key = (path, stamp, settings)
     if state.get("live-pipeline-key") != key:
+        if "live-pipeline" in state:  # its seat passes to the new pipeline
+            stream_seats(store.settings.live_streams).release(state["live-pipeline"])
         state["live-pipeline"] = LivePipeline(classifier(path, stamp), settings)
         state["live-pipeline-key"] = key
     return state["live-pipeline"]
@@ -86,9 +89,10 @@ def settings_widgets() -> LiveSettings:
         detection_confidence=columns[1].slider("Detection confidence", 0.5, 0.99, DEFAULTS.detection_confidence,
                                                0.01, key="live-detection",
                                                help="How sure MTCNN must be that a box is a face."),
-        class_threshold=columns[2].slider("Class confidence threshold", 0.5, 0.99, DEFAULTS.class_threshold, 0.01,
-                                          key="live-threshold",
-                                          help="A face whose top class probability is lower is labelled uncertain."),
+        class_threshold=columns[2].slider("Class confidence threshold", min(0.5, threshold), max(0.99, threshold),
+                                          step=0.01, key="live-threshold",
+                                          help="A face whose top class probability is lower is labelled uncertain. "
+                                               "It starts from the model's threshold, chosen on the Metrics page."),
         detect_side=columns[3].select_slider("Detection scale (px)", [160, 240, 320, 480, 640], DEFAULTS.detect_side,
                                              key="live-scale", help="MTCNN looks for faces on a copy of the frame "
                                              "whose longer side is this: larger finds smaller faces but is slower."),

@@ -22,10 +22,10 @@ def test_which_addresses_keep_the_dashboard_on_this_machine(address, local):
     assert listen_problem(address, "secret") is None
 
 
-def access_check(address: str, password: str | None) -> subprocess.CompletedProcess:
+def access_check(address: str, password: str | None, **settings: str) -> subprocess.CompletedProcess:
     """What `make run ADDRESS=...` runs before starting Streamlit."""
     env = {k: v for k, v in os.environ.items() if k != "MASKDET_PASSWORD"}
-    env["PYTHONPATH"] = str(ROOT)
+    env.update(settings, PYTHONPATH=str(ROOT))
     if password:
         env["MASKDET_PASSWORD"] = password
     return subprocess.run([sys.executable, "-m", "maskdet.access", address], env=env, capture_output=True, text=True,
@@ -38,6 +38,14 @@ def test_listening_beyond_this_machine_without_a_password_is_refused():
     assert refused.stderr.startswith("error: Not listening on 0.0.0.0 without a password")
     assert access_check("0.0.0.0", "secret").returncode == 0 and access_check("127.0.0.1", None).returncode == 0
     assert 'address = "127.0.0.1"' in (ROOT / ".streamlit" / "config.toml").read_text()
+
+
+@pytest.mark.parametrize("name, value", [("MASKDET_LIVE_STREAMS", "two"), ("MASKDET_LIVE_STREAMS", "0"),
+                                         ("MASKDET_MAX_PIXELS", "-5")])
+def test_a_setting_that_cannot_be_read_stops_the_start_with_a_sentence(name, value):
+    refused = access_check("127.0.0.1", None, **{name: value})
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert refused.stderr == f"error: {name} must be a whole number of at least 1, not '{value}'.\n"
 
 
 @pytest.mark.parametrize("page", ["app.py", "pages/1_Dataset.py", "pages/4_Models.py"])

@@ -9,7 +9,8 @@ from PIL import Image
 
 from maskdet import export
 from maskdet.faces import CropRule, FaceDetector, box_iou
-from maskdet.live import MAX_DETECT_EVERY, Cadence, LivePipeline, LiveSettings, LoadShare, RateWindow, as_rgb
+from maskdet.live import (MAX_DETECT_EVERY, RATE_WINDOW_SECONDS, Cadence, LivePipeline, LiveSettings, LoadShare,
+                          RateWindow, StreamSeats, as_rgb)
 from maskdet.model import MaskNet, Preprocess
 from maskdet.predict import classify_faces
 
@@ -264,3 +265,21 @@ def test_a_skipped_frame_shows_the_last_annotated_frame_again_and_counts_as_drop
     assert (counters.frames, counters.dropped, counters.skipping) == (1, 2, True)
     time.sleep(0.01 + first.timings_ms["total"] * 9 / 1000)  # past the skipping gap: processed again
     assert not pipeline.process(frame)[1].skipped and pipeline.snapshot().frames == 2
+
+
+def test_stream_seats_serve_the_capacity_and_free_a_seat_when_a_stream_ends_or_falls_silent():
+    class Viewer:
+        """A stream (its pipeline, on the page)."""
+
+    seats = StreamSeats(2)
+    first, second, third = Viewer(), Viewer(), Viewer()
+    assert seats.take(first, 0.0) and seats.take(second, 0.5)
+    assert seats.open_for(first, 1.0) and not seats.open_for(third, 1.0)
+    assert not seats.take(third, 1.0)
+    assert seats.take(first, 1.0)  # a stream holding a seat keeps it
+    seats.release(second)
+    assert seats.take(third, 1.1) and not seats.open_for(second, 1.2)
+    # first's last frame came at 1.0: silent for RATE_WINDOW_SECONDS (a closed tab), its seat is free again
+    assert not seats.open_for(second, 1.0 + RATE_WINDOW_SECONDS - 0.01)
+    assert seats.open_for(second, 1.0 + RATE_WINDOW_SECONDS) and seats.take(second, 1.0 + RATE_WINDOW_SECONDS)
+    assert not seats.take(first, 1.0 + RATE_WINDOW_SECONDS)

@@ -34,13 +34,14 @@ def run_script(name: str, *args: str) -> list[dict]:
 
 
 def test_webrtc_benchmark_one_line_per_stream_count(model_file, shared_data):
-    lines = run_script("live_webrtc.py", "--model", str(model_file), "--data", str(shared_data), "--streams", "1", "2",
-                       "--seconds", "2", "--warmup", "1", "--clip-frames", "25")
-    assert [line["streams"] for line in lines] == [1, 2]
+    """Viewers beyond the capacity are refused, as the Live page refuses them: 3 viewers, 2 served."""
+    lines = run_script("live_webrtc.py", "--model", str(model_file), "--data", str(shared_data), "--streams", "1", "3",
+                       "--capacity", "2", "--seconds", "2", "--warmup", "1", "--clip-frames", "25")
+    assert [(line["streams"], line["served"], line["refused"]) for line in lines] == [(1, 1, 0), (3, 2, 1)]
     for line in lines:
         assert line["codecs"] == ["VP8"] and line["browser_receiver"] == "marker bit"
         assert line["targets"] is not None and isinstance(line["targets_met"], bool)
-        assert len(line["per_stream"]) == line["streams"]
+        assert len(line["per_stream"]) == line["served"]
         for stream in line["per_stream"]:
             assert stream["frames_delivered"] > 0 and stream["delivered_fps"] > 0
             assert 0 < stream["latency_ms"]["p50"] <= stream["latency_ms"]["p95"] <= stream["latency_ms"]["max"]

@@ -6,6 +6,7 @@ import logging
 import re
 import shutil
 import struct
+import time
 import wave
 
 import av
@@ -17,7 +18,7 @@ from maskdet import export, media
 from maskdet.clip import clip_photos, make_clip
 from maskdet.export import NotAMaskdetModel, export_classifier, load_classifier
 from maskdet.faces import CropRule
-from maskdet.live import LivePipeline, LiveSettings
+from maskdet.live import LivePipeline, LiveSettings, StreamSeats
 from maskdet.model import MaskNet, Preprocess
 from tests.conftest import encode, video_bytes
 
@@ -182,13 +183,15 @@ def test_without_h264_the_video_is_vp8_webm(model, clip, monkeypatch):
 
 def test_frames_callback_annotates_the_newest_frame_counts_the_dropped_and_logs(model, clip, monkeypatch, caplog):
     monkeypatch.setattr(media, "LOG_EVERY", 2)
-    pipeline = LivePipeline(model)
-    callback = media.frames_callback(pipeline)
+    pipeline, seats = LivePipeline(model), StreamSeats(1)
+    callback = media.frames_callback(pipeline, seats)
     queued = [clip[0:1], clip[1:4], clip[4:5], clip[5:7]]  # frames arrived while the pipeline was busy: 2, then 1
     with caplog.at_level(logging.INFO, logger="maskdet.live"):
         outputs = [asyncio.run(callback([av.VideoFrame.from_ndarray(f, format="rgb24") for f in frames]))
                    for frames in queued]
-        media.ended_callback(pipeline)()
+        assert not seats.open_for(LivePipeline(model), time.perf_counter())  # the stream holds the one seat
+        media.ended_callback(pipeline, seats)()
+    assert seats.open_for(LivePipeline(model), time.perf_counter())  # freed when it ended
     assert [len(out) for out in outputs] == [1, 1, 1, 1]
     assert all((out[0].width, out[0].height) == (640, 480) for out in outputs)
     assert (outputs[1][0].to_ndarray(format="rgb24") != clip[3]).any()  # the newest frame, annotated
@@ -198,6 +201,18 @@ def test_frames_callback_annotates_the_newest_frame_counts_the_dropped_and_logs(
                                                                    "live stream ended: 4 frames, 3 dropped"]
     assert re.search(r"[1-9]\d* faces classified \(.*with", lines[-1])  # with_mask or without_mask, counted
     assert re.search(r" [1-9][\d.]* fps$", lines[-1])
+
+
+def test_a_stream_beyond_the_capacity_gets_its_picture_back_unprocessed_with_the_reason(model, clip):
+    seats = StreamSeats(1)
+    first, second = LivePipeline(model), LivePipeline(model)
+    frames = [av.VideoFrame.from_ndarray(clip[0], format="rgb24")]
+    asyncio.run(media.frames_callback(first, seats)(frames))
+    picture = asyncio.run(media.frames_callback(second, seats)(frames))[0].to_ndarray(format="rgb24")
+    assert second.snapshot().frames == 0 and first.snapshot().frames == 1
+    assert (picture[:20] != clip[0][:20]).any() and (picture[-200:] == clip[0][-200:]).all()  # the message on top
+    assert media.full_message(seats) == ["The dashboard is full: it serves 1 camera stream at once.",
+                                         "Press STOP, and try again when one ends."]
 
 
 # ---- uploaded models -----------------------------------------------------------------------------
