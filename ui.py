@@ -1,6 +1,7 @@
 """Small helpers shared by the Streamlit pages: cached store and detector, error display, run labels, curves."""
 
 from collections.abc import Callable
+from pathlib import Path
 
 import altair as alt
 import pandas as pd
@@ -8,6 +9,7 @@ import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
 from maskdet.access import password_matches
+from maskdet.bundle.pixels import IMAGE_SUFFIXES
 from maskdet.settings import Settings, load_settings
 from maskdet.store import Store
 
@@ -45,6 +47,43 @@ def run_caption(run: dict) -> str:
     test = (run.get("metrics") or {}).get("test") or {}
     accuracy = f", accuracy {test['accuracy']:.3f}" if test.get("accuracy") is not None else ""
     return f"{run['id']} ({run['status']}{accuracy})"
+
+
+PHOTO_TYPES = sorted(suffix.lstrip(".") for suffix in IMAGE_SUFFIXES)  # what the photo uploaders accept
+
+
+@st.cache_resource(show_spinner="Loading the model...", max_entries=4)
+def classifier(path: str, stamp: float):
+    """A model file, loaded once per version of the file (stamp: its mtime)."""
+    from maskdet.export import load_classifier
+
+    return load_classifier(path)
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def photo_pipeline(path: str, stamp: float, settings):
+    """The pipeline that annotates photos with a model file and LiveSettings (photos carry nothing from one to the
+    next, so all sessions share it)."""
+    from maskdet import media
+    from maskdet.live import LivePipeline
+
+    return LivePipeline(classifier(path, stamp), media.photo_settings(settings))
+
+
+def show_annotated_photo(result, name: str, key: str, no_face_hint: str = "") -> None:
+    """A media.AnnotatedPhoto: the picture, the table of its faces (numbered as on the picture) and its download."""
+    from maskdet import media
+
+    st.image(result.png, caption=f"{name}, annotated", width=min(720, result.width))
+    if result.predictions:
+        st.dataframe(media.prediction_rows(result.predictions), hide_index=True, key=f"{key}-faces")
+    else:
+        st.info(f"No face found. {no_face_hint}".strip())
+    if result.faces_found > len(result.predictions):
+        st.caption(f"{result.faces_found} faces found; the {len(result.predictions)} largest were classified "
+                   "(Max faces).")
+    st.download_button("Download the annotated photo", result.png, file_name=f"{Path(name).stem}-annotated.png",
+                       mime="image/png", key=f"{key}-download", on_click="ignore", icon=":material/download:")
 
 
 PAGES = [  # path, name, icon, what it is for (the home page's board)

@@ -92,6 +92,7 @@ class AnnotatedPhoto:
     png: bytes
     predictions: list[FacePrediction]
     faces_found: int  # before the max_faces cap
+    width: int  # of the photo, in pixels
 
 
 def photo_settings(settings: LiveSettings) -> LiveSettings:
@@ -105,7 +106,7 @@ def annotate_photo(data: bytes, pipeline: LivePipeline, max_pixels: int) -> Anno
     _, result = pipeline.process(image)
     buffer = io.BytesIO()
     Image.fromarray(annotate(image, result.predictions, pipeline.classifier.labels)).save(buffer, format="PNG")
-    return AnnotatedPhoto(buffer.getvalue(), result.predictions, result.faces_found)
+    return AnnotatedPhoto(buffer.getvalue(), result.predictions, result.faces_found, image.shape[1])
 
 
 def prediction_rows(predictions: list[FacePrediction]) -> list[dict]:

@@ -77,25 +77,27 @@ class TextStyle:
                     self.thickness, cv2.LINE_AA)
 
 
-def draw_predictions(image: np.ndarray, predictions: list[FacePrediction], labels: list[str]) -> None:
-    """Draw on an RGB array in place: each face box in its class colour, label and probability on a strip above it."""
+def draw_predictions(image: np.ndarray, predictions: list[FacePrediction], labels: list[str],
+                     numbered: bool = False) -> None:
+    """Draw on an RGB array in place: each face box in its class colour, label and probability on a strip above it;
+    numbered: each label starts with the face's number (1 first), as in a table of the faces."""
     style = TextStyle.for_image(image)
     line = max(2, round(min(image.shape[:2]) / 240))
-    for prediction in predictions:
+    for number, prediction in enumerate(predictions, start=1):
         color = label_color(prediction.label, labels)
         x1, y1, x2, y2 = (round(v) for v in prediction.box)
         for inset in range(line):  # the line grows inwards, so the box stays the face box
             cv2.rectangle(image, (x1 + inset, y1 + inset), (x2 - inset, y2 - inset), color, 1)
-        text = f"{prediction.label} {prediction.probability:.0%}"
+        text = (f"{number}: " if numbered else "") + f"{prediction.label} {prediction.probability:.0%}"
         height = style.size(text)[1]
         y = y1 - height if y1 - height >= 0 else y2 + 2 if y2 + 2 + height <= image.shape[0] else y1 + 2
         style.draw(image, text, x1, y, color)
 
 
 def annotate(image: np.ndarray, predictions: list[FacePrediction], labels: list[str]) -> np.ndarray:
-    """An annotated copy of an RGB array."""
+    """An annotated copy of a photo, its faces numbered in the order of `predictions` (as its table lists them)."""
     canvas = image.copy()
-    draw_predictions(canvas, predictions, labels)
+    draw_predictions(canvas, predictions, labels, numbered=True)
     return canvas
 
 

@@ -6,16 +6,18 @@ only reads the run registry, so a run keeps going when the page is reloaded or l
 
 import base64
 import io
+import os
 from datetime import datetime, timezone
 
 import streamlit as st
 from PIL import Image
 
 import ui
-from maskdet import jobs, runs
+from maskdet import jobs, media, runs
 from maskdet.augment import AUGMENTATIONS, AugmentConfig, preview
 from maskdet.faces import CropRule, crop_face
 from maskdet.insights import summarize
+from maskdet.live import LiveSettings
 from maskdet.settings import load_settings
 from maskdet.synth import MASK_STYLES, SyntheticMasks
 from maskdet.train import RANGED, TrainConfig, synthetic_preview
@@ -129,6 +131,7 @@ else:
                "local mobilenet_v2 state_dict file before starting the dashboard.")
 start_messages = st.container()
 status_area = st.container()
+try_area = st.container()
 st.divider()
 
 # ---- settings -------------------------------------------------------------------------------------
@@ -362,6 +365,28 @@ def training_status() -> None:
 
 with status_area:
     training_status()
+
+
+def try_the_model(run: dict) -> None:
+    """A photo dropped here is annotated by the finished run's model, as the Live page's photo tab would."""
+    path = runs.model_path(store, run)
+    upload = st.file_uploader(f"Try run {run['id']} on a photo", type=ui.PHOTO_TYPES, key=f"try-photo-{run['id']}",
+                              help="Its faces are found, cropped and classified by this run's model.onnx, with the "
+                                   "Live page's default settings. Nothing is stored.")
+    if upload is None:
+        return
+    stamp = ui.attempt(os.path.getmtime, path)
+    pipeline = ui.attempt(ui.photo_pipeline, str(path), stamp, LiveSettings()) if stamp else None
+    result = ui.attempt(media.annotate_photo, upload.getvalue(), pipeline, store.settings.max_pixels) if pipeline else None
+    if result is not None:
+        ui.show_annotated_photo(result, upload.name, "try-photo", "The whole photo is not classified: try one where "
+                                "the face is larger, or draw its box on the Dataset page before training.")
+
+
+latest = (ui.attempt(store.runs) or [None])[0] if page_active_id is None else None
+if latest is not None and latest["status"] == "succeeded":
+    with try_area:
+        try_the_model(latest)
 
 with st.expander("Recent runs"):
     recent = ui.attempt(store.runs) or []

@@ -450,3 +450,25 @@ def test_failed_run_shows_its_error_in_words(settings, tmp_path, detector):
         assert "at least two classes" in error.value
     finally:
         stop_training(store)
+
+
+def test_a_finished_run_can_be_tried_on_a_photo_right_here(trained_home, shared_data, monkeypatch):
+    """The latest finished run's model annotates a dropped photo: the picture, its numbered faces, a download; a
+    file that is not a photo gets a sentence."""
+    for key, value in trained_home.env.items():
+        monkeypatch.setenv(key, value)
+    at = page().run()
+    no_failure(at)
+    uploader = at.get("file_uploader")
+    label = f"Try run {trained_home.run_id} on a photo"
+    assert [u.proto.label for u in uploader] == [label]
+    photo = (shared_data / "with_mask" / "451-with-mask.jpg").read_bytes()
+    at.file_uploader(key=f"try-photo-{trained_home.run_id}").set_value(("mine.jpg", photo, "image/jpeg")).run()
+    no_failure(at)
+    assert ["mine.jpg, annotated"] in [image.captions for image in at.image]
+    [table] = [frame.value for frame in at.dataframe if "probability" in frame.value.columns]
+    assert list(table["face"]) == [1] and table["label"][0] in ("with_mask", "without_mask", "uncertain")
+    assert 0.5 <= table["probability"][0] <= 1
+    assert [b.proto.label for b in at.get("download_button")] == ["Download the annotated photo"]
+    at.file_uploader(key=f"try-photo-{trained_home.run_id}").set_value(("notes.jpg", b"not a photo", "image/jpeg")).run()
+    assert [e.value for e in at.error] == ["not an image file (JPEG, PNG, BMP, WebP, GIF or TIFF expected)"]

@@ -16,9 +16,10 @@ import torch
 from maskdet.export import export_classifier, load_classifier
 from maskdet.faces import CropRule, Face, crop_face
 from maskdet.imageio import BadImage, decode_image
+from maskdet.media import prediction_rows
 from maskdet.model import MaskNet, Preprocess
-from maskdet.predict import (PALETTE, UNCERTAIN_COLOR, FacePrediction, annotate, classify_faces, evaluate_folder,
-                             predict_image)
+from maskdet.predict import (PALETTE, UNCERTAIN_COLOR, FacePrediction, annotate, classify_faces, draw_predictions,
+                             evaluate_folder, predict_image)
 from maskdet.store import StoreError
 from tests.conftest import encode, pattern_image, write_dataset
 
@@ -165,6 +166,21 @@ def test_annotate_several_faces_each_in_its_colour():
                            prediction((180.0, 60.0, 260.0, 150.0), "without_mask")], LABELS)
     assert tuple(out[100, 20]) == PALETTE[0]
     assert tuple(out[100, 260]) == PALETTE[1]
+
+
+def test_a_photo_numbers_its_faces_in_the_order_of_its_table():
+    """annotate (photos) starts each label with the face's number, as prediction_rows numbers them; the live overlay
+    (draw_predictions) does not: the numbered strip is longer by "1: "."""
+    image = flat_image(200, 600)
+    faces = [prediction((20.0, 60.0, 100.0, 150.0), "with_mask"), prediction((320.0, 60.0, 400.0, 150.0), "with_mask")]
+    plain = image.copy()
+    draw_predictions(plain, faces, LABELS)
+    numbered = annotate(image, faces, LABELS)
+    for x1 in (20, 320):
+        def strip_end(drawn: np.ndarray) -> int:  # the last pixel of the label strip, on its bottom row
+            return int(np.flatnonzero((drawn[59, x1:x1 + 280] == PALETTE[0]).all(axis=-1)).max())
+        assert strip_end(numbered) > strip_end(plain) + 10, (x1, strip_end(plain), strip_end(numbered))
+    assert [row["face"] for row in prediction_rows(faces)] == [1, 2]
 
 
 def test_annotate_without_predictions_returns_the_image_unchanged():
