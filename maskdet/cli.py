@@ -14,6 +14,7 @@ from .settings import load_settings
 from .imageio import BadImage
 from .bundle.pixels import image_files
 from .store import Store
+from .threshold import DEFAULT_THRESHOLD
 
 
 class UsageError(ValueError):
@@ -239,12 +240,13 @@ def cmd_predict(store: Store, args) -> dict:
     from .predict import annotate, predict_image
 
     classifier = load_classifier(resolve_model(store, args.model, args.int8))
+    threshold = classifier.class_threshold if args.threshold is None else args.threshold
     detector = face_detector(detect_side=640)
     results = []
     for index, name in enumerate(image_files(args.images)):
         try:
             image, predictions = predict_image(Path(name).read_bytes(), detector, classifier,
-                                               store.settings.max_pixels, args.threshold)
+                                               store.settings.max_pixels, threshold)
         except (BadImage, OSError) as error:
             results.append({"image": name, "error": str(error)})
             continue
@@ -255,7 +257,7 @@ def cmd_predict(store: Store, args) -> dict:
             Image.fromarray(annotate(image, predictions, classifier.labels)).save(out)
             entry["annotated"] = str(out)
         results.append(entry)
-    return {"model": str(classifier.path), "labels": classifier.labels, "images": results}
+    return {"model": str(classifier.path), "labels": classifier.labels, "threshold": threshold, "images": results}
 
 
 def cmd_landmarks(store: Store, args) -> dict:
@@ -379,7 +381,8 @@ def build_parser(train_flags: bool) -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", help="image files or folders")
     p.add_argument("--model", help="run id or .onnx path (default: the active model)")
     p.add_argument("--int8", action="store_true")
-    p.add_argument("--threshold", type=float, default=0.0, help="below this probability a face is 'uncertain'")
+    p.add_argument("--threshold", type=float, help="below this probability a face is 'uncertain' (default: the "
+                   f"model's class confidence threshold, chosen on the Metrics page; {DEFAULT_THRESHOLD} until one is)")
     p.add_argument("--annotate", metavar="DIR", help="also write annotated images into DIR")
 
     commands.add_parser("landmarks", help="find the face landmarks of photos imported before maskdet stored them")

@@ -21,6 +21,7 @@ from .bundle.mtcnn_cascade import NETWORK_FILES
 from .faces import CropRule
 from .model import NUM_BLOCKS, Embedder, MaskNet, Preprocess, WithSoftmax
 from .mtcnn import onnx_networks
+from .threshold import DEFAULT_THRESHOLD, THRESHOLD_KEY, check_threshold
 
 OPSET = 17
 INPUT_NAME = "images"
@@ -109,6 +110,16 @@ def write_metadata(path: Path, labels: list[str], preprocess: Preprocess, rule: 
     os.replace(temporary, path)
 
 
+def write_threshold(source: Path, threshold: float, target: Path) -> None:
+    """Write a copy of a model file to target with its class confidence threshold (metadata class_threshold) set."""
+    proto = onnx.load(str(source))
+    kept = [prop for prop in proto.metadata_props if prop.key != THRESHOLD_KEY]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    proto.metadata_props.add(key=THRESHOLD_KEY, value=json.dumps(check_threshold(threshold)))
+    onnx.save(proto, str(target))
+
+
 @dataclass
 class OnnxClassifier:
     """A maskdet ONNX model loaded into onnxruntime, with its labels and preprocessing contract."""
@@ -118,6 +129,7 @@ class OnnxClassifier:
     labels: list[str]
     preprocess: Preprocess
     rule: CropRule
+    class_threshold: float = DEFAULT_THRESHOLD  # below it a face is "uncertain": chosen on Metrics, or the default
 
     def predict(self, crops: np.ndarray) -> np.ndarray:
         """Probabilities (N, C) for uint8 RGB crops (N, S, S, 3)."""
@@ -151,14 +163,16 @@ def load_classifier(path: Path) -> OnnxClassifier:
     except (KeyError, ValueError, TypeError, AttributeError):
         raise NotAMaskdetModel(f"{path.name} is an ONNX model but not one exported by maskdet "
                                "(its labels and preprocessing metadata are missing).") from None
-    problem = contract_problem(proto.graph, labels, preprocess, rule) or graph_problem(proto)
+    threshold = meta.get(THRESHOLD_KEY)
+    problem = contract_problem(proto.graph, labels, preprocess, rule, threshold) or graph_problem(proto)
     if problem:
         raise NotAMaskdetModel(f"{path.name} {problem}.")
     try:
         session = onnx_session(path)
     except Exception as error:
         raise unreadable(path, error) from None
-    return OnnxClassifier(path, session, labels, preprocess, rule)
+    return OnnxClassifier(path, session, labels, preprocess, rule,
+                          DEFAULT_THRESHOLD if threshold is None else float(threshold))
 
 
 def unreadable(path: Path, error: Exception) -> NotAMaskdetModel:
@@ -170,9 +184,10 @@ def dims(value_info: onnx.ValueInfoProto) -> list[int | None]:
     return [dim.dim_value or None for dim in value_info.type.tensor_type.shape.dim]
 
 
-def contract_problem(graph: onnx.GraphProto, labels, preprocess: Preprocess, rule: CropRule) -> str | None:
+def contract_problem(graph: onnx.GraphProto, labels, preprocess: Preprocess, rule: CropRule,
+                     threshold: str | None = None) -> str | None:
     """What is wrong with a model's metadata against its graph and maskdet's ranges (None: nothing), to follow its
-    name in a sentence."""
+    name in a sentence. `threshold`: the class_threshold metadata (None: absent, the default applies)."""
     from .train import RANGED
 
     sizes, margins = RANGED["input_size"].metadata["range"], RANGED["crop_margin"].metadata["range"]
@@ -194,6 +209,12 @@ def contract_problem(graph: onnx.GraphProto, labels, preprocess: Preprocess, rul
         return f"declares {side}-pixel crops but its graph takes {dims(inputs[0])[1:]}"
     if dims(graph.output[0])[1] not in (len(labels), None):
         return f"names {len(labels)} classes but its graph gives {dims(graph.output[0])[1]} probabilities"
+    if threshold is not None:
+        try:
+            check_threshold(threshold)
+        except ValueError:
+            return (f"declares a class confidence threshold of {threshold[:20]!r}; maskdet's thresholds are numbers "
+                    "between 0 and 1 (not included)")
     return None
 
 

@@ -20,6 +20,7 @@ from .faces import Face, FaceDetector
 from .mtcnn import MIN_FACE_SIDE
 from .predict import FacePrediction, TextStyle, classify_faces, draw_predictions
 from .settings import usable_cores
+from .threshold import DEFAULT_THRESHOLD
 
 RATE_WINDOW_SECONDS = 3.0  # fps and stage times are over the frames processed in this much wall clock
 STAGES = ("detect", "classify")
@@ -35,7 +36,7 @@ RELAX = 0.6  # a stream steps back when it is busy under this fraction of its sh
 class LiveSettings:
     min_face_size: int = 40  # pixels in the frame
     detection_confidence: float = 0.9
-    class_threshold: float = 0.6  # below it a face is "uncertain"
+    class_threshold: float = DEFAULT_THRESHOLD  # below it a face is "uncertain"; a model carries its own
     detect_side: int = 320  # MTCNN runs on a copy whose longer side is this
     detect_every: int = 3  # full detection on every n-th frame, the frames between track the last faces; a live
     # stream's minimum: under load it detects less often (Cadence)

@@ -21,6 +21,7 @@ from .imageio import BadImage
 from .jobs import active_training, log_path
 from .bundle.pixels import IMAGE_SUFFIXES
 from .store import ACTIVE_STATUSES, Store, StoreError, open_zip, zip_candidates
+from .threshold import DEFAULT_THRESHOLD, THRESHOLD_KEY, Scores, check_threshold
 
 ACTIVE_SETTING = "active_run"  # meta key: the run the live page uses
 MODEL_FILES = (("model.onnx", "ONNX (float32)"), ("model.int8.onnx", "ONNX int8"))
@@ -388,6 +389,55 @@ def set_active_run(store: Store, run_id: str) -> dict:
         raise StoreError(f"Run {run_id} has no model.onnx any more; choose another run or train again.")
     store.set_setting(ACTIVE_SETTING, run_id)
     return run
+
+
+# ---- the class confidence threshold --------------------------------------------------------------
+
+def run_threshold(run: dict) -> float:
+    """The run's class confidence threshold: the one saved on the Metrics page, else the default."""
+    return (run.get("metrics") or {}).get(THRESHOLD_KEY, DEFAULT_THRESHOLD)
+
+
+def threshold_scores(store: Store, run: dict) -> Scores:
+    """The run's test split as the threshold sees it: true classes and probabilities from predictions.csv."""
+    labels = (test_report(run) or {}).get("labels") or []
+    rows = read_predictions(store, run)
+    try:
+        probabilities = np.array([[float(row[f"p_{label}"]) for label in labels] for row in rows])
+        return Scores(labels, [labels.index(row["true"]) for row in rows], probabilities.reshape(-1, len(labels)))
+    except (KeyError, ValueError, TypeError):
+        raise StoreError(f"Run {run['id']}'s predictions.csv does not hold the test split's probabilities of "
+                         f"{', '.join(labels) or 'its classes'}; train again.") from None
+
+
+def set_threshold(store: Store, run_id: str, value) -> float:
+    """Save a run's class confidence threshold in its registry metrics and in the metadata of its ONNX files (the
+    Live page and `maskdet predict` start from those). Refused, with nothing changed, unless 0 < value < 1."""
+    from .export import write_threshold
+
+    run = store.run(run_id)
+    try:
+        threshold = check_threshold(value)
+    except ValueError as error:
+        raise StoreError(f"{error} Run {run_id} keeps its threshold of {run_threshold(run):g}.") from None
+    if run["status"] != "succeeded":
+        raise StoreError(f"Run {run_id} {run['status']}: only a finished run has a model to set a threshold for.")
+    if not model_path(store, run).is_file():
+        raise StoreError(f"Run {run_id} has no model.onnx any more; choose another run or train again.")
+    staged = {}  # model file: its copy with the new threshold, renamed into place once the registry holds it
+    try:
+        for path in (model_path(store, run), model_path(store, run, int8=True)):
+            if path.is_file():
+                staged[path] = path.with_name(f".{path.name}.threshold.tmp")
+                write_threshold(path, threshold, staged[path])
+        store.update_run(run_id, metrics={**(run.get("metrics") or {}), THRESHOLD_KEY: threshold})
+    except BaseException:
+        for copy in staged.values():
+            copy.unlink(missing_ok=True)
+        raise
+    for path, copy in staged.items():
+        os.replace(copy, path)
+    return threshold
 
 
 # ---- model files ---------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Metrics: the runs table, one run in detail, two runs side by side, and a run scored on an uploaded zip."""
+"""Metrics: the runs table, one run in detail (with its class confidence threshold chosen and saved), two runs side by
+side, and a run scored on an uploaded zip."""
 
 import altair as alt
 import pandas as pd
@@ -37,6 +38,72 @@ def roc_chart(report: dict) -> alt.Chart | None:
     chance = alt.Chart(pd.DataFrame({"fpr": [0, 1], "tpr": [0, 1]})).mark_line(
         color="grey", strokeDash=[4, 4]).encode(x="fpr:Q", y="tpr:Q")
     return (chance + curves).properties(height=320)
+
+
+def threshold_rule(threshold: float | None) -> alt.Chart:
+    return alt.Chart(pd.DataFrame({"threshold": [threshold] if threshold is not None else []})).mark_rule(
+        color="black", strokeDash=[4, 4]).encode(x="threshold:Q", tooltip=["threshold:Q"])
+
+
+def histogram_chart(bins: list[dict], label: str, threshold: float | None) -> alt.Chart:
+    """One class's test faces by top probability, correct and wrong stacked; the threshold as a dashed rule."""
+    bars = alt.Chart(pd.DataFrame(bins)).mark_bar().encode(
+        x=alt.X("from:Q", bin="binned", title="top class probability", scale=alt.Scale(domain=[bins[0]["from"], 1])),
+        x2="to:Q", y=alt.Y("faces:Q", title="test faces", stack=True),
+        color=alt.Color("outcome:N", title=None, scale=alt.Scale(domain=["correct", "wrong"],
+                                                                 range=["#2e9e43", "#d62728"])),
+        tooltip=["from", "to", "outcome", "faces"])
+    return (bars + threshold_rule(threshold)).properties(title=f"{label}: confidence", height=200)
+
+
+def threshold_curves_chart(curves: list[dict], label: str, threshold: float | None) -> alt.Chart:
+    """One class's precision, recall and uncertain share against the threshold."""
+    lines = alt.Chart(pd.DataFrame(curves)).transform_fold(
+        ["precision", "recall", "uncertain"], as_=["measure", "value"]).mark_line().encode(
+        x=alt.X("threshold:Q", title="threshold", scale=alt.Scale(zero=False)),
+        y=alt.Y("value:Q", title=None, scale=alt.Scale(domain=[0, 1])), color=alt.Color("measure:N", title=None),
+        tooltip=["threshold:Q", "measure:N", alt.Tooltip("value:Q", format=".3f")])
+    return (lines + threshold_rule(threshold)).properties(title=f"{label}: at each threshold", height=200)
+
+
+def show_threshold(run: dict) -> None:
+    """Choose the run's class confidence threshold on its test faces, and save it with the run."""
+    if "threshold-notice" in st.session_state:
+        st.success(st.session_state.pop("threshold-notice"))
+    scores = ui.attempt(runs.threshold_scores, store, run)
+    if scores is None:
+        return
+    saved = runs.run_threshold(run)
+    st.caption("A face whose top class probability is below the threshold is labelled uncertain: the Live page, "
+               "`maskdet predict` and the bundle's script start from the threshold saved here. Per class, on the "
+               f"{len(scores.targets)} test faces: the **precision** of the faces labelled with it, the **recall** of "
+               "its faces and the share of its faces left **uncertain**.")
+    left, right, _ = st.columns([1, 1, 2], vertical_alignment="bottom")
+    value = left.number_input("Class confidence threshold", value=saved, step=0.01, format="%.2f",
+                              key=f"threshold-{run['id']}", help=f"Between 0 and 1; saved with this run: {saved:g}.")
+    rows = ui.attempt(scores.at, value)  # a value outside 0-1 shows why
+    if right.button("Save threshold", type="primary", key="threshold-save", disabled=rows is None):
+        stored = ui.attempt(runs.set_threshold, store, run["id"], value)
+        if stored is not None:
+            st.session_state["threshold-notice"] = (f"Saved: Live and predict now start from {stored:g} for run "
+                                                    f"{run['id']}.")
+            st.rerun()
+    if rows is None:
+        st.info(f"Nothing was saved: run {run['id']} keeps its threshold of {saved:g}.")
+    else:
+        st.dataframe(rows, hide_index=True, key="threshold-table",
+                     column_order=("class", "precision", "recall", "uncertain", "labelled", "support"),
+                     column_config={"precision": PERCENT, "recall": PERCENT, "uncertain": PERCENT,
+                                    "labelled": st.column_config.NumberColumn(help="faces given this class")})
+    histogram, curves = scores.histogram(), scores.curves()
+    shown = float(value) if rows is not None else None
+    columns = st.columns(min(3, len(scores.labels)))
+    for index, label in enumerate(scores.labels):
+        with columns[index % len(columns)]:
+            st.altair_chart(histogram_chart([b for b in histogram if b["class"] == label], label, shown),
+                            width="stretch", key=f"threshold-histogram-{index}")
+            st.altair_chart(threshold_curves_chart([c for c in curves if c["class"] == label], label, shown),
+                            width="stretch", key=f"threshold-curves-{index}")
 
 
 def show_report(report: dict, key: str) -> None:
@@ -110,6 +177,8 @@ def show_run(run: dict) -> None:
         left.altair_chart(chart, width="stretch", key="one-roc")
     right.caption("One curve per class (that class against the others) as its probability threshold moves; "
                   "the dashed diagonal is guessing. AUC 1.0 separates the classes perfectly.")
+    st.subheader("Confidence threshold")
+    show_threshold(run)
     st.subheader("Misclassified test faces")
     show_mistakes(run)
 

@@ -81,7 +81,19 @@ def model_uploader() -> None:
             st.rerun()
 
 
-def settings_widgets() -> LiveSettings:
+def model_threshold(path: str, stamp: float) -> float:
+    """The class confidence threshold saved with the model (on the Metrics page), or the default for a model that
+    cannot be loaded (the tabs below say why)."""
+    try:
+        return classifier(path, stamp).class_threshold
+    except (ValueError, OSError):
+        return DEFAULTS.class_threshold
+
+
+def settings_widgets(path: str, stamp: float) -> LiveSettings:
+    threshold = model_threshold(path, stamp)
+    if state.get("live-threshold-of") != (path, stamp) or "live-threshold" not in state:  # start from the model's
+        state["live-threshold"], state["live-threshold-of"] = threshold, (path, stamp)
     columns = st.columns(5)
     return LiveSettings(
         min_face_size=columns[0].slider("Minimum face size (px)", 12, 200, DEFAULTS.min_face_size, 4,
@@ -130,14 +142,20 @@ def camera(path: str, stamp: float, settings: LiveSettings) -> None:
     live = ui.attempt(stream_pipeline, path, stamp, settings)
     if live is None:
         return
+    seats = stream_seats(store.settings.live_streams)
+    if not seats.open_for(live, time.perf_counter()):
+        st.warning(f"{media.full_message(seats)[0]} Photos and videos can still be annotated in the next tab. "
+                   "(The limit is MASKDET_LIVE_STREAMS: more streams than cores slow every stream down.)")
+        st.button("Try again")
+        return
     video, advice = st.columns([2, 1])
     with video:
         # The server's own peer gets the same ICE servers: left unset, streamlit-webrtc would pick public ones itself.
         context = ui.attempt(webrtc_streamer, key="live", mode=WebRtcMode.SENDRECV, rtc_configuration=ice,
                              server_rtc_configuration=ice,
                              media_stream_constraints={"video": {"width": 640, "height": 480}, "audio": False},
-                             queued_video_frames_callback=media.frames_callback(live),
-                             on_video_ended=media.ended_callback(live), async_processing=True)
+                             queued_video_frames_callback=media.frames_callback(live, seats),
+                             on_video_ended=media.ended_callback(live, seats), async_processing=True)
         show_stats(live, playing=context is not None and context.state.playing)
     advice.markdown(
         "Press **START** and allow the camera when the browser asks.\n\n"
@@ -227,10 +245,10 @@ with model_area:
     model = st.selectbox("Model", list(choices), format_func=choices.get, key="live-model",
                          help="The active model (set on the Models page) is chosen first, as its int8 file when the run "
                          "has one that kept the test accuracy: it classifies faces faster.")
-    settings = settings_widgets()
-stamp = ui.attempt(os.path.getmtime, model)
-if stamp is None:
-    st.stop()
+    stamp = ui.attempt(os.path.getmtime, model)
+    if stamp is None:
+        st.stop()
+    settings = settings_widgets(model, stamp)
 
 camera_tab, upload_tab = st.tabs(["Camera", "No camera? Upload a photo or video"])
 with camera_tab:

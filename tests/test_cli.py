@@ -270,6 +270,28 @@ def test_export_writes_an_onnx_file_that_loads(trained):
     assert probabilities.shape == (3, 2) and np.allclose(probabilities.sum(1), 1, atol=1e-5)
 
 
+def test_predict_starts_from_the_threshold_saved_with_the_run(trained, shared_data):
+    """The threshold chosen on the Metrics page (runs.set_threshold) is predict's default; --threshold still wins."""
+    from maskdet.faces import FaceDetector
+    from maskdet.predict import predict_image
+    from maskdet.runs import set_threshold
+
+    home = trained.home
+    shutil.copyfile(shared_data / "without_mask" / "100.jpg", home / "face.jpg")
+    model = Path(trained.result["artefact_dir"]) / "model.onnx"
+    _, [face] = predict_image((home / "face.jpg").read_bytes(), FaceDetector(detect_side=640), load_classifier(model),
+                              40_000_000)
+    assert face.probability < 0.97  # a tiny random-init model: there is room above its answer
+    chosen = round((face.probability + 1) / 2, 2)
+    set_threshold(home_store(home), trained.result["run_id"], chosen)
+    default, explicit = concurrently(lambda: succeeded(cli(home, "predict", "face.jpg")),
+                                     lambda: succeeded(cli(home, "predict", "face.jpg", "--threshold", "0.5")))
+    assert default["threshold"] == chosen
+    [said] = default["images"][0]["faces"]
+    assert said["label"] == "uncertain" and said["probability"] == pytest.approx(face.probability, abs=1e-4)
+    assert explicit["threshold"] == 0.5 and explicit["images"][0]["faces"][0]["label"] == face.label
+
+
 def test_evaluate_a_folder_of_class_folders(trained):
     folder = write_dataset(trained.home / "eval", per_class=3, start=500)
     (folder / "with_mask" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")

@@ -4,6 +4,7 @@ browser (test_browser_live.py)."""
 
 import io
 import json
+import time
 from pathlib import Path
 
 import av
@@ -15,6 +16,8 @@ from streamlit.testing.v1 import AppTest
 
 from maskdet import media
 from maskdet.clip import clip_photos, make_clip
+from maskdet.live import stream_seats
+from maskdet.export import write_threshold
 from tests.conftest import download_data, encode, page_in_app, video_bytes
 
 PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "5_Live.py")
@@ -111,6 +114,31 @@ def test_each_session_streams_through_its_own_pipeline(env):
     assert first.session_state["live-pipeline"].settings.class_threshold == 0.8
 
 
+def test_the_threshold_starts_from_the_one_saved_with_the_chosen_model(env, tmp_path):
+    """A model whose threshold was chosen on the Metrics page (0.42 here, below the slider's usual 0.5) starts the
+    slider there; the user's own value then stays while the model does; the active model has none saved: 0.6."""
+    chosen = tmp_path / "chosen.onnx"
+    write_threshold(env.model, 0.42, chosen)
+    at = upload(live_page(), "live-model-file-0", "chosen.onnx", chosen.read_bytes(), "application/octet-stream")
+    kept = env.root / "home" / media.UPLOADED_MODELS / "chosen.onnx"
+    try:
+        no_failure(at)
+        assert at.selectbox(key="live-model").value == str(kept)
+        slider = at.slider(key="live-threshold")
+        assert (slider.value, slider.min, slider.max) == (0.42, 0.42, 0.99)
+        assert "chosen on the Metrics page" in slider.help
+        slider.set_value(0.7).run()
+        assert at.slider(key="live-threshold").value == 0.7
+        assert at.session_state["live-pipeline"].settings.class_threshold == 0.7
+        at.selectbox(key="live-model").set_value(str(env.model)).run()
+        no_failure(at)
+        slider = at.slider(key="live-threshold")
+        assert (slider.value, slider.min, slider.max) == (0.6, 0.5, 0.99)
+        assert at.session_state["live-pipeline"].settings.class_threshold == 0.6
+    finally:
+        kept.unlink(missing_ok=True)
+
+
 def test_a_bad_model_file_shows_why_and_changes_nothing(env):
     at = upload(live_page(), "live-model-file-0", "bad.onnx", b"not a model", "application/octet-stream")
     assert not at.exception
@@ -204,3 +232,27 @@ def test_bad_videos_show_why(env, name, data, message):
     at.button(key="live-video-start").click().run()
     assert not at.exception and not at.get("video")
     assert message in texts(at.error)
+
+
+def test_a_full_dashboard_says_so_instead_of_starting_the_camera(env, monkeypatch):
+    """Another session streams and the dashboard serves one stream: a sentence and no camera component, then the
+    camera once that stream has ended."""
+    monkeypatch.setenv("MASKDET_LIVE_STREAMS", "1")
+
+    class OtherSession:
+        """Its pipeline, holding the seat."""
+
+    other = OtherSession()
+    assert stream_seats(1).take(other, time.perf_counter())
+    try:
+        at = live_page()
+        assert not at.exception and not at.error and not webrtc(at)
+        assert [warning.value for warning in at.warning] == [
+            "The dashboard is full: it serves 1 camera stream at once. Photos and videos can still be annotated in "
+            "the next tab. (The limit is MASKDET_LIVE_STREAMS: more streams than cores slow every stream down.)"]
+        assert [button.label for button in at.button] == ["Try again"]
+        stream_seats(1).release(other)
+        at.button[0].click().run()
+        assert webrtc(at) and not at.warning
+    finally:
+        stream_seats(1).release(other)

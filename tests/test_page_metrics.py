@@ -1,6 +1,8 @@
 """The Metrics page (Streamlit AppTest) on a data home with two tiny trained runs, a failed and a cancelled one;
-and evaluating a run on uploaded zips (good, hostile, broken) through maskdet.runs.evaluate_zip."""
+evaluating a run on uploaded zips (good, hostile, broken) through maskdet.runs.evaluate_zip; and choosing a run's
+class confidence threshold, which the Live page and `maskdet predict` then start from."""
 
+import contextlib
 import io
 import json
 import zipfile
@@ -9,9 +11,12 @@ from types import SimpleNamespace
 
 import pyarrow as pa
 import pytest
+import streamlit_webrtc.component
 from streamlit.testing.v1 import AppTest
 
 from maskdet import runs
+from maskdet.cli import main
+from maskdet.export import load_classifier
 from maskdet.settings import load_settings
 from maskdet.store import Store, StoreError
 from maskdet.train import TrainConfig, execute_run
@@ -119,7 +124,7 @@ def test_one_run_shows_curves_confusion_matrix_per_class_roc_and_mistakes(page, 
     specs = charts(tab)
     titles = [spec.get("title") for spec in specs]
     assert "loss" in titles and "accuracy" in titles
-    assert len(specs) == 4  # loss, accuracy, confusion matrix, ROC
+    assert len(specs) == 8  # loss, accuracy, confusion matrix, ROC; per class a confidence histogram and its curves
     report = home.store.run(home.second)["metrics"]["test"]
     per_class = frame_with(tab, "class")
     assert list(per_class["class"]) == report["labels"] + ["macro average"]
@@ -246,3 +251,109 @@ def test_evaluate_zip_mistakes_are_sentences(home, detector, entries, phrase):
         runs.evaluate_zip(home.store, home.first, zip_bytes(entries), detector)
     message = str(error.value)
     assert phrase in message and "\n" not in message and "Traceback" not in message
+
+
+# ---- the class confidence threshold --------------------------------------------------------------------------
+
+THRESHOLD_COLUMNS = ["class", "precision", "recall", "uncertain", "labelled", "support"]
+
+
+def threshold_table(node) -> list[tuple]:
+    """The per-class table at the chosen threshold, as the page shows it (NaN: no face to measure on)."""
+    frame = frame_with(node, "uncertain")[THRESHOLD_COLUMNS]
+    return [tuple(None if pd_isna(value) else value for value in row) for row in frame.itertuples(index=False)]
+
+
+def expected_table(home, run_id: str, threshold: float) -> list[tuple]:
+    rows = runs.threshold_scores(home.store, home.store.run(run_id)).at(threshold)
+    return [tuple(row[column] for column in THRESHOLD_COLUMNS) for row in rows]
+
+
+def predict(photo: Path, *flags: str) -> dict:
+    """`maskdet --json predict photo` in this process (the page's environment), as its JSON."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["--json", "predict", str(photo), *flags]) == 0
+    return json.loads(out.getvalue())
+
+
+def live_page(monkeypatch) -> AppTest:
+    monkeypatch.setattr(streamlit_webrtc.component, "get_this_session_info", lambda: None)  # renders under AppTest
+    monkeypatch.delenv("MASKDET_ICE_SERVERS", raising=False)
+    return AppTest.from_file(str(Path(PAGE).with_name("5_Live.py")), default_timeout=60).run()
+
+
+def test_the_threshold_section_shows_the_figures_at_the_chosen_threshold(page, home):
+    run_id = home.first
+    page.selectbox(key="metrics-run").set_value(run_id).run()
+    no_crash(page)
+    tab = page.tabs[0]
+    widget = tab.number_input(key=f"threshold-{run_id}")
+    assert widget.label == "Class confidence threshold" and widget.value == runs.run_threshold(home.store.run(run_id))
+    scores = runs.threshold_scores(home.store, home.store.run(run_id))
+    assert f"on the {len(scores.targets)} test faces" in " ".join(c.value for c in tab.caption)
+    assert threshold_table(tab) == expected_table(home, run_id, widget.value)
+    widget.set_value(0.83).run()
+    no_crash(page)
+    tab = page.tabs[0]
+    assert threshold_table(tab) == expected_table(home, run_id, 0.83)
+    assert threshold_table(tab)[-1][0] == "all faces"
+    specs = {spec["title"]: spec for spec in charts(tab) if ": " in str(spec.get("title"))}
+    assert set(specs) == {f"{label}: {kind}" for label in scores.labels for kind in ("confidence", "at each threshold")}
+    assert all(spec["datasets_rows"] == 20 + 1 for title, spec in specs.items() if title.endswith("confidence"))
+    assert all(spec["datasets_rows"] == 50 + 1 for title, spec in specs.items() if title.endswith("threshold"))
+    rules = [layer for spec in specs.values() for layer in spec["layer"] if layer["mark"]["type"] == "rule"]
+    assert len(rules) == 4  # the chosen threshold on every chart
+    assert not page.tabs[0].error
+
+
+def test_a_threshold_outside_0_1_is_a_sentence_and_nothing_is_saved(page, home):
+    run_id = home.first
+    model = runs.model_path(home.store, home.store.run(run_id))
+    before = (home.store.run(run_id)["metrics"], model.read_bytes())
+    page.selectbox(key="metrics-run").set_value(run_id).run()
+    for value in (1.5, -0.1, 1.0):
+        page.number_input(key=f"threshold-{run_id}").set_value(value).run()
+        no_crash(page)
+        tab = page.tabs[0]
+        assert [e.value for e in tab.error] == [
+            f"The confidence threshold must be a number between 0 and 1 (not included), such as 0.6; {value!r} is not."]
+        assert [i.value for i in tab.info] == [
+            f"Nothing was saved: run {run_id} keeps its threshold of {runs.run_threshold(home.store.run(run_id)):g}."]
+        assert tab.button(key="threshold-save").disabled
+        assert not any("uncertain" in frame.value.columns for frame in tab.dataframe)
+    assert (home.store.run(run_id)["metrics"], model.read_bytes()) == before
+
+
+def test_the_threshold_saved_on_metrics_is_where_live_and_predict_start(page, home, monkeypatch, shared_data):
+    """The analyst picks a threshold just above a real face's top probability: predict then calls it uncertain."""
+    run_id = home.second  # the active model: the Live page's and predict's default
+    photo = shared_data / "without_mask" / "100.jpg"
+    before = predict(photo)
+    assert before["threshold"] == runs.run_threshold(home.store.run(run_id))
+    [face] = before["images"][0]["faces"]
+    assert face["probability"] < 0.97  # a tiny random-init model: room above its answer
+    chosen = round((face["probability"] + 1) / 2, 2)
+
+    page.number_input(key=f"threshold-{run_id}").set_value(chosen).run()
+    assert threshold_table(page.tabs[0]) == expected_table(home, run_id, chosen)
+    page.button(key="threshold-save").click().run()
+    no_crash(page)
+    assert [s.value for s in page.tabs[0].success] == [
+        f"Saved: Live and predict now start from {chosen:g} for run {run_id}."]
+    assert page.number_input(key=f"threshold-{run_id}").value == chosen
+    assert not page.tabs[0].error
+    run = home.store.run(run_id)
+    assert runs.run_threshold(run) == chosen
+    assert load_classifier(runs.model_path(home.store, run)).class_threshold == chosen
+    assert AppTest.from_file(PAGE, default_timeout=60).run().number_input(key=f"threshold-{run_id}").value == chosen
+
+    live = live_page(monkeypatch)
+    assert not live.exception
+    assert live.selectbox(key="live-model").value == str(runs.model_path(home.store, run))
+    assert live.slider(key="live-threshold").value == chosen
+
+    result = predict(photo)
+    assert result["threshold"] == chosen and result["images"][0]["faces"][0]["label"] == "uncertain"
+    labelled = predict(photo, "--threshold", "0.5")["images"][0]["faces"][0]
+    assert labelled["label"] == max(labelled["probabilities"], key=labelled["probabilities"].get)

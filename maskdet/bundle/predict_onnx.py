@@ -26,10 +26,11 @@ DETECT_SIDE = 640  # MTCNN searches a copy whose longer side is at most this
 PAD_FRACTION = 0.25  # no face found: search again with a border of this fraction of the longer side
 MAX_FACES = 20
 UNCERTAIN = "uncertain"  # the label of a face whose top probability is below --threshold
+DEFAULT_THRESHOLD = 0.6  # --threshold of a model whose metadata has no class_threshold (maskdet's default)
 
 
 class Classifier:
-    """A maskdet ONNX model with its labels and crop rule (from the model's metadata)."""
+    """A maskdet ONNX model with its labels, crop rule and class confidence threshold (from the model's metadata)."""
 
     def __init__(self, path: Path):
         self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -37,6 +38,7 @@ class Classifier:
         self.labels = json.loads(meta["labels"])
         rule = json.loads(meta["crop_rule"])
         self.margin, self.size = float(rule["margin"]), int(rule["size"])
+        self.threshold = float(meta.get("class_threshold", DEFAULT_THRESHOLD))
 
     def predict(self, crops: np.ndarray) -> np.ndarray:
         """Probabilities (N, labels) for uint8 RGB face crops (N, size, size, 3)."""
@@ -74,13 +76,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("images", nargs="+", help="image files or folders")
     parser.add_argument("--model", default=str(HERE / "model.onnx"), help="a maskdet ONNX model (model.int8.onnx too)")
-    parser.add_argument("--threshold", type=float, default=0.0, help="below this probability a face is 'uncertain'")
+    parser.add_argument("--threshold", type=float, help="below this probability a face is 'uncertain' (default: the "
+                        f"model's class_threshold metadata, {DEFAULT_THRESHOLD} without one)")
     args = parser.parse_args()
     try:
         names = image_files(args.images)
     except FileNotFoundError as error:
         parser.error(str(error))
     classifier = Classifier(Path(args.model))
+    threshold = classifier.threshold if args.threshold is None else args.threshold
     cascade = Cascade(*(session(HERE / name) for name in NETWORK_FILES))
     results = []
     for name in names:
@@ -89,8 +93,9 @@ def main() -> None:
         except Exception as error:  # whatever Pillow cannot read becomes that image's error
             results.append({"image": name, "error": f"not a readable image ({error})"})
             continue
-        results.append({"image": name, "faces": predict(image, cascade, classifier, args.threshold)})
-    print(json.dumps({"model": args.model, "labels": classifier.labels, "images": results}, indent=2))
+        results.append({"image": name, "faces": predict(image, cascade, classifier, threshold)})
+    print(json.dumps({"model": args.model, "labels": classifier.labels, "threshold": threshold, "images": results},
+                     indent=2))
 
 
 if __name__ == "__main__":
