@@ -26,10 +26,11 @@ from . import __version__
 from .jobs import active_training, log_path
 from .runs import ACTIVE_SETTING, RUN_ID_PATTERN, run_dir
 from .store import (ACTIVE_STATUSES, MAX_ENTRY_BYTES, SCHEMA_VERSION, Store, StoreError, images_table, labels_table,
-                    meta_table, now, runs_table, shown_url, write_lock)
+                    manual_faces_table, meta_table, now, runs_table, shown_url, write_lock)
 
 FORMAT = "maskdet-backup"
-TABLES = (meta_table, labels_table, images_table, runs_table)  # in the order they are restored (foreign keys)
+TABLES = (meta_table, labels_table, images_table, manual_faces_table, runs_table)  # restored in order (foreign keys)
+ADDED_IN = {"manual_faces": 5}  # tables newer than the first backups, by schema version: an older backup has them empty
 SHA256 = re.compile(r"[0-9a-f]{64}")
 CHUNK = 1024 * 1024
 Progress = Callable[[int, int], None] | None
@@ -192,7 +193,7 @@ def restore(store: Store, source, progress: Progress = None) -> dict:
     transaction, and a restore that fails removes the files it wrote."""
     with _open_archive(source) as archive:
         manifest = _manifest(archive)
-        rows = {table.name: _table_rows(archive, table) for table in TABLES}
+        rows = {table.name: _table_rows(archive, table, manifest["schema_version"]) for table in TABLES}
         files = _check_layout(archive, manifest, rows)
         with store.engine.connect() as conn:
             _refuse_non_empty(store, conn, rows["runs"])
@@ -279,11 +280,13 @@ def _manifest(archive: zipfile.ZipFile) -> dict:
     return manifest
 
 
-def _table_rows(archive: zipfile.ZipFile, table: sa.Table) -> list[dict]:
+def _table_rows(archive: zipfile.ZipFile, table: sa.Table, version: int) -> list[dict]:
     """A table's rows, every column present (columns an older schema lacked are empty, as when maskdet upgrades a
-    data home)."""
+    data home, and so is a table it lacked)."""
     name, columns = f"tables/{table.name}.jsonl", table.columns.keys()
     if name not in archive.namelist():
+        if version < ADDED_IN.get(table.name, 1):
+            return []
         raise StoreError(f"The backup is incomplete: it has no {name}. Nothing was restored.")
     rows = []
     with _reading(name), archive.open(name) as handle:
@@ -302,7 +305,7 @@ def _check_layout(archive: zipfile.ZipFile, manifest: dict, rows: dict[str, list
     def refuse(reason: str):
         raise StoreError(f"Not a usable maskdet backup: {reason}. Nothing was restored.")
 
-    if manifest["counts"] != {table.name: len(rows[table.name]) for table in TABLES}:
+    if {**dict.fromkeys(ADDED_IN, 0), **manifest["counts"]} != {table.name: len(rows[table.name]) for table in TABLES}:
         refuse("its tables do not hold the rows its manifest counts (changed or cut short)")
     for row in rows["images"]:
         sha = row["sha256"]
@@ -381,10 +384,12 @@ def _extract(archive: zipfile.ZipFile, name: str, spec: dict, path: Path) -> Non
 
 
 def _insert_rows(conn, rows: dict[str, list[dict]], models_dir: Path, with_folder: set[str]) -> None:
-    """The backup's rows with their ids, in place of the new home's labels and settings; a run's folder is where this
-    home keeps it. PostgreSQL's id sequences then continue after the highest id."""
+    """The backup's rows with their ids, in place of the new home's labels, settings and face boxes set by hand (of
+    photos it no longer holds); a run's folder is where this home keeps it. PostgreSQL's id sequences then continue
+    after the highest id."""
     conn.execute(meta_table.delete().where(meta_table.c.key != "schema_version"))
     conn.execute(labels_table.delete())
+    conn.execute(manual_faces_table.delete())
     rows = {**rows, "meta": [row for row in rows["meta"] if row["key"] != "schema_version"],
             "runs": [{**row, "artefact_dir": str(models_dir / row["id"]) if row["id"] in with_folder else None}
                      for row in rows["runs"]]}

@@ -28,7 +28,7 @@ from .faces import Face, FaceDetector, box_iou
 from .imageio import BadImage, decode_image
 from .settings import DEFAULT_LABELS, Settings, load_settings
 
-SCHEMA_VERSION = 4  # 2: images.landmarks; 3: runs.heartbeat_at; 4: index one_active_run
+SCHEMA_VERSION = 5  # 2: images.landmarks; 3: runs.heartbeat_at; 4: index one_active_run; 5: table manual_faces
 IGNORED_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
 MAX_ENTRY_BYTES = 64 * 2**20  # one photo file or zip entry: far above any camera's JPEG, read whole into memory
 MAX_ARCHIVE_ENTRIES = 100_000  # entries of one zip: an import of that many photos already takes hours
@@ -41,6 +41,7 @@ METHOD_NAMES = {9: "Deflate64", zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "L
 MAX_BATCH_BYTES = 256 * 2**20  # file bytes plus decoded RGB an import or evaluation batch holds (bounds its memory)
 ORPHAN_AGE_SECONDS = 600  # an unreferenced image file this old was left by a killed import (no batch lasts this long)
 NEAR_DUPLICATE_BITS = 30  # of 256: measured on masks-small, joins pasted-mask pairs, no giant groups
+MIN_BOX_SIDE = 8  # pixels: the narrowest and lowest face box that can be set by hand
 SPLITS = ("train", "val", "test")
 UNCERTAIN = "uncertain"  # what predictions below the threshold are called
 RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
@@ -79,6 +80,19 @@ images_table = sa.Table(
     sa.Column("split", sa.String(8)),
     sa.Column("created_at", sa.String(32), nullable=False),
 )
+# Face boxes set by hand (drawn, or one of MTCNN's faces picked), by the photo's SHA-256: they replace the detected box
+# (kept in images) wherever an image is read, and stay when the photo is deleted: importing it again brings them back.
+manual_faces_table = sa.Table(
+    "manual_faces", metadata,
+    sa.Column("sha256", sa.String(64), primary_key=True),
+    sa.Column("face_x1", sa.Float, nullable=False), sa.Column("face_y1", sa.Float, nullable=False),
+    sa.Column("face_x2", sa.Float, nullable=False), sa.Column("face_y2", sa.Float, nullable=False),
+    sa.Column("face_probability", sa.Float, nullable=False),  # a box drawn by hand: 1
+    sa.Column("landmarks", sa.Text),  # JSON as in images; NULL: a box drawn by hand has none
+    sa.Column("created_at", sa.String(32), nullable=False),
+)
+_manual_face_of_image = manual_faces_table.c.sha256 == images_table.c.sha256
+FACE_COLUMNS = ("face_x1", "face_y1", "face_x2", "face_y2", "face_probability", "landmarks")  # in both tables
 # One training at a time, kept by the database: all queued or running runs share one index key.
 _active = sa.text("status IN ('queued', 'running')")
 one_active_run = sa.Index("one_active_run", sa.literal_column("(1)"), unique=True,
@@ -115,9 +129,10 @@ class ImageRecord:
     source_name: str
     width: int
     height: int
-    face: Face | None
+    face: Face | None  # the box training uses
     dup_group: int
     split: str | None
+    face_source: str  # "detected" (by MTCNN at import; face None: none found) or "manual" (set on the Dataset page)
 
 
 @dataclass
@@ -400,18 +415,30 @@ class Store:
     # ---- images ---------------------------------------------------------------------------------
     def images(self, label: str | None = None, split: str | None = None, no_face: bool | None = None,
                ids: Iterable[int] | None = None) -> list[ImageRecord]:
-        query = (sa.select(images_table, labels_table.c.name.label("label"))
-                 .select_from(images_table.join(labels_table)).order_by(images_table.c.id))
+        """Images with the face box training uses: the one set by hand where there is one, else the detected one."""
+        manual = manual_faces_table
+        query = (sa.select(images_table, labels_table.c.name.label("label"),
+                           *(manual.c[name].label(f"manual_{name}") for name in FACE_COLUMNS))
+                 .select_from(images_table.join(labels_table).outerjoin(manual, _manual_face_of_image))
+                 .order_by(images_table.c.id))
         if label is not None:
             query = query.where(labels_table.c.name == label)
         if split is not None:
             query = query.where(images_table.c.split == split)
         if no_face is not None:
-            query = query.where(images_table.c.face_x1.is_(None) if no_face else images_table.c.face_x1.is_not(None))
+            faceless = sa.and_(images_table.c.face_x1.is_(None), manual.c.sha256.is_(None))
+            query = query.where(faceless if no_face else sa.not_(faceless))
         if ids is not None:
             query = query.where(images_table.c.id.in_(list(ids)))
         with self.engine.connect() as conn:
             return [_record(row) for row in conn.execute(query).mappings()]
+
+    def image(self, image_id: int) -> ImageRecord:
+        """One image, or a StoreError when there is none with that id (deleted meanwhile)."""
+        found = self.images(ids=[image_id])
+        if not found:
+            raise StoreError(f"No photo with id {image_id}: it has been deleted.")
+        return found[0]
 
     def image_path(self, record: ImageRecord) -> Path:
         return self.images_dir / record.file
@@ -606,11 +633,44 @@ class Store:
                 if name not in referenced:
                     path.unlink(missing_ok=True)
 
+    # ---- face boxes set by hand ----------------------------------------------------------------------
+    def detect_faces(self, record: ImageRecord, detector: FaceDetector) -> list[Face]:
+        """Every face MTCNN finds in a stored photo, largest first, to pick from when the import took the wrong one
+        (the search bounded by the file's size, as at import)."""
+        return detector.detect([self.load_image(record)], [self.image_path(record).stat().st_size])[0]
+
+    def set_face(self, image_id: int, face: Face) -> ImageRecord:
+        """Make `face` (one of detect_faces', or a box drawn by hand) the photo's face box: training crops it from now
+        on, and it comes back when the same file is imported again. A box that checked_box refuses is a StoreError and
+        nothing changes."""
+        record = self.image(image_id)
+        x1, y1, x2, y2 = checked_box(face.box, record.width, record.height)
+        values = dict(face_x1=x1, face_y1=y1, face_x2=x2, face_y2=y2, face_probability=float(face.probability),
+                      landmarks=landmarks_json(face) if face.landmarks else None, created_at=now())
+        with self.engine.begin() as conn:
+            conn.execute(_insert(conn, manual_faces_table).values(sha256=record.sha256, **values)
+                         .on_conflict_do_update(index_elements=["sha256"], set_=values))
+        return self.image(image_id)
+
+    def set_face_box(self, image_id: int, box) -> ImageRecord:
+        """A face box drawn by hand (x1, y1, x2, y2 in pixels): no landmarks, so a drawn mask skips the photo."""
+        return self.set_face(image_id, Face(tuple(box), 1.0))
+
+    def reset_face(self, image_id: int) -> ImageRecord:
+        """Drop the box set by hand: the one MTCNN found at import (or none: the whole photo) is used again."""
+        record = self.image(image_id)
+        with self.engine.begin() as conn:
+            conn.execute(manual_faces_table.delete().where(manual_faces_table.c.sha256 == record.sha256))
+        return self.image(image_id)
+
     # ---- landmarks of older data homes ---------------------------------------------------------------
     def without_landmarks(self, ids: Iterable[int] | None = None) -> list[ImageRecord]:
-        """Images with a face whose landmarks were never looked for (imported before maskdet stored them)."""
-        query = sa.select(images_table.c.id).where(images_table.c.face_x1.is_not(None),
-                                                   images_table.c.landmarks.is_(None))
+        """Images with a detected face (none set by hand) whose landmarks were never looked for (imported before
+        maskdet stored them)."""
+        query = (sa.select(images_table.c.id)
+                 .select_from(images_table.outerjoin(manual_faces_table, _manual_face_of_image))
+                 .where(images_table.c.face_x1.is_not(None), images_table.c.landmarks.is_(None),
+                        manual_faces_table.c.sha256.is_(None)))
         with self.engine.connect() as conn:
             missing = set(conn.execute(query).scalars())
         return self.images(ids=sorted(missing if ids is None else missing & set(ids)))
@@ -739,7 +799,8 @@ def _cut_groups(groups: list[int], sizes: dict[int, int], ratios) -> dict[int, s
 
 def _upgrade(conn, version: int) -> None:
     """Bring a data home written by an older maskdet to SCHEMA_VERSION (its data stays as it was, except that of
-    several queued or running runs, which older versions allowed, only the newest stays so: the others fail)."""
+    several queued or running runs, which older versions allowed, only the newest stays so: the others fail). New
+    tables (manual_faces) were made by create_all before."""
     for table, column, kind in (("images", "landmarks", "TEXT"), ("runs", "heartbeat_at", "VARCHAR(32)")):
         if column not in {existing["name"] for existing in sa.inspect(conn).get_columns(table)}:
             conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {column} {kind}"))
@@ -758,14 +819,42 @@ def landmarks_json(face: Face) -> str:
     return json.dumps([[round(x, 2), round(y, 2)] for x, y in face.landmarks or ()])
 
 
+def checked_box(box, width: int, height: int) -> tuple[float, float, float, float]:
+    """A face box as four numbers, or a StoreError saying what is wrong with it: it must lie inside the width x height
+    photo, its right edge right of its left and its bottom below its top, MIN_BOX_SIDE pixels or more each way."""
+    try:
+        x1, y1, x2, y2 = (float(value) for value in box)
+        finite = bool(np.isfinite([x1, y1, x2, y2]).all())
+    except (TypeError, ValueError):
+        finite = False
+    if not finite:
+        raise StoreError("A face box is four numbers: left, top, right and bottom, in pixels of the photo. Nothing "
+                         "was changed.")
+    shown = f"left {x1:g}, top {y1:g}, right {x2:g}, bottom {y2:g}"
+    if x2 <= x1 or y2 <= y1:
+        raise StoreError(f"The face box's right edge must be right of its left edge and its bottom below its top "
+                         f"({shown}). Nothing was changed.")
+    if x1 < 0 or y1 < 0 or x2 > width or y2 > height:
+        raise StoreError(f"The face box ({shown}) goes outside the photo, which is {width} x {height} pixels: keep "
+                         f"left and right within 0 to {width}, top and bottom within 0 to {height}. Nothing was "
+                         "changed.")
+    if min(x2 - x1, y2 - y1) < MIN_BOX_SIDE:
+        raise StoreError(f"The face box is {x2 - x1:g} x {y2 - y1:g} pixels: make it at least {MIN_BOX_SIDE} pixels "
+                         "wide and high. Nothing was changed.")
+    return x1, y1, x2, y2
+
+
 def _record(row) -> ImageRecord:
+    """A record from an image row joined with its label and its manual_faces row (as manual_* columns, NULL if none)."""
+    source = "manual" if row["manual_face_x1"] is not None else "detected"
+    columns = {name: row[f"manual_{name}" if source == "manual" else name] for name in FACE_COLUMNS}
     face = None
-    if row["face_x1"] is not None:
-        points = json.loads(row["landmarks"]) if row["landmarks"] else None
-        face = Face((row["face_x1"], row["face_y1"], row["face_x2"], row["face_y2"]), row["face_probability"],
-                    tuple((x, y) for x, y in points) if points else None)
+    if columns["face_x1"] is not None:
+        points = json.loads(columns["landmarks"]) if columns["landmarks"] else None
+        face = Face((columns["face_x1"], columns["face_y1"], columns["face_x2"], columns["face_y2"]),
+                    columns["face_probability"], tuple((x, y) for x, y in points) if points else None)
     return ImageRecord(row["id"], row["sha256"], row["file"], row["label"], row["source_name"], row["width"],
-                       row["height"], face, row["dup_group"], row["split"])
+                       row["height"], face, row["dup_group"], row["split"], source)
 
 
 def _run_dict(row) -> dict:
@@ -830,10 +919,3 @@ def _sqlite_pragmas(connection, _record, attempts: int = 50) -> None:
                 raise
             time.sleep(0.02)
     cursor.close()
-
-
-def record_summary(record: ImageRecord) -> dict:
-    """A JSON-friendly view of an image record."""
-    summary = asdict(record)
-    summary["face"] = asdict(record.face) if record.face else None
-    return summary

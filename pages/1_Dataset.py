@@ -1,4 +1,5 @@
-"""Dataset page: add photos (upload, zip, webcam), manage classes, browse and fix the gallery, read the warnings.
+"""Dataset page: add photos (upload, zip, webcam), manage classes, browse and fix the gallery (classes and face
+boxes), read the warnings.
 
 Everything lives in the store, so several tabs see the same data; session_state only keeps widget bookkeeping
 (uploader and camera keys, the last import report, one-off messages).
@@ -6,10 +7,12 @@ Everything lives in the store, so several tabs see the same data; session_state 
 
 import hashlib
 import math
+import re
 from datetime import datetime
 from pathlib import Path
 
 import streamlit as st
+from PIL import Image, ImageDraw, ImageFont
 
 import ui
 from maskdet import insights
@@ -22,6 +25,7 @@ st.caption("Face photos sorted into classes. MTCNN finds the face in each photo 
 
 PAGE_SIZE = 24
 COLUMNS = 6
+BLUE, ORANGE = (33, 118, 210), (245, 124, 0)  # the faces MTCNN finds; the box being set
 IMAGE_TYPES = sorted(suffix.lstrip(".") for suffix in IMAGE_SUFFIXES)
 state = st.session_state
 
@@ -98,6 +102,34 @@ def cached_thumbnail(_store, _record, sha256: str, face_box) -> object:
 def short_name(name: str, limit: int = 28) -> str:
     name = Path(name).name
     return name if len(name) <= limit else name[: limit - 1] + "…"
+
+
+def verbatim(text: str) -> str:
+    """Text (a file name from an upload) as a Markdown code span: shown as it is, never read as Markdown."""
+    text = " ".join(text.splitlines())
+    ticks = "`" * (1 + max((len(run) for run in re.findall("`+", text)), default=0))
+    return f"{ticks} {text} {ticks}"
+
+
+@st.cache_data(max_entries=100, show_spinner="Finding the faces in the photo...")
+def cached_faces(_store, _record, sha256: str) -> list:
+    """store.detect_faces, cached by content: the faces MTCNN finds in the photo, largest first."""
+    return _store.detect_faces(_record, ui.detector())
+
+
+def box_preview(image, faces: list, box, size: int = 480) -> Image.Image:
+    """The photo with MTCNN's faces numbered in blue and the box being set in orange, fitted into size x size."""
+    picture = Image.fromarray(image)
+    draw = ImageDraw.Draw(picture)
+    line = max(2, round(max(picture.size) / 150))
+    font = ImageFont.load_default(size=max(12, round(max(picture.size) / 20)))
+    for number, face in enumerate(faces, start=1):
+        draw.rectangle(face.box, outline=BLUE, width=line)
+        draw.text((face.box[0] + 2 * line, face.box[1] + line), str(number), fill=BLUE, font=font)
+    x1, y1, x2, y2 = box
+    draw.rectangle((min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)), outline=ORANGE, width=line)
+    picture.thumbnail((size, size))
+    return picture
 
 
 # ---- overview: counts and warnings --------------------------------------------------------------------------
@@ -266,7 +298,8 @@ pick_keys = {record.id: f"pick_{generation}_{record.id}" for record in page_reco
 if not records:
     st.info("No photos with no face found." if only_no_face else "No photos here yet.")
 else:
-    st.caption(f"{plural(len(records), 'photo')}, page {page} of {pages}. Green boxes are the faces MTCNN found.")
+    st.caption(f"{plural(len(records), 'photo')}, page {page} of {pages}. Green boxes are the faces training uses. "
+               "Tick one photo to fix its face box, below the gallery.")
 actions = st.container()
 selected = []
 for start in range(0, len(page_records), COLUMNS):
@@ -276,7 +309,8 @@ for start in range(0, len(page_records), COLUMNS):
                 picture = cached_thumbnail(store, record, record.sha256, record.face.box if record.face else None)
             except Exception:
                 picture = None
-            caption = f"{record.label}" + ("" if record.face else " · no face found")
+            caption = record.label + (" · box set by hand" if record.face_source == "manual" else
+                                      "" if record.face else " · no face found")
             if picture is None:
                 st.caption(f"{caption}: the file could not be read; delete it and upload the photo again.")
             else:
@@ -310,3 +344,69 @@ if page_records:
                 bump("gallery_generation")
                 flash("gallery", "success", f"Deleted {plural(len(selected), 'photo')}.")
                 st.rerun()
+
+
+# ---- one photo's face box ------------------------------------------------------------------------------------
+def box_changed(message: str) -> None:
+    """Fresh box inputs on the next run, which says what happened (also when the photo has left the gallery's
+    filter)."""
+    bump("box_round")
+    flash("face_box", "success", message)
+    st.rerun()
+
+
+def face_box_editor(record) -> None:
+    """Pick one of the faces MTCNN finds in the photo, or set its box by hand (four numbers, previewed in orange)."""
+    image = ui.attempt(store.load_image, record)
+    if image is None:
+        return
+    faces = ui.attempt(cached_faces, store, record, record.sha256) or []
+    name, manual = verbatim(record.source_name), record.face_source == "manual"
+    picture_column, controls = st.columns([3, 2])
+    with controls:
+        st.text(record.source_name)
+        st.caption(f"{record.width} x {record.height} pixels. Training uses " + (
+            "the box set by hand." if manual else "the face MTCNN found at import." if record.face else
+            "the whole photo: MTCNN found no face at import."))
+        if faces:
+            st.write("The faces MTCNN finds (blue, largest first):")
+            for number, face in enumerate(faces, start=1):
+                in_use = record.face is not None and face.box == record.face.box
+                if st.button(f"Use face {number}" + (" (in use)" if in_use else ""), key=f"use_face_{number}",
+                             disabled=in_use):
+                    if attempt_call(store.set_face, record.id, face)[0]:
+                        box_changed(f"Face {number} of {name} picked; training will use it.")
+        else:
+            st.caption("MTCNN finds no face in this photo: set the box by hand.")
+        st.write("The box by hand (orange), in pixels of the photo:")
+        start = record.face.box if record.face else (record.width / 4, record.height / 4, record.width * 3 / 4,
+                                                     record.height * 3 / 4)
+        keys = f"box_{record.id}_{state.get('box_round', 0)}"
+        box = tuple(column.number_input(side, value=round(value), step=1, key=f"{keys}_{side.lower()}")
+                    for column, side, value in zip(st.columns(2) + st.columns(2), ("Left", "Top", "Right", "Bottom"),
+                                                   start))
+        save_column, whole_column = st.columns(2)
+        if save_column.button("Save this box", key="save_box", type="primary"):
+            if attempt_call(store.set_face_box, record.id, box)[0]:
+                box_changed(f"Face box of {name} set by hand; training will use it.")
+        if whole_column.button("Use the whole photo", key="whole_photo"):
+            if attempt_call(store.set_face_box, record.id, (0, 0, record.width, record.height))[0]:
+                box_changed(f"Face box of {name} set to the whole photo; training will use it.")
+        if st.button("Forget the box set by hand", key="reset_box", disabled=not manual,
+                     help="Training uses what MTCNN found at import again."):
+            ok, reset = attempt_call(store.reset_face, record.id)
+            if ok:
+                box_changed(f"Face box of {name} reset; training will use " +
+                            ("the face MTCNN found." if reset.face else "the whole photo (MTCNN found no face)."))
+    picture_column.image(box_preview(image, faces, box),
+                         caption="Blue: the faces MTCNN finds, numbered. Orange: the box of the four numbers.")
+
+
+st.subheader("Fix a face box")
+show_flash("face_box")
+if len(selected) == 1:
+    face_box_editor(next(record for record in page_records if record.id == selected[0]))
+else:
+    st.caption("Tick one photo in the gallery to fix its face box: for a photo where no face was found, or where the "
+               "wrong face was taken, pick one of the faces MTCNN finds in it or set the box by hand. Training uses "
+               "that box, and it comes back if the same photo is deleted and imported again.")

@@ -184,14 +184,26 @@ def overlapping_zip(copies: int, size: int = 2**20) -> bytes:
 
 def make_old_home(database: Path | str) -> None:
     """Turn a data home's database (an SQLite file, or a URL) into what maskdet wrote at schema 1: no face
-    landmarks, no heartbeats, no one_active_run index."""
+    landmarks, no heartbeats, no one_active_run index, no face boxes set by hand."""
     engine = open_database(database if isinstance(database, str) else f"sqlite:///{database}")
     with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE manual_faces"))
         conn.execute(sa.text("DROP INDEX one_active_run"))
         conn.execute(sa.text("ALTER TABLE images DROP COLUMN landmarks"))
         conn.execute(sa.text("ALTER TABLE runs DROP COLUMN heartbeat_at"))
         conn.execute(sa.text("UPDATE meta SET value = '1' WHERE key = 'schema_version'"))
     engine.dispose()
+
+
+def two_person_photo(shared_data: Path) -> bytes:
+    """A JPEG of two masks-small faces side by side, the right one smaller: MTCNN finds both, the left one largest."""
+    left = Image.open(shared_data / "without_mask" / "212.jpg").convert("RGB")
+    right = Image.open(shared_data / "without_mask" / "100.jpg").convert("RGB")
+    right = right.resize((right.width * 6 // 10, right.height * 6 // 10))
+    canvas = Image.new("RGB", (left.width + right.width + 40, max(left.height, right.height) + 20), (128, 128, 128))
+    canvas.paste(left, (10, 10))
+    canvas.paste(right, (left.width + 30, 10 + (left.height - right.height) // 2))
+    return encode(np.asarray(canvas))
 
 
 @contextmanager

@@ -36,10 +36,12 @@ def home_at(root: Path, url: str | None = None) -> Store:
 
 
 def make_project(store: Store, tmp_path: Path) -> tuple[str, str]:
-    """8 generated photos in two classes with splits; a failed run with its log only; a succeeded run with a folder
-    and a log, made the active model. Returns the ids of the succeeded and the failed run."""
+    """8 generated photos in two classes with splits, the first with a face box set by hand; a failed run with its log
+    only; a succeeded run with a folder and a log, made the active model. Returns the ids of the succeeded and the
+    failed run."""
     store.import_folder(write_dataset(tmp_path / "photos", 4), NoFaces())
     store.assign_splits()
+    store.set_face_box(store.images()[0].id, (10, 8, 60, 70))
     failed = store.create_run({"epochs": 1})
     store.update_run(failed, status="failed", finished_at=now(), error="The training process stopped.")
     run_id = store.create_run({"epochs": 2})
@@ -229,7 +231,10 @@ def test_a_bad_archive_is_refused_in_a_sentence_and_nothing_is_written(case, arc
 
 
 def test_an_archive_of_an_older_schema_restores_with_the_newer_columns_empty(archive, store):
-    files = changed_manifest(entries(archive), schema_version=1)
+    manifest = json.loads(entries(archive)["manifest.json"])
+    counts = {name: count for name, count in manifest["counts"].items() if name != "manual_faces"}
+    files = changed_manifest(entries(archive), schema_version=1, counts=counts)
+    del files["tables/manual_faces.jsonl"]  # a table added at schema 5
     for table, column in (("images", "landmarks"), ("runs", "heartbeat_at")):
         rows = [json.loads(line) for line in files[f"tables/{table}.jsonl"].splitlines()]
         files[f"tables/{table}.jsonl"] = "".join(json.dumps({k: v for k, v in row.items() if k != column}) + "\n"
@@ -237,6 +242,26 @@ def test_an_archive_of_an_older_schema_restores_with_the_newer_columns_empty(arc
     result = restore(store, zipped(files))
     assert result["images"] == 8 and len(result["runs"]) == 2
     assert {run["heartbeat_at"] for run in store.runs()} == {None}
+    assert {record.face_source for record in store.images()} == {"detected"}
+
+
+def test_face_boxes_set_by_hand_are_restored_also_of_photos_deleted_before(backend_settings, tmp_path):
+    """The box of a deleted photo is kept for its import again: a restored home brings it back too."""
+    source = home_at(tmp_path / "source")
+    make_project(source, tmp_path)
+    gone = source.images()[-1]
+    data = source.image_path(gone).read_bytes()
+    source.set_face_box(gone.id, (5, 5, 40, 50))
+    source.delete_images([gone.id])
+    assert backup(source, tmp_path / "backup.zip")["images"] == 7
+    target = Store(backend_settings)
+    restore(target, tmp_path / "backup.zip")
+    assert content(target) == content(source)
+    first = target.images()[0]
+    assert (first.face_source, first.face.box) == ("manual", (10.0, 8.0, 60.0, 70.0))
+    target.add_images([("again.jpg", data)], gone.label, NoFaces())
+    again = target.images()[-1]
+    assert (again.source_name, again.face_source, again.face.box) == ("again.jpg", "manual", (5.0, 5.0, 40.0, 50.0))
 
 
 # ---- while the dashboard runs ---------------------------------------------------------------------------------

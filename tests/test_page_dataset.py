@@ -3,11 +3,12 @@
 import io
 from pathlib import Path
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from maskdet.store import images_table
-from tests.conftest import encode, pattern_image, write_dataset, zip_bytes
+from tests.conftest import encode, pattern_image, two_person_photo, write_dataset, zip_bytes
 
 PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "1_Dataset.py")
 
@@ -279,3 +280,104 @@ def test_gallery_is_paginated(tmp_path, store, detector):
     check(at.run())
     assert len(store.images()) == 24
     assert len(at.image) == 24 and "24 photos, page 1 of 1." in texts(at.caption)
+
+
+# ---- fixing a face box -----------------------------------------------------------------------------------------
+
+def tick(at: AppTest, record) -> AppTest:
+    """Tick one photo of the gallery: the face box editor opens for it below the gallery."""
+    at.checkbox(key=f"pick_0_{record.id}").check()
+    return check(at.run())
+
+
+def box_inputs(at: AppTest) -> list:
+    """The editor's Left, Top, Right and Bottom inputs."""
+    return [field for field in at.number_input if field.key.startswith("box_")]
+
+
+def set_box(at: AppTest, box) -> None:
+    for field, value in zip(box_inputs(at), box, strict=True):
+        field.set_value(value)
+
+
+def test_a_box_set_by_hand_on_the_page_is_what_the_next_training_crops(dataset):
+    from maskdet.faces import CropRule, crop_face
+    from maskdet.train import Callbacks, load_split
+
+    store = dataset
+    record = store.images()[0]  # with_mask/img0.jpg, 96 x 80, no face found
+    at = open_page()
+    assert "Tick one photo in the gallery to fix its face box" in texts(at.caption)
+    tick(at, record)
+    assert [t.value for t in at.text] == ["with_mask/img0.jpg"]
+    assert "96 x 80 pixels. Training uses the whole photo: MTCNN found no face at import." in texts(at.caption)
+    assert "MTCNN finds no face in this photo: set the box by hand." in texts(at.caption)
+    assert button(at, "Forget the box set by hand").disabled
+    assert [field.value for field in box_inputs(at)] == [24, 20, 72, 60]  # a start in the middle
+
+    set_box(at, (10, 8, 60, 70))
+    check(at.run())
+    button(at, "Save this box").click()
+    check(at.run())
+    assert "Face box of ` with_mask/img0.jpg ` set by hand; training will use it." in texts(at.success)
+    saved = store.images(ids=[record.id])[0]
+    assert (saved.face_source, saved.face.box) == ("manual", (10.0, 8.0, 60.0, 70.0))
+    assert at.image[0].captions[0] == "with_mask · box set by hand"
+    assert "Training uses the box set by hand." in texts(at.caption)
+    assert not button(at, "Forget the box set by hand").disabled
+    assert [field.value for field in box_inputs(at)] == [10, 8, 60, 70]
+
+    at.toggle(key="gallery_no_face").set_value(True)  # it has a box now
+    check(at.run())
+    assert len(at.image) == 8 and f"pick_0_{record.id}" not in {c.key for c in at.checkbox}
+
+    rule = CropRule(1.25, 64)
+    split = load_split(store, store.images(ids=[record.id]), ["with_mask", "without_mask"], rule, Callbacks(), 1, 0)
+    image = store.load_image(saved)
+    np.testing.assert_array_equal(split.crops[0], crop_face(image, (10, 8, 60, 70), rule))
+    assert not np.array_equal(split.crops[0], crop_face(image, None, rule))
+    assert not split.has_landmarks[0]  # a drawn box has no landmarks: synthetic masks skip it
+
+
+def test_a_box_outside_the_photo_is_a_sentence_and_nothing_is_lost(dataset):
+    store = dataset
+    record = store.images()[0]
+    at = tick(open_page(), record)
+    set_box(at, (10, 8, 160, 70))
+    check(at.run())
+    button(at, "Save this box").click()
+    check(at.run())
+    assert ("The face box (left 10, top 8, right 160, bottom 70) goes outside the photo, which is 96 x 80 pixels: keep "
+            "left and right within 0 to 96, top and bottom within 0 to 80. Nothing was changed.") in texts(at.error)
+    assert not at.success and store.images(ids=[record.id]) == [record]
+    assert [field.value for field in box_inputs(at)] == [10, 8, 160, 70]  # what was typed stays
+    assert at.image[0].captions[0] == "with_mask · no face found"
+
+    set_box(at, (10, 8, 60, 70))  # corrected, it saves
+    button(at, "Save this box").click()
+    check(at.run())
+    assert store.images(ids=[record.id])[0].face.box == (10.0, 8.0, 60.0, 70.0)
+
+
+def test_picking_the_other_face_of_a_two_person_photo_and_back(settings, store, detector, shared_data):
+    store.add_image(two_person_photo(shared_data), "without_mask", "two *people*.jpg", detector)
+    (record,) = store.images()
+    faces = store.detect_faces(record, detector)
+    at = tick(open_page(), record)
+    assert [t.value for t in at.text] == ["two *people*.jpg"]
+    assert button(at, "Use face 1 (in use)").disabled and not button(at, "Use face 2").disabled
+    assert len(at.image) == 2  # the thumbnail and the preview with the faces numbered
+
+    button(at, "Use face 2").click()
+    check(at.run())
+    assert "Face 2 of ` two *people*.jpg ` picked; training will use it." in texts(at.success)
+    picked = store.images()[0]
+    assert (picked.face_source, picked.face.box) == ("manual", faces[1].box)
+    assert button(at, "Use face 2 (in use)").disabled and not button(at, "Use face 1").disabled
+    assert at.image[0].captions[0] == "without_mask · box set by hand"
+
+    button(at, "Forget the box set by hand").click()
+    check(at.run())
+    assert "Face box of ` two *people*.jpg ` reset; training will use the face MTCNN found." in texts(at.success)
+    assert store.images() == [record]
+    assert button(at, "Use face 1 (in use)").disabled
