@@ -269,9 +269,10 @@ def percentile(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 1) if values else None
 
 
-def window_stats(stream: Stream, arrivals: list[tuple[float, float]], before: dict, after: dict,
-                 seconds: float) -> dict:
-    """One stream's figures over a window: `before`/`after` are its totals() at the window's ends."""
+def window_stats(arrivals: list[tuple[float, float]], before: dict, after: dict, seconds: float,
+                 overlay_fps: list[float]) -> dict:
+    """One stream's figures over a window: `before`/`after` are its totals() at the window's ends, overlay_fps the
+    fps its overlay showed, sampled every second of the window."""
     latencies = [latency * 1000 for _, latency in sorted(arrivals)]
     thirds = [part for part in np.array_split(np.array(latencies), 3)] if latencies else []
     delta = {key: after[key] - before[key] for key in ("sent", "skipped", "processed", "dropped", "detections")}
@@ -285,7 +286,9 @@ def window_stats(stream: Stream, arrivals: list[tuple[float, float]], before: di
         "frames_processed": delta["processed"], "dropped_by_pipeline": delta["dropped"],
         "detections": delta["detections"],
         "pipeline_fps": round(delta["processed"] / seconds, 1),
-        "pipeline_fps_rate_window": round(stream.pipeline.snapshot().fps, 1),
+        "overlay_fps_mean": round(float(np.mean(overlay_fps)), 1),
+        "overlay_fps_error_pct": round(100 * (float(np.mean(overlay_fps)) * seconds / delta["processed"] - 1), 1)
+        if delta["processed"] else None,
         "detect_every_at_end": after["detect_every"], "skipping_at_end": after["skipping"],
     }
 
@@ -320,11 +323,15 @@ async def measure(count: int, clip: list[np.ndarray], classifier, settings: Live
     try:
         await asyncio.sleep(warmup)
         since, before = time.monotonic(), [stream.totals() for stream in streams]
-        await asyncio.sleep(seconds)
+        overlays = [[] for _ in streams]
+        while (left := since + seconds - time.monotonic()) > 0:
+            await asyncio.sleep(min(1.0, left))
+            for stream, shown in zip(streams, overlays):
+                shown.append(stream.pipeline.snapshot().fps)
         until, after = time.monotonic(), [stream.totals() for stream in streams]
         await asyncio.sleep(GRACE_SECONDS)
-        per_stream = [window_stats(stream, stream.take(since, until), b, a, until - since)
-                      for stream, b, a in zip(streams, before, after)]
+        per_stream = [window_stats(stream.take(since, until), b, a, until - since, shown)
+                      for stream, b, a, shown in zip(streams, before, after, overlays)]
         extra = {"codecs": streams[0].codecs, "undecoded_frames": sum(s.undecoded for s in streams)}
     finally:
         await close_streams(streams)

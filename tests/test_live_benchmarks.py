@@ -47,6 +47,7 @@ def test_webrtc_benchmark_one_line_per_stream_count(model_file, shared_data):
             assert 0 < stream["latency_ms"]["p50"] <= stream["latency_ms"]["p95"] <= stream["latency_ms"]["max"]
             assert stream["frames_sent"] > 0 and stream["frames_processed"] > 0
             assert stream["detect_every_at_end"] >= 3 and stream["dropped_by_pipeline"] >= 0
+            assert stream["overlay_fps_mean"] > 0 and isinstance(stream["overlay_fps_error_pct"], float)
 
 
 @pytest.mark.parametrize("mode", [[], ["--webrtc"]], ids=["pipeline", "webrtc"])
