@@ -86,6 +86,7 @@ if summary:
     rows = runs_table(store)
     if rows:
         st.subheader("Latest runs")
-        st.dataframe(rows[:5], hide_index=True, width="stretch")
+        ui.runs_dataframe(rows[:5], ("run", "when", "status", "active", "accuracy", "macro_f1", "duration_s", "note"),
+                          "home-runs")
 
     backup_section(store)

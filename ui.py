@@ -42,6 +42,31 @@ def attempt(action: Callable, *args, **kwargs):
     return None
 
 
+def run_columns() -> dict:
+    """How the runs tables (Home, Metrics, Models) show the columns of runs.run_row: names, formats and help."""
+    column = st.column_config
+    return {
+        "run": column.TextColumn("run", width="medium"),
+        "when": column.TextColumn("created"),
+        "status": column.TextColumn("status"),
+        "active": column.CheckboxColumn("active", help="the model the live page uses"),
+        "images": column.NumberColumn("images", help="images used: train + validation + test"),
+        "split": column.TextColumn("train / val / test"),
+        "accuracy": column.NumberColumn("accuracy", format="%.3f", help="test split"),
+        "macro_f1": column.NumberColumn("macro F1", format="%.3f", help="test split"),
+        "duration_s": column.NumberColumn("took", format="%.0f s"),
+        "config": column.TextColumn("settings", width="large"),
+        "note": column.TextColumn("note", width="large"),
+    }
+
+
+def runs_dataframe(rows: list[dict], columns: tuple[str, ...], key: str) -> None:
+    """Rows of runs.run_row as a table of the given columns, shown as run_columns says."""
+    shown = run_columns()
+    st.dataframe(rows, hide_index=True, key=key, column_order=columns, width="stretch",
+                 column_config={name: shown[name] for name in columns})
+
+
 def run_caption(run: dict) -> str:
     """A one-line description of a run for select boxes."""
     test = (run.get("metrics") or {}).get("test") or {}

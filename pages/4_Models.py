@@ -148,13 +148,8 @@ if finished:
 st.subheader("All runs")
 rows = ui.attempt(runs.runs_table, store)
 if rows is not None:
-    st.dataframe(rows, hide_index=True, key="models-runs", column_order=(
-        "run", "when", "status", "active", "accuracy", "macro_f1", "config", "note"), column_config={
-        "active": st.column_config.CheckboxColumn("active"),
-        "accuracy": st.column_config.NumberColumn("accuracy", format="%.3f"),
-        "macro_f1": st.column_config.NumberColumn("macro F1", format="%.3f"),
-        "note": st.column_config.TextColumn("note", width="large"),
-    })
+    ui.runs_dataframe(rows, ("run", "when", "status", "active", "accuracy", "macro_f1", "config", "note"),
+                      "models-runs")
 
 st.subheader("Delete a run")
 delete_section(all_runs, active["id"] if active else None)

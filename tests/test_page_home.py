@@ -1,5 +1,6 @@
 """The home page (app.py) with Streamlit's AppTest: status board and the next step for each state."""
 
+import json
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
@@ -52,6 +53,11 @@ def test_with_a_trained_model_it_shows_the_active_model_and_runs(store, detector
     assert f"Active model **{run_id}**" in texts(at.success)
     table = at.dataframe[0].value
     assert list(table["run"]) == [run_id] and list(table["status"]) == ["succeeded"]
+    shown = json.loads(at.dataframe[0].proto.columns)  # as the Metrics page shows runs: names and formats
+    assert [column for column in at.dataframe[0].proto.column_order] == [
+        "run", "when", "status", "active", "accuracy", "macro_f1", "duration_s", "note"]
+    assert shown["macro_f1"]["label"] == "macro F1" and shown["macro_f1"]["type_config"]["format"] == "%.3f"
+    assert shown["duration_s"]["label"] == "took" and shown["duration_s"]["type_config"]["format"] == "%.0f s"
 
 
 def test_every_page_links_all_pages_in_the_sidebar_with_home_first(settings):
