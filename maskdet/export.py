@@ -7,6 +7,7 @@ import os
 import time
 import warnings
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -297,18 +298,27 @@ def quantize(source: Path, target: Path, calibration: np.ndarray) -> Path:
     return target
 
 
+EXPORT_TASKS = ("exporting and checking model.onnx", "quantising to int8", "checking model.int8.onnx")
+
+
 def export_run(model: MaskNet, folder: Path, labels: list[str], preprocess: Preprocess, rule: CropRule,
                test_crops: np.ndarray, test_probabilities: np.ndarray, test_targets: np.ndarray,
-               calibration: np.ndarray, with_int8: bool) -> dict:
-    """Write model.onnx (and model.int8.onnx) into folder; return the export part of the run's metrics."""
+               calibration: np.ndarray, with_int8: bool,
+               on_task: Callable[[int, int, str], None] = lambda done, total, task: None) -> dict:
+    """Write model.onnx (and model.int8.onnx) into folder; return the export part of the run's metrics. on_task(done,
+    total, task) is called as each of EXPORT_TASKS (the first only, without int8) begins."""
+    tasks = EXPORT_TASKS if with_int8 and len(calibration) else EXPORT_TASKS[:1]
+    on_task(0, len(tasks), tasks[0])
     path = export_classifier(model, folder / "model.onnx", labels, preprocess, rule)
     classifier = load_classifier(path)
     result = {"onnx": {"file": path.name, "bytes": path.stat().st_size, "opset": OPSET,
                        "parity": parity(classifier, test_crops, test_probabilities),
                        "ms_per_image_batch1": time_per_image(classifier, 1),
                        "ms_per_image_batch32": time_per_image(classifier, 32)}}
-    if with_int8 and len(calibration):
+    if len(tasks) > 1:
+        on_task(1, len(tasks), tasks[1])
         int8 = load_classifier(quantize(path, folder / "model.int8.onnx", calibration))
+        on_task(2, len(tasks), tasks[2])
         int8_probabilities = int8.predict(test_crops)
         accuracy = lambda p: float((p.argmax(1) == test_targets).mean()) if len(test_targets) else None
         result["int8"] = {"file": int8.path.name, "bytes": int8.path.stat().st_size,

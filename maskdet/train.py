@@ -138,9 +138,11 @@ class Progress:
     epochs: int = 0
     loss: float | None = None  # validation loss and accuracy in the epoch stages
     accuracy: float | None = None
-    eta_seconds: float | None = None
+    eta_seconds: float | None = None  # left in this stage (with early stopping: if it runs all its epochs)
     train_loss: float | None = None
     train_accuracy: float | None = None
+    soonest_seconds: float | None = None  # with early stopping: left if no later epoch improves
+    task: str | None = None  # what the stage is doing now, where its steps are tasks (export)
 
     def history_entry(self) -> dict:
         """An epoch's figures as history.json and the registry's live curves keep them."""
@@ -374,16 +376,18 @@ def fit(module: nn.Module, optimizer, loss_fn, stage: str, epochs: int, patience
         with torch.no_grad():
             validation = validate()
         val_loss, val_accuracy = validation if validation else (loss, accuracy)
-        eta = (time.monotonic() - started) / epoch * (epochs - epoch)
-        report = Progress(stage, epoch, epochs, epoch, epochs, val_loss, val_accuracy, eta, loss, accuracy)
-        history.append(report.history_entry())
-        callbacks.report(report)
         if val_loss < best_loss - 1e-4:
             best_loss, best_state, stale = val_loss, copy.deepcopy(module.state_dict()), 0
         else:
             stale += 1
-            if stale >= patience:
-                break
+        per_epoch = (time.monotonic() - started) / epoch
+        left = 0 if stale >= patience else epochs - epoch
+        report = Progress(stage, epoch, epochs, epoch, epochs, val_loss, val_accuracy, per_epoch * left, loss, accuracy,
+                          soonest_seconds=per_epoch * min(left, patience - stale))
+        history.append(report.history_entry())
+        callbacks.report(report)
+        if stale >= patience:
+            break
     module.load_state_dict(best_state)
     return history
 
@@ -528,11 +532,11 @@ def train(store: Store, config: TrainConfig, run_dir: Path, callbacks: Callbacks
         report = classification_report(test.targets, probabilities, labels,
                                         [r.source_name for r in test.records]) if len(test.targets) else None
         mark = time.monotonic()
-        callbacks.report(Progress("export", 0, 1))
         preprocess = Preprocess(input_size=config.input_size)
         calibration = splits["train"].crops[np.random.default_rng(config.seed).permutation(len(records["train"]))[:128]]
         artefacts = export.export_run(model, staging, labels, preprocess, rule, test.crops, probabilities,
-                                      test.targets, calibration, config.quantize)
+                                      test.targets, calibration, config.quantize,
+                                      lambda done, total, task: callbacks.report(Progress("export", done, total, task=task)))
         timings["export"] = time.monotonic() - mark
         timings["total"] = time.monotonic() - started
         metrics = {

@@ -15,6 +15,7 @@ from PIL import Image
 import ui
 from maskdet import jobs, media, runs
 from maskdet.augment import AUGMENTATIONS, AugmentConfig, preview
+from maskdet.estimate import latest_throughput, photos_trained, training_seconds
 from maskdet.faces import CropRule, crop_face
 from maskdet.insights import summarize
 from maskdet.live import LiveSettings
@@ -116,6 +117,7 @@ st.subheader("Training")
 start_column, init_column = st.columns([1, 3], vertical_alignment="center")
 start = start_column.button("Start training", type="primary", icon=":material/play_arrow:", key="start",
                             help="Trains with the settings below in a background process.")
+estimate_area = start_column.empty()
 random_init = setting(init_column.checkbox, "Random init (experiments only)", "random_init",
                       value=DEFAULTS.random_init,
                       help="No pretrained weights: much worse models; every result of the run says so.")
@@ -248,6 +250,19 @@ config_data = {
     "synthetic_masks": synthetic,
 }
 
+def run_estimate(config: TrainConfig, exclude: str | None = None) -> tuple[float, str]:
+    """Seconds a run of `config` on today's dataset should take, and where the throughput comes from."""
+    throughput = latest_throughput([run for run in store.runs() if run["id"] != exclude])
+    return training_seconds(config, photos_trained(config, store.label_counts()), throughput), throughput.source
+
+
+try:
+    planned = run_estimate(TrainConfig.from_dict(config_data))
+    estimate_area.caption(f"About {duration(planned[0])}", help=f"Estimated from the dataset's size and the "
+                          f"throughput of {planned[1]}.")
+except ValueError:  # settings that cannot train: Start says why
+    pass
+
 if start:
     with start_messages:
         config = ui.attempt(TrainConfig.from_dict, config_data)
@@ -300,9 +315,17 @@ def show_active(run: dict) -> None:
             details.append(f"loss {progress['loss']:.4f}")
         if progress.get("accuracy") is not None:
             details.append(f"validation accuracy {progress['accuracy']:.3f}")
-        if progress.get("eta_seconds") is not None:
-            details.append(f"about {duration(progress['eta_seconds'])} left in this stage"
-                           + (" (early stopping may end it sooner)" if stage == "head" else ""))
+        if progress.get("task"):
+            details[-1] = f"{progress['task']} ({progress.get('step', 0) + 1}/{progress.get('steps', 0)})"
+        soonest, latest = progress.get("soonest_seconds"), progress.get("eta_seconds")
+        if soonest is not None and latest is not None and duration(soonest) != duration(latest):
+            details.append(f"{duration(soonest)} to {duration(latest)} left in this stage (it stops early once "
+                           "validation loss stops improving)")
+        elif latest is not None:
+            details.append(f"about {duration(latest)} left in this stage")
+        total = ui.attempt(lambda: run_estimate(TrainConfig.from_dict(run["config"] or {}), run["id"])[0])
+        if total is not None:
+            details.append(f"about {duration(max(total - (elapsed(run.get('started_at')) or 0), latest or 0))} left in all")
         st.progress(stage_fraction(progress), text=f"Run {run['id']}, stage {number} of {len(order)}: "
                     f"{STAGES.get(stage, stage)} — {', '.join(details)}. Running for {running_for}.")
     if run.get("cancel_requested"):

@@ -321,13 +321,28 @@ def test_split_that_does_not_add_up_is_refused_before_starting(home):
     assert home.runs() == []
 
 
+def test_the_export_stage_names_its_task_and_the_start_button_an_estimate(home):
+    """Before Start: an estimate of the whole run (no run yet: from the benchmark's throughput); while exporting:
+    the task under way, not "0/1"."""
+    at = page().run()
+    no_failure(at)
+    [estimate] = [caption for caption in at.caption if caption.value.startswith("About ")]
+    assert "maskdet's benchmark on a 2-core CPU" in estimate.proto.help
+    run_id = home.create_run(TrainConfig().to_dict())
+    home.update_run(run_id, status="running", pid=os.getpid(), started_at=now(), heartbeat_at=now(),
+                    progress={"stage": "export", "step": 1, "steps": 3, "task": "quantising to int8"})
+    [bar] = page().run().get("progress")
+    assert f"Run {run_id}, stage 5 of 5: exporting the ONNX models — quantising to int8 (2/3)" in bar.proto.text
+    assert "left in all" in bar.proto.text
+
+
 def test_live_progress_curves_and_cancel_button_read_the_registry(home):
     """A running run as the training process leaves it in the registry: progress bar, ETA, curves, cancel."""
     run_id = home.create_run(TrainConfig().to_dict())
     history = [{"stage": "head", "epoch": e, "loss": 0.6 - 0.1 * e, "accuracy": 0.6 + 0.1 * e,
                 "val_loss": 0.7 - 0.1 * e, "val_accuracy": 0.5 + 0.1 * e} for e in (1, 2, 3)]
     progress = {"stage": "head", "step": 3, "steps": 100, "epoch": 3, "epochs": 100, "loss": 0.4, "accuracy": 0.8,
-                "eta_seconds": 42.0, "history": history}
+                "eta_seconds": 42.0, "soonest_seconds": 6.0, "history": history}
     home.update_run(run_id, status="running", pid=os.getpid(), started_at="2026-01-01T00:00:00+00:00",
                     heartbeat_at=now(), progress=progress)
     at = page().run()
@@ -335,7 +350,9 @@ def test_live_progress_curves_and_cancel_button_read_the_registry(home):
     [bar] = at.get("progress")
     assert bar.proto.value == 3
     assert f"Run {run_id}, stage 3 of 5: training the classifier head" in bar.proto.text
-    assert "epoch 3/100" in bar.proto.text and "about 42 s left" in bar.proto.text
+    assert "epoch 3/100" in bar.proto.text
+    assert "6 s to 42 s left in this stage (it stops early once validation loss stops improving)" in bar.proto.text
+    assert "about 42 s left in all" in bar.proto.text  # started long ago: the estimate is spent, the stage is not
     assert charts(at) == 2  # loss and accuracy per epoch
     loss_chart = at.get("vega_lite_chart")[0].proto
     assert json.loads(loss_chart.spec)["title"] == "loss"

@@ -66,10 +66,11 @@ def tiny(tmp_path_factory, detector):
     root = tmp_path_factory.mktemp("tiny")
     store = make_store(root)
     store.import_folder(write_dataset(root / "data", 12), detector)
-    stages = []
-    result = execute_run(store, TINY, store.settings.models_dir, on_progress=lambda p: stages.append(p.stage))
+    reports = []
+    result = execute_run(store, TINY, store.settings.models_dir, on_progress=reports.append)
     run_dir = store.settings.models_dir / result["run_id"]
-    return SimpleNamespace(store=store, result=result, run_dir=run_dir, stages=stages,
+    return SimpleNamespace(store=store, result=result, run_dir=run_dir, stages=[p.stage for p in reports],
+                           reports=reports,
                            metrics=json.loads((run_dir / "metrics.json").read_text()))
 
 
@@ -81,6 +82,14 @@ def test_run_folder_holds_exactly_the_artefacts_and_no_staging(tiny):
 def test_progress_went_through_every_stage_in_order(tiny):
     order = list(dict.fromkeys(tiny.stages))
     assert order == ["crops", "features", "head", "finetune", "evaluate", "export"]
+
+
+def test_progress_names_the_export_tasks_and_bounds_the_early_stopping_stage(tiny):
+    exports = [(p.step, p.steps, p.task) for p in tiny.reports if p.stage == "export"]
+    assert exports == [(step, 3, task) for step, task in enumerate(export.EXPORT_TASKS)]
+    heads = [p for p in tiny.reports if p.stage == "head"]
+    assert heads and all(0 <= p.soonest_seconds <= p.eta_seconds for p in heads)
+    assert heads[-1].eta_seconds == heads[-1].soonest_seconds == 0  # the last epoch: nothing left
 
 
 def test_metrics_of_the_tiny_run(tiny):
