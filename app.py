@@ -5,7 +5,7 @@ import streamlit as st
 import ui
 from maskdet import backup
 from maskdet.insights import summarize
-from maskdet.runs import active_run, runs_table
+from maskdet.runs import RunRecord, active_run, runs_table
 
 ui.page_setup("Home")
 st.title("maskdet: face-mask detection studio")
@@ -77,10 +77,10 @@ if summary:
                 "Add images of a second class before training.")
         st.page_link("pages/2_Train.py", label="Train a model", icon=":material/model_training:")
     else:
-        test = (active["metrics"] or {}).get("test") or {}
-        st.success(f"Active model **{active['id']}**: test accuracy {test.get('accuracy', 0):.3f}, macro F1 "
-                   f"{test.get('macro_f1', 0):.3f}. Try it on the webcam in **Live**, download it from **Models** "
-                   "or read its **Metrics**.")
+        record = RunRecord.of(active)
+        st.success(f"Active model **{record.id}**: test accuracy {record.accuracy or 0:.3f}, macro F1 "
+                   f"{record.macro_f1 or 0:.3f}. Try it on the webcam in **Live**, download it from **Models** or "
+                   "read its **Metrics**.")
         st.page_link("pages/5_Live.py", label="Try it live", icon=":material/videocam:")
 
     rows = runs_table(store)

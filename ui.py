@@ -43,7 +43,7 @@ def attempt(action: Callable, *args, **kwargs):
 
 
 def run_columns() -> dict:
-    """How the runs tables (Home, Metrics, Models) show the columns of runs.run_row: names, formats and help."""
+    """How the runs tables (Home, Metrics, Models) show the columns of RunRecord.row: names, formats and help."""
     column = st.column_config
     return {
         "run": column.TextColumn("run", width="medium"),
@@ -61,7 +61,7 @@ def run_columns() -> dict:
 
 
 def runs_dataframe(rows: list[dict], columns: tuple[str, ...], key: str) -> None:
-    """Rows of runs.run_row as a table of the given columns, shown as run_columns says."""
+    """Rows of RunRecord.row as a table of the given columns, shown as run_columns says."""
     shown = run_columns()
     st.dataframe(rows, hide_index=True, key=key, column_order=columns, width="stretch",
                  column_config={name: shown[name] for name in columns})
@@ -69,9 +69,9 @@ def runs_dataframe(rows: list[dict], columns: tuple[str, ...], key: str) -> None
 
 def run_caption(run: dict) -> str:
     """A one-line description of a run for select boxes."""
-    test = (run.get("metrics") or {}).get("test") or {}
-    accuracy = f", accuracy {test['accuracy']:.3f}" if test.get("accuracy") is not None else ""
-    return f"{run['id']} ({run['status']}{accuracy})"
+    from maskdet.runs import RunRecord
+
+    return RunRecord.of(run).caption()
 
 
 PHOTO_TYPES = sorted(suffix.lstrip(".") for suffix in IMAGE_SUFFIXES)  # what the photo uploaders accept

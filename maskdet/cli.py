@@ -267,14 +267,10 @@ def cmd_landmarks(store: Store, args) -> dict:
 
 def cmd_runs(store: Store, args) -> dict:
     from .jobs import active_training
+    from .runs import RunRecord
 
     active_training(store)  # runs whose process stopped without a word are marked failed first
-    rows = []
-    for run in store.runs():
-        test = (run["metrics"] or {}).get("test") or {}
-        rows.append({"id": run["id"], "status": run["status"], "created_at": run["created_at"],
-                     "accuracy": test.get("accuracy"), "macro_f1": test.get("macro_f1"), "error": run["error"]})
-    return {"runs": rows}
+    return {"runs": [RunRecord.of(run).summary() for run in store.runs()]}
 
 
 def cmd_cancel(store: Store, args) -> dict:

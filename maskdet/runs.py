@@ -31,90 +31,131 @@ RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
 
 # ---- the runs table ------------------------------------------------------------------------------
 
-def parse_time(value: str | None) -> datetime | None:
+def _time(value: str | None) -> datetime | None:
     try:
         return datetime.fromisoformat(value) if value else None
     except ValueError:
         return None
 
 
-def duration_seconds(run: dict) -> float | None:
-    """Wall-clock seconds from start to finish (None while running or when never started)."""
-    started, finished = parse_time(run.get("started_at")), parse_time(run.get("finished_at"))
-    return (finished - started).total_seconds() if started and finished else None
+@dataclass(frozen=True)
+class RunRecord:
+    """A run of the registry as the pages and the CLI show it: the store's row (a dict) read once into typed fields,
+    with the one formatting of its caption, table row and CLI summary."""
 
+    id: str
+    status: str
+    created_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    config: dict
+    metrics: dict
+    progress: dict
+    error: str | None
 
-def data_size(run: dict) -> dict[str, int] | None:
-    """Images per split the run used ({"train": n, "val": n, "test": n}), once it has metrics."""
-    counts = (run.get("metrics") or {}).get("split_counts")
-    if not counts:
+    @classmethod
+    def of(cls, run: dict) -> "RunRecord":
+        return cls(run.get("id", ""), run.get("status", ""), _time(run.get("created_at")), _time(run.get("started_at")),
+                   _time(run.get("finished_at")), run.get("config") or {}, run.get("metrics") or {},
+                   run.get("progress") or {}, run.get("error"))
+
+    @property
+    def test(self) -> dict | None:
+        """The test split's report (None: not finished, or an empty test split)."""
+        return self.metrics.get("test")
+
+    @property
+    def accuracy(self) -> float | None:
+        return (self.test or {}).get("accuracy")
+
+    @property
+    def macro_f1(self) -> float | None:
+        return (self.test or {}).get("macro_f1")
+
+    @property
+    def duration_s(self) -> float | None:
+        """Wall-clock seconds from start to finish (None while running or when never started)."""
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
         return None
-    return {split: int(sum(per_label.values())) for split, per_label in counts.items()}
 
+    @property
+    def split_sizes(self) -> dict[str, int] | None:
+        """Images per split the run used ({"train": n, "val": n, "test": n}), once it has metrics."""
+        counts = self.metrics.get("split_counts")
+        return {split: int(sum(per_label.values())) for split, per_label in counts.items()} if counts else None
 
-def key_config(config: dict | None) -> str:
-    """The few training settings that tell runs apart, in one line."""
-    config = config or {}
-    parts = [text.format(config[key]) for key, text in (("input_size", "{} px"), ("views_per_image", "{} views"))
-             if key in config]
-    blocks = config.get("finetune_blocks") or 0
-    parts.append(f"fine-tune {blocks} blocks" if blocks else "head only")
-    parts += [text.format(config[key]) for key, text in (("learning_rate", "lr {}"), ("seed", "seed {}"))
-              if key in config]
-    if config.get("random_init"):
-        parts.append("random init")
-    if config.get("quantize") is False:
-        parts.append("no int8")
-    return ", ".join(parts)
+    @property
+    def settings(self) -> str:
+        """The few training settings that tell runs apart, in one line."""
+        config = self.config
+        parts = [text.format(config[key]) for key, text in (("input_size", "{} px"), ("views_per_image", "{} views"))
+                 if key in config]
+        blocks = config.get("finetune_blocks") or 0
+        parts.append(f"fine-tune {blocks} blocks" if blocks else "head only")
+        parts += [text.format(config[key]) for key, text in (("learning_rate", "lr {}"), ("seed", "seed {}"))
+                  if key in config]
+        if config.get("random_init"):
+            parts.append("random init")
+        if config.get("quantize") is False:
+            parts.append("no int8")
+        return ", ".join(parts)
+
+    @property
+    def note(self) -> str:
+        """What a user should know about a run besides its scores: the error, the progress, the random init."""
+        if self.status == "failed":
+            return self.error or "Failed without a message; see the training log."
+        if self.status == "cancelled":
+            return "Cancelled before it finished."
+        if self.status in ACTIVE_STATUSES:
+            if self.progress.get("stage"):
+                return f"{self.progress['stage']} {self.progress.get('step', 0)}/{self.progress.get('steps', 0)}"
+            return "Waiting to start." if self.status == "queued" else "Starting."
+        if self.metrics.get("random_init"):
+            return "Random init (not pretrained): an experiment."
+        if self.test is None:
+            return "No test images: the split left the test set empty."
+        return ""
+
+    def caption(self) -> str:
+        """One line for select boxes."""
+        accuracy = f", accuracy {self.accuracy:.3f}" if self.accuracy is not None else ""
+        return f"{self.id} ({self.status}{accuracy})"
+
+    def row(self, active: bool = False) -> dict:
+        """Its row of the runs tables (the pages show the columns as ui.run_columns says)."""
+        sizes = self.split_sizes
+        return {
+            "run": self.id,
+            "when": self.created_at.strftime("%Y-%m-%d %H:%M UTC") if self.created_at else None,
+            "status": self.status,
+            "active": active,
+            "accuracy": self.accuracy,
+            "macro_f1": self.macro_f1,
+            "images": sum(sizes.values()) if sizes else None,
+            "split": " / ".join(str(sizes.get(s, 0)) for s in ("train", "val", "test")) if sizes else None,
+            "duration_s": self.duration_s,
+            "config": self.settings,
+            "note": self.note,
+        }
+
+    def summary(self) -> dict:
+        """Its entry in `maskdet runs` (JSON)."""
+        return {"id": self.id, "status": self.status,
+                "created_at": self.created_at.isoformat(timespec="milliseconds") if self.created_at else None,
+                "accuracy": self.accuracy, "macro_f1": self.macro_f1, "duration_s": self.duration_s,
+                "error": self.error}
 
 
 def test_report(run: dict) -> dict | None:
-    return (run.get("metrics") or {}).get("test")
-
-
-def run_note(run: dict) -> str:
-    """What a user should know about a run besides its scores: the error, the progress, the random init."""
-    status = run["status"]
-    if status == "failed":
-        return run.get("error") or "Failed without a message; see the training log."
-    if status == "cancelled":
-        return "Cancelled before it finished."
-    if status in ACTIVE_STATUSES:
-        progress = run.get("progress") or {}
-        if progress.get("stage"):
-            return f"{progress['stage']} {progress.get('step', 0)}/{progress.get('steps', 0)}"
-        return "Waiting to start." if status == "queued" else "Starting."
-    if (run.get("metrics") or {}).get("random_init"):
-        return "Random init (not pretrained): an experiment."
-    if test_report(run) is None:
-        return "No test images: the split left the test set empty."
-    return ""
-
-
-def run_row(run: dict, active_id: str | None = None) -> dict:
-    """One row of the runs table."""
-    sizes = data_size(run)
-    test = test_report(run) or {}
-    created = parse_time(run.get("created_at"))
-    return {
-        "run": run["id"],
-        "when": created.strftime("%Y-%m-%d %H:%M UTC") if created else run.get("created_at"),
-        "status": run["status"],
-        "active": run["id"] == active_id,
-        "accuracy": test.get("accuracy"),
-        "macro_f1": test.get("macro_f1"),
-        "images": sum(sizes.values()) if sizes else None,
-        "split": " / ".join(str(sizes.get(s, 0)) for s in ("train", "val", "test")) if sizes else None,
-        "duration_s": duration_seconds(run),
-        "config": key_config(run.get("config")),
-        "note": run_note(run),
-    }
+    return RunRecord.of(run).test
 
 
 def runs_table(store: Store) -> list[dict]:
     """Every run, newest first, as table rows (the active model flagged)."""
     active = active_run(store)
-    return [run_row(run, active["id"] if active else None) for run in store.runs()]
+    return [RunRecord.of(run).row(active is not None and run["id"] == active["id"]) for run in store.runs()]
 
 
 def finished_runs(store: Store) -> list[dict]:
@@ -281,7 +322,7 @@ def key_metrics(run: dict) -> dict[str, float | None]:
     metrics = run.get("metrics") or {}
     test = metrics.get("test") or {}
     values = {name: test.get(key) for key, name in KEY_METRICS}
-    sizes = data_size(run)
+    sizes = RunRecord.of(run).split_sizes
     values["training images"] = sizes.get("train") if sizes else None
     epochs = metrics.get("epochs_trained") or {}
     values["epochs trained"] = sum(epochs.values()) if epochs else None

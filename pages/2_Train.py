@@ -338,11 +338,10 @@ def show_active(run: dict) -> None:
 
 
 def show_finished(run: dict) -> None:
-    status = run["status"]
-    took = duration(elapsed(run.get("started_at"), run.get("finished_at")))
+    record = runs.RunRecord.of(run)
+    status, took = record.status, duration(record.duration_s)
     if status == "succeeded":
-        metrics = run.get("metrics") or {}
-        test = metrics.get("test") or {}
+        metrics, test = record.metrics, record.test
         if test:
             st.success(f"Run {run['id']} finished in {took}: test accuracy {test['accuracy']:.3f}, macro F1 "
                        f"{test['macro_f1']:.3f} on {test.get('num_samples', '?')} test images.")
@@ -412,10 +411,8 @@ if latest is not None and latest["status"] == "succeeded":
         try_the_model(latest)
 
 with st.expander("Recent runs"):
-    recent = ui.attempt(store.runs) or []
+    recent = ui.attempt(runs.runs_table, store) or []
     if recent:
-        st.dataframe([{"run": run["id"], "status": run["status"], "created": run["created_at"],
-                       "accuracy": ((run["metrics"] or {}).get("test") or {}).get("accuracy"),
-                       "note": run["error"] or ""} for run in recent[:10]], hide_index=True, width="stretch")
+        ui.runs_dataframe(recent[:10], ("run", "when", "status", "accuracy", "duration_s", "note"), "train-runs")
     else:
         st.caption("None yet.")

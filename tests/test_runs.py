@@ -67,7 +67,8 @@ def fake_run(store, status: str = "succeeded", config: TrainConfig | None = None
 
 def test_row_of_a_succeeded_run(store):
     run = fake_run(store, config=TrainConfig(input_size=96, views_per_image=2, finetune_blocks=1, seed=3))
-    row = runs.run_row(run, active_id=run["id"])
+    record = runs.RunRecord.of(run)
+    row = record.row(active=True)
     assert row["run"] == run["id"] and row["status"] == "succeeded" and row["active"] is True
     assert row["when"].endswith("UTC") and row["when"][:4].isdigit()
     assert row["images"] == 24 and row["split"] == "16 / 4 / 4"
@@ -75,6 +76,9 @@ def test_row_of_a_succeeded_run(store):
     assert row["duration_s"] == 65
     assert row["config"] == "96 px, 2 views, fine-tune 1 blocks, lr 0.001, seed 3"
     assert row["note"] == ""
+    assert record.caption() == f"{run['id']} (succeeded, accuracy 0.500)"
+    assert record.summary() == {"id": run["id"], "status": "succeeded", "created_at": "2026-01-02T09:00:00.000+00:00",
+                                "accuracy": 0.5, "macro_f1": REPORT["macro_f1"], "duration_s": 65, "error": None}
 
 
 def test_rows_of_failed_cancelled_running_and_experimental_runs(store):
