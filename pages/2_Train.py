@@ -177,7 +177,7 @@ with settings_column:
     st.caption("Each one: on/off, how often it is applied to a training view, and how strong it is (0–1).")
     augment = {}
     for name, spec in AUGMENTATIONS.items():
-        toggle_column, probability_column, strength_column = st.columns([3, 3, 3], vertical_alignment="center")
+        toggle_column, probability_column, strength_column = st.columns([2, 1, 1], vertical_alignment="center")
         enabled = setting(toggle_column.toggle, spec.label, f"aug_{name}_enabled", value=spec.default.enabled,
                           help=spec.help)
         probability = setting(probability_column.slider, "Probability", f"aug_{name}_probability", min_value=0.0,

@@ -41,7 +41,7 @@ def show_downloads(run: dict) -> None:
         return
     for item in files:
         with st.container(border=True):
-            left, middle, right = st.columns([2, 5, 2], vertical_alignment="center")
+            left, middle, right = st.columns([2, 4, 3], vertical_alignment="center")
             left.markdown(f"**{item['kind']}**  \n`{item['file']}` · {megabytes(item['bytes'])}")
             figures = []
             if item["test_accuracy"] is not None:
@@ -62,7 +62,7 @@ def show_downloads(run: dict) -> None:
     if not any(item["file"] == "model.int8.onnx" for item in files):
         st.caption("No int8 variant: this run was trained with int8 quantisation off.")
     with st.container(border=True):
-        left, middle, right = st.columns([2, 5, 2], vertical_alignment="center")
+        left, middle, right = st.columns([2, 4, 3], vertical_alignment="center")
         folder = runs.run_dir(store, run)
         bundle = ui.attempt(lambda: cached_bundle(str(folder), files[0]["path"].stat().st_mtime))
         left.markdown("**Bundle (zip)**" + (f"  \n{megabytes(len(bundle))}" if bundle else ""))
