@@ -1,5 +1,6 @@
 """Small helpers shared by the Streamlit pages: cached store and detector, error display, run labels, curves."""
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -111,6 +112,13 @@ def show_annotated_photo(result, name: str, key: str, no_face_hint: str = "") ->
                        mime="image/png", key=f"{key}-download", on_click="ignore", icon=":material/download:")
 
 
+def verbatim(text: str) -> str:
+    """Text (a file name from an upload) as a Markdown code span: shown as it is, never read as Markdown."""
+    text = " ".join(text.splitlines())
+    ticks = "`" * (1 + max((len(run) for run in re.findall("`+", text)), default=0))
+    return f"{ticks} {text} {ticks}"
+
+
 PAGES = [  # path, name, icon, what it is for (the home page's board)
     ("app.py", "Home", ":material/home:", "status and the next step"),
     ("pages/1_Dataset.py", "Dataset", ":material/photo_library:", "import photos, capture from the webcam, review"),
@@ -160,13 +168,15 @@ def link_to_train() -> None:
     link("pages/2_Train.py", "Train a model", ":material/model_training:", "Open **Train** in the sidebar to start one.")
 
 
+CURVE_SCHEME = "category10"  # train and validation (or two runs) in blue and orange; Streamlit's default: two blues
+
+
 def curves_chart(points: list[dict], metric: str, color: str = "split", dash: str | None = None) -> alt.Chart:
     """Train and validation curves of one metric per epoch; a grey rule where fine-tuning starts."""
     data = pd.DataFrame([p for p in points if p["metric"] == metric])
     encoding = {"x": alt.X("epoch:Q", title="epoch", axis=alt.Axis(tickMinStep=1)),
                 "y": alt.Y("value:Q", title=metric, scale=alt.Scale(zero=False)),
-                "color": alt.Color(f"{color}:N", title=None,
-                                   scale=alt.Scale(scheme="category10") if color == "run" else alt.Undefined),
+                "color": alt.Color(f"{color}:N", title=None, scale=alt.Scale(scheme=CURVE_SCHEME)),
                 "tooltip": [alt.Tooltip(f, title=f) for f in data.columns if f not in ("metric",)]}
     if dash:
         encoding["strokeDash"] = alt.StrokeDash(f"{dash}:N", title=None)

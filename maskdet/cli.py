@@ -214,11 +214,19 @@ def cmd_train(store: Store, args) -> dict:
 
 
 def cmd_evaluate(store: Store, args) -> dict:
-    from .predict import evaluate_folder
+    from .predict import evaluate_folder, import_evaluated
+    from .store import folder_candidates
 
     classifier = load_classifier(resolve_model(store, args.model, args.int8))
-    report = evaluate_folder(Path(args.folder), face_detector(), classifier, store.settings.max_pixels,
+    detector = face_detector()
+    report = evaluate_folder(Path(args.folder), detector, classifier, store.settings.max_pixels,
                              tqdm_progress("evaluate"))
+    if args.import_errors or args.import_all:
+        candidates, _ = folder_candidates(Path(args.folder))
+        imported = import_evaluated(store, candidates, report, detector, errors_only=args.import_errors,
+                                    progress=tqdm_progress("import"))
+        report["imported"] = {**imported.to_dict(), "labels": store.label_counts()}
+    report.pop("names")  # every photo's name: the misclassified ones are listed
     if not args.curves:
         report.pop("roc_curves")
     return report
@@ -367,6 +375,11 @@ def build_parser(train_flags: bool) -> argparse.ArgumentParser:
     p.add_argument("--model", help="run id or .onnx path (default: the active model)")
     p.add_argument("--int8", action="store_true")
     p.add_argument("--curves", action="store_true", help="include ROC curve points in the JSON")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--import-errors", action="store_true",
+                       help="then import the misclassified photos into the dataset, under their folder's class")
+    which.add_argument("--import-all", action="store_true",
+                       help="then import every photo scored into the dataset, under its folder's class")
 
     p = commands.add_parser("export", help="write a run's ONNX model to a file")
     p.add_argument("--run", help="run id (default: the active model)")

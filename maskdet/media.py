@@ -1,6 +1,7 @@
 """What the Live page runs besides widgets: the webcam frame callback, annotating an uploaded photo or short video,
-and keeping uploaded model files. No Streamlit here."""
+adding one of their faces to the dataset, and keeping uploaded model files. No Streamlit here."""
 
+import hashlib
 import io
 import logging
 import math
@@ -9,7 +10,8 @@ import re
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -18,10 +20,13 @@ import av
 import numpy as np
 from PIL import Image
 
+from .bundle.crop_rule import square_crop_box
 from .export import load_classifier
+from .faces import Face, FaceDetector, box_iou
 from .imageio import decode_image
 from .live import Counters, LivePipeline, LiveSettings, StreamSeats
 from .predict import FacePrediction, TextStyle, annotate
+from .store import ImageRecord, Store, StoreError
 
 MAX_VIDEO_SECONDS = 30  # an uploaded video is processed while the user waits (the longest: 20 s on 2 cores)
 MAX_VIDEO_SIDE = 1280  # larger frames are scaled down before detection and in the output
@@ -116,6 +121,76 @@ def prediction_rows(predictions: list[FacePrediction]) -> list[dict]:
              "box": ", ".join(f"{v:.0f}" for v in p.box)} for number, p in enumerate(predictions, start=1)]
 
 
+# ---- a face of a photo or video frame into the dataset -------------------------------------------
+
+SAME_FACE_IOU = 0.5  # boxes overlapping this much (intersection over union) are taken to be the same face
+CROP_MARGIN = 2.0  # a face added as a crop: a square this many times the box's longer side, room for any crop rule
+
+
+@dataclass(frozen=True)
+class AddedFace:
+    added: bool  # False: it was in the dataset already, nothing changed
+    message: str  # what happened, as a sentence
+
+
+def add_face(store: Store, data: bytes, name: str, number: int, box, label: str, detector: FaceDetector,
+             quote: Callable[[str], str] = str) -> AddedFace:
+    """Add face `number` of a photo file (its box in pixels of the decoded photo) to the existing class `label`,
+    through the store's import (SHA-256 duplicates, near-duplicate groups, rejections). The whole photo goes in with
+    this face as its face box; a photo already in the dataset with another face (one file cannot be in two classes)
+    gives a PNG crop around this face instead. A class deleted meanwhile or a rejected file raises a StoreError saying
+    so; `quote` writes the file names in the sentences."""
+    if label not in store.labels():
+        raise StoreError(f"The class {label} is not in the dataset any more (deleted meanwhile?): choose another "
+                         "class. Nothing was added.")
+    photo = store.image_with_sha256(hashlib.sha256(data).hexdigest())
+    if photo is None:
+        return import_face(store, name, data, box, label, detector, quote,
+                           f"Added {quote(name)} to {label} with face {number}'s box.")
+    if photo.face is not None and box_iou(photo.face.box, box) >= SAME_FACE_IOU:
+        return AddedFace(False, f"{quote(name)} is already in the dataset as {photo.label} with face {number}'s box: "
+                                "nothing added.")
+    crop_name = f"{Path(name).stem}-face{number}.png"
+    crop, crop_box = face_crop(data, box, store.settings.max_pixels)
+    held = "another face" if photo.face else "no face found"
+    return import_face(store, crop_name, crop, crop_box, label, detector, quote,
+                       f"Added {quote(crop_name)}, a crop of face {number} of {quote(name)}, to {label}: the whole "
+                       f"photo is in the dataset already, as {photo.label} with {held}.")
+
+
+def import_face(store: Store, name: str, data: bytes, box, label: str, detector: FaceDetector,
+                quote: Callable[[str], str], done: str) -> AddedFace:
+    """Import one file into `label` and make `box` its face box (add_face)."""
+    report = store.add_images([(name, data)], label, detector)
+    if report.rejected:
+        raise StoreError(f"{quote(name)} was not added: {report.rejected[0][1]}.")
+    record = store.image_with_sha256(hashlib.sha256(data).hexdigest())
+    if report.duplicates:
+        return AddedFace(False, f"{quote(name)} is already in the dataset as {record.label}: nothing added.")
+    store.set_face(record.id, face_at(store, record, box, detector))
+    return AddedFace(True, done)
+
+
+def face_at(store: Store, record: ImageRecord, box, detector: FaceDetector) -> Face:
+    """The face the dataset's detector finds in a stored photo where `box` is (its box and landmarks, like the other
+    photos'), or `box` itself, kept inside the photo, as if drawn by hand when it finds none there."""
+    faces = [face for face in store.detect_faces(record, detector) if box_iou(face.box, box) >= SAME_FACE_IOU]
+    if faces:
+        return max(faces, key=lambda face: box_iou(face.box, box))
+    x1, y1, x2, y2 = box
+    return Face((max(0.0, x1), max(0.0, y1), min(float(record.width), x2), min(float(record.height), y2)), 1.0)
+
+
+def face_crop(data: bytes, box, max_pixels: int) -> tuple[bytes, tuple[float, float, float, float]]:
+    """A PNG of the square around a face (CROP_MARGIN, kept inside the photo) and the face's box in it."""
+    image = decode_image(data, max_pixels)
+    left, top, right, bottom = square_crop_box(box, image.shape[1], image.shape[0], CROP_MARGIN)
+    buffer = io.BytesIO()
+    Image.fromarray(image[top:bottom, left:right]).save(buffer, format="PNG")
+    x1, y1, x2, y2 = box
+    return buffer.getvalue(), (x1 - left, y1 - top, x2 - left, y2 - top)
+
+
 # ---- an uploaded video ---------------------------------------------------------------------------
 
 @dataclass
@@ -168,17 +243,20 @@ def even(value: float) -> int:
     return max(2, int(value) // 2 * 2)
 
 
-def annotate_video(source: bytes | Path, pipeline: LivePipeline, progress=None,
-                   max_seconds: float = MAX_VIDEO_SECONDS) -> AnnotatedVideo:
-    """Run a fresh pipeline over the frames of a short video and encode the annotated frames.
+@dataclass
+class SampledVideo:
+    rate: Fraction  # frames a second, as the file says
+    step: int  # every step-th decoded frame is kept
+    total: int  # frames kept, as far as the header tells
+    frames: Iterator[av.VideoFrame]  # the kept frames, decoded one at a time
 
-    Frames are turned upright (rotation metadata) and scaled to at most MAX_VIDEO_SIDE pixels on the longer side,
-    with even sides (H.264 needs them); a video of more than MAX_ANNOTATED_FRAMES frames is sampled evenly down to
-    them, and audio is dropped. What a file costs is bounded whatever its header says: at most max_seconds x
-    MAX_DECODED_RATE frames of at most MAX_VIDEO_PIXELS are decoded, and at most MAX_ANNOTATED_FRAMES annotated.
-    progress(done, total)."""
-    codec, container_format, mime = video_encoder()
-    with open_video(source) as container, tempfile.TemporaryDirectory() as folder:
+
+@contextmanager
+def sampled_video(source: bytes | Path, max_seconds: float = MAX_VIDEO_SECONDS) -> Iterator[SampledVideo]:
+    """Open a short video and decode the frames annotate_video uses: every step-th one, so that at most
+    MAX_ANNOTATED_FRAMES are kept. What a file costs is bounded whatever its header says: at most max_seconds x
+    MAX_DECODED_RATE frames of at most MAX_VIDEO_PIXELS are decoded; beyond that, a ValueError says why."""
+    with open_video(source) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         check_frame_size(stream.codec_context.width, stream.codec_context.height)
@@ -189,49 +267,87 @@ def annotate_video(source: bytes | Path, pipeline: LivePipeline, progress=None,
                              "Trim it to a short clip and upload it again.")
         rate = stream.average_rate or stream.guessed_rate or Fraction(25)
         expected = stream.frames or math.ceil(seconds * rate)
-        step = max(1, math.ceil(expected / MAX_ANNOTATED_FRAMES))  # annotate every step-th frame
-        most = max_seconds * min(rate, MAX_DECODED_RATE)  # frames decoded at most
-        total = math.ceil(expected / step)
+        step = max(1, math.ceil(expected / MAX_ANNOTATED_FRAMES))
+        yield SampledVideo(rate, step, math.ceil(expected / step),
+                           kept_frames(container, stream, step, expected, max_seconds, rate))
+
+
+def kept_frames(container: av.container.InputContainer, stream: av.VideoStream, step: int, expected: int,
+                max_seconds: float, rate: Fraction) -> Iterator[av.VideoFrame]:
+    most = max_seconds * min(rate, MAX_DECODED_RATE)  # frames decoded at most
+    kept = 0
+    try:
+        for index, frame in enumerate(container.decode(stream)):
+            if index >= most:
+                raise ValueError(f"The video has more frames than {max_seconds:g} s at "
+                                 f"{float(min(rate, MAX_DECODED_RATE)):g} frames a second: trim it to a short "
+                                 f"clip (at most {MAX_DECODED_RATE} frames a second) and upload it again.")
+            check_frame_size(frame.width, frame.height)
+            if index % step:
+                continue
+            if kept == MAX_ANNOTATED_FRAMES:
+                raise ValueError(f"The video has more frames than its header says ({expected}): re-export it "
+                                 "as MP4 and upload it again.")
+            kept += 1
+            yield frame
+    except av.FFmpegError as error:
+        raise ValueError(f"The video could not be decoded after {kept} frames ({error.strerror}). "
+                         "Re-export it as MP4 and upload it again.") from None
+    if kept == 0:
+        raise ValueError("The video has no frames that could be decoded. Re-export it as MP4 and upload it again.")
+
+
+def frame_size(frame: av.VideoFrame) -> tuple[int, int]:
+    """Width and height a frame is scaled to: at most MAX_VIDEO_SIDE on the longer side, even (H.264 needs it)."""
+    scale = min(1.0, MAX_VIDEO_SIDE / max(frame.width, frame.height))
+    return even(frame.width * scale), even(frame.height * scale)
+
+
+def upright(frame: av.VideoFrame, size: tuple[int, int]) -> np.ndarray:
+    """The frame as RGB, scaled to `size` and turned upright (rotation metadata)."""
+    return np.rot90(frame.to_ndarray(width=size[0], height=size[1], format="rgb24"), round(frame.rotation / 90))
+
+
+def annotate_video(source: bytes | Path, pipeline: LivePipeline, progress=None,
+                   max_seconds: float = MAX_VIDEO_SECONDS) -> AnnotatedVideo:
+    """Run a fresh pipeline over the frames of a short video (sampled_video: upright, scaled to frame_size, a longer
+    video sampled evenly) and encode the annotated frames; audio is dropped. progress(done, total)."""
+    codec, container_format, mime = video_encoder()
+    with sampled_video(source, max_seconds) as video, tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / f"annotated.{container_format}"
         frames, size = 0, None
         with av.open(str(path), "w", format=container_format,
                      options={"movflags": "+faststart"} if container_format == "mp4" else {}) as output:
-            try:
-                for index, frame in enumerate(container.decode(stream)):
-                    if index >= most:
-                        raise ValueError(f"The video has more frames than {max_seconds:g} s at "
-                                         f"{float(min(rate, MAX_DECODED_RATE)):g} frames a second: trim it to a short "
-                                         f"clip (at most {MAX_DECODED_RATE} frames a second) and upload it again.")
-                    check_frame_size(frame.width, frame.height)
-                    if index % step:
-                        continue
-                    if frames == MAX_ANNOTATED_FRAMES:
-                        raise ValueError(f"The video has more frames than its header says ({expected}): re-export it "
-                                         "as MP4 and upload it again.")
-                    if size is None:
-                        scale = min(1.0, MAX_VIDEO_SIDE / max(frame.width, frame.height))
-                        size = even(frame.width * scale), even(frame.height * scale)
-                    rgb = np.rot90(frame.to_ndarray(width=size[0], height=size[1], format="rgb24"),
-                                   round(frame.rotation / 90))
-                    annotated, _ = pipeline.process(rgb)
-                    if frames == 0:
-                        encoder = output.add_stream(codec, rate=rate / step, options={"crf": "23", "preset": "veryfast"}
-                                                    if codec == "libx264" else {"crf": "10", "b": "2M"})
-                        encoder.height, encoder.width = annotated.shape[:2]
-                        encoder.pix_fmt = "yuv420p"
-                    output.mux(encoder.encode(av.VideoFrame.from_ndarray(annotated, format="rgb24")))
-                    frames += 1
-                    if progress:
-                        progress(frames, max(total, frames))
-            except av.FFmpegError as error:
-                raise ValueError(f"The video could not be decoded after {frames} frames ({error.strerror}). "
-                                 "Re-export it as MP4 and upload it again.") from None
-            if frames == 0:
-                raise ValueError("The video has no frames that could be decoded. Re-export it as MP4 and upload "
-                                 "it again.")
+            for frame in video.frames:
+                size = size or frame_size(frame)
+                annotated, _ = pipeline.process(upright(frame, size))
+                if frames == 0:
+                    encoder = output.add_stream(codec, rate=video.rate / video.step,
+                                                options={"crf": "23", "preset": "veryfast"} if codec == "libx264"
+                                                else {"crf": "10", "b": "2M"})
+                    encoder.height, encoder.width = annotated.shape[:2]
+                    encoder.pix_fmt = "yuv420p"
+                output.mux(encoder.encode(av.VideoFrame.from_ndarray(annotated, format="rgb24")))
+                frames += 1
+                if progress:
+                    progress(frames, max(video.total, frames))
             output.mux(encoder.encode())
-        return AnnotatedVideo(path.read_bytes(), mime, container_format, frames, float(frames * step / rate),
-                              encoder.width, encoder.height, pipeline.snapshot())
+        seconds = float(frames * video.step / video.rate)
+        return AnnotatedVideo(path.read_bytes(), mime, container_format, frames, seconds, encoder.width, encoder.height,
+                              pipeline.snapshot())
+
+
+def video_frame(source: bytes | Path, number: int, max_seconds: float = MAX_VIDEO_SECONDS) -> bytes:
+    """Frame `number` (from 1) of the annotated video, as annotate_video saw it, as a JPEG file: to annotate on its own
+    and add its faces to the dataset. The video is decoded again up to that frame, holding one frame at a time."""
+    kept = 0
+    with sampled_video(source, max_seconds) as video:
+        for kept, frame in enumerate(video.frames, start=1):
+            if kept == number:
+                buffer = io.BytesIO()
+                Image.fromarray(upright(frame, frame_size(frame))).save(buffer, format="JPEG", quality=95)
+                return buffer.getvalue()
+    raise ValueError(f"The video has {kept} frames: choose one from 1 to {kept}.")
 
 
 def check_frame_size(width: int, height: int) -> None:

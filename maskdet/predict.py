@@ -10,7 +10,7 @@ from .evaluate import classification_report
 from .export import OnnxClassifier
 from .faces import Face, FaceDetector, crop_face
 from .imageio import BadImage, decode_image
-from .store import MAX_BATCH_BYTES, UNCERTAIN, Candidate, StoreError, folder_candidates
+from .store import MAX_BATCH_BYTES, UNCERTAIN, Candidate, ImportReport, Store, StoreError, folder_candidates
 
 PALETTE = [(46, 160, 67), (214, 39, 40), (31, 119, 180), (255, 127, 14), (148, 103, 189), (140, 86, 75)]
 UNCERTAIN_COLOR = (160, 160, 160)
@@ -125,7 +125,8 @@ def evaluate_folder(folder: Path, detector: FaceDetector, classifier: OnnxClassi
 def evaluate_candidates(candidates: list[Candidate], rejected: list[tuple[str, str]], detector: FaceDetector,
                         classifier: OnnxClassifier, max_pixels: int, progress=None) -> dict:
     """Score a model on labelled files (labels among the model's), in batches of 32 photos or MAX_BATCH_BYTES of files
-    and pixels (as an import's); unreadable ones join `rejected`."""
+    and pixels (as an import's); unreadable ones join `rejected`. The report's `names` are the photos scored, in the
+    order its misclassified indices count."""
     names, targets, probabilities, found = [], [], [], []
     done = 0
     while done < len(candidates):
@@ -163,4 +164,18 @@ def evaluate_candidates(candidates: list[Candidate], rejected: list[tuple[str, s
     report["accuracy_face_found"] = float(correct[found].mean()) if found.any() else None
     report["accuracy_no_face"] = float(correct[~found].mean()) if (~found).any() else None
     report["rejected_files"] = [{"name": n, "reason": r} for n, r in rejected]
+    report["names"] = names
     return report
+
+
+def evaluated_photos(candidates: list[Candidate], report: dict, errors_only: bool) -> list[Candidate]:
+    """Those of the files given to an evaluation that it scored: only the misclassified ones, or all."""
+    wanted = {m["name"] for m in report["misclassified"]} if errors_only else set(report["names"])
+    return [candidate for candidate in candidates if candidate.name in wanted]
+
+
+def import_evaluated(store: Store, candidates: list[Candidate], report: dict, detector: FaceDetector,
+                     errors_only: bool, progress=None) -> ImportReport:
+    """Import the misclassified (or all scored) photos of an evaluation into the dataset under their true label (their
+    folder), with the store's import rules (hashes, near-duplicate groups, rejection reasons)."""
+    return store.import_into_classes(evaluated_photos(candidates, report, errors_only), detector, progress)

@@ -1,5 +1,6 @@
-"""Trained runs as the dashboard shows them: table rows, a run's artefacts, chart data, the active model,
-comparing two runs, deleting a run, and scoring a run on an uploaded zip. No Streamlit here."""
+"""Trained runs as the dashboard shows them: table rows, a run's artefacts, chart data, the misclassified test faces
+(and relabelling or deleting their photos), the active model, comparing two runs, deleting a run, and scoring a run
+on an uploaded zip (and importing its photos). No Streamlit here."""
 
 import csv
 import io
@@ -20,7 +21,7 @@ from .faces import CropRule, crop_face
 from .imageio import BadImage
 from .jobs import active_training, log_path
 from .bundle.pixels import IMAGE_SUFFIXES
-from .store import ACTIVE_STATUSES, Store, StoreError, open_zip, zip_candidates
+from .store import ACTIVE_STATUSES, ImportReport, Store, StoreError, open_zip, zip_candidates
 from .threshold import DEFAULT_THRESHOLD, THRESHOLD_KEY, Scores, check_threshold
 
 ACTIVE_SETTING = "active_run"  # meta key: the run the live page uses
@@ -273,6 +274,7 @@ class Mistake:
     image_id: int | None
     crop: np.ndarray | None
     note: str = ""
+    label: str | None = None  # the photo's class in the dataset now (relabelled since?); None: no longer there
 
 
 def misclassified_faces(store: Store, run: dict, limit: int = 24) -> list[Mistake]:
@@ -305,8 +307,43 @@ def misclassified_faces(store: Store, run: dict, limit: int = 24) -> list[Mistak
             except (BadImage, OSError) as error:
                 note = f"The photo cannot be read ({error})."
         mistakes.append(Mistake(item.get("name") or f"test image {item['index']}", item["true"], item["predicted"],
-                                float(item["score"]), float(item["true_score"]), image_id, crop, note))
+                                float(item["score"]), float(item["true_score"]), image_id, crop, note,
+                                record.label if record else None))
     return mistakes
+
+
+def plural(count: int, word: str) -> str:
+    """'1 photo', '2 photos'."""
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def _gone(asked: int, done: int) -> str:
+    gone = asked - done
+    return f" {plural(gone, 'photo')} had been deleted from the dataset meanwhile." if gone else ""
+
+
+def relabel_photos(store: Store, image_ids: list[int], label: str) -> str:
+    """Move dataset photos (misclassified test faces) to another class; says what happened. The run that showed
+    them keeps its figures: only the next training sees the change."""
+    try:
+        moved = store.relabel(image_ids, label)
+    except StoreError:
+        raise StoreError(f"The class {label} is no longer in the dataset (deleted meanwhile?): nothing was "
+                         "relabelled. Choose another class.") from None
+    if not moved:
+        return f"Nothing was relabelled: {_gone(len(image_ids), 0).strip()}"
+    return (f"{plural(moved, 'photo')} relabelled as {label}; the next training uses "
+            f"{'it' if moved == 1 else 'them'} (this run's figures stay as they were).{_gone(len(image_ids), moved)}")
+
+
+def delete_photos(store: Store, image_ids: list[int]) -> str:
+    """Delete dataset photos (misclassified test faces); says what happened. The run keeps its figures."""
+    deleted = store.delete_images(image_ids)
+    if not deleted:
+        return f"Nothing was deleted: {_gone(len(image_ids), 0).strip()}"
+    return (f"{plural(deleted, 'photo')} deleted from the dataset; the next training goes without "
+            f"{'it' if deleted == 1 else 'them'} (this run's figures stay as they were)."
+            f"{_gone(len(image_ids), deleted)}")
 
 
 # ---- comparing two runs --------------------------------------------------------------------------
@@ -315,6 +352,8 @@ KEY_METRICS = (
     ("accuracy", "test accuracy"), ("macro_f1", "macro F1"), ("macro_precision", "macro precision"),
     ("macro_recall", "macro recall"), ("roc_auc", "ROC AUC"), ("num_samples", "test images"),
 )
+TIMINGS = ("training seconds", "ONNX ms per face (batch 1)")  # the key metrics that are timings
+NOISE_RATIO = 2.0  # two timings closer than this ratio are within measurement noise (see timing_note)
 
 
 def key_metrics(run: dict) -> dict[str, float | None]:
@@ -362,14 +401,29 @@ def _show(value) -> str:
     return "—" if value is None else json.dumps(_normalise(value)) if isinstance(value, (list, tuple)) else str(value)
 
 
+def timing_note(a: float | None, b: float | None) -> str:
+    """How two runs' timings compare. Each is measured once during its training (ms per face: the median of 5 batches)
+    on a machine that may be busy with other work, and two identical runs measured 8.3 and 15.5 ms per face; so
+    unless the slower took at least NOISE_RATIO times as long as the faster, the difference is within measurement
+    noise."""
+    if a is None or b is None or min(a, b) <= 0:
+        return ""
+    ratio = max(a, b) / min(a, b)
+    if ratio < NOISE_RATIO:
+        return f"within noise (<{NOISE_RATIO:g}x)"
+    return f"b {ratio:.1f}x {'slower' if b > a else 'faster'}"
+
+
 def compare_runs(a: dict, b: dict) -> dict:
-    """Key metrics side by side (with b - a) and the config differences of two runs."""
+    """Key metrics side by side (with b - a; timings with a note saying whether they differ beyond measurement noise)
+    and the config differences of two runs."""
     metrics_a, metrics_b = key_metrics(a), key_metrics(b)
     rows = []
     for name in metrics_a:
         value_a, value_b = metrics_a[name], metrics_b[name]
         both = value_a is not None and value_b is not None
-        rows.append({"metric": name, "a": value_a, "b": value_b, "b - a": value_b - value_a if both else None})
+        rows.append({"metric": name, "a": value_a, "b": value_b, "b - a": value_b - value_a if both else None,
+                     "note": timing_note(value_a, value_b) if name in TIMINGS else ""})
     labels_a = (a.get("metrics") or {}).get("labels")
     labels_b = (b.get("metrics") or {}).get("labels")
     differences = config_differences(a.get("config"), b.get("config"))
@@ -555,6 +609,17 @@ def delete_run(store: Store, run_id: str) -> None:
 
 # ---- evaluating a run on an uploaded zip ---------------------------------------------------------
 
+def open_upload(data: bytes) -> zipfile.ZipFile:
+    """An uploaded zip, read in place (no copy of its bytes); one that is not a zip is a StoreError sentence."""
+    try:
+        return open_zip(io.BytesIO(data))
+    except StoreError:
+        raise
+    except (zipfile.BadZipFile, OSError, ValueError):
+        raise StoreError("The upload is not a readable zip archive. Zip a folder of class folders "
+                         "(for example with_mask/ and without_mask/) and upload that.") from None
+
+
 def evaluate_zip(store: Store, run_id: str, data: bytes, detector, progress=None, int8: bool = False) -> dict:
     """Score a run's model on a zip of class folders (with_mask/..., without_mask/...).
 
@@ -568,14 +633,7 @@ def evaluate_zip(store: Store, run_id: str, data: bytes, detector, progress=None
     run = store.run(run_id)
     if run["status"] != "succeeded":
         raise StoreError(f"Run {run_id} {run['status']}: choose a succeeded run to evaluate.")
-    try:
-        archive = open_zip(io.BytesIO(data))
-    except StoreError:
-        raise
-    except (zipfile.BadZipFile, OSError, ValueError):
-        raise StoreError("The upload is not a readable zip archive. Zip a folder of class folders "
-                         "(for example with_mask/ and without_mask/) and upload that.") from None
-    with archive:
+    with open_upload(data) as archive:
         candidates, rejected = zip_candidates(archive)
         classifier = load_classifier(model_path(store, run, int8))
         kept, unknown = [], Counter()
@@ -603,3 +661,14 @@ def evaluate_zip(store: Store, run_id: str, data: bytes, detector, progress=None
     report["run_id"] = run_id
     report["model_file"] = classifier.path.name
     return report
+
+
+def import_evaluated_zip(store: Store, data: bytes, report: dict, detector, errors_only: bool,
+                         progress=None) -> ImportReport:
+    """Import the photos of a zip scored by evaluate_zip (its report) into the dataset under their true label (their
+    folder): only the misclassified ones, or all it scored; see predict.import_evaluated."""
+    from .predict import import_evaluated
+
+    with open_upload(data) as archive:
+        candidates, _ = zip_candidates(archive)
+        return import_evaluated(store, candidates, report, detector, errors_only, progress)

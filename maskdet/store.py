@@ -15,7 +15,7 @@ import zlib
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -141,10 +141,21 @@ class ImportReport:
     duplicates: list[str] = field(default_factory=list)
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (name, reason)
     no_face: list[str] = field(default_factory=list)
+    repeated: list[str] = field(default_factory=list)  # of the duplicates, those repeating a file of this import
 
     def merge(self, other: "ImportReport") -> None:
-        for name in ("added", "duplicates", "rejected", "no_face"):
+        for name in ("added", "duplicates", "rejected", "no_face", "repeated"):
             getattr(self, name).extend(getattr(other, name))
+
+    def already_stored(self) -> list[str]:
+        """The duplicates that were in the dataset before this import (the others repeat a file of the import)."""
+        repeats, stored = Counter(self.repeated), []
+        for name in self.duplicates:
+            if repeats[name]:
+                repeats[name] -= 1
+            else:
+                stored.append(name)
+        return stored
 
     def summary(self) -> dict:
         return {"added": len(self.added), "duplicates": len(self.duplicates),
@@ -152,7 +163,7 @@ class ImportReport:
 
     def to_dict(self) -> dict:
         return {**self.summary(), "rejected_files": [{"name": n, "reason": r} for n, r in self.rejected],
-                "duplicate_files": self.duplicates, "no_face_files": self.no_face}
+                "duplicate_files": self.duplicates, "repeated_files": self.repeated, "no_face_files": self.no_face}
 
 
 @dataclass(frozen=True)
@@ -440,21 +451,32 @@ class Store:
             raise StoreError(f"No photo with id {image_id}: it has been deleted.")
         return found[0]
 
+    def image_with_sha256(self, sha256: str) -> ImageRecord | None:
+        """The image whose file has this SHA-256, or None when the dataset holds no such file."""
+        with self.engine.connect() as conn:
+            image_id = conn.execute(sa.select(images_table.c.id).where(images_table.c.sha256 == sha256)).scalar()
+        found = self.images(ids=[image_id]) if image_id is not None else []
+        return found[0] if found else None
+
     def image_path(self, record: ImageRecord) -> Path:
         return self.images_dir / record.file
 
     def load_image(self, record: ImageRecord) -> np.ndarray:
         return decode_image(self.image_path(record).read_bytes(), self.settings.max_pixels)
 
-    def relabel(self, image_ids: Iterable[int], label: str) -> None:
+    def relabel(self, image_ids: Iterable[int], label: str) -> int:
+        """Move images to an existing label; returns how many were moved (ids deleted meanwhile are skipped)."""
         with self.engine.begin() as conn:
             label_id = self._label_id(conn, label)
-            conn.execute(images_table.update().where(images_table.c.id.in_(list(image_ids))).values(label_id=label_id))
+            return conn.execute(images_table.update().where(images_table.c.id.in_(list(image_ids)))
+                                .values(label_id=label_id)).rowcount
 
-    def delete_images(self, image_ids: Iterable[int]) -> None:
+    def delete_images(self, image_ids: Iterable[int]) -> int:
+        """Delete images; returns how many were deleted (ids deleted meanwhile are skipped)."""
         with self.engine.begin() as conn:
             files = self._delete_rows(conn, list(image_ids))
         self._remove_files(files)
+        return len(files)
 
     def _delete_rows(self, conn, ids: list[int]) -> list[str]:
         files = list(conn.execute(sa.select(images_table.c.file).where(images_table.c.id.in_(ids))).scalars())
@@ -497,6 +519,19 @@ class Store:
         candidates = [Candidate(name, label, lambda data=data: data) for name, data in files]
         return self._import(candidates, [], detector, progress, require_any=False)
 
+    def import_into_classes(self, candidates: list[Candidate], detector: FaceDetector,
+                            progress=None) -> ImportReport:
+        """Import chosen files under their labels with the usual rules, into the dataset's classes only: a file whose
+        class is not there (deleted meanwhile) is rejected saying so, rather than the class made again. No files: an
+        empty report."""
+        if not candidates:
+            return ImportReport()
+        classes = set(self.labels())
+        missing = [(c.name, f"its class {c.label} is not in the dataset (deleted meanwhile?): add the class, then "
+                            "import it again") for c in candidates if c.label not in classes]
+        kept = [c for c in candidates if c.label in classes]
+        return self._import(kept, missing, detector, progress, require_any=False)
+
     def _import(self, candidates: list[Candidate], rejected: list[tuple[str, str]], detector: FaceDetector,
                 progress: Callable[[int, int], None] | None, batch_size: int = 32,
                 require_any: bool = True) -> ImportReport:
@@ -510,10 +545,11 @@ class Store:
         with self.engine.connect() as conn:
             known = {sha: label for sha, label in conn.execute(
                 sa.select(images_table.c.sha256, labels_table.c.name).select_from(images_table.join(labels_table)))}
+        stored = set(known)  # what `known` holds beyond these was offered earlier in this import
         hashes, groups = np.zeros((0, 32), np.uint8), np.zeros(0, np.int64)
         seen_id, added_shas, done = 0, set(), 0
         while done < len(candidates):
-            batch, taken = self._decode_batch(candidates[done:done + batch_size], known, report)
+            batch, taken = self._decode_batch(candidates[done:done + batch_size], known, stored, report)
             faces = detector.largest_faces([image for _, image, _ in batch],
                                            [candidate.arrived_size(data) for candidate, _, data in batch])
             written = []  # files this batch creates: removed again if it rolls back
@@ -558,9 +594,11 @@ class Store:
             raise StoreError(f"No images could be imported ({len(report.rejected)} rejected: {reasons}).")
         return report
 
-    def _decode_batch(self, candidates, known: dict[str, str], report: ImportReport) -> tuple[list, int]:
+    def _decode_batch(self, candidates, known: dict[str, str], stored: set[str],
+                      report: ImportReport) -> tuple[list, int]:
         """Read, validate and decode candidates until the batch holds MAX_BATCH_BYTES of files and pixels; duplicates
-        and bad files go to the report. Returns the batch and how many candidates were taken."""
+        (of the `stored` files, or repeating one offered before) and bad files go to the report. Returns the batch and
+        how many candidates were taken."""
         batch, held = [], 0
         for taken, candidate in enumerate(candidates, start=1):
             try:
@@ -569,6 +607,8 @@ class Store:
                 sha = hashlib.sha256(data).hexdigest()
                 if sha in known:
                     report.duplicates.append(candidate.name)
+                    if sha not in stored:
+                        report.repeated.append(candidate.name)
                     continue
                 image = decode_image(data, self.settings.max_pixels, candidate.arrived_size(data))
             except (StoreError, BadImage, OSError) as error:

@@ -7,16 +7,16 @@ Everything lives in the store, so several tabs see the same data; session_state 
 
 import hashlib
 import math
-import re
 from datetime import datetime
-from pathlib import Path
 
 import streamlit as st
 from PIL import Image, ImageDraw, ImageFont
+from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
 import ui
-from maskdet import insights
-from maskdet.bundle.pixels import IMAGE_SUFFIXES
+from maskdet import capture, insights
+from maskdet.live import rtc_configuration
+from maskdet.store import ImportReport
 
 ui.page_setup("Dataset")
 st.title("Dataset")
@@ -26,7 +26,7 @@ st.caption("Face photos sorted into classes. MTCNN finds the face in each photo 
 PAGE_SIZE = 24
 COLUMNS = 6
 BLUE, ORANGE = (33, 118, 210), (245, 124, 0)  # the faces MTCNN finds; the box being set
-IMAGE_TYPES = sorted(suffix.lstrip(".") for suffix in IMAGE_SUFFIXES)
+STRIP = 6  # latest burst captures shown beside the camera
 state = st.session_state
 
 
@@ -63,52 +63,53 @@ def plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
+def names(files: list[str]) -> None:
+    """File names from an upload, as plain text."""
+    st.text(", ".join(files))
+
+
 def show_report(report) -> None:
-    """The last import: added, duplicates, rejected with reasons, photos with no face found."""
+    """The last import: added, duplicates (already in the dataset, or repeated within the upload), rejected with
+    reasons, photos with no face found."""
     counts = report.summary()
+    already = report.already_stored()
     parts = [f"added {plural(counts['added'], 'photo')}"]
-    if counts["duplicates"]:
-        parts.append(f"skipped {counts['duplicates']} already in the dataset")
+    skipped = [f"{len(already)} already in the dataset"] if already else []
+    skipped += [f"{len(report.repeated)} repeated within the upload"] if report.repeated else []
+    if skipped:
+        parts.append("skipped " + " and ".join(skipped))
     if counts["rejected"]:
         parts.append(f"rejected {counts['rejected']}")
     if counts["no_face"]:
         parts.append(f"no face found in {counts['no_face']} of the added")
     headline = "Import finished: " + ", ".join(parts) + "."
     (st.success if counts["added"] and not counts["rejected"] else st.warning)(headline)
-    columns = st.columns(4)
-    for column, (name, key) in zip(columns, (("added", "added"), ("already there", "duplicates"),
-                                             ("rejected", "rejected"), ("no face found", "no_face"))):
-        column.metric(name, counts[key])
+    for column, (name, count) in zip(st.columns(5), (
+            ("added", counts["added"]), ("already there", len(already)), ("repeated in upload", len(report.repeated)),
+            ("rejected", counts["rejected"]), ("no face found", counts["no_face"]))):
+        column.metric(name, count, help="Files of the upload with the same content as an earlier one of it: the "
+                      "first was kept." if name == "repeated in upload" else None)
     if report.rejected:
         st.dataframe([{"file": name, "reason": reason} for name, reason in report.rejected], hide_index=True)
         st.caption("Rejected files were not added. Re-save them as JPEG or PNG (under the pixel limit) "
                    "and upload them again.")
     if report.no_face:
         with st.expander(f"Photos with no face found ({len(report.no_face)})"):
-            st.write(", ".join(report.no_face))
+            names(report.no_face)
             st.caption("They are kept and used whole. Check them with the 'no face found' filter of the gallery "
                        "and delete the ones that are not face photos.")
-    if report.duplicates:
-        with st.expander(f"Already in the dataset ({len(report.duplicates)})"):
-            st.write(", ".join(report.duplicates))
+    if already:
+        with st.expander(f"Already in the dataset ({len(already)})"):
+            names(already)
+    if report.repeated:
+        with st.expander(f"Repeated within the upload ({len(report.repeated)})"):
+            names(report.repeated)
 
 
 @st.cache_data(max_entries=1000, show_spinner=False)
 def cached_thumbnail(_store, _record, sha256: str, face_box) -> object:
     """insights.thumbnail, cached by content (files are content-addressed) and face box."""
     return insights.thumbnail(_store, _record)
-
-
-def short_name(name: str, limit: int = 28) -> str:
-    name = Path(name).name
-    return name if len(name) <= limit else name[: limit - 1] + "…"
-
-
-def verbatim(text: str) -> str:
-    """Text (a file name from an upload) as a Markdown code span: shown as it is, never read as Markdown."""
-    text = " ".join(text.splitlines())
-    ticks = "`" * (1 + max((len(run) for run in re.findall("`+", text)), default=0))
-    return f"{ticks} {text} {ticks}"
 
 
 @st.cache_data(max_entries=100, show_spinner="Finding the faces in the photo...")
@@ -170,7 +171,7 @@ with photos_tab:
         st.info("Add a class first (Classes, below), then upload photos into it.")
     else:
         target = st.selectbox("Class for these photos", labels, key="upload_label")
-        files = st.file_uploader("Photos", type=IMAGE_TYPES, accept_multiple_files=True,
+        files = st.file_uploader("Photos", type=ui.PHOTO_TYPES, accept_multiple_files=True,
                                  key=f"upload_photos_{state.get('upload_round', 0)}")
         if st.button(f"Import {plural(len(files or []), 'photo')} into {target}", key="import_photos",
                      type="primary", disabled=not files):
@@ -205,39 +206,113 @@ with zip_tab:
                 bump("upload_round")
                 st.rerun()
 
+
+def start_burst(shots: int, interval: float, label: str) -> None:
+    state["burst"].start(shots, interval, f"webcam-{datetime.now():%Y%m%d-%H%M%S}")
+    state["burst_label"], state["burst_report"] = label, ImportReport()
+
+
+def burst_capture(label: str) -> None:
+    """N shots at an interval from the webcam stream, each stored as it comes (st.camera_input takes one photo a click,
+    so the stream comes through streamlit-webrtc), the latest shown beside the camera with their face boxes."""
+    ice = ui.attempt(rtc_configuration, store.settings.ice_servers)
+    if ice is None:
+        st.info("Bursts are off until MASKDET_ICE_SERVERS is fixed and the dashboard restarted: take photos one per "
+                "click meanwhile.")
+        return
+    burst = state.setdefault("burst", capture.Burst())
+    camera_column, strip_column = st.columns(2)
+    with camera_column:
+        shots_column, every_column = st.columns(2)
+        shots = shots_column.number_input("Shots", 1, capture.MAX_SHOTS, 10, key="burst_shots")
+        every = every_column.number_input("Seconds between shots", capture.MIN_INTERVAL, 10.0, 1.0, 0.1,
+                                          key="burst_every")
+        if burst.running:
+            st.button("Stop the burst", key="burst_stop", on_click=burst.stop)
+        else:
+            st.button(f"Capture {plural(shots, 'shot')} every {every:g} s into {label}", key="burst_start",
+                      type="primary", on_click=start_burst, args=(shots, every, label))
+        ui.attempt(webrtc_streamer, key="dataset-burst", mode=WebRtcMode.SENDRECV, rtc_configuration=ice,
+                   server_rtc_configuration=ice,
+                   media_stream_constraints={"video": {"width": 640, "height": 480}, "audio": False},
+                   video_frame_callback=capture.frame_callback(burst))
+    with strip_column:
+        burst_progress(burst)
+
+
+def burst_progress(burst) -> None:
+    """Store the shots taken since the last look (twice a second while a burst runs) and show the latest."""
+    @st.fragment(run_every=0.5 if burst.running else None)
+    def block() -> None:
+        shots, label = burst.collect(), state.get("burst_label")
+        if shots:
+            detector = ui.attempt(ui.detector)
+            stored = ui.attempt(capture.store_shots, store, shots, label, detector) if detector else None
+            if stored:
+                state["burst_report"].merge(stored[0])
+                state["burst_latest"] = ([r.id for r in reversed(stored[1])] + state.get("burst_latest", []))[:STRIP]
+        if burst.running:
+            st.caption(f"Shot {burst.taken} of {burst.shots}, {burst.interval:g} s apart" +
+                       ("" if burst.taken else ": waiting for the camera (press START)") + ".")
+        report = state.get("burst_report")
+        if report is not None and (report.added or report.duplicates or report.rejected):
+            no_face = f", no face found in {len(report.no_face)}" if report.no_face else ""
+            already = f"; {len(report.duplicates)} already in the dataset" if report.duplicates else ""
+            (st.success if not report.rejected else st.warning)(
+                f"Stored {plural(len(report.added), 'shot')} in {label}{no_face}{already}.")
+            for name, reason in report.rejected:
+                st.text(f"Not stored: {name}: {reason}")
+        latest = sorted(ui.attempt(store.images, ids=state.get("burst_latest", [])) or [], key=lambda r: -r.id)
+        for start in range(0, len(latest), 3):
+            for column, record in zip(st.columns(3), latest[start:start + 3]):
+                picture = ui.attempt(cached_thumbnail, store, record, record.sha256,
+                                     record.face.box if record.face else None)
+                if picture is not None:
+                    column.image(picture, caption="face found" if record.face else "no face found")
+        if not latest:
+            st.caption("The latest captures show here, with the face box training will use.")
+        if shots and not burst.running:
+            st.rerun()  # the burst is over: stop looking twice a second
+    block()
+
+
 with webcam_tab:
     if not labels:
         st.info("Add a class first (Classes, below), then capture photos into it.")
     else:
         camera_label = st.selectbox("Class for the captures", labels, key="camera_label")
-        camera_on = st.toggle("Use the webcam", key="camera_on",
-                              help="Each photo you take is stored straight away; the camera is then ready again.")
-        st.caption(f"Captured this session: {state.get('camera_count', 0)}")
-        show_flash("camera")
-        if camera_on:
-            camera_key = f"camera_{state.get('camera_round', 0)}"
-            shot = st.camera_input("Take a photo", key=camera_key)
-            if shot is not None:
-                data = shot.getvalue()
-                # Per camera and photo: a rerun never adds a shot twice, and a fresh camera's shot that repeats the
-                # last one (a still scene) still gets its "already in the dataset" answer.
-                handled = (camera_key, hashlib.sha256(data).hexdigest())
-                if handled != state.get("camera_handled"):
-                    state["camera_handled"] = handled  # set before storing
-                    name = f"webcam-{datetime.now():%Y%m%d-%H%M%S}.jpg"
-                    detector = ui.attempt(ui.detector)
-                    report = ui.attempt(store.add_image, data, camera_label, name, detector) if detector else None
-                    if report is not None:
-                        if report.added:
-                            state["camera_count"] = state.get("camera_count", 0) + 1
-                            found = ("no face found; delete it in the gallery if your face was hidden"
-                                     if report.no_face else "face found")
-                            flash("camera", "success", f"Stored capture {state['camera_count']} in "
-                                                       f"{camera_label} ({found}). Take the next one.")
-                        else:
-                            flash("camera", "info", "That photo is already in the dataset; take another one.")
-                        bump("camera_round")
-                        st.rerun()
+        if st.radio("Capture", ["One photo per click", "Bursts"], horizontal=True, key="camera_mode",
+                    help="Bursts: a number of shots at an interval, taken from the camera stream.") == "Bursts":
+            burst_capture(camera_label)
+        else:
+            camera_on = st.toggle("Use the webcam", key="camera_on",
+                                  help="Each photo you take is stored straight away; the camera is then ready again.")
+            st.caption(f"Captured this session: {state.get('camera_count', 0)}")
+            show_flash("camera")
+            if camera_on:
+                camera_key = f"camera_{state.get('camera_round', 0)}"
+                shot = st.camera_input("Take a photo", key=camera_key)
+                if shot is not None:
+                    data = shot.getvalue()
+                    # Per camera and photo: a rerun never adds a shot twice, and a fresh camera's shot that repeats the
+                    # last one (a still scene) still gets its "already in the dataset" answer.
+                    handled = (camera_key, hashlib.sha256(data).hexdigest())
+                    if handled != state.get("camera_handled"):
+                        state["camera_handled"] = handled  # set before storing
+                        name = f"webcam-{datetime.now():%Y%m%d-%H%M%S}.jpg"
+                        detector = ui.attempt(ui.detector)
+                        report = ui.attempt(store.add_image, data, camera_label, name, detector) if detector else None
+                        if report is not None:
+                            if report.added:
+                                state["camera_count"] = state.get("camera_count", 0) + 1
+                                found = ("no face found; delete it in the gallery if your face was hidden"
+                                         if report.no_face else "face found")
+                                flash("camera", "success", f"Stored capture {state['camera_count']} in "
+                                                           f"{camera_label} ({found}). Take the next one.")
+                            else:
+                                flash("camera", "info", "That photo is already in the dataset; take another one.")
+                            bump("camera_round")
+                            st.rerun()
 
 # ---- classes ------------------------------------------------------------------------------------------------
 st.header("Classes")
@@ -286,7 +361,15 @@ filter_column, face_column, page_column = st.columns([2, 2, 1])
 shown_label = filter_column.selectbox("Show", [None, *labels], key="gallery_label", on_change=reset_page,
                                       format_func=lambda value: "All classes" if value is None else value)
 only_no_face = face_column.toggle("Only photos with no face found", key="gallery_no_face", on_change=reset_page)
-records = ui.attempt(store.images, label=shown_label, no_face=True if only_no_face else None) or []
+opened = state.get("gallery_ids")  # photos opened from the Metrics page's misclassified faces: only those are shown
+records = ui.attempt(store.images, label=shown_label, no_face=True if only_no_face else None, ids=opened) or []
+if opened is not None:
+    note_column, all_column = st.columns([4, 1], vertical_alignment="center")
+    note_column.info(f"Showing only the {plural(len(opened), 'photo')} opened from the Metrics page.")
+    if all_column.button("Show all photos", key="gallery_show_all"):
+        del state["gallery_ids"]
+        reset_page()
+        st.rerun()
 pages = max(1, math.ceil(len(records) / PAGE_SIZE))
 if state.get("gallery_page", 1) > pages:
     state["gallery_page"] = pages
@@ -315,7 +398,8 @@ for start in range(0, len(page_records), COLUMNS):
                 st.caption(f"{caption}: the file could not be read; delete it and upload the photo again.")
             else:
                 st.image(picture, caption=caption)
-            if st.checkbox(short_name(record.source_name), key=pick_keys[record.id]):
+            st.text(record.source_name)  # plain text, wrapped: a file name is never read as Markdown
+            if st.checkbox("Select", key=pick_keys[record.id]):
                 selected.append(record.id)
 
 
@@ -361,7 +445,7 @@ def face_box_editor(record) -> None:
     if image is None:
         return
     faces = ui.attempt(cached_faces, store, record, record.sha256) or []
-    name, manual = verbatim(record.source_name), record.face_source == "manual"
+    name, manual = ui.verbatim(record.source_name), record.face_source == "manual"
     picture_column, controls = st.columns([3, 2])
     with controls:
         st.text(record.source_name)

@@ -1,9 +1,11 @@
-"""Metrics: the runs table, one run in detail (with its class confidence threshold chosen and saved), two runs side by
-side, and a run scored on an uploaded zip."""
+"""Metrics: the runs table, one run in detail (with its class confidence threshold chosen and saved, and its
+misclassified faces relabelled, deleted or opened in the Dataset gallery), two runs side by side, and a run scored on
+an uploaded zip whose photos can then be imported."""
 
 import altair as alt
 import pandas as pd
 import streamlit as st
+from streamlit.errors import StreamlitAPIException
 
 import ui
 from maskdet import runs
@@ -12,6 +14,8 @@ ui.page_setup("Metrics")
 st.title("Metrics")
 
 PERCENT = st.column_config.NumberColumn(format="%.3f")
+LINE_SCHEME = "dark2"  # the ROC's classes and the threshold's measures: hues apart from the training curves' colours
+state = st.session_state
 
 
 def confusion_chart(report: dict) -> alt.Chart:
@@ -34,7 +38,8 @@ def roc_chart(report: dict) -> alt.Chart | None:
     curves = alt.Chart(pd.DataFrame(points)).mark_line(interpolate="step-after").encode(
         x=alt.X("fpr:Q", title="false positive rate", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(tickCount=5)),
         y=alt.Y("tpr:Q", title="true positive rate", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(tickCount=5)),
-        color=alt.Color("class:N", title=None), order="order:Q", tooltip=["class", "fpr", "tpr"])
+        color=alt.Color("class:N", title=None, scale=alt.Scale(scheme=LINE_SCHEME)), order="order:Q",
+        tooltip=["class", "fpr", "tpr"])
     chance = alt.Chart(pd.DataFrame({"fpr": [0, 1], "tpr": [0, 1]})).mark_line(
         color="grey", strokeDash=[4, 4]).encode(x="fpr:Q", y="tpr:Q")
     return (chance + curves).properties(height=320)
@@ -61,7 +66,8 @@ def threshold_curves_chart(curves: list[dict], label: str, threshold: float | No
     lines = alt.Chart(pd.DataFrame(curves)).transform_fold(
         ["precision", "recall", "uncertain"], as_=["measure", "value"]).mark_line().encode(
         x=alt.X("threshold:Q", title="threshold", scale=alt.Scale(zero=False)),
-        y=alt.Y("value:Q", title=None, scale=alt.Scale(domain=[0, 1])), color=alt.Color("measure:N", title=None),
+        y=alt.Y("value:Q", title=None, scale=alt.Scale(domain=[0, 1])),
+        color=alt.Color("measure:N", title=None, scale=alt.Scale(scheme=LINE_SCHEME)),
         tooltip=["threshold:Q", "measure:N", alt.Tooltip("value:Q", format=".3f")])
     return (lines + threshold_rule(threshold)).properties(title=f"{label}: at each threshold", height=200)
 
@@ -135,16 +141,74 @@ def show_mistakes(run: dict) -> None:
     total = len(report["misclassified"])
     st.caption(f"{total} of {report['num_samples']} test faces misclassified"
                + (f"; the {len(mistakes)} most confident mistakes are shown." if total > len(mistakes) else ".")
-               + " Each crop is what the model saw; the score is its probability for the wrong class.")
+               + " Each crop is what the model saw; the score is its probability for the wrong class. Tick faces to "
+               "relabel or delete their photos or open them in the Dataset gallery: that changes the dataset, which "
+               "the next training uses, not this run, whose figures stay as they were.")
+    if "mistakes-notice" in state:
+        st.success(state.pop("mistakes-notice"))
+    generation = state.get("mistakes-generation", 0)  # a new one clears the ticks after an action
+    keys = {m.image_id: f"mistake-{generation}-{m.image_id}" for m in mistakes if m.image_id is not None}
+    actions = st.container()
+    chosen = []
     columns = st.columns(6)
     for index, mistake in enumerate(mistakes):
         with columns[index % 6]:
             caption = (f"{mistake.name} · true {mistake.true} ({mistake.true_score:.2f}), "
                        f"predicted {mistake.predicted} ({mistake.score:.2f})")
+            if mistake.label not in (None, mistake.true):
+                caption += f" · now {mistake.label} in the dataset"
             if mistake.crop is not None:
                 st.image(mistake.crop, caption=caption)
             else:
-                st.caption(f"{caption}. {mistake.note}")
+                st.text(f"{caption}. {mistake.note}")  # a file name: plain text, never Markdown
+            # a photo deleted since it was ticked stays ticked, so that the action says what became of it
+            if mistake.image_id in keys and st.checkbox("Select", key=keys[mistake.image_id],
+                                                        disabled=mistake.label is None):
+                chosen.append(mistake.image_id)
+    with actions:
+        mistake_actions(chosen, [keys[m.image_id] for m in mistakes if m.label is not None])
+
+
+def tick(keys: list[str], value: bool) -> None:
+    for key in keys:
+        state[key] = value
+
+
+def acted(sentence: str | None) -> None:
+    """After an action on the misclassified faces: its sentence above them, the ticks cleared, the gallery redrawn."""
+    if sentence is not None:
+        state["mistakes-notice"] = sentence
+        state["mistakes-generation"] = state.get("mistakes-generation", 0) + 1
+        st.rerun()
+
+
+def mistake_actions(chosen: list[int], keys: list[str]) -> None:
+    """Relabel, delete or open in the Dataset gallery the photos of the ticked faces."""
+    labels = ui.attempt(store.labels) or []
+    if state.get("mistakes-label") not in (None, *labels):
+        labels.append(state["mistakes-label"])  # deleted since it was chosen: kept, so relabelling says so
+    all_column, none_column, target_column, relabel_column, delete_column, open_column = st.columns(
+        [1, 1, 1.5, 1.5, 1.5, 1.5], vertical_alignment="bottom")
+    all_column.button("Select all", key="mistakes-all", on_click=tick, args=(keys, True), disabled=not keys)
+    none_column.button("Clear", key="mistakes-none", on_click=tick, args=(keys, False), disabled=not chosen)
+    target = target_column.selectbox("Relabel as", labels, key="mistakes-label")
+    if relabel_column.button(f"Relabel {len(chosen)} selected", key="mistakes-relabel",
+                             disabled=not chosen or target is None):
+        acted(ui.attempt(runs.relabel_photos, store, chosen, target))
+    if delete_column.button(f"Delete {len(chosen)} selected", key="mistakes-delete", disabled=not chosen,
+                            help="Delete their photos from the dataset."):
+        acted(ui.attempt(runs.delete_photos, store, chosen))
+    if open_column.button(f"Open {len(chosen)} in Dataset", key="mistakes-open", disabled=not chosen,
+                          help="Show their photos in the Dataset page's gallery, to fix their face boxes or classes."):
+        present = ui.attempt(store.images, ids=chosen)
+        if present == []:
+            st.error("Nothing to open: the selected photos have been deleted from the dataset meanwhile.")
+        elif present:
+            state["gallery_ids"] = [record.id for record in present]  # the Dataset page's gallery shows only these
+            try:
+                st.switch_page("pages/1_Dataset.py")
+            except StreamlitAPIException:  # the page runs on its own (a page test): no other page to switch to
+                st.info("Open Dataset in the sidebar: its gallery shows the selected photos.")
 
 
 def show_run(run: dict) -> None:
@@ -190,7 +254,11 @@ def show_compare(a: dict, b: dict) -> None:
     with left:
         st.markdown("**Key metrics**")
         st.dataframe(comparison["metrics"], hide_index=True, key="compare-metrics", height=36 * (len(comparison["metrics"]) + 1) + 2,
-                     column_config={name: st.column_config.NumberColumn(format="%.4g") for name in ("a", "b", "b - a")})
+                     column_config={**{name: st.column_config.NumberColumn(format="%.4g")
+                                       for name in ("a", "b", "b - a")},
+                                    "note": st.column_config.TextColumn("note", width="medium")})
+        st.caption(f"Timings are measured once, while the machine may be doing other work: two runs whose timings are "
+                   f"less than {runs.NOISE_RATIO:g}x apart differ within measurement noise.")
     with right:
         st.markdown("**Settings that differ**")
         if comparison["config"]:
@@ -219,9 +287,9 @@ def show_evaluation(report: dict) -> None:
                    f"whole (accuracy {report['accuracy_no_face']:.3f} on them{with_face}), which lowers accuracy. Crop "
                    "them closer or check that they show a face.")
     if report.get("skipped_classes"):
-        folders = ", ".join(f"{name} ({count})" for name, count in report["skipped_classes"].items())
-        st.warning(f"Skipped photos in folders that are not the model's classes: {folders}. Rename those folders "
-                   f"to one of {', '.join(report['labels'])} to include them.")
+        st.warning("Skipped photos in folders that are not the model's classes (below, with their counts). Rename "
+                   f"those folders to one of {', '.join(report['labels'])} to include them.")
+        st.text(", ".join(f"{name} ({count})" for name, count in report["skipped_classes"].items()))  # names as sent
     if report.get("rejected_files"):
         count = len(report["rejected_files"])
         with st.expander(f"{count} file{'s' if count > 1 else ''} skipped"):
@@ -231,6 +299,51 @@ def show_evaluation(report: dict) -> None:
         with st.expander(f"{count} misclassified photo{'s' if count > 1 else ''}"):
             st.dataframe([{k: m[k] for k in ("name", "true", "predicted", "score")} for m in report["misclassified"]],
                          hide_index=True, key="evaluate-mistakes")
+
+
+def show_import(report: dict, upload) -> None:
+    """Import the evaluated photos (the misclassified ones, or all) into the dataset under their folder's class."""
+    st.subheader("Add these photos to the dataset")
+    st.caption("Each photo goes into the class of its folder (its true label), with the usual import rules: a photo "
+               "already in the dataset is skipped, near-duplicates are grouped, unreadable files are rejected with "
+               "the reason. The next training uses them.")
+    if upload is None or upload.file_id != state.get("evaluation-file"):
+        st.info("The evaluated zip is no longer uploaded: upload it again and evaluate it to import its photos.")
+        return
+    wrong, scored = len(report["misclassified"]), report["num_samples"]
+    left, right, _ = st.columns([1, 1, 2])
+    errors_only = None
+    if left.button(f"Import the {runs.plural(wrong, 'misclassified photo')}", key="evaluate-import-errors",
+                   disabled=not wrong):
+        errors_only = True
+    if right.button(f"Import all {runs.plural(scored, 'photo')}", key="evaluate-import-all"):
+        errors_only = False
+    if errors_only is not None:
+        detector = ui.attempt(ui.detector)
+        if detector is not None:
+            bar = st.progress(0.0, text="Finding faces...")
+            state["evaluation-import"] = ui.attempt(  # the upload is read again in place: its bytes are not copied
+                runs.import_evaluated_zip, store, upload.getvalue(), report, detector, errors_only,
+                lambda done, total: bar.progress(done / max(total, 1), text=f"Imported {done} of {total} photos"))
+            bar.empty()
+    if state.get("evaluation-import") is not None:
+        show_import_report(state["evaluation-import"])
+
+
+def show_import_report(imported) -> None:
+    """What an import did: counts in a sentence, and each file with what happened to it (names as table cells, plain
+    text)."""
+    counts = imported.summary()
+    faceless = f" ({counts['no_face']} with no face found: used whole)" if counts["no_face"] else ""
+    sentence = (f"Imported: {runs.plural(counts['added'], 'photo')} added to the dataset{faceless}, "
+                f"{counts['duplicates']} already there, {counts['rejected']} rejected.")
+    (st.success if counts["added"] and not counts["rejected"] else st.warning)(sentence)
+    rows = ([{"file": name, "result": "added"} for name in imported.added]
+            + [{"file": name, "result": "already in the dataset"} for name in imported.duplicates]
+            + [{"file": name, "result": f"rejected: {reason}"} for name, reason in imported.rejected])
+    if rows:
+        st.dataframe(rows, hide_index=True, key="evaluate-import-report",
+                     column_config={"result": st.column_config.TextColumn("result", width="large")})
 
 
 store = ui.attempt(ui.store)
@@ -245,16 +358,8 @@ if not rows:
     st.stop()
 
 st.subheader("Runs")
-st.dataframe(rows, hide_index=True, key="runs-table", column_config={
-    "run": st.column_config.TextColumn("run", width="medium"),
-    "active": st.column_config.CheckboxColumn("active", help="the model the live page uses"),
-    "images": st.column_config.NumberColumn("images", help="images used: train + validation + test"),
-    "split": st.column_config.TextColumn("train / val / test"),
-    "accuracy": st.column_config.NumberColumn("accuracy", format="%.3f", help="test split"),
-    "macro_f1": st.column_config.NumberColumn("macro F1", format="%.3f", help="test split"),
-    "duration_s": st.column_config.NumberColumn("duration", format="%.0f s"),
-    "note": st.column_config.TextColumn("note", width="large"),
-})
+ui.runs_dataframe(rows, ("run", "status", "active", "accuracy", "macro_f1", "config", "split", "duration_s", "note",
+                         "when"), "runs-table")  # the settings before the wide note: readable without scrolling
 
 finished = ui.attempt(runs.finished_runs, store)
 if finished is None:
@@ -304,7 +409,9 @@ with evaluate_tab:
                                 lambda done, total: bar.progress(done / max(total, 1),
                                                                  text=f"Classified {done} of {total} photos"))
             bar.empty()
-            st.session_state["evaluation"] = report
-    report = st.session_state.get("evaluation")
+            state["evaluation"], state["evaluation-file"] = report, upload.file_id
+            state.pop("evaluation-import", None)
+    report = state.get("evaluation")
     if report and report.get("run_id") in by_id:
         show_evaluation(report)
+        show_import(report, upload)

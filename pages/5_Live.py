@@ -16,9 +16,7 @@ from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
 import ui
 from maskdet import media, runs
-from maskdet.export import load_classifier
 from maskdet.live import RATE_WINDOW_SECONDS, LivePipeline, LiveSettings, rtc_configuration, stream_seats
-from maskdet.bundle.pixels import IMAGE_SUFFIXES
 
 ui.page_setup("Live")
 st.title("Live")
@@ -26,7 +24,8 @@ st.caption("Faces found by MTCNN, cropped like in training and classified by a t
            "or on a photo or short video you upload.")
 
 DEFAULTS = LiveSettings()
-PHOTO_TYPES = sorted(suffix.lstrip(".") for suffix in IMAGE_SUFFIXES)
+NO_FACE_HINT = "Try a smaller minimum face size, a lower detection confidence or a larger detection scale."
+ALL_FACES = 0  # the face choice that adds every face of the photo
 state = st.session_state
 
 log = logging.getLogger("maskdet.live")
@@ -37,24 +36,13 @@ if not log.handlers:  # the stream summaries go to the server's console (Streaml
     log.setLevel(logging.INFO)
 
 
-@st.cache_resource(show_spinner="Loading the model...", max_entries=4)
-def classifier(path: str, stamp: float):
-    """A model file, loaded once per version of the file (stamp: its mtime)."""
-    return load_classifier(path)
-
-
-@st.cache_resource(show_spinner=False, max_entries=8)
-def photo_pipeline(path: str, stamp: float, settings: LiveSettings) -> LivePipeline:
-    return LivePipeline(classifier(path, stamp), media.photo_settings(settings))
-
-
 def stream_pipeline(path: str, stamp: float, settings: LiveSettings) -> LivePipeline:
     """This session's pipeline for the camera stream, kept while the model file and the settings stay the same."""
     key = (path, stamp, settings)
     if state.get("live-pipeline-key") != key:
         if "live-pipeline" in state:  # its seat passes to the new pipeline
             stream_seats(store.settings.live_streams).release(state["live-pipeline"])
-        state["live-pipeline"] = LivePipeline(classifier(path, stamp), settings)
+        state["live-pipeline"] = LivePipeline(ui.classifier(path, stamp), settings)
         state["live-pipeline-key"] = key
     return state["live-pipeline"]
 
@@ -85,7 +73,7 @@ def model_threshold(path: str, stamp: float) -> float:
     """The class confidence threshold saved with the model (on the Metrics page), or the default for a model that
     cannot be loaded (the tabs below say why)."""
     try:
-        return classifier(path, stamp).class_threshold
+        return ui.classifier(path, stamp).class_threshold
     except (ValueError, OSError):
         return DEFAULTS.class_threshold
 
@@ -119,15 +107,17 @@ def show_stats(live: LivePipeline, playing: bool) -> None:
     @st.fragment(run_every=1.0 if playing else None)
     def block() -> None:
         counters = live.snapshot()
-        columns = st.columns(4 + len(counters.labels))
+        columns = st.columns(4)  # the totals in one row, the counts per label in the next: every label fits
         columns[0].metric("frames processed", counters.frames)
         columns[1].metric("frames dropped", counters.dropped, help="Frames that arrived while the previous one was "
                           "still being processed: skipped, so that the picture never falls behind the camera.")
         columns[2].metric("faces classified", counters.faces_classified)
         columns[3].metric("fps", f"{counters.fps:.1f}", help=f"Frames processed in the last "
                           f"{RATE_WINDOW_SECONDS:g} s, per second: the figure on the video too.")
-        for column, (label, count) in zip(columns[4:], sorted(counters.labels.items())):
-            column.metric(label, count)
+        if counters.labels:
+            for column, (label, count) in zip(st.columns(max(4, len(counters.labels))),
+                                              sorted(counters.labels.items())):
+                column.metric(label, count)
         st.caption(f"Totals since this model and these settings were loaded; faces are counted once per frame. "
                    f"fps and the stage times on the video are over the last {RATE_WINDOW_SECONDS:g} s.")
     block()
@@ -168,30 +158,48 @@ def camera(path: str, stamp: float, settings: LiveSettings) -> None:
         "Frames go from your browser to this server and back; nothing is recorded. No camera? Use the next tab.")
 
 
-def show_photo(upload, path: str, stamp: float, settings: LiveSettings) -> None:
-    live = ui.attempt(photo_pipeline, path, stamp, settings)
-    result = ui.attempt(media.annotate_photo, upload.getvalue(), live, store.settings.max_pixels) if live else None
+def show_photo(data: bytes, name: str, key: str, path: str, stamp: float, settings: LiveSettings) -> None:
+    """A photo (or a video's frame) annotated, its faces numbered in a table, and a way to add them to the dataset."""
+    live = ui.attempt(ui.photo_pipeline, path, stamp, settings)
+    result = ui.attempt(media.annotate_photo, data, live, store.settings.max_pixels) if live else None
     if result is None:
         return
-    left, right = st.columns([3, 2])
-    left.image(result.png, caption=f"{upload.name}, annotated")
-    with right:
-        if result.predictions:
-            st.dataframe(media.prediction_rows(result.predictions), hide_index=True, key="live-predictions")
-        else:
-            st.info("No face found. Try a smaller minimum face size, a lower detection confidence or a larger "
-                    "detection scale.")
-        if result.faces_found > len(result.predictions):
-            st.caption(f"{result.faces_found} faces found; the {len(result.predictions)} largest were classified "
-                       "(Max faces).")
-        st.download_button("Download the annotated photo", result.png, file_name=f"{Path(upload.name).stem}-"
-                           "annotated.png", mime="image/png", key="live-photo-download", on_click="ignore",
-                           icon=":material/download:")
+    ui.show_annotated_photo(result, name, key, NO_FACE_HINT)
+    if result.predictions:
+        add_to_dataset(data, name, [p.box for p in result.predictions], key)
+
+
+def add_to_dataset(data: bytes, name: str, boxes: list, key: str) -> None:
+    """Add a face of the photo (by its number in the table, or all of them) to a class; sentences say what happened."""
+    labels = ui.attempt(store.labels)
+    if labels == []:
+        st.caption("Add a class on the Dataset page to add faces to the dataset.")
+    if not labels:  # none yet, or the store said why it cannot list them
+        return
+    st.write("**Add to the dataset**: the whole photo goes in with the face's box as its face box (a crop of the "
+             "face when the photo is in the dataset already with another face).")
+    face_column, class_column, button_column = st.columns([1, 2, 1], vertical_alignment="bottom")
+    numbers = list(range(1, len(boxes) + 1)) + ([ALL_FACES] if len(boxes) > 1 else [])
+    face = face_column.selectbox("Face", numbers, key=f"{key}-add-face",
+                                 format_func=lambda n: "all faces" if n == ALL_FACES else f"face {n}")
+    chosen = state.get(f"{key}-add-class")  # a class deleted since it was chosen stays, so Add can say so
+    label = class_column.selectbox("Class", labels + ([chosen] if chosen and chosen not in labels else []),
+                                   key=f"{key}-add-class",
+                                   format_func=lambda name: name if name in labels else f"{name} (deleted)")
+    if not button_column.button("Add to the dataset", key=f"{key}-add"):
+        return
+    detector = ui.attempt(ui.detector)
+    for number in range(1, len(boxes) + 1) if face == ALL_FACES else [face]:
+        outcome = ui.attempt(media.add_face, store, data, name, number, boxes[number - 1], label, detector,
+                             ui.verbatim) if detector else None
+        if outcome is None:
+            break
+        (st.success if outcome.added else st.info)(outcome.message)
 
 
 def annotate_video(upload, path: str, stamp: float, settings: LiveSettings, bar) -> media.AnnotatedVideo:
     """The uploaded video through a fresh pipeline (it carries faces from frame to frame)."""
-    return media.annotate_video(upload.getvalue(), LivePipeline(classifier(path, stamp), settings),
+    return media.annotate_video(upload.getvalue(), LivePipeline(ui.classifier(path, stamp), settings),
                                 lambda done, total: bar.progress(min(done / total, 1.0),
                                                                  text=f"Annotating frame {done} of {total}"))
 
@@ -216,6 +224,24 @@ def show_video(upload, path: str, stamp: float, settings: LiveSettings) -> None:
     details.download_button("Download the annotated video", result.data,
                             file_name=f"{Path(upload.name).stem}-annotated.{result.suffix}", mime=result.mime,
                             key="live-video-download", on_click="ignore", icon=":material/download:")
+    show_frame(upload, result, path, stamp, settings)
+
+
+def show_frame(upload, result: media.AnnotatedVideo, path: str, stamp: float, settings: LiveSettings) -> None:
+    """One frame of the annotated video on its own, to add its faces to the dataset (decoded again when asked for:
+    the session keeps that one frame, never the video's frames)."""
+    seconds_a_frame = result.seconds / result.frames
+    number_column, button_column = st.columns([1, 3], vertical_alignment="bottom")
+    number = number_column.number_input("Frame", 1, result.frames, key="live-frame-number",
+                                        help=f"1 to {result.frames}, {seconds_a_frame:.2f} s apart, as in the "
+                                             "annotated video.")
+    if button_column.button(f"Show frame {number} (at {(number - 1) * seconds_a_frame:.1f} s) to add its faces to "
+                            "the dataset", key="live-frame-show"):
+        with st.spinner(f"Decoding frame {number}..."):
+            state["live-frame"] = (upload.file_id, number, ui.attempt(media.video_frame, upload.getvalue(), number))
+    file_id, shown, frame = state.get("live-frame", (None, None, None))
+    if frame is not None and file_id == upload.file_id:
+        show_photo(frame, f"{Path(upload.name).stem}-frame{shown}.jpg", "live-frame", path, stamp, settings)
 
 
 store = ui.attempt(ui.store)
@@ -254,10 +280,10 @@ camera_tab, upload_tab = st.tabs(["Camera", "No camera? Upload a photo or video"
 with camera_tab:
     camera(model, stamp, settings)
 with upload_tab:
-    upload = st.file_uploader("A photo or a short video", type=PHOTO_TYPES + list(media.VIDEO_TYPES),
+    upload = st.file_uploader("A photo or a short video", type=ui.PHOTO_TYPES + list(media.VIDEO_TYPES),
                               key="live-upload")
     if upload is not None:
         if Path(upload.name).suffix.lower().lstrip(".") in media.VIDEO_TYPES:
             show_video(upload, model, stamp, settings)
         else:
-            show_photo(upload, model, stamp, settings)
+            show_photo(upload.getvalue(), upload.name, "live-photo", model, stamp, settings)

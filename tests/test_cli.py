@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from maskdet.cli import main
 from maskdet.export import load_classifier
 from maskdet.runs import set_active_run
 from maskdet.settings import Settings
@@ -304,6 +305,34 @@ def test_evaluate_a_folder_of_class_folders(trained):
     assert [c["support"] for c in report["per_class"]] == [3, 3]
     assert "roc_curves" not in report  # only with --curves
     assert [r["name"] for r in report["rejected_files"]] == ["with_mask/broken.jpg"]
+
+
+def test_evaluate_imports_the_misclassified_then_all_photos(trained, tmp_path):
+    """A copy of one with_mask photo filed under without_mask: whatever the model says of the two copies, one is
+    misclassified. 7 photos, 6 different files."""
+    shutil.copytree(trained.home / "data", tmp_path / "data")  # the run's model stays where it was trained
+    folder = write_dataset(tmp_path / "eval", per_class=3, start=500)
+    (folder / "without_mask" / "twin.jpg").write_bytes((folder / "with_mask" / "img500.jpg").read_bytes())
+    report = succeeded(cli(tmp_path, "evaluate", folder, "--import-errors"))
+    wrong = sorted(m["name"] for m in report["misclassified"])
+    assert report["num_samples"] == 7 and wrong and "names" not in report
+    imported = report["imported"]
+    assert (imported["added"], imported["duplicates"], imported["rejected"]) == (len(wrong), 0, 0)
+    assert sorted(imported["no_face_files"]) == wrong  # generated pictures: added, used whole
+    store = home_store(tmp_path)
+    assert imported["labels"] == store.label_counts() and sum(store.label_counts().values()) == 12 + len(wrong)
+    assert sorted((r.source_name, r.label) for r in store.images() if r.source_name in wrong) == sorted(
+        (m["name"], m["true"]) for m in report["misclassified"])
+
+    again = succeeded(cli(tmp_path, "evaluate", folder, "--import-all"))["imported"]
+    assert (again["added"], again["duplicates"], again["rejected"]) == (6 - len(wrong), len(wrong) + 1, 0)
+    assert sum(store.label_counts().values()) == 12 + 6  # the twin is one file
+
+
+def test_evaluate_imports_one_kind_of_photos_at_a_time(capsys):
+    with pytest.raises(SystemExit):
+        main(["evaluate", "photos/", "--import-errors", "--import-all"])
+    assert "not allowed with argument --import-errors" in capsys.readouterr().err
 
 
 # ---- failures --------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """maskdet.media: uploaded photos and videos annotated by a real model, the webcam frame callback, uploaded models."""
 
 import asyncio
+import hashlib
 import io
 import logging
 import re
@@ -16,11 +17,13 @@ from PIL import Image
 
 from maskdet import export, media
 from maskdet.clip import clip_photos, make_clip
+from maskdet.bundle.crop_rule import square_crop_box
 from maskdet.export import NotAMaskdetModel, export_classifier, load_classifier
-from maskdet.faces import CropRule
+from maskdet.faces import CropRule, box_iou
 from maskdet.live import LivePipeline, LiveSettings, StreamSeats
 from maskdet.model import MaskNet, Preprocess
-from tests.conftest import encode, video_bytes
+from maskdet.store import StoreError
+from tests.conftest import encode, two_person_photo, video_bytes
 
 MAX_PIXELS = 40_000_000
 
@@ -99,6 +102,53 @@ def test_a_photo_above_the_pixel_limit_is_refused(model):
         media.annotate_photo(encode(np.zeros((100, 100, 3), np.uint8)), photo_pipeline(model), 5_000)
 
 
+# ---- a face into the dataset --------------------------------------------------------------------
+
+def test_a_face_goes_in_with_its_photo_and_another_face_as_a_crop(model, store, detector, shared_data):
+    data = two_person_photo(shared_data)
+    boxes = [p.box for p in media.annotate_photo(data, photo_pipeline(model), MAX_PIXELS).predictions]
+    assert len(boxes) == 2
+    added = media.add_face(store, data, "two.jpg", 2, boxes[1], "with_mask", detector)
+    assert added == media.AddedFace(True, "Added two.jpg to with_mask with face 2's box.")
+    [photo] = store.images()
+    assert (photo.label, photo.source_name, photo.face_source) == ("with_mask", "two.jpg", "manual")
+    assert photo.sha256 == hashlib.sha256(data).hexdigest()  # the file as uploaded
+    assert box_iou(photo.face.box, boxes[1]) > 0.7 and photo.face.landmarks  # MTCNN's face there, with landmarks
+
+    again = media.add_face(store, data, "two.jpg", 2, boxes[1], "without_mask", detector)
+    assert again == media.AddedFace(False, "two.jpg is already in the dataset as with_mask with face 2's box: "
+                                           "nothing added.")
+    assert store.images() == [photo]
+
+    crop = media.add_face(store, data, "two.jpg", 1, boxes[0], "without_mask", detector, quote=repr)
+    assert crop == media.AddedFace(True, "Added 'two-face1.png', a crop of face 1 of 'two.jpg', to without_mask: the "
+                                         "whole photo is in the dataset already, as with_mask with another face.")
+    [cut] = store.images(label="without_mask")
+    assert (cut.source_name, cut.face_source) == ("two-face1.png", "manual")
+    side = max(boxes[0][2] - boxes[0][0], boxes[0][3] - boxes[0][1])
+    assert cut.width == cut.height and side * 1.5 < cut.width <= side * 2 + 1  # room around the face
+    assert box_iou(cut.face.box, np.subtract(boxes[0], [*cut_origin(data, boxes[0])] * 2)) > 0.7
+    assert media.add_face(store, data, "two.jpg", 1, boxes[0], "with_mask", detector) == media.AddedFace(
+        False, "two-face1.png is already in the dataset as without_mask: nothing added.")
+    assert len(store.images()) == 2 and store.images()[0] == photo
+
+
+def cut_origin(data: bytes, box) -> tuple[int, int]:
+    """Where face_crop's square starts in the photo."""
+    image = Image.open(io.BytesIO(data))
+    return square_crop_box(box, image.width, image.height, media.CROP_MARGIN)[:2]
+
+
+def test_a_class_deleted_meanwhile_or_a_rejected_file_is_a_sentence_and_nothing_is_added(store, detector):
+    store.add_label("hat")
+    store.delete_label("hat")
+    with pytest.raises(StoreError, match="^The class hat is not in the dataset any more"):
+        media.add_face(store, encode(np.zeros((64, 64, 3), np.uint8)), "x.jpg", 1, (8, 8, 40, 40), "hat", detector)
+    with pytest.raises(StoreError, match="^x.jpg was not added: image too small: 6x6 pixels.$"):
+        media.add_face(store, encode(np.zeros((6, 6, 3), np.uint8)), "x.jpg", 1, (0, 0, 6, 6), "with_mask", detector)
+    assert store.images() == [] and store.labels() == ["with_mask", "without_mask"]
+
+
 # ---- videos --------------------------------------------------------------------------------------
 
 def test_a_video_is_annotated_frame_by_frame(model, clip, tmp_path):
@@ -138,6 +188,21 @@ def test_rotation_turns_the_picture_counterclockwise(model):
     _, frames = decoded(media.annotate_video(data, LivePipeline(model)).data)
     assert frames[0].shape == (320, 200, 3)
     assert frames[0][245:, :45].min() > 200 and frames[0][40:235].max() < 60  # now bottom left, the rest dark
+
+
+def test_a_frame_of_the_annotated_video_is_decoded_again(clip, monkeypatch):
+    data = video_bytes(clip[:6])
+
+    def closest(number: int) -> int:
+        frame = np.asarray(Image.open(io.BytesIO(media.video_frame(data, number)))).astype(int)
+        assert frame.shape == (480, 640, 3)
+        return int(np.argmin([np.abs(frame - original).mean() for original in clip[:6]]))
+
+    assert closest(4) == 3
+    with pytest.raises(ValueError, match=r"^The video has 6 frames: choose one from 1 to 6.$"):
+        media.video_frame(data, 7)
+    monkeypatch.setattr(media, "MAX_ANNOTATED_FRAMES", 3)  # every other frame annotated
+    assert closest(2) == 2
 
 
 def test_a_video_above_the_length_limit_is_refused(model):

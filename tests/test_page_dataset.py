@@ -5,6 +5,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import streamlit_webrtc.component
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from maskdet.store import images_table
@@ -72,7 +74,8 @@ def test_imported_dataset_shows_counts_thumbnails_and_warnings(dataset):
     assert "Few images in with_mask (4), without_mask (5)" in warnings
     assert "No face was found in 9 photos" in warnings
     assert "1 near-duplicate group contains photos of different classes" in warnings
-    assert {c.label for c in at.checkbox} >= {"img0.jpg", "copy_of_img0.png", "img1003.jpg"}
+    assert {t.value for t in at.text} == {r.source_name for r in dataset.images()}  # each photo's file name
+    assert {c.label for c in at.checkbox if c.key.startswith("pick_")} == {"Select"}
 
 
 def test_add_rename_and_delete_classes_through_the_widgets(settings, store, detector):
@@ -234,6 +237,77 @@ def test_zip_of_class_folders_is_imported_with_a_report(settings, store):
     assert "added" not in metrics(at)
 
 
+def test_an_import_tells_repeats_within_the_upload_from_photos_already_stored(settings, store, detector):
+    old, same = encode(pattern_image(20)), encode(pattern_image(21))
+    store.add_image(old, "with_mask", "old.jpg", detector)
+    at = open_page()
+    archive = zip_bytes({"with_mask/a.jpg": same, "with_mask/b.jpg": same, "without_mask/c.jpg": same,
+                         "with_mask/old.jpg": old})
+    at.file_uploader(key="upload_zip_0").set_value(("faces.zip", archive, "application/zip"))
+    check(at.run())
+    button(at, "Import the zip").click()
+    check(at.run())
+    assert ("Import finished: added 1 photo, skipped 1 already in the dataset and 2 repeated within the upload, no "
+            "face found in 1 of the added.") in texts(at.success)
+    assert {name: metrics(at)[name] for name in ("added", "already there", "repeated in upload")} == {
+        "added": "1", "already there": "1", "repeated in upload": "2"}
+    assert [e.label for e in at.expander] == ["Photos with no face found (1)", "Already in the dataset (1)",
+                                              "Repeated within the upload (2)"]
+    assert [t.value for t in at.text][:3] == ["with_mask/a.jpg", "with_mask/old.jpg",
+                                              "with_mask/b.jpg, without_mask/c.jpg"]
+
+
+def test_file_names_are_shown_as_they_are_never_read_as_markdown(settings, store):
+    name = "[x](http://e.com)*b*.jpg"
+    at = open_page()
+    at.file_uploader(key="upload_photos_0").set_value([(name, encode(pattern_image(5)), "image/jpeg"),
+                                                       ("![i](http://e.com/i.png).jpg", b"broken", "image/jpeg")])
+    check(at.run())
+    button(at, "Import 2 photos into with_mask").click()
+    check(at.run())
+    assert [t.value for t in at.text] == [name, name]  # the report's "no face found" list, the gallery
+    assert list(at.dataframe[0].value["file"]) == ["![i](http://e.com/i.png).jpg"]  # the rejected: a table
+    rendered = [e.value for kind in (at.markdown, at.caption, at.success, at.warning, at.info) for e in kind]
+    rendered += [c.label for c in at.checkbox] + [caption for image in at.image for caption in image.captions]
+    assert not any("e.com" in text for text in rendered)  # no name went through Markdown
+    tick(at, store.images()[0])
+    button(at, "Use the whole photo").click()
+    check(at.run())
+    assert f"Face box of ` {name} ` set to the whole photo" in texts(at.success)  # a code span: literal
+
+
+def test_webcam_bursts_store_their_shots_with_the_faces_found(settings, store, shared_data, monkeypatch):
+    monkeypatch.setattr(streamlit_webrtc.component, "get_this_session_info", lambda: None)  # renders under AppTest
+    monkeypatch.delenv("MASKDET_ICE_SERVERS", raising=False)
+    at = open_page()
+    at.selectbox(key="camera_label").select("without_mask")
+    at.radio(key="camera_mode").set_value("Bursts")
+    check(at.run())
+    assert len(at.get("component_instance")) == 1  # the camera stream
+    assert "The latest captures show here" in texts(at.caption)
+    at.number_input(key="burst_shots").set_value(3)
+    at.number_input(key="burst_every").set_value(0.5)
+    check(at.run())
+    button(at, "Capture 3 shots every 0.5 s into without_mask").click()
+    check(at.run())
+    assert "Shot 0 of 3, 0.5 s apart: waiting for the camera (press START)." in texts(at.caption)
+    assert button(at, "Stop the burst")
+
+    burst = at.session_state["burst"]  # what the stream's frame callback feeds, frame by frame
+    photos = [np.asarray(Image.open(shared_data / "without_mask" / f"{n}.jpg").convert("RGB")) for n in (100, 212, 37)]
+    assert [burst.offer(photo, t) for t, photo in zip((0.0, 0.2, 0.5), photos)] == [True, False, True]
+    check(at.run())
+    assert "Shot 2 of 3, 0.5 s apart." in texts(at.caption)
+    assert store.label_counts()["without_mask"] == 2
+    assert burst.offer(photos[1], 1.0) and not burst.running
+    check(at.run())
+    assert store.label_counts()["without_mask"] == 3 and all(r.face for r in store.images())
+    assert "Stored 3 shots in without_mask." in texts(at.success)
+    strip = [image for image in at.image if image.captions == ["face found"]]
+    assert len(strip) == 3  # beside the camera, with their face boxes
+    assert button(at, "Capture 3 shots every 0.5 s into without_mask")  # ready for the next burst
+
+
 def test_webcam_captures_several_shots_in_a_row(settings, store):
     at = open_page()
     at.selectbox(key="camera_label").select("without_mask")
@@ -309,7 +383,7 @@ def test_a_box_set_by_hand_on_the_page_is_what_the_next_training_crops(dataset):
     at = open_page()
     assert "Tick one photo in the gallery to fix its face box" in texts(at.caption)
     tick(at, record)
-    assert [t.value for t in at.text] == ["with_mask/img0.jpg"]
+    assert at.text[-1].value == "with_mask/img0.jpg"  # the editor's, below the gallery's names
     assert "96 x 80 pixels. Training uses the whole photo: MTCNN found no face at import." in texts(at.caption)
     assert "MTCNN finds no face in this photo: set the box by hand." in texts(at.caption)
     assert button(at, "Forget the box set by hand").disabled
@@ -364,7 +438,7 @@ def test_picking_the_other_face_of_a_two_person_photo_and_back(settings, store, 
     (record,) = store.images()
     faces = store.detect_faces(record, detector)
     at = tick(open_page(), record)
-    assert [t.value for t in at.text] == ["two *people*.jpg"]
+    assert [t.value for t in at.text] == ["two *people*.jpg"] * 2  # in the gallery and in the editor
     assert button(at, "Use face 1 (in use)").disabled and not button(at, "Use face 2").disabled
     assert len(at.image) == 2  # the thumbnail and the preview with the faces numbered
 

@@ -16,9 +16,10 @@ from streamlit.testing.v1 import AppTest
 
 from maskdet import media
 from maskdet.clip import clip_photos, make_clip
+from maskdet.faces import box_iou
 from maskdet.live import stream_seats
 from maskdet.export import write_threshold
-from tests.conftest import download_data, encode, page_in_app, video_bytes
+from tests.conftest import download_data, encode, page_in_app, two_person_photo, video_bytes
 
 PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "5_Live.py")
 
@@ -256,3 +257,60 @@ def test_a_full_dashboard_says_so_instead_of_starting_the_camera(env, monkeypatc
         assert webrtc(at) and not at.warning
     finally:
         stream_seats(1).release(other)
+
+
+# ---- adding a face to the dataset ------------------------------------------------------------------------------
+
+@pytest.fixture
+def fresh(settings, trained_home, webrtc_renders) -> AppTest:
+    """The page on an empty dataset (not the trained home's), with the trained model uploaded."""
+    return upload(live_page(), "live-model-file-0", "model.onnx", trained_home.model.read_bytes(),
+                  "application/octet-stream")
+
+
+def table_boxes(at: AppTest) -> list[tuple[float, ...]]:
+    return [tuple(map(float, box.split(", "))) for box in at.dataframe[0].value["box"]]
+
+
+def test_a_face_of_an_uploaded_photo_goes_into_the_dataset(fresh, store, shared_data):
+    at = upload(fresh, "live-upload", "two [x](http://e.com).jpg", two_person_photo(shared_data), "image/jpeg")
+    no_failure(at)
+    assert at.selectbox(key="live-photo-add-face").options == ["face 1", "face 2", "all faces"]
+    at.selectbox(key="live-photo-add-face").set_value(2)
+    at.selectbox(key="live-photo-add-class").set_value("with_mask")
+    at.button(key="live-photo-add").click().run()
+    no_failure(at)
+    assert texts(at.success) == "Added ` two [x](http://e.com).jpg ` to with_mask with face 2's box."
+    [photo] = store.images()
+    assert (photo.label, photo.face_source) == ("with_mask", "manual")
+    assert box_iou(photo.face.box, table_boxes(at)[1]) > 0.7
+
+    at.button(key="live-photo-add").click().run()  # the same face again, nothing lost
+    assert texts(at.info) == ("` two [x](http://e.com).jpg ` is already in the dataset as with_mask with face 2's box: "
+                              "nothing added.")
+    assert store.images() == [photo]
+
+    store.add_label("hat")
+    at.run().selectbox(key="live-photo-add-class").set_value("hat")
+    store.delete_label("hat")  # by another session, meanwhile
+    at.button(key="live-photo-add").click().run()
+    assert not at.exception and not at.success
+    assert texts(at.error) == ("The class hat is not in the dataset any more (deleted meanwhile?): choose another "
+                               "class. Nothing was added.")
+    assert at.selectbox(key="live-photo-add-class").options == ["with_mask", "without_mask", "hat (deleted)"]
+    assert store.images() == [photo]
+
+
+def test_a_face_of_a_video_frame_goes_into_the_dataset(fresh, store, shared_data):
+    at = upload(fresh, "live-upload", "walk.mp4", video_bytes(make_clip(clip_photos(shared_data), 10)), "video/mp4")
+    at.button(key="live-video-start").click().run()
+    at.number_input(key="live-frame-number").set_value(3)
+    at.button(key="live-frame-show").click().run()
+    no_failure(at)
+    assert [image.captions for image in at.image] == [["walk-frame3.jpg, annotated"]]
+    at.button(key="live-frame-add").click().run()
+    no_failure(at)
+    assert texts(at.success) == "Added ` walk-frame3.jpg ` to with_mask with face 1's box."
+    [frame] = store.images()
+    assert (frame.source_name, frame.label, frame.width, frame.height) == ("walk-frame3.jpg", "with_mask", 640, 480)
+    assert frame.face_source == "manual" and box_iou(frame.face.box, table_boxes(at)[0]) > 0.7

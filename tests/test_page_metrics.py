@@ -1,10 +1,12 @@
 """The Metrics page (Streamlit AppTest) on a data home with two tiny trained runs, a failed and a cancelled one;
-evaluating a run on uploaded zips (good, hostile, broken) through maskdet.runs.evaluate_zip; and choosing a run's
-class confidence threshold, which the Live page and `maskdet predict` then start from."""
+evaluating a run on uploaded zips (good, hostile, broken) through maskdet.runs.evaluate_zip; choosing a run's
+class confidence threshold, which the Live page and `maskdet predict` then start from; and acting where the errors
+are shown: relabelling, deleting or opening misclassified faces, importing the photos of an evaluated zip."""
 
 import contextlib
 import io
 import json
+import shutil
 import zipfile
 from pathlib import Path
 from types import SimpleNamespace
@@ -141,6 +143,24 @@ def test_one_run_shows_curves_confusion_matrix_per_class_roc_and_mistakes(page, 
         assert any("No mistakes" in s.value for s in tab.success)
 
 
+def colour_scales(spec: dict) -> dict[str, str]:
+    """{field: colour scheme} of the colour encodings of a chart and its layers."""
+    found = {}
+    for part in [spec, *spec.get("layer", [])]:
+        color = part.get("encoding", {}).get("color", {})
+        if "field" in color:
+            found[color["field"]] = color.get("scale", {}).get("scheme")
+    return found
+
+
+def test_the_lines_of_each_chart_have_distinct_hues(page):
+    """Streamlit's default palette starts with two blues: the charts name their schemes instead."""
+    specs = {str(spec.get("title")): colour_scales(spec) for spec in charts(page.tabs[0])}
+    assert specs["loss"] == specs["accuracy"] == {"split": "category10"}  # as on the Train page (ui.curves_chart)
+    assert next(scales for scales in specs.values() if "class" in scales) == {"class": "dark2"}  # the ROC curves
+    assert {scales["measure"] for title, scales in specs.items() if title.endswith("at each threshold")} == {"dark2"}
+
+
 def test_choosing_another_run_shows_its_figures(page, home):
     page.selectbox(key="metrics-run").set_value(home.first).run()
     no_crash(page)
@@ -177,6 +197,11 @@ def test_compare_two_runs_side_by_side(page, home):
     differences = frame_with(tab, "setting").set_index("setting")
     assert set(differences.index) == {"seed", "epochs"}
     assert (differences.loc["epochs", "a"], differences.loc["epochs", "b"]) == ("5", "4")
+    for timing in runs.TIMINGS:  # the same settings on the same data: timings differ by measurement noise, said so
+        values = metrics.loc[timing, "a"], metrics.loc[timing, "b"]
+        assert metrics.loc[timing, "note"] == runs.timing_note(*values) != ""
+    assert metrics.loc["test accuracy", "note"] == ""
+    assert any("less than 2x apart differ within measurement noise" in c.value for c in tab.caption)
     specs = charts(tab)
     assert len(specs) == 2 and all(spec["encoding"]["color"]["field"] == "run" for spec in specs)
     page.selectbox(key="compare-a").set_value(home.second).run()
@@ -357,3 +382,178 @@ def test_the_threshold_saved_on_metrics_is_where_live_and_predict_start(page, ho
     assert result["threshold"] == chosen and result["images"][0]["faces"][0]["label"] == "uncertain"
     labelled = predict(photo, "--threshold", "0.5")["images"][0]["faces"][0]
     assert labelled["label"] == max(labelled["probabilities"], key=labelled["probabilities"].get)
+
+
+# ---- acting on mistakes: relabel, delete, open in the gallery; importing an evaluated zip --------------------------
+
+@pytest.fixture
+def scratch(home, tmp_path, monkeypatch):
+    """A copy of the module's data home (its runs' model folders shared, read only), for tests that change the
+    dataset; the environment points at it. Its run is the module's run with the most misclassified test faces."""
+    shutil.copytree(Path(home.env["MASKDET_HOME"]), tmp_path / "home")
+    monkeypatch.setenv("MASKDET_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MASKDET_MODELS", home.env["MASKDET_MODELS"])
+    monkeypatch.delenv("MASKDET_DATABASE_URL", raising=False)
+    store = Store(load_settings())
+    run = max((store.run(run_id) for run_id in (home.first, home.second)),
+              key=lambda run: len(runs.test_report(run)["misclassified"]))
+    mistakes = runs.misclassified_faces(store, run)
+    assert len(mistakes) >= 2, "the tiny runs are expected to misclassify some test faces"
+    runs.set_active_run(store, run["id"])  # the page's default run
+    return SimpleNamespace(store=store, run=run, mistakes=mistakes)
+
+
+def ticked(at: AppTest, *mistakes) -> AppTest:
+    """Tick these misclassified faces' boxes (before any action: generation 0)."""
+    for mistake in mistakes:
+        at.checkbox(key=f"mistake-0-{mistake.image_id}").check()
+    return at.run()
+
+
+def image_captions(node) -> list[str]:
+    return [caption for image in node.image for caption in image.captions]
+
+
+def test_relabel_then_delete_misclassified_faces_from_metrics(scratch):
+    first, second = scratch.mistakes[:2]
+    target = first.predicted  # the model was right, the label wrong: a typical fix
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    assert at.button(key="mistakes-relabel").disabled  # nothing ticked yet
+    ticked(at, first, second)
+    assert at.button(key="mistakes-relabel").label == "Relabel 2 selected"
+    at.selectbox(key="mistakes-label").set_value(target)
+    at.button(key="mistakes-relabel").click().run()
+    no_crash(at)
+    assert [s.value for s in at.tabs[0].success] == [
+        f"2 photos relabelled as {target}; the next training uses them (this run's figures stay as they were)."]
+    assert {record.label for record in scratch.store.images(ids=[first.image_id, second.image_id])} == {target}
+    assert scratch.store.run(scratch.run["id"])["metrics"] == scratch.run["metrics"]  # the run is as it was
+    assert f"now {target} in the dataset" in next(c for c in image_captions(at.tabs[0]) if c.startswith(first.name))
+    assert not at.checkbox(key=f"mistake-1-{first.image_id}").value  # the ticks are cleared
+
+    at.checkbox(key=f"mistake-1-{first.image_id}").check().run()
+    at.button(key="mistakes-delete").click().run()
+    no_crash(at)
+    assert [s.value for s in at.tabs[0].success] == [
+        "1 photo deleted from the dataset; the next training goes without it (this run's figures stay as they were)."]
+    assert scratch.store.images(ids=[first.image_id]) == []
+    texts = [t.value for t in at.tabs[0].text]
+    assert any(t.startswith(first.name) and "no longer in the dataset" in t for t in texts)
+    assert at.checkbox(key=f"mistake-2-{first.image_id}").disabled  # nothing left to act on
+
+
+def test_a_photo_or_a_class_deleted_meanwhile_is_a_sentence_and_nothing_is_lost(scratch):
+    first, second = scratch.mistakes[:2]
+    scratch.store.add_label("mask_chin")
+    at = ticked(AppTest.from_file(PAGE, default_timeout=60).run(), first, second)
+    at.selectbox(key="mistakes-label").set_value("mask_chin").run()
+    scratch.store.delete_label("mask_chin")  # in another tab
+    at.button(key="mistakes-relabel").click().run()
+    no_crash(at)
+    assert [e.value for e in at.tabs[0].error] == [
+        "The class mask_chin is no longer in the dataset (deleted meanwhile?): nothing was relabelled. Choose another "
+        "class."]
+    assert {r.id: r.label for r in scratch.store.images(ids=[first.image_id, second.image_id])} == {
+        first.image_id: first.label, second.image_id: second.label}  # nothing was changed
+    assert at.checkbox(key=f"mistake-0-{first.image_id}").value  # the selection is kept
+
+    scratch.store.delete_images([second.image_id])  # in another tab
+    at.selectbox(key="mistakes-label").set_value(first.true)
+    at.button(key="mistakes-relabel").click().run()
+    no_crash(at)
+    assert [s.value for s in at.tabs[0].success] == [
+        f"1 photo relabelled as {first.true}; the next training uses it (this run's figures stay as they were). "
+        "1 photo had been deleted from the dataset meanwhile."]
+    assert scratch.store.image(first.image_id).label == first.true
+
+
+def test_open_misclassified_faces_in_the_dataset_gallery(scratch):
+    first, second = scratch.mistakes[:2]
+    at = page_in_app("pages/3_Metrics.py")
+    ticked(at, first, second)
+    at.button(key="mistakes-open").click().run()
+    no_crash(at)
+    assert at.title[0].value == "Dataset"
+    assert [i.value for i in at.info] == ["Showing only the 2 photos opened from the Metrics page."]
+    assert gallery_ids(at) == {first.image_id, second.image_id}
+    at.switch_page("pages/1_Dataset.py").run()  # AppTest's next runs stay on the page it was switched to
+    assert gallery_ids(at) == {first.image_id, second.image_id}
+    at.button(key="gallery_show_all").click().run()
+    assert not at.info
+    assert gallery_ids(at) == {record.id for record in scratch.store.images()[:24]}  # the first page of all
+
+
+def gallery_ids(at: AppTest) -> set[int]:
+    """The ids of the photos the Dataset page's gallery shows (its tick boxes are keyed pick_<round>_<id>)."""
+    return {int(box.key.rsplit("_", 1)[1]) for box in at.checkbox if box.key.startswith("pick_")}
+
+
+def evaluated(at: AppTest, data: bytes) -> AppTest:
+    """The page after uploading a zip and pressing Evaluate."""
+    at.file_uploader(key="evaluate-zip").upload("new.zip", data, "application/zip")
+    at.run()
+    at.button(key="evaluate-start").click().run()
+    no_crash(at)
+    return at
+
+
+def twin_zip() -> bytes:
+    """class_zip plus a copy of one with_mask photo filed under without_mask: whatever the model says of the two
+    copies, one of them is misclassified. 7 photos, 6 different files."""
+    photos = zipfile.ZipFile(io.BytesIO(class_zip()))
+    entries = {name: photos.read(name) for name in photos.namelist()}
+    return zip_bytes({**entries, "photos/without_mask/twin.jpg": entries["photos/with_mask/img500.jpg"]})
+
+
+def test_import_the_misclassified_then_all_photos_of_an_evaluated_zip(scratch):
+    before = len(scratch.store.images())
+    at = evaluated(AppTest.from_file(PAGE, default_timeout=60).run(), twin_zip())
+    report = at.session_state["evaluation"]
+    wrong = sorted(m["name"] for m in report["misclassified"])
+    assert report["num_samples"] == 7 and wrong
+    errors_button, all_button = at.button(key="evaluate-import-errors"), at.button(key="evaluate-import-all")
+    assert errors_button.label == f"Import the {len(wrong)} misclassified photo{'s' if len(wrong) > 1 else ''}"
+    assert all_button.label == "Import all 7 photos"
+
+    errors_button.click().run()
+    no_crash(at)
+    tab = at.tabs[2]
+    assert f"Imported: {len(wrong)} photo{'s' if len(wrong) > 1 else ''} added to the dataset ({len(wrong)} with no " \
+           "face found: used whole), 0 already there, 0 rejected." in [s.value for s in tab.success]
+    table = frame_with(tab, "result")
+    assert sorted(table["file"]) == wrong and set(table["result"]) == {"added"}
+    added = [r for r in scratch.store.images() if r.source_name in wrong]
+    assert len(scratch.store.images()) == before + len(wrong)
+    assert sorted((r.source_name, r.label) for r in added) == sorted((m["name"], m["true"])
+                                                                      for m in report["misclassified"])
+
+    at.button(key="evaluate-import-all").click().run()
+    no_crash(at)
+    tab = at.tabs[2]
+    assert f"Imported: {6 - len(wrong)} photo{'s' if 6 - len(wrong) != 1 else ''} added to the dataset " \
+           f"({6 - len(wrong)} with no face found: used whole), {len(wrong) + 1} already there, 0 rejected." in \
+           [s.value for s in tab.success]
+    assert len(scratch.store.images()) == before + 6  # the twin is one file
+    assert set(frame_with(tab, "result")["result"]) == {"added", "already in the dataset"}
+
+
+def test_importing_into_a_class_deleted_meanwhile_says_so_and_the_upload_stays(scratch):
+    at = evaluated(AppTest.from_file(PAGE, default_timeout=60).run(), class_zip())
+    scratch.store.delete_label("without_mask")  # in another tab, after the evaluation
+    at.button(key="evaluate-import-all").click().run()
+    no_crash(at)
+    tab = at.tabs[2]
+    assert "Imported: 3 photos added to the dataset (3 with no face found: used whole), 0 already there, 3 rejected." \
+        in [w.value for w in tab.warning]
+    rejected = frame_with(tab, "result").set_index("file")["result"]
+    assert rejected["photos/without_mask/img500.jpg"] == (
+        "rejected: its class without_mask is not in the dataset (deleted meanwhile?): add the class, then import it "
+        "again")
+    assert scratch.store.labels() == ["with_mask"]  # not made again behind the user's back
+
+    scratch.store.add_label("without_mask")
+    at.button(key="evaluate-import-all").click().run()  # the upload is still there: try again
+    no_crash(at)
+    assert "Imported: 3 photos added to the dataset (3 with no face found: used whole), 3 already there, 0 rejected." \
+        in [s.value for s in at.tabs[2].success]
+    assert scratch.store.label_counts() == {"with_mask": 12 + 3, "without_mask": 3}

@@ -14,7 +14,7 @@ from maskdet.evaluate import classification_report
 from maskdet.jobs import log_path
 from maskdet.store import StoreError, now
 from maskdet.train import TrainConfig
-from tests.conftest import encode, overlapping_zip, pattern_image
+from tests.conftest import encode, overlapping_zip, pattern_image, zip_bytes
 
 LABELS = ["with_mask", "without_mask"]
 
@@ -77,7 +77,7 @@ def test_row_of_a_succeeded_run(store):
     assert row["config"] == "96 px, 2 views, fine-tune 1 blocks, lr 0.001, seed 3"
     assert row["note"] == ""
     assert record.caption() == f"{run['id']} (succeeded, accuracy 0.500)"
-    assert record.summary() == {"id": run["id"], "status": "succeeded", "created_at": "2026-01-02T09:00:00.000+00:00",
+    assert record.summary() == {"id": run["id"], "status": "succeeded", "created_at": run["created_at"][:19] + ".000+00:00",
                                 "accuracy": 0.5, "macro_f1": REPORT["macro_f1"], "duration_s": 65, "error": None}
 
 
@@ -302,3 +302,62 @@ def test_evaluate_zip_refuses_bad_uploads_with_a_sentence(store, tmp_path):
 def test_evaluate_zip_refuses_a_zip_bomb_before_reading_it(store):
     with pytest.raises(StoreError, match="^The zip's entries overlap one another, which only a zip bomb does"):
         runs.evaluate_zip(store, fake_run(store)["id"], overlapping_zip(1000), detector=None)
+
+
+# ---- acting on mistakes: relabel, delete, import the photos of an evaluation ----------------------------------
+
+def test_relabelling_and_deleting_photos_say_what_happened_also_when_some_are_gone(store, detector):
+    for seed, label in ((1, "with_mask"), (2, "with_mask"), (3, "without_mask")):
+        store.add_image(encode(pattern_image(seed)), label, f"{label}/{seed}.jpg", detector)
+    one, two, three = (record.id for record in store.images())
+    assert runs.relabel_photos(store, [one, two], "without_mask") == (
+        "2 photos relabelled as without_mask; the next training uses them (this run's figures stay as they were).")
+    assert [record.label for record in store.images()] == ["without_mask"] * 3
+    with pytest.raises(StoreError) as error:
+        runs.relabel_photos(store, [one], "mask_chin")
+    assert str(error.value) == ("The class mask_chin is no longer in the dataset (deleted meanwhile?): nothing was "
+                                "relabelled. Choose another class.")
+    store.delete_images([two])  # in another tab
+    assert runs.relabel_photos(store, [one, two], "with_mask") == (
+        "1 photo relabelled as with_mask; the next training uses it (this run's figures stay as they were). 1 photo "
+        "had been deleted from the dataset meanwhile.")
+    assert runs.relabel_photos(store, [two], "with_mask") == (
+        "Nothing was relabelled: 1 photo had been deleted from the dataset meanwhile.")
+    assert runs.delete_photos(store, [one, two]) == (
+        "1 photo deleted from the dataset; the next training goes without it (this run's figures stay as they were). "
+        "1 photo had been deleted from the dataset meanwhile.")
+    assert runs.delete_photos(store, [one]) == (
+        "Nothing was deleted: 1 photo had been deleted from the dataset meanwhile.")
+    assert [record.id for record in store.images()] == [three]
+
+
+def test_timings_closer_than_twice_are_within_measurement_noise(store):
+    assert runs.timing_note(8.3, 15.5) == "within noise (<2x)"  # two identical runs, measured
+    assert runs.timing_note(15.5, 8.3) == "within noise (<2x)"
+    assert runs.timing_note(5.0, 12.0) == "b 2.4x slower" and runs.timing_note(12.0, 5.0) == "b 2.4x faster"
+    assert runs.timing_note(None, 3.0) == "" and runs.timing_note(0.0, 3.0) == ""
+    a, b = fake_run(store), fake_run(store, metrics={**metrics_for(), "timings": {"total": 40.0}})
+    notes = {row["metric"]: row["note"] for row in runs.compare_runs(a, b)["metrics"]}
+    assert notes["ONNX ms per face (batch 1)"] == "within noise (<2x)"  # 4.0 and 4.0
+    assert notes["training seconds"] == "b 3.2x slower"  # 12.5 and 40
+    assert {note for metric, note in notes.items() if metric not in runs.TIMINGS} == {""}
+
+
+def test_importing_the_photos_of_an_evaluated_zip_keeps_the_import_rules(store, detector):
+    names = ["with_mask/a.jpg", "with_mask/b.jpg", "without_mask/c.jpg", "without_mask/d.jpg"]
+    photos = {name: encode(pattern_image(seed)) for seed, name in enumerate(names)}
+    data = zip_bytes({**photos, "with_mask/notes.txt": b"skipped by the evaluation"})
+    report = {**REPORT, "names": names}  # b and d misclassified
+    imported = runs.import_evaluated_zip(store, data, report, detector, errors_only=True)
+    assert (imported.added, imported.duplicates, imported.rejected) == (
+        ["with_mask/b.jpg", "without_mask/d.jpg"], [], [])
+    assert {r.source_name: r.label for r in store.images()} == {"with_mask/b.jpg": "with_mask",
+                                                                "without_mask/d.jpg": "without_mask"}
+    store.delete_label("without_mask")  # in another tab, before importing the rest
+    imported = runs.import_evaluated_zip(store, data, report, detector, errors_only=False)
+    assert (imported.added, imported.duplicates) == (["with_mask/a.jpg"], ["with_mask/b.jpg"])
+    reason = "its class without_mask is not in the dataset (deleted meanwhile?): add the class, then import it again"
+    assert imported.rejected == [("without_mask/c.jpg", reason), ("without_mask/d.jpg", reason)]
+    assert store.label_counts() == {"with_mask": 2}  # the deleted class is not made again
+    assert runs.import_evaluated_zip(store, data, {**report, "misclassified": []}, detector, True).summary() == {
+        "added": 0, "duplicates": 0, "rejected": 0, "no_face": 0}

@@ -614,3 +614,18 @@ def test_a_folder_file_that_grew_after_it_was_checked_is_read_no_further(tmp_pat
     monkeypatch.setattr(store_module, "MAX_ENTRY_BYTES", 100)
     with pytest.raises(BadImage, match="file larger than 0 MiB"):
         candidates[0].read()
+
+
+def test_repeats_within_an_import_are_told_apart_from_photos_already_stored(store, detector):
+    first, second = encode(pattern_image(350)), encode(pattern_image(351))
+    store.add_images([("old.jpg", first)], "with_mask", detector)
+    report = store.import_zip(zip_bytes({"with_mask/a.jpg": second, "with_mask/b.jpg": second,
+                                         "without_mask/c.jpg": second, "with_mask/old-again.jpg": first}), detector)
+    assert report.added == ["with_mask/a.jpg"]
+    assert report.duplicates == ["with_mask/b.jpg", "without_mask/c.jpg", "with_mask/old-again.jpg"]  # all skipped
+    assert report.repeated == ["with_mask/b.jpg", "without_mask/c.jpg"]
+    assert report.already_stored() == ["with_mask/old-again.jpg"]
+    assert report.to_dict()["repeated_files"] == report.repeated
+    stored = store.image_with_sha256(store.images(label="with_mask")[1].sha256)
+    assert (stored.source_name, stored.label) == ("with_mask/a.jpg", "with_mask")
+    assert store.image_with_sha256("0" * 64) is None

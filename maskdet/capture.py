@@ -1,0 +1,88 @@
+"""Webcam bursts for the Dataset page: N shots S seconds apart picked from a camera stream's frames, then stored
+through the store's import. No Streamlit here."""
+
+import hashlib
+import io
+import threading
+import time
+from collections.abc import Callable
+
+import av
+import numpy as np
+from PIL import Image
+
+from .faces import FaceDetector
+from .store import ImageRecord, ImportReport, Store, StoreError
+
+MAX_SHOTS = 50  # a burst: each shot costs a face search when it is stored
+MIN_INTERVAL = 0.2  # seconds between shots: about what storing one (finding its face) takes on 2 cores
+
+
+class Burst:
+    """Picks the shots of a burst from a stream of frames, each offered with its arrival time (seconds of a monotonic
+    clock): the first frame after start, then the first one each `interval` later, until `shots` are taken. A stream
+    that stalls for longer than the interval starts the rhythm again rather than catching up with shots in a row.
+    Shots wait as JPEG files until collected. Thread-safe: a stream's callback offers, the page collects."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.shots = 0  # of the current burst
+        self.taken = 0
+        self.interval = 1.0
+        self.name = "shot"  # shots are files name-01.jpg, name-02.jpg, ...
+        self._due: float | None = None  # when the next shot is due; None: at the next frame
+        self._waiting: list[tuple[str, bytes]] = []
+
+    def start(self, shots: int, interval: float, name: str) -> None:
+        """A new burst; shots of the last one not yet collected stay."""
+        if not 1 <= shots <= MAX_SHOTS or interval < MIN_INTERVAL:
+            raise StoreError(f"A burst is 1 to {MAX_SHOTS} shots at least {MIN_INTERVAL:g} s apart.")
+        with self._lock:
+            self.shots, self.taken, self.interval, self.name, self._due = shots, 0, interval, name, None
+
+    def stop(self) -> None:
+        with self._lock:
+            self.shots = self.taken
+
+    @property
+    def running(self) -> bool:
+        return self.taken < self.shots
+
+    def offer(self, frame: np.ndarray, now: float) -> bool:
+        """Keep an RGB frame arriving at `now` if a shot is due; returns whether it was kept."""
+        with self._lock:
+            if self.taken >= self.shots or (self._due is not None and now < self._due):
+                return False
+            due = (now if self._due is None else self._due) + self.interval
+            self._due = due if due > now else now + self.interval
+            self.taken += 1
+            buffer = io.BytesIO()
+            Image.fromarray(frame).save(buffer, format="JPEG", quality=95)
+            self._waiting.append((f"{self.name}-{self.taken:02d}.jpg", buffer.getvalue()))
+            return True
+
+    def collect(self) -> list[tuple[str, bytes]]:
+        """The shots taken since the last call, as (file name, JPEG bytes)."""
+        with self._lock:
+            shots, self._waiting = self._waiting, []
+        return shots
+
+
+def frame_callback(burst: Burst) -> Callable[[av.VideoFrame], av.VideoFrame]:
+    """streamlit-webrtc's video_frame_callback: offers each frame to the burst while one runs, and sends the frame
+    back as it came."""
+    def callback(frame: av.VideoFrame) -> av.VideoFrame:
+        if burst.running:
+            burst.offer(frame.to_ndarray(format="rgb24"), time.monotonic())
+        return frame
+    return callback
+
+
+def store_shots(store: Store, shots: list[tuple[str, bytes]], label: str,
+                detector: FaceDetector) -> tuple[ImportReport, list[ImageRecord]]:
+    """Import shots into `label` by the store's rules (face found by MTCNN, duplicates skipped, rejections in the
+    report); returns the report and the records of the shots added."""
+    report = store.add_images(shots, label, detector)
+    added = set(report.added)
+    records = [store.image_with_sha256(hashlib.sha256(data).hexdigest()) for name, data in shots if name in added]
+    return report, [record for record in records if record is not None]
