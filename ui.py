@@ -100,7 +100,7 @@ def show_annotated_photo(result, name: str, key: str, no_face_hint: str = "") ->
     """A media.AnnotatedPhoto: the picture, the table of its faces (numbered as on the picture) and its download."""
     from maskdet import media
 
-    st.image(result.png, caption=f"{name}, annotated", width=min(720, result.width))
+    st.image(result.png, caption=f"{literal(name)}, annotated", width=min(720, result.width))
     if result.predictions:
         st.dataframe(media.prediction_rows(result.predictions), hide_index=True, key=f"{key}-faces")
     else:
@@ -110,6 +110,12 @@ def show_annotated_photo(result, name: str, key: str, no_face_hint: str = "") ->
                    "(Max faces).")
     st.download_button("Download the annotated photo", result.png, file_name=f"{Path(name).stem}-annotated.png",
                        mime="image/png", key=f"{key}-download", on_click="ignore", icon=":material/download:")
+
+
+def literal(text: str) -> str:
+    """Text from a user (a file or class name) for places that read Markdown, such as image captions: the characters
+    that make links, images, HTML, code, emphasis, headings, tables or LaTeX are escaped, so it shows as it is."""
+    return re.sub(r"([\\`*\[\]<>#|~$])", r"\\\1", " ".join(text.splitlines()))
 
 
 def verbatim(text: str) -> str:

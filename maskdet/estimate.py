@@ -5,6 +5,7 @@ vary from run to run."""
 
 from dataclasses import dataclass
 
+from .runs import RunRecord
 from .train import TrainConfig
 
 
@@ -52,13 +53,12 @@ class Workload:
 
 def measured_throughput(run: dict) -> Throughput | None:
     """The stage throughputs a finished run measured (None when it lacks the figures: an older or failed run)."""
+    record = RunRecord.of(run)
     try:
-        config = TrainConfig.from_dict(run.get("config") or {})
+        config = TrainConfig.from_dict(record.config)
     except ValueError:  # a config an older maskdet wrote
         return None
-    metrics = run.get("metrics") or {}
-    timings, counts = metrics.get("timings") or {}, metrics.get("split_counts") or {}
-    sizes = {split: sum(per_label.values()) for split, per_label in counts.items()}
+    timings, sizes = record.metrics.get("timings") or {}, record.split_sizes
     if not all(timings.get(key) for key in ("crops", "features_images_per_second", "head", "export")) or not sizes:
         return None
     done = Workload.of(config, sum(sizes.values()), sizes.get("train", 0))
@@ -68,7 +68,7 @@ def measured_throughput(run: dict) -> Throughput | None:
     finetune = timings["finetune"] / (done.train * done.finetune_epochs) if fine_tuned else BENCHMARK.finetune
     return Throughput(crop=timings["crops"] / done.photos, feature=1 / timings["features_images_per_second"],
                       head=timings["head"] / done.views, finetune=finetune, export=timings["export"],
-                      source=f"run {run['id']} on this machine")
+                      source=f"run {record.id} on this machine")
 
 
 def training_seconds(config: TrainConfig, photos: int, throughput: Throughput) -> float:

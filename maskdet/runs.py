@@ -149,10 +149,6 @@ class RunRecord:
                 "error": self.error}
 
 
-def test_report(run: dict) -> dict | None:
-    return RunRecord.of(run).test
-
-
 def runs_table(store: Store) -> list[dict]:
     """Every run, newest first, as table rows (the active model flagged)."""
     active = active_run(store)
@@ -279,7 +275,7 @@ class Mistake:
 
 def misclassified_faces(store: Store, run: dict, limit: int = 24) -> list[Mistake]:
     """The run's misclassified test images (most confident mistakes first) with the face crop the model saw."""
-    report = test_report(run)
+    report = RunRecord.of(run).test
     if not report or not report.get("misclassified"):
         return []
     wrong = report["misclassified"][:limit]
@@ -358,10 +354,10 @@ NOISE_RATIO = 2.0  # two timings closer than this ratio are within measurement n
 
 def key_metrics(run: dict) -> dict[str, float | None]:
     """The figures the compare view lines up, by display name."""
-    metrics = run.get("metrics") or {}
-    test = metrics.get("test") or {}
+    record = RunRecord.of(run)
+    metrics, test = record.metrics, record.test or {}
     values = {name: test.get(key) for key, name in KEY_METRICS}
-    sizes = RunRecord.of(run).split_sizes
+    sizes = record.split_sizes
     values["training images"] = sizes.get("train") if sizes else None
     epochs = metrics.get("epochs_trained") or {}
     values["epochs trained"] = sum(epochs.values()) if epochs else None
@@ -424,8 +420,8 @@ def compare_runs(a: dict, b: dict) -> dict:
         both = value_a is not None and value_b is not None
         rows.append({"metric": name, "a": value_a, "b": value_b, "b - a": value_b - value_a if both else None,
                      "note": timing_note(value_a, value_b) if name in TIMINGS else ""})
-    labels_a = (a.get("metrics") or {}).get("labels")
-    labels_b = (b.get("metrics") or {}).get("labels")
+    labels_a = RunRecord.of(a).metrics.get("labels")
+    labels_b = RunRecord.of(b).metrics.get("labels")
     differences = config_differences(a.get("config"), b.get("config"))
     if labels_a != labels_b:
         differences.insert(0, {"setting": "classes trained", "a": _show(labels_a), "b": _show(labels_b)})
@@ -442,7 +438,7 @@ def live_model_path(store: Store, run: dict) -> Path:
     """The file the Live page starts with: model.int8.onnx (about 40% faster per face on a CPU) when the run has one
     that lost at most INT8_ACCURACY_TOLERANCE of test accuracy, else model.onnx."""
     int8 = model_path(store, run, int8=True)
-    delta = ((run.get("metrics") or {}).get("int8") or {}).get("test_accuracy_delta")
+    delta = (RunRecord.of(run).metrics.get("int8") or {}).get("test_accuracy_delta")
     usable = int8.is_file() and delta is not None and delta >= -INT8_ACCURACY_TOLERANCE
     return int8 if usable else model_path(store, run)
 
@@ -450,7 +446,7 @@ def live_model_path(store: Store, run: dict) -> Path:
 def not_active_reason(run: dict) -> str | None:
     """Why a finished run does not become the active model by itself (it can still be chosen): no test scores, or
     test accuracy at or below chance (1 / number of classes). None when it may."""
-    test = test_report(run)
+    test = RunRecord.of(run).test
     if not test:
         return "it has no test scores (its test split was empty), so nothing shows it beats guessing"
     classes = len(test["labels"])
@@ -490,12 +486,12 @@ def set_active_run(store: Store, run_id: str) -> dict:
 
 def run_threshold(run: dict) -> float:
     """The run's class confidence threshold: the one saved on the Metrics page, else the default."""
-    return (run.get("metrics") or {}).get(THRESHOLD_KEY, DEFAULT_THRESHOLD)
+    return RunRecord.of(run).metrics.get(THRESHOLD_KEY, DEFAULT_THRESHOLD)
 
 
 def threshold_scores(store: Store, run: dict) -> Scores:
     """The run's test split as the threshold sees it: true classes and probabilities from predictions.csv."""
-    labels = (test_report(run) or {}).get("labels") or []
+    labels = (RunRecord.of(run).test or {}).get("labels") or []
     rows = read_predictions(store, run)
     try:
         probabilities = np.array([[float(row[f"p_{label}"]) for label in labels] for row in rows])
@@ -525,7 +521,7 @@ def set_threshold(store: Store, run_id: str, value) -> float:
             if path.is_file():
                 staged[path] = path.with_name(f".{path.name}.threshold.tmp")
                 write_threshold(path, threshold, staged[path])
-        store.update_run(run_id, metrics={**(run.get("metrics") or {}), THRESHOLD_KEY: threshold})
+        store.update_run(run_id, metrics={**RunRecord.of(run).metrics, THRESHOLD_KEY: threshold})
     except BaseException:
         for copy in staged.values():
             copy.unlink(missing_ok=True)
@@ -552,7 +548,7 @@ def parity_sentence(parity: dict | None) -> str:
 
 def model_files(store: Store, run: dict) -> list[dict]:
     """The downloadable ONNX files of a run with size, parity result and test metrics."""
-    metrics = run.get("metrics") or {}
+    metrics = RunRecord.of(run).metrics
     test = metrics.get("test") or {}
     folder = run_dir(store, run)
     files = []

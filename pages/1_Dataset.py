@@ -392,7 +392,7 @@ for start in range(0, len(page_records), COLUMNS):
                 picture = cached_thumbnail(store, record, record.sha256, record.face.box if record.face else None)
             except Exception:
                 picture = None
-            caption = record.label + (" · box set by hand" if record.face_source == "manual" else
+            caption = ui.literal(record.label) + (" · box set by hand" if record.face_source == "manual" else
                                       "" if record.face else " · no face found")
             if picture is None:
                 st.caption(f"{caption}: the file could not be read; delete it and upload the photo again.")

@@ -229,14 +229,15 @@ with side_column:
             st.image([inline(image) for image in (crop, *views)], width=112,
                      caption=["face crop", *(f"view {i}" for i in range(1, 9))])
             where = "face found" if record.face else "no face found: training uses the whole photo"
-            st.caption(f"{record.source_name} ({record.label}, {where}). Training uses the clean crop plus "
-                       f"{int(views_per_image)} views like these per training image.")
+            st.caption(f"{ui.literal(record.source_name)} ({ui.literal(record.label)}, {where}). Training uses the "
+                       f"clean crop plus {int(views_per_image)} views like these per training image.")
     st.button("Show a different face", on_click=next_face, icon=":material/shuffle:", key="next_face")
     if masks_enabled:
         st.subheader("Drawn masks")
         drawn = ui.attempt(lambda: synthetic_preview(store, SyntheticMasks.from_dict(synthetic), rule, 8, int(seed)))
         if drawn:
-            st.image([inline(image) for image, _ in drawn], width=112, caption=[caption for _, caption in drawn])
+            st.image([inline(image) for image, _ in drawn], width=112,
+                     caption=[ui.literal(caption) for _, caption in drawn])
             st.caption("Source-class faces with a drawn mask, as training adds them.")
 
 config_data = {
@@ -299,7 +300,8 @@ def stage_fraction(progress: dict) -> float:
 def show_active(run: dict) -> None:
     progress = run.get("progress") or {}
     stage = progress.get("stage")
-    order = [name for name in STAGES if (name != "finetune" or (run["config"] or {}).get("finetune_blocks"))
+    config = runs.RunRecord.of(run).config
+    order = [name for name in STAGES if (name != "finetune" or config.get("finetune_blocks"))
              and (name != "landmarks" or stage == "landmarks")]
     running_for = duration(elapsed(run.get("started_at") or run.get("created_at")))
     if not stage:
@@ -323,9 +325,10 @@ def show_active(run: dict) -> None:
                            "validation loss stops improving)")
         elif latest is not None:
             details.append(f"about {duration(latest)} left in this stage")
-        total = ui.attempt(lambda: run_estimate(TrainConfig.from_dict(run["config"] or {}), run["id"])[0])
+        total = ui.attempt(lambda: run_estimate(TrainConfig.from_dict(config), run["id"])[0])
         if total is not None:
-            details.append(f"about {duration(max(total - (elapsed(run.get('started_at')) or 0), latest or 0))} left in all")
+            left = max(total - (elapsed(run.get("started_at")) or 0), latest or 0)
+            details.append(f"about {duration(left)} left in all")
         st.progress(stage_fraction(progress), text=f"Run {run['id']}, stage {number} of {len(order)}: "
                     f"{STAGES.get(stage, stage)} — {', '.join(details)}. Running for {running_for}.")
     if run.get("cancel_requested"):
@@ -399,7 +402,8 @@ def try_the_model(run: dict) -> None:
         return
     stamp = ui.attempt(os.path.getmtime, path)
     pipeline = ui.attempt(ui.photo_pipeline, str(path), stamp, LiveSettings()) if stamp else None
-    result = ui.attempt(media.annotate_photo, upload.getvalue(), pipeline, store.settings.max_pixels) if pipeline else None
+    result = (ui.attempt(media.annotate_photo, upload.getvalue(), pipeline, store.settings.max_pixels)
+              if pipeline else None)
     if result is not None:
         ui.show_annotated_photo(result, upload.name, "try-photo", "The whole photo is not classified: try one where "
                                 "the face is larger, or draw its box on the Dataset page before training.")

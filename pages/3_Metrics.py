@@ -131,7 +131,7 @@ def show_report(report: dict, key: str) -> None:
 
 
 def show_mistakes(run: dict) -> None:
-    report = runs.test_report(run)
+    report = runs.RunRecord.of(run).test
     mistakes = ui.attempt(runs.misclassified_faces, store, run)
     if mistakes is None:
         return
@@ -153,10 +153,10 @@ def show_mistakes(run: dict) -> None:
     columns = st.columns(6)
     for index, mistake in enumerate(mistakes):
         with columns[index % 6]:
-            caption = (f"{mistake.name} · true {mistake.true} ({mistake.true_score:.2f}), "
-                       f"predicted {mistake.predicted} ({mistake.score:.2f})")
+            caption = (f"{ui.literal(mistake.name)} · true {ui.literal(mistake.true)} ({mistake.true_score:.2f}), "
+                       f"predicted {ui.literal(mistake.predicted)} ({mistake.score:.2f})")
             if mistake.label not in (None, mistake.true):
-                caption += f" · now {mistake.label} in the dataset"
+                caption += f" · now {ui.literal(mistake.label)} in the dataset"
             if mistake.crop is not None:
                 st.image(mistake.crop, caption=caption)
             else:
@@ -212,8 +212,8 @@ def mistake_actions(chosen: list[int], keys: list[str]) -> None:
 
 
 def show_run(run: dict) -> None:
-    metrics = run.get("metrics") or {}
-    report = metrics.get("test")
+    record = runs.RunRecord.of(run)
+    metrics, report = record.metrics, record.test
     if metrics.get("random_init"):
         st.warning("This run trained from random weights (an experiment, not a pretrained model): "
                    "its scores say little about real use.")

@@ -275,6 +275,7 @@ def table_boxes(at: AppTest) -> list[tuple[float, ...]]:
 def test_a_face_of_an_uploaded_photo_goes_into_the_dataset(fresh, store, shared_data):
     at = upload(fresh, "live-upload", "two [x](http://e.com).jpg", two_person_photo(shared_data), "image/jpeg")
     no_failure(at)
+    assert at.image[0].captions == [r"two \[x\](http://e.com).jpg, annotated"]  # the name shown, not a link
     assert at.selectbox(key="live-photo-add-face").options == ["face 1", "face 2", "all faces"]
     at.selectbox(key="live-photo-add-face").set_value(2)
     at.selectbox(key="live-photo-add-class").set_value("with_mask")

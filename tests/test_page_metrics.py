@@ -396,7 +396,7 @@ def scratch(home, tmp_path, monkeypatch):
     monkeypatch.delenv("MASKDET_DATABASE_URL", raising=False)
     store = Store(load_settings())
     run = max((store.run(run_id) for run_id in (home.first, home.second)),
-              key=lambda run: len(runs.test_report(run)["misclassified"]))
+              key=lambda run: len(runs.RunRecord.of(run).test["misclassified"]))
     mistakes = runs.misclassified_faces(store, run)
     assert len(mistakes) >= 2, "the tiny runs are expected to misclassify some test faces"
     runs.set_active_run(store, run["id"])  # the page's default run

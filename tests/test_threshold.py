@@ -124,7 +124,7 @@ def test_a_new_run_starts_from_the_default(home):
 
 def test_the_runs_test_split_is_read_back_as_scores(home):
     run = home.store.run(home.run_id)
-    report = runs.test_report(run)
+    report = runs.RunRecord.of(run).test
     scores = runs.threshold_scores(home.store, run)
     assert scores.labels == report["labels"] == ["with_mask", "without_mask"]
     assert scores.probabilities.shape == (report["num_samples"], 2)
