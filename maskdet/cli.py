@@ -97,10 +97,10 @@ def cmd_labels(store: Store, args) -> dict:
 
 
 def train_config(args):
-    from .train import RANGED, TrainConfig
+    from .train import CHOSEN, RANGED, TrainConfig
 
     data = read_config_file(Path(args.config)) if args.config else {}
-    for name in RANGED:
+    for name in (*RANGED, *CHOSEN):
         if getattr(args, name) is not None:
             data[name] = getattr(args, name)
     if args.split:
@@ -332,15 +332,18 @@ def print_human(command: str, result: dict) -> None:
 
 
 def add_setting_flags(parser: argparse.ArgumentParser) -> None:
-    """A flag for each numeric training setting, with its help, range and default from TrainConfig (which imports
-    torch, so only `train` builds them)."""
-    from .train import RANGED, number_text
+    """A flag for each numeric training setting and each one of a few words (--device), with its help, range or
+    choices and default from TrainConfig (which imports torch, so only `train` builds them)."""
+    from .train import CHOSEN, RANGED, number_text
 
     for name, spec in RANGED.items():
         low, high = (number_text(limit) for limit in spec.metadata["range"])
         text = f"{spec.metadata['help']} From {low} to {high}; default {number_text(spec.default)}."
         parser.add_argument(f"--{name.replace('_', '-')}", type=spec.type, metavar="N" if spec.type is int else "X",
                             help=text)
+    for name, spec in CHOSEN.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", choices=spec.metadata["choices"],
+                            help=f"{spec.metadata['help']} Default {spec.default}.")
 
 
 def build_parser(train_flags: bool) -> argparse.ArgumentParser:

@@ -19,6 +19,7 @@ from torch import nn
 
 from . import __version__
 from .bundle.mtcnn_cascade import NETWORK_FILES
+from .device import CPU_PROVIDERS
 from .faces import CropRule
 from .model import NUM_BLOCKS, Embedder, MaskNet, Preprocess, WithSoftmax
 from .mtcnn import onnx_networks
@@ -79,11 +80,11 @@ def export_front(model: MaskNet, cut: int, path: Path, input_size: int) -> Path:
     return export_module(Front(model, cut), path, input_size, "activations")
 
 
-def onnx_session(path: Path) -> ort.InferenceSession:
+def onnx_session(path: Path, providers: tuple[str, ...] = CPU_PROVIDERS) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = os.cpu_count() or 1
     options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), options, providers=list(providers))
 
 
 def export_classifier(model: MaskNet, path: Path, labels: list[str], preprocess: Preprocess, rule: CropRule) -> Path:

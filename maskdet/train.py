@@ -20,6 +20,7 @@ from torch import nn
 
 from . import export, jobs
 from .augment import AugmentConfig, build_train_pipeline
+from .device import DEVICES, check_device, resolve_device
 from .evaluate import classification_report
 from .faces import CropRule, FaceDetector, crop_face, square_crop_box
 from .model import (FEATURE_DIM, NUM_BLOCKS, BackboneWeightsError, MaskNet, Preprocess, build_model,
@@ -33,10 +34,16 @@ def ranged(default: int | float, low: int | float, high: int | float, help: str)
     return field(default=default, metadata={"range": (low, high), "help": help})
 
 
+def choice(default: str, choices: tuple[str, ...], help: str):
+    """A setting's field that takes one of a few words: its default, the words and the help (see CHOSEN)."""
+    return field(default=default, metadata={"choices": choices, "help": help})
+
+
 @dataclass
 class TrainConfig:
-    """The training settings. Numeric ones carry their range and help as field metadata (see RANGED): the checks in
-    __post_init__, the CLI's flags and the Train page's inputs are all built from it."""
+    """The training settings. Numeric ones carry their range and help as field metadata (see RANGED), those of a few
+    words their choices and help (see CHOSEN): the checks in __post_init__, the CLI's flags and the Train page's
+    inputs are all built from it."""
 
     epochs: int = ranged(100, 1, 1000, "Head epochs on cached features; early stopping on the validation loss usually "
                                        "ends training much sooner.")
@@ -59,6 +66,9 @@ class TrainConfig:
     backbone_weights: str | None = None
     random_init: bool = False
     quantize: bool = True
+    device: str = choice("auto", DEVICES, "Where training computes: auto takes a CUDA GPU when PyTorch finds one, "
+                                          "else the CPU; cuda insists on the GPU. Feature extraction uses it only "
+                                          "with onnxruntime-gpu installed.")
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     synthetic_masks: SyntheticMasks = field(default_factory=SyntheticMasks)
 
@@ -72,6 +82,7 @@ class TrainConfig:
                                  f"{json.dumps(value, default=repr)}.")
             if spec.type is float:
                 setattr(self, spec.name, float(value))
+        check_device(self.device)
         self.split = tuple(float(share) for share in self.split)
         if not 0.99 < sum(self.split) < 1.01 or min(self.split) < 0 or self.split[0] == 0:
             raise ValueError(f"The split shares add up to {sum(self.split):.2f}; make train, validation and test "
@@ -98,6 +109,7 @@ class TrainConfig:
 
 
 RANGED = {spec.name: spec for spec in fields(TrainConfig) if "range" in spec.metadata}  # name: Field
+CHOSEN = {spec.name: spec for spec in fields(TrainConfig) if "choices" in spec.metadata}  # name: Field
 
 
 def number_text(value: int | float) -> str:
@@ -114,6 +126,8 @@ def _requirement(spec: Field, value) -> str | None:
         if is_number and (isinstance(value, int) or not whole) and low <= value <= high:
             return None
         return f"{'a whole number' if whole else 'a number'} from {number_text(low)} to {number_text(high)}"
+    if "choices" in spec.metadata:
+        return None if value in spec.metadata["choices"] else f"one of {', '.join(spec.metadata['choices'])}"
     if spec.type is bool:
         return None if isinstance(value, bool) else "true or false"
     if spec.name == "split":
@@ -304,7 +318,8 @@ def extract_features(model: MaskNet, splits: dict[str, Split], config: TrainConf
                      workdir: Path, callbacks: Callbacks) -> dict[str, np.ndarray]:
     """Pooled backbone features (onnxruntime) for the clean crops of every split plus the train split's augmented
     and drawn-mask views."""
-    session = export.onnx_session(export.export_embedder(model, workdir / "embedder.onnx", config.input_size))
+    session = export.onnx_session(export.export_embedder(model, workdir / "embedder.onnx", config.input_size),
+                                  resolve_device(config.device).providers)
     pipeline = build_train_pipeline(config.augment, config.input_size, seed=config.seed)
     views = {name: feature_views(split, config.views_per_image, synthesis, config.seed) if name == "train"
              else feature_views(split, 0, None, config.seed) for name, split in splits.items()}
@@ -338,11 +353,15 @@ def evaluate_logits(logits: torch.Tensor, targets: torch.Tensor, loss_fn) -> tup
 
 def train_head(model: MaskNet, features: dict[str, np.ndarray], splits: dict[str, Split], config: TrainConfig,
                loss_fn, callbacks: Callbacks) -> list[dict]:
-    """Stage 1: train model.head on cached features with early stopping on validation loss."""
-    x = torch.from_numpy(features["train"])
-    y = torch.from_numpy(features["train_targets"])
-    x_val = torch.from_numpy(features["val"])
-    y_val = torch.from_numpy(splits["val"].targets)
+    """Stage 1: train model.head on cached features with early stopping on validation loss (on the config's device,
+    where the head stays)."""
+    device = resolve_device(config.device).torch
+    model.head.to(device)
+    loss_fn.to(device)
+    x = torch.from_numpy(features["train"]).to(device)
+    y = torch.from_numpy(features["train_targets"]).to(device)
+    x_val = torch.from_numpy(features["val"]).to(device)
+    y_val = torch.from_numpy(splits["val"].targets).to(device)
     optimizer = torch.optim.AdamW(model.head.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(config.seed)
     return fit(model.head, optimizer, loss_fn, "head", config.epochs, config.patience, callbacks,
@@ -394,9 +413,14 @@ def fit(module: nn.Module, optimizer, loss_fn, stage: str, epochs: int, patience
 
 def finetune(model: MaskNet, splits: dict[str, Split], config: TrainConfig, synthesis: MaskSynthesis | None,
              loss_fn, workdir: Path, callbacks: Callbacks) -> list[dict]:
-    """Stage 2: train the last blocks and the head with live augmentation; the frozen front runs in onnxruntime."""
+    """Stage 2: train the last blocks and the head with live augmentation; the frozen front runs in onnxruntime (both
+    on the config's device, where the model stays)."""
     cut = export.front_cut(config.finetune_blocks)
-    front = export.onnx_session(export.export_front(model, cut, workdir / "front.onnx", config.input_size))
+    device = resolve_device(config.device)
+    front = export.onnx_session(export.export_front(model, cut, workdir / "front.onnx", config.input_size),
+                                device.providers)
+    model.to(device.torch)
+    loss_fn.to(device.torch)
     tail = model.features[cut:]
     params = set_trainable_blocks(model, config.finetune_blocks)
     optimizer = torch.optim.AdamW(params, lr=config.finetune_learning_rate, weight_decay=config.weight_decay)
@@ -404,10 +428,11 @@ def finetune(model: MaskNet, splits: dict[str, Split], config: TrainConfig, synt
     train, val = splits["train"], splits["val"]
     batch_size = min(config.batch_size, 32)
     val_inputs = front.run(None, {"images": val.crops})[0] if len(val.crops) else None
+    val_targets = torch.from_numpy(val.targets).to(device.torch)
     rng = np.random.default_rng(config.seed)
 
     def forward(activations: np.ndarray) -> torch.Tensor:
-        x = tail(torch.from_numpy(activations))
+        x = tail(torch.from_numpy(activations).to(device.torch))
         return model.head(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
 
     started = time.monotonic()
@@ -424,7 +449,7 @@ def finetune(model: MaskNet, splits: dict[str, Split], config: TrainConfig, synt
         steps = config.finetune_epochs * len(order)
         total_loss, correct = 0.0, 0
         for part, batch in prefetched(make, len(order), batch_size):
-            targets = torch.from_numpy(all_targets[part])
+            targets = torch.from_numpy(all_targets[part]).to(device.torch)
             logits = forward(front.run(None, {"images": batch})[0])
             loss = loss_fn(logits, targets)
             optimizer.zero_grad()
@@ -440,7 +465,7 @@ def finetune(model: MaskNet, splits: dict[str, Split], config: TrainConfig, synt
 
     def validate():
         model.eval()
-        return evaluate_logits(forward(val_inputs), torch.from_numpy(val.targets), loss_fn) if val_inputs is not None else None
+        return evaluate_logits(forward(val_inputs), val_targets, loss_fn) if val_inputs is not None else None
 
     history = fit(model, optimizer, loss_fn, "finetune", config.finetune_epochs, config.patience, callbacks,
                   train_epoch, validate)
@@ -474,6 +499,7 @@ def choose_labels(store: Store, config: TrainConfig) -> list[str]:
 def train(store: Store, config: TrainConfig, run_dir: Path, callbacks: Callbacks | None = None) -> dict:
     """Train, evaluate and export one model into run_dir (written to a temporary folder, renamed at the end)."""
     callbacks = callbacks or Callbacks()
+    device = resolve_device(config.device)
     seed_everything(config.seed)
     timings, started = {}, time.monotonic()
     labels = choose_labels(store, config)
@@ -525,7 +551,7 @@ def train(store: Store, config: TrainConfig, run_dir: Path, callbacks: Callbacks
             history += finetune(model, splits, config, synthesis, loss_fn, scratch, callbacks)
             timings["finetune"] = time.monotonic() - mark
         shutil.rmtree(scratch)
-        model.eval()
+        model.cpu().eval()  # evaluation and export run on the CPU, wherever training ran
         callbacks.report(Progress("evaluate", 0, 1))
         test = splits["test"]
         probabilities = predict_probabilities(model, test.crops)
@@ -546,6 +572,7 @@ def train(store: Store, config: TrainConfig, run_dir: Path, callbacks: Callbacks
             "test": report, **artefacts, "timings": timings,
             "epochs_trained": {stage: sum(1 for h in history if h["stage"] == stage) for stage in ("head", "finetune")},
             "synthetic_masks": synthesis_summary(synthesis, labels, splits["train"], features["train_kinds"]),
+            "device": device.torch.type, "onnx_providers": list(device.providers),
         }
         torch.save(model.state_dict(), staging / "model.pt")
         write_json(staging / "config.json", {"train": config.to_dict(), "labels": labels, "preprocess":
@@ -641,6 +668,7 @@ def model_card(labels: list[str], config: TrainConfig, metrics: dict, backbone: 
         + (f", then fine-tuned the last {config.finetune_blocks} blocks" if config.finetune_blocks else ""),
         "- Data: " + "; ".join(f"{name}: {sum(c.values())} images" for name, c in counts.items()),
         synthesis_line(metrics.get("synthetic_masks")),
+        f"- Trained on: {metrics['device']} (PyTorch), {', '.join(metrics['onnx_providers'])} (onnxruntime)",
         f"- Input: face crop (square, margin {config.crop_margin}x), {config.input_size}x{config.input_size} "
         "uint8 RGB NHWC; normalisation inside the model", "",
         "## Test split", "",

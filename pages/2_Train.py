@@ -21,7 +21,7 @@ from maskdet.insights import summarize
 from maskdet.live import LiveSettings
 from maskdet.settings import load_settings
 from maskdet.synth import MASK_STYLES, SyntheticMasks
-from maskdet.train import RANGED, TrainConfig, synthetic_preview
+from maskdet.train import CHOSEN, RANGED, TrainConfig, synthetic_preview
 
 ui.page_setup("Train")
 st.title("Train a model")
@@ -67,6 +67,14 @@ def number_setting(column, label: str, name: str, **kwargs):
     low, high = RANGED[name].metadata["range"]
     return setting(column.number_input, label, name, min_value=low, max_value=high, value=getattr(DEFAULTS, name),
                    help=RANGED[name].metadata["help"], **kwargs)
+
+
+def choice_setting(column, label: str, name: str):
+    """A select box for a training setting of a few words, with the choices, default and help of its TrainConfig
+    field."""
+    choices = CHOSEN[name].metadata["choices"]
+    return setting(column.selectbox, label, name, options=choices, index=choices.index(getattr(DEFAULTS, name)),
+                   help=CHOSEN[name].metadata["help"])
 
 
 def class_option(name: str | None) -> str:
@@ -166,6 +174,7 @@ with settings_column:
         label_smoothing = number_setting(second, "Label smoothing", "label_smoothing", step=0.05, format="%.2f")
         input_size = number_setting(third, "Input size (px)", "input_size", step=16)
         crop_margin = number_setting(first, "Crop margin", "crop_margin", step=0.05, format="%.2f")
+        device = choice_setting(first, "Device", "device")
         class_weights = setting(second.toggle, "Weight classes by frequency", "class_weights",
                                 value=DEFAULTS.class_weights)
         quantize = setting(third.toggle, "Also export an int8 model", "quantize", value=DEFAULTS.quantize)
@@ -247,7 +256,7 @@ config_data = {
     "finetune_learning_rate": float(finetune_learning_rate), "patience": int(patience),
     "weight_decay": float(weight_decay), "label_smoothing": float(label_smoothing), "input_size": int(input_size),
     "crop_margin": float(crop_margin), "class_weights": bool(class_weights), "quantize": bool(quantize),
-    "labels": list(labels) or None, "random_init": bool(random_init), "augment": augment,
+    "labels": list(labels) or None, "random_init": bool(random_init), "device": device, "augment": augment,
     "synthetic_masks": synthetic,
 }
 

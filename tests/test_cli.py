@@ -19,6 +19,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from maskdet.cli import main
@@ -357,6 +358,17 @@ def test_training_settings_that_make_no_sense_are_refused_before_a_run_starts(mi
     refused(mistakes.results["train with a config that is a list"], "list.json must hold a JSON object of training "
             "settings, like {\"epochs\": 20}; it holds a list.")
     assert [run["id"] for run in succeeded(cli(trained.home, "runs"))["runs"]] == [trained.result["run_id"]]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU that PyTorch can use")
+def test_a_device_that_cannot_train_here_is_refused_before_a_run_starts(tmp_path):
+    assert cli(tmp_path, "labels").returncode == 0  # one process creates the new home
+    cuda, tpu = concurrently(lambda: cli(tmp_path, "train", "--random-init", "--device", "cuda"),
+                             lambda: cli(tmp_path, "train", "--device", "tpu"))
+    refused(cuda, "error: Training device 'cuda' was asked for, but this machine has no CUDA GPU that PyTorch can use",
+            "choose auto or cpu.")
+    refused(tpu, "argument --device: invalid choice: 'tpu'", "auto", "cpu", "cuda")
+    assert home_store(tmp_path).runs() == []
 
 
 def test_error_after_a_progress_bar_starts_on_its_own_line(mistakes):

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+import torch
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -23,7 +24,7 @@ from maskdet.augment import AUGMENTATIONS
 from maskdet.faces import CropRule, crop_face
 from maskdet.store import ACTIVE_STATUSES, Store, now
 from maskdet.synth import MASK_STYLES
-from maskdet.train import RANGED, TrainConfig, execute_run
+from maskdet.train import CHOSEN, RANGED, TrainConfig, execute_run
 from tests.conftest import photo_pairs, write_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -318,6 +319,28 @@ def test_split_that_does_not_add_up_is_refused_before_starting(home):
     at.button(key="start").click().run()
     no_failure(at)
     assert "add up to 1.20" in at.error[0].value
+    assert home.runs() == []
+
+
+def test_device_select_box_takes_its_choices_and_help_from_the_config_and_resets(home):
+    at = page().run()
+    no_failure(at)
+    box = at.selectbox(key="device")
+    assert (box.value, box.options, box.help) == ("auto", list(CHOSEN["device"].metadata["choices"]),
+                                                  CHOSEN["device"].metadata["help"])
+    box.set_value("cpu").run()
+    at.button(key="reset").click().run()
+    assert at.selectbox(key="device").value == "auto"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU that PyTorch can use")
+def test_cuda_without_a_gpu_is_refused_before_starting(home):
+    at = page().run()
+    at.selectbox(key="device").set_value("cuda")
+    at.button(key="start").click().run()
+    no_failure(at)
+    assert "Training device 'cuda' was asked for, but this machine has no CUDA GPU that PyTorch can use" in \
+        at.error[0].value and "choose auto or cpu." in at.error[0].value
     assert home.runs() == []
 
 

@@ -20,6 +20,7 @@ from onnx.external_data_helper import uses_external_data
 
 from maskdet import export
 from maskdet.augment import AugmentConfig, build_train_pipeline
+from maskdet.device import resolve_device
 from maskdet.faces import CropRule, crop_face
 from maskdet.model import MaskNet, Preprocess, build_model
 from maskdet.settings import Settings
@@ -128,6 +129,15 @@ def test_config_and_model_card(tiny):
     assert "Classes: with_mask, without_mask" in card
     assert "fine-tuned the last 1 blocks" in card
     assert f"Accuracy: {tiny.metrics['test']['accuracy']:.4f}" in card
+
+
+def test_metrics_and_model_card_record_the_device_it_trained_on(tiny):
+    used = resolve_device(TINY.device)  # auto: the CPU on a machine without a CUDA GPU (this one, CI)
+    assert (tiny.metrics["device"], tiny.metrics["onnx_providers"]) == (used.torch.type, list(used.providers))
+    card = (tiny.run_dir / "MODEL_CARD.md").read_text()
+    assert f"- Trained on: {used.torch.type} (PyTorch), {', '.join(used.providers)} (onnxruntime)" in card
+    if not torch.cuda.is_available():
+        assert tiny.metrics["device"] == "cpu" and tiny.metrics["onnx_providers"] == ["CPUExecutionProvider"]
 
 
 def test_predictions_csv_matches_the_test_split(tiny):

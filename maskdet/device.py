@@ -1,0 +1,33 @@
+"""Where training computes: the `device` setting resolved to a torch device and onnxruntime's execution providers."""
+
+from dataclasses import dataclass
+
+import onnxruntime as ort
+import torch
+
+DEVICES = ("auto", "cpu", "cuda")  # auto: CUDA when PyTorch has a CUDA GPU, else the CPU
+CPU_PROVIDERS = ("CPUExecutionProvider",)
+
+
+@dataclass(frozen=True)
+class Device:
+    torch: torch.device  # PyTorch's modules and tensors (the head, fine-tuning)
+    providers: tuple[str, ...]  # onnxruntime's execution providers, best first (feature extraction, the frozen front)
+
+
+def check_device(setting: str) -> None:
+    """Refuse 'cuda' on a machine without a CUDA GPU with a sentence saying what to choose instead."""
+    if setting == "cuda" and not torch.cuda.is_available():
+        build = f"built for CUDA {torch.version.cuda}, finds no GPU" if torch.version.cuda else "a CPU build"
+        raise ValueError("Training device 'cuda' was asked for, but this machine has no CUDA GPU that PyTorch can use "
+                         f"(torch {torch.__version__.split('+')[0]}, {build}): choose auto or cpu.")
+
+
+def resolve_device(setting: str) -> Device:
+    """The device a setting trains on: CUDA for 'cuda', and for 'auto' where there is one; onnxruntime's CUDA
+    provider where it is installed (onnxruntime-gpu), its CPU provider otherwise."""
+    check_device(setting)
+    if setting == "cpu" or not torch.cuda.is_available():
+        return Device(torch.device("cpu"), CPU_PROVIDERS)
+    gpu = ("CUDAExecutionProvider",) if "CUDAExecutionProvider" in ort.get_available_providers() else ()
+    return Device(torch.device("cuda"), gpu + CPU_PROVIDERS)
