@@ -26,6 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from .faces import Face, FaceDetector, box_iou
 from .imageio import BadImage, decode_image
+from .near_duplicates import HashIndex, hash_bytes
 from .settings import DEFAULT_LABELS, Settings, load_settings
 
 SCHEMA_VERSION = 5  # 2: images.landmarks; 3: runs.heartbeat_at; 4: index one_active_run; 5: table manual_faces
@@ -40,7 +41,6 @@ ZIP_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED}
 METHOD_NAMES = {9: "Deflate64", zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "LZMA", 93: "Zstandard"}
 MAX_BATCH_BYTES = 256 * 2**20  # file bytes plus decoded RGB an import or evaluation batch holds (bounds its memory)
 ORPHAN_AGE_SECONDS = 600  # an unreferenced image file this old was left by a killed import (no batch lasts this long)
-NEAR_DUPLICATE_BITS = 30  # of 256: measured on masks-small, joins pasted-mask pairs, no giant groups
 MIN_BOX_SIDE = 8  # pixels: the narrowest and lowest face box that can be set by hand
 SPLITS = ("train", "val", "test")
 UNCERTAIN = "uncertain"  # what predictions below the threshold are called
@@ -204,14 +204,6 @@ def perceptual_hash(image: np.ndarray) -> str:
     top = gray.crop((0, 0, gray.width, max(1, int(gray.height * 0.45))))
     pixels = np.asarray(top.resize((17, 16), Image.BILINEAR), dtype=np.int16)
     return np.packbits((pixels[:, 1:] > pixels[:, :-1]).ravel()).tobytes().hex()
-
-
-def hash_distances(hashes: np.ndarray, one: str) -> np.ndarray:
-    """Hamming distances from one hex hash to rows of packed uint8 hashes."""
-    if len(hashes) == 0:
-        return np.zeros(0, int)
-    mine = np.frombuffer(bytes.fromhex(one), np.uint8)
-    return np.unpackbits(hashes ^ mine, axis=1).sum(axis=1)
 
 
 def folder_candidates(folder: Path) -> tuple[list[Candidate], list[tuple[str, str]]]:
@@ -546,7 +538,7 @@ class Store:
             known = {sha: label for sha, label in conn.execute(
                 sa.select(images_table.c.sha256, labels_table.c.name).select_from(images_table.join(labels_table)))}
         stored = set(known)  # what `known` holds beyond these was offered earlier in this import
-        hashes, groups = np.zeros((0, 32), np.uint8), np.zeros(0, np.int64)
+        index = HashIndex()  # the stored photos' hashes and near-duplicate groups
         seen_id, added_shas, done = 0, set(), 0
         while done < len(candidates):
             batch, taken = self._decode_batch(candidates[done:done + batch_size], known, stored, report)
@@ -560,11 +552,10 @@ class Store:
                                               images_table.c.dup_group).where(images_table.c.id > seen_id)).all()
                 seen_id = max([seen_id] + [row.id for row in rows])
                 others = [row for row in rows if row.sha256 not in added_shas]
-                hashes = np.vstack([hashes, *(np.frombuffer(bytes.fromhex(row.phash), np.uint8) for row in others)])
-                groups = np.append(groups, [row.dup_group for row in others]).astype(np.int64)
+                index.add(hash_bytes(*(row.phash for row in others)), [row.dup_group for row in others])
                 for (candidate, image, data), face in zip(batch, faces):
                     phash = perceptual_hash(image)
-                    group = self._near_duplicate_group(conn, hashes, groups, phash)
+                    group = self._near_duplicate_group(conn, index, phash)
                     sha = hashlib.sha256(data).hexdigest()
                     file = self.write_file(sha, data, written)
                     values = dict(
@@ -580,8 +571,7 @@ class Store:
                     if conn.execute(insert).first() is None:
                         report.duplicates.append(candidate.name)  # added by an import running at the same time
                         continue
-                    hashes = np.vstack([hashes, np.frombuffer(bytes.fromhex(phash), np.uint8)])
-                    groups = np.append(groups, group)
+                    index.add(hash_bytes(phash), [group])
                     added_shas.add(sha)
                     report.added.append(candidate.name)
                     if face is None:
@@ -624,16 +614,15 @@ class Store:
                 return batch, taken
         return batch, len(candidates)
 
-    def _near_duplicate_group(self, conn, hashes: np.ndarray, groups: np.ndarray, phash: str) -> int:
+    def _near_duplicate_group(self, conn, index: HashIndex, phash: str) -> int:
         """The group of the near-duplicates of phash (merging their groups), or a new group."""
-        matches = sorted(set(groups[hash_distances(hashes, phash) <= NEAR_DUPLICATE_BITS].tolist()))
-        if not matches:
-            top = conn.execute(sa.select(sa.func.max(images_table.c.dup_group))).scalar()
-            return max(int(top or 0), int(groups.max(initial=0))) + 1
+        matches = sorted(set(index.groups[index.near(phash)].tolist()))
+        if not matches:  # a new group: the index holds every stored photo (the batch's write lock keeps it so)
+            return int(index.groups.max(initial=0)) + 1
         if len(matches) > 1:
             conn.execute(images_table.update().where(images_table.c.dup_group.in_(matches[1:]))
                          .values(dup_group=matches[0]))
-            groups[np.isin(groups, matches[1:])] = matches[0]
+            index.relabel(matches[1:], matches[0])
         return matches[0]
 
     def write_file(self, sha: str, data: bytes, written: list[Path]) -> str:

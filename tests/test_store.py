@@ -13,9 +13,10 @@ from PIL import Image
 
 from maskdet import store as store_module
 from maskdet.imageio import BadImage
+from maskdet.near_duplicates import NEAR_DUPLICATE_BITS, hash_distances
 from maskdet.settings import Settings
-from maskdet.store import (NEAR_DUPLICATE_BITS, ORPHAN_AGE_SECONDS, SCHEMA_VERSION, Store, StoreError,
-                           folder_candidates, hash_distances, open_database, perceptual_hash, validate_label)
+from maskdet.store import (ORPHAN_AGE_SECONDS, SCHEMA_VERSION, Store, StoreError, folder_candidates, open_database,
+                           perceptual_hash, validate_label)
 from tests.conftest import encode, make_old_home, overlapping_zip, pattern_image, write_dataset, zip_bytes
 
 
