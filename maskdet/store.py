@@ -534,14 +534,11 @@ class Store:
             raise StoreError("No images found: expected class folders (for example with_mask/, without_mask/).")
         cutoff = time.time() - ORPHAN_AGE_SECONDS  # files a killed import left behind
         self._remove_unreferenced(path for path in self.images_dir.glob("*/*") if path.stat().st_mtime < cutoff)
-        with self.engine.connect() as conn:
-            known = {sha: label for sha, label in conn.execute(
-                sa.select(images_table.c.sha256, labels_table.c.name).select_from(images_table.join(labels_table)))}
-        stored = set(known)  # what `known` holds beyond these was offered earlier in this import
+        offered: set[str] = set()  # SHA-256 of the files of this import read and decoded so far
         index = HashIndex()  # the stored photos' hashes and near-duplicate groups
         seen_id, added_shas, done = 0, set(), 0
         while done < len(candidates):
-            batch, taken = self._decode_batch(candidates[done:done + batch_size], known, stored, report)
+            batch, taken = self._decode_batch(candidates[done:done + batch_size], offered, report)
             faces = detector.largest_faces([image for _, image, _ in batch],
                                            [candidate.arrived_size(data) for candidate, _, data in batch])
             written = []  # files this batch creates: removed again if it rolls back
@@ -584,34 +581,34 @@ class Store:
             raise StoreError(f"No images could be imported ({len(report.rejected)} rejected: {reasons}).")
         return report
 
-    def _decode_batch(self, candidates, known: dict[str, str], stored: set[str],
-                      report: ImportReport) -> tuple[list, int]:
+    def _decode_batch(self, candidates, offered: set[str], report: ImportReport) -> tuple[list, int]:
         """Read, validate and decode candidates until the batch holds MAX_BATCH_BYTES of files and pixels; duplicates
-        (of the `stored` files, or repeating one offered before) and bad files go to the report. Returns the batch and
-        how many candidates were taken."""
+        (of a stored photo, or repeating a file `offered` before in this import) and bad files go to the report.
+        Returns the batch and how many candidates were taken."""
         batch, held = [], 0
-        for taken, candidate in enumerate(candidates, start=1):
-            try:
-                label = validate_label(candidate.label)
-                data = candidate.read()
-                sha = hashlib.sha256(data).hexdigest()
-                if sha in known:
-                    report.duplicates.append(candidate.name)
-                    if sha not in stored:
-                        report.repeated.append(candidate.name)
+        with self.engine.connect() as conn:
+            for taken, candidate in enumerate(candidates, start=1):
+                try:
+                    label = validate_label(candidate.label)
+                    data = candidate.read()
+                    sha = hashlib.sha256(data).hexdigest()
+                    if sha in offered or _stored(conn, sha):
+                        report.duplicates.append(candidate.name)
+                        if sha in offered:
+                            report.repeated.append(candidate.name)
+                        continue
+                    image = decode_image(data, self.settings.max_pixels, candidate.arrived_size(data))
+                except (StoreError, BadImage, OSError) as error:
+                    report.rejected.append((candidate.name, str(error)))
                     continue
-                image = decode_image(data, self.settings.max_pixels, candidate.arrived_size(data))
-            except (StoreError, BadImage, OSError) as error:
-                report.rejected.append((candidate.name, str(error)))
-                continue
-            except Exception as error:  # one file's failure, whatever it is, is that file's rejection
-                report.rejected.append((candidate.name, f"cannot be read ({type(error).__name__}: {error})"))
-                continue
-            known[sha] = label
-            batch.append((replace(candidate, label=label), image, data))
-            held += len(data) + image.nbytes
-            if held >= MAX_BATCH_BYTES:
-                return batch, taken
+                except Exception as error:  # one file's failure, whatever it is, is that file's rejection
+                    report.rejected.append((candidate.name, f"cannot be read ({type(error).__name__}: {error})"))
+                    continue
+                offered.add(sha)
+                batch.append((replace(candidate, label=label), image, data))
+                held += len(data) + image.nbytes
+                if held >= MAX_BATCH_BYTES:
+                    return batch, taken
         return batch, len(candidates)
 
     def _near_duplicate_group(self, conn, index: HashIndex, phash: str) -> int:
@@ -846,6 +843,11 @@ def _upgrade(conn, version: int) -> None:
 
 def landmarks_json(face: Face) -> str:
     return json.dumps([[round(x, 2), round(y, 2)] for x, y in face.landmarks or ()])
+
+
+def _stored(conn, sha: str) -> bool:
+    """Whether a photo with this SHA-256 is in the dataset (one lookup of the unique index, not a list of them all)."""
+    return conn.execute(sa.select(images_table.c.id).where(images_table.c.sha256 == sha)).first() is not None
 
 
 def checked_box(box, width: int, height: int) -> tuple[float, float, float, float]:
