@@ -146,8 +146,14 @@ def page_setup(title: str) -> None:
 
 
 def sign_in() -> None:
-    """With MASKDET_PASSWORD set, a browser session sees nothing but this form until it gives the password."""
-    password = load_settings().password
+    """With MASKDET_PASSWORD set, a browser session sees nothing but this form until it gives the password. A setting
+    that cannot be read stops every page with its sentence (`make run` refuses to start then; `streamlit run` does not
+    check)."""
+    try:
+        password = load_settings().password
+    except ValueError as error:
+        st.error(f"{error} Fix it and restart the dashboard.")
+        st.stop()
     if not password or st.session_state.get("signed_in"):
         return
     st.title("Sign in to maskdet")

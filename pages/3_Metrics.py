@@ -214,6 +214,8 @@ def mistake_actions(chosen: list[int], keys: list[str]) -> None:
 def show_run(run: dict) -> None:
     record = runs.RunRecord.of(run)
     metrics, report = record.metrics, record.test
+    took = f" in {record.duration_s:.0f} s" if record.duration_s is not None else ""
+    st.caption(f"Settings: {record.settings}. Trained on {metrics.get('device', 'cpu')}{took}.")
     if metrics.get("random_init"):
         st.warning("This run trained from random weights (an experiment, not a pretrained model): "
                    "its scores say little about real use.")

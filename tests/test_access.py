@@ -48,6 +48,16 @@ def test_a_setting_that_cannot_be_read_stops_the_start_with_a_sentence(name, val
     assert refused.stderr == f"error: {name} must be a whole number of at least 1, not '{value}'.\n"
 
 
+@pytest.mark.parametrize("page", ["app.py", "pages/5_Live.py"])
+def test_a_setting_that_cannot_be_read_stops_every_page_with_its_sentence(page, settings, monkeypatch):
+    monkeypatch.setenv("MASKDET_LIVE_STREAMS", "two")
+    at = AppTest.from_file(str(ROOT / page), default_timeout=60).run()
+    assert not at.exception
+    assert [error.value for error in at.error] == [
+        "MASKDET_LIVE_STREAMS must be a whole number of at least 1, not 'two'. Fix it and restart the dashboard."]
+    assert not at.title  # nothing else of the page
+
+
 @pytest.mark.parametrize("page", ["app.py", "pages/1_Dataset.py", "pages/4_Models.py"])
 def test_with_a_password_a_session_sees_only_the_sign_in_until_it_gives_it(page, settings, monkeypatch):
     monkeypatch.setenv("MASKDET_PASSWORD", "correct horse")

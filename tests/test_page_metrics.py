@@ -123,6 +123,8 @@ def test_one_run_shows_curves_confusion_matrix_per_class_roc_and_mistakes(page, 
     tab = page.tabs[0]
     assert tab.label == "One run"
     assert tab.selectbox(key="metrics-run").value == home.second  # the active (latest) run by default
+    record = runs.RunRecord.of(home.store.run(home.second))
+    assert f"Settings: {record.settings}. Trained on cpu in {record.duration_s:.0f} s." in [c.value for c in tab.caption]
     specs = charts(tab)
     titles = [spec.get("title") for spec in specs]
     assert "loss" in titles and "accuracy" in titles
