@@ -12,6 +12,8 @@ import numpy as np
 from PIL import Image
 
 from .faces import FaceDetector
+from .live import StreamSeats
+from .media import full_picture
 from .store import ImageRecord, ImportReport, Store, StoreError
 
 MAX_SHOTS = 50  # a burst: each shot costs a face search when it is stored
@@ -68,12 +70,15 @@ class Burst:
         return shots
 
 
-def frame_callback(burst: Burst) -> Callable[[av.VideoFrame], av.VideoFrame]:
+def frame_callback(burst: Burst, seats: StreamSeats) -> Callable[[av.VideoFrame], av.VideoFrame]:
     """streamlit-webrtc's video_frame_callback: offers each frame to the burst while one runs, and sends the frame
-    back as it came."""
+    back as it came. The stream holds one of the camera streams' seats as the Live page's do (its video decoding and
+    encoding cost the server as much); without one it gets media.full_picture back and offers nothing."""
     def callback(frame: av.VideoFrame) -> av.VideoFrame:
+        if not seats.take(burst, time.perf_counter()):
+            return full_picture(frame.to_ndarray(format="rgb24"), seats)
         if burst.running:
-            burst.offer(frame.to_ndarray(format="rgb24"), time.monotonic())
+            burst.offer(frame.to_ndarray(format="rgb24"), time.perf_counter())
         return frame
     return callback
 

@@ -60,6 +60,14 @@ def full_message(seats: StreamSeats) -> list[str]:
     return [f"The dashboard is full: it serves {streams} at once.", "Press STOP, and try again when one ends."]
 
 
+def full_picture(picture: np.ndarray, seats: StreamSeats) -> av.VideoFrame:
+    """A stream's RGB picture with full_message drawn on it, as the frame sent back to a viewer without a seat."""
+    style = TextStyle.for_image(picture)
+    for line, text in enumerate(full_message(seats)):
+        style.draw(picture, text, 0, line * style.size(text)[1], (160, 0, 0))
+    return av.VideoFrame.from_ndarray(picture, format="rgb24")
+
+
 def frames_callback(pipeline: LivePipeline,
                     seats: StreamSeats) -> Callable[[list[av.VideoFrame]], Awaitable[list[av.VideoFrame]]]:
     """streamlit-webrtc's queued_video_frames_callback. It gets the frames that arrived since the last call (more
@@ -70,10 +78,7 @@ def frames_callback(pipeline: LivePipeline,
     async def callback(frames: list[av.VideoFrame]) -> list[av.VideoFrame]:
         picture = frames[-1].to_ndarray(format="rgb24")
         if not seats.take(pipeline, time.perf_counter()):
-            style = TextStyle.for_image(picture)
-            for line, text in enumerate(full_message(seats)):
-                style.draw(picture, text, 0, line * style.size(text)[1], (160, 0, 0))
-            return [av.VideoFrame.from_ndarray(picture, format="rgb24")]
+            return [full_picture(picture, seats)]
         annotated, _ = pipeline.process(picture, dropped=len(frames) - 1)
         counters = pipeline.snapshot()
         if counters.frames % LOG_EVERY == 0:

@@ -7,6 +7,7 @@ Everything lives in the store, so several tabs see the same data; session_state 
 
 import hashlib
 import math
+import time
 from datetime import datetime
 
 import streamlit as st
@@ -14,8 +15,8 @@ from PIL import Image, ImageDraw, ImageFont
 from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
 import ui
-from maskdet import capture, insights
-from maskdet.live import rtc_configuration
+from maskdet import capture, insights, media
+from maskdet.live import rtc_configuration, stream_seats
 from maskdet.store import ImportReport
 
 ui.page_setup("Dataset")
@@ -221,6 +222,12 @@ def burst_capture(label: str) -> None:
                 "click meanwhile.")
         return
     burst = state.setdefault("burst", capture.Burst())
+    seats = stream_seats(store.settings.live_streams)
+    if not seats.open_for(burst, time.perf_counter()):
+        st.warning(f"{media.full_message(seats)[0]} Take photos one per click meanwhile. (The limit is "
+                   "MASKDET_LIVE_STREAMS: more streams than cores slow every stream down.)")
+        st.button("Try again", key="burst_try_again")
+        return
     camera_column, strip_column = st.columns(2)
     with camera_column:
         shots_column, every_column = st.columns(2)
@@ -235,7 +242,7 @@ def burst_capture(label: str) -> None:
         ui.attempt(webrtc_streamer, key="dataset-burst", mode=WebRtcMode.SENDRECV, rtc_configuration=ice,
                    server_rtc_configuration=ice,
                    media_stream_constraints={"video": {"width": 640, "height": 480}, "audio": False},
-                   video_frame_callback=capture.frame_callback(burst))
+                   video_frame_callback=capture.frame_callback(burst, seats))
     with strip_column:
         burst_progress(burst)
 

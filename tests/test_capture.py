@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from maskdet.capture import MAX_SHOTS, Burst, frame_callback, store_shots
+from maskdet.live import StreamSeats
 from maskdet.store import StoreError
 
 FRAME = np.zeros((48, 64, 3), np.uint8)
@@ -44,11 +45,22 @@ def test_bursts_out_of_range_are_refused(shots, interval):
 
 def test_the_stream_callback_offers_frames_only_while_a_burst_runs():
     burst = Burst()
-    callback = frame_callback(burst)
+    callback = frame_callback(burst, StreamSeats(1))
     frame = av.VideoFrame.from_ndarray(FRAME, format="rgb24")
     assert callback(frame) is frame and burst.collect() == []
     burst.start(1, 1.0, "x")
     assert callback(frame) is frame and len(burst.collect()) == 1
+
+
+def test_a_burst_stream_takes_a_camera_seat_and_without_one_offers_nothing():
+    """A burst's stream costs the server as a Live stream does: it holds one of the same seats."""
+    seats, first, second = StreamSeats(1), Burst(), Burst()
+    frame = av.VideoFrame.from_ndarray(FRAME, format="rgb24")
+    assert frame_callback(first, seats)(frame) is frame
+    second.start(1, 1.0, "x")
+    refused = frame_callback(second, seats)(frame)
+    assert refused is not frame and second.collect() == [] and not second.taken
+    assert (refused.to_ndarray(format="rgb24") != FRAME).any()  # the sentence drawn on it
 
 
 def test_shots_are_stored_with_their_faces(store, detector, shared_data):
