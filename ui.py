@@ -112,6 +112,15 @@ def show_annotated_photo(result, name: str, key: str, no_face_hint: str = "") ->
                        mime="image/png", key=f"{key}-download", on_click="ignore", icon=":material/download:")
 
 
+def class_picker(container, label: str, labels: list[str], key: str, **kwargs) -> str | None:
+    """A selectbox of the dataset's classes. A class deleted (in another tab) since it was chosen stays, marked
+    "(deleted)", so that the action says it is gone rather than Streamlit silently choosing the first class."""
+    chosen = st.session_state.get(key)
+    options = labels + ([chosen] if chosen is not None and chosen not in labels else [])
+    return container.selectbox(label, options, key=key, **kwargs,
+                               format_func=lambda name: name if name in labels else f"{name} (deleted)")
+
+
 def literal(text: str) -> str:
     """Text from a user (a file or class name) for places that read Markdown, such as image captions: the characters
     that make links, images, HTML, code, emphasis, headings, tables or LaTeX are escaped, so it shows as it is."""

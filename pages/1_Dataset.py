@@ -171,7 +171,7 @@ with photos_tab:
     if not labels:
         st.info("Add a class first (Classes, below), then upload photos into it.")
     else:
-        target = st.selectbox("Class for these photos", labels, key="upload_label")
+        target = ui.class_picker(st, "Class for these photos", labels, "upload_label")
         files = st.file_uploader("Photos", type=ui.PHOTO_TYPES, accept_multiple_files=True,
                                  key=f"upload_photos_{state.get('upload_round', 0)}")
         if st.button(f"Import {plural(len(files or []), 'photo')} into {target}", key="import_photos",
@@ -287,7 +287,7 @@ with webcam_tab:
     if not labels:
         st.info("Add a class first (Classes, below), then capture photos into it.")
     else:
-        camera_label = st.selectbox("Class for the captures", labels, key="camera_label")
+        camera_label = ui.class_picker(st, "Class for the captures", labels, "camera_label")
         if st.radio("Capture", ["One photo per click", "Bursts"], horizontal=True, key="camera_mode",
                     help="Bursts: a number of shots at an interval, taken from the camera stream.") == "Bursts":
             burst_capture(camera_label)
@@ -422,7 +422,7 @@ if page_records:
         keys = list(pick_keys.values())
         all_column.button("Select page", key="select_page", on_click=select_page, args=(keys, True))
         none_column.button("Clear selection", key="clear_selection", on_click=select_page, args=(keys, False))
-        move_to = target_column.selectbox("Move selected to", labels, key="move_to")
+        move_to = ui.class_picker(target_column, "Move selected to", labels, "move_to")
         if move_column.button(f"Move {len(selected)} selected", key="move_selected", disabled=not selected):
             ok, _ = attempt_call(store.relabel, selected, move_to)
             if ok:

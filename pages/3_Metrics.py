@@ -185,13 +185,11 @@ def acted(sentence: str | None) -> None:
 def mistake_actions(chosen: list[int], keys: list[str]) -> None:
     """Relabel, delete or open in the Dataset gallery the photos of the ticked faces."""
     labels = ui.attempt(store.labels) or []
-    if state.get("mistakes-label") not in (None, *labels):
-        labels.append(state["mistakes-label"])  # deleted since it was chosen: kept, so relabelling says so
     all_column, none_column, target_column, relabel_column, delete_column, open_column = st.columns(
         [1, 1, 1.5, 1.5, 1.5, 1.5], vertical_alignment="bottom")
     all_column.button("Select all", key="mistakes-all", on_click=tick, args=(keys, True), disabled=not keys)
     none_column.button("Clear", key="mistakes-none", on_click=tick, args=(keys, False), disabled=not chosen)
-    target = target_column.selectbox("Relabel as", labels, key="mistakes-label")
+    target = ui.class_picker(target_column, "Relabel as", labels, "mistakes-label")
     if relabel_column.button(f"Relabel {len(chosen)} selected", key="mistakes-relabel",
                              disabled=not chosen or target is None):
         acted(ui.attempt(runs.relabel_photos, store, chosen, target))

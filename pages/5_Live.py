@@ -182,10 +182,7 @@ def add_to_dataset(data: bytes, name: str, boxes: list, key: str) -> None:
     numbers = list(range(1, len(boxes) + 1)) + ([ALL_FACES] if len(boxes) > 1 else [])
     face = face_column.selectbox("Face", numbers, key=f"{key}-add-face",
                                  format_func=lambda n: "all faces" if n == ALL_FACES else f"face {n}")
-    chosen = state.get(f"{key}-add-class")  # a class deleted since it was chosen stays, so Add can say so
-    label = class_column.selectbox("Class", labels + ([chosen] if chosen and chosen not in labels else []),
-                                   key=f"{key}-add-class",
-                                   format_func=lambda name: name if name in labels else f"{name} (deleted)")
+    label = ui.class_picker(class_column, "Class", labels, f"{key}-add-class")
     if not button_column.button("Add to the dataset", key=f"{key}-add"):
         return
     detector = ui.attempt(ui.detector)

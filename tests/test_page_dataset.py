@@ -117,6 +117,27 @@ def test_add_rename_and_delete_classes_through_the_widgets(settings, store, dete
     assert "Deleted the class cap and its 1 photo." in texts(at.success)
 
 
+def test_moving_photos_to_a_class_deleted_meanwhile_says_so_and_moves_nothing(dataset):
+    """The class picker keeps a class deleted in another tab, marked, rather than switching to the first class."""
+    store = dataset
+    store.add_label("hat")
+    at = open_page()
+    at.selectbox(key="gallery_label").select("with_mask")
+    check(at.run())
+    [first, *_] = store.images(label="with_mask")
+    at.checkbox(key=f"pick_0_{first.id}").check()
+    at.selectbox(key="move_to").select("hat")
+    check(at.run())
+    store.delete_label("hat")  # in another tab
+    check(at.run())
+    assert at.selectbox(key="move_to").value == "hat"
+    assert at.selectbox(key="move_to").format_func("hat") == "hat (deleted)"
+    button(at, "Move 1 selected").click()
+    at.run()
+    assert "No label named 'hat'" in texts(at.error)
+    assert store.label_counts() == {"with_mask": 4, "without_mask": 5}
+
+
 def test_move_and_delete_selected_photos(dataset):
     store = dataset
     at = open_page()
