@@ -10,6 +10,7 @@ import io
 import os
 import stat
 import struct
+import time
 import uuid
 import zipfile
 from collections.abc import Iterator
@@ -269,3 +270,19 @@ def page_in_app(page: str):
     at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=60).run()
     at.switch_page(page).run()
     return at
+
+
+@pytest.fixture
+def seat_taken(monkeypatch):
+    """The dashboard serves one camera stream (MASKDET_LIVE_STREAMS) and another session's stream holds it; the value
+    ends that stream."""
+    from maskdet.live import stream_seats
+
+    class OtherSession:
+        """Its pipeline, holding the seat."""
+
+    monkeypatch.setenv("MASKDET_LIVE_STREAMS", "1")
+    other, seats = OtherSession(), stream_seats(1)
+    assert seats.take(other, time.perf_counter())
+    yield lambda: seats.release(other)
+    seats.release(other)

@@ -1,7 +1,6 @@
 """The Dataset page, driven through Streamlit's AppTest against a fresh data home per test."""
 
 import io
-import time
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +9,6 @@ import streamlit_webrtc.component
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from maskdet.live import stream_seats
 from maskdet.store import images_table
 from tests.conftest import encode, pattern_image, two_person_photo, write_dataset, zip_bytes
 
@@ -480,28 +478,18 @@ def test_picking_the_other_face_of_a_two_person_photo_and_back(settings, store, 
     assert button(at, "Use face 1 (in use)").disabled
 
 
-def test_a_burst_waits_for_a_free_camera_seat(settings, store, monkeypatch):
+def test_a_burst_waits_for_a_free_camera_seat(settings, store, monkeypatch, seat_taken):
     """The Live page's streams and the bursts share MASKDET_LIVE_STREAMS: with the one seat taken elsewhere, the
     burst tab says so instead of opening the camera."""
     monkeypatch.setattr(streamlit_webrtc.component, "get_this_session_info", lambda: None)  # renders under AppTest
     monkeypatch.delenv("MASKDET_ICE_SERVERS", raising=False)
-    monkeypatch.setenv("MASKDET_LIVE_STREAMS", "1")
-
-    class OtherStream:
-        """A Live page's pipeline, holding the seat."""
-
-    other = OtherStream()
-    assert stream_seats(1).take(other, time.perf_counter())
-    try:
-        at = open_page()
-        at.radio(key="camera_mode").set_value("Bursts")
-        check(at.run())
-        assert not at.get("component_instance")
-        assert ("The dashboard is full: it serves 1 camera stream at once. Take photos one per click meanwhile."
-                in texts(at.warning))
-        stream_seats(1).release(other)
-        button(at, "Try again").click()
-        check(at.run())
-        assert len(at.get("component_instance")) == 1
-    finally:
-        stream_seats(1).release(other)
+    at = open_page()
+    at.radio(key="camera_mode").set_value("Bursts")
+    check(at.run())
+    assert not at.get("component_instance")
+    assert ("The dashboard is full: it serves 1 camera stream at once. Take photos one per click meanwhile."
+            in texts(at.warning))
+    seat_taken()  # that stream ends
+    button(at, "Try again").click()
+    check(at.run())
+    assert len(at.get("component_instance")) == 1

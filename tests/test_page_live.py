@@ -4,7 +4,6 @@ browser (test_browser_live.py)."""
 
 import io
 import json
-import time
 from pathlib import Path
 
 import av
@@ -17,7 +16,6 @@ from streamlit.testing.v1 import AppTest
 from maskdet import media
 from maskdet.clip import clip_photos, make_clip
 from maskdet.faces import box_iou
-from maskdet.live import stream_seats
 from maskdet.export import write_threshold
 from tests.conftest import download_data, encode, page_in_app, two_person_photo, video_bytes
 
@@ -235,28 +233,18 @@ def test_bad_videos_show_why(env, name, data, message):
     assert message in texts(at.error)
 
 
-def test_a_full_dashboard_says_so_instead_of_starting_the_camera(env, monkeypatch):
+def test_a_full_dashboard_says_so_instead_of_starting_the_camera(env, seat_taken):
     """Another session streams and the dashboard serves one stream: a sentence and no camera component, then the
     camera once that stream has ended."""
-    monkeypatch.setenv("MASKDET_LIVE_STREAMS", "1")
-
-    class OtherSession:
-        """Its pipeline, holding the seat."""
-
-    other = OtherSession()
-    assert stream_seats(1).take(other, time.perf_counter())
-    try:
-        at = live_page()
-        assert not at.exception and not at.error and not webrtc(at)
-        assert [warning.value for warning in at.warning] == [
-            "The dashboard is full: it serves 1 camera stream at once. Photos and videos can still be annotated in "
-            "the next tab. (The limit is MASKDET_LIVE_STREAMS: more streams than cores slow every stream down.)"]
-        assert [button.label for button in at.button] == ["Try again"]
-        stream_seats(1).release(other)
-        at.button[0].click().run()
-        assert webrtc(at) and not at.warning
-    finally:
-        stream_seats(1).release(other)
+    at = live_page()
+    assert not at.exception and not at.error and not webrtc(at)
+    assert [warning.value for warning in at.warning] == [
+        "The dashboard is full: it serves 1 camera stream at once. Photos and videos can still be annotated in "
+        "the next tab. (The limit is MASKDET_LIVE_STREAMS: more streams than cores slow every stream down.)"]
+    assert [button.label for button in at.button] == ["Try again"]
+    seat_taken()  # that stream ends
+    at.button[0].click().run()
+    assert webrtc(at) and not at.warning
 
 
 # ---- adding a face to the dataset ------------------------------------------------------------------------------
