@@ -446,7 +446,7 @@ class Store:
     def image_with_sha256(self, sha256: str) -> ImageRecord | None:
         """The image whose file has this SHA-256, or None when the dataset holds no such file."""
         with self.engine.connect() as conn:
-            image_id = conn.execute(sa.select(images_table.c.id).where(images_table.c.sha256 == sha256)).scalar()
+            image_id = _image_id(conn, sha256)
         found = self.images(ids=[image_id]) if image_id is not None else []
         return found[0] if found else None
 
@@ -539,8 +539,8 @@ class Store:
         seen_id, added_shas, done = 0, set(), 0
         while done < len(candidates):
             batch, taken = self._decode_batch(candidates[done:done + batch_size], offered, report)
-            faces = detector.largest_faces([image for _, image, _ in batch],
-                                           [candidate.arrived_size(data) for candidate, _, data in batch])
+            faces = detector.largest_faces([image for _, image, _, _ in batch],
+                                           [candidate.arrived_size(data) for candidate, _, data, _ in batch])
             written = []  # files this batch creates: removed again if it rolls back
             with self.rolled_back_files_removed(written), self.engine.begin() as conn:
                 write_lock(conn)  # batches of imports running at the same time take turns
@@ -550,10 +550,9 @@ class Store:
                 seen_id = max([seen_id] + [row.id for row in rows])
                 others = [row for row in rows if row.sha256 not in added_shas]
                 index.add(hash_bytes(*(row.phash for row in others)), [row.dup_group for row in others])
-                for (candidate, image, data), face in zip(batch, faces):
+                for (candidate, image, data, sha), face in zip(batch, faces):
                     phash = perceptual_hash(image)
                     group = self._near_duplicate_group(conn, index, phash)
-                    sha = hashlib.sha256(data).hexdigest()
                     file = self.write_file(sha, data, written)
                     values = dict(
                         sha256=sha, file=file, label_id=self._ensure_label(conn, candidate.label),
@@ -584,7 +583,7 @@ class Store:
     def _decode_batch(self, candidates, offered: set[str], report: ImportReport) -> tuple[list, int]:
         """Read, validate and decode candidates until the batch holds MAX_BATCH_BYTES of files and pixels; duplicates
         (of a stored photo, or repeating a file `offered` before in this import) and bad files go to the report.
-        Returns the batch and how many candidates were taken."""
+        Returns the batch, (candidate, image, file bytes, SHA-256) each, and how many candidates were taken."""
         batch, held = [], 0
         with self.engine.connect() as conn:
             for taken, candidate in enumerate(candidates, start=1):
@@ -592,7 +591,7 @@ class Store:
                     label = validate_label(candidate.label)
                     data = candidate.read()
                     sha = hashlib.sha256(data).hexdigest()
-                    if sha in offered or _stored(conn, sha):
+                    if sha in offered or _image_id(conn, sha) is not None:
                         report.duplicates.append(candidate.name)
                         if sha in offered:
                             report.repeated.append(candidate.name)
@@ -605,7 +604,7 @@ class Store:
                     report.rejected.append((candidate.name, f"cannot be read ({type(error).__name__}: {error})"))
                     continue
                 offered.add(sha)
-                batch.append((replace(candidate, label=label), image, data))
+                batch.append((replace(candidate, label=label), image, data, sha))
                 held += len(data) + image.nbytes
                 if held >= MAX_BATCH_BYTES:
                     return batch, taken
@@ -845,9 +844,9 @@ def landmarks_json(face: Face) -> str:
     return json.dumps([[round(x, 2), round(y, 2)] for x, y in face.landmarks or ()])
 
 
-def _stored(conn, sha: str) -> bool:
-    """Whether a photo with this SHA-256 is in the dataset (one lookup of the unique index, not a list of them all)."""
-    return conn.execute(sa.select(images_table.c.id).where(images_table.c.sha256 == sha)).first() is not None
+def _image_id(conn, sha: str) -> int | None:
+    """The id of the photo with this SHA-256 (one lookup of the unique index), or None when the dataset has none."""
+    return conn.execute(sa.select(images_table.c.id).where(images_table.c.sha256 == sha)).scalar()
 
 
 def checked_box(box, width: int, height: int) -> tuple[float, float, float, float]:
