@@ -17,6 +17,7 @@ from streamlit_webrtc import WebRtcMode, webrtc_streamer
 import ui
 from maskdet import capture, insights, media
 from maskdet.live import rtc_configuration, stream_seats
+from maskdet.runs import plural
 from maskdet.store import ImportReport
 
 ui.page_setup("Dataset")
@@ -58,10 +59,6 @@ def progress_callback(bar, verb: str):
     def update(done: int, total: int) -> None:
         bar.progress(done / max(total, 1), text=f"{verb}: {done} of {total} photos")
     return update
-
-
-def plural(count: int, word: str) -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"
 
 
 def names(files: list[str]) -> None:

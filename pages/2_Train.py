@@ -326,15 +326,18 @@ def show_active(run: dict) -> None:
             details.append(f"loss {progress['loss']:.4f}")
         if progress.get("accuracy") is not None:
             details.append(f"validation accuracy {progress['accuracy']:.3f}")
-        if progress.get("task"):
-            details[-1] = f"{progress['task']} ({progress.get('step', 0) + 1}/{progress.get('steps', 0)})"
+        if progress.get("task"):  # the stage's steps are tasks: name the one under way instead of its number
+            details[0] = f"{progress['task']} ({progress.get('step', 0) + 1}/{progress.get('steps', 0)})"
         soonest, latest = progress.get("soonest_seconds"), progress.get("eta_seconds")
         if soonest is not None and latest is not None and duration(soonest) != duration(latest):
             details.append(f"{duration(soonest)} to {duration(latest)} left in this stage (it stops early once "
                            "validation loss stops improving)")
         elif latest is not None:
             details.append(f"about {duration(latest)} left in this stage")
-        total = ui.attempt(lambda: run_estimate(TrainConfig.from_dict(config), run["id"])[0])
+        if f"estimate-{run['id']}" not in st.session_state:  # once a run: this block redraws every second
+            st.session_state[f"estimate-{run['id']}"] = ui.attempt(
+                lambda: run_estimate(TrainConfig.from_dict(config), run["id"])[0])
+        total = st.session_state[f"estimate-{run['id']}"]
         if total is not None:
             left = max(total - (elapsed(run.get("started_at")) or 0), latest or 0)
             details.append(f"about {duration(left)} left in all")
