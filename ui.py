@@ -112,6 +112,12 @@ def show_annotated_photo(result, name: str, key: str, no_face_hint: str = "") ->
                        mime="image/png", key=f"{key}-download", on_click="ignore", icon=":material/download:")
 
 
+def set_checkboxes(keys: list[str], value: bool) -> None:
+    """Tick or clear the checkboxes with these widget keys (an on_click of "Select all" and "Clear")."""
+    for key in keys:
+        st.session_state[key] = value
+
+
 def class_picker(container, label: str, labels: list[str], key: str, **kwargs) -> str | None:
     """A selectbox of the dataset's classes. A class deleted (in another tab) since it was chosen stays, marked
     "(deleted)", so that the action says it is gone rather than Streamlit silently choosing the first class."""

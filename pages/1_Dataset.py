@@ -407,18 +407,14 @@ for start in range(0, len(page_records), COLUMNS):
                 selected.append(record.id)
 
 
-def select_page(keys: list[str], value: bool) -> None:
-    for key in keys:
-        state[key] = value
-
-
 if page_records:
     with actions:
         all_column, none_column, target_column, move_column, remove_column = st.columns(
             [1, 1, 2, 1.5, 1.5], vertical_alignment="bottom")
         keys = list(pick_keys.values())
-        all_column.button("Select page", key="select_page", on_click=select_page, args=(keys, True))
-        none_column.button("Clear selection", key="clear_selection", on_click=select_page, args=(keys, False))
+        all_column.button("Select page", key="select_page", on_click=ui.set_checkboxes, args=(keys, True))
+        none_column.button("Clear selection", key="clear_selection", on_click=ui.set_checkboxes,
+                           args=(keys, False))
         move_to = ui.class_picker(target_column, "Move selected to", labels, "move_to")
         if move_column.button(f"Move {len(selected)} selected", key="move_selected", disabled=not selected):
             ok, _ = attempt_call(store.relabel, selected, move_to)

@@ -169,11 +169,6 @@ def show_mistakes(run: dict) -> None:
         mistake_actions(chosen, [keys[m.image_id] for m in mistakes if m.label is not None])
 
 
-def tick(keys: list[str], value: bool) -> None:
-    for key in keys:
-        state[key] = value
-
-
 def acted(sentence: str | None) -> None:
     """After an action on the misclassified faces: its sentence above them, the ticks cleared, the gallery redrawn."""
     if sentence is not None:
@@ -187,8 +182,10 @@ def mistake_actions(chosen: list[int], keys: list[str]) -> None:
     labels = ui.attempt(store.labels) or []
     all_column, none_column, target_column, relabel_column, delete_column, open_column = st.columns(
         [1, 1, 1.5, 1.5, 1.5, 1.5], vertical_alignment="bottom")
-    all_column.button("Select all", key="mistakes-all", on_click=tick, args=(keys, True), disabled=not keys)
-    none_column.button("Clear", key="mistakes-none", on_click=tick, args=(keys, False), disabled=not chosen)
+    all_column.button("Select all", key="mistakes-all", on_click=ui.set_checkboxes, args=(keys, True),
+                      disabled=not keys)
+    none_column.button("Clear", key="mistakes-none", on_click=ui.set_checkboxes, args=(keys, False),
+                       disabled=not chosen)
     target = ui.class_picker(target_column, "Relabel as", labels, "mistakes-label")
     if relabel_column.button(f"Relabel {len(chosen)} selected", key="mistakes-relabel",
                              disabled=not chosen or target is None):
