@@ -242,9 +242,15 @@ def graph_problem(proto: onnx.ModelProto) -> str | None:
     return None
 
 
-def parity(classifier: OnnxClassifier, crops: np.ndarray, reference: np.ndarray) -> dict:
+def predict_all(classifier: OnnxClassifier, crops, batch_size: int = 64) -> np.ndarray:
+    """Probabilities for any number of crops (rows of an array or a DiskArray), a batch at a time."""
+    parts = [classifier.predict(crops[start:start + batch_size]) for start in range(0, len(crops), batch_size)]
+    return np.concatenate(parts) if parts else classifier.predict(crops[:0])
+
+
+def parity(classifier: OnnxClassifier, crops, reference: np.ndarray) -> dict:
     """Compare ONNX probabilities with reference (PyTorch) ones on the same crops."""
-    probabilities = classifier.predict(crops)
+    probabilities = predict_all(classifier, crops)
     if len(crops) == 0:
         return {"images": 0, "same_argmax": True, "max_probability_difference": 0.0}
     return {"images": int(len(crops)),
@@ -303,7 +309,7 @@ EXPORT_TASKS = ("exporting and checking model.onnx", "quantising to int8", "chec
 
 
 def export_run(model: MaskNet, folder: Path, labels: list[str], preprocess: Preprocess, rule: CropRule,
-               test_crops: np.ndarray, test_probabilities: np.ndarray, test_targets: np.ndarray,
+               test_crops, test_probabilities: np.ndarray, test_targets: np.ndarray,
                calibration: np.ndarray, with_int8: bool,
                on_task: Callable[[int, int, str], None] = lambda done, total, task: None) -> dict:
     """Write model.onnx (and model.int8.onnx) into folder; return the export part of the run's metrics. on_task(done,
@@ -320,7 +326,7 @@ def export_run(model: MaskNet, folder: Path, labels: list[str], preprocess: Prep
         on_task(1, len(tasks), tasks[1])
         int8 = load_classifier(quantize(path, folder / "model.int8.onnx", calibration))
         on_task(2, len(tasks), tasks[2])
-        int8_probabilities = int8.predict(test_crops)
+        int8_probabilities = predict_all(int8, test_crops)
         accuracy = lambda p: float((p.argmax(1) == test_targets).mean()) if len(test_targets) else None
         result["int8"] = {"file": int8.path.name, "bytes": int8.path.stat().st_size,
                           "ms_per_image_batch1": time_per_image(int8, 1),

@@ -119,8 +119,9 @@ def build_model(num_classes: int, weights_path: Path | None = None, random_init:
     return model, source
 
 
-def calibrate_batchnorm(model: MaskNet, images: torch.Tensor, batch_size: int = 32) -> None:
-    """Estimate BatchNorm statistics from images: a randomly initialised backbone is useless without them."""
+def calibrate_batchnorm(model: MaskNet, images, batch_size: int = 32) -> None:
+    """Estimate BatchNorm statistics from uint8 images (rows of an array or a DiskArray): a randomly initialised
+    backbone is useless without them."""
     for module in model.modules():
         if isinstance(module, nn.BatchNorm2d):
             module.reset_running_stats()
@@ -128,7 +129,7 @@ def calibrate_batchnorm(model: MaskNet, images: torch.Tensor, batch_size: int = 
     model.train()
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
-            model.embed(images[start:start + batch_size])
+            model.embed(torch.from_numpy(images[start:start + batch_size]))
     model.eval()
 
 

@@ -21,6 +21,7 @@ from torch import nn
 from . import export, jobs
 from .augment import AugmentConfig, build_train_pipeline
 from .device import DEVICES, check_device, resolve_device
+from .disk_array import DiskArray
 from .evaluate import classification_report
 from .faces import CropRule, FaceDetector, crop_face, square_crop_box
 from .model import (FEATURE_DIM, NUM_BLOCKS, BackboneWeightsError, MaskNet, Preprocess, build_model,
@@ -182,7 +183,7 @@ class Callbacks:
 @dataclass
 class Split:
     records: list[ImageRecord]
-    crops: np.ndarray  # (N, S, S, 3) uint8 face crops
+    crops: np.ndarray | DiskArray  # (N, S, S, 3) uint8 face crops
     targets: np.ndarray  # (N,) class indices
     landmarks: np.ndarray  # (N, 5, 2) the face's landmarks in crop pixels; NaN where there are none
 
@@ -202,6 +203,7 @@ class MaskSynthesis:
 
 
 CLEAN, AUGMENTED, MASKED = 0, 1, 2  # kinds of training view
+HEAD_READ_BATCHES = 64  # head batches whose features are read from their file at once (20 MB at batch size 64)
 
 
 @dataclass(frozen=True)
@@ -231,11 +233,11 @@ def crop_landmarks(record: ImageRecord, rule: CropRule) -> np.ndarray:
 
 
 def load_split(store: Store, records: list[ImageRecord], labels: list[str], rule: CropRule,
-               callbacks: Callbacks, stage_total: int, done: int) -> Split:
-    """Decode each image and cut its face crop (the whole photo when no face was found)."""
-    crops = np.zeros((len(records), rule.size, rule.size, 3), np.uint8)
+               callbacks: Callbacks, stage_total: int, done: int, path: Path) -> Split:
+    """Decode each image and cut its face crop (the whole photo when no face was found) into a file at `path`."""
+    crops = DiskArray(path, (rule.size, rule.size, 3), np.uint8)
     for i, record in enumerate(records):
-        crops[i] = crop_face(store.load_image(record), record.face.box if record.face else None, rule)
+        crops.append(crop_face(store.load_image(record), record.face.box if record.face else None, rule)[None])
         if i % 16 == 0:
             callbacks.report(Progress("crops", done + i + 1, stage_total))
     landmarks = np.stack([crop_landmarks(r, rule) for r in records]) if records else np.zeros((0, 5, 2), np.float32)
@@ -276,9 +278,9 @@ def view_maker(split: Split, views: Views, pipeline, synthesis: MaskSynthesis | 
 
     def make(part: slice) -> np.ndarray:
         out = []
-        for position in range(part.start, part.stop):
+        crops = split.crops[views.indices[part]]
+        for position, crop in zip(range(part.start, part.stop), crops):
             index, kind = views.indices[position], views.kinds[position]
-            crop = split.crops[index]
             if kind == MASKED:
                 rng = np.random.default_rng([seed, position])
                 crop = draw_mask(crop, split.landmarks[index], str(rng.choice(synthesis.styles)), rng)
@@ -315,9 +317,9 @@ def feature_views(split: Split, views_per_image: int, synthesis: MaskSynthesis |
 
 
 def extract_features(model: MaskNet, splits: dict[str, Split], config: TrainConfig, synthesis: MaskSynthesis | None,
-                     workdir: Path, callbacks: Callbacks) -> dict[str, np.ndarray]:
+                     workdir: Path, callbacks: Callbacks) -> dict[str, DiskArray | np.ndarray]:
     """Pooled backbone features (onnxruntime) for the clean crops of every split plus the train split's augmented
-    and drawn-mask views."""
+    and drawn-mask views, written to files in workdir (float32: the head then trains as on features in memory)."""
     session = export.onnx_session(export.export_embedder(model, workdir / "embedder.onnx", config.input_size),
                                   resolve_device(config.device).providers)
     pipeline = build_train_pipeline(config.augment, config.input_size, seed=config.seed)
@@ -327,13 +329,12 @@ def extract_features(model: MaskNet, splits: dict[str, Split], config: TrainConf
     features = {}
     for name, split in splits.items():
         make = view_maker(split, views[name], pipeline, synthesis, config.seed)
-        outputs = []
+        features[name] = DiskArray(workdir / f"features-{name}.f32", (FEATURE_DIM,), np.float32)
         for part, batch in prefetched(make, len(views[name].indices), 32):
-            outputs.append(session.run(None, {"images": batch})[0])
+            features[name].append(session.run(None, {"images": batch})[0])
             elapsed = time.monotonic() - started
             rate = (done + part.stop) / max(elapsed, 1e-6)
             callbacks.report(Progress("features", done + part.stop, total, eta_seconds=(total - done - part.stop) / rate))
-        features[name] = np.concatenate(outputs) if outputs else np.zeros((0, FEATURE_DIM), np.float32)
         done += len(views[name].indices)
     features["train_targets"] = views["train"].targets(splits["train"], synthesis)
     features["train_kinds"] = views["train"].kinds
@@ -351,37 +352,68 @@ def evaluate_logits(logits: torch.Tensor, targets: torch.Tensor, loss_fn) -> tup
     return float(loss_fn(logits, targets)), float((logits.argmax(1) == targets).float().mean())
 
 
-def train_head(model: MaskNet, features: dict[str, np.ndarray], splits: dict[str, Split], config: TrainConfig,
-               loss_fn, callbacks: Callbacks) -> list[dict]:
+def batched_logits(forward: Callable[[np.ndarray], torch.Tensor], rows: np.ndarray | DiskArray,
+                   batch_size: int = 2048) -> torch.Tensor:
+    """forward() over rows of any number, a batch at a time (one batch on small sets), concatenated."""
+    return torch.cat([forward(rows[part]) for part in batches(len(rows), batch_size)])
+
+
+def train_head(model: MaskNet, features: dict[str, np.ndarray | DiskArray], splits: dict[str, Split],
+               config: TrainConfig, loss_fn, callbacks: Callbacks) -> list[dict]:
     """Stage 1: train model.head on cached features with early stopping on validation loss (on the config's device,
-    where the head stays)."""
+    where the head stays; features are read a batch at a time)."""
     device = resolve_device(config.device).torch
     model.head.to(device)
     loss_fn.to(device)
-    x = torch.from_numpy(features["train"]).to(device)
+    x, x_val = features["train"], features["val"]
     y = torch.from_numpy(features["train_targets"]).to(device)
-    x_val = torch.from_numpy(features["val"]).to(device)
     y_val = torch.from_numpy(splits["val"].targets).to(device)
     optimizer = torch.optim.AdamW(model.head.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(config.seed)
-    return fit(model.head, optimizer, loss_fn, "head", config.epochs, config.patience, callbacks,
-               train_epoch=lambda epoch: _head_epoch(model.head, optimizer, loss_fn, x, y, config.batch_size, generator),
-               validate=lambda: evaluate_logits(model.head.eval()(x_val), y_val, loss_fn) if len(y_val) else None)
+
+    def validate() -> tuple[float, float] | None:
+        if not len(y_val):
+            return None
+        model.head.eval()
+        return evaluate_logits(batched_logits(lambda rows: model.head(torch.from_numpy(rows).to(device)), x_val),
+                               y_val, loss_fn)
+
+    with torch_threads(1):  # a head's batches are too small to share: two threads waiting on each other made
+        # epochs 15 times slower than one on a busy 2-core machine
+        return fit(model.head, optimizer, loss_fn, "head", config.epochs, config.patience, callbacks,
+                   train_epoch=lambda epoch: _head_epoch(model.head, optimizer, loss_fn, x, y, config.batch_size,
+                                                         generator, device),
+                   validate=validate)
 
 
-def _head_epoch(head: nn.Module, optimizer, loss_fn, x, y, batch_size: int, generator) -> tuple[float, float]:
+@contextmanager
+def torch_threads(count: int):
+    """PyTorch's CPU threads set to `count` while the block runs."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _head_epoch(head: nn.Module, optimizer, loss_fn, x: np.ndarray | DiskArray, y: torch.Tensor, batch_size: int,
+                generator, device: torch.device) -> tuple[float, float]:
+    """One epoch in a random order; the features of HEAD_READ_BATCHES batches are read from their file at once."""
     head.train()
     order = torch.randperm(len(x), generator=generator)
     total_loss, correct = 0.0, 0
-    for part in batches(len(x), batch_size):
-        index = order[part]
-        logits = head(x[index])
-        loss = loss_fn(logits, y[index])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        total_loss += loss.item() * len(index)
-        correct += int((logits.argmax(1) == y[index]).sum())
+    for chunk in batches(len(x), batch_size * HEAD_READ_BATCHES):
+        rows = torch.from_numpy(x[order[chunk].numpy()])
+        for part in batches(len(rows), batch_size):
+            index = order[chunk][part]
+            logits = head(rows[part].to(device))
+            loss = loss_fn(logits, y[index])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total_loss += loss.item() * len(index)
+            correct += int((logits.argmax(1) == y[index]).sum())
     return total_loss / len(x), correct / len(x)
 
 
@@ -427,7 +459,9 @@ def finetune(model: MaskNet, splits: dict[str, Split], config: TrainConfig, synt
     pipeline = build_train_pipeline(config.augment, config.input_size, seed=config.seed + 1)
     train, val = splits["train"], splits["val"]
     batch_size = min(config.batch_size, 32)
-    val_inputs = front.run(None, {"images": val.crops})[0] if len(val.crops) else None
+    val_inputs = DiskArray(workdir / "front-val.f32", front.get_outputs()[0].shape[1:], np.float32)
+    for part in batches(len(val.crops), 64):
+        val_inputs.append(front.run(None, {"images": val.crops[part]})[0])
     val_targets = torch.from_numpy(val.targets).to(device.torch)
     rng = np.random.default_rng(config.seed)
 
@@ -465,7 +499,7 @@ def finetune(model: MaskNet, splits: dict[str, Split], config: TrainConfig, synt
 
     def validate():
         model.eval()
-        return evaluate_logits(forward(val_inputs), val_targets, loss_fn) if val_inputs is not None else None
+        return evaluate_logits(batched_logits(forward, val_inputs), val_targets, loss_fn) if len(val_inputs) else None
 
     history = fit(model, optimizer, loss_fn, "finetune", config.finetune_epochs, config.patience, callbacks,
                   train_epoch, validate)
@@ -516,25 +550,25 @@ def train(store: Store, config: TrainConfig, run_dir: Path, callbacks: Callbacks
         raise StoreError(f"Synthetic masks: no training photo of '{labels[synthesis.source]}' has a face with "
                          "landmarks to draw a mask on (photos where no face was found are skipped). Import photos "
                          "with visible faces, or turn synthetic masks off.")
-    total = sum(len(r) for r in records.values())
-    splits, done = {}, 0
-    for name, split_records in records.items():
-        splits[name] = load_split(store, split_records, labels, rule, callbacks, total, done)
-        done += len(split_records)
-    timings["crops"] = time.monotonic() - started
-
-    model, backbone = build_model(len(labels), Path(config.backbone_weights) if config.backbone_weights else None,
-                                  config.random_init, Preprocess(input_size=config.input_size))
-    if config.random_init:
-        calibrate_batchnorm(model, torch.from_numpy(splits["train"].crops))
-    model.eval()
     run_dir = Path(run_dir)
     staging = run_dir.with_name(f".{run_dir.name}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        scratch = staging / "scratch"  # the frozen part's ONNX graphs: inside staging, a killed run leaves one folder
+        scratch = staging / "scratch"  # crops, features, ONNX graphs: inside staging, a killed run leaves one folder
         scratch.mkdir()
+        total = sum(len(r) for r in records.values())
+        splits, done = {}, 0
+        for name, split_records in records.items():
+            splits[name] = load_split(store, split_records, labels, rule, callbacks, total, done,
+                                      scratch / f"crops-{name}.u8")
+            done += len(split_records)
+        timings["crops"] = time.monotonic() - started
+        model, backbone = build_model(len(labels), Path(config.backbone_weights) if config.backbone_weights else None,
+                                      config.random_init, Preprocess(input_size=config.input_size))
+        if config.random_init:
+            calibrate_batchnorm(model, splits["train"].crops)
+        model.eval()
         mark = time.monotonic()
         features = extract_features(model, splits, config, synthesis, scratch, callbacks)
         timings["features"] = time.monotonic() - mark
@@ -550,7 +584,6 @@ def train(store: Store, config: TrainConfig, run_dir: Path, callbacks: Callbacks
             mark = time.monotonic()
             history += finetune(model, splits, config, synthesis, loss_fn, scratch, callbacks)
             timings["finetune"] = time.monotonic() - mark
-        shutil.rmtree(scratch)
         model.cpu().eval()  # evaluation and export run on the CPU, wherever training ran
         callbacks.report(Progress("evaluate", 0, 1))
         test = splits["test"]
@@ -564,6 +597,7 @@ def train(store: Store, config: TrainConfig, run_dir: Path, callbacks: Callbacks
                                       test.targets, calibration, config.quantize,
                                       lambda done, total, task: callbacks.report(Progress("export", done, total, task=task)))
         timings["export"] = time.monotonic() - mark
+        shutil.rmtree(scratch)
         timings["total"] = time.monotonic() - started
         metrics = {
             "labels": labels, "backbone": backbone, "random_init": config.random_init,

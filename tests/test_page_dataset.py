@@ -395,7 +395,7 @@ def set_box(at: AppTest, box) -> None:
         field.set_value(value)
 
 
-def test_a_box_set_by_hand_on_the_page_is_what_the_next_training_crops(dataset):
+def test_a_box_set_by_hand_on_the_page_is_what_the_next_training_crops(dataset, tmp_path):
     from maskdet.faces import CropRule, crop_face
     from maskdet.train import Callbacks, load_split
 
@@ -427,7 +427,8 @@ def test_a_box_set_by_hand_on_the_page_is_what_the_next_training_crops(dataset):
     assert len(at.image) == 8 and f"pick_0_{record.id}" not in {c.key for c in at.checkbox}
 
     rule = CropRule(1.25, 64)
-    split = load_split(store, store.images(ids=[record.id]), ["with_mask", "without_mask"], rule, Callbacks(), 1, 0)
+    split = load_split(store, store.images(ids=[record.id]), ["with_mask", "without_mask"], rule, Callbacks(), 1, 0,
+                       tmp_path / "crops.u8")
     image = store.load_image(saved)
     np.testing.assert_array_equal(split.crops[0], crop_face(image, (10, 8, 60, 70), rule))
     assert not np.array_equal(split.crops[0], crop_face(image, None, rule))

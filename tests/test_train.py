@@ -21,13 +21,15 @@ from onnx.external_data_helper import uses_external_data
 from maskdet import export
 from maskdet.augment import AugmentConfig, build_train_pipeline
 from maskdet.device import resolve_device
+from maskdet.disk_array import DiskArray
 from maskdet.faces import CropRule, crop_face
 from maskdet.model import MaskNet, Preprocess, build_model
 from maskdet.settings import Settings
 from maskdet.store import Store, StoreError
 from maskdet.synth import MASK_STYLES, SyntheticMasks
 from maskdet.train import (MASKED, RANGED, Callbacks, Cancelled, MaskSynthesis, TrainConfig, Views, execute_run,
-                           extract_features, feature_views, load_split, resolve_synthesis, train, view_maker)
+                           extract_features, feature_views, load_split, resolve_synthesis, seed_everything, train,
+                           train_head, view_maker)
 from tests.conftest import make_old_home, pattern_image, photo_pairs, write_dataset
 
 LABELS = ["with_mask", "without_mask"]
@@ -456,14 +458,15 @@ def pairs(tmp_path_factory, shared_data, detector):
     return store
 
 
-def load_splits(store: Store, size: int = 96) -> dict:
+def load_splits(store: Store, folder: Path, size: int = 96) -> dict:
+    """The store's splits with their crops in files in folder."""
     rule = CropRule(1.25, size)
-    return {name: load_split(store, store.images(split=name), LABELS, rule, Callbacks(), 0, 0)
+    return {name: load_split(store, store.images(split=name), LABELS, rule, Callbacks(), 0, 0, folder / f"{name}.u8")
             for name in ("train", "val", "test")}
 
 
-def test_drawn_mask_views_come_from_training_faces_and_keep_their_group(pairs):
-    splits = load_splits(pairs)
+def test_drawn_mask_views_come_from_training_faces_and_keep_their_group(pairs, tmp_path):
+    splits = load_splits(pairs, tmp_path)
     synthesis = MaskSynthesis(source=1, target=0, probability=1.0, styles=list(MASK_STYLES))
     train_split = splits["train"]
     views = feature_views(train_split, 3, synthesis, seed=0)
@@ -479,7 +482,7 @@ def test_drawn_mask_views_come_from_training_faces_and_keep_their_group(pairs):
 
 
 def test_synthesis_off_reproduces_the_plain_views_and_on_only_adds(pairs, tmp_path):
-    splits = load_splits(pairs)
+    splits = load_splits(pairs, tmp_path)
     model, _ = build_model(2, random_init=True, preprocess=Preprocess(input_size=96))
     config = TrainConfig(input_size=96, views_per_image=2)
     run = lambda synthesis: extract_features(model.eval(), splits, config, synthesis, tmp_path, Callbacks())
@@ -489,11 +492,40 @@ def test_synthesis_off_reproduces_the_plain_views_and_on_only_adds(pairs, tmp_pa
     plain_count = len(splits["train"].crops) * 3
     assert len(plain["train"]) == plain_count and (plain["train_kinds"] != MASKED).all()
     for name in ("train", "train_targets", "val", "test"):
-        np.testing.assert_array_equal(never[name], plain[name])
+        np.testing.assert_array_equal(never[name][:], plain[name][:])
         np.testing.assert_array_equal(always[name][:len(plain[name])], plain[name])
     extra = always["train_targets"][plain_count:]
     assert len(extra) == 2 * sum(1 for r in splits["train"].records if r.label == "without_mask" and r.face.landmarks)
     assert (extra == 0).all()
+
+
+def test_features_and_head_from_files_match_those_from_memory(pairs, tmp_path, backbone_weights):
+    """Crops and features kept in files and read a batch at a time give the features and the head that arrays held in
+    memory (the pipeline before files) give."""
+    on_disk = load_splits(pairs, tmp_path)
+    in_memory = {name: dataclasses.replace(split, crops=split.crops[:]) for name, split in on_disk.items()}
+    config = TrainConfig(input_size=96, views_per_image=2, epochs=20, patience=20)
+    results = []
+    for splits, folder in ((on_disk, tmp_path / "on_disk"), (in_memory, tmp_path / "in_memory")):
+        folder.mkdir()
+        seed_everything(0)
+        model, _ = build_model(2, backbone_weights, preprocess=Preprocess(input_size=96))
+        features = extract_features(model.eval(), splits, config, None, folder, Callbacks())
+        if splits is in_memory:
+            features = {name: rows[:] for name, rows in features.items()}
+        loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        history = train_head(model, features, splits, config, loss_fn, Callbacks())
+        results.append(({name: rows[:] for name, rows in features.items()}, history, model.head.state_dict()))
+    (disk_features, disk_history, disk_head), (memory_features, memory_history, memory_head) = results
+    assert isinstance(on_disk["train"].crops, DiskArray) and len(disk_features["train"]) == 3 * len(in_memory["train"].crops)
+    for name in ("train", "val", "test", "train_targets"):
+        np.testing.assert_array_equal(disk_features[name], memory_features[name])
+    figures = lambda history: [[epoch[key] for key in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")]
+                               for epoch in history]
+    assert len(disk_history) == 20
+    np.testing.assert_allclose(figures(disk_history), figures(memory_history), rtol=1e-6)
+    for name, weights in disk_head.items():
+        torch.testing.assert_close(weights, memory_head[name], rtol=1e-6, atol=1e-7)
 
 
 def test_an_old_data_home_without_landmarks_trains_with_synthetic_masks(tmp_path, shared_data, backbone_weights,
