@@ -93,7 +93,7 @@ def cmd_labels(store: Store, args) -> dict:
         store.rename_label(*args.rename)
     if args.delete:
         store.delete_label(args.delete)
-    return {"labels": store.label_counts(), "no_face": len(store.images(no_face=True))}
+    return {"labels": store.label_counts(), "no_face": store.count_images(no_face=True)}
 
 
 def train_config(args):
@@ -270,7 +270,7 @@ def cmd_predict(store: Store, args) -> dict:
 
 def cmd_landmarks(store: Store, args) -> dict:
     return {**store.fill_landmarks(face_detector(), progress=tqdm_progress("landmarks")),
-            "images_with_face": len(store.images(no_face=False))}
+            "images_with_face": store.count_images(no_face=False)}
 
 
 def cmd_runs(store: Store, args) -> dict:

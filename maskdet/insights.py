@@ -1,6 +1,5 @@
 """What the dashboard tells a user about the dataset: counts, warnings before training, thumbnails."""
 
-from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,15 +22,19 @@ class DatasetSummary:
 
 def summarize(store: Store) -> DatasetSummary:
     """Per-class counts, photos without a face, and the warnings a user needs before training."""
-    counts = store.label_counts()
-    records = store.images()
-    no_face = {label: 0 for label in counts}
-    group_labels: dict[int, set[str]] = defaultdict(set)
-    for record in records:
-        no_face[record.label] += record.face is None
-        group_labels[record.dup_group].add(record.label)
-    spanning = sum(len(labels) > 1 for labels in group_labels.values())
+    counts, no_face, spanning = store.label_counts(), store.no_face_counts(), store.groups_spanning_classes()
     return DatasetSummary(counts, no_face, spanning, dataset_warnings(counts, no_face, spanning))
+
+
+def preview_photo(store: Store, index: int) -> ImageRecord | None:
+    """The index-th photo (counting round) of the training split's faces, else of all faces, else of all photos;
+    None in an empty dataset. Two small queries, however large the dataset."""
+    for filters in ({"no_face": False, "split": "train"}, {"no_face": False}, {}):
+        count = store.count_images(**filters)
+        if count:
+            found = store.images(**filters, offset=index % count, limit=1)
+            return found[0] if found else None
+    return None
 
 
 def dataset_warnings(counts: dict[str, int], no_face: dict[str, int], spanning: int) -> list[str]:

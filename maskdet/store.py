@@ -417,24 +417,36 @@ class Store:
 
     # ---- images ---------------------------------------------------------------------------------
     def images(self, label: str | None = None, split: str | None = None, no_face: bool | None = None,
-               ids: Iterable[int] | None = None) -> list[ImageRecord]:
-        """Images with the face box training uses: the one set by hand where there is one, else the detected one."""
+               ids: Iterable[int] | None = None, offset: int = 0, limit: int | None = None) -> list[ImageRecord]:
+        """Images with the face box training uses: the one set by hand where there is one, else the detected one;
+        `limit` of them from the `offset`-th on, in the order they were stored."""
         manual = manual_faces_table
         query = (sa.select(images_table, labels_table.c.name.label("label"),
                            *(manual.c[name].label(f"manual_{name}") for name in FACE_COLUMNS))
-                 .select_from(images_table.join(labels_table).outerjoin(manual, _manual_face_of_image))
-                 .order_by(images_table.c.id))
-        if label is not None:
-            query = query.where(labels_table.c.name == label)
-        if split is not None:
-            query = query.where(images_table.c.split == split)
-        if no_face is not None:
-            faceless = sa.and_(images_table.c.face_x1.is_(None), manual.c.sha256.is_(None))
-            query = query.where(faceless if no_face else sa.not_(faceless))
-        if ids is not None:
-            query = query.where(images_table.c.id.in_(list(ids)))
+                 .order_by(images_table.c.id).offset(offset).limit(limit))
         with self.engine.connect() as conn:
-            return [_record(row) for row in conn.execute(query).mappings()]
+            return [_record(row) for row in conn.execute(_images_where(query, label, split, no_face, ids)).mappings()]
+
+    def count_images(self, label: str | None = None, split: str | None = None, no_face: bool | None = None,
+                     ids: Iterable[int] | None = None) -> int:
+        """How many images images() with these filters returns."""
+        query = _images_where(sa.select(sa.func.count(images_table.c.id)), label, split, no_face, ids)
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar_one()
+
+    def no_face_counts(self) -> dict[str, int]:
+        """Per label, the photos where no face was found and none was set by hand."""
+        query = _images_where(sa.select(labels_table.c.name, sa.func.count(images_table.c.id)), no_face=True)
+        with self.engine.connect() as conn:
+            counts = dict(conn.execute(query.group_by(labels_table.c.name)).all())
+        return {label: counts.get(label, 0) for label in self.labels()}
+
+    def groups_spanning_classes(self) -> int:
+        """Near-duplicate groups holding photos of more than one class."""
+        spanning = (sa.select(images_table.c.dup_group).group_by(images_table.c.dup_group)
+                    .having(sa.func.count(sa.distinct(images_table.c.label_id)) > 1).subquery())
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(spanning)).scalar_one()
 
     def image(self, image_id: int) -> ImageRecord:
         """One image, or a StoreError when there is none with that id (deleted meanwhile)."""
@@ -750,9 +762,12 @@ class Store:
 
     def split_counts(self) -> dict[str, dict[str, int]]:
         counts: dict[str, dict[str, int]] = {s: {} for s in SPLITS}
-        for record in self.images():
-            if record.split:
-                counts[record.split][record.label] = counts[record.split].get(record.label, 0) + 1
+        query = (sa.select(images_table.c.split, labels_table.c.name, sa.func.count(images_table.c.id))
+                 .select_from(images_table.join(labels_table)).where(images_table.c.split.is_not(None))
+                 .group_by(images_table.c.split, labels_table.c.id).order_by(labels_table.c.id))
+        with self.engine.connect() as conn:
+            for split, label, count in conn.execute(query):
+                counts[split][label] = count
         return counts
 
     # ---- runs -----------------------------------------------------------------------------------
@@ -838,6 +853,24 @@ def _upgrade(conn, version: int) -> None:
                                                           f"newer run {newest_first[0]} stayed active."))
         one_active_run.create(conn)
     conn.execute(meta_table.update().where(meta_table.c.key == "schema_version").values(value=str(SCHEMA_VERSION)))
+
+
+_faceless = sa.and_(images_table.c.face_x1.is_(None), manual_faces_table.c.sha256.is_(None))
+
+
+def _images_where(query: sa.Select, label: str | None = None, split: str | None = None, no_face: bool | None = None,
+                  ids: Iterable[int] | None = None) -> sa.Select:
+    """A query over the images, their labels and the faces set by hand, kept to the images matching the filters."""
+    query = query.select_from(images_table.join(labels_table).outerjoin(manual_faces_table, _manual_face_of_image))
+    if label is not None:
+        query = query.where(labels_table.c.name == label)
+    if split is not None:
+        query = query.where(images_table.c.split == split)
+    if no_face is not None:
+        query = query.where(_faceless if no_face else sa.not_(_faceless))
+    if ids is not None:
+        query = query.where(images_table.c.id.in_(list(ids)))
+    return query
 
 
 def landmarks_json(face: Face) -> str:

@@ -366,7 +366,8 @@ shown_label = filter_column.selectbox("Show", [None, *labels], key="gallery_labe
                                       format_func=lambda value: "All classes" if value is None else value)
 only_no_face = face_column.toggle("Only photos with no face found", key="gallery_no_face", on_change=reset_page)
 opened = state.get("gallery_ids")  # photos opened from the Metrics page's misclassified faces: only those are shown
-records = ui.attempt(store.images, label=shown_label, no_face=True if only_no_face else None, ids=opened) or []
+shown = {"label": shown_label, "no_face": True if only_no_face else None, "ids": opened}
+shown_count = ui.attempt(store.count_images, **shown) or 0
 if opened is not None:
     note_column, all_column = st.columns([4, 1], vertical_alignment="center")
     note_column.info(f"Showing only the {plural(len(opened), 'photo')} opened from the Metrics page.")
@@ -374,18 +375,18 @@ if opened is not None:
         del state["gallery_ids"]
         reset_page()
         st.rerun()
-pages = max(1, math.ceil(len(records) / PAGE_SIZE))
+pages = max(1, math.ceil(shown_count / PAGE_SIZE))
 if state.get("gallery_page", 1) > pages:
     state["gallery_page"] = pages
 page = page_column.number_input("Page", min_value=1, max_value=pages, step=1, key="gallery_page")
-page_records = records[(page - 1) * PAGE_SIZE:page * PAGE_SIZE]
+page_records = ui.attempt(store.images, **shown, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE) or []
 generation = state.get("gallery_generation", 0)
 pick_keys = {record.id: f"pick_{generation}_{record.id}" for record in page_records}
 
-if not records:
+if not shown_count:
     st.info("No photos with no face found." if only_no_face else "No photos here yet.")
 else:
-    st.caption(f"{plural(len(records), 'photo')}, page {page} of {pages}. Green boxes are the faces training uses. "
+    st.caption(f"{plural(shown_count, 'photo')}, page {page} of {pages}. Green boxes are the faces training uses. "
                "Tick one photo to fix its face box, below the gallery.")
 actions = st.container()
 selected = []

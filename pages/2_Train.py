@@ -17,7 +17,7 @@ from maskdet import jobs, media, runs
 from maskdet.augment import AUGMENTATIONS, AugmentConfig, preview
 from maskdet.estimate import latest_throughput, photos_trained, training_seconds
 from maskdet.faces import CropRule, crop_face
-from maskdet.insights import summarize
+from maskdet.insights import preview_photo, summarize
 from maskdet.live import LiveSettings
 from maskdet.settings import load_settings
 from maskdet.synth import MASK_STYLES, SyntheticMasks
@@ -225,12 +225,9 @@ with settings_column:
 
 with side_column:
     st.subheader("What the model will see")
-    records = ui.attempt(store.images) or []
-    candidates = ([r for r in records if r.face and r.split == "train"] or [r for r in records if r.face]
-                  or records)
+    record = ui.attempt(preview_photo, store, st.session_state.get("preview_index", 0))
     rule = CropRule(float(crop_margin), int(input_size))
-    if candidates:
-        record = candidates[st.session_state.get("preview_index", 0) % len(candidates)]
+    if record:
         crop = ui.attempt(lambda: crop_face(store.load_image(record), record.face.box if record.face else None, rule))
         views = ui.attempt(lambda: preview(crop, AugmentConfig.from_dict(augment), 8, seed=int(seed))) \
             if crop is not None else None

@@ -2,8 +2,9 @@
 
 import pytest
 
-from maskdet.store import StoreError
-from tests.conftest import encode, pattern_image
+from maskdet.insights import preview_photo
+from maskdet.store import StoreError, images_table
+from tests.conftest import encode, pattern_image, write_dataset
 
 
 def test_add_images_adds_good_photos_and_reports_bad_ones(store, detector):
@@ -39,3 +40,17 @@ def test_add_images_refuses_bad_requests_before_adding_anything(store, detector,
     with pytest.raises(StoreError, match=message):
         store.add_images(files, label, detector)
     assert store.images() == []
+
+
+def test_the_preview_photo_is_a_training_face_else_any_face_else_any_photo(store, tmp_path, detector):
+    assert preview_photo(store, 0) is None
+    store.import_folder(write_dataset(tmp_path / "d", 2), detector)  # four photos, no faces
+    every = store.images()
+    assert [preview_photo(store, index).id for index in range(5)] == [r.id for r in every] + [every[0].id]
+    for record in every[2:]:
+        store.set_face_box(record.id, (2, 2, 40, 40))
+    assert [preview_photo(store, index).id for index in range(3)] == [every[2].id, every[3].id, every[2].id]
+    with store.engine.begin() as conn:  # one face in the training split
+        for record, split in zip(every, ("train", "train", "val", "train")):
+            conn.execute(images_table.update().where(images_table.c.id == record.id).values(split=split))
+    assert {preview_photo(store, index).id for index in range(3)} == {every[3].id}

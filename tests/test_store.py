@@ -15,8 +15,8 @@ from maskdet import store as store_module
 from maskdet.imageio import BadImage
 from maskdet.near_duplicates import NEAR_DUPLICATE_BITS, hash_distances
 from maskdet.settings import Settings
-from maskdet.store import (ORPHAN_AGE_SECONDS, SCHEMA_VERSION, Store, StoreError, folder_candidates, open_database,
-                           perceptual_hash, validate_label)
+from maskdet.store import (ORPHAN_AGE_SECONDS, SCHEMA_VERSION, Store, StoreError, folder_candidates, images_table,
+                           open_database, perceptual_hash, validate_label)
 from tests.conftest import encode, make_old_home, overlapping_zip, pattern_image, write_dataset, zip_bytes
 
 
@@ -67,6 +67,32 @@ def test_import_folder_stores_files_content_addressed(store, tmp_path, detector)
         assert record.face is None  # generated pictures have no faces: kept, flagged, used whole
         assert store.load_image(record).shape == (record.height, record.width, 3)
     assert len(store.images(no_face=True)) == 6
+
+
+def test_pages_of_images_and_the_dataset_counts_come_from_queries(store, tmp_path, detector):
+    """The pages show a large dataset a page at a time and count it in the database: the same photos and numbers as
+    going through every record."""
+    store.import_folder(write_dataset(tmp_path / "d", 5), detector)  # 5 with_mask then 5 without_mask, no faces
+    store.add_label("empty")
+    every = store.images()
+    store.set_face_box(every[1].id, (2, 2, 40, 40))  # a with_mask face set by hand
+    store.assign_splits((0.6, 0.2, 0.2), seed=0)
+    every = store.images()
+    for filters in ({}, {"label": "with_mask"}, {"no_face": True}, {"no_face": False, "split": every[1].split},
+                    {"label": "without_mask", "no_face": True}, {"ids": [every[0].id, every[7].id, every[9].id]}):
+        records = store.images(**filters)
+        assert store.count_images(**filters) == len(records) > 0
+        assert store.images(**filters, offset=1, limit=2) == records[1:3]
+    assert store.count_images(label="empty") == 0 and store.images(offset=10, limit=5) == []
+    assert store.no_face_counts() == {"with_mask": 4, "without_mask": 5, "empty": 0}
+    by_split = defaultdict(lambda: defaultdict(int))
+    for record in every:
+        by_split[record.split][record.label] += 1
+    assert store.split_counts() == {split: dict(by_split[split]) for split in ("train", "val", "test")}
+    assert store.groups_spanning_classes() == 0
+    with store.engine.begin() as conn:  # a without_mask photo joins a with_mask photo's near-duplicate group
+        conn.execute(images_table.update().where(images_table.c.id == every[7].id).values(dup_group=every[0].dup_group))
+    assert store.groups_spanning_classes() == 1
 
 
 def test_exact_duplicates_are_skipped_even_under_another_label(store, tmp_path, detector):
