@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.conftest import encode, pattern_image
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -31,3 +33,47 @@ def test_near_duplicates_benchmark_imports_beside_stored_photos(shared_data):
     lines = [json.loads(line) for line in run.stdout.splitlines()]
     assert [(line["stored"], line["imported"]) for line in lines] == [(50, 4), (3000, 4)]
     assert all(line["photos_per_second"] > 0 for line in lines)
+
+
+def test_scale_benchmark_makes_imports_and_trains_its_photos_and_loads_the_pages(shared_data, backbone_weights,
+                                                                                  tmp_path):
+    photos = tmp_path / "photos"
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "scale.py"), "--photos", "200", "--data",
+                          str(shared_data), "--weights", str(backbone_weights), "--photos-dir", str(photos),
+                          "--config", json.dumps({"epochs": 2, "views_per_image": 1, "quantize": False})],
+                         capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-2000:]
+    figures = json.loads(run.stdout.splitlines()[-1])
+    made = sorted(path.relative_to(photos).as_posix() for path in photos.glob("*/*.jpg"))
+    assert len(made) == 200 and all(name.endswith("__v000.jpg") for name in made)  # 200 of 1,376: no variants
+    assert 190 <= figures["stored"] <= 200 and 0 < figures["groups"] <= figures["stored"]  # exact copies are skipped
+    assert figures["train"]["epochs"] == {"head": 2, "finetune": 0} and figures["train"]["test_accuracy"] > 0.5
+    for step in ("import", "train"):
+        assert figures[step]["seconds"] > 0 and 0.2 < figures[step]["peak_rss_gb"] < 4
+    assert set(figures["pages_s"]) == {"Dataset", "Train", "Metrics"}
+    assert all(0 < load["first"] < 60 and 0 < load["again"] < 60 for load in figures["pages_s"].values())
+
+
+def test_scale_benchmark_variants_are_reproducible_and_join_their_source_group(tmp_path, shared_data, store,
+                                                                             detector):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import scale
+
+    first = scale.make_photos(shared_data, 1400, 3, tmp_path / "a")
+    second = scale.make_photos(shared_data, 1400, 3, tmp_path / "b")
+    names = sorted(path.relative_to(first).as_posix() for path in first.glob("*/*.jpg"))
+    variants = [name for name in names if not name.endswith("__v000.jpg")]
+    assert len(names) == 1400 and len(variants) == 24 and all(name.endswith("__v001.jpg") for name in variants)
+    assert all((first / name).read_bytes() == (second / name).read_bytes() for name in variants)
+    original = first / variants[0].replace("__v001", "__v000")
+    assert (first / variants[0]).read_bytes() != original.read_bytes()
+
+    folder = tmp_path / "import" / "with_mask"  # a photo and an unlike variant of it, and another photo
+    folder.mkdir(parents=True)
+    for name, seed in (("a__v000", 1), ("a__v001", 2), ("b__v000", 3)):
+        (folder / f"{name}.jpg").write_bytes(encode(pattern_image(seed, (120, 120))))
+    store.import_folder(tmp_path / "import", detector)
+    assert len({record.dup_group for record in store.images()}) == 3
+    assert scale.join_variant_groups(store) == 2
+    groups = {record.source_name: record.dup_group for record in store.images()}
+    assert groups["with_mask/a__v000.jpg"] == groups["with_mask/a__v001.jpg"] != groups["with_mask/b__v000.jpg"]
