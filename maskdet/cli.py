@@ -5,7 +5,9 @@ import json
 import os
 import shutil
 import sys
+import time
 from contextlib import contextmanager, nullcontext
+from dataclasses import fields
 from pathlib import Path
 
 from tqdm import tqdm
@@ -13,7 +15,7 @@ from tqdm import tqdm
 from .settings import load_settings
 from .imageio import BadImage
 from .bundle.pixels import image_files
-from .store import Store
+from .store import ACTIVE_STATUSES, Store, StoreError
 from .threshold import DEFAULT_THRESHOLD
 
 
@@ -168,20 +170,11 @@ def stderr_logged(path: Path):
             sys.stderr = terminal
 
 
-def cmd_train(store: Store, args) -> dict:
-    from .jobs import log_path, new_run
-    from .runs import active_run, not_active_reason
-    from .train import TrainConfig, execute_run
-
-    if args.run_id:  # a run queued by the dashboard carries its own config; its output already goes to its log
-        config = TrainConfig.from_dict(store.run(args.run_id)["config"])
-        if not config.backbone_weights and load_settings().backbone_weights:
-            config.backbone_weights = str(load_settings().backbone_weights)
-        run_id, log = args.run_id, nullcontext()
-    else:
-        config = train_config(args)
-        run_id = new_run(store, config.to_dict())
-        log = stderr_logged(log_path(store.settings, run_id))
+@contextmanager
+def stage_bars(stream=None):
+    """A training Progress callback drawing a tqdm bar per stage (with validation loss and accuracy) on `stream`
+    (default: stderr), the bars closed when the block ends."""
+    stream = stream or sys.stderr
     bars: dict = {}
 
     def on_progress(progress) -> None:
@@ -190,27 +183,83 @@ def cmd_train(store: Store, args) -> dict:
             for old in bars.values():
                 old.close()
             bars.clear()
-            bar = bars[progress.stage] = tqdm(desc=progress.stage, total=progress.steps, file=sys.stderr, leave=False)
+            bar = bars[progress.stage] = tqdm(desc=progress.stage, total=progress.steps, file=stream, leave=False)
         bar.total = progress.steps
         bar.n = progress.step
         if progress.loss is not None:
             bar.set_postfix(loss=f"{progress.loss:.4f}", acc=f"{progress.accuracy:.3f}" if progress.accuracy else "-")
         bar.refresh()
 
-    with log:
-        try:
-            result = execute_run(store, config, load_settings().models_dir, run_id, on_progress)
-        finally:
-            for bar in bars.values():
-                bar.close()
-    test = result.get("test") or {}
-    reason = not_active_reason(store.run(run_id))
+    try:
+        yield on_progress
+    finally:
+        for bar in bars.values():
+            bar.close()
+
+
+def run_summary(store: Store, run_id: str) -> dict:
+    """What `train` prints for a succeeded run: its test scores, ONNX parity, timings, and whether it is active."""
+    from .runs import active_run, not_active_reason
+
+    run = store.run(run_id)
+    metrics = run["metrics"]
+    test = metrics.get("test") or {}
+    reason = not_active_reason(run)
     return {"run_id": run_id, "accuracy": test.get("accuracy"), "macro_f1": test.get("macro_f1"),
-            "roc_auc": test.get("roc_auc"), "parity": result["onnx"]["parity"], "timings": result["timings"],
-            "artefact_dir": str(load_settings().models_dir / run_id),
+            "roc_auc": test.get("roc_auc"), "parity": metrics["onnx"]["parity"], "timings": metrics["timings"],
+            "artefact_dir": str(store.settings.models_dir / run_id),
             "active_model": (active_run(store) or {}).get("id"),
             "not_active_because": f"Not made the active model: {reason}. It can still be chosen on the Models page "
                                   "or used with --model." if reason else None}
+
+
+def follow(store: Store, run_id: str) -> None:
+    """Draw a run training elsewhere (on the cluster) from the registry, about once a second, until it ends; Ctrl-C
+    asks it to cancel and keeps following. It ends as a local run would: returns, raises Cancelled, or raises a
+    StoreError with the run's error."""
+    from .jobs import active_training, cancel_training
+    from .train import Cancelled, Progress
+
+    names = [field.name for field in fields(Progress)]
+    with stage_bars() as on_progress:
+        while True:
+            try:
+                active_training(store)  # a run whose worker stopped without a word is failed here
+                run = store.run(run_id)
+                if run["status"] not in ACTIVE_STATUSES:
+                    break
+                if run["progress"]:
+                    on_progress(Progress(**{name: run["progress"][name] for name in names if name in run["progress"]}))
+                time.sleep(1.0)
+            except KeyboardInterrupt:
+                print(f"cancelling run {run_id}: waiting for it to stop", file=sys.stderr)
+                try:
+                    cancel_training(store, run_id)
+                except StoreError:  # it ended meanwhile: the next look says how
+                    pass
+    if run["status"] == "cancelled":
+        raise Cancelled()
+    if run["status"] == "failed":
+        raise StoreError(f"Run {run_id} failed: {run['error'] or 'no message was recorded.'}")
+
+
+def cmd_train(store: Store, args) -> dict:
+    from .jobs import log_path, new_run, start_training, stored_config
+    from .train import execute_run
+
+    if args.run_id:  # a run queued by the dashboard carries its own config; its output already goes to its log
+        config, run_id, log = stored_config(store, args.run_id), args.run_id, nullcontext()
+    elif store.settings.cluster:  # queued here, trained by a cluster worker, followed from the registry
+        run_id = start_training(store, train_config(args).to_dict())
+        follow(store, run_id)
+        return run_summary(store, run_id)
+    else:
+        config = train_config(args)
+        run_id = new_run(store, config.to_dict())
+        log = stderr_logged(log_path(store.settings, run_id))
+    with log, stage_bars() as on_progress:
+        execute_run(store, config, store.settings.models_dir, run_id, on_progress)
+    return run_summary(store, run_id)
 
 
 def cmd_evaluate(store: Store, args) -> dict:

@@ -1,5 +1,6 @@
-"""Training runs' lives: one at a time, started in the background, followed in the registry through a heartbeat,
-cancelled, and failed when their process stops without a word (whoever looks first notices)."""
+"""Training runs' lives: one at a time, started in the background (here, or on the cluster at MASKDET_CLUSTER), followed
+in the registry through a heartbeat, cancelled, and failed when their process stops without a word (whoever looks first
+notices)."""
 
 import os
 import shutil
@@ -37,12 +38,12 @@ def is_dead(run: dict) -> bool:
     return (datetime.now(timezone.utc) - last_sign_of_life(run)).total_seconds() > limit
 
 
-def death_notice(settings: Settings, run: dict) -> str:
-    """The error recorded for a run whose process stopped without a word."""
+def death_notice(settings: Settings, run: dict, cause: str = "The training process stopped without a word (killed?)"
+                 ) -> str:
+    """The error recorded for a run whose process stopped: the cause, when the run was last heard from, its log."""
     log = log_path(settings, run["id"])
     when = last_sign_of_life(run).strftime("%Y-%m-%d %H:%M:%S UTC")
-    return (f"The training process stopped without a word (killed?) at {when}."
-            + (f" Its log: {log}" if log.exists() else ""))
+    return f"{cause} at {when}." + (f" Its log: {log}" if log.exists() else "")
 
 
 def active_training(store: Store) -> dict | None:
@@ -67,9 +68,26 @@ def new_run(store: Store, config: dict) -> str:
     return run_id
 
 
+def stored_config(store: Store, run_id: str):
+    """A queued run's TrainConfig, with the data home's backbone weights (MASKDET_BACKBONE_WEIGHTS) where it names
+    none."""
+    from .train import TrainConfig
+
+    config = TrainConfig.from_dict(store.run(run_id)["config"])
+    if not config.backbone_weights and store.settings.backbone_weights:
+        config.backbone_weights = str(store.settings.backbone_weights)
+    return config
+
+
 def start_training(store: Store, config: dict) -> str:
-    """Queue a run with this config and start `python -m maskdet train --run-id ...` for it; one at a time."""
+    """Queue a run with this config and start it: on the cluster at MASKDET_CLUSTER when set, else in a
+    `python -m maskdet train --run-id ...` process here; one at a time."""
     run_id = new_run(store, config)
+    if store.settings.cluster:
+        from .cluster import submit
+
+        submit(store, run_id)
+        return run_id
     log = log_path(store.settings, run_id)
     log.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "MASKDET_HOME": str(store.settings.home), "MASKDET_MODELS": str(store.settings.models_dir),

@@ -22,6 +22,7 @@ class Settings:
     ice_servers: str = "[]"  # JSON list of RTCIceServer dicts for the Live page; empty = localhost/LAN only
     password: str | None = None  # MASKDET_PASSWORD: the dashboard asks every browser session for it
     live_streams: int = 2  # MASKDET_LIVE_STREAMS: camera streams served at once (default: one per core)
+    cluster: str | None = None  # MASKDET_CLUSTER: a Dask scheduler's address (tcp://HOST:8786) to train on; None: here
 
 
 def load_settings() -> Settings:
@@ -37,6 +38,7 @@ def load_settings() -> Settings:
         ice_servers=os.environ.get("MASKDET_ICE_SERVERS", "[]"),
         password=os.environ.get("MASKDET_PASSWORD") or None,
         live_streams=positive_int("MASKDET_LIVE_STREAMS", usable_cores()),
+        cluster=os.environ.get("MASKDET_CLUSTER", "").strip() or None,
     )
 
 

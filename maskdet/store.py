@@ -783,14 +783,19 @@ class Store:
             raise StoreError("Another training run was started a moment ago: wait for it or cancel it first.") from None
         return run_id
 
-    def update_run(self, run_id: str, **fields) -> None:
+    def update_run(self, run_id: str, while_status: str | None = None, **fields) -> bool:
+        """Write the run's fields; with while_status, only while the run has that status, in one statement (of two
+        processes doing so, one wins). Whether the run was written."""
         for key in ("config", "progress", "metrics"):
             if key in fields and not isinstance(fields[key], str):
                 fields[key] = json.dumps(fields[key])
         if fields.get("status") not in (None, *RUN_STATUSES):
             raise StoreError(f"Unknown run status {fields['status']!r}.")
+        query = runs_table.update().where(runs_table.c.id == run_id).values(**fields)
+        if while_status is not None:
+            query = query.where(runs_table.c.status == while_status)
         with self.engine.begin() as conn:
-            conn.execute(runs_table.update().where(runs_table.c.id == run_id).values(**fields))
+            return conn.execute(query).rowcount == 1
 
     def run(self, run_id: str) -> dict:
         with self.engine.connect() as conn:

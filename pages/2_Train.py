@@ -129,6 +129,9 @@ estimate_area = start_column.empty()
 random_init = setting(init_column.checkbox, "Random init (experiments only)", "random_init",
                       value=DEFAULTS.random_init,
                       help="No pretrained weights: much worse models; every result of the run says so.")
+cluster = load_settings().cluster
+if cluster:
+    st.caption(f"Runs train on the cluster at `{cluster}` (`MASKDET_CLUSTER`): one of its workers takes each run.")
 weights = load_settings().backbone_weights
 if weights:
     st.caption(f"Backbone: ImageNet MobileNetV2 weights from `{weights}` (`MASKDET_BACKBONE_WEIGHTS`).")

@@ -158,6 +158,14 @@ def test_form_shows_the_defaults_and_the_weights_in_use(home, monkeypatch, tmp_p
     assert str(weights) in shown(page().run())
 
 
+def test_start_says_where_runs_train_when_a_cluster_is_set(home, monkeypatch):
+    assert "cluster" not in shown(page().run())
+    monkeypatch.setenv("MASKDET_CLUSTER", "tcp://trainers.example:8786")
+    at = page().run()
+    no_failure(at)
+    assert "Runs train on the cluster at `tcp://trainers.example:8786` (`MASKDET_CLUSTER`)" in shown(at)
+
+
 def test_number_inputs_take_their_range_and_help_from_the_config(home):
     at = page().run()
     no_failure(at)

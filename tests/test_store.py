@@ -656,3 +656,12 @@ def test_repeats_within_an_import_are_told_apart_from_photos_already_stored(stor
     stored = store.image_with_sha256(store.images(label="with_mask")[1].sha256)
     assert (stored.source_name, stored.label) == ("with_mask/a.jpg", "with_mask")
     assert store.image_with_sha256("0" * 64) is None
+
+
+def test_a_run_is_written_only_while_it_has_the_status_asked_for(backend_settings):
+    store = Store(backend_settings)
+    run_id = store.create_run({})
+    assert store.update_run(run_id, while_status="queued", status="running", pid=7)
+    assert not store.update_run(run_id, while_status="queued", status="failed", pid=8)  # a second taker loses
+    assert (store.run(run_id)["status"], store.run(run_id)["pid"]) == ("running", 7)
+    assert store.update_run(run_id, status="succeeded") and store.run(run_id)["status"] == "succeeded"
