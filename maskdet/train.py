@@ -555,6 +555,7 @@ def train(store: Store, config: TrainConfig, run_dir: Path, callbacks: Callbacks
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
+        check_scratch_space(staging, {name: len(split) for name, split in records.items()}, config, synthesis)
         scratch = staging / "scratch"  # crops, features, ONNX graphs: inside staging, a killed run leaves one folder
         scratch.mkdir()
         total = sum(len(r) for r in records.values())
@@ -621,6 +622,27 @@ def train(store: Store, config: TrainConfig, run_dir: Path, callbacks: Callbacks
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return metrics
+
+
+def scratch_bytes(photos: dict[str, int], config: TrainConfig, synthesis: MaskSynthesis | None) -> int:
+    """Disk a run's crops and features take while it trains, at most: a crop a photo, a feature row a view."""
+    drawn = config.views_per_image * synthesis.probability if synthesis else 0
+    views = photos["train"] * (1 + config.views_per_image + drawn) + photos["val"] + photos["test"]
+    return sum(photos.values()) * config.input_size ** 2 * 3 + math.ceil(views) * FEATURE_DIM * 4
+
+
+def check_scratch_space(folder: Path, photos: dict[str, int], config: TrainConfig,
+                        synthesis: MaskSynthesis | None) -> None:
+    """Refuse, before anything is written, a run whose crops and features would not fit on the disk of `folder`."""
+    needed, free = scratch_bytes(photos, config, synthesis), shutil.disk_usage(folder).free
+    if needed > free:
+        raise StoreError(f"Training {sum(photos.values()):,} photos needs about {disk_text(needed)} of free disk "
+                         f"for its crops and features while it runs, in {folder.parent}; {disk_text(free)} are "
+                         "free. Free some space, or set MASKDET_MODELS to a folder on a larger disk.")
+
+
+def disk_text(size: int) -> str:
+    return f"{size / 1e9:.1f} GB" if size >= 1e9 else f"{size / 1e6:.1f} MB"
 
 
 def fill_source_landmarks(store: Store, label: str, split: str, callbacks: Callbacks) -> None:

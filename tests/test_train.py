@@ -28,8 +28,8 @@ from maskdet.settings import Settings
 from maskdet.store import Store, StoreError
 from maskdet.synth import MASK_STYLES, SyntheticMasks
 from maskdet.train import (MASKED, RANGED, Callbacks, Cancelled, MaskSynthesis, TrainConfig, Views, execute_run,
-                           extract_features, feature_views, load_split, resolve_synthesis, seed_everything, train,
-                           train_head, view_maker)
+                           extract_features, feature_views, load_split, resolve_synthesis, scratch_bytes,
+                           seed_everything, train, train_head, view_maker)
 from tests.conftest import make_old_home, pattern_image, photo_pairs, write_dataset
 
 LABELS = ["with_mask", "without_mask"]
@@ -263,6 +263,23 @@ def test_only_one_class_with_images_fails_the_run(store, settings, tmp_path, det
     assert run["status"] == "failed" and run["error"] == str(error.value)
     assert run["finished_at"] and run["metrics"] is None and run["artefact_dir"] is None
     assert leftovers(settings.models_dir) == []
+
+
+def test_a_run_whose_crops_and_features_would_not_fit_on_the_disk_is_refused_before_writing(
+        store, settings, tmp_path, detector, monkeypatch):
+    store.import_folder(write_dataset(tmp_path / "d", 5), detector)
+    needed = scratch_bytes({"train": 6, "val": 2, "test": 2}, TINY, None)
+    assert needed == 10 * 96 * 96 * 3 + (6 * 2 + 4) * 1280 * 4  # TINY: 96 px crops, one view besides the clean one
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**12, 10**12 - 10**5, 10**5))
+    with pytest.raises(StoreError) as error:
+        execute_run(store, dataclasses.replace(TINY, split=(0.6, 0.2, 0.2)), settings.models_dir)
+    assert str(error.value) == (f"Training 10 photos needs about 0.4 MB of free disk for its crops and features while "
+                                f"it runs, in {settings.models_dir}; 0.1 MB are free. Free some space, or set "
+                                "MASKDET_MODELS to a folder on a larger disk.")
+    assert store.runs()[0]["error"] == str(error.value) and leftovers(settings.models_dir) == []
+    default = TrainConfig()  # 100,000 photos at the default settings, drawn masks included: about 10 GB
+    assert 9.5e9 < scratch_bytes({"train": 70_000, "val": 15_000, "test": 15_000}, default,
+                                 MaskSynthesis(1, 0, 0.25, ["surgical"])) < 10.5e9
 
 
 def test_missing_backbone_weights_fail_the_run_with_the_message(store, settings, tmp_path, detector):
