@@ -67,12 +67,17 @@ def dashboard(root: Path):
         wait_for(f"http://127.0.0.1:{port}/_stcore/health")
         yield Server(f"http://127.0.0.1:{port}", env, log)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process, 10)
+
+
+def stop(process: subprocess.Popen, timeout: float) -> None:
+    """Ask a child process to stop (SIGTERM); kill it if it has not within `timeout` seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 @contextmanager

@@ -21,6 +21,7 @@ from distributed import Client
 from maskdet import cluster, jobs
 from maskdet.cli import main
 from maskdet.store import ACTIVE_STATUSES, Store, StoreError
+from tests.browser_support import stop
 from tests.conftest import write_dataset
 from tests.test_page_train import no_failure, page, set_tiny, shown
 
@@ -65,15 +66,8 @@ def local_cluster(tmp_path_factory, backbone_weights) -> Iterator[SimpleNamespac
         assert state.address, logs(folder)
         yield state
     finally:
-        for process in state.workers:  # the workers first: one stopping as its scheduler goes can hang
-            process.terminate()
-        for process in [*state.workers, scheduler]:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        for process in [*state.workers, scheduler]:  # the workers first: one stopping as its scheduler goes can hang
+            stop(process, 20)
 
 
 @pytest.fixture
