@@ -17,6 +17,7 @@ seed), the data home and models to a temporary folder that is removed unless --k
 
 import argparse
 import json
+import logging
 import os
 import resource
 import shutil
@@ -126,7 +127,6 @@ def join_variant_groups(store) -> int:
 
 def page_load_seconds() -> dict:
     """Each page's first and second load in AppTest, in seconds, once the modules pages use are imported."""
-    os.environ["STREAMLIT_LOGGER_LEVEL"] = "error"  # not "missing ScriptRunContext" at each page's import
     import streamlit_webrtc  # noqa: F401  (as a running dashboard has them)
     from streamlit.testing.v1 import AppTest
 
@@ -134,6 +134,9 @@ def page_load_seconds() -> dict:
     import maskdet.train  # noqa: F401
     import ui  # noqa: F401
 
+    for name in list(logging.root.manager.loggerDict):  # not "missing ScriptRunContext" at each page's import
+        if name.startswith("streamlit"):
+            logging.getLogger(name).setLevel(logging.ERROR)
     times = {}
     for page in PAGES:
         loads = []
