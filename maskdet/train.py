@@ -647,7 +647,7 @@ def disk_text(size: int) -> str:
 
 def fill_source_landmarks(store: Store, label: str, split: str, callbacks: Callbacks) -> None:
     """Landmarks for the source class's photos of a data home imported before maskdet stored them (once)."""
-    ids = [r.id for r in store.images(label=label, split=split)]
+    ids = store.image_ids(label=label, split=split)
     if store.without_landmarks(ids):
         store.fill_landmarks(FaceDetector(), ids, lambda done, total: callbacks.report(Progress("landmarks", done, total)))
 
@@ -674,12 +674,11 @@ def synthetic_preview(store: Store, masks: SyntheticMasks, rule: CropRule, count
         raise StoreError("Synthetic masks are off: turn them on, or pick a source and a target class "
                          "(automatic needs classes named without_mask and with_mask).")
     source = labels[synthesis.source]
-    records = [r for r in store.images(label=source) if r.face]
-    rng = np.random.default_rng(seed)
-    chosen = [records[i] for i in rng.permutation(len(records))[:count * 3]]
-    if store.without_landmarks([r.id for r in chosen]):
-        store.fill_landmarks(FaceDetector(), [r.id for r in chosen])
-    chosen = [r for r in store.images(ids=[r.id for r in chosen]) if r.face.landmarks][:count]
+    ids = store.image_ids(label=source, no_face=False)
+    chosen = [ids[i] for i in np.random.default_rng(seed).permutation(len(ids))[:count * 3]]
+    if store.without_landmarks(chosen):
+        store.fill_landmarks(FaceDetector(), chosen)
+    chosen = [r for r in store.images(ids=chosen) if r.face.landmarks][:count]
     if not chosen:
         raise StoreError(f"No photo of '{source}' has a face with landmarks to draw a mask on: import photos with "
                          "visible faces.")

@@ -82,6 +82,8 @@ def test_pages_of_images_and_the_dataset_counts_come_from_queries(store, tmp_pat
                     {"label": "without_mask", "no_face": True}, {"ids": [every[0].id, every[7].id, every[9].id]}):
         records = store.images(**filters)
         assert store.count_images(**filters) == len(records) > 0
+        if "ids" not in filters:
+            assert store.image_ids(**filters) == [record.id for record in records]
         assert store.images(**filters, offset=1, limit=2) == records[1:3]
     assert store.count_images(label="empty") == 0 and store.images(offset=10, limit=5) == []
     assert store.no_face_counts() == {"with_mask": 4, "without_mask": 5, "empty": 0}
