@@ -67,9 +67,9 @@ class TrainConfig:
     backbone_weights: str | None = None
     random_init: bool = False
     quantize: bool = True
-    device: str = choice("auto", DEVICES, "Where training computes: auto takes a CUDA GPU when PyTorch finds one, "
-                                          "else the CPU; cuda insists on the GPU. Feature extraction uses it only "
-                                          "with onnxruntime-gpu installed.")
+    device: str = choice("cpu", DEVICES, "Where training computes: cpu, the default; cuda insists on a CUDA GPU; "
+                                         "auto takes one when PyTorch finds it, else the CPU. Feature extraction uses "
+                                         "the GPU only with onnxruntime-gpu installed.")
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     synthetic_masks: SyntheticMasks = field(default_factory=SyntheticMasks)
 

@@ -21,14 +21,14 @@ def pretend_gpu(monkeypatch, onnx_cuda: bool) -> None:
     monkeypatch.setattr(ort, "get_available_providers", lambda: providers)
 
 
-def test_the_setting_offers_auto_cpu_and_cuda_with_auto_the_default():
+def test_the_setting_offers_auto_cpu_and_cuda_with_cpu_the_default():
     assert DEVICES == ("auto", "cpu", "cuda") and CHOSEN["device"].metadata["choices"] == DEVICES
-    assert TrainConfig().device == "auto"
+    assert TrainConfig().device == "cpu"
     assert CHOSEN["device"].metadata["help"].endswith(".")
     for device in ("auto", "cpu"):
         assert TrainConfig.from_dict({"device": device}).device == device
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    assert f"`device` auto (one of {', '.join(DEVICES)};" in readme
+    assert f"`device` cpu (one of {', '.join(DEVICES)};" in readme
 
 
 @pytest.mark.parametrize("value, shown", [("tpu", '"tpu"'), ("CUDA", '"CUDA"'), (None, "null"), (0, "0")])

@@ -334,11 +334,11 @@ def test_device_select_box_takes_its_choices_and_help_from_the_config_and_resets
     at = page().run()
     no_failure(at)
     box = at.selectbox(key="device")
-    assert (box.value, box.options, box.help) == ("auto", list(CHOSEN["device"].metadata["choices"]),
+    assert (box.value, box.options, box.help) == ("cpu", list(CHOSEN["device"].metadata["choices"]),
                                                   CHOSEN["device"].metadata["help"])
-    box.set_value("cpu").run()
+    box.set_value("auto").run()
     at.button(key="reset").click().run()
-    assert at.selectbox(key="device").value == "auto"
+    assert at.selectbox(key="device").value == "cpu"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU that PyTorch can use")

@@ -134,7 +134,7 @@ def test_config_and_model_card(tiny):
 
 
 def test_metrics_and_model_card_record_the_device_it_trained_on(tiny):
-    used = resolve_device(TINY.device)  # auto: the CPU on a machine without a CUDA GPU (this one, CI)
+    used = resolve_device(TINY.device)  # the default: the CPU
     assert (tiny.metrics["device"], tiny.metrics["onnx_providers"]) == (used.torch.type, list(used.providers))
     card = (tiny.run_dir / "MODEL_CARD.md").read_text()
     assert f"- Trained on: {used.torch.type} (PyTorch), {', '.join(used.providers)} (onnxruntime)" in card
