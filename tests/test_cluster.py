@@ -27,8 +27,9 @@ from tests.test_page_train import no_failure, page, set_tiny, shown
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"epochs": 3, "views_per_image": 1, "input_size": 64, "quantize": False}  # about 2 s once torch is imported
-LONG = {**TINY, "epochs": 1000, "patience": 1000, "batch_size": 1}  # about 45 s of head epochs: caught mid-run
-LONG_FLAGS = ["--epochs", "1000", "--patience", "1000", "--batch-size", "1", "--views-per-image", "1",
+LONG = {**TINY, "epochs": 1000, "patience": 1000, "batch_size": 1, "views_per_image": 8}  # about 40 s of head
+# epochs on one thread: caught mid-run
+LONG_FLAGS = ["--epochs", "1000", "--patience", "1000", "--batch-size", "1", "--views-per-image", "8",
               "--input-size", "64", "--no-int8"]
 STARTUP_SECONDS = 90  # a scheduler and its workers starting on a busy two-core machine
 RUN_SECONDS = 90  # a tiny run, the worker's first one importing torch
