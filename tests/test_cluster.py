@@ -247,10 +247,16 @@ def test_ctrl_c_while_following_cancels_the_cluster_run(home, workers, monkeypat
                 return
             time.sleep(0.1)
 
-    presser = threading.Thread(target=press_ctrl_c)
-    presser.start()
-    code = main(["train", *LONG_FLAGS])
-    presser.join()
+    # Ctrl-C as in a terminal, where Python's own handler raises KeyboardInterrupt: a library an earlier test used
+    # may have left a handler of its own on SIGINT in this process.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        presser = threading.Thread(target=press_ctrl_c)
+        presser.start()
+        code = main(["train", *LONG_FLAGS])
+        presser.join()
+    finally:
+        signal.signal(signal.SIGINT, previous)
     err = capsys.readouterr().err
     [run] = home.runs()
     assert run["status"] == "cancelled" and run["cancel_requested"]
