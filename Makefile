@@ -8,7 +8,7 @@ setup:
 	@bash scripts/setup.sh
 
 run: setup
-	@.venv/bin/python -m maskdet.access "$(ADDRESS)"
+	@.venv/bin/python -m maskdet.core.access "$(ADDRESS)"
 	.venv/bin/python -m streamlit run app.py --server.address $(ADDRESS) --server.port $(PORT) --server.headless true
 
 test: setup

@@ -3,9 +3,9 @@
 import streamlit as st
 
 import ui
-from maskdet import backup
-from maskdet.insights import summarize
-from maskdet.runs import RunRecord, active_run, runs_table
+from maskdet.runs import backup
+from maskdet.data.insights import summarize
+from maskdet.runs.views import RunRecord, active_run, runs_table
 
 ui.page_setup("Home")
 st.title("maskdet: face-mask detection studio")

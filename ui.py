@@ -9,10 +9,10 @@ import pandas as pd
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
-from maskdet.access import password_matches
+from maskdet.core.access import password_matches
 from maskdet.bundle.pixels import IMAGE_SUFFIXES
-from maskdet.settings import Settings, load_settings
-from maskdet.store import Store
+from maskdet.core.settings import Settings, load_settings
+from maskdet.data.store import Store
 
 
 @st.cache_resource(show_spinner=False)
@@ -27,7 +27,7 @@ def store() -> Store:
 
 @st.cache_resource(show_spinner="Loading the face detector...")
 def detector():
-    from maskdet.faces import FaceDetector
+    from maskdet.vision.faces import FaceDetector
 
     return FaceDetector()
 
@@ -70,7 +70,7 @@ def runs_dataframe(rows: list[dict], columns: tuple[str, ...], key: str) -> None
 
 def run_caption(run: dict) -> str:
     """A one-line description of a run for select boxes."""
-    from maskdet.runs import RunRecord
+    from maskdet.runs.views import RunRecord
 
     return RunRecord.of(run).caption()
 
@@ -81,7 +81,7 @@ PHOTO_TYPES = sorted(suffix.lstrip(".") for suffix in IMAGE_SUFFIXES)  # what th
 @st.cache_resource(show_spinner="Loading the model...", max_entries=4)
 def classifier(path: str, stamp: float):
     """A model file, loaded once per version of the file (stamp: its mtime)."""
-    from maskdet.export import load_classifier
+    from maskdet.training.export import load_classifier
 
     return load_classifier(path)
 
@@ -90,15 +90,15 @@ def classifier(path: str, stamp: float):
 def photo_pipeline(path: str, stamp: float, settings):
     """The pipeline that annotates photos with a model file and LiveSettings (photos carry nothing from one to the
     next, so all sessions share it)."""
-    from maskdet import media
-    from maskdet.live import LivePipeline
+    from maskdet.serving import media
+    from maskdet.serving.live import LivePipeline
 
     return LivePipeline(classifier(path, stamp), media.photo_settings(settings))
 
 
 def show_annotated_photo(result, name: str, key: str, no_face_hint: str = "") -> None:
     """A media.AnnotatedPhoto: the picture, the table of its faces (numbered as on the picture) and its download."""
-    from maskdet import media
+    from maskdet.serving import media
 
     st.image(result.png, caption=f"{literal(name)}, annotated", width=min(720, result.width))
     if result.predictions:

@@ -276,7 +276,7 @@ def longest_allowed(folder: Path, quick: bool, data: Path | None) -> Path:
     count, size = (30, (640, 360)) if quick else (1800, (1920, 1080))
     frames = flat_frames(count, size)
     if data and data.is_dir():
-        from maskdet.clip import clip_photos, make_clip
+        from maskdet.vision.clip import clip_photos, make_clip
 
         loop = make_clip(clip_photos(data), 60, size=size)
         frames = (loop[index % len(loop)] for index in range(count))
@@ -369,9 +369,9 @@ def baselines(folder: Path, model: Path | None) -> dict[str, Path]:
 
 def real_model(folder: Path) -> Path:
     """A maskdet model with random weights at the default input size (the valid model for the other paths)."""
-    from maskdet.export import export_classifier
-    from maskdet.faces import CropRule
-    from maskdet.model import MaskNet, Preprocess
+    from maskdet.training.export import export_classifier
+    from maskdet.vision.faces import CropRule
+    from maskdet.training.model import MaskNet, Preprocess
 
     preprocess = Preprocess()
     return export_classifier(MaskNet(2, preprocess).eval(), folder / "model.onnx", ["with_mask", "without_mask"],
@@ -443,16 +443,16 @@ def summary_line(stdout: str, stderr: str, code: int) -> str:
 
 def child(kind: str, path: Path, model: Path) -> None:
     """One replay in this process: the Metrics page's zip scoring, the Live page's video or model upload."""
-    from maskdet import media
-    from maskdet.export import load_classifier
+    from maskdet.serving import media
+    from maskdet.training.export import load_classifier
 
     data = path.read_bytes()
     try:
         if kind == "evaluate":
-            from maskdet import runs
-            from maskdet.faces import FaceDetector
-            from maskdet.store import Store
-            from maskdet.train import TrainConfig
+            from maskdet.runs import views as runs
+            from maskdet.vision.faces import FaceDetector
+            from maskdet.data.store import Store
+            from maskdet.training.train import TrainConfig
 
             store = Store()
             run_id = store.create_run(TrainConfig().to_dict())
@@ -465,14 +465,14 @@ def child(kind: str, path: Path, model: Path) -> None:
             print(f"scored {report['num_samples']} photos, rejected {len(rejected)}"
                   + (f": {rejected[0]['name']}: {rejected[0]['reason']}" if rejected else ""))
         elif kind == "video":
-            from maskdet.live import LivePipeline
+            from maskdet.serving.live import LivePipeline
 
             result = media.annotate_video(data, LivePipeline(load_classifier(model)))
             print(f"annotated {result.frames} frames of {result.width}x{result.height} ({result.seconds:.1f} s)")
         else:
-            from maskdet.faces import Face
-            from maskdet.predict import classify_faces
-            from maskdet.settings import load_settings
+            from maskdet.vision.faces import Face
+            from maskdet.serving.predict import classify_faces
+            from maskdet.core.settings import load_settings
 
             kept = media.save_uploaded_model(load_settings().home, path.name, data)
             frame = np.asarray(photo(6, (640, 480)))

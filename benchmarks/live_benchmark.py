@@ -21,11 +21,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from maskdet import export  # noqa: E402
-from maskdet.clip import clip_photos, make_clip  # noqa: E402
-from maskdet.faces import CropRule, box_iou, crop_face  # noqa: E402
-from maskdet.live import LivePipeline, LiveSettings  # noqa: E402
-from maskdet.model import MaskNet, Preprocess  # noqa: E402
+from maskdet.training import export  # noqa: E402
+from maskdet.vision.clip import clip_photos, make_clip  # noqa: E402
+from maskdet.vision.faces import CropRule, box_iou, crop_face  # noqa: E402
+from maskdet.serving.live import LivePipeline, LiveSettings  # noqa: E402
+from maskdet.training.model import MaskNet, Preprocess  # noqa: E402
 
 
 def run(pipeline: LivePipeline, clip: list[np.ndarray]):
@@ -42,7 +42,7 @@ def load_or_make_classifier(model: str | None, int8: bool, clip: list[np.ndarray
         return export.load_classifier(Path(model))
     if model:
         from maskdet.cli import resolve_model
-        from maskdet.store import Store
+        from maskdet.data.store import Store
 
         return export.load_classifier(resolve_model(Store(), model, int8))
     preprocess = Preprocess()

@@ -25,8 +25,8 @@ import numpy as np
 import live_webrtc
 from live_webrtc import Stream, close_streams, open_streams
 
-from maskdet.clip import clip_photos, make_clip
-from maskdet.live import LivePipeline, LiveSettings
+from maskdet.vision.clip import clip_photos, make_clip
+from maskdet.serving.live import LivePipeline, LiveSettings
 
 RSS_GROWTH_TARGET_PCT = 5.0
 

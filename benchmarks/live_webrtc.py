@@ -5,7 +5,7 @@ count.
 
 Each stream is a pair of aiortc peers in this one process, connected over this machine's network interface, VP8 both
 ways (forced by codec preferences; the answer's codecs are reported):
-- a "browser" that sends the generated 640x480 clip (maskdet/clip.py: one to four faces) at 30 fps like a webcam,
+- a "browser" that sends the generated 640x480 clip (maskdet/vision/clip.py: one to four faces) at 30 fps like a webcam,
   each frame stamped with its number, and reads the annotated video that comes back;
 - the dashboard side, built by streamlit-webrtc's own WebRtcWorker as the Live page's webrtc_streamer builds it
   (SENDRECV, async_processing, one MediaRelay for the process, media.frames_callback on a LivePipeline of its own,
@@ -20,7 +20,7 @@ it); the dashboard side keeps aiortc's, as the page has it. Delivered fps counts
 sends the last annotated frame again while no new one is ready). Like a browser's encoder, the sender takes the
 newest camera frame when it is ready to encode and skips the ones it was too late for ("skipped_by_sender");
 "dropped_by_pipeline" are the frames the Live page's callback did not process (they came while the pipeline was
-busy, or the stream skipped them to stay within its share of the CPU: maskdet.live.Cadence). Both peers of every
+busy, or the stream skipped them to stay within its share of the CPU: maskdet.serving.live.Cadence). Both peers of every
 stream run on the same CPU cores, so the browser's encoding and decoding are charged to the server too: in real use
 the browser does that on its own machine.
 """
@@ -51,10 +51,10 @@ from aiortc.mediastreams import MediaStreamError  # noqa: E402
 from streamlit_webrtc import WebRtcMode  # noqa: E402
 from streamlit_webrtc.webrtc import WebRtcWorker  # noqa: E402
 
-from maskdet import media  # noqa: E402
-from maskdet.clip import clip_photos, make_clip  # noqa: E402
-from maskdet.live import LIVE_BUSY_BUDGET, LivePipeline, LiveSettings, StreamSeats  # noqa: E402
-from maskdet.settings import load_settings  # noqa: E402
+from maskdet.serving import media  # noqa: E402
+from maskdet.vision.clip import clip_photos, make_clip  # noqa: E402
+from maskdet.serving.live import LIVE_BUSY_BUDGET, LivePipeline, LiveSettings, StreamSeats  # noqa: E402
+from maskdet.core.settings import load_settings  # noqa: E402
 
 logging.disable(logging.NOTSET)
 

@@ -6,7 +6,7 @@ The stored photos are registry rows only (no files): the perceptual hashes of 40
 25% of their bits flipped (other photos to the near-duplicate search, as a large dataset's are), each in a group of
 its own.
 Then `--photos` masks-small photos (pasted-mask pairs) are imported through Store.import_folder, MTCNN included, and
-the rate is photos a second of that import. The near-duplicate search (maskdet/near_duplicates.py) is the part of an
+the rate is photos a second of that import. The near-duplicate search (maskdet/vision/near_duplicates.py) is the part of an
 import that grows with the photos stored; the rate at 100,000 should stay within 20% of the rate at 1,000."""
 
 import argparse
@@ -19,10 +19,10 @@ import numpy as np
 import sqlalchemy as sa
 from home import add_shared_arguments, fresh_home
 
-from maskdet.faces import FaceDetector
-from maskdet.imageio import decode_image
-from maskdet.settings import load_settings
-from maskdet.store import Store, images_table, labels_table, now, perceptual_hash
+from maskdet.vision.faces import FaceDetector
+from maskdet.core.imageio import decode_image
+from maskdet.core.settings import load_settings
+from maskdet.data.store import Store, images_table, labels_table, now, perceptual_hash
 
 
 def stored_rows(hashes: np.ndarray, count: int, label_id: int, seed: int) -> list[dict]:

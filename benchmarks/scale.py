@@ -99,7 +99,7 @@ def join_variant_groups(store) -> int:
     returns the number of groups."""
     import sqlalchemy as sa
 
-    from maskdet.store import images_table
+    from maskdet.data.store import images_table
 
     with store.engine.begin() as conn:
         rows = conn.execute(sa.select(images_table.c.id, images_table.c.source_name, images_table.c.dup_group)).all()
@@ -130,8 +130,8 @@ def page_load_seconds() -> dict:
     import streamlit_webrtc  # noqa: F401  (as a running dashboard has them)
     from streamlit.testing.v1 import AppTest
 
-    import maskdet.capture  # noqa: F401
-    import maskdet.train  # noqa: F401
+    import maskdet.serving.capture  # noqa: F401
+    import maskdet.training.train  # noqa: F401
     import ui  # noqa: F401
 
     for name in list(logging.root.manager.loggerDict):  # not "missing ScriptRunContext" at each page's import
@@ -166,8 +166,8 @@ def main() -> None:
     workdir = fresh_home("maskdet-scale-")
     os.environ["MASKDET_BACKBONE_WEIGHTS"] = args.weights
     try:
-        from maskdet.settings import load_settings
-        from maskdet.store import Store
+        from maskdet.core.settings import load_settings
+        from maskdet.data.store import Store
 
         imported = run_child(["import", str(photos_dir)], workdir / "import.log")
         store = Store(load_settings())

@@ -12,11 +12,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .settings import load_settings
-from .imageio import BadImage
-from .bundle.pixels import image_files
-from .store import ACTIVE_STATUSES, Store, StoreError
-from .threshold import DEFAULT_THRESHOLD
+from maskdet.core.settings import load_settings
+from maskdet.core.imageio import BadImage
+from maskdet.bundle.pixels import image_files
+from maskdet.data.store import ACTIVE_STATUSES, Store, StoreError
+from maskdet.core.threshold import DEFAULT_THRESHOLD
 
 
 class UsageError(ValueError):
@@ -40,20 +40,20 @@ def tqdm_progress(description: str, unit: str = "img"):
 
 def face_detector(detect_side: int = 160):
     """MTCNN; dataset photos have large faces (160 px copies), arbitrary photos need a larger copy."""
-    from .faces import FaceDetector
+    from maskdet.vision.faces import FaceDetector
 
     return FaceDetector(detect_side=detect_side)
 
 
 def load_classifier(path: Path):
-    from .export import load_classifier as load
+    from maskdet.training.export import load_classifier as load
 
     return load(path)
 
 
 def resolve_model(store: Store, spec: str | None, int8: bool = False) -> Path:
     """A path to an .onnx file, a run id, or (None) the active model chosen on the Models page."""
-    from .runs import active_run, finished_runs, model_path
+    from maskdet.runs.views import active_run, finished_runs, model_path
 
     if spec and spec.endswith(".onnx"):
         return Path(spec)
@@ -99,7 +99,7 @@ def cmd_labels(store: Store, args) -> dict:
 
 
 def train_config(args):
-    from .train import CHOSEN, RANGED, TrainConfig
+    from maskdet.training.train import CHOSEN, RANGED, TrainConfig
 
     data = read_config_file(Path(args.config)) if args.config else {}
     for name in (*RANGED, *CHOSEN):
@@ -199,7 +199,7 @@ def stage_bars(stream=None):
 
 def run_summary(store: Store, run_id: str) -> dict:
     """What `train` prints for a succeeded run: its test scores, ONNX parity, timings, and whether it is active."""
-    from .runs import active_run, not_active_reason
+    from maskdet.runs.views import active_run, not_active_reason
 
     run = store.run(run_id)
     metrics = run["metrics"]
@@ -217,8 +217,8 @@ def follow(store: Store, run_id: str) -> None:
     """Draw a run training elsewhere (on the cluster) from the registry, about once a second, until it ends; Ctrl-C
     asks it to cancel and keeps following. It ends as a local run would: returns, raises Cancelled, or raises a
     StoreError with the run's error."""
-    from .jobs import active_training, cancel_training
-    from .train import Cancelled, Progress
+    from maskdet.runs.lifecycle import active_training, cancel_training
+    from maskdet.training.train import Cancelled, Progress
 
     names = [field.name for field in fields(Progress)]
     with stage_bars() as on_progress:
@@ -244,8 +244,8 @@ def follow(store: Store, run_id: str) -> None:
 
 
 def cmd_train(store: Store, args) -> dict:
-    from .jobs import log_path, new_run, start_training, stored_config
-    from .train import execute_run
+    from maskdet.runs.lifecycle import log_path, new_run, start_training, stored_config
+    from maskdet.training.train import execute_run
 
     if args.run_id:  # a run queued by the dashboard carries its own config; its output already goes to its log
         config, run_id, log = stored_config(store, args.run_id), args.run_id, nullcontext()
@@ -263,8 +263,8 @@ def cmd_train(store: Store, args) -> dict:
 
 
 def cmd_evaluate(store: Store, args) -> dict:
-    from .predict import evaluate_folder, import_evaluated
-    from .store import folder_candidates
+    from maskdet.serving.predict import evaluate_folder, import_evaluated
+    from maskdet.data.store import folder_candidates
 
     classifier = load_classifier(resolve_model(store, args.model, args.int8))
     detector = face_detector()
@@ -294,7 +294,7 @@ def cmd_export(store: Store, args) -> dict:
 def cmd_predict(store: Store, args) -> dict:
     from PIL import Image
 
-    from .predict import annotate, predict_image
+    from maskdet.serving.predict import annotate, predict_image
 
     classifier = load_classifier(resolve_model(store, args.model, args.int8))
     threshold = classifier.class_threshold if args.threshold is None else args.threshold
@@ -323,28 +323,28 @@ def cmd_landmarks(store: Store, args) -> dict:
 
 
 def cmd_runs(store: Store, args) -> dict:
-    from .jobs import active_training
-    from .runs import RunRecord
+    from maskdet.runs.lifecycle import active_training
+    from maskdet.runs.views import RunRecord
 
     active_training(store)  # runs whose process stopped without a word are marked failed first
     return {"runs": [RunRecord.of(run).summary() for run in store.runs()]}
 
 
 def cmd_cancel(store: Store, args) -> dict:
-    from .jobs import cancel_training
+    from maskdet.runs.lifecycle import cancel_training
 
     cancel_training(store, args.run_id)
     return {"run_id": args.run_id, "cancel_requested": True}
 
 
 def cmd_backup(store: Store, args) -> dict:
-    from .backup import backup
+    from maskdet.runs.backup import backup
 
     return backup(store, Path(args.file), [] if args.no_runs else args.runs, tqdm_progress("backup", "file"))
 
 
 def cmd_restore(store: Store, args) -> dict:
-    from .backup import restore
+    from maskdet.runs.backup import restore
 
     return restore(store, Path(args.file), tqdm_progress("restore", "file"))
 
@@ -383,7 +383,7 @@ def print_human(command: str, result: dict) -> None:
 def add_setting_flags(parser: argparse.ArgumentParser) -> None:
     """A flag for each numeric training setting and each one of a few words (--device), with its help, range or
     choices and default from TrainConfig (which imports torch, so only `train` builds them)."""
-    from .train import CHOSEN, RANGED, number_text
+    from maskdet.training.train import CHOSEN, RANGED, number_text
 
     for name, spec in RANGED.items():
         low, high = (number_text(limit) for limit in spec.metadata["range"])
@@ -476,7 +476,7 @@ def failure(error: BaseException) -> tuple[str, int]:
         return f"error: {error}", 2
     if isinstance(error, KeyboardInterrupt):
         return "interrupted", 130
-    from .train import Cancelled
+    from maskdet.training.train import Cancelled
 
     if isinstance(error, Cancelled):
         return "training cancelled", 3

@@ -15,10 +15,12 @@ from PIL import Image, ImageDraw, ImageFont
 from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
 import ui
-from maskdet import capture, insights, media
-from maskdet.live import rtc_configuration, stream_seats
-from maskdet.runs import plural
-from maskdet.store import ImportReport
+from maskdet.serving import capture
+from maskdet.serving import media
+from maskdet.data import insights
+from maskdet.serving.live import rtc_configuration, stream_seats
+from maskdet.runs.views import plural
+from maskdet.data.store import ImportReport
 
 ui.page_setup("Dataset")
 st.title("Dataset")

@@ -1,6 +1,6 @@
 """Train: the training settings, previews of the augmented and mask-drawn faces, and a run followed live.
 
-Training runs in its own process (`python -m maskdet train --run-id ...`, started by maskdet.jobs); this page
+Training runs in its own process (`python -m maskdet train --run-id ...`, started by maskdet.runs.lifecycle); this page
 only reads the run registry, so a run keeps going when the page is reloaded or left, and shows up again here.
 """
 
@@ -13,15 +13,17 @@ import streamlit as st
 from PIL import Image
 
 import ui
-from maskdet import jobs, media, runs
-from maskdet.augment import AUGMENTATIONS, AugmentConfig, preview
-from maskdet.estimate import latest_throughput, photos_trained, training_seconds
-from maskdet.faces import CropRule, crop_face
-from maskdet.insights import preview_photo, summarize
-from maskdet.live import LiveSettings
-from maskdet.settings import load_settings
-from maskdet.synth import MASK_STYLES, SyntheticMasks
-from maskdet.train import CHOSEN, RANGED, TrainConfig, synthetic_preview
+from maskdet.serving import media
+from maskdet.runs import lifecycle as jobs
+from maskdet.runs import views as runs
+from maskdet.vision.augment import AUGMENTATIONS, AugmentConfig, preview
+from maskdet.runs.estimate import latest_throughput, photos_trained, training_seconds
+from maskdet.vision.faces import CropRule, crop_face
+from maskdet.data.insights import preview_photo, summarize
+from maskdet.serving.live import LiveSettings
+from maskdet.core.settings import load_settings
+from maskdet.vision.synth import MASK_STYLES, SyntheticMasks
+from maskdet.training.train import CHOSEN, RANGED, TrainConfig, synthetic_preview
 
 ui.page_setup("Train")
 st.title("Train a model")

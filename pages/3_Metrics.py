@@ -8,7 +8,7 @@ import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
 import ui
-from maskdet import runs
+from maskdet.runs import views as runs
 
 ui.page_setup("Metrics")
 st.title("Metrics")

@@ -3,8 +3,8 @@
 import streamlit as st
 
 import ui
-from maskdet import runs
-from maskdet.export import bundle_zip
+from maskdet.runs import views as runs
+from maskdet.training.export import bundle_zip
 
 ui.page_setup("Models")
 st.title("Models")

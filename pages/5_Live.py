@@ -15,8 +15,9 @@ import streamlit as st
 from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
 import ui
-from maskdet import media, runs
-from maskdet.live import RATE_WINDOW_SECONDS, LivePipeline, LiveSettings, rtc_configuration, stream_seats
+from maskdet.serving import media
+from maskdet.runs import views as runs
+from maskdet.serving.live import RATE_WINDOW_SECONDS, LivePipeline, LiveSettings, rtc_configuration, stream_seats
 
 ui.page_setup("Live")
 st.title("Live")
@@ -28,7 +29,7 @@ NO_FACE_HINT = "Try a smaller minimum face size, a lower detection confidence or
 ALL_FACES = 0  # the face choice that adds every face of the photo
 state = st.session_state
 
-log = logging.getLogger("maskdet.live")
+log = logging.getLogger("maskdet.serving.live")
 if not log.handlers:  # the stream summaries go to the server's console (Streamlit sets up only its own loggers)
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

@@ -25,8 +25,8 @@ import sqlalchemy as sa
 from PIL import Image
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 
-from maskdet.settings import Settings, load_settings
-from maskdet.store import Store, open_database
+from maskdet.core.settings import Settings, load_settings
+from maskdet.data.store import Store, open_database
 
 
 def shared_path(variable: str) -> Path:
@@ -70,8 +70,8 @@ def trained_home(tmp_path_factory, shared_data, backbone_weights, detector) -> S
     """A data home whose active model is a real one: 24 photo pairs of masks-small and the ImageNet weights.
 
     Has root, env (MASKDET_HOME and MASKDET_MODELS to point a test or a server at it), run_id and model (path)."""
-    from maskdet.runs import model_path, set_active_run
-    from maskdet.train import TrainConfig, execute_run
+    from maskdet.runs.views import model_path, set_active_run
+    from maskdet.training.train import TrainConfig, execute_run
 
     root = tmp_path_factory.mktemp("trained")
     for name in photo_pairs(shared_data)[-24:]:
@@ -131,7 +131,7 @@ def store(settings) -> Store:
 
 @pytest.fixture(scope="session")
 def detector():
-    from maskdet.faces import FaceDetector
+    from maskdet.vision.faces import FaceDetector
 
     return FaceDetector()
 
@@ -276,7 +276,7 @@ def page_in_app(page: str):
 def seat_taken(monkeypatch):
     """The dashboard serves one camera stream (MASKDET_LIVE_STREAMS) and another session's stream holds it; the value
     ends that stream."""
-    from maskdet.live import stream_seats
+    from maskdet.serving.live import stream_seats
 
     class OtherSession:
         """Its pipeline, holding the seat."""

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from maskdet.access import is_local, listen_problem
+from maskdet.core.access import is_local, listen_problem
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,7 +28,7 @@ def access_check(address: str, password: str | None, **settings: str) -> subproc
     env.update(settings, PYTHONPATH=str(ROOT))
     if password:
         env["MASKDET_PASSWORD"] = password
-    return subprocess.run([sys.executable, "-m", "maskdet.access", address], env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "maskdet.core.access", address], env=env, capture_output=True, text=True,
                           timeout=60)
 
 

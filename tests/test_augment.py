@@ -1,4 +1,4 @@
-"""Tests for maskdet.augment: the config round trip and validation, and the pipelines it builds."""
+"""Tests for maskdet.vision.augment: the config round trip and validation, and the pipelines it builds."""
 
 from dataclasses import fields
 from pathlib import Path
@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from maskdet.augment import AUGMENTATIONS, AugmentConfig, Augmentation, build_eval_pipeline, build_train_pipeline
+from maskdet.vision.augment import AUGMENTATIONS, AugmentConfig, Augmentation, build_eval_pipeline, build_train_pipeline
 from tests.conftest import pattern_image
 
 NAMES = list(AUGMENTATIONS)

@@ -1,4 +1,4 @@
-"""Backup and restore (maskdet/backup.py, `maskdet backup` and `maskdet restore`; the Home page's download is tested in
+"""Backup and restore (maskdet/runs/backup.py, `maskdet backup` and `maskdet restore`; the Home page's download is tested in
 test_page_home.py): a project moved from SQLite to PostgreSQL and back keeps its rows, files, runs, active model and
 evaluate figures; a home that is not empty and bad archives are refused with nothing written; a backup taken while
 others write holds one snapshot and leaves out what was deleted meanwhile."""
@@ -15,14 +15,14 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from maskdet.backup import TABLES, backup, restore
+from maskdet.runs.backup import TABLES, backup, restore
 from maskdet.cli import resolve_model
-from maskdet.export import load_classifier
-from maskdet.jobs import log_path
-from maskdet.predict import evaluate_folder
-from maskdet.runs import run_dir
-from maskdet.settings import Settings
-from maskdet.store import SCHEMA_VERSION, Store, StoreError, meta_table, now
+from maskdet.training.export import load_classifier
+from maskdet.runs.lifecycle import log_path
+from maskdet.serving.predict import evaluate_folder
+from maskdet.runs.views import run_dir
+from maskdet.core.settings import Settings
+from maskdet.data.store import SCHEMA_VERSION, Store, StoreError, meta_table, now
 from tests.conftest import write_dataset
 from tests.test_store_concurrency import NoFaces
 

@@ -84,8 +84,8 @@ def test_the_analysts_loop(server, page, output_dir, shared_data, backbone_weigh
     import numpy as np
     import onnxruntime as ort
 
-    from maskdet.settings import load_settings
-    from maskdet.store import Store
+    from maskdet.core.settings import load_settings
+    from maskdet.data.store import Store
 
     url = server.url
     open_page(page, f"{url}/Dataset", "Dataset")

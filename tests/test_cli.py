@@ -23,10 +23,10 @@ import torch
 from PIL import Image
 
 from maskdet.cli import main
-from maskdet.export import load_classifier
-from maskdet.runs import set_active_run
-from maskdet.settings import Settings
-from maskdet.store import Store
+from maskdet.training.export import load_classifier
+from maskdet.runs.views import set_active_run
+from maskdet.core.settings import Settings
+from maskdet.data.store import Store
 from tests.conftest import encode, make_old_home, pattern_image, write_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -274,9 +274,9 @@ def test_export_writes_an_onnx_file_that_loads(trained):
 
 def test_predict_starts_from_the_threshold_saved_with_the_run(trained, shared_data):
     """The threshold chosen on the Metrics page (runs.set_threshold) is predict's default; --threshold still wins."""
-    from maskdet.faces import FaceDetector
-    from maskdet.predict import predict_image
-    from maskdet.runs import set_threshold
+    from maskdet.vision.faces import FaceDetector
+    from maskdet.serving.predict import predict_image
+    from maskdet.runs.views import set_threshold
 
     home = trained.home
     shutil.copyfile(shared_data / "without_mask" / "100.jpg", home / "face.jpg")
@@ -387,7 +387,7 @@ def test_landmarks_command_fills_an_old_data_home(tmp_path, shared_data):
 
 # ---- a light CLI ---------------------------------------------------------------------------------------------
 
-LOADED = ("import json, sys\nfrom maskdet.cli import main\nfrom maskdet.mtcnn import networks\ncode = main(sys.argv[1:])\n"
+LOADED = ("import json, sys\nfrom maskdet.cli import main\nfrom maskdet.vision.mtcnn import networks\ncode = main(sys.argv[1:])\n"
           "print(json.dumps({'code': code, 'torch': 'torch' in sys.modules, 'mtcnn': networks.cache_info().currsize}),"
           " file=sys.stderr)")
 

@@ -1,4 +1,4 @@
-"""Training on a Dask cluster (maskdet/cluster.py), on SQLite and on PostgreSQL: a real scheduler and two worker
+"""Training on a Dask cluster (maskdet/runs/cluster.py), on SQLite and on PostgreSQL: a real scheduler and two worker
 processes started here. The workers run without a nanny, so the process that trains a run is the worker itself and
 runs.pid names it: killing a worker mid-run is killing that pid."""
 
@@ -18,9 +18,11 @@ from types import SimpleNamespace
 import pytest
 from distributed import Client
 
-from maskdet import cluster, jobs
+from maskdet.runs import cluster
+
+from maskdet.runs import lifecycle as jobs
 from maskdet.cli import main
-from maskdet.store import ACTIVE_STATUSES, Store, StoreError
+from maskdet.data.store import ACTIVE_STATUSES, Store, StoreError
 from tests.browser_support import stop
 from tests.conftest import write_dataset
 from tests.test_page_train import no_failure, page, set_tiny, shown

@@ -7,8 +7,8 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from maskdet.device import CPU_PROVIDERS, DEVICES, Device, resolve_device
-from maskdet.train import CHOSEN, TrainConfig
+from maskdet.training.device import CPU_PROVIDERS, DEVICES, Device, resolve_device
+from maskdet.training.train import CHOSEN, TrainConfig
 
 NO_GPU = not torch.cuda.is_available()
 CPU = Device(torch.device("cpu"), ("CPUExecutionProvider",))

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from maskdet.disk_array import DiskArray
+from maskdet.core.disk_array import DiskArray
 
 
 def test_rows_read_back_as_written_by_slice_and_by_row_numbers(tmp_path):

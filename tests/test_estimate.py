@@ -2,9 +2,9 @@
 
 import pytest
 
-from maskdet.estimate import (BENCHMARK, Throughput, Workload, latest_throughput, measured_throughput, photos_trained,
+from maskdet.runs.estimate import (BENCHMARK, Throughput, Workload, latest_throughput, measured_throughput, photos_trained,
                               training_seconds)
-from maskdet.train import TrainConfig
+from maskdet.training.train import TrainConfig
 
 
 def finished_run(run_id: str = "r1", **config) -> dict:

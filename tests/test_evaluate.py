@@ -1,11 +1,11 @@
-"""Tests for maskdet.evaluate, checked against numbers worked out by hand."""
+"""Tests for maskdet.core.metrics, checked against numbers worked out by hand."""
 
 import json
 
 import numpy as np
 import pytest
 
-from maskdet.evaluate import classification_report, confusion_matrix, roc_auc, roc_curve
+from maskdet.core.metrics import classification_report, confusion_matrix, roc_auc, roc_curve
 
 # ---------------------------------------------------------------------------
 # Two-class example (labels: 0 = no_mask, 1 = mask); probs[:, 1] is the mask score.

@@ -1,4 +1,4 @@
-"""Tests for maskdet.export on a small random MaskNet: metadata, loading, refusing foreign files, parity, int8."""
+"""Tests for maskdet.training.export on a small random MaskNet: metadata, loading, refusing foreign files, parity, int8."""
 
 import json
 import re
@@ -12,10 +12,12 @@ import torch
 from onnx import TensorProto, helper
 from torch import nn
 
-from maskdet import __version__, export
-from maskdet.export import NotAMaskdetModel, load_classifier, parity, quantize
-from maskdet.faces import CropRule
-from maskdet.model import MaskNet, Preprocess
+from maskdet import __version__
+
+from maskdet.training import export
+from maskdet.training.export import NotAMaskdetModel, load_classifier, parity, quantize
+from maskdet.vision.faces import CropRule
+from maskdet.training.model import MaskNet, Preprocess
 
 SIZE = 64
 LABELS = ["with_mask", "without_mask", "mask_incorrect"]

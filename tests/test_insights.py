@@ -2,8 +2,8 @@
 
 import pytest
 
-from maskdet.insights import preview_photo
-from maskdet.store import StoreError, images_table
+from maskdet.data.insights import preview_photo
+from maskdet.data.store import StoreError, images_table
 from tests.conftest import encode, pattern_image, write_dataset
 
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from maskdet import jobs
-from maskdet.settings import load_settings
-from maskdet.store import Store, StoreError
-from maskdet.train import TrainConfig
+from maskdet.runs import lifecycle as jobs
+from maskdet.core.settings import load_settings
+from maskdet.data.store import Store, StoreError
+from maskdet.training.train import TrainConfig
 from tests.conftest import write_dataset
 from tests.test_cli import TRAIN_FAST, cli, cli_env, refused, succeeded
 

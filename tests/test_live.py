@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maskdet import export
-from maskdet.faces import CropRule, FaceDetector, box_iou
-from maskdet.live import (MAX_DETECT_EVERY, RATE_WINDOW_SECONDS, Cadence, LivePipeline, LiveSettings, LoadShare,
+from maskdet.training import export
+from maskdet.vision.faces import CropRule, FaceDetector, box_iou
+from maskdet.serving.live import (MAX_DETECT_EVERY, RATE_WINDOW_SECONDS, Cadence, LivePipeline, LiveSettings, LoadShare,
                           RateWindow, StreamSeats, as_rgb)
-from maskdet.model import MaskNet, Preprocess
-from maskdet.predict import classify_faces
+from maskdet.training.model import MaskNet, Preprocess
+from maskdet.serving.predict import classify_faces
 
 LABELS = ["with_mask", "without_mask"]
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from maskdet import export
-from maskdet.faces import CropRule
-from maskdet.model import MaskNet, Preprocess
+from maskdet.training import export
+from maskdet.vision.faces import CropRule
+from maskdet.training.model import MaskNet, Preprocess
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""maskdet.media: uploaded photos and videos annotated by a real model, the webcam frame callback, uploaded models."""
+"""maskdet.serving.media: uploaded photos and videos annotated by a real model, the webcam frame callback, uploaded models."""
 
 import asyncio
 import hashlib
@@ -15,14 +15,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maskdet import export, media
-from maskdet.clip import clip_photos, make_clip
+from maskdet.training import export
+
+from maskdet.serving import media
+from maskdet.vision.clip import clip_photos, make_clip
 from maskdet.bundle.crop_rule import square_crop_box
-from maskdet.export import NotAMaskdetModel, export_classifier, load_classifier
-from maskdet.faces import CropRule, box_iou
-from maskdet.live import LivePipeline, LiveSettings, StreamSeats
-from maskdet.model import MaskNet, Preprocess
-from maskdet.store import StoreError
+from maskdet.training.export import NotAMaskdetModel, export_classifier, load_classifier
+from maskdet.vision.faces import CropRule, box_iou
+from maskdet.serving.live import LivePipeline, LiveSettings, StreamSeats
+from maskdet.training.model import MaskNet, Preprocess
+from maskdet.data.store import StoreError
 from tests.conftest import encode, two_person_photo, video_bytes
 
 MAX_PIXELS = 40_000_000
@@ -251,7 +253,7 @@ def test_frames_callback_annotates_the_newest_frame_counts_the_dropped_and_logs(
     pipeline, seats = LivePipeline(model), StreamSeats(1)
     callback = media.frames_callback(pipeline, seats)
     queued = [clip[0:1], clip[1:4], clip[4:5], clip[5:7]]  # frames arrived while the pipeline was busy: 2, then 1
-    with caplog.at_level(logging.INFO, logger="maskdet.live"):
+    with caplog.at_level(logging.INFO, logger="maskdet.serving.live"):
         outputs = [asyncio.run(callback([av.VideoFrame.from_ndarray(f, format="rgb24") for f in frames]))
                    for frames in queued]
         assert not seats.open_for(LivePipeline(model), time.perf_counter())  # the stream holds the one seat

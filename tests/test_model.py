@@ -1,4 +1,4 @@
-"""Tests for maskdet.model: backbone weights loading, freezing, BatchNorm handling and in-graph normalisation."""
+"""Tests for maskdet.training.model: backbone weights loading, freezing, BatchNorm handling and in-graph normalisation."""
 
 import os
 
@@ -9,7 +9,7 @@ from PIL import Image
 from torch import nn
 from torchvision.models import mobilenet_v2
 
-from maskdet.model import (FEATURE_DIM, NUM_BLOCKS, BackboneWeightsError, MaskNet, Preprocess, build_model,
+from maskdet.training.model import (FEATURE_DIM, NUM_BLOCKS, BackboneWeightsError, MaskNet, Preprocess, build_model,
                            set_trainable_blocks, train_mode_with_frozen_batchnorm)
 from tests.conftest import pattern_image
 

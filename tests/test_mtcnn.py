@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maskdet import mtcnn
+from maskdet.vision import mtcnn
 from maskdet.bundle.mtcnn_cascade import Cascade, nms, resize_area, squared
-from maskdet.faces import box_iou
-from maskdet.mtcnn import OnnxMTCNN
+from maskdet.vision.faces import box_iou
+from maskdet.vision.mtcnn import OnnxMTCNN
 
 
 def test_nms_keeps_the_best_of_overlapping_boxes():

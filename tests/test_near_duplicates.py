@@ -1,4 +1,4 @@
-"""Near-duplicate search (maskdet/near_duplicates.py): exactly the hashes a comparison with every stored one finds,
+"""Near-duplicate search (maskdet/vision/near_duplicates.py): exactly the hashes a comparison with every stored one finds,
 whether they are in the sorted part of the index or added since; and the same groups as that comparison on real
 photos."""
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from maskdet import near_duplicates
-from maskdet.near_duplicates import NEAR_DUPLICATE_BITS, HashIndex, hash_distances
-from maskdet.store import images_table
+from maskdet.vision import near_duplicates
+from maskdet.vision.near_duplicates import NEAR_DUPLICATE_BITS, HashIndex, hash_distances
+from maskdet.data.store import images_table
 from tests.conftest import photo_pairs
 
 

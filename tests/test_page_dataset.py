@@ -9,7 +9,7 @@ import streamlit_webrtc.component
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from maskdet.store import images_table
+from maskdet.data.store import images_table
 from tests.conftest import encode, pattern_image, two_person_photo, write_dataset, zip_bytes
 
 PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "1_Dataset.py")
@@ -396,8 +396,8 @@ def set_box(at: AppTest, box) -> None:
 
 
 def test_a_box_set_by_hand_on_the_page_is_what_the_next_training_crops(dataset, tmp_path):
-    from maskdet.faces import CropRule, crop_face
-    from maskdet.train import Callbacks, load_split
+    from maskdet.vision.faces import CropRule, crop_face
+    from maskdet.training.train import Callbacks, load_split
 
     store = dataset
     record = store.images()[0]  # with_mask/img0.jpg, 96 x 80, no face found

@@ -5,9 +5,9 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from maskdet.backup import restore
-from maskdet.runs import set_active_run
-from maskdet.train import TrainConfig, execute_run
+from maskdet.runs.backup import restore
+from maskdet.runs.views import set_active_run
+from maskdet.training.train import TrainConfig, execute_run
 from tests.conftest import download_data, page_in_app, write_dataset
 from tests.test_backup import content, home_at, make_project
 

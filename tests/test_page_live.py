@@ -13,10 +13,10 @@ import streamlit_webrtc.component
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from maskdet import media
-from maskdet.clip import clip_photos, make_clip
-from maskdet.faces import box_iou
-from maskdet.export import write_threshold
+from maskdet.serving import media
+from maskdet.vision.clip import clip_photos, make_clip
+from maskdet.vision.faces import box_iou
+from maskdet.training.export import write_threshold
 from tests.conftest import download_data, encode, page_in_app, two_person_photo, video_bytes
 
 PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "5_Live.py")

@@ -1,5 +1,5 @@
 """The Metrics page (Streamlit AppTest) on a data home with two tiny trained runs, a failed and a cancelled one;
-evaluating a run on uploaded zips (good, hostile, broken) through maskdet.runs.evaluate_zip; choosing a run's
+evaluating a run on uploaded zips (good, hostile, broken) through maskdet.runs.views.evaluate_zip; choosing a run's
 class confidence threshold, which the Live page and `maskdet predict` then start from; and acting where the errors
 are shown: relabelling, deleting or opening misclassified faces, importing the photos of an evaluated zip."""
 
@@ -16,12 +16,12 @@ import pytest
 import streamlit_webrtc.component
 from streamlit.testing.v1 import AppTest
 
-from maskdet import runs
+from maskdet.runs import views as runs
 from maskdet.cli import main
-from maskdet.export import load_classifier
-from maskdet.settings import load_settings
-from maskdet.store import Store, StoreError
-from maskdet.train import TrainConfig, execute_run
+from maskdet.training.export import load_classifier
+from maskdet.core.settings import load_settings
+from maskdet.data.store import Store, StoreError
+from maskdet.training.train import TrainConfig, execute_run
 from tests.conftest import data_home, encode, page_in_app, pattern_image, write_dataset, zip_bytes
 
 PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "3_Metrics.py")

@@ -15,10 +15,10 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from maskdet import runs
-from maskdet.settings import load_settings
-from maskdet.store import Store
-from maskdet.train import TrainConfig, execute_run
+from maskdet.runs import views as runs
+from maskdet.core.settings import load_settings
+from maskdet.data.store import Store
+from maskdet.training.train import TrainConfig, execute_run
 from tests.conftest import data_home, download_data, page_in_app, write_dataset
 from tests.test_bundle import BUNDLE_FILES as BUNDLE_WITHOUT_INT8
 

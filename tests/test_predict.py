@@ -1,4 +1,4 @@
-"""maskdet.predict at library level: real onnxruntime models, real MTCNN on the shared photos.
+"""maskdet.serving.predict at library level: real onnxruntime models, real MTCNN on the shared photos.
 
 Models are built directly (MaskNet + export_classifier, 96x96 input) instead of trained: a random network
 for checking that classify_faces crops and batches like the crop rule says, and a "constant" network
@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 import torch
 
-from maskdet.export import export_classifier, load_classifier
-from maskdet.faces import CropRule, Face, crop_face
-from maskdet.imageio import BadImage, decode_image
-from maskdet.media import prediction_rows
-from maskdet.model import MaskNet, Preprocess
-from maskdet.predict import (PALETTE, UNCERTAIN_COLOR, FacePrediction, annotate, classify_faces, draw_predictions,
+from maskdet.training.export import export_classifier, load_classifier
+from maskdet.vision.faces import CropRule, Face, crop_face
+from maskdet.core.imageio import BadImage, decode_image
+from maskdet.serving.media import prediction_rows
+from maskdet.training.model import MaskNet, Preprocess
+from maskdet.serving.predict import (PALETTE, UNCERTAIN_COLOR, FacePrediction, annotate, classify_faces, draw_predictions,
                              evaluate_folder, predict_image)
-from maskdet.store import StoreError
+from maskdet.data.store import StoreError
 from tests.conftest import encode, pattern_image, write_dataset
 
 LABELS = ["with_mask", "without_mask"]

@@ -1,4 +1,4 @@
-"""maskdet.runs without training: table rows, chart data, comparisons, the active model, deleting runs, the
+"""maskdet.runs.views without training: table rows, chart data, comparisons, the active model, deleting runs, the
 misclassified gallery and zip checks, on runs written by hand into a fresh data home."""
 
 import json
@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from maskdet import runs
-from maskdet.evaluate import classification_report
-from maskdet.jobs import log_path
-from maskdet.store import StoreError, now
-from maskdet.train import TrainConfig
+from maskdet.runs import views as runs
+from maskdet.core.metrics import classification_report
+from maskdet.runs.lifecycle import log_path
+from maskdet.data.store import StoreError, now
+from maskdet.training.train import TrainConfig
 from tests.conftest import encode, overlapping_zip, pattern_image, zip_bytes
 
 LABELS = ["with_mask", "without_mask"]

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maskdet import store as store_module
-from maskdet.imageio import BadImage
-from maskdet.near_duplicates import NEAR_DUPLICATE_BITS, hash_distances
-from maskdet.settings import Settings
-from maskdet.store import (ORPHAN_AGE_SECONDS, SCHEMA_VERSION, Store, StoreError, folder_candidates, images_table,
+from maskdet.data import store as store_module
+from maskdet.core.imageio import BadImage
+from maskdet.vision.near_duplicates import NEAR_DUPLICATE_BITS, hash_distances
+from maskdet.core.settings import Settings
+from maskdet.data.store import (ORPHAN_AGE_SECONDS, SCHEMA_VERSION, Store, StoreError, folder_candidates, images_table,
                            open_database, perceptual_hash, validate_label)
 from tests.conftest import encode, make_old_home, overlapping_zip, pattern_image, write_dataset, zip_bytes
 
@@ -128,7 +128,7 @@ def test_a_new_image_near_two_groups_merges_them(store, detector, monkeypatch):
     bits_bridge = np.zeros(256, np.uint8)
     bits_bridge[:30] = 1  # 30 bits from a and from b: near both
     hashes = {1: "00" * 32, 2: np.packbits(bits_b).tobytes().hex(), 3: np.packbits(bits_bridge).tobytes().hex()}
-    monkeypatch.setattr("maskdet.store.perceptual_hash", lambda image: hashes[int(image[0, 0, 0] > 100) + 1 + int(image[0, 0, 1] > 100)])
+    monkeypatch.setattr("maskdet.data.store.perceptual_hash", lambda image: hashes[int(image[0, 0, 0] > 100) + 1 + int(image[0, 0, 1] > 100)])
     colours = {1: (0, 0, 0), 2: (200, 0, 0), 3: (200, 200, 0)}
     for key, name in ((1, "a"), (2, "b")):
         store.add_image(encode(np.full((40, 40, 3), colours[key], np.uint8), "PNG"), "with_mask", name, detector)
@@ -304,7 +304,7 @@ def test_splits_are_stratified_seeded_and_keep_groups_together(store, tmp_path, 
     # make near-duplicate groups by hand: pairs across the two classes
     records = store.images()
     with store.engine.begin() as conn:
-        from maskdet.store import images_table
+        from maskdet.data.store import images_table
         for a, b in zip(records[:30:2], records[30::2]):
             conn.execute(images_table.update().where(images_table.c.id.in_([a.id, b.id])).values(dup_group=a.dup_group))
     counts = store.assign_splits((0.6, 0.2, 0.2), seed=1)

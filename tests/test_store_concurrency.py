@@ -5,8 +5,8 @@ import multiprocessing
 import shutil
 from collections import defaultdict
 
-from maskdet.settings import Settings
-from maskdet.store import Store, StoreError
+from maskdet.core.settings import Settings
+from maskdet.data.store import Store, StoreError
 from tests.conftest import home_settings, write_dataset, zip_bytes
 
 SPAWN = multiprocessing.get_context("spawn")  # a fresh interpreter: no engine, lock or thread shared with pytest's
@@ -110,8 +110,8 @@ def test_two_sessions_pressing_start_together_get_one_run(backend_settings):
 
 
 def test_training_and_evaluation_on_postgresql(postgres_url, tmp_path, monkeypatch, detector):
-    from maskdet.runs import evaluate_zip, set_active_run
-    from maskdet.train import TrainConfig, execute_run
+    from maskdet.runs.views import evaluate_zip, set_active_run
+    from maskdet.training.train import TrainConfig, execute_run
 
     store = Store(home_settings(tmp_path, monkeypatch, postgres_url))
     store.import_folder(write_dataset(tmp_path / "photos", 8), detector)

@@ -1,13 +1,13 @@
-"""Tests for maskdet.synth.draw_mask: a mask over the lower face of a real photo, never the eyes, for every style,
+"""Tests for maskdet.vision.synth.draw_mask: a mask over the lower face of a real photo, never the eyes, for every style,
 deterministic per rng state, and no crash on awkward landmarks."""
 
 import cv2
 import numpy as np
 import pytest
 
-from maskdet.faces import CropRule, crop_face, square_crop_box
-from maskdet.imageio import decode_image
-from maskdet.synth import MASK_STYLES, MIN_EYE_DISTANCE, draw_mask
+from maskdet.vision.faces import CropRule, crop_face, square_crop_box
+from maskdet.core.imageio import decode_image
+from maskdet.vision.synth import MASK_STYLES, MIN_EYE_DISTANCE, draw_mask
 
 STYLES = list(MASK_STYLES)
 

@@ -15,12 +15,12 @@ import numpy as np
 import onnx
 import pytest
 
-from maskdet import runs
-from maskdet.export import NotAMaskdetModel, bundle_zip, load_classifier, write_threshold
-from maskdet.settings import load_settings
-from maskdet.store import Store, StoreError
-from maskdet.threshold import ALL_FACES, Scores, check_threshold, threshold_grid
-from maskdet.train import TrainConfig, execute_run
+from maskdet.runs import views as runs
+from maskdet.training.export import NotAMaskdetModel, bundle_zip, load_classifier, write_threshold
+from maskdet.core.settings import load_settings
+from maskdet.data.store import Store, StoreError
+from maskdet.core.threshold import ALL_FACES, Scores, check_threshold, threshold_grid
+from maskdet.training.train import TrainConfig, execute_run
 from tests.conftest import data_home, encode, pattern_image, write_dataset
 
 # Six test faces of classes a and b. Top probability and outcome: a .95 right, a .70 right, a .60 wrong (said b),

@@ -18,16 +18,16 @@ import pytest
 import torch
 from onnx.external_data_helper import uses_external_data
 
-from maskdet import export
-from maskdet.augment import AugmentConfig, build_train_pipeline
-from maskdet.device import resolve_device
-from maskdet.disk_array import DiskArray
-from maskdet.faces import CropRule, crop_face
-from maskdet.model import MaskNet, Preprocess, build_model
-from maskdet.settings import Settings
-from maskdet.store import Store, StoreError
-from maskdet.synth import MASK_STYLES, SyntheticMasks
-from maskdet.train import (MASKED, RANGED, Callbacks, Cancelled, MaskSynthesis, TrainConfig, Views, execute_run,
+from maskdet.training import export
+from maskdet.vision.augment import AugmentConfig, build_train_pipeline
+from maskdet.training.device import resolve_device
+from maskdet.core.disk_array import DiskArray
+from maskdet.vision.faces import CropRule, crop_face
+from maskdet.training.model import MaskNet, Preprocess, build_model
+from maskdet.core.settings import Settings
+from maskdet.data.store import Store, StoreError
+from maskdet.vision.synth import MASK_STYLES, SyntheticMasks
+from maskdet.training.train import (MASKED, RANGED, Callbacks, Cancelled, MaskSynthesis, TrainConfig, Views, execute_run,
                            extract_features, feature_views, load_split, resolve_synthesis, scratch_bytes,
                            seed_everything, train, train_head, view_maker)
 from tests.conftest import make_old_home, pattern_image, photo_pairs, write_dataset

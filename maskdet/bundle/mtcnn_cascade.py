@@ -2,7 +2,7 @@
 and finding the faces of a whole photo with it. Needs only numpy and onnxruntime.
 
 The same cascade as facenet_pytorch.MTCNN.detect. maskdet runs it with OpenCV's resize and NMS plugged in
-(maskdet/mtcnn.py: faster); the model bundle runs it with the numpy defaults here, which give the same results
+(maskdet/vision/mtcnn.py: faster); the model bundle runs it with the numpy defaults here, which give the same results
 within float rounding (resize_area is OpenCV's INTER_AREA, nms is OpenCV's NMSBoxes rule).
 """
 

@@ -20,13 +20,13 @@ import av
 import numpy as np
 from PIL import Image
 
-from .bundle.crop_rule import square_crop_box
-from .export import load_classifier
-from .faces import Face, FaceDetector, box_iou
-from .imageio import decode_image
-from .live import Counters, LivePipeline, LiveSettings, StreamSeats
-from .predict import FacePrediction, TextStyle, annotate
-from .store import ImageRecord, Store, StoreError
+from maskdet.bundle.crop_rule import square_crop_box
+from maskdet.training.export import load_classifier
+from maskdet.vision.faces import Face, FaceDetector, box_iou
+from maskdet.core.imageio import decode_image
+from maskdet.serving.live import Counters, LivePipeline, LiveSettings, StreamSeats
+from maskdet.serving.predict import FacePrediction, TextStyle, annotate
+from maskdet.data.store import ImageRecord, Store, StoreError
 
 MAX_VIDEO_SECONDS = 30  # an uploaded video is processed while the user waits (the longest: 20 s on 2 cores)
 MAX_VIDEO_SIDE = 1280  # larger frames are scaled down before detection and in the output
@@ -41,7 +41,7 @@ ENCODERS = (("libx264", "mp4", "video/mp4"), ("libvpx", "webm", "video/webm"))  
 UPLOADED_MODELS = "uploaded-models"  # folder under the data home
 LOG_EVERY = 100  # frames between two summary lines of a live stream
 
-log = logging.getLogger("maskdet.live")
+log = logging.getLogger("maskdet.serving.live")
 
 
 # ---- the webcam stream ---------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps
 
-from .bundle.pixels import FORMATS, to_rgb
+from maskdet.bundle.pixels import FORMATS, to_rgb
 
 # A JPEG holds under 100 pixels a byte however flat the photo (measured: a blank 4:2:0 JPEG 60-64, the real photos
 # of both shared sets at most 26); a larger picture holding more is a flat PNG/GIF/TIFF, the shape of a decompression

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .faces import CropRule, crop_face
-from .imageio import BadImage
-from .jobs import active_training, log_path
-from .bundle.pixels import IMAGE_SUFFIXES
-from .store import ACTIVE_STATUSES, ImportReport, Store, StoreError, open_zip, zip_candidates
-from .threshold import DEFAULT_THRESHOLD, THRESHOLD_KEY, Scores, check_threshold
+from maskdet.vision.faces import CropRule, crop_face
+from maskdet.core.imageio import BadImage
+from maskdet.runs.lifecycle import active_training, log_path
+from maskdet.bundle.pixels import IMAGE_SUFFIXES
+from maskdet.data.store import ACTIVE_STATUSES, ImportReport, Store, StoreError, open_zip, zip_candidates
+from maskdet.core.threshold import DEFAULT_THRESHOLD, THRESHOLD_KEY, Scores, check_threshold
 
 ACTIVE_SETTING = "active_run"  # meta key: the run the live page uses
 MODEL_FILES = (("model.onnx", "ONNX (float32)"), ("model.int8.onnx", "ONNX int8"))
@@ -504,7 +504,7 @@ def threshold_scores(store: Store, run: dict) -> Scores:
 def set_threshold(store: Store, run_id: str, value) -> float:
     """Save a run's class confidence threshold in its registry metrics and in the metadata of its ONNX files (the
     Live page and `maskdet predict` start from those). Refused, with nothing changed, unless 0 < value < 1."""
-    from .export import write_threshold
+    from maskdet.training.export import write_threshold
 
     run = store.run(run_id)
     try:
@@ -623,8 +623,8 @@ def evaluate_zip(store: Store, run_id: str, data: bytes, detector, progress=None
     `maskdet evaluate`: largest face per photo, the model's crop rule. Files that are not images, and images
     in folders that are not the model's classes, are skipped and listed in rejected_files (skipped_classes
     counts the latter); when no image is left that is an error."""
-    from .export import load_classifier
-    from .predict import evaluate_candidates
+    from maskdet.training.export import load_classifier
+    from maskdet.serving.predict import evaluate_candidates
 
     run = store.run(run_id)
     if run["status"] != "succeeded":
@@ -663,7 +663,7 @@ def import_evaluated_zip(store: Store, data: bytes, report: dict, detector, erro
                          progress=None) -> ImportReport:
     """Import the photos of a zip scored by evaluate_zip (its report) into the dataset under their true label (their
     folder): only the misclassified ones, or all it scored; see predict.import_evaluated."""
-    from .predict import import_evaluated
+    from maskdet.serving.predict import import_evaluated
 
     with open_upload(data) as archive:
         candidates, _ = zip_candidates(archive)

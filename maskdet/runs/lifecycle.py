@@ -13,8 +13,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from .settings import Settings
-from .store import ACTIVE_STATUSES, Store, StoreError, now
+from maskdet.core.settings import Settings
+from maskdet.data.store import ACTIVE_STATUSES, Store, StoreError, now
 
 HEARTBEAT_SECONDS = 2.0  # how often a training process writes runs.heartbeat_at
 STALE_SECONDS = 30.0  # a run whose last heartbeat is older than this has lost its process
@@ -71,7 +71,7 @@ def new_run(store: Store, config: dict) -> str:
 def stored_config(store: Store, run_id: str):
     """A queued run's TrainConfig, with the data home's backbone weights (MASKDET_BACKBONE_WEIGHTS) where it names
     none."""
-    from .train import TrainConfig
+    from maskdet.training.train import TrainConfig
 
     config = TrainConfig.from_dict(store.run(run_id)["config"])
     if not config.backbone_weights and store.settings.backbone_weights:
@@ -84,7 +84,7 @@ def start_training(store: Store, config: dict) -> str:
     `python -m maskdet train --run-id ...` process here; one at a time."""
     run_id = new_run(store, config)
     if store.settings.cluster:
-        from .cluster import submit
+        from maskdet.runs.cluster import submit
 
         submit(store, run_id)
         return run_id
@@ -96,7 +96,7 @@ def start_training(store: Store, config: dict) -> str:
         with open(log, "wb") as output:
             process = subprocess.Popen([sys.executable, "-m", "maskdet", "train", "--run-id", run_id],
                                        stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                       cwd=Path(__file__).resolve().parents[1], start_new_session=True)
+                                       cwd=Path(__file__).resolve().parents[2], start_new_session=True)
     except OSError as error:
         store.update_run(run_id, status="failed", finished_at=now(), error=f"Could not start training: {error}")
         raise StoreError(f"Could not start training: {error}") from None

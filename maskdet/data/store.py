@@ -24,10 +24,10 @@ import sqlalchemy as sa
 from PIL import Image
 from sqlalchemy.dialects import postgresql, sqlite
 
-from .faces import Face, FaceDetector, box_iou
-from .imageio import BadImage, decode_image
-from .near_duplicates import HashIndex, hash_bytes
-from .settings import DEFAULT_LABELS, Settings, load_settings
+from maskdet.vision.faces import Face, FaceDetector, box_iou
+from maskdet.core.imageio import BadImage, decode_image
+from maskdet.vision.near_duplicates import HashIndex, hash_bytes
+from maskdet.core.settings import DEFAULT_LABELS, Settings, load_settings
 
 SCHEMA_VERSION = 5  # 2: images.landmarks; 3: runs.heartbeat_at; 4: index one_active_run; 5: table manual_faces
 IGNORED_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}

@@ -18,16 +18,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import export, jobs
-from .augment import AugmentConfig, build_train_pipeline
-from .device import DEVICES, check_device, resolve_device
-from .disk_array import DiskArray
-from .evaluate import classification_report
-from .faces import CropRule, FaceDetector, crop_face, square_crop_box
-from .model import (FEATURE_DIM, NUM_BLOCKS, BackboneWeightsError, MaskNet, Preprocess, build_model,
+from maskdet.training import export
+
+from maskdet.runs import lifecycle as jobs
+from maskdet.vision.augment import AugmentConfig, build_train_pipeline
+from maskdet.training.device import DEVICES, check_device, resolve_device
+from maskdet.core.disk_array import DiskArray
+from maskdet.core.metrics import classification_report
+from maskdet.vision.faces import CropRule, FaceDetector, crop_face, square_crop_box
+from maskdet.training.model import (FEATURE_DIM, NUM_BLOCKS, BackboneWeightsError, MaskNet, Preprocess, build_model,
                     calibrate_batchnorm, set_trainable_blocks, train_mode_with_frozen_batchnorm)
-from .store import ImageRecord, Store, StoreError, now
-from .synth import SyntheticMasks, draw_mask
+from maskdet.data.store import ImageRecord, Store, StoreError, now
+from maskdet.vision.synth import SyntheticMasks, draw_mask
 
 
 def ranged(default: int | float, low: int | float, high: int | float, help: str):

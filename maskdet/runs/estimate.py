@@ -5,8 +5,8 @@ vary from run to run."""
 
 from dataclasses import dataclass
 
-from .runs import RunRecord
-from .train import TrainConfig
+from maskdet.runs.views import RunRecord
+from maskdet.training.train import TrainConfig
 
 
 @dataclass(frozen=True)

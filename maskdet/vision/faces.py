@@ -8,9 +8,9 @@ from functools import cached_property
 
 import numpy as np
 
-from .bundle.crop_rule import crop, square_crop_box
-from .bundle.mtcnn_cascade import MIN_FACE_SIDE, find_faces, image_faces, shrink
-from .mtcnn import OnnxMTCNN
+from maskdet.bundle.crop_rule import crop, square_crop_box
+from maskdet.bundle.mtcnn_cascade import MIN_FACE_SIDE, find_faces, image_faces, shrink
+from maskdet.vision.mtcnn import OnnxMTCNN
 
 # A photo's face search covers at most this many pixels (of the copies searched) a byte of its file as it arrived
 # (compressed, in a zip): the search then costs at most about 10 microseconds of CPU a byte, so a small upload

@@ -17,13 +17,13 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from . import __version__
-from .bundle.mtcnn_cascade import NETWORK_FILES
-from .device import CPU_PROVIDERS
-from .faces import CropRule
-from .model import NUM_BLOCKS, Embedder, MaskNet, Preprocess, WithSoftmax
-from .mtcnn import onnx_networks
-from .threshold import DEFAULT_THRESHOLD, THRESHOLD_KEY, check_threshold
+from maskdet import __version__
+from maskdet.bundle.mtcnn_cascade import NETWORK_FILES
+from maskdet.training.device import CPU_PROVIDERS
+from maskdet.vision.faces import CropRule
+from maskdet.training.model import NUM_BLOCKS, Embedder, MaskNet, Preprocess, WithSoftmax
+from maskdet.vision.mtcnn import onnx_networks
+from maskdet.core.threshold import DEFAULT_THRESHOLD, THRESHOLD_KEY, check_threshold
 
 OPSET = 17
 INPUT_NAME = "images"
@@ -190,7 +190,7 @@ def contract_problem(graph: onnx.GraphProto, labels, preprocess: Preprocess, rul
                      threshold: str | None = None) -> str | None:
     """What is wrong with a model's metadata against its graph and maskdet's ranges (None: nothing), to follow its
     name in a sentence. `threshold`: the class_threshold metadata (None: absent, the default applies)."""
-    from .train import RANGED
+    from maskdet.training.train import RANGED
 
     sizes, margins = RANGED["input_size"].metadata["range"], RANGED["crop_margin"].metadata["range"]
     weights = {tensor.name for tensor in graph.initializer}
@@ -361,5 +361,5 @@ def bundle_zip(run_dir: Path) -> bytes:
         for name, network in zip(NETWORK_FILES, onnx_networks()):
             archive.writestr(name, network)
         for name in BUNDLE_SOURCES:
-            archive.write(Path(__file__).parent / "bundle" / name, name)
+            archive.write(Path(__file__).parents[1] / "bundle" / name, name)
     return buffer.getvalue()

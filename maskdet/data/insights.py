@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .store import ImageRecord, Store
+from maskdet.data.store import ImageRecord, Store
 
 MIN_IMAGES_PER_CLASS = 20
 IMBALANCE_RATIO = 3.0

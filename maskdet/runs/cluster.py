@@ -7,9 +7,9 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from . import jobs
-from .settings import load_settings, usable_cores
-from .store import Store, StoreError, now
+from maskdet.runs import lifecycle as jobs
+from maskdet.core.settings import load_settings, usable_cores
+from maskdet.data.store import Store, StoreError, now
 
 CONNECT_SECONDS = 5.0  # how long Start waits for the scheduler to answer
 LOST = ("The run was lost with its cluster worker, which stopped (killed?); runs are not restarted on another worker, "
@@ -45,8 +45,8 @@ def train_on_worker(home: str, models_dir: str, database_url: str, backbone_weig
     # Imported (torch with them) before the run is taken: its heartbeat starts then, and a slow import would stale it.
     import torch
 
-    from .cli import failure, run_summary, stage_bars
-    from .train import describe_error, execute_run
+    from maskdet.cli import failure, run_summary, stage_bars
+    from maskdet.training.train import describe_error, execute_run
 
     torch.set_num_threads(usable_cores())  # a worker under a nanny has OMP_NUM_THREADS=1: train on every core, as here
     worker = load_settings()

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from .faces import FaceDetector, square_crop_box
+from maskdet.vision.faces import FaceDetector, square_crop_box
 
 
 def clip_photos(data: Path, count: int = 3) -> list[Path]:

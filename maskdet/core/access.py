@@ -1,14 +1,14 @@
 """Who may use the dashboard: it listens on this machine only unless told otherwise, and beyond it a password
 (MASKDET_PASSWORD) is asked of every browser session.
 
-    python -m maskdet.access ADDRESS    # exit 2 with a sentence when the dashboard must not listen there
+    python -m maskdet.core.access ADDRESS    # exit 2 with a sentence when the dashboard must not listen there
 """
 
 import hmac
 import ipaddress
 import sys
 
-from .settings import load_settings
+from maskdet.core.settings import load_settings
 
 
 def is_local(address: str) -> bool:
