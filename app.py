@@ -1,10 +1,10 @@
 """maskdet home: navigation and a status board with the next step to take."""
 
 import streamlit as st
-
 import ui
-from maskdet.runs import backup
+
 from maskdet.data.insights import summarize
+from maskdet.runs import backup
 from maskdet.runs.views import RunRecord, active_run, runs_table
 
 ui.page_setup("Home")

@@ -9,8 +9,8 @@ import pandas as pd
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
-from maskdet.core.access import password_matches
 from maskdet.bundle.pixels import IMAGE_SUFFIXES
+from maskdet.core.access import password_matches
 from maskdet.core.settings import Settings, load_settings
 from maskdet.data.store import Store
 
@@ -81,7 +81,7 @@ PHOTO_TYPES = sorted(suffix.lstrip(".") for suffix in IMAGE_SUFFIXES)  # what th
 @st.cache_resource(show_spinner="Loading the model...", max_entries=4)
 def classifier(path: str, stamp: float):
     """A model file, loaded once per version of the file (stamp: its mtime)."""
-    from maskdet.training.export import load_classifier
+    from maskdet.serving.classifier import load_classifier
 
     return load_classifier(path)
 

@@ -31,9 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-
 from home import ROOT, add_shared_arguments
+from PIL import Image
 
 LIMIT_BYTES, LIMIT_CPU = 2**30, 30.0  # the target: what a file of at most 2 MB may cost beyond the baseline
 KILL_BYTES = 6 * 2**30  # a child above this is stopped (the machine is shared); its figure then reads "killed"
@@ -369,9 +368,10 @@ def baselines(folder: Path, model: Path | None) -> dict[str, Path]:
 
 def real_model(folder: Path) -> Path:
     """A maskdet model with random weights at the default input size (the valid model for the other paths)."""
+    from maskdet.core.contract import Preprocess
     from maskdet.training.export import export_classifier
+    from maskdet.training.model import MaskNet
     from maskdet.vision.faces import CropRule
-    from maskdet.training.model import MaskNet, Preprocess
 
     preprocess = Preprocess()
     return export_classifier(MaskNet(2, preprocess).eval(), folder / "model.onnx", ["with_mask", "without_mask"],
@@ -444,15 +444,15 @@ def summary_line(stdout: str, stderr: str, code: int) -> str:
 def child(kind: str, path: Path, model: Path) -> None:
     """One replay in this process: the Metrics page's zip scoring, the Live page's video or model upload."""
     from maskdet.serving import media
-    from maskdet.training.export import load_classifier
+    from maskdet.serving.classifier import load_classifier
 
     data = path.read_bytes()
     try:
         if kind == "evaluate":
-            from maskdet.runs import views as runs
-            from maskdet.vision.faces import FaceDetector
             from maskdet.data.store import Store
+            from maskdet.runs import views as runs
             from maskdet.training.train import TrainConfig
+            from maskdet.vision.faces import FaceDetector
 
             store = Store()
             run_id = store.create_run(TrainConfig().to_dict())
@@ -470,9 +470,9 @@ def child(kind: str, path: Path, model: Path) -> None:
             result = media.annotate_video(data, LivePipeline(load_classifier(model)))
             print(f"annotated {result.frames} frames of {result.width}x{result.height} ({result.seconds:.1f} s)")
         else:
-            from maskdet.vision.faces import Face
-            from maskdet.serving.predict import classify_faces
             from maskdet.core.settings import load_settings
+            from maskdet.serving.predict import classify_faces
+            from maskdet.vision.faces import Face
 
             kept = media.save_uploaded_model(load_settings().home, path.name, data)
             frame = np.asarray(photo(6, (640, 480)))

@@ -21,11 +21,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from maskdet.core.contract import Preprocess  # noqa: E402
+from maskdet.serving.classifier import OnnxClassifier, load_classifier
+from maskdet.serving.live import LivePipeline, LiveSettings  # noqa: E402
 from maskdet.training import export  # noqa: E402
+from maskdet.training.model import MaskNet
 from maskdet.vision.clip import clip_photos, make_clip  # noqa: E402
 from maskdet.vision.faces import CropRule, box_iou, crop_face  # noqa: E402
-from maskdet.serving.live import LivePipeline, LiveSettings  # noqa: E402
-from maskdet.training.model import MaskNet, Preprocess  # noqa: E402
 
 
 def run(pipeline: LivePipeline, clip: list[np.ndarray]):
@@ -34,28 +36,28 @@ def run(pipeline: LivePipeline, clip: list[np.ndarray]):
     return [pipeline.process(frame)[1] for frame in clip]
 
 
-def load_or_make_classifier(model: str | None, int8: bool, clip: list[np.ndarray]) -> export.OnnxClassifier:
+def load_or_make_classifier(model: str | None, int8: bool, clip: list[np.ndarray]) -> OnnxClassifier:
     """A run's model (RUN_ID, or an .onnx file), its int8 file with `int8`; without `model`, a maskdet model with
     random weights at the default input size (same speed as a trained one), quantised on the clip's faces with
     `int8`. Shared by the live benchmarks."""
     if model and model.endswith(".onnx"):
-        return export.load_classifier(Path(model))
+        return load_classifier(Path(model))
     if model:
         from maskdet.cli import resolve_model
         from maskdet.data.store import Store
 
-        return export.load_classifier(resolve_model(Store(), model, int8))
+        return load_classifier(resolve_model(Store(), model, int8))
     preprocess = Preprocess()
     path = Path(tempfile.mkdtemp()) / "model.onnx"
     rule = CropRule(size=preprocess.input_size)
     path = export.export_classifier(MaskNet(2, preprocess).eval(), path, ["with_mask", "without_mask"], preprocess,
                                     rule)
     if int8:
-        detector = LivePipeline(export.load_classifier(path)).detector
+        detector = LivePipeline(load_classifier(path)).detector
         faces = [(frame, face) for frame in clip[::10] for face in detector.detect([frame])[0]]
         calibration = np.stack([crop_face(frame, face.box, rule) for frame, face in faces])
         path = export.quantize(path, path.with_name("model.int8.onnx"), calibration)
-    return export.load_classifier(path)
+    return load_classifier(path)
 
 
 def main() -> None:

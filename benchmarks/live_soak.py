@@ -20,13 +20,12 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-
 import live_webrtc
+import numpy as np
 from live_webrtc import Stream, close_streams, open_streams
 
-from maskdet.vision.clip import clip_photos, make_clip
 from maskdet.serving.live import LivePipeline, LiveSettings
+from maskdet.vision.clip import clip_photos, make_clip
 
 RSS_GROWTH_TARGET_PCT = 5.0
 

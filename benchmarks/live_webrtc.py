@@ -41,20 +41,19 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 logging.disable(logging.WARNING)  # Streamlit warns, while streamlit-webrtc is imported, that no script is running
 
-from live_benchmark import ROOT, load_or_make_classifier  # noqa: E402
-
 import streamlit.logger  # noqa: E402
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCRtpSender  # noqa: E402
 from aiortc.contrib.media import MediaRelay  # noqa: E402
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame  # noqa: E402
 from aiortc.mediastreams import MediaStreamError  # noqa: E402
+from live_benchmark import ROOT, load_or_make_classifier  # noqa: E402
 from streamlit_webrtc import WebRtcMode  # noqa: E402
 from streamlit_webrtc.webrtc import WebRtcWorker  # noqa: E402
 
-from maskdet.serving import media  # noqa: E402
-from maskdet.vision.clip import clip_photos, make_clip  # noqa: E402
-from maskdet.serving.live import LIVE_BUSY_BUDGET, LivePipeline, LiveSettings, StreamSeats  # noqa: E402
 from maskdet.core.settings import load_settings  # noqa: E402
+from maskdet.serving import media  # noqa: E402
+from maskdet.serving.live import LIVE_BUSY_BUDGET, LivePipeline, LiveSettings, StreamSeats  # noqa: E402
+from maskdet.vision.clip import clip_photos, make_clip  # noqa: E402
 
 logging.disable(logging.NOTSET)
 

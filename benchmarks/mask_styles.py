@@ -23,9 +23,9 @@ from scipy import ndimage
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from maskdet.cli import resolve_model  # noqa: E402
-from maskdet.training.export import load_classifier  # noqa: E402
-from maskdet.vision.faces import FaceDetector, crop_face  # noqa: E402
 from maskdet.data.store import Store  # noqa: E402
+from maskdet.serving.classifier import load_classifier  # noqa: E402
+from maskdet.vision.faces import FaceDetector, crop_face  # noqa: E402
 
 
 def mask_region(masked: np.ndarray, plain: np.ndarray) -> np.ndarray | None:

@@ -19,10 +19,10 @@ import numpy as np
 import sqlalchemy as sa
 from home import add_shared_arguments, fresh_home
 
-from maskdet.vision.faces import FaceDetector
 from maskdet.core.imageio import decode_image
 from maskdet.core.settings import load_settings
 from maskdet.data.store import Store, images_table, labels_table, now, perceptual_hash
+from maskdet.vision.faces import FaceDetector
 
 
 def stored_rows(hashes: np.ndarray, count: int, label_id: int, seed: int) -> list[dict]:

@@ -35,11 +35,11 @@ def scores(report: dict, seconds: float) -> dict:
 def detection_figures(data: Path, real: Path) -> dict:
     """Faces found with and without the padded retry: on both sets by the import detector, on the live benchmark's
     clip by the Live page's."""
+    from maskdet.core.imageio import decode_image
+    from maskdet.data.store import folder_candidates
+    from maskdet.serving.live import LiveSettings
     from maskdet.vision.clip import clip_photos, make_clip
     from maskdet.vision.faces import FaceDetector
-    from maskdet.core.imageio import decode_image
-    from maskdet.serving.live import LiveSettings
-    from maskdet.data.store import folder_candidates
 
     live = LiveSettings()
 
@@ -75,10 +75,10 @@ def main() -> None:
 
     workdir = fresh_home("maskdet-real-")
     from maskdet.cli import face_detector, tqdm_progress
-    from maskdet.training.export import load_classifier
-    from maskdet.serving.predict import evaluate_folder
     from maskdet.core.settings import load_settings
     from maskdet.data.store import Store
+    from maskdet.serving.classifier import load_classifier
+    from maskdet.serving.predict import evaluate_folder
     from maskdet.training.train import TrainConfig, execute_run
 
     settings = load_settings()

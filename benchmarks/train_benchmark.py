@@ -40,10 +40,10 @@ def main() -> None:
 
     workdir = fresh_home("maskdet-bench-")
     from maskdet.cli import tqdm_progress
-    from maskdet.vision.faces import FaceDetector
     from maskdet.core.settings import load_settings
     from maskdet.data.store import Store
     from maskdet.training.train import TrainConfig, execute_run
+    from maskdet.vision.faces import FaceDetector
 
     settings = load_settings()
     store = Store(settings)

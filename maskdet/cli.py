@@ -12,11 +12,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from maskdet.core.settings import load_settings
-from maskdet.core.imageio import BadImage
 from maskdet.bundle.pixels import image_files
-from maskdet.data.store import ACTIVE_STATUSES, Store, StoreError
+from maskdet.core.imageio import BadImage
+from maskdet.core.settings import load_settings
 from maskdet.core.threshold import DEFAULT_THRESHOLD
+from maskdet.data.store import ACTIVE_STATUSES, Store, StoreError
 
 
 class UsageError(ValueError):
@@ -46,7 +46,7 @@ def face_detector(detect_side: int = 160):
 
 
 def load_classifier(path: Path):
-    from maskdet.training.export import load_classifier as load
+    from maskdet.serving.classifier import load_classifier as load
 
     return load(path)
 
@@ -263,8 +263,8 @@ def cmd_train(store: Store, args) -> dict:
 
 
 def cmd_evaluate(store: Store, args) -> dict:
-    from maskdet.serving.predict import evaluate_folder, import_evaluated
     from maskdet.data.store import folder_candidates
+    from maskdet.serving.predict import evaluate_folder, import_evaluated
 
     classifier = load_classifier(resolve_model(store, args.model, args.int8))
     detector = face_detector()

@@ -11,16 +11,15 @@ import time
 from datetime import datetime
 
 import streamlit as st
+import ui
 from PIL import Image, ImageDraw, ImageFont
 from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
-import ui
-from maskdet.serving import capture
-from maskdet.serving import media
 from maskdet.data import insights
-from maskdet.serving.live import rtc_configuration, stream_seats
-from maskdet.runs.views import plural
 from maskdet.data.store import ImportReport
+from maskdet.runs.views import plural
+from maskdet.serving import capture, media
+from maskdet.serving.live import rtc_configuration, stream_seats
 
 ui.page_setup("Dataset")
 st.title("Dataset")

@@ -10,20 +10,20 @@ import os
 from datetime import datetime, timezone
 
 import streamlit as st
+import ui
 from PIL import Image
 
-import ui
-from maskdet.serving import media
+from maskdet.core.settings import load_settings
+from maskdet.data.insights import preview_photo, summarize
 from maskdet.runs import lifecycle as jobs
 from maskdet.runs import views as runs
-from maskdet.vision.augment import AUGMENTATIONS, AugmentConfig, preview
 from maskdet.runs.estimate import latest_throughput, photos_trained, training_seconds
-from maskdet.vision.faces import CropRule, crop_face
-from maskdet.data.insights import preview_photo, summarize
+from maskdet.serving import media
 from maskdet.serving.live import LiveSettings
-from maskdet.core.settings import load_settings
-from maskdet.vision.synth import MASK_STYLES, SyntheticMasks
 from maskdet.training.train import CHOSEN, RANGED, TrainConfig, synthetic_preview
+from maskdet.vision.augment import AUGMENTATIONS, AugmentConfig, preview
+from maskdet.vision.faces import CropRule, crop_face
+from maskdet.vision.synth import MASK_STYLES, SyntheticMasks
 
 ui.page_setup("Train")
 st.title("Train a model")

@@ -5,9 +5,9 @@ an uploaded zip whose photos can then be imported."""
 import altair as alt
 import pandas as pd
 import streamlit as st
+import ui
 from streamlit.errors import StreamlitAPIException
 
-import ui
 from maskdet.runs import views as runs
 
 ui.page_setup("Metrics")

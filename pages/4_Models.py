@@ -1,10 +1,10 @@
 """Models: choose the active model, download a run's ONNX files or bundle, delete a run."""
 
 import streamlit as st
-
 import ui
+
 from maskdet.runs import views as runs
-from maskdet.training.export import bundle_zip
+from maskdet.serving.bundle import bundle_zip
 
 ui.page_setup("Models")
 st.title("Models")

@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 
 import streamlit as st
+import ui
 from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
-import ui
-from maskdet.serving import media
 from maskdet.runs import views as runs
+from maskdet.serving import media
 from maskdet.serving.live import RATE_WINDOW_SECONDS, LivePipeline, LiveSettings, rtc_configuration, stream_seats
 
 ui.page_setup("Live")

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from maskdet.vision.augment import AUGMENTATIONS, AugmentConfig, Augmentation, build_eval_pipeline, build_train_pipeline
+from maskdet.vision.augment import AUGMENTATIONS, Augmentation, AugmentConfig, build_eval_pipeline, build_train_pipeline
 from tests.conftest import pattern_image
 
 NAMES = list(AUGMENTATIONS)
@@ -215,5 +215,5 @@ def test_degradation_ranges_follow_strength():
 
 
 def test_the_readme_lists_every_augmentation():
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
     assert all(f"| `{name}` | {spec.label} |" in readme for name, spec in AUGMENTATIONS.items())

@@ -15,14 +15,14 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from maskdet.runs.backup import TABLES, backup, restore
 from maskdet.cli import resolve_model
-from maskdet.training.export import load_classifier
-from maskdet.runs.lifecycle import log_path
-from maskdet.serving.predict import evaluate_folder
-from maskdet.runs.views import run_dir
 from maskdet.core.settings import Settings
 from maskdet.data.store import SCHEMA_VERSION, Store, StoreError, meta_table, now
+from maskdet.runs.backup import TABLES, backup, restore
+from maskdet.runs.lifecycle import log_path
+from maskdet.runs.views import run_dir
+from maskdet.serving.classifier import load_classifier
+from maskdet.serving.predict import evaluate_folder
 from tests.conftest import write_dataset
 from tests.test_store_concurrency import NoFaces
 

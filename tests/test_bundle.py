@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from maskdet.training.export import bundle_zip, load_classifier
-from maskdet.vision.faces import FaceDetector, box_iou
+from maskdet.serving.bundle import bundle_zip
+from maskdet.serving.classifier import load_classifier
 from maskdet.serving.predict import predict_image
+from maskdet.vision.faces import FaceDetector, box_iou
 
 BUNDLE_FILES = {"README.md", "predict_onnx.py", "mtcnn_cascade.py", "crop_rule.py", "pixels.py", "mtcnn_pnet.onnx",
                 "mtcnn_rnet.onnx", "mtcnn_onet.onnx", "model.onnx", "labels.json", "preprocessing.json",

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from maskdet.data.store import StoreError
 from maskdet.serving.capture import MAX_SHOTS, Burst, frame_callback, store_shots
 from maskdet.serving.live import StreamSeats
-from maskdet.data.store import StoreError
 
 FRAME = np.zeros((48, 64, 3), np.uint8)
 

@@ -23,10 +23,10 @@ import torch
 from PIL import Image
 
 from maskdet.cli import main
-from maskdet.training.export import load_classifier
-from maskdet.runs.views import set_active_run
 from maskdet.core.settings import Settings
 from maskdet.data.store import Store
+from maskdet.runs.views import set_active_run
+from maskdet.serving.classifier import load_classifier
 from tests.conftest import encode, make_old_home, pattern_image, write_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -274,9 +274,9 @@ def test_export_writes_an_onnx_file_that_loads(trained):
 
 def test_predict_starts_from_the_threshold_saved_with_the_run(trained, shared_data):
     """The threshold chosen on the Metrics page (runs.set_threshold) is predict's default; --threshold still wins."""
-    from maskdet.vision.faces import FaceDetector
-    from maskdet.serving.predict import predict_image
     from maskdet.runs.views import set_threshold
+    from maskdet.serving.predict import predict_image
+    from maskdet.vision.faces import FaceDetector
 
     home = trained.home
     shutil.copyfile(shared_data / "without_mask" / "100.jpg", home / "face.jpg")

@@ -18,11 +18,10 @@ from types import SimpleNamespace
 import pytest
 from distributed import Client
 
-from maskdet.runs import cluster
-
-from maskdet.runs import lifecycle as jobs
 from maskdet.cli import main
 from maskdet.data.store import ACTIVE_STATUSES, Store, StoreError
+from maskdet.runs import cluster
+from maskdet.runs import lifecycle as jobs
 from tests.browser_support import stop
 from tests.conftest import write_dataset
 from tests.test_page_train import no_failure, page, set_tiny, shown

@@ -7,7 +7,8 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from maskdet.training.device import CPU_PROVIDERS, DEVICES, Device, resolve_device
+from maskdet.serving.classifier import CPU_PROVIDERS
+from maskdet.training.device import DEVICES, Device, resolve_device
 from maskdet.training.train import CHOSEN, TrainConfig
 
 NO_GPU = not torch.cuda.is_available()
@@ -27,7 +28,7 @@ def test_the_setting_offers_auto_cpu_and_cuda_with_cpu_the_default():
     assert CHOSEN["device"].metadata["help"].endswith(".")
     for device in ("auto", "cpu"):
         assert TrainConfig.from_dict({"device": device}).device == device
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
     assert f"`device` cpu (one of {', '.join(DEVICES)};" in readme
 
 

@@ -2,8 +2,15 @@
 
 import pytest
 
-from maskdet.runs.estimate import (BENCHMARK, Throughput, Workload, latest_throughput, measured_throughput, photos_trained,
-                              training_seconds)
+from maskdet.runs.estimate import (
+    BENCHMARK,
+    Throughput,
+    Workload,
+    latest_throughput,
+    measured_throughput,
+    photos_trained,
+    training_seconds,
+)
 from maskdet.training.train import TrainConfig
 
 

@@ -13,11 +13,13 @@ from onnx import TensorProto, helper
 from torch import nn
 
 from maskdet import __version__
-
+from maskdet.core.contract import OPSET, Preprocess
+from maskdet.serving import classifier as classifier_module
+from maskdet.serving.classifier import NotAMaskdetModel, load_classifier, parity
 from maskdet.training import export
-from maskdet.training.export import NotAMaskdetModel, load_classifier, parity, quantize
+from maskdet.training.export import quantize
+from maskdet.training.model import MaskNet
 from maskdet.vision.faces import CropRule
-from maskdet.training.model import MaskNet, Preprocess
 
 SIZE = 64
 LABELS = ["with_mask", "without_mask", "mask_incorrect"]
@@ -90,8 +92,8 @@ def test_export_writes_one_file_with_the_contract_in_metadata(exported):
                                               "std": [0.229, 0.224, 0.225], "color_order": "RGB",
                                               "layout": "NHWC", "dtype": "uint8"}
     assert json.loads(meta["crop_rule"]) == {"margin": 1.5, "size": SIZE, "square": True, "clamp": True}
-    assert meta["opset"] == str(export.OPSET) == "17" and meta["maskdet_version"] == __version__
-    assert {o.domain: o.version for o in proto.opset_import}[""] == export.OPSET
+    assert meta["opset"] == str(OPSET) == "17" and meta["maskdet_version"] == __version__
+    assert {o.domain: o.version for o in proto.opset_import}[""] == OPSET
     assert proto.producer_name == "maskdet" and "uint8 RGB face crops" in proto.doc_string
     [graph_input], [graph_output] = proto.graph.input, proto.graph.output
     assert graph_input.name == "images" and graph_input.type.tensor_type.elem_type == TensorProto.UINT8
@@ -243,7 +245,7 @@ def test_metadata_that_does_not_fit_the_graph_is_refused_before_a_session(tmp_pa
 
 
 def test_a_model_file_above_the_size_cap_is_refused_unread(exported, monkeypatch):
-    monkeypatch.setattr(export, "MAX_MODEL_BYTES", 2**20)
+    monkeypatch.setattr(classifier_module, "MAX_MODEL_BYTES", 2**20)
     with pytest.raises(NotAMaskdetModel) as error:
         load_classifier(exported[1])
     assert re.fullmatch(r"model\.onnx is [89] MB; a maskdet model is at most 1 MB\.", str(error.value))

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from maskdet.vision.faces import FaceDetector
 from maskdet.core.imageio import decode_image
+from maskdet.vision.faces import FaceDetector
 
 CLOSE_UPS = ["185-with-mask.jpg", "332-with-mask.jpg", "451-with-mask.jpg"]  # masked faces that fill the photo
 

@@ -7,12 +7,23 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maskdet.training import export
-from maskdet.vision.faces import CropRule, FaceDetector, box_iou
-from maskdet.serving.live import (MAX_DETECT_EVERY, RATE_WINDOW_SECONDS, Cadence, LivePipeline, LiveSettings, LoadShare,
-                          RateWindow, StreamSeats, as_rgb)
-from maskdet.training.model import MaskNet, Preprocess
+from maskdet.core.contract import Preprocess
+from maskdet.serving.classifier import load_classifier
+from maskdet.serving.live import (
+    MAX_DETECT_EVERY,
+    RATE_WINDOW_SECONDS,
+    Cadence,
+    LivePipeline,
+    LiveSettings,
+    LoadShare,
+    RateWindow,
+    StreamSeats,
+    as_rgb,
+)
 from maskdet.serving.predict import classify_faces
+from maskdet.training import export
+from maskdet.training.model import MaskNet
+from maskdet.vision.faces import CropRule, FaceDetector, box_iou
 
 LABELS = ["with_mask", "without_mask"]
 
@@ -22,14 +33,14 @@ def untrained(tmp_path_factory):
     """A maskdet ONNX model with random weights: enough for everything but label correctness."""
     path = tmp_path_factory.mktemp("untrained") / "model.onnx"
     model = MaskNet(2, Preprocess(input_size=64)).eval()
-    return export.load_classifier(export.export_classifier(model, path, LABELS, Preprocess(input_size=64),
+    return load_classifier(export.export_classifier(model, path, LABELS, Preprocess(input_size=64),
                                                            CropRule(1.25, 64)))
 
 
 @pytest.fixture(scope="module")
 def trained(trained_home):
     """A real model: conftest's trained data home (24 photo pairs of masks-small and the ImageNet weights)."""
-    return export.load_classifier(trained_home.model)
+    return load_classifier(trained_home.model)
 
 
 def frame_of(photos: list, size=(640, 480)) -> np.ndarray:

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from maskdet.core.contract import Preprocess
 from maskdet.training import export
+from maskdet.training.model import MaskNet
 from maskdet.vision.faces import CropRule
-from maskdet.training.model import MaskNet, Preprocess
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,16 +15,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maskdet.training import export
-
-from maskdet.serving import media
-from maskdet.vision.clip import clip_photos, make_clip
 from maskdet.bundle.crop_rule import square_crop_box
-from maskdet.training.export import NotAMaskdetModel, export_classifier, load_classifier
-from maskdet.vision.faces import CropRule, box_iou
-from maskdet.serving.live import LivePipeline, LiveSettings, StreamSeats
-from maskdet.training.model import MaskNet, Preprocess
+from maskdet.core.contract import Preprocess
 from maskdet.data.store import StoreError
+from maskdet.serving import media
+from maskdet.serving.classifier import NotAMaskdetModel, load_classifier
+from maskdet.serving.live import LivePipeline, LiveSettings, StreamSeats
+from maskdet.training import export
+from maskdet.training.export import export_classifier
+from maskdet.training.model import MaskNet
+from maskdet.vision.clip import clip_photos, make_clip
+from maskdet.vision.faces import CropRule, box_iou
 from tests.conftest import encode, two_person_photo, video_bytes
 
 MAX_PIXELS = 40_000_000

@@ -9,8 +9,16 @@ from PIL import Image
 from torch import nn
 from torchvision.models import mobilenet_v2
 
-from maskdet.training.model import (FEATURE_DIM, NUM_BLOCKS, BackboneWeightsError, MaskNet, Preprocess, build_model,
-                           set_trainable_blocks, train_mode_with_frozen_batchnorm)
+from maskdet.core.contract import Preprocess
+from maskdet.training.model import (
+    FEATURE_DIM,
+    NUM_BLOCKS,
+    BackboneWeightsError,
+    MaskNet,
+    build_model,
+    set_trainable_blocks,
+    train_mode_with_frozen_batchnorm,
+)
 from tests.conftest import pattern_image
 
 IMAGENET_MASK_CLASSES = [570, 643, 691, 796]  # gasmask, mask, oxygen mask, ski mask

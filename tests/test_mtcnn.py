@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maskdet.vision import mtcnn
 from maskdet.bundle.mtcnn_cascade import Cascade, nms, resize_area, squared
+from maskdet.vision import mtcnn
 from maskdet.vision.faces import box_iou
 from maskdet.vision.mtcnn import OnnxMTCNN
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
+from maskdet.data.store import images_table
 from maskdet.vision import near_duplicates
 from maskdet.vision.near_duplicates import NEAR_DUPLICATE_BITS, HashIndex, hash_distances
-from maskdet.data.store import images_table
 from tests.conftest import photo_pairs
 
 

@@ -396,8 +396,8 @@ def set_box(at: AppTest, box) -> None:
 
 
 def test_a_box_set_by_hand_on_the_page_is_what_the_next_training_crops(dataset, tmp_path):
-    from maskdet.vision.faces import CropRule, crop_face
     from maskdet.training.train import Callbacks, load_split
+    from maskdet.vision.faces import CropRule, crop_face
 
     store = dataset
     record = store.images()[0]  # with_mask/img0.jpg, 96 x 80, no face found

@@ -14,9 +14,9 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from maskdet.serving import media
+from maskdet.serving.classifier import write_threshold
 from maskdet.vision.clip import clip_photos, make_clip
 from maskdet.vision.faces import box_iou
-from maskdet.training.export import write_threshold
 from tests.conftest import download_data, encode, page_in_app, two_person_photo, video_bytes
 
 PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "5_Live.py")

@@ -16,11 +16,11 @@ import pytest
 import streamlit_webrtc.component
 from streamlit.testing.v1 import AppTest
 
-from maskdet.runs import views as runs
 from maskdet.cli import main
-from maskdet.training.export import load_classifier
 from maskdet.core.settings import load_settings
 from maskdet.data.store import Store, StoreError
+from maskdet.runs import views as runs
+from maskdet.serving.classifier import load_classifier
 from maskdet.training.train import TrainConfig, execute_run
 from tests.conftest import data_home, encode, page_in_app, pattern_image, write_dataset, zip_bytes
 

@@ -15,9 +15,9 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from maskdet.runs import views as runs
 from maskdet.core.settings import load_settings
 from maskdet.data.store import Store
+from maskdet.runs import views as runs
 from maskdet.training.train import TrainConfig, execute_run
 from tests.conftest import data_home, download_data, page_in_app, write_dataset
 from tests.test_bundle import BUNDLE_FILES as BUNDLE_WITHOUT_INT8

@@ -19,12 +19,12 @@ import torch
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from maskdet.data.store import ACTIVE_STATUSES, Store, now
 from maskdet.runs import lifecycle as jobs
+from maskdet.training.train import CHOSEN, RANGED, TrainConfig, execute_run
 from maskdet.vision.augment import AUGMENTATIONS
 from maskdet.vision.faces import CropRule, crop_face
-from maskdet.data.store import ACTIVE_STATUSES, Store, now
 from maskdet.vision.synth import MASK_STYLES
-from maskdet.training.train import CHOSEN, RANGED, TrainConfig, execute_run
 from tests.conftest import photo_pairs, write_dataset
 
 ROOT = Path(__file__).resolve().parents[1]

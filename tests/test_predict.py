@@ -13,14 +13,24 @@ import numpy as np
 import pytest
 import torch
 
-from maskdet.training.export import export_classifier, load_classifier
-from maskdet.vision.faces import CropRule, Face, crop_face
+from maskdet.core.contract import Preprocess
 from maskdet.core.imageio import BadImage, decode_image
-from maskdet.serving.media import prediction_rows
-from maskdet.training.model import MaskNet, Preprocess
-from maskdet.serving.predict import (PALETTE, UNCERTAIN_COLOR, FacePrediction, annotate, classify_faces, draw_predictions,
-                             evaluate_folder, predict_image)
 from maskdet.data.store import StoreError
+from maskdet.serving.classifier import load_classifier
+from maskdet.serving.media import prediction_rows
+from maskdet.serving.predict import (
+    PALETTE,
+    UNCERTAIN_COLOR,
+    FacePrediction,
+    annotate,
+    classify_faces,
+    draw_predictions,
+    evaluate_folder,
+    predict_image,
+)
+from maskdet.training.export import export_classifier
+from maskdet.training.model import MaskNet
+from maskdet.vision.faces import CropRule, Face, crop_face
 from tests.conftest import encode, pattern_image, write_dataset
 
 LABELS = ["with_mask", "without_mask"]

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from maskdet.runs import views as runs
 from maskdet.core.metrics import classification_report
-from maskdet.runs.lifecycle import log_path
 from maskdet.data.store import StoreError, now
+from maskdet.runs import views as runs
+from maskdet.runs.lifecycle import log_path
 from maskdet.training.train import TrainConfig
 from tests.conftest import encode, overlapping_zip, pattern_image, zip_bytes
 

@@ -3,20 +3,29 @@ import os
 import threading
 import time
 import zipfile
-from dataclasses import replace
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from maskdet.data import store as store_module
 from maskdet.core.imageio import BadImage
-from maskdet.vision.near_duplicates import NEAR_DUPLICATE_BITS, hash_distances
 from maskdet.core.settings import Settings
-from maskdet.data.store import (ORPHAN_AGE_SECONDS, SCHEMA_VERSION, Store, StoreError, folder_candidates, images_table,
-                           open_database, perceptual_hash, validate_label)
+from maskdet.data import store as store_module
+from maskdet.data.store import (
+    ORPHAN_AGE_SECONDS,
+    SCHEMA_VERSION,
+    Store,
+    StoreError,
+    folder_candidates,
+    images_table,
+    open_database,
+    perceptual_hash,
+    validate_label,
+)
+from maskdet.vision.near_duplicates import NEAR_DUPLICATE_BITS, hash_distances
 from tests.conftest import encode, make_old_home, overlapping_zip, pattern_image, write_dataset, zip_bytes
 
 

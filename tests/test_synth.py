@@ -5,8 +5,9 @@ import cv2
 import numpy as np
 import pytest
 
-from maskdet.vision.faces import CropRule, crop_face, square_crop_box
+from maskdet.bundle.crop_rule import square_crop_box
 from maskdet.core.imageio import decode_image
+from maskdet.vision.faces import CropRule, crop_face
 from maskdet.vision.synth import MASK_STYLES, MIN_EYE_DISTANCE, draw_mask
 
 STYLES = list(MASK_STYLES)

@@ -15,11 +15,12 @@ import numpy as np
 import onnx
 import pytest
 
-from maskdet.runs import views as runs
-from maskdet.training.export import NotAMaskdetModel, bundle_zip, load_classifier, write_threshold
 from maskdet.core.settings import load_settings
-from maskdet.data.store import Store, StoreError
 from maskdet.core.threshold import ALL_FACES, Scores, check_threshold, threshold_grid
+from maskdet.data.store import Store, StoreError
+from maskdet.runs import views as runs
+from maskdet.serving.bundle import bundle_zip
+from maskdet.serving.classifier import NotAMaskdetModel, load_classifier, write_threshold
 from maskdet.training.train import TrainConfig, execute_run
 from tests.conftest import data_home, encode, pattern_image, write_dataset
 

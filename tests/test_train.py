@@ -18,18 +18,36 @@ import pytest
 import torch
 from onnx.external_data_helper import uses_external_data
 
-from maskdet.training import export
-from maskdet.vision.augment import AugmentConfig, build_train_pipeline
-from maskdet.training.device import resolve_device
+from maskdet.core.contract import Preprocess
 from maskdet.core.disk_array import DiskArray
-from maskdet.vision.faces import CropRule, crop_face
-from maskdet.training.model import MaskNet, Preprocess, build_model
 from maskdet.core.settings import Settings
 from maskdet.data.store import Store, StoreError
+from maskdet.serving.classifier import load_classifier
+from maskdet.training import export
+from maskdet.training.device import resolve_device
+from maskdet.training.model import MaskNet, build_model
+from maskdet.training.train import (
+    MASKED,
+    RANGED,
+    Callbacks,
+    Cancelled,
+    MaskSynthesis,
+    TrainConfig,
+    Views,
+    execute_run,
+    extract_features,
+    feature_views,
+    load_split,
+    resolve_synthesis,
+    scratch_bytes,
+    seed_everything,
+    train,
+    train_head,
+    view_maker,
+)
+from maskdet.vision.augment import AugmentConfig, build_train_pipeline
+from maskdet.vision.faces import CropRule, crop_face
 from maskdet.vision.synth import MASK_STYLES, SyntheticMasks
-from maskdet.training.train import (MASKED, RANGED, Callbacks, Cancelled, MaskSynthesis, TrainConfig, Views, execute_run,
-                           extract_features, feature_views, load_split, resolve_synthesis, scratch_bytes,
-                           seed_everything, train, train_head, view_maker)
 from tests.conftest import make_old_home, pattern_image, photo_pairs, write_dataset
 
 LABELS = ["with_mask", "without_mask"]
@@ -155,7 +173,7 @@ def test_predictions_csv_matches_the_test_split(tiny):
 
 
 def test_exported_onnx_loads_with_labels_and_a_dynamic_batch(tiny):
-    classifier = export.load_classifier(tiny.run_dir / "model.onnx")
+    classifier = load_classifier(tiny.run_dir / "model.onnx")
     assert classifier.labels == LABELS
     assert classifier.preprocess.input_size == 96 and classifier.rule == CropRule(1.25, 96)
     images = np.stack([pattern_image(seed, size=(96, 96)) for seed in range(5)])
@@ -164,7 +182,7 @@ def test_exported_onnx_loads_with_labels_and_a_dynamic_batch(tiny):
         assert probabilities.shape == (len(batch), 2) and probabilities.dtype == np.float32
         np.testing.assert_allclose(probabilities.sum(1), 1, atol=1e-5)
     np.testing.assert_allclose(classifier.predict(images[:1]), classifier.predict(images)[:1], atol=1e-6)
-    int8 = export.load_classifier(tiny.run_dir / "model.int8.onnx")
+    int8 = load_classifier(tiny.run_dir / "model.int8.onnx")
     assert int8.labels == LABELS and int8.predict(images).shape == (5, 2)
 
 
@@ -183,12 +201,12 @@ def test_model_pt_is_the_exported_model(tiny):
     images = np.stack([pattern_image(seed, size=(96, 96)) for seed in range(4)])
     with torch.no_grad():
         reference = torch.softmax(model(torch.from_numpy(images)), 1).numpy()
-    onnx_probabilities = export.load_classifier(tiny.run_dir / "model.onnx").predict(images)
+    onnx_probabilities = load_classifier(tiny.run_dir / "model.onnx").predict(images)
     np.testing.assert_allclose(onnx_probabilities, reference, atol=1e-5)
 
 
 def test_random_init_model_output_depends_on_the_input(tiny):
-    classifier = export.load_classifier(tiny.run_dir / "model.onnx")
+    classifier = load_classifier(tiny.run_dir / "model.onnx")
     tints = [(55, -40, -40), (-40, -40, 55)]  # the two classes' tints in write_dataset
     images = np.stack([pattern_image(seed, size=(96, 96), tint=tints[seed % 2]) for seed in range(6)])
     probabilities = classifier.predict(images)
@@ -401,7 +419,7 @@ def test_near_duplicate_pairs_never_straddle_splits(real):
 
 def test_exported_model_reproduces_test_predictions_from_its_metadata(real):
     """Cutting the test crops again with the crop rule from the ONNX metadata gives the training run's numbers."""
-    classifier = export.load_classifier(real.run_dir / "model.onnx")
+    classifier = load_classifier(real.run_dir / "model.onnx")
     records, crops = cut_test_crops(real.store, classifier.rule.size, classifier.rule.margin)
     assert all(r.face is not None for r in records)
     probabilities = classifier.predict(crops)

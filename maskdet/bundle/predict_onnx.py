@@ -15,11 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from PIL import Image, ImageOps
-
 from crop_rule import crop
-from pixels import FORMATS, image_files, to_rgb
 from mtcnn_cascade import NETWORK_FILES, Cascade, find_faces, session
+from PIL import Image, ImageOps
+from pixels import FORMATS, image_files, to_rgb
 
 HERE = Path(__file__).resolve().parent
 DETECT_SIDE = 640  # MTCNN searches a copy whose longer side is at most this

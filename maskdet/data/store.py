@@ -24,10 +24,11 @@ import sqlalchemy as sa
 from PIL import Image
 from sqlalchemy.dialects import postgresql, sqlite
 
-from maskdet.vision.faces import Face, FaceDetector, box_iou
+from maskdet.core.contract import UNCERTAIN
 from maskdet.core.imageio import BadImage, decode_image
-from maskdet.vision.near_duplicates import HashIndex, hash_bytes
 from maskdet.core.settings import DEFAULT_LABELS, Settings, load_settings
+from maskdet.vision.faces import Face, FaceDetector, box_iou
+from maskdet.vision.near_duplicates import HashIndex, hash_bytes
 
 SCHEMA_VERSION = 5  # 2: images.landmarks; 3: runs.heartbeat_at; 4: index one_active_run; 5: table manual_faces
 IGNORED_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
@@ -43,7 +44,6 @@ MAX_BATCH_BYTES = 256 * 2**20  # file bytes plus decoded RGB an import or evalua
 ORPHAN_AGE_SECONDS = 600  # an unreferenced image file this old was left by a killed import (no batch lasts this long)
 MIN_BOX_SIDE = 8  # pixels: the narrowest and lowest face box that can be set by hand
 SPLITS = ("train", "val", "test")
-UNCERTAIN = "uncertain"  # what predictions below the threshold are called
 RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 ACTIVE_STATUSES = ("queued", "running")
 BACKENDS = ("sqlite", "postgresql")

@@ -23,10 +23,23 @@ from pathlib import Path, PurePosixPath
 import sqlalchemy as sa
 
 from maskdet import __version__
+from maskdet.data.store import (
+    ACTIVE_STATUSES,
+    MAX_ENTRY_BYTES,
+    SCHEMA_VERSION,
+    Store,
+    StoreError,
+    images_table,
+    labels_table,
+    manual_faces_table,
+    meta_table,
+    now,
+    runs_table,
+    shown_url,
+    write_lock,
+)
 from maskdet.runs.lifecycle import active_training, log_path
 from maskdet.runs.views import ACTIVE_SETTING, RUN_ID_PATTERN, run_dir
-from maskdet.data.store import (ACTIVE_STATUSES, MAX_ENTRY_BYTES, SCHEMA_VERSION, Store, StoreError, images_table, labels_table,
-                    manual_faces_table, meta_table, now, runs_table, shown_url, write_lock)
 
 FORMAT = "maskdet-backup"
 TABLES = (meta_table, labels_table, images_table, manual_faces_table, runs_table)  # restored in order (foreign keys)

@@ -7,9 +7,9 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from maskdet.runs import lifecycle as jobs
 from maskdet.core.settings import load_settings, usable_cores
 from maskdet.data.store import Store, StoreError, now
+from maskdet.runs import lifecycle as jobs
 
 CONNECT_SECONDS = 5.0  # how long Start waits for the scheduler to answer
 LOST = ("The run was lost with its cluster worker, which stopped (killed?); runs are not restarted on another worker, "

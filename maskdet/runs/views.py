@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from maskdet.vision.faces import CropRule, crop_face
-from maskdet.core.imageio import BadImage
-from maskdet.runs.lifecycle import active_training, log_path
 from maskdet.bundle.pixels import IMAGE_SUFFIXES
-from maskdet.data.store import ACTIVE_STATUSES, ImportReport, Store, StoreError, open_zip, zip_candidates
+from maskdet.core.imageio import BadImage
 from maskdet.core.threshold import DEFAULT_THRESHOLD, THRESHOLD_KEY, Scores, check_threshold
+from maskdet.data.store import ACTIVE_STATUSES, ImportReport, Store, StoreError, open_zip, zip_candidates
+from maskdet.runs.lifecycle import active_training, log_path
+from maskdet.vision.faces import CropRule, crop_face
 
 ACTIVE_SETTING = "active_run"  # meta key: the run the live page uses
 MODEL_FILES = (("model.onnx", "ONNX (float32)"), ("model.int8.onnx", "ONNX int8"))
@@ -504,7 +504,7 @@ def threshold_scores(store: Store, run: dict) -> Scores:
 def set_threshold(store: Store, run_id: str, value) -> float:
     """Save a run's class confidence threshold in its registry metrics and in the metadata of its ONNX files (the
     Live page and `maskdet predict` start from those). Refused, with nothing changed, unless 0 < value < 1."""
-    from maskdet.training.export import write_threshold
+    from maskdet.serving.classifier import write_threshold
 
     run = store.run(run_id)
     try:
@@ -623,7 +623,7 @@ def evaluate_zip(store: Store, run_id: str, data: bytes, detector, progress=None
     `maskdet evaluate`: largest face per photo, the model's crop rule. Files that are not images, and images
     in folders that are not the model's classes, are skipped and listed in rejected_files (skipped_classes
     counts the latter); when no image is left that is an error."""
-    from maskdet.training.export import load_classifier
+    from maskdet.serving.classifier import load_classifier
     from maskdet.serving.predict import evaluate_candidates
 
     run = store.run(run_id)

@@ -11,10 +11,10 @@ import av
 import numpy as np
 from PIL import Image
 
-from maskdet.vision.faces import FaceDetector
+from maskdet.data.store import ImageRecord, ImportReport, Store, StoreError
 from maskdet.serving.live import StreamSeats
 from maskdet.serving.media import full_picture
-from maskdet.data.store import ImageRecord, ImportReport, Store, StoreError
+from maskdet.vision.faces import FaceDetector
 
 MAX_SHOTS = 50  # a burst: each shot costs a face search when it is stored
 MIN_INTERVAL = 0.2  # seconds between shots: about what storing one (finding its face) takes on 2 cores

@@ -15,12 +15,12 @@ from functools import lru_cache
 
 import numpy as np
 
-from maskdet.training.export import OnnxClassifier
-from maskdet.vision.faces import Face, FaceDetector
-from maskdet.vision.mtcnn import MIN_FACE_SIDE
-from maskdet.serving.predict import FacePrediction, TextStyle, classify_faces, draw_predictions
+from maskdet.bundle.mtcnn_cascade import MIN_FACE_SIDE
 from maskdet.core.settings import usable_cores
 from maskdet.core.threshold import DEFAULT_THRESHOLD
+from maskdet.serving.classifier import OnnxClassifier
+from maskdet.serving.predict import FacePrediction, TextStyle, classify_faces, draw_predictions
+from maskdet.vision.faces import Face, FaceDetector
 
 RATE_WINDOW_SECONDS = 3.0  # fps and stage times are over the frames processed in this much wall clock
 STAGES = ("detect", "classify")

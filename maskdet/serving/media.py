@@ -21,12 +21,12 @@ import numpy as np
 from PIL import Image
 
 from maskdet.bundle.crop_rule import square_crop_box
-from maskdet.training.export import load_classifier
-from maskdet.vision.faces import Face, FaceDetector, box_iou
 from maskdet.core.imageio import decode_image
+from maskdet.data.store import ImageRecord, Store, StoreError
+from maskdet.serving.classifier import load_classifier
 from maskdet.serving.live import Counters, LivePipeline, LiveSettings, StreamSeats
 from maskdet.serving.predict import FacePrediction, TextStyle, annotate
-from maskdet.data.store import ImageRecord, Store, StoreError
+from maskdet.vision.faces import Face, FaceDetector, box_iou
 
 MAX_VIDEO_SECONDS = 30  # an uploaded video is processed while the user waits (the longest: 20 s on 2 cores)
 MAX_VIDEO_SIDE = 1280  # larger frames are scaled down before detection and in the output

@@ -6,11 +6,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from maskdet.core.metrics import classification_report
-from maskdet.training.export import OnnxClassifier
-from maskdet.vision.faces import Face, FaceDetector, crop_face
+from maskdet.core.contract import UNCERTAIN
 from maskdet.core.imageio import BadImage, decode_image
-from maskdet.data.store import MAX_BATCH_BYTES, UNCERTAIN, Candidate, ImportReport, Store, StoreError, folder_candidates
+from maskdet.core.metrics import classification_report
+from maskdet.data.store import MAX_BATCH_BYTES, Candidate, ImportReport, Store, StoreError, folder_candidates
+from maskdet.serving.classifier import OnnxClassifier
+from maskdet.vision.faces import Face, FaceDetector, crop_face
 
 PALETTE = [(46, 160, 67), (214, 39, 40), (31, 119, 180), (255, 127, 14), (148, 103, 189), (140, 86, 75)]
 UNCERTAIN_COLOR = (160, 160, 160)

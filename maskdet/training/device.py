@@ -5,8 +5,9 @@ from dataclasses import dataclass
 import onnxruntime as ort
 import torch
 
+from maskdet.serving.classifier import CPU_PROVIDERS
+
 DEVICES = ("auto", "cpu", "cuda")  # auto: CUDA when PyTorch has a CUDA GPU, else the CPU
-CPU_PROVIDERS = ("CPUExecutionProvider",)
 
 
 @dataclass(frozen=True)

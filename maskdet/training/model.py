@@ -1,29 +1,15 @@
 """torchvision MobileNetV2 with a new head; normalisation lives inside the network (uint8 RGB NHWC in)."""
 
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
 
+from maskdet.core.contract import Preprocess
+
 FEATURE_DIM = 1280
 NUM_BLOCKS = 17  # inverted-residual blocks in MobileNetV2.features[1:18]
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """The input contract of a maskdet model, stored with it and in the ONNX metadata."""
-
-    input_size: int = 160
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
-    color_order: str = "RGB"
-    layout: str = "NHWC"
-    dtype: str = "uint8"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class BackboneWeightsError(ValueError):

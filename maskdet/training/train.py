@@ -18,17 +18,27 @@ import numpy as np
 import torch
 from torch import nn
 
-from maskdet.training import export
-
-from maskdet.runs import lifecycle as jobs
-from maskdet.vision.augment import AugmentConfig, build_train_pipeline
-from maskdet.training.device import DEVICES, check_device, resolve_device
+from maskdet.bundle.crop_rule import square_crop_box
+from maskdet.core.contract import CROP_MARGINS, INPUT_SIZES, Preprocess
 from maskdet.core.disk_array import DiskArray
 from maskdet.core.metrics import classification_report
-from maskdet.vision.faces import CropRule, FaceDetector, crop_face, square_crop_box
-from maskdet.training.model import (FEATURE_DIM, NUM_BLOCKS, BackboneWeightsError, MaskNet, Preprocess, build_model,
-                    calibrate_batchnorm, set_trainable_blocks, train_mode_with_frozen_batchnorm)
 from maskdet.data.store import ImageRecord, Store, StoreError, now
+from maskdet.runs import lifecycle as jobs
+from maskdet.serving.classifier import onnx_session
+from maskdet.training import export
+from maskdet.training.device import DEVICES, check_device, resolve_device
+from maskdet.training.model import (
+    FEATURE_DIM,
+    NUM_BLOCKS,
+    BackboneWeightsError,
+    MaskNet,
+    build_model,
+    calibrate_batchnorm,
+    set_trainable_blocks,
+    train_mode_with_frozen_batchnorm,
+)
+from maskdet.vision.augment import AugmentConfig, build_train_pipeline
+from maskdet.vision.faces import CropRule, FaceDetector, crop_face
 from maskdet.vision.synth import SyntheticMasks, draw_mask
 
 
@@ -63,8 +73,8 @@ class TrainConfig:
     seed: int = ranged(0, 0, 2**31 - 1, "Same seed and data, same split and same model.")
     patience: int = ranged(10, 1, 1000, "Epochs without a better validation loss before stopping.")
     class_weights: bool = True
-    input_size: int = ranged(160, 32, 512, "Side of the square face crop the model sees, in pixels.")
-    crop_margin: float = ranged(1.25, 1.0, 3.0, "Crop side as a multiple of the face box's longer side.")
+    input_size: int = ranged(160, *INPUT_SIZES, "Side of the square face crop the model sees, in pixels.")
+    crop_margin: float = ranged(1.25, *CROP_MARGINS, "Crop side as a multiple of the face box's longer side.")
     labels: list[str] | None = None  # None: every label that has images
     backbone_weights: str | None = None
     random_init: bool = False
@@ -322,7 +332,7 @@ def extract_features(model: MaskNet, splits: dict[str, Split], config: TrainConf
                      workdir: Path, callbacks: Callbacks) -> dict[str, DiskArray | np.ndarray]:
     """Pooled backbone features (onnxruntime) for the clean crops of every split plus the train split's augmented
     and drawn-mask views, written to files in workdir (float32: the head then trains as on features in memory)."""
-    session = export.onnx_session(export.export_embedder(model, workdir / "embedder.onnx", config.input_size),
+    session = onnx_session(export.export_embedder(model, workdir / "embedder.onnx", config.input_size),
                                   resolve_device(config.device).providers)
     pipeline = build_train_pipeline(config.augment, config.input_size, seed=config.seed)
     views = {name: feature_views(split, config.views_per_image, synthesis, config.seed) if name == "train"
@@ -451,7 +461,7 @@ def finetune(model: MaskNet, splits: dict[str, Split], config: TrainConfig, synt
     on the config's device, where the model stays)."""
     cut = export.front_cut(config.finetune_blocks)
     device = resolve_device(config.device)
-    front = export.onnx_session(export.export_front(model, cut, workdir / "front.onnx", config.input_size),
+    front = onnx_session(export.export_front(model, cut, workdir / "front.onnx", config.input_size),
                                 device.providers)
     model.to(device.torch)
     loss_fn.to(device.torch)

@@ -6,7 +6,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from maskdet.vision.faces import FaceDetector, square_crop_box
+from maskdet.bundle.crop_rule import square_crop_box
+from maskdet.vision.faces import FaceDetector
 
 
 def clip_photos(data: Path, count: int = 3) -> list[Path]:

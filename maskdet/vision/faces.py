@@ -8,8 +8,9 @@ from functools import cached_property
 
 import numpy as np
 
-from maskdet.bundle.crop_rule import crop, square_crop_box
+from maskdet.bundle.crop_rule import crop
 from maskdet.bundle.mtcnn_cascade import MIN_FACE_SIDE, find_faces, image_faces, shrink
+from maskdet.core.contract import CropRule
 from maskdet.vision.mtcnn import OnnxMTCNN
 
 # A photo's face search covers at most this many pixels (of the copies searched) a byte of its file as it arrived
@@ -17,14 +18,6 @@ from maskdet.vision.mtcnn import OnnxMTCNN
 # cannot buy minutes of it with thousands of nearly blank photos. All four searches of a photo as compressible
 # as the real ones of both shared sets (at most 26 pixels a byte) stay within it; see README "Bounded cost".
 SEARCH_PIXELS_PER_BYTE = 50
-
-
-@dataclass(frozen=True)
-class CropRule:
-    """A square crop around the face box, `margin` times its longer side, kept inside the image."""
-
-    margin: float = 1.25
-    size: int = 160
 
 
 Landmarks = tuple[tuple[float, float], ...]  # five x, y points in image pixels, in MTCNN's order (see bundle/mtcnn_cascade.py)

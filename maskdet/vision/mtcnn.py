@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
-from maskdet.bundle.mtcnn_cascade import MIN_FACE_SIDE, Cascade, session
+from maskdet.bundle.mtcnn_cascade import Cascade, session
 
 
 @lru_cache(maxsize=1)

@@ -1,0 +1,196 @@
+"""Loading a maskdet ONNX model into onnxruntime, after checking it keeps the contract (maskdet.core.contract) and is safe to build; running it on face crops. No torch."""
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from maskdet.core.contract import (
+    CROP_MARGINS,
+    INPUT_NAME,
+    INPUT_SIZES,
+    MAX_TENSOR_ELEMENTS,
+    MODEL_OPS,
+    CropRule,
+    Preprocess,
+)
+from maskdet.core.threshold import DEFAULT_THRESHOLD, THRESHOLD_KEY, check_threshold
+
+MAX_MODEL_BYTES = 64 * 2**20  # maskdet's models are about 9 MB (float32) and 2.5 MB (int8): ample headroom
+CPU_PROVIDERS = ("CPUExecutionProvider",)
+
+
+class NotAMaskdetModel(ValueError):
+    """The file is not an ONNX model exported by maskdet; str(error) says why."""
+
+
+def onnx_session(path: Path, providers: tuple[str, ...] = CPU_PROVIDERS) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = os.cpu_count() or 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=list(providers))
+
+
+def write_threshold(source: Path, threshold: float, target: Path) -> None:
+    """Write a copy of a model file to target with its class confidence threshold (metadata class_threshold) set."""
+    proto = onnx.load(str(source))
+    kept = [prop for prop in proto.metadata_props if prop.key != THRESHOLD_KEY]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    proto.metadata_props.add(key=THRESHOLD_KEY, value=json.dumps(check_threshold(threshold)))
+    onnx.save(proto, str(target))
+
+
+@dataclass
+class OnnxClassifier:
+    """A maskdet ONNX model loaded into onnxruntime, with its labels and preprocessing contract."""
+
+    path: Path
+    session: ort.InferenceSession
+    labels: list[str]
+    preprocess: Preprocess
+    rule: CropRule
+    class_threshold: float = DEFAULT_THRESHOLD  # below it a face is "uncertain": chosen on Metrics, or the default
+
+    def predict(self, crops: np.ndarray) -> np.ndarray:
+        """Probabilities (N, C) for uint8 RGB crops (N, S, S, 3)."""
+        if len(crops) == 0:
+            return np.zeros((0, len(self.labels)), np.float32)
+        return self.session.run(None, {INPUT_NAME: np.ascontiguousarray(crops, dtype=np.uint8)})[0]
+
+
+def load_classifier(path: Path) -> OnnxClassifier:
+    """Open a maskdet ONNX file, or raise NotAMaskdetModel with the reason. Its size, and its metadata against its
+    graph, are checked before onnxruntime builds anything from it (crops are allocated from that metadata)."""
+    path = Path(path)
+    if not path.is_file():
+        raise NotAMaskdetModel(f"Model file not found: {path}.")
+    if path.stat().st_size > MAX_MODEL_BYTES:
+        raise NotAMaskdetModel(f"{path.name} is {path.stat().st_size / 2**20:.0f} MB; a maskdet model is at most "
+                               f"{MAX_MODEL_BYTES // 2**20} MB.")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as error:
+        raise unreadable(path, error) from None
+    if not proto.graph.node:  # an empty file parses as an empty model
+        raise unreadable(path, ValueError("it holds no graph"))
+    meta = {prop.key: prop.value for prop in proto.metadata_props}
+    try:
+        labels = json.loads(meta["labels"])
+        preprocess = Preprocess(**{k: tuple(v) if isinstance(v, list) else v
+                                   for k, v in json.loads(meta["preprocess"]).items()})
+        crop = json.loads(meta["crop_rule"])
+        rule = CropRule(float(crop["margin"]), int(crop["size"]))
+    except (KeyError, ValueError, TypeError, AttributeError):
+        raise NotAMaskdetModel(f"{path.name} is an ONNX model but not one exported by maskdet "
+                               "(its labels and preprocessing metadata are missing).") from None
+    threshold = meta.get(THRESHOLD_KEY)
+    problem = contract_problem(proto.graph, labels, preprocess, rule, threshold) or graph_problem(proto)
+    if problem:
+        raise NotAMaskdetModel(f"{path.name} {problem}.")
+    try:
+        session = onnx_session(path)
+    except Exception as error:
+        raise unreadable(path, error) from None
+    return OnnxClassifier(path, session, labels, preprocess, rule,
+                          DEFAULT_THRESHOLD if threshold is None else float(threshold))
+
+
+def unreadable(path: Path, error: Exception) -> NotAMaskdetModel:
+    return NotAMaskdetModel(f"{path.name} is not a readable ONNX model ({str(error).splitlines()[0][:200]}).")
+
+
+def dims(value_info: onnx.ValueInfoProto) -> list[int | None]:
+    """A graph input's or output's shape: each side's size, None where it is named (the batch) or unknown."""
+    return [dim.dim_value or None for dim in value_info.type.tensor_type.shape.dim]
+
+
+def contract_problem(graph: onnx.GraphProto, labels, preprocess: Preprocess, rule: CropRule,
+                     threshold: str | None = None) -> str | None:
+    """What is wrong with a model's metadata against its graph and maskdet's ranges (None: nothing), to follow its
+    name in a sentence. `threshold`: the class_threshold metadata (None: absent, the default applies)."""
+    sizes, margins = INPUT_SIZES, CROP_MARGINS
+    weights = {tensor.name for tensor in graph.initializer}
+    inputs = [value for value in graph.input if value.name not in weights]
+    if (len(inputs) != 1 or inputs[0].type.tensor_type.elem_type != onnx.TensorProto.UINT8 or len(graph.output) != 1
+            or len(dims(inputs[0])) != 4 or len(dims(graph.output[0])) != 2):
+        return "does not have maskdet's input/output signature"
+    if not (isinstance(labels, list) and len(labels) >= 2 and all(isinstance(label, str) and label for label in labels)
+            and len(set(labels)) == len(labels)):
+        return "has no list of two or more distinct class names in its metadata"
+    if not (isinstance(preprocess.input_size, int) and sizes[0] <= preprocess.input_size <= sizes[1]
+            and rule.size == preprocess.input_size and margins[0] <= rule.margin <= margins[1]):
+        return (f"declares {preprocess.input_size}-pixel inputs, {rule.size}-pixel crops and a crop margin of "
+                f"{rule.margin:g}; maskdet's models take {sizes[0]}-{sizes[1]} pixels, the same for both, with a "
+                f"margin of {margins[0]:g}-{margins[1]:g}")
+    side = preprocess.input_size
+    if any(found not in (None, wanted) for found, wanted in zip(dims(inputs[0])[1:], (side, side, 3))):
+        return f"declares {side}-pixel crops but its graph takes {dims(inputs[0])[1:]}"
+    if dims(graph.output[0])[1] not in (len(labels), None):
+        return f"names {len(labels)} classes but its graph gives {dims(graph.output[0])[1]} probabilities"
+    if threshold is not None:
+        try:
+            check_threshold(threshold)
+        except ValueError:
+            return (f"declares a class confidence threshold of {threshold[:20]!r}; maskdet's thresholds are numbers "
+                    "between 0 and 1 (not included)")
+    return None
+
+
+def graph_problem(proto: onnx.ModelProto) -> str | None:
+    """What makes a model's graph unsafe to build (None: nothing): operators maskdet does not write, or a tensor that
+    shape inference cannot bound by MAX_TENSOR_ELEMENTS per crop. To follow the model's name in a sentence."""
+    foreign = {node.op_type for node in proto.graph.node if node.domain not in ("", "ai.onnx")
+               or node.op_type not in MODEL_OPS}
+    if foreign:
+        return f"uses operators maskdet's models do not ({', '.join(sorted(foreign)[:5])})"
+    try:
+        graph = onnx.shape_inference.infer_shapes(proto, strict_mode=True).graph
+    except Exception as error:
+        return f"has a graph whose shapes do not fit together ({str(error).splitlines()[0][:100]})"
+    batch = {value.type.tensor_type.shape.dim[0].dim_param for value in graph.input
+             if value.type.tensor_type.shape.dim} - {""}  # the batch axis's name
+    for value in [*graph.value_info, *graph.output]:
+        shape = value.type.tensor_type.shape.dim
+        known = value.type.tensor_type.HasField("shape") and all(dim.dim_value or dim.dim_param in batch
+                                                                 for dim in shape)
+        if not known or math.prod(dim.dim_value or 1 for dim in shape) > MAX_TENSOR_ELEMENTS:
+            return f"has a tensor ({value.name[:40]}) of unknown size or over {MAX_TENSOR_ELEMENTS:,} elements a crop"
+    return None
+
+
+def predict_all(classifier: OnnxClassifier, crops, batch_size: int = 64) -> np.ndarray:
+    """Probabilities for any number of crops (rows of an array or a DiskArray), a batch at a time."""
+    parts = [classifier.predict(crops[start:start + batch_size]) for start in range(0, len(crops), batch_size)]
+    return np.concatenate(parts) if parts else classifier.predict(crops[:0])
+
+
+def parity(classifier: OnnxClassifier, crops, reference: np.ndarray) -> dict:
+    """Compare ONNX probabilities with reference (PyTorch) ones on the same crops."""
+    probabilities = predict_all(classifier, crops)
+    if len(crops) == 0:
+        return {"images": 0, "same_argmax": True, "max_probability_difference": 0.0}
+    return {"images": int(len(crops)),
+            "same_argmax": bool((probabilities.argmax(1) == reference.argmax(1)).all()),
+            "argmax_disagreements": int((probabilities.argmax(1) != reference.argmax(1)).sum()),
+            "max_probability_difference": float(np.abs(probabilities - reference).max())}
+
+
+def time_per_image(classifier: OnnxClassifier, batch: int, repeats: int = 5) -> float:
+    """Median milliseconds per image at the given batch size."""
+    size = classifier.preprocess.input_size
+    images = np.random.default_rng(0).integers(0, 255, (batch, size, size, 3), dtype=np.uint8)
+    classifier.predict(images)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        classifier.predict(images)
+        times.append((time.perf_counter() - start) * 1000 / batch)
+    return float(np.median(times))
+
