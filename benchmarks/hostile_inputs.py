@@ -451,7 +451,7 @@ def child(kind: str, path: Path, model: Path) -> None:
         if kind == "evaluate":
             from maskdet.data.store import Store
             from maskdet.runs import views as runs
-            from maskdet.training.train import TrainConfig
+            from maskdet.training.config import TrainConfig
             from maskdet.vision.faces import FaceDetector
 
             store = Store()

@@ -74,16 +74,18 @@ def main() -> None:
     args = parser.parse_args()
 
     workdir = fresh_home("maskdet-real-")
-    from maskdet.cli import face_detector, tqdm_progress
+    from maskdet.console import tqdm_progress
     from maskdet.core.settings import load_settings
     from maskdet.data.store import Store
+    from maskdet.runs.execute import execute_run
     from maskdet.serving.classifier import load_classifier
     from maskdet.serving.predict import evaluate_folder
-    from maskdet.training.train import TrainConfig, execute_run
+    from maskdet.training.config import TrainConfig
+    from maskdet.vision.faces import FaceDetector
 
     settings = load_settings()
     store = Store(settings)
-    store.import_folder(Path(args.data), face_detector(), tqdm_progress("import masks-small"))
+    store.import_folder(Path(args.data), FaceDetector(), tqdm_progress("import masks-small"))
     defaults = TrainConfig(backbone_weights=args.weights).to_dict()
     without_new = {**defaults, "synthetic_masks": {**defaults["synthetic_masks"], "enabled": False},
                    "augment": {**defaults["augment"],
@@ -94,7 +96,7 @@ def main() -> None:
         result = execute_run(store, TrainConfig.from_dict(config), settings.models_dir)
         seconds = time.monotonic() - started
         classifier = load_classifier(settings.models_dir / result["run_id"] / "model.onnx")
-        report = evaluate_folder(Path(args.real), face_detector(), classifier, settings.max_pixels,
+        report = evaluate_folder(Path(args.real), FaceDetector(), classifier, settings.max_pixels,
                                  tqdm_progress(f"evaluate {name}"))
         figures[name] = {**scores(report, seconds), "masks_small_test_accuracy": round(result["test"]["accuracy"], 4),
                          "synthetic_views": (result["synthetic_masks"] or {}).get("views", 0)}

@@ -39,10 +39,11 @@ def main() -> None:
     args = parser.parse_args()
 
     workdir = fresh_home("maskdet-bench-")
-    from maskdet.cli import tqdm_progress
+    from maskdet.console import tqdm_progress
     from maskdet.core.settings import load_settings
     from maskdet.data.store import Store
-    from maskdet.training.train import TrainConfig, execute_run
+    from maskdet.runs.execute import execute_run
+    from maskdet.training.config import TrainConfig
     from maskdet.vision.faces import FaceDetector
 
     settings = load_settings()

@@ -6,55 +6,36 @@ import os
 import shutil
 import sys
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import fields
 from pathlib import Path
 
-from tqdm import tqdm
+from PIL import Image
 
 from maskdet.bundle.pixels import image_files
+from maskdet.console import failure, stage_bars, stderr_logged, tqdm_progress
+from maskdet.core.errors import Cancelled
 from maskdet.core.imageio import BadImage
 from maskdet.core.settings import load_settings
 from maskdet.core.threshold import DEFAULT_THRESHOLD
-from maskdet.data.store import ACTIVE_STATUSES, Store, StoreError
+from maskdet.data.store import ACTIVE_STATUSES, Store, StoreError, folder_candidates
+from maskdet.runs.backup import backup, restore
+from maskdet.runs.launch import start_training
+from maskdet.runs.lifecycle import active_training, cancel_training, log_path, new_run, stored_config
+from maskdet.runs.views import RunRecord, active_run, finished_runs, model_path, run_summary
+from maskdet.serving.classifier import load_classifier
+from maskdet.serving.predict import annotate, evaluate_folder, import_evaluated, predict_image
+from maskdet.training.config import CHOSEN, RANGED, TrainConfig, number_text
+from maskdet.training.progress import Progress
+from maskdet.vision.faces import FaceDetector
 
 
 class UsageError(ValueError):
     """A mistake in the command line; printed as one line."""
 
 
-def tqdm_progress(description: str, unit: str = "img"):
-    """A (done, total) callback drawing a tqdm bar on stderr, opened on the first update, closed at the end."""
-    bars = []
-
-    def update(done: int, total: int) -> None:
-        if not bars:
-            bars.append(tqdm(desc=description, total=total, unit=unit, file=sys.stderr, leave=False))
-        bars[0].n = done
-        bars[0].refresh()
-        if done >= total:
-            bars[0].close()
-
-    return update
-
-
-def face_detector(detect_side: int = 160):
-    """MTCNN; dataset photos have large faces (160 px copies), arbitrary photos need a larger copy."""
-    from maskdet.vision.faces import FaceDetector
-
-    return FaceDetector(detect_side=detect_side)
-
-
-def load_classifier(path: Path):
-    from maskdet.serving.classifier import load_classifier as load
-
-    return load(path)
-
-
 def resolve_model(store: Store, spec: str | None, int8: bool = False) -> Path:
     """A path to an .onnx file, a run id, or (None) the active model chosen on the Models page."""
-    from maskdet.runs.views import active_run, finished_runs, model_path
-
     if spec and spec.endswith(".onnx"):
         return Path(spec)
     runs = [r for r in finished_runs(store) if r["id"] == spec] if spec else [run for run in [active_run(store)] if run]
@@ -76,13 +57,13 @@ def cmd_import(store: Store, args) -> dict:
     if source.is_dir():
         if args.label:
             raise UsageError("--label is for single image files; a folder's class sub-folders name the labels.")
-        report = store.import_folder(source, face_detector(), tqdm_progress("import"))
+        report = store.import_folder(source, FaceDetector(), tqdm_progress("import"))
     elif source.suffix.lower() == ".zip":
-        report = store.import_zip(source, face_detector(), tqdm_progress("import"))
+        report = store.import_zip(source, FaceDetector(), tqdm_progress("import"))
     elif source.is_file():
         if not args.label:
             raise UsageError("Importing a single image needs --label.")
-        report = store.add_image(source.read_bytes(), args.label, source.name, face_detector())
+        report = store.add_image(source.read_bytes(), args.label, source.name, FaceDetector())
     else:
         raise UsageError(f"No such file or folder: {source}.")
     return {**report.to_dict(), "labels": store.label_counts()}
@@ -99,8 +80,6 @@ def cmd_labels(store: Store, args) -> dict:
 
 
 def train_config(args):
-    from maskdet.training.train import CHOSEN, RANGED, TrainConfig
-
     data = read_config_file(Path(args.config)) if args.config else {}
     for name in (*RANGED, *CHOSEN):
         if getattr(args, name) is not None:
@@ -135,91 +114,10 @@ def read_config_file(path: Path) -> dict:
     return data
 
 
-class Tee:
-    """A text stream that writes to several others (the terminal's stderr and a run's log file)."""
-
-    def __init__(self, *streams):
-        self.streams = streams
-
-    def write(self, text: str) -> int:
-        for stream in self.streams:
-            stream.write(text)
-            stream.flush()
-        return len(text)
-
-    def flush(self) -> None:
-        for stream in self.streams:
-            stream.flush()
-
-    def __getattr__(self, name):
-        return getattr(self.streams[0], name)
-
-
-@contextmanager
-def stderr_logged(path: Path):
-    """Copy what the command writes to stderr into `path` (a CLI run's log), ending with how the command ended."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as log:
-        terminal, sys.stderr = sys.stderr, Tee(sys.stderr, log)
-        try:
-            yield
-        except (Exception, KeyboardInterrupt) as error:
-            print(failure(error)[0], file=log)
-            raise
-        finally:
-            sys.stderr = terminal
-
-
-@contextmanager
-def stage_bars(stream=None):
-    """A training Progress callback drawing a tqdm bar per stage (with validation loss and accuracy) on `stream`
-    (default: stderr), the bars closed when the block ends."""
-    stream = stream or sys.stderr
-    bars: dict = {}
-
-    def on_progress(progress) -> None:
-        bar = bars.get(progress.stage)
-        if bar is None:
-            for old in bars.values():
-                old.close()
-            bars.clear()
-            bar = bars[progress.stage] = tqdm(desc=progress.stage, total=progress.steps, file=stream, leave=False)
-        bar.total = progress.steps
-        bar.n = progress.step
-        if progress.loss is not None:
-            bar.set_postfix(loss=f"{progress.loss:.4f}", acc=f"{progress.accuracy:.3f}" if progress.accuracy else "-")
-        bar.refresh()
-
-    try:
-        yield on_progress
-    finally:
-        for bar in bars.values():
-            bar.close()
-
-
-def run_summary(store: Store, run_id: str) -> dict:
-    """What `train` prints for a succeeded run: its test scores, ONNX parity, timings, and whether it is active."""
-    from maskdet.runs.views import active_run, not_active_reason
-
-    run = store.run(run_id)
-    metrics = run["metrics"]
-    test = metrics.get("test") or {}
-    reason = not_active_reason(run)
-    return {"run_id": run_id, "accuracy": test.get("accuracy"), "macro_f1": test.get("macro_f1"),
-            "roc_auc": test.get("roc_auc"), "parity": metrics["onnx"]["parity"], "timings": metrics["timings"],
-            "artefact_dir": str(store.settings.models_dir / run_id),
-            "active_model": (active_run(store) or {}).get("id"),
-            "not_active_because": f"Not made the active model: {reason}. It can still be chosen on the Models page "
-                                  "or used with --model." if reason else None}
-
-
 def follow(store: Store, run_id: str) -> None:
     """Draw a run training elsewhere (on the cluster) from the registry, about once a second, until it ends; Ctrl-C
     asks it to cancel and keeps following. It ends as a local run would: returns, raises Cancelled, or raises a
     StoreError with the run's error."""
-    from maskdet.runs.lifecycle import active_training, cancel_training
-    from maskdet.training.train import Cancelled, Progress
-
     names = [field.name for field in fields(Progress)]
     with stage_bars() as on_progress:
         while True:
@@ -244,9 +142,7 @@ def follow(store: Store, run_id: str) -> None:
 
 
 def cmd_train(store: Store, args) -> dict:
-    from maskdet.runs.lifecycle import log_path, new_run, start_training, stored_config
-    from maskdet.training.train import execute_run
-
+    from maskdet.runs.execute import execute_run  # here, for speed: it imports torch (seconds), other commands do not
     if args.run_id:  # a run queued by the dashboard carries its own config; its output already goes to its log
         config, run_id, log = stored_config(store, args.run_id), args.run_id, nullcontext()
     elif store.settings.cluster:  # queued here, trained by a cluster worker, followed from the registry
@@ -263,11 +159,8 @@ def cmd_train(store: Store, args) -> dict:
 
 
 def cmd_evaluate(store: Store, args) -> dict:
-    from maskdet.data.store import folder_candidates
-    from maskdet.serving.predict import evaluate_folder, import_evaluated
-
     classifier = load_classifier(resolve_model(store, args.model, args.int8))
-    detector = face_detector()
+    detector = FaceDetector()
     report = evaluate_folder(Path(args.folder), detector, classifier, store.settings.max_pixels,
                              tqdm_progress("evaluate"))
     if args.import_errors or args.import_all:
@@ -292,13 +185,9 @@ def cmd_export(store: Store, args) -> dict:
 
 
 def cmd_predict(store: Store, args) -> dict:
-    from PIL import Image
-
-    from maskdet.serving.predict import annotate, predict_image
-
     classifier = load_classifier(resolve_model(store, args.model, args.int8))
     threshold = classifier.class_threshold if args.threshold is None else args.threshold
-    detector = face_detector(detect_side=640)
+    detector = FaceDetector(detect_side=640)  # arbitrary photos: a larger copy than dataset photos' 160 px
     results = []
     for index, name in enumerate(image_files(args.images)):
         try:
@@ -318,34 +207,25 @@ def cmd_predict(store: Store, args) -> dict:
 
 
 def cmd_landmarks(store: Store, args) -> dict:
-    return {**store.fill_landmarks(face_detector(), progress=tqdm_progress("landmarks")),
+    return {**store.fill_landmarks(FaceDetector(), progress=tqdm_progress("landmarks")),
             "images_with_face": store.count_images(no_face=False)}
 
 
 def cmd_runs(store: Store, args) -> dict:
-    from maskdet.runs.lifecycle import active_training
-    from maskdet.runs.views import RunRecord
-
     active_training(store)  # runs whose process stopped without a word are marked failed first
     return {"runs": [RunRecord.of(run).summary() for run in store.runs()]}
 
 
 def cmd_cancel(store: Store, args) -> dict:
-    from maskdet.runs.lifecycle import cancel_training
-
     cancel_training(store, args.run_id)
     return {"run_id": args.run_id, "cancel_requested": True}
 
 
 def cmd_backup(store: Store, args) -> dict:
-    from maskdet.runs.backup import backup
-
     return backup(store, Path(args.file), [] if args.no_runs else args.runs, tqdm_progress("backup", "file"))
 
 
 def cmd_restore(store: Store, args) -> dict:
-    from maskdet.runs.backup import restore
-
     return restore(store, Path(args.file), tqdm_progress("restore", "file"))
 
 
@@ -383,8 +263,6 @@ def print_human(command: str, result: dict) -> None:
 def add_setting_flags(parser: argparse.ArgumentParser) -> None:
     """A flag for each numeric training setting and each one of a few words (--device), with its help, range or
     choices and default from TrainConfig (which imports torch, so only `train` builds them)."""
-    from maskdet.training.train import CHOSEN, RANGED, number_text
-
     for name, spec in RANGED.items():
         low, high = (number_text(limit) for limit in spec.metadata["range"])
         text = f"{spec.metadata['help']} From {low} to {high}; default {number_text(spec.default)}."
@@ -468,19 +346,6 @@ def build_parser(train_flags: bool) -> argparse.ArgumentParser:
 COMMANDS = {"import": cmd_import, "labels": cmd_labels, "train": cmd_train, "evaluate": cmd_evaluate,
             "export": cmd_export, "predict": cmd_predict, "landmarks": cmd_landmarks, "runs": cmd_runs,
             "cancel": cmd_cancel, "backup": cmd_backup, "restore": cmd_restore}
-
-
-def failure(error: BaseException) -> tuple[str, int]:
-    """The one line printed for a command that raised `error`, and its exit code."""
-    if isinstance(error, (ValueError, OSError)):  # user mistakes: StoreError, BadImage, NotAMaskdetModel, ...
-        return f"error: {error}", 2
-    if isinstance(error, KeyboardInterrupt):
-        return "interrupted", 130
-    from maskdet.training.train import Cancelled
-
-    if isinstance(error, Cancelled):
-        return "training cancelled", 3
-    return f"error: unexpected {type(error).__name__}: {error}", 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,9 +18,11 @@ from maskdet.data.insights import preview_photo, summarize
 from maskdet.runs import lifecycle as jobs
 from maskdet.runs import views as runs
 from maskdet.runs.estimate import latest_throughput, photos_trained, training_seconds
+from maskdet.runs.launch import start_training
 from maskdet.serving import media
 from maskdet.serving.live import LiveSettings
-from maskdet.training.train import CHOSEN, RANGED, TrainConfig, synthetic_preview
+from maskdet.training.config import CHOSEN, RANGED, TrainConfig
+from maskdet.training.preview import synthetic_preview
 from maskdet.vision.augment import AUGMENTATIONS, AugmentConfig, preview
 from maskdet.vision.faces import CropRule, crop_face
 from maskdet.vision.synth import MASK_STYLES, SyntheticMasks
@@ -279,7 +281,7 @@ if start:
     with start_messages:
         config = ui.attempt(TrainConfig.from_dict, config_data)
         if config is not None:
-            run_id = ui.attempt(jobs.start_training, store, config.to_dict())
+            run_id = ui.attempt(start_training, store, config.to_dict())
             if run_id:
                 st.toast(f"Training run {run_id} started.", icon=":material/play_arrow:")
 

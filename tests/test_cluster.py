@@ -22,6 +22,7 @@ from maskdet.cli import main
 from maskdet.data.store import ACTIVE_STATUSES, Store, StoreError
 from maskdet.runs import cluster
 from maskdet.runs import lifecycle as jobs
+from maskdet.runs.launch import start_training
 from tests.browser_support import stop
 from tests.conftest import write_dataset
 from tests.test_page_train import no_failure, page, set_tiny, shown
@@ -144,7 +145,7 @@ def worker_running(workers: SimpleNamespace, run: dict) -> subprocess.Popen:
 
 
 def test_a_run_started_on_the_cluster_trains_on_a_worker(home, workers):
-    run_id = jobs.start_training(home, TINY)
+    run_id = start_training(home, TINY)
     run = wait_for(home, run_id, ended, "finished")
     assert run["status"] == "succeeded", run["error"]
     assert worker_running(workers, run).poll() is None  # trained by one of the workers, which lives on
@@ -173,18 +174,18 @@ def test_start_on_the_train_page_trains_on_the_cluster(home, workers, monkeypatc
 
 
 def test_cancel_stops_a_run_on_the_cluster(home, workers):
-    run_id = jobs.start_training(home, LONG)
+    run_id = start_training(home, LONG)
     wait_for(home, run_id, training_head, "training its head")
     jobs.cancel_training(home, run_id)
     run = wait_for(home, run_id, ended, "ended after Cancel", 30)
     assert run["status"] == "cancelled" and run["error"] is None
     assert worker_running(workers, run).poll() is None  # the worker lives on, ready for the next run
     assert run_log(home, run_id, "training cancelled").rstrip().endswith("training cancelled")
-    assert jobs.start_training(home, TINY)  # the cluster takes the next run
+    assert start_training(home, TINY)  # the cluster takes the next run
 
 
 def test_a_worker_killed_mid_run_leaves_the_run_failed_with_the_reason(home, workers):
-    run_id = jobs.start_training(home, LONG)
+    run_id = start_training(home, LONG)
     run = wait_for(home, run_id, training_head, "training its head")
     worker = worker_running(workers, run)
     worker.kill()
@@ -211,7 +212,7 @@ def test_an_unreachable_scheduler_fails_the_run_in_one_sentence(backend_settings
                             ("trainers.example", "missing port number in address 'trainers.example'")):
         store = Store(replace(backend_settings, cluster=address))
         with pytest.raises(StoreError) as refused:
-            jobs.start_training(store, TINY)
+            start_training(store, TINY)
         message = str(refused.value)
         assert message.startswith(f"Could not reach the training cluster at {address}: {reason}")
         assert message.endswith("Check MASKDET_CLUSTER (a scheduler address such as tcp://HOST:8786) and that the "

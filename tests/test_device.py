@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from maskdet.serving.classifier import CPU_PROVIDERS
-from maskdet.training.device import DEVICES, Device, resolve_device
-from maskdet.training.train import CHOSEN, TrainConfig
+from maskdet.training.config import CHOSEN, DEVICES, TrainConfig
+from maskdet.training.device import Device, resolve_device
 
 NO_GPU = not torch.cuda.is_available()
 CPU = Device(torch.device("cpu"), ("CPUExecutionProvider",))

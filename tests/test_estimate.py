@@ -11,7 +11,7 @@ from maskdet.runs.estimate import (
     photos_trained,
     training_seconds,
 )
-from maskdet.training.train import TrainConfig
+from maskdet.training.config import TrainConfig
 
 
 def finished_run(run_id: str = "r1", **config) -> dict:

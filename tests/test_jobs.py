@@ -15,7 +15,7 @@ import pytest
 from maskdet.core.settings import load_settings
 from maskdet.data.store import Store, StoreError
 from maskdet.runs import lifecycle as jobs
-from maskdet.training.train import TrainConfig
+from maskdet.training.config import TrainConfig
 from tests.conftest import write_dataset
 from tests.test_cli import TRAIN_FAST, cli, cli_env, refused, succeeded
 

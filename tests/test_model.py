@@ -10,9 +10,9 @@ from torch import nn
 from torchvision.models import mobilenet_v2
 
 from maskdet.core.contract import Preprocess
+from maskdet.training.config import NUM_BLOCKS
 from maskdet.training.model import (
     FEATURE_DIM,
-    NUM_BLOCKS,
     BackboneWeightsError,
     MaskNet,
     build_model,

@@ -396,7 +396,8 @@ def set_box(at: AppTest, box) -> None:
 
 
 def test_a_box_set_by_hand_on_the_page_is_what_the_next_training_crops(dataset, tmp_path):
-    from maskdet.training.train import Callbacks, load_split
+    from maskdet.training.progress import Callbacks
+    from maskdet.training.views import load_split
     from maskdet.vision.faces import CropRule, crop_face
 
     store = dataset

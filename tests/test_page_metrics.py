@@ -20,8 +20,9 @@ from maskdet.cli import main
 from maskdet.core.settings import load_settings
 from maskdet.data.store import Store, StoreError
 from maskdet.runs import views as runs
+from maskdet.runs.execute import execute_run
 from maskdet.serving.classifier import load_classifier
-from maskdet.training.train import TrainConfig, execute_run
+from maskdet.training.config import TrainConfig
 from tests.conftest import data_home, encode, page_in_app, pattern_image, write_dataset, zip_bytes
 
 PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "3_Metrics.py")

@@ -18,7 +18,8 @@ from streamlit.testing.v1 import AppTest
 from maskdet.core.settings import load_settings
 from maskdet.data.store import Store
 from maskdet.runs import views as runs
-from maskdet.training.train import TrainConfig, execute_run
+from maskdet.runs.execute import execute_run
+from maskdet.training.config import TrainConfig
 from tests.conftest import data_home, download_data, page_in_app, write_dataset
 from tests.test_bundle import BUNDLE_FILES as BUNDLE_WITHOUT_INT8
 

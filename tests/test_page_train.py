@@ -21,7 +21,8 @@ from streamlit.testing.v1 import AppTest
 
 from maskdet.data.store import ACTIVE_STATUSES, Store, now
 from maskdet.runs import lifecycle as jobs
-from maskdet.training.train import CHOSEN, RANGED, TrainConfig, execute_run
+from maskdet.runs.execute import execute_run
+from maskdet.training.config import CHOSEN, RANGED, TrainConfig
 from maskdet.vision.augment import AUGMENTATIONS
 from maskdet.vision.faces import CropRule, crop_face
 from maskdet.vision.synth import MASK_STYLES

@@ -13,7 +13,7 @@ from maskdet.core.metrics import classification_report
 from maskdet.data.store import StoreError, now
 from maskdet.runs import views as runs
 from maskdet.runs.lifecycle import log_path
-from maskdet.training.train import TrainConfig
+from maskdet.training.config import TrainConfig
 from tests.conftest import encode, overlapping_zip, pattern_image, zip_bytes
 
 LABELS = ["with_mask", "without_mask"]

@@ -19,9 +19,10 @@ from maskdet.core.settings import load_settings
 from maskdet.core.threshold import ALL_FACES, Scores, check_threshold, threshold_grid
 from maskdet.data.store import Store, StoreError
 from maskdet.runs import views as runs
+from maskdet.runs.execute import execute_run
 from maskdet.serving.bundle import bundle_zip
 from maskdet.serving.classifier import NotAMaskdetModel, load_classifier, write_threshold
-from maskdet.training.train import TrainConfig, execute_run
+from maskdet.training.config import TrainConfig
 from tests.conftest import data_home, encode, pattern_image, write_dataset
 
 # Six test faces of classes a and b. Top probability and outcome: a .95 right, a .70 right, a .60 wrong (said b),

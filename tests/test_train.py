@@ -20,29 +20,26 @@ from onnx.external_data_helper import uses_external_data
 
 from maskdet.core.contract import Preprocess
 from maskdet.core.disk_array import DiskArray
+from maskdet.core.errors import Cancelled
 from maskdet.core.settings import Settings
 from maskdet.data.store import Store, StoreError
+from maskdet.runs.execute import execute_run
 from maskdet.serving.classifier import load_classifier
 from maskdet.training import export
+from maskdet.training.config import RANGED, TrainConfig
 from maskdet.training.device import resolve_device
+from maskdet.training.loops import extract_features, train_head
 from maskdet.training.model import MaskNet, build_model
-from maskdet.training.train import (
+from maskdet.training.progress import Callbacks
+from maskdet.training.train import scratch_bytes, train
+from maskdet.training.views import (
     MASKED,
-    RANGED,
-    Callbacks,
-    Cancelled,
     MaskSynthesis,
-    TrainConfig,
     Views,
-    execute_run,
-    extract_features,
     feature_views,
     load_split,
     resolve_synthesis,
-    scratch_bytes,
     seed_everything,
-    train,
-    train_head,
     view_maker,
 )
 from maskdet.vision.augment import AugmentConfig, build_train_pipeline

@@ -46,7 +46,7 @@ TABLES = (meta_table, labels_table, images_table, manual_faces_table, runs_table
 ADDED_IN = {"manual_faces": 5}  # tables newer than the first backups, by schema version: an older backup has them empty
 SHA256 = re.compile(r"[0-9a-f]{64}")
 CHUNK = 1024 * 1024
-Progress = Callable[[int, int], None] | None
+ProgressCallback = Callable[[int, int], None] | None
 
 
 # ---- backup --------------------------------------------------------------------------------------
@@ -58,7 +58,7 @@ def backup_runs(store: Store) -> list[dict]:
     return [run for run in store.runs() if run["status"] not in ACTIVE_STATUSES]
 
 
-def backup(store: Store, target: Path, runs: Iterable[str] | None = None, progress: Progress = None) -> dict:
+def backup(store: Store, target: Path, runs: Iterable[str] | None = None, progress: ProgressCallback = None) -> dict:
     """Write the project to the zip `target` (under a temporary name, renamed into place): the rows of one database
     snapshot, every image file checked against its SHA-256, and the folders and logs of `runs` (run ids; None: those of
     backup_runs). An image or run whose file was deleted after the snapshot is left out, as if deleted before it."""
@@ -113,7 +113,7 @@ def backup(store: Store, target: Path, runs: Iterable[str] | None = None, progre
             "skipped": skipped}
 
 
-def backup_bytes(store: Store, runs: Iterable[str] | None = None, progress: Progress = None) -> tuple[dict, bytes]:
+def backup_bytes(store: Store, runs: Iterable[str] | None = None, progress: ProgressCallback = None) -> tuple[dict, bytes]:
     """A backup for a download: written to a temporary file and read back."""
     with tempfile.TemporaryDirectory(prefix="maskdet-backup-") as folder:
         result = backup(store, Path(folder) / "backup.zip", runs, progress)
@@ -200,7 +200,7 @@ def _copy_run(archive: zipfile.ZipFile, files: dict[str, Path] | None) -> dict[s
 
 # ---- restore -------------------------------------------------------------------------------------
 
-def restore(store: Store, source, progress: Progress = None) -> dict:
+def restore(store: Store, source, progress: ProgressCallback = None) -> dict:
     """Load a backup (path, bytes or file object) into this data home, which must hold no images and no runs (its
     labels, the defaults of a new home, are replaced). Every file is checked against its SHA-256; the rows go in one
     transaction, and a restore that fails removes the files it wrote."""

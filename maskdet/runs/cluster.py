@@ -7,9 +7,11 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
+from maskdet.core.errors import error_line
 from maskdet.core.settings import load_settings, usable_cores
 from maskdet.data.store import Store, StoreError, now
-from maskdet.runs import lifecycle as jobs
+from maskdet.runs.lifecycle import death_notice, log_path, stored_config
+from maskdet.runs.views import run_summary
 
 CONNECT_SECONDS = 5.0  # how long Start waits for the scheduler to answer
 LOST = ("The run was lost with its cluster worker, which stopped (killed?); runs are not restarted on another worker, "
@@ -19,6 +21,7 @@ LOST = ("The run was lost with its cluster worker, which stopped (killed?); runs
 def submit(store: Store, run_id: str) -> None:
     """Hand a queued run to the scheduler at MASKDET_CLUSTER, which gives it to one worker; a scheduler that cannot be
     reached fails the run, and a StoreError says so."""
+    # here, for speed: distributed takes half a second to import, and only cluster runs need it
     from distributed import Client, fire_and_forget
     from distributed.comm import get_address_host_port
 
@@ -44,9 +47,7 @@ def train_on_worker(home: str, models_dir: str, database_url: str, backbone_weig
     worker when the first one dies; that attempt finds the run running and fails it as lost instead of training it."""
     # Imported (torch with them) before the run is taken: its heartbeat starts then, and a slow import would stale it.
     import torch
-
-    from maskdet.cli import failure, run_summary, stage_bars
-    from maskdet.training.train import describe_error, execute_run
+    from maskdet.runs.execute import describe_error, execute_run, progress_lines
 
     torch.set_num_threads(usable_cores())  # a worker under a nanny has OMP_NUM_THREADS=1: train on every core, as here
     worker = load_settings()
@@ -57,17 +58,16 @@ def train_on_worker(home: str, models_dir: str, database_url: str, backbone_weig
         if not store.update_run(run_id, while_status="queued", status="running", started_at=now(),
                                 heartbeat_at=now(), pid=os.getpid()):
             store.update_run(run_id, while_status="running", status="failed", finished_at=now(),
-                             error=jobs.death_notice(settings, store.run(run_id), LOST))
+                             error=death_notice(settings, store.run(run_id), LOST))
             return
-        log = jobs.log_path(settings, run_id)
+        log = log_path(settings, run_id)
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "a", encoding="utf-8") as output:
             try:
-                with stage_bars(output) as on_progress:
-                    execute_run(store, jobs.stored_config(store, run_id), settings.models_dir, run_id, on_progress)
+                execute_run(store, stored_config(store, run_id), settings.models_dir, run_id, progress_lines(output))
                 print(json.dumps(run_summary(store, run_id), indent=2), file=output)
             except Exception as error:
-                print(failure(error)[0], file=output)
+                print(error_line(error), file=output)
                 # execute_run records how a run ended; an error before it started (the stored config) is recorded here
                 store.update_run(run_id, while_status="running", status="failed", finished_at=now(),
                                  error=describe_error(error))

@@ -6,7 +6,7 @@ vary from run to run."""
 from dataclasses import dataclass
 
 from maskdet.runs.views import RunRecord
-from maskdet.training.train import TrainConfig
+from maskdet.training.config import TrainConfig
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,7 @@
 in the registry through a heartbeat, cancelled, and failed when their process stops without a word (whoever looks first
 notices)."""
 
-import os
 import shutil
-import subprocess
-import sys
 import threading
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -15,6 +12,7 @@ import sqlalchemy as sa
 
 from maskdet.core.settings import Settings
 from maskdet.data.store import ACTIVE_STATUSES, Store, StoreError, now
+from maskdet.training.config import TrainConfig
 
 HEARTBEAT_SECONDS = 2.0  # how often a training process writes runs.heartbeat_at
 STALE_SECONDS = 30.0  # a run whose last heartbeat is older than this has lost its process
@@ -71,37 +69,11 @@ def new_run(store: Store, config: dict) -> str:
 def stored_config(store: Store, run_id: str):
     """A queued run's TrainConfig, with the data home's backbone weights (MASKDET_BACKBONE_WEIGHTS) where it names
     none."""
-    from maskdet.training.train import TrainConfig
 
     config = TrainConfig.from_dict(store.run(run_id)["config"])
     if not config.backbone_weights and store.settings.backbone_weights:
         config.backbone_weights = str(store.settings.backbone_weights)
     return config
-
-
-def start_training(store: Store, config: dict) -> str:
-    """Queue a run with this config and start it: on the cluster at MASKDET_CLUSTER when set, else in a
-    `python -m maskdet train --run-id ...` process here; one at a time."""
-    run_id = new_run(store, config)
-    if store.settings.cluster:
-        from maskdet.runs.cluster import submit
-
-        submit(store, run_id)
-        return run_id
-    log = log_path(store.settings, run_id)
-    log.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "MASKDET_HOME": str(store.settings.home), "MASKDET_MODELS": str(store.settings.models_dir),
-           "MASKDET_DATABASE_URL": store.settings.database_url}
-    try:
-        with open(log, "wb") as output:
-            process = subprocess.Popen([sys.executable, "-m", "maskdet", "train", "--run-id", run_id],
-                                       stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                       cwd=Path(__file__).resolve().parents[2], start_new_session=True)
-    except OSError as error:
-        store.update_run(run_id, status="failed", finished_at=now(), error=f"Could not start training: {error}")
-        raise StoreError(f"Could not start training: {error}") from None
-    store.update_run(run_id, pid=process.pid)
-    return run_id
 
 
 def cancel_training(store: Store, run_id: str) -> None:

@@ -22,6 +22,8 @@ from maskdet.core.imageio import BadImage
 from maskdet.core.threshold import DEFAULT_THRESHOLD, THRESHOLD_KEY, Scores, check_threshold
 from maskdet.data.store import ACTIVE_STATUSES, ImportReport, Store, StoreError, open_zip, zip_candidates
 from maskdet.runs.lifecycle import active_training, log_path
+from maskdet.serving.classifier import load_classifier, write_threshold
+from maskdet.serving.predict import evaluate_candidates, import_evaluated
 from maskdet.vision.faces import CropRule, crop_face
 
 ACTIVE_SETTING = "active_run"  # meta key: the run the live page uses
@@ -504,8 +506,6 @@ def threshold_scores(store: Store, run: dict) -> Scores:
 def set_threshold(store: Store, run_id: str, value) -> float:
     """Save a run's class confidence threshold in its registry metrics and in the metadata of its ONNX files (the
     Live page and `maskdet predict` start from those). Refused, with nothing changed, unless 0 < value < 1."""
-    from maskdet.serving.classifier import write_threshold
-
     run = store.run(run_id)
     try:
         threshold = check_threshold(value)
@@ -623,9 +623,6 @@ def evaluate_zip(store: Store, run_id: str, data: bytes, detector, progress=None
     `maskdet evaluate`: largest face per photo, the model's crop rule. Files that are not images, and images
     in folders that are not the model's classes, are skipped and listed in rejected_files (skipped_classes
     counts the latter); when no image is left that is an error."""
-    from maskdet.serving.classifier import load_classifier
-    from maskdet.serving.predict import evaluate_candidates
-
     run = store.run(run_id)
     if run["status"] != "succeeded":
         raise StoreError(f"Run {run_id} {run['status']}: choose a succeeded run to evaluate.")
@@ -663,8 +660,20 @@ def import_evaluated_zip(store: Store, data: bytes, report: dict, detector, erro
                          progress=None) -> ImportReport:
     """Import the photos of a zip scored by evaluate_zip (its report) into the dataset under their true label (their
     folder): only the misclassified ones, or all it scored; see predict.import_evaluated."""
-    from maskdet.serving.predict import import_evaluated
-
     with open_upload(data) as archive:
         candidates, _ = zip_candidates(archive)
         return import_evaluated(store, candidates, report, detector, errors_only, progress)
+
+
+def run_summary(store: Store, run_id: str) -> dict:
+    """What `train` prints for a succeeded run: its test scores, ONNX parity, timings, and whether it is active."""
+    run = store.run(run_id)
+    metrics = run["metrics"]
+    test = metrics.get("test") or {}
+    reason = not_active_reason(run)
+    return {"run_id": run_id, "accuracy": test.get("accuracy"), "macro_f1": test.get("macro_f1"),
+            "roc_auc": test.get("roc_auc"), "parity": metrics["onnx"]["parity"], "timings": metrics["timings"],
+            "artefact_dir": str(store.settings.models_dir / run_id),
+            "active_model": (active_run(store) or {}).get("id"),
+            "not_active_because": f"Not made the active model: {reason}. It can still be chosen on the Models page "
+                                  "or used with --model." if reason else None}

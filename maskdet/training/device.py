@@ -6,22 +6,13 @@ import onnxruntime as ort
 import torch
 
 from maskdet.serving.classifier import CPU_PROVIDERS
-
-DEVICES = ("auto", "cpu", "cuda")  # auto: CUDA when PyTorch has a CUDA GPU, else the CPU
+from maskdet.training.config import check_device
 
 
 @dataclass(frozen=True)
 class Device:
     torch: torch.device  # PyTorch's modules and tensors (the head, fine-tuning)
     providers: tuple[str, ...]  # onnxruntime's execution providers, best first (feature extraction, the frozen front)
-
-
-def check_device(setting: str) -> None:
-    """Refuse 'cuda' on a machine without a CUDA GPU with a sentence saying what to choose instead."""
-    if setting == "cuda" and not torch.cuda.is_available():
-        build = f"built for CUDA {torch.version.cuda}, finds no GPU" if torch.version.cuda else "a CPU build"
-        raise ValueError("Training device 'cuda' was asked for, but this machine has no CUDA GPU that PyTorch can use "
-                         f"(torch {torch.__version__.split('+')[0]}, {build}): choose auto or cpu.")
 
 
 def resolve_device(setting: str) -> Device:

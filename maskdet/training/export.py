@@ -14,7 +14,8 @@ from torch import nn
 from maskdet import __version__
 from maskdet.core.contract import INPUT_NAME, OPSET, CropRule, Preprocess
 from maskdet.serving.classifier import load_classifier, parity, predict_all, time_per_image
-from maskdet.training.model import NUM_BLOCKS, Embedder, MaskNet, WithSoftmax
+from maskdet.training.config import NUM_BLOCKS
+from maskdet.training.model import Embedder, MaskNet, WithSoftmax
 
 
 class Front(nn.Module):
@@ -94,6 +95,7 @@ class _CalibrationReader:
 
 def quantize(source: Path, target: Path, calibration: np.ndarray) -> Path:
     """Static int8 quantisation (QDQ, per-channel, softmax kept float) calibrated on face crops; metadata carried over."""
+    # here, for speed: the quantisation toolkit takes about a second to import, and only int8 exports need it
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 

@@ -7,9 +7,9 @@ from torch import nn
 from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
 
 from maskdet.core.contract import Preprocess
+from maskdet.training.config import NUM_BLOCKS
 
 FEATURE_DIM = 1280
-NUM_BLOCKS = 17  # inverted-residual blocks in MobileNetV2.features[1:18]
 
 
 class BackboneWeightsError(ValueError):

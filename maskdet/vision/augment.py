@@ -4,13 +4,30 @@ AUGMENTATIONS is the one list: the config's fields, their defaults and validatio
 and the Train page's augmentation table all come from it. A new augmentation is one new entry.
 """
 
+from __future__ import annotations  # annotations name albumentations' classes without loading it
+
+import importlib.util
+import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, make_dataclass, replace
 from functools import partial
 
-import albumentations as A
 import cv2
 import numpy as np
+
+
+def lazy_module(name: str):
+    """A module loaded on first attribute access (Python's LazyLoader recipe)."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = sys.modules[name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+A = lazy_module("albumentations")  # lazily, for speed: albumentations imports torch (seconds), reading a config does not
 
 
 @dataclass

@@ -20,6 +20,7 @@ from maskdet.bundle.mtcnn_cascade import Cascade, session
 @lru_cache(maxsize=1)
 def onnx_networks() -> tuple[bytes, bytes, bytes]:
     """facenet-pytorch's pretrained PNet, RNet and ONet exported to ONNX in memory (about a second, once)."""
+    # here, not at the top: serving finds faces without torch, which only this one-off export needs
     import torch
     from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
 

@@ -1,0 +1,94 @@
+"""Training a queued run in this process as a registry run: status, throttled progress, heartbeat, cancellation, and how it ended."""
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+
+from maskdet.core.errors import Cancelled
+from maskdet.data.store import Store, StoreError, now
+from maskdet.runs.lifecycle import heartbeat, new_run
+from maskdet.training.config import TrainConfig
+from maskdet.training.model import BackboneWeightsError
+from maskdet.training.progress import Callbacks, Progress
+from maskdet.training.train import train
+
+
+def execute_run(store: Store, config: TrainConfig, models_dir: Path, run_id: str | None = None,
+                on_progress: Callable[[Progress], None] = lambda progress: None) -> dict:
+    """Train as a registry run: status, throttled progress, a heartbeat and cancellation (Cancel, or SIGTERM to this
+    process) live in the database. Without a run id a new run is queued, refused while another one trains."""
+    run_id = run_id or new_run(store, config.to_dict())
+    store.update_run(run_id, status="running", started_at=now(), heartbeat_at=now(), pid=os.getpid(), error=None)
+    last = {"write": 0.0, "check": 0.0, "cancel": False}
+    history: list[dict] = []  # per-epoch train and validation figures (as in history.json), for live curves
+
+    def progress(item: Progress) -> None:
+        on_progress(item)
+        if item.stage in ("head", "finetune") and item.accuracy is not None:  # fit()'s end-of-epoch report
+            history.append(item.history_entry())
+        if time.monotonic() - last["write"] >= 1.0:
+            last["write"] = time.monotonic()
+            store.update_run(run_id, progress={**asdict(item), "history": history})
+
+    def should_cancel() -> bool:
+        if not last["cancel"] and time.monotonic() - last["check"] >= 1.0:
+            last["check"] = time.monotonic()
+            last["cancel"] = bool(store.run(run_id)["cancel_requested"])
+        return last["cancel"]
+
+    run_dir = Path(models_dir) / run_id
+    try:
+        with heartbeat(store, run_id), sigterm_cancels(last):
+            metrics = train(store, config, run_dir, Callbacks(progress, should_cancel))
+    except Cancelled:
+        store.update_run(run_id, status="cancelled", finished_at=now())
+        raise
+    except BaseException as error:
+        store.update_run(run_id, status="failed", finished_at=now(), error=describe_error(error))
+        raise
+    store.update_run(run_id, status="succeeded", finished_at=now(), metrics=metrics, artefact_dir=str(run_dir),
+                     progress={**asdict(Progress("done", 1, 1)), "history": history})
+    return {"run_id": run_id, **metrics}
+
+
+@contextmanager
+def sigterm_cancels(state: dict):
+    """While the block runs, SIGTERM sets state["cancel"], so the run stops as if Cancel had been pressed (only in
+    the main thread, where Python handles signals)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: state.update(cancel=True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def describe_error(error: BaseException) -> str:
+    """One line for a failed run: the message of errors meant for users, the type and message otherwise."""
+    if isinstance(error, KeyboardInterrupt):
+        return "Interrupted."
+    if isinstance(error, (StoreError, BackboneWeightsError, ValueError)):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
+
+
+def progress_lines(stream) -> Callable[[Progress], None]:
+    """A Progress callback for a log file: a line when a stage starts and one for each finished epoch."""
+    stages = []
+
+    def on_progress(progress: Progress) -> None:
+        if not stages or stages[-1] != progress.stage:
+            stages.append(progress.stage)
+            print(f"{progress.stage}: started ({progress.steps} steps)", file=stream, flush=True)
+        if progress.stage in ("head", "finetune") and progress.accuracy is not None:  # fit()'s end-of-epoch report
+            print(f"{progress.stage} epoch {progress.epoch}/{progress.epochs}: validation loss {progress.loss:.4f}, "
+                  f"accuracy {progress.accuracy:.3f}", file=stream, flush=True)
+
+    return on_progress

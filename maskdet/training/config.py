@@ -1,0 +1,140 @@
+"""The training settings (TrainConfig): each numeric setting's range and help, each worded one's choices, as field
+metadata that the checks, the CLI's flags and the Train page are built from. Importable without torch."""
+
+import json
+from dataclasses import Field, asdict, dataclass, field, fields
+
+from maskdet.core.contract import CROP_MARGINS, INPUT_SIZES
+from maskdet.vision.augment import AugmentConfig
+from maskdet.vision.synth import SyntheticMasks
+
+NUM_BLOCKS = 17  # inverted-residual blocks in MobileNetV2.features[1:18]
+DEVICES = ("auto", "cpu", "cuda")  # auto: CUDA when PyTorch has a CUDA GPU, else the CPU
+
+
+def check_device(setting: str) -> None:
+    """Refuse 'cuda' on a machine without a CUDA GPU with a sentence saying what to choose instead."""
+    if setting != "cuda":
+        return
+    import torch  # here, not at the top: the config is read where torch is not loaded (the CLI, the pages)
+
+    if not torch.cuda.is_available():
+        build = f"built for CUDA {torch.version.cuda}, finds no GPU" if torch.version.cuda else "a CPU build"
+        raise ValueError("Training device 'cuda' was asked for, but this machine has no CUDA GPU that PyTorch can use "
+                         f"(torch {torch.__version__.split('+')[0]}, {build}): choose auto or cpu.")
+
+
+def ranged(default: int | float, low: int | float, high: int | float, help: str):
+    """A numeric setting's field: its default, its allowed range and the help the CLI and the Train page show."""
+    return field(default=default, metadata={"range": (low, high), "help": help})
+
+
+def choice(default: str, choices: tuple[str, ...], help: str):
+    """A setting's field that takes one of a few words: its default, the words and the help (see CHOSEN)."""
+    return field(default=default, metadata={"choices": choices, "help": help})
+
+
+@dataclass
+class TrainConfig:
+    """The training settings. Numeric ones carry their range and help as field metadata (see RANGED), those of a few
+    words their choices and help (see CHOSEN): the checks in __post_init__, the CLI's flags and the Train page's
+    inputs are all built from it."""
+
+    epochs: int = ranged(100, 1, 1000, "Head epochs on cached features; early stopping on the validation loss usually "
+                                       "ends training much sooner.")
+    batch_size: int = ranged(64, 1, 1024, "Training images per optimiser step (at most 32 when fine-tuning).")
+    learning_rate: float = ranged(1e-3, 1e-5, 1.0, "Learning rate of the head (AdamW).")
+    weight_decay: float = ranged(1e-3, 0.0, 1.0, "AdamW weight decay.")
+    label_smoothing: float = ranged(0.1, 0.0, 0.5, "Share of each target spread over the other classes.")
+    views_per_image: int = ranged(4, 0, 32, "Augmented copies of each training face, besides the clean one.")
+    finetune_blocks: int = ranged(0, 0, NUM_BLOCKS, "Last MobileNetV2 blocks to fine-tune after the head "
+                                                    "(0: head only; slower, rarely better).")
+    finetune_epochs: int = ranged(4, 1, 100, "Fine-tuning epochs (when fine-tune blocks is above 0).")
+    finetune_learning_rate: float = ranged(1e-4, 1e-6, 1.0, "Learning rate of the fine-tuned blocks and the head.")
+    split: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    seed: int = ranged(0, 0, 2**31 - 1, "Same seed and data, same split and same model.")
+    patience: int = ranged(10, 1, 1000, "Epochs without a better validation loss before stopping.")
+    class_weights: bool = True
+    input_size: int = ranged(160, *INPUT_SIZES, "Side of the square face crop the model sees, in pixels.")
+    crop_margin: float = ranged(1.25, *CROP_MARGINS, "Crop side as a multiple of the face box's longer side.")
+    labels: list[str] | None = None  # None: every label that has images
+    backbone_weights: str | None = None
+    random_init: bool = False
+    quantize: bool = True
+    device: str = choice("cpu", DEVICES, "Where training computes: cpu, the default; cuda insists on a CUDA GPU; "
+                                         "auto takes one when PyTorch finds it, else the CPU. Feature extraction uses "
+                                         "the GPU only with onnxruntime-gpu installed.")
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    synthetic_masks: SyntheticMasks = field(default_factory=SyntheticMasks)
+
+    def __post_init__(self):
+        """Refuse a setting that makes no sense with a sentence naming it and what it must be."""
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            requirement = _requirement(spec, value)
+            if requirement:
+                raise ValueError(f"Training setting '{spec.name}' must be {requirement}, got "
+                                 f"{json.dumps(value, default=repr)}.")
+            if spec.type is float:
+                setattr(self, spec.name, float(value))
+        check_device(self.device)
+        self.split = tuple(float(share) for share in self.split)
+        if not 0.99 < sum(self.split) < 1.01 or min(self.split) < 0 or self.split[0] == 0:
+            raise ValueError(f"The split shares add up to {sum(self.split):.2f}; make train, validation and test "
+                             "non-negative shares that add up to 1 (train above 0).")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        if not isinstance(data, dict):
+            raise ValueError("A training config must be a JSON object of settings, like {\"epochs\": 20}; got "
+                             f"{json.dumps(data, default=repr)[:60]}.")
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"Unknown training setting(s): {', '.join(sorted(unknown))}.")
+        data = dict(data)
+        if not isinstance(data.get("augment", {}), dict):
+            raise ValueError("Training setting 'augment' must be an object of augmentations such as "
+                             f"{{\"flip\": {{\"enabled\": false}}}}, got {json.dumps(data['augment'], default=repr)}.")
+        augment = AugmentConfig.from_dict(data.pop("augment", {}))
+        synthetic_masks = SyntheticMasks.from_dict(data.pop("synthetic_masks", {}))
+        return cls(**data, augment=augment, synthetic_masks=synthetic_masks)
+
+
+RANGED = {spec.name: spec for spec in fields(TrainConfig) if "range" in spec.metadata}  # name: Field
+
+
+CHOSEN = {spec.name: spec for spec in fields(TrainConfig) if "choices" in spec.metadata}  # name: Field
+
+
+def number_text(value: int | float) -> str:
+    """A setting's number as messages and the CLI's help write it (whole numbers in full)."""
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
+def _requirement(spec: Field, value) -> str | None:
+    """What a setting must be, when `value` is not that (None when it is fine)."""
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if "range" in spec.metadata:
+        low, high = spec.metadata["range"]
+        whole = spec.type is int
+        if is_number and (isinstance(value, int) or not whole) and low <= value <= high:
+            return None
+        return f"{'a whole number' if whole else 'a number'} from {number_text(low)} to {number_text(high)}"
+    if "choices" in spec.metadata:
+        return None if value in spec.metadata["choices"] else f"one of {', '.join(spec.metadata['choices'])}"
+    if spec.type is bool:
+        return None if isinstance(value, bool) else "true or false"
+    if spec.name == "split":
+        shares = isinstance(value, (list, tuple)) and len(value) == 3 and all(
+            isinstance(share, (int, float)) and not isinstance(share, bool) for share in value)
+        return None if shares else "three shares [train, validation, test] that add up to 1"
+    if spec.name == "labels":
+        names = value is None or isinstance(value, list) and len(value) >= 2 and len(set(value)) == len(value) and all(
+            isinstance(name, str) and name.strip() for name in value)
+        return None if names else "null (every class with images) or a list of two or more different class names"
+    if spec.name == "backbone_weights":
+        return None if value is None or isinstance(value, str) and value else "a weights file path or null"
+    return None
