@@ -5,7 +5,7 @@ import ui
 
 from maskdet.data.insights import summarize
 from maskdet.runs import backup
-from maskdet.runs.views import RunRecord, active_run, runs_table
+from maskdet.runs.views import RunRecord, active_run, run_rows
 
 ui.page_setup("Home")
 st.title("maskdet: face-mask detection studio")
@@ -83,7 +83,7 @@ if summary:
                    "read its **Metrics**.")
         st.page_link("pages/5_Live.py", label="Try it live", icon=":material/videocam:")
 
-    rows = runs_table(store)
+    rows = run_rows(store)
     if rows:
         st.subheader("Latest runs")
         ui.runs_dataframe(rows[:5], ("run", "when", "status", "active", "accuracy", "macro_f1", "duration_s", "note"),

@@ -21,7 +21,10 @@ from home import add_shared_arguments, fresh_home
 
 from maskdet.core.imageio import decode_image
 from maskdet.core.settings import load_settings
-from maskdet.data.store import Store, images_table, labels_table, now, perceptual_hash
+from maskdet.core.text import now
+from maskdet.data.database import images_table, labels_table
+from maskdet.data.importer import perceptual_hash
+from maskdet.data.store import Store
 from maskdet.vision.faces import FaceDetector
 
 

@@ -36,7 +36,7 @@ def detection_figures(data: Path, real: Path) -> dict:
     """Faces found with and without the padded retry: on both sets by the import detector, on the live benchmark's
     clip by the Live page's."""
     from maskdet.core.imageio import decode_image
-    from maskdet.data.store import folder_candidates
+    from maskdet.data.sources import folder_candidates
     from maskdet.serving.live import LiveSettings
     from maskdet.vision.clip import clip_photos, make_clip
     from maskdet.vision.faces import FaceDetector

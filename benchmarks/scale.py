@@ -99,7 +99,7 @@ def join_variant_groups(store) -> int:
     returns the number of groups."""
     import sqlalchemy as sa
 
-    from maskdet.data.store import images_table
+    from maskdet.data.database import images_table
 
     with store.engine.begin() as conn:
         rows = conn.execute(sa.select(images_table.c.id, images_table.c.source_name, images_table.c.dup_group)).all()

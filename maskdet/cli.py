@@ -14,11 +14,13 @@ from PIL import Image
 
 from maskdet.bundle.pixels import image_files
 from maskdet.console import failure, stage_bars, stderr_logged, tqdm_progress
-from maskdet.core.errors import Cancelled
+from maskdet.core.errors import Cancelled, StoreError
 from maskdet.core.imageio import BadImage
 from maskdet.core.settings import load_settings
 from maskdet.core.threshold import DEFAULT_THRESHOLD
-from maskdet.data.store import ACTIVE_STATUSES, Store, StoreError, folder_candidates
+from maskdet.data.database import ACTIVE_STATUSES
+from maskdet.data.sources import folder_candidates
+from maskdet.data.store import Store
 from maskdet.runs.backup import backup, restore
 from maskdet.runs.launch import start_training
 from maskdet.runs.lifecycle import active_training, cancel_training, log_path, new_run, stored_config

@@ -26,7 +26,8 @@ from PIL import Image
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 
 from maskdet.core.settings import Settings, load_settings
-from maskdet.data.store import Store, open_database
+from maskdet.data.database import open_database
+from maskdet.data.store import Store
 
 
 def shared_path(variable: str) -> Path:

@@ -16,8 +16,11 @@ import pytest
 import sqlalchemy as sa
 
 from maskdet.cli import resolve_model
+from maskdet.core.errors import StoreError
 from maskdet.core.settings import Settings
-from maskdet.data.store import SCHEMA_VERSION, Store, StoreError, meta_table, now
+from maskdet.core.text import now
+from maskdet.data.database import SCHEMA_VERSION, meta_table
+from maskdet.data.store import Store
 from maskdet.runs.backup import TABLES, backup, restore
 from maskdet.runs.lifecycle import log_path
 from maskdet.runs.views import run_dir

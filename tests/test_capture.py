@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maskdet.data.store import StoreError
+from maskdet.core.errors import StoreError
 from maskdet.serving.capture import MAX_SHOTS, Burst, frame_callback, store_shots
 from maskdet.serving.live import StreamSeats
 

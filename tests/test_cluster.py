@@ -19,7 +19,9 @@ import pytest
 from distributed import Client
 
 from maskdet.cli import main
-from maskdet.data.store import ACTIVE_STATUSES, Store, StoreError
+from maskdet.core.errors import StoreError
+from maskdet.data.database import ACTIVE_STATUSES
+from maskdet.data.store import Store
 from maskdet.runs import cluster
 from maskdet.runs import lifecycle as jobs
 from maskdet.runs.launch import start_training

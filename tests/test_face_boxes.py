@@ -1,4 +1,4 @@
-"""Face boxes set by hand (maskdet/data/store.py): a box drawn or one of MTCNN's faces picked replaces the detected box
+"""Face boxes set by hand (maskdet/data/face_boxes.py): a box drawn or one of MTCNN's faces picked replaces the detected box
 for training, is checked before anything changes, comes back when the same photo is imported again, is never
 replaced by a later detection, and survives the upgrade of an older data home. The Dataset page's editor is tested in
 test_page_dataset.py, the backup of these boxes in test_backup.py."""
@@ -7,7 +7,10 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from maskdet.data.store import MIN_BOX_SIDE, SCHEMA_VERSION, Store, StoreError, images_table, meta_table
+from maskdet.core.errors import StoreError
+from maskdet.data.database import SCHEMA_VERSION, images_table, meta_table
+from maskdet.data.face_boxes import MIN_BOX_SIDE
+from maskdet.data.store import Store
 from tests.conftest import encode, pattern_image, two_person_photo
 
 

@@ -70,7 +70,7 @@ def test_pillows_bomb_guard_stays_on():
 
 
 def test_a_palette_png_with_transparency_imports_evaluates_and_predicts(store, detector, tmp_path):
-    from maskdet.data.store import Candidate
+    from maskdet.data.sources import Candidate
     from maskdet.serving.predict import evaluate_candidates, predict_image
     from tests.test_predict import build_classifier
 

@@ -2,8 +2,9 @@
 
 import pytest
 
+from maskdet.core.errors import StoreError
+from maskdet.data.database import images_table
 from maskdet.data.insights import preview_photo
-from maskdet.data.store import StoreError, images_table
 from tests.conftest import encode, pattern_image, write_dataset
 
 

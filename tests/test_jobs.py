@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from maskdet.core.errors import StoreError
 from maskdet.core.settings import load_settings
-from maskdet.data.store import Store, StoreError
+from maskdet.data.store import Store
 from maskdet.runs import lifecycle as jobs
 from maskdet.training.config import TrainConfig
 from tests.conftest import write_dataset

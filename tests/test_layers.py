@@ -105,13 +105,14 @@ def reached(graph: dict[str, set[str]], start: str) -> set[str]:
 
 
 def explained(lines: list[str], line: int) -> bool:
-    """Whether the import on `line` (1-based), or the block of imports it ends, carries a comment."""
+    """Whether the import on `line` (1-based), or the block of imports it ends (blank lines between), carries a
+    comment."""
     index = line - 1
     while index >= 0:
         text = lines[index].strip()
         if "#" in text:
             return True
-        if not text.startswith(("from ", "import ")) and index != line - 1:
+        if text and not text.startswith(("from ", "import ")) and index != line - 1:
             return False
         index -= 1
     return False

@@ -17,7 +17,7 @@ from PIL import Image
 
 from maskdet.bundle.crop_rule import square_crop_box
 from maskdet.core.contract import Preprocess
-from maskdet.data.store import StoreError
+from maskdet.core.errors import StoreError
 from maskdet.serving import media
 from maskdet.serving.classifier import NotAMaskdetModel, load_classifier
 from maskdet.serving.live import LivePipeline, LiveSettings, StreamSeats

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from maskdet.data.store import images_table
+from maskdet.data.database import images_table
 from maskdet.vision import near_duplicates
 from maskdet.vision.near_duplicates import NEAR_DUPLICATE_BITS, HashIndex, hash_distances
 from tests.conftest import photo_pairs

@@ -9,7 +9,7 @@ import streamlit_webrtc.component
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from maskdet.data.store import images_table
+from maskdet.data.database import images_table
 from tests.conftest import encode, pattern_image, two_person_photo, write_dataset, zip_bytes
 
 PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "1_Dataset.py")

@@ -17,8 +17,9 @@ import streamlit_webrtc.component
 from streamlit.testing.v1 import AppTest
 
 from maskdet.cli import main
+from maskdet.core.errors import StoreError
 from maskdet.core.settings import load_settings
-from maskdet.data.store import Store, StoreError
+from maskdet.data.store import Store
 from maskdet.runs import views as runs
 from maskdet.runs.execute import execute_run
 from maskdet.serving.classifier import load_classifier

@@ -19,7 +19,9 @@ import torch
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from maskdet.data.store import ACTIVE_STATUSES, Store, now
+from maskdet.core.text import now
+from maskdet.data.database import ACTIVE_STATUSES
+from maskdet.data.store import Store
 from maskdet.runs import lifecycle as jobs
 from maskdet.runs.execute import execute_run
 from maskdet.training.config import CHOSEN, RANGED, TrainConfig

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from maskdet.core.contract import Preprocess
+from maskdet.core.errors import StoreError
 from maskdet.core.imageio import BadImage, decode_image
-from maskdet.data.store import StoreError
 from maskdet.serving.classifier import load_classifier
 from maskdet.serving.media import prediction_rows
 from maskdet.serving.predict import (

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from maskdet.core.errors import StoreError
 from maskdet.core.metrics import classification_report
-from maskdet.data.store import StoreError, now
+from maskdet.core.text import now
 from maskdet.runs import views as runs
 from maskdet.runs.lifecycle import log_path
 from maskdet.training.config import TrainConfig
@@ -88,7 +89,7 @@ def test_rows_of_failed_cancelled_running_and_experimental_runs(store):
                           metrics=metrics_for(random_init=True))
     empty_test = fake_run(store, metrics=metrics_for(report=None))
     running = fake_run(store, "running", finished=None, progress={"stage": "features", "step": 40, "steps": 120})
-    rows = {row["run"]: row for row in runs.runs_table(store)}
+    rows = {row["run"]: row for row in runs.run_rows(store)}
     assert len(rows) == 5
     assert rows[failed["id"]]["note"] == "Training needs at least two classes with images."
     assert rows[failed["id"]]["accuracy"] is None and rows[failed["id"]]["images"] is None

@@ -11,20 +11,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from maskdet.core.errors import StoreError
 from maskdet.core.imageio import BadImage
 from maskdet.core.settings import Settings
-from maskdet.data import store as store_module
-from maskdet.data.store import (
-    ORPHAN_AGE_SECONDS,
-    SCHEMA_VERSION,
-    Store,
-    StoreError,
-    folder_candidates,
-    images_table,
-    open_database,
-    perceptual_hash,
-    validate_label,
-)
+from maskdet.data import importer, sources
+from maskdet.data.catalog import validate_label
+from maskdet.data.database import SCHEMA_VERSION, images_table, open_database
+from maskdet.data.files import ORPHAN_AGE_SECONDS
+from maskdet.data.importer import perceptual_hash
+from maskdet.data.sources import folder_candidates
+from maskdet.data.store import Store
 from maskdet.vision.near_duplicates import NEAR_DUPLICATE_BITS, hash_distances
 from tests.conftest import encode, make_old_home, overlapping_zip, pattern_image, write_dataset, zip_bytes
 
@@ -137,7 +133,7 @@ def test_a_new_image_near_two_groups_merges_them(store, detector, monkeypatch):
     bits_bridge = np.zeros(256, np.uint8)
     bits_bridge[:30] = 1  # 30 bits from a and from b: near both
     hashes = {1: "00" * 32, 2: np.packbits(bits_b).tobytes().hex(), 3: np.packbits(bits_bridge).tobytes().hex()}
-    monkeypatch.setattr("maskdet.data.store.perceptual_hash", lambda image: hashes[int(image[0, 0, 0] > 100) + 1 + int(image[0, 0, 1] > 100)])
+    monkeypatch.setattr("maskdet.data.importer.perceptual_hash", lambda image: hashes[int(image[0, 0, 0] > 100) + 1 + int(image[0, 0, 1] > 100)])
     colours = {1: (0, 0, 0), 2: (200, 0, 0), 3: (200, 200, 0)}
     for key, name in ((1, "a"), (2, "b")):
         store.add_image(encode(np.full((40, 40, 3), colours[key], np.uint8), "PNG"), "with_mask", name, detector)
@@ -313,7 +309,7 @@ def test_splits_are_stratified_seeded_and_keep_groups_together(store, tmp_path, 
     # make near-duplicate groups by hand: pairs across the two classes
     records = store.images()
     with store.engine.begin() as conn:
-        from maskdet.data.store import images_table
+        from maskdet.data.database import images_table
         for a, b in zip(records[:30:2], records[30::2]):
             conn.execute(images_table.update().where(images_table.c.id.in_([a.id, b.id])).values(dup_group=a.dup_group))
     counts = store.assign_splits((0.6, 0.2, 0.2), seed=1)
@@ -605,7 +601,7 @@ def test_a_zip_bomb_of_overlapping_entries_is_refused_before_anything_is_read(st
 def test_zip_caps_are_checked_from_its_directory(store, detector, monkeypatch, cap, value, message):
     entries = {f"with_mask/{i}.jpg": encode(pattern_image(330 + i)) for i in range(4)}
     data = declaring(zip_bytes(entries), "with_mask/3.jpg", 2**31 - 1)  # with the others: just over 2 GiB
-    monkeypatch.setattr(store_module, cap, value)
+    monkeypatch.setattr(sources, cap, value)
     with pytest.raises(StoreError) as error:
         store.import_zip(data, detector)
     assert str(error.value) == message
@@ -640,7 +636,7 @@ def test_entries_that_lie_or_would_expand_without_limit_are_rejected_and_the_res
 
 
 def test_import_batches_end_at_the_byte_budget(store, detector, tmp_path, monkeypatch):
-    monkeypatch.setattr(store_module, "MAX_BATCH_BYTES", 1)  # every photo fills a batch of its own
+    monkeypatch.setattr(importer, "MAX_BATCH_BYTES", 1)  # every photo fills a batch of its own
     calls = []
     report = store.import_folder(write_dataset(tmp_path / "photos", 2), detector, lambda *done: calls.append(done))
     assert len(report.added) == 4 and len(store.images()) == 4
@@ -649,7 +645,7 @@ def test_import_batches_end_at_the_byte_budget(store, detector, tmp_path, monkey
 
 def test_a_folder_file_that_grew_after_it_was_checked_is_read_no_further(tmp_path, monkeypatch):
     candidates, _ = folder_candidates(write_dataset(tmp_path / "photos", 1))
-    monkeypatch.setattr(store_module, "MAX_ENTRY_BYTES", 100)
+    monkeypatch.setattr(sources, "MAX_ENTRY_BYTES", 100)
     with pytest.raises(BadImage, match="file larger than 0 MiB"):
         candidates[0].read()
 

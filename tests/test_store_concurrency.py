@@ -5,8 +5,9 @@ import multiprocessing
 import shutil
 from collections import defaultdict
 
+from maskdet.core.errors import StoreError
 from maskdet.core.settings import Settings
-from maskdet.data.store import Store, StoreError
+from maskdet.data.store import Store
 from tests.conftest import home_settings, write_dataset, zip_bytes
 
 SPAWN = multiprocessing.get_context("spawn")  # a fresh interpreter: no engine, lock or thread shared with pytest's

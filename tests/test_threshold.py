@@ -15,9 +15,10 @@ import numpy as np
 import onnx
 import pytest
 
+from maskdet.core.errors import StoreError
 from maskdet.core.settings import load_settings
 from maskdet.core.threshold import ALL_FACES, Scores, check_threshold, threshold_grid
-from maskdet.data.store import Store, StoreError
+from maskdet.data.store import Store
 from maskdet.runs import views as runs
 from maskdet.runs.execute import execute_run
 from maskdet.serving.bundle import bundle_zip

@@ -20,9 +20,9 @@ from onnx.external_data_helper import uses_external_data
 
 from maskdet.core.contract import Preprocess
 from maskdet.core.disk_array import DiskArray
-from maskdet.core.errors import Cancelled
+from maskdet.core.errors import Cancelled, StoreError
 from maskdet.core.settings import Settings
-from maskdet.data.store import Store, StoreError
+from maskdet.data.store import Store
 from maskdet.runs.execute import execute_run
 from maskdet.serving.classifier import load_classifier
 from maskdet.training import export

@@ -16,3 +16,7 @@ def error_line(error: BaseException) -> str:
     if isinstance(error, Cancelled):
         return "training cancelled"
     return f"error: unexpected {type(error).__name__}: {error}"
+
+
+class StoreError(ValueError):
+    """A user mistake against the store (unknown label, bad name, ...); str(error) says what to do."""

@@ -5,7 +5,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from maskdet.data.store import ImageRecord, Store
+from maskdet.data.catalog import ImageRecord
+from maskdet.data.store import Store
 
 MIN_IMAGES_PER_CLASS = 20
 IMBALANCE_RATIO = 3.0

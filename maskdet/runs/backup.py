@@ -23,21 +23,21 @@ from pathlib import Path, PurePosixPath
 import sqlalchemy as sa
 
 from maskdet import __version__
-from maskdet.data.store import (
+from maskdet.core.errors import StoreError
+from maskdet.core.text import now
+from maskdet.data.database import (
     ACTIVE_STATUSES,
-    MAX_ENTRY_BYTES,
     SCHEMA_VERSION,
-    Store,
-    StoreError,
     images_table,
     labels_table,
     manual_faces_table,
     meta_table,
-    now,
     runs_table,
     shown_url,
     write_lock,
 )
+from maskdet.data.sources import MAX_ENTRY_BYTES
+from maskdet.data.store import Store
 from maskdet.runs.lifecycle import active_training, log_path
 from maskdet.runs.views import ACTIVE_SETTING, RUN_ID_PATTERN, run_dir
 

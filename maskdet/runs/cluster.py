@@ -7,9 +7,10 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from maskdet.core.errors import error_line
+from maskdet.core.errors import StoreError, error_line
 from maskdet.core.settings import load_settings, usable_cores
-from maskdet.data.store import Store, StoreError, now
+from maskdet.core.text import now
+from maskdet.data.store import Store
 from maskdet.runs.lifecycle import death_notice, log_path, stored_config
 from maskdet.runs.views import run_summary
 
@@ -47,6 +48,7 @@ def train_on_worker(home: str, models_dir: str, database_url: str, backbone_weig
     worker when the first one dies; that attempt finds the run running and fails it as lost instead of training it."""
     # Imported (torch with them) before the run is taken: its heartbeat starts then, and a slow import would stale it.
     import torch
+
     from maskdet.runs.execute import describe_error, execute_run, progress_lines
 
     torch.set_num_threads(usable_cores())  # a worker under a nanny has OMP_NUM_THREADS=1: train on every core, as here

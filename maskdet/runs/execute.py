@@ -9,8 +9,9 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
-from maskdet.core.errors import Cancelled
-from maskdet.data.store import Store, StoreError, now
+from maskdet.core.errors import Cancelled, StoreError
+from maskdet.core.text import now
+from maskdet.data.store import Store
 from maskdet.runs.lifecycle import heartbeat, new_run
 from maskdet.training.config import TrainConfig
 from maskdet.training.model import BackboneWeightsError

@@ -6,7 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from maskdet.data.store import Store, StoreError, now
+from maskdet.core.errors import StoreError
+from maskdet.core.text import now
+from maskdet.data.store import Store
 from maskdet.runs.cluster import submit
 from maskdet.runs.lifecycle import log_path, new_run
 

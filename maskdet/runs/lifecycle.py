@@ -10,8 +10,11 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from maskdet.core.errors import StoreError
 from maskdet.core.settings import Settings
-from maskdet.data.store import ACTIVE_STATUSES, Store, StoreError, now
+from maskdet.core.text import now
+from maskdet.data.database import ACTIVE_STATUSES
+from maskdet.data.store import Store
 from maskdet.training.config import TrainConfig
 
 HEARTBEAT_SECONDS = 2.0  # how often a training process writes runs.heartbeat_at

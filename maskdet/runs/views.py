@@ -18,9 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from maskdet.bundle.pixels import IMAGE_SUFFIXES
+from maskdet.core.errors import StoreError
 from maskdet.core.imageio import BadImage
 from maskdet.core.threshold import DEFAULT_THRESHOLD, THRESHOLD_KEY, Scores, check_threshold
-from maskdet.data.store import ACTIVE_STATUSES, ImportReport, Store, StoreError, open_zip, zip_candidates
+from maskdet.data.database import ACTIVE_STATUSES
+from maskdet.data.importer import ImportReport
+from maskdet.data.sources import open_zip, zip_candidates
+from maskdet.data.store import Store
 from maskdet.runs.lifecycle import active_training, log_path
 from maskdet.serving.classifier import load_classifier, write_threshold
 from maskdet.serving.predict import evaluate_candidates, import_evaluated
@@ -151,7 +155,7 @@ class RunRecord:
                 "error": self.error}
 
 
-def runs_table(store: Store) -> list[dict]:
+def run_rows(store: Store) -> list[dict]:
     """Every run, newest first, as table rows (the active model flagged)."""
     active = active_run(store)
     return [RunRecord.of(run).row(active is not None and run["id"] == active["id"]) for run in store.runs()]

@@ -11,7 +11,10 @@ import av
 import numpy as np
 from PIL import Image
 
-from maskdet.data.store import ImageRecord, ImportReport, Store, StoreError
+from maskdet.core.errors import StoreError
+from maskdet.data.catalog import ImageRecord
+from maskdet.data.importer import ImportReport
+from maskdet.data.store import Store
 from maskdet.serving.live import StreamSeats
 from maskdet.serving.media import full_picture
 from maskdet.vision.faces import FaceDetector

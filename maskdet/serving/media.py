@@ -21,8 +21,10 @@ import numpy as np
 from PIL import Image
 
 from maskdet.bundle.crop_rule import square_crop_box
+from maskdet.core.errors import StoreError
 from maskdet.core.imageio import decode_image
-from maskdet.data.store import ImageRecord, Store, StoreError
+from maskdet.data.catalog import ImageRecord
+from maskdet.data.store import Store
 from maskdet.serving.classifier import load_classifier
 from maskdet.serving.live import Counters, LivePipeline, LiveSettings, StreamSeats
 from maskdet.serving.predict import FacePrediction, TextStyle, annotate

@@ -7,9 +7,12 @@ import cv2
 import numpy as np
 
 from maskdet.core.contract import UNCERTAIN
+from maskdet.core.errors import StoreError
 from maskdet.core.imageio import BadImage, decode_image
 from maskdet.core.metrics import classification_report
-from maskdet.data.store import MAX_BATCH_BYTES, Candidate, ImportReport, Store, StoreError, folder_candidates
+from maskdet.data.importer import MAX_BATCH_BYTES, ImportReport
+from maskdet.data.sources import Candidate, folder_candidates
+from maskdet.data.store import Store
 from maskdet.serving.classifier import OnnxClassifier
 from maskdet.vision.faces import Face, FaceDetector, crop_face
 

@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from maskdet.data.store import Store, StoreError
+from maskdet.core.errors import StoreError
+from maskdet.data.store import Store
 from maskdet.training.views import crop_landmarks, resolve_synthesis
 from maskdet.vision.faces import CropRule, FaceDetector, crop_face
 from maskdet.vision.synth import SyntheticMasks, draw_mask

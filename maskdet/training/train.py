@@ -12,8 +12,9 @@ import torch
 from torch import nn
 
 from maskdet.core.contract import Preprocess
+from maskdet.core.errors import StoreError
 from maskdet.core.metrics import classification_report
-from maskdet.data.store import Store, StoreError
+from maskdet.data.store import Store
 from maskdet.training import export
 from maskdet.training.artefacts import model_card, synthesis_summary, write_json, write_predictions
 from maskdet.training.config import TrainConfig

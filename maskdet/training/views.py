@@ -10,7 +10,9 @@ import torch
 
 from maskdet.bundle.crop_rule import square_crop_box
 from maskdet.core.disk_array import DiskArray
-from maskdet.data.store import ImageRecord, Store, StoreError
+from maskdet.core.errors import StoreError
+from maskdet.data.catalog import ImageRecord
+from maskdet.data.store import Store
 from maskdet.training.progress import Callbacks, Progress
 from maskdet.vision.faces import CropRule, crop_face
 from maskdet.vision.synth import SyntheticMasks, draw_mask

@@ -1,0 +1,211 @@
+"""Importing photos: decoding them a batch at a time within a memory bound, finding their faces, hashing them, grouping near-duplicates, and storing files and rows together."""
+
+import hashlib
+import io
+import time
+import zipfile
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import sqlalchemy as sa
+from PIL import Image
+
+from maskdet.core.errors import StoreError
+from maskdet.core.imageio import BadImage, decode_image
+from maskdet.core.text import now
+from maskdet.data.catalog import image_id_of, validate_label
+from maskdet.data.database import dialect_insert, images_table, write_lock
+from maskdet.data.face_boxes import landmarks_json
+from maskdet.data.files import ORPHAN_AGE_SECONDS
+from maskdet.data.sources import Candidate, folder_candidates, open_zip, zip_candidates
+from maskdet.vision.faces import FaceDetector
+from maskdet.vision.near_duplicates import HashIndex, hash_bytes
+
+MAX_BATCH_BYTES = 256 * 2**20  # file bytes plus decoded RGB an import or evaluation batch holds (bounds its memory)
+
+
+@dataclass
+class ImportReport:
+    added: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # (name, reason)
+    no_face: list[str] = field(default_factory=list)
+    repeated: list[str] = field(default_factory=list)  # of the duplicates, those repeating a file of this import
+
+    def merge(self, other: "ImportReport") -> None:
+        for name in ("added", "duplicates", "rejected", "no_face", "repeated"):
+            getattr(self, name).extend(getattr(other, name))
+
+    def already_stored(self) -> list[str]:
+        """The duplicates that were in the dataset before this import (the others repeat a file of the import)."""
+        repeats, stored = Counter(self.repeated), []
+        for name in self.duplicates:
+            if repeats[name]:
+                repeats[name] -= 1
+            else:
+                stored.append(name)
+        return stored
+
+    def summary(self) -> dict:
+        return {"added": len(self.added), "duplicates": len(self.duplicates),
+                "rejected": len(self.rejected), "no_face": len(self.no_face)}
+
+    def to_dict(self) -> dict:
+        return {**self.summary(), "rejected_files": [{"name": n, "reason": r} for n, r in self.rejected],
+                "duplicate_files": self.duplicates, "repeated_files": self.repeated, "no_face_files": self.no_face}
+
+
+def perceptual_hash(image: np.ndarray) -> str:
+    """256-bit difference hash of the top 45% of the image (unchanged when a mask covers the lower face)."""
+    gray = Image.fromarray(image).convert("L")
+    top = gray.crop((0, 0, gray.width, max(1, int(gray.height * 0.45))))
+    pixels = np.asarray(top.resize((17, 16), Image.BILINEAR), dtype=np.int16)
+    return np.packbits((pixels[:, 1:] > pixels[:, :-1]).ravel()).tobytes().hex()
+
+
+class Importer:
+    """Importing photos from folders, zips, uploads and the webcam."""
+
+    def import_folder(self, folder: Path, detector: FaceDetector, progress=None) -> ImportReport:
+        candidates, rejected = folder_candidates(folder)
+        return self._import(candidates, rejected, detector, progress)
+
+    def import_zip(self, source, detector: FaceDetector, progress=None) -> ImportReport:
+        """Import a zip (path, bytes or file object) of class folders."""
+        if isinstance(source, bytes):
+            source = io.BytesIO(source)
+        elif isinstance(source, (str, Path)) and not Path(source).is_file():
+            raise StoreError(f"No such file: {source}.")
+        try:
+            archive = open_zip(source)
+        except (zipfile.BadZipFile, OSError) as error:
+            raise StoreError(f"Not a readable zip archive ({error}).") from None
+        with archive:
+            candidates, rejected = zip_candidates(archive)
+            return self._import(candidates, rejected, detector, progress)
+
+    def add_image(self, data: bytes, label: str, source_name: str, detector: FaceDetector) -> ImportReport:
+        """Add one image (a webcam capture) under `label`, creating the label if new; a rejected image raises."""
+        return self._import([Candidate(source_name, label, lambda: data)], [], detector, None)
+
+    def add_images(self, files: list[tuple[str, bytes]], label: str, detector: FaceDetector,
+                   progress=None) -> ImportReport:
+        """Add uploaded (name, bytes) photos under one label; rejected files are in the report, never raised."""
+        label = validate_label(label)
+        if not files:
+            raise StoreError("No files to import: choose one or more photos first.")
+        candidates = [Candidate(name, label, lambda data=data: data) for name, data in files]
+        return self._import(candidates, [], detector, progress, require_any=False)
+
+    def import_into_classes(self, candidates: list[Candidate], detector: FaceDetector,
+                            progress=None) -> ImportReport:
+        """Import chosen files under their labels with the usual rules, into the dataset's classes only: a file whose
+        class is not there (deleted meanwhile) is rejected saying so, rather than the class made again. No files: an
+        empty report."""
+        if not candidates:
+            return ImportReport()
+        classes = set(self.labels())
+        missing = [(c.name, f"its class {c.label} is not in the dataset (deleted meanwhile?): add the class, then "
+                            "import it again") for c in candidates if c.label not in classes]
+        kept = [c for c in candidates if c.label in classes]
+        return self._import(kept, missing, detector, progress, require_any=False)
+
+    def _import(self, candidates: list[Candidate], rejected: list[tuple[str, str]], detector: FaceDetector,
+                progress: Callable[[int, int], None] | None, batch_size: int = 32,
+                require_any: bool = True) -> ImportReport:
+        """Import in transactions of batch_size photos (fewer when they reach MAX_BATCH_BYTES); with require_any,
+        importing nothing at all is an error."""
+        report = ImportReport(rejected=list(rejected))
+        if not candidates and not rejected:
+            raise StoreError("No images found: expected class folders (for example with_mask/, without_mask/).")
+        cutoff = time.time() - ORPHAN_AGE_SECONDS  # files a killed import left behind
+        self._remove_unreferenced(path for path in self.images_dir.glob("*/*") if path.stat().st_mtime < cutoff)
+        offered: set[str] = set()  # SHA-256 of the files of this import read and decoded so far
+        index = HashIndex()  # the stored photos' hashes and near-duplicate groups
+        seen_id, added_shas, done = 0, set(), 0
+        while done < len(candidates):
+            batch, taken = self._decode_batch(candidates[done:done + batch_size], offered, report)
+            faces = detector.largest_faces([image for _, image, _, _ in batch],
+                                           [candidate.arrived_size(data) for candidate, _, data, _ in batch])
+            written = []  # files this batch creates: removed again if it rolls back
+            with self.rolled_back_files_removed(written), self.engine.begin() as conn:
+                write_lock(conn)  # batches of imports running at the same time take turns
+                # Images stored since the last batch by an import running at the same time join the comparison.
+                rows = conn.execute(sa.select(images_table.c.id, images_table.c.sha256, images_table.c.phash,
+                                              images_table.c.dup_group).where(images_table.c.id > seen_id)).all()
+                seen_id = max([seen_id] + [row.id for row in rows])
+                others = [row for row in rows if row.sha256 not in added_shas]
+                index.add(hash_bytes(*(row.phash for row in others)), [row.dup_group for row in others])
+                for (candidate, image, data, sha), face in zip(batch, faces):
+                    phash = perceptual_hash(image)
+                    group = self._near_duplicate_group(conn, index, phash)
+                    file = self.write_file(sha, data, written)
+                    values = dict(
+                        sha256=sha, file=file, label_id=self._ensure_label(conn, candidate.label),
+                        source_name=candidate.name[:512], width=image.shape[1], height=image.shape[0],
+                        face_x1=face.box[0] if face else None, face_y1=face.box[1] if face else None,
+                        face_x2=face.box[2] if face else None, face_y2=face.box[3] if face else None,
+                        face_probability=face.probability if face else None,
+                        landmarks=landmarks_json(face) if face else None,
+                        phash=phash, dup_group=group, created_at=now())
+                    insert = (dialect_insert(conn, images_table).values(values)
+                              .on_conflict_do_nothing(index_elements=["sha256"]).returning(images_table.c.id))
+                    if conn.execute(insert).first() is None:
+                        report.duplicates.append(candidate.name)  # added by an import running at the same time
+                        continue
+                    index.add(hash_bytes(phash), [group])
+                    added_shas.add(sha)
+                    report.added.append(candidate.name)
+                    if face is None:
+                        report.no_face.append(candidate.name)
+            done += taken
+            if progress:
+                progress(done, len(candidates))
+        if require_any and not report.added and not report.duplicates:
+            reasons = "; ".join(f"{n}: {r}" for n, r in report.rejected[:3])
+            raise StoreError(f"No images could be imported ({len(report.rejected)} rejected: {reasons}).")
+        return report
+
+    def _decode_batch(self, candidates, offered: set[str], report: ImportReport) -> tuple[list, int]:
+        """Read, validate and decode candidates until the batch holds MAX_BATCH_BYTES of files and pixels; duplicates
+        (of a stored photo, or repeating a file `offered` before in this import) and bad files go to the report.
+        Returns the batch, (candidate, image, file bytes, SHA-256) each, and how many candidates were taken."""
+        batch, held = [], 0
+        with self.engine.connect() as conn:
+            for taken, candidate in enumerate(candidates, start=1):
+                try:
+                    label = validate_label(candidate.label)
+                    data = candidate.read()
+                    sha = hashlib.sha256(data).hexdigest()
+                    if sha in offered or image_id_of(conn, sha) is not None:
+                        report.duplicates.append(candidate.name)
+                        if sha in offered:
+                            report.repeated.append(candidate.name)
+                        continue
+                    image = decode_image(data, self.settings.max_pixels, candidate.arrived_size(data))
+                except (StoreError, BadImage, OSError) as error:
+                    report.rejected.append((candidate.name, str(error)))
+                    continue
+                except Exception as error:  # one file's failure, whatever it is, is that file's rejection
+                    report.rejected.append((candidate.name, f"cannot be read ({type(error).__name__}: {error})"))
+                    continue
+                offered.add(sha)
+                batch.append((replace(candidate, label=label), image, data, sha))
+                held += len(data) + image.nbytes
+                if held >= MAX_BATCH_BYTES:
+                    return batch, taken
+        return batch, len(candidates)
+
+    def _near_duplicate_group(self, conn, index: HashIndex, phash: str) -> int:
+        """The group of the near-duplicates of phash (merging their groups), or a new group."""
+        matches = sorted(set(index.groups[index.near(phash)].tolist()))
+        if not matches:  # a new group: the index holds every stored photo (the batch's write lock keeps it so)
+            return int(index.groups.max(initial=0)) + 1
+        if len(matches) > 1:
+            conn.execute(images_table.update().where(images_table.c.dup_group.in_(matches[1:]))
+                         .values(dup_group=matches[0]))
+            index.relabel(matches[1:], matches[0])
+        return matches[0]

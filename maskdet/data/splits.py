@@ -1,0 +1,67 @@
+"""Train, validation and test splits: stratified by class, seeded, and keeping each near-duplicate group on one side."""
+
+import random
+from collections import Counter, defaultdict
+
+import sqlalchemy as sa
+
+from maskdet.core.errors import StoreError
+from maskdet.data.catalog import ImageRecord
+from maskdet.data.database import images_table, labels_table
+
+SPLITS = ("train", "val", "test")
+
+
+def _cut_groups(groups: list[int], sizes: dict[int, int], ratios) -> dict[int, str]:
+    """Assign shuffled groups to splits by cumulative image count; val/test get a group when there are 3+."""
+    total = sum(sizes.values())
+    bounds = (ratios[0] * total, (ratios[0] + ratios[1]) * total)
+    assignment, seen = {}, 0
+    for group in groups:
+        middle = seen + sizes[group] / 2
+        assignment[group] = "train" if middle < bounds[0] else "val" if middle < bounds[1] else "test"
+        seen += sizes[group]
+    if len(groups) >= 3:
+        for split, position, ratio in (("test", -1, ratios[2]), ("val", -2, ratios[1])):
+            if ratio > 0 and split not in assignment.values():
+                assignment[groups[position]] = split
+    return assignment
+
+
+class Splits:
+    """Assigning and counting the splits."""
+
+    def assign_splits(self, ratios: tuple[float, float, float] = (0.7, 0.15, 0.15), seed: int = 0) -> dict:
+        """Stratified, seeded train/val/test split that keeps each near-duplicate group in one split."""
+        if len(ratios) != 3 or min(ratios) < 0 or not 0.99 < sum(ratios) < 1.01 or ratios[0] == 0:
+            raise StoreError("Split ratios must be three non-negative numbers summing to 1, train above 0.")
+        records = self.images()
+        members: dict[int, list[ImageRecord]] = defaultdict(list)
+        for record in records:
+            members[record.dup_group].append(record)
+        by_label: dict[str, list[int]] = defaultdict(list)
+        for group, items in members.items():
+            by_label[Counter(r.label for r in items).most_common(1)[0][0]].append(group)
+        assignment = {}
+        for label, label_groups in by_label.items():
+            rng = random.Random(f"{seed}:{label}")
+            label_groups.sort(key=lambda g: min(r.sha256 for r in members[g]))
+            rng.shuffle(label_groups)
+            assignment.update(_cut_groups(label_groups, {g: len(members[g]) for g in label_groups}, ratios))
+        with self.engine.begin() as conn:
+            for split in SPLITS:
+                ids = [r.id for g, s in assignment.items() if s == split for r in members[g]]
+                for chunk in range(0, len(ids), 500):
+                    conn.execute(images_table.update().where(images_table.c.id.in_(ids[chunk:chunk + 500]))
+                                 .values(split=split))
+        return self.split_counts()
+
+    def split_counts(self) -> dict[str, dict[str, int]]:
+        counts: dict[str, dict[str, int]] = {s: {} for s in SPLITS}
+        query = (sa.select(images_table.c.split, labels_table.c.name, sa.func.count(images_table.c.id))
+                 .select_from(images_table.join(labels_table)).where(images_table.c.split.is_not(None))
+                 .group_by(images_table.c.split, labels_table.c.id).order_by(labels_table.c.id))
+        with self.engine.connect() as conn:
+            for split, label, count in conn.execute(query):
+                counts[split][label] = count
+        return counts
