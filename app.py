@@ -5,7 +5,8 @@ import ui
 
 from maskdet.data.insights import summarize
 from maskdet.runs import backup
-from maskdet.runs.views import RunRecord, active_run, run_rows
+from maskdet.runs.active import active_run, run_rows
+from maskdet.runs.views import RunRecord
 
 ui.page_setup("Home")
 st.title("maskdet: face-mask detection studio")

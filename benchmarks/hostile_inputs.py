@@ -4,7 +4,7 @@
 
 Each file (at most 2 MB) is written to a temporary folder and handed to a fresh child process doing what a user
 does with it: `python -m maskdet import` (zips, folders, photos), scoring a run on an uploaded zip
-(runs.evaluate_zip, the Metrics page), `python -m maskdet predict` (photos), annotating an uploaded video
+(evaluate_zip, the Metrics page), `python -m maskdet predict` (photos), annotating an uploaded video
 (media.annotate_video, the Live page) or keeping and using an uploaded model (media.save_uploaded_model, the Live
 page). Peak RSS and CPU seconds (user + system) come from wait4. Each kind of child also handles a small valid
 input first: its baseline, so that the cost the file adds is visible. One JSON line per run, then a summary line:
@@ -33,6 +33,8 @@ from pathlib import Path
 import numpy as np
 from home import ROOT, add_shared_arguments
 from PIL import Image
+
+from maskdet.runs.scoring import evaluate_zip
 
 LIMIT_BYTES, LIMIT_CPU = 2**30, 30.0  # the target: what a file of at most 2 MB may cost beyond the baseline
 KILL_BYTES = 6 * 2**30  # a child above this is stopped (the machine is shared); its figure then reads "killed"
@@ -450,7 +452,6 @@ def child(kind: str, path: Path, model: Path) -> None:
     try:
         if kind == "evaluate":
             from maskdet.data.store import Store
-            from maskdet.runs import views as runs
             from maskdet.training.config import TrainConfig
             from maskdet.vision.faces import FaceDetector
 
@@ -460,7 +461,7 @@ def child(kind: str, path: Path, model: Path) -> None:
             folder.mkdir(parents=True)
             shutil.copyfile(model, folder / "model.onnx")
             store.update_run(run_id, status="succeeded", artefact_dir=str(folder))
-            report = runs.evaluate_zip(store, run_id, data, FaceDetector())
+            report = evaluate_zip(store, run_id, data, FaceDetector())
             rejected = report["rejected_files"]
             print(f"scored {report['num_samples']} photos, rejected {len(rejected)}"
                   + (f": {rejected[0]['name']}: {rejected[0]['reason']}" if rejected else ""))

@@ -21,10 +21,11 @@ from maskdet.core.threshold import DEFAULT_THRESHOLD
 from maskdet.data.database import ACTIVE_STATUSES
 from maskdet.data.sources import folder_candidates
 from maskdet.data.store import Store
+from maskdet.runs.active import active_run, model_path, run_summary
 from maskdet.runs.backup import backup, restore
 from maskdet.runs.launch import start_training
 from maskdet.runs.lifecycle import active_training, cancel_training, log_path, new_run, stored_config
-from maskdet.runs.views import RunRecord, active_run, finished_runs, model_path, run_summary
+from maskdet.runs.views import RunRecord, finished_runs
 from maskdet.serving.classifier import load_classifier
 from maskdet.serving.predict import annotate, evaluate_folder, import_evaluated, predict_image
 from maskdet.training.config import CHOSEN, RANGED, TrainConfig, number_text

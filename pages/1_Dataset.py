@@ -15,9 +15,9 @@ import ui
 from PIL import Image, ImageDraw, ImageFont
 from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
+from maskdet.core.text import plural
 from maskdet.data import insights
 from maskdet.data.importer import ImportReport
-from maskdet.runs.views import plural
 from maskdet.serving import capture, media
 from maskdet.serving.live import rtc_configuration, stream_seats
 

@@ -15,10 +15,12 @@ from PIL import Image
 
 from maskdet.core.settings import load_settings
 from maskdet.data.insights import preview_photo, summarize
-from maskdet.runs import lifecycle as jobs
 from maskdet.runs import views as runs
+from maskdet.runs.active import model_path, not_active_reason
 from maskdet.runs.estimate import latest_throughput, photos_trained, training_seconds
 from maskdet.runs.launch import start_training
+from maskdet.runs.lifecycle import active_training, cancel_training
+from maskdet.runs.views import RunRecord, history_points
 from maskdet.serving import media
 from maskdet.serving.live import LiveSettings
 from maskdet.training.config import CHOSEN, RANGED, TrainConfig
@@ -293,7 +295,7 @@ def show_curves(history: list[dict] | None) -> None:
     """Train and validation loss and accuracy per epoch (head epochs, then fine-tune epochs)."""
     if not history:
         return
-    points = runs.history_points(history)
+    points = history_points(history)
     left, right = st.columns(2)
     left.altair_chart(ui.curves_chart(points, "loss"), width="stretch")
     right.altair_chart(ui.curves_chart(points, "accuracy"), width="stretch")
@@ -313,7 +315,7 @@ def stage_fraction(progress: dict) -> float:
 def show_active(run: dict) -> None:
     progress = run.get("progress") or {}
     stage = progress.get("stage")
-    config = runs.RunRecord.of(run).config
+    config = RunRecord.of(run).config
     order = [name for name in STAGES if (name != "finetune" or config.get("finetune_blocks"))
              and (name != "landmarks" or stage == "landmarks")]
     running_for = duration(elapsed(run.get("started_at") or run.get("created_at")))
@@ -352,12 +354,12 @@ def show_active(run: dict) -> None:
         st.caption("Cancel requested: the run stops within a second or two.")
     else:
         st.button("Cancel training", key="cancel", icon=":material/stop:", on_click=ui.attempt,
-                  args=(jobs.cancel_training, store, run["id"]))
+                  args=(cancel_training, store, run["id"]))
     show_curves(progress.get("history"))
 
 
 def show_finished(run: dict) -> None:
-    record = runs.RunRecord.of(run)
+    record = RunRecord.of(run)
     status, took = record.status, duration(record.duration_s)
     if status == "succeeded":
         metrics, test = record.metrics, record.test
@@ -368,7 +370,7 @@ def show_finished(run: dict) -> None:
             st.success(f"Run {run['id']} finished in {took}. The test split was empty, so there are no test scores.")
         if metrics.get("random_init"):
             st.warning("This model was trained from random weights (experiments only): expect poor results.")
-        reason = runs.not_active_reason(run)
+        reason = not_active_reason(run)
         if reason:
             st.warning(f"Not made the active model: {reason}. You can still choose it on the Models page.")
         ui.link("pages/3_Metrics.py", "See its metrics", ":material/monitoring:",
@@ -383,14 +385,14 @@ def show_finished(run: dict) -> None:
             show_curves(history)
 
 
-active = ui.attempt(jobs.active_training, store)
+active = ui.attempt(active_training, store)
 page_active_id = active["id"] if active else None
 
 
 @st.fragment(run_every=1.0)
 def training_status() -> None:
     """Polls the registry every second; a run starting or ending refreshes the whole page."""
-    current = ui.attempt(jobs.active_training, store)
+    current = ui.attempt(active_training, store)
     if (current["id"] if current else None) != page_active_id:
         st.rerun()
     if current:
@@ -410,7 +412,7 @@ with status_area:
 
 def try_the_model(run: dict) -> None:
     """A photo dropped here is annotated by the finished run's model, as the Live page's photo tab would."""
-    path = runs.model_path(store, run)
+    path = model_path(store, run)
     upload = st.file_uploader(f"Try run {run['id']} on a photo", type=ui.PHOTO_TYPES, key=f"try-photo-{run['id']}",
                               help="Its faces are found, cropped and classified by this run's model.onnx, with the "
                                    "Live page's default settings. Nothing is stored.")

@@ -8,7 +8,21 @@ import streamlit as st
 import ui
 from streamlit.errors import StreamlitAPIException
 
+from maskdet.core.text import plural
 from maskdet.runs import views as runs
+from maskdet.runs.active import active_run, run_threshold, set_threshold, threshold_scores
+from maskdet.runs.compare import NOISE_RATIO, compare_runs
+from maskdet.runs.edits import delete_photos, misclassified_faces, relabel_photos
+from maskdet.runs.scoring import evaluate_zip, import_evaluated_zip
+from maskdet.runs.views import (
+    RunRecord,
+    confusion_cells,
+    finished_runs,
+    history_points,
+    per_class_rows,
+    read_history,
+    roc_points,
+)
 
 ui.page_setup("Metrics")
 st.title("Metrics")
@@ -19,7 +33,7 @@ state = st.session_state
 
 
 def confusion_chart(report: dict) -> alt.Chart:
-    data = pd.DataFrame(runs.confusion_cells(report))
+    data = pd.DataFrame(confusion_cells(report))
     order = report["labels"]
     base = alt.Chart(data).encode(x=alt.X("predicted:N", sort=order, title="predicted", axis=alt.Axis(labelAngle=0)),
                                   y=alt.Y("true:N", sort=order, title="true"))
@@ -32,7 +46,7 @@ def confusion_chart(report: dict) -> alt.Chart:
 
 
 def roc_chart(report: dict) -> alt.Chart | None:
-    points = runs.roc_points(report)
+    points = roc_points(report)
     if not points:
         return None
     curves = alt.Chart(pd.DataFrame(points)).mark_line(interpolate="step-after").encode(
@@ -76,10 +90,10 @@ def show_threshold(run: dict) -> None:
     """Choose the run's class confidence threshold on its test faces, and save it with the run."""
     if "threshold-notice" in st.session_state:
         st.success(st.session_state.pop("threshold-notice"))
-    scores = ui.attempt(runs.threshold_scores, store, run)
+    scores = ui.attempt(threshold_scores, store, run)
     if scores is None:
         return
-    saved = runs.run_threshold(run)
+    saved = run_threshold(run)
     st.caption("A face whose top class probability is below the threshold is labelled uncertain: the Live page, "
                "`maskdet predict` and the bundle's script start from the threshold saved here. Per class, on the "
                f"{len(scores.targets)} test faces: the **precision** of the faces labelled with it, the **recall** of "
@@ -89,7 +103,7 @@ def show_threshold(run: dict) -> None:
                               key=f"threshold-{run['id']}", help=f"Between 0 and 1; saved with this run: {saved:g}.")
     rows = ui.attempt(scores.at, value)  # a value outside 0-1 shows why
     if right.button("Save threshold", type="primary", key="threshold-save", disabled=rows is None):
-        stored = ui.attempt(runs.set_threshold, store, run["id"], value)
+        stored = ui.attempt(set_threshold, store, run["id"], value)
         if stored is not None:
             st.session_state["threshold-notice"] = (f"Saved: Live and predict now start from {stored:g} for run "
                                                     f"{run['id']}.")
@@ -126,13 +140,13 @@ def show_report(report: dict, key: str) -> None:
         st.altair_chart(confusion_chart(report), width="stretch", key=f"{key}-confusion")
     with right:
         st.markdown("**Per class**")
-        st.dataframe(runs.per_class_rows(report), hide_index=True, key=f"{key}-per-class",
+        st.dataframe(per_class_rows(report), hide_index=True, key=f"{key}-per-class",
                      column_config={"precision": PERCENT, "recall": PERCENT, "f1": PERCENT})
 
 
 def show_mistakes(run: dict) -> None:
-    report = runs.RunRecord.of(run).test
-    mistakes = ui.attempt(runs.misclassified_faces, store, run)
+    report = RunRecord.of(run).test
+    mistakes = ui.attempt(misclassified_faces, store, run)
     if mistakes is None:
         return
     if not mistakes:
@@ -189,10 +203,10 @@ def mistake_actions(chosen: list[int], keys: list[str]) -> None:
     target = ui.class_picker(target_column, "Relabel as", labels, "mistakes-label")
     if relabel_column.button(f"Relabel {len(chosen)} selected", key="mistakes-relabel",
                              disabled=not chosen or target is None):
-        acted(ui.attempt(runs.relabel_photos, store, chosen, target))
+        acted(ui.attempt(relabel_photos, store, chosen, target))
     if delete_column.button(f"Delete {len(chosen)} selected", key="mistakes-delete", disabled=not chosen,
                             help="Delete their photos from the dataset."):
-        acted(ui.attempt(runs.delete_photos, store, chosen))
+        acted(ui.attempt(delete_photos, store, chosen))
     if open_column.button(f"Open {len(chosen)} in Dataset", key="mistakes-open", disabled=not chosen,
                           help="Show their photos in the Dataset page's gallery, to fix their face boxes or classes."):
         present = ui.attempt(store.images, ids=chosen)
@@ -207,18 +221,18 @@ def mistake_actions(chosen: list[int], keys: list[str]) -> None:
 
 
 def show_run(run: dict) -> None:
-    record = runs.RunRecord.of(run)
+    record = RunRecord.of(run)
     metrics, report = record.metrics, record.test
     took = f" in {record.duration_s:.0f} s" if record.duration_s is not None else ""
     st.caption(f"Settings: {record.settings}. Trained on {metrics.get('device', 'cpu')}{took}.")
     if metrics.get("random_init"):
         st.warning("This run trained from random weights (an experiment, not a pretrained model): "
                    "its scores say little about real use.")
-    history = ui.attempt(runs.read_history, store, run)
+    history = ui.attempt(read_history, store, run)
     if history is not None:
         st.subheader("Training curves")
         if history:
-            points = runs.history_points(history)
+            points = history_points(history)
             left, right = st.columns(2)
             left.altair_chart(ui.curves_chart(points, "loss"), width="stretch", key="one-loss")
             right.altair_chart(ui.curves_chart(points, "accuracy"), width="stretch", key="one-accuracy")
@@ -245,7 +259,7 @@ def show_run(run: dict) -> None:
 
 
 def show_compare(a: dict, b: dict) -> None:
-    comparison = runs.compare_runs(a, b)
+    comparison = compare_runs(a, b)
     st.markdown(f"**a** = {a['id']}, **b** = {b['id']}")
     left, right = st.columns(2)
     with left:
@@ -255,7 +269,7 @@ def show_compare(a: dict, b: dict) -> None:
                                        for name in ("a", "b", "b - a")},
                                     "note": st.column_config.TextColumn("note", width="medium")})
         st.caption(f"Timings are measured once, while the machine may be doing other work: two runs whose timings are "
-                   f"less than {runs.NOISE_RATIO:g}x apart differ within measurement noise.")
+                   f"less than {NOISE_RATIO:g}x apart differ within measurement noise.")
     with right:
         st.markdown("**Settings that differ**")
         if comparison["config"]:
@@ -264,8 +278,8 @@ def show_compare(a: dict, b: dict) -> None:
             st.info("Both runs used the same settings (differences come from the data or the split).")
     points = []
     for run in (a, b):
-        history = ui.attempt(runs.read_history, store, run)
-        points += runs.history_points(history or [], run_id=run["id"])
+        history = ui.attempt(read_history, store, run)
+        points += history_points(history or [], run_id=run["id"])
     if points:
         left, right = st.columns(2)
         left.altair_chart(ui.curves_chart(points, "loss", color="run", dash="split"), width="stretch",
@@ -310,17 +324,17 @@ def show_import(report: dict, upload) -> None:
     wrong, scored = len(report["misclassified"]), report["num_samples"]
     left, right, _ = st.columns([1, 1, 2])
     errors_only = None
-    if left.button(f"Import the {runs.plural(wrong, 'misclassified photo')}", key="evaluate-import-errors",
+    if left.button(f"Import the {plural(wrong, 'misclassified photo')}", key="evaluate-import-errors",
                    disabled=not wrong):
         errors_only = True
-    if right.button(f"Import all {runs.plural(scored, 'photo')}", key="evaluate-import-all"):
+    if right.button(f"Import all {plural(scored, 'photo')}", key="evaluate-import-all"):
         errors_only = False
     if errors_only is not None:
         detector = ui.attempt(ui.detector)
         if detector is not None:
             bar = st.progress(0.0, text="Finding faces...")
             state["evaluation-import"] = ui.attempt(  # the upload is read again in place: its bytes are not copied
-                runs.import_evaluated_zip, store, upload.getvalue(), report, detector, errors_only,
+                import_evaluated_zip, store, upload.getvalue(), report, detector, errors_only,
                 lambda done, total: bar.progress(done / max(total, 1), text=f"Imported {done} of {total} photos"))
             bar.empty()
     if state.get("evaluation-import") is not None:
@@ -332,7 +346,7 @@ def show_import_report(imported) -> None:
     text)."""
     counts = imported.summary()
     faceless = f" ({counts['no_face']} with no face found: used whole)" if counts["no_face"] else ""
-    sentence = (f"Imported: {runs.plural(counts['added'], 'photo')} added to the dataset{faceless}, "
+    sentence = (f"Imported: {plural(counts['added'], 'photo')} added to the dataset{faceless}, "
                 f"{counts['duplicates']} already there, {counts['rejected']} rejected.")
     (st.success if counts["added"] and not counts["rejected"] else st.warning)(sentence)
     rows = ([{"file": name, "result": "added"} for name in imported.added]
@@ -358,7 +372,7 @@ st.subheader("Runs")
 ui.runs_dataframe(rows, ("run", "status", "active", "accuracy", "macro_f1", "config", "split", "duration_s", "note",
                          "when"), "runs-table")  # the settings before the wide note: readable without scrolling
 
-finished = ui.attempt(runs.finished_runs, store)
+finished = ui.attempt(finished_runs, store)
 if finished is None:
     st.stop()
 if not finished:
@@ -370,7 +384,7 @@ if not finished:
 by_id = {run["id"]: run for run in finished}
 captions = {run_id: ui.run_caption(run) for run_id, run in by_id.items()}
 ids = list(by_id)
-active = ui.attempt(runs.active_run, store)
+active = ui.attempt(active_run, store)
 default = ids.index(active["id"]) if active and active["id"] in by_id else 0
 
 one_tab, compare_tab, evaluate_tab = st.tabs(["One run", "Compare two runs", "Evaluate on new photos"])
@@ -402,7 +416,7 @@ with evaluate_tab:
         detector = ui.attempt(ui.detector)
         if detector is not None:
             bar = st.progress(0.0, text="Finding faces and classifying...")
-            report = ui.attempt(runs.evaluate_zip, store, target, upload.getvalue(), detector,
+            report = ui.attempt(evaluate_zip, store, target, upload.getvalue(), detector,
                                 lambda done, total: bar.progress(done / max(total, 1),
                                                                  text=f"Classified {done} of {total} photos"))
             bar.empty()

@@ -4,6 +4,9 @@ import streamlit as st
 import ui
 
 from maskdet.runs import views as runs
+from maskdet.runs.active import active_is_chosen, active_run, set_active_run
+from maskdet.runs.lifecycle import delete_run
+from maskdet.runs.views import model_files, run_dir
 from maskdet.serving.bundle import bundle_zip
 
 ui.page_setup("Models")
@@ -32,11 +35,11 @@ def read_bytes(path) -> bytes:
 
 
 def show_downloads(run: dict) -> None:
-    files = ui.attempt(runs.model_files, store, run)
+    files = ui.attempt(model_files, store, run)
     if files is None:
         return
     if not files:
-        st.error(f"Run {run['id']} has no model files in {runs.run_dir(store, run)}: delete the run below "
+        st.error(f"Run {run['id']} has no model files in {run_dir(store, run)}: delete the run below "
                  "or train again.")
         return
     for item in files:
@@ -63,7 +66,7 @@ def show_downloads(run: dict) -> None:
         st.caption("No int8 variant: this run was trained with int8 quantisation off.")
     with st.container(border=True):
         left, middle, right = st.columns([2, 4, 3], vertical_alignment="center")
-        folder = runs.run_dir(store, run)
+        folder = run_dir(store, run)
         bundle = ui.attempt(lambda: cached_bundle(str(folder), files[0]["path"].stat().st_mtime))
         left.markdown("**Bundle (zip)**" + (f"  \n{megabytes(len(bundle))}" if bundle else ""))
         with_int8 = " and `model.int8.onnx`" if any(item["file"] == "model.int8.onnx" for item in files) else ""
@@ -90,7 +93,7 @@ def delete_section(all_runs: list[dict], active_id: str | None) -> None:
     confirmed = st.checkbox(f"Yes, delete run {chosen} and its files", key=f"delete-confirm-{chosen}")
     if st.button("Delete run", type="primary", disabled=not confirmed, key="delete-start",
                  icon=":material/delete:"):
-        ui.attempt(runs.delete_run, store, chosen)  # a refusal or failure shows as an error sentence
+        ui.attempt(delete_run, store, chosen)  # a refusal or failure shows as an error sentence
         if not any(run["id"] == chosen for run in ui.attempt(store.runs) or [{"id": chosen}]):
             st.session_state[NOTICE] = f"Run {chosen} and its files were deleted."
             st.rerun()
@@ -116,20 +119,20 @@ captions = {run_id: ui.run_caption(run) for run_id, run in by_id.items()}
 st.subheader("Active model")
 status = st.container()
 if finished:
-    active = ui.attempt(runs.active_run, store)
+    active = ui.attempt(active_run, store)
     ids = list(by_id)
     left, right = st.columns([4, 1], vertical_alignment="bottom")
     choice = left.selectbox("Model for the live page", ids, format_func=captions.get, key="active-choice",
                             index=ids.index(active["id"]) if active and active["id"] in by_id else 0)
     if right.button("Make active", key="active-set"):
-        if ui.attempt(runs.set_active_run, store, choice):
+        if ui.attempt(set_active_run, store, choice):
             st.toast(f"{choice} is now the active model.")
-    active = ui.attempt(runs.active_run, store)
+    active = ui.attempt(active_run, store)
     with status:
         if active is None:
             st.warning("No finished run is used by default: none has a model file any more, or none scored above "
                        "chance on its test split. Choose one below, or train again.")
-        elif runs.active_is_chosen(store, active):
+        elif active_is_chosen(store, active):
             st.success(f"The live page uses **{ui.run_caption(active)}**.")
         else:
             st.info(f"No model chosen: the live page uses the latest finished run that beats chance, "

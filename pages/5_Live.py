@@ -15,7 +15,8 @@ import streamlit as st
 import ui
 from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
-from maskdet.runs import views as runs
+from maskdet.runs.active import active_run, live_model_path
+from maskdet.runs.views import finished_runs, model_files
 from maskdet.serving import media
 from maskdet.serving.live import RATE_WINDOW_SECONDS, LivePipeline, LiveSettings, rtc_configuration, stream_seats
 
@@ -50,8 +51,8 @@ def stream_pipeline(path: str, stamp: float, settings: LiveSettings) -> LivePipe
 
 def model_choices() -> dict[str, str]:
     """{model file: caption}: the model files of the finished runs, then the uploaded files."""
-    choices = {str(item["path"]): f"{ui.run_caption(run)} · {item['kind']}" for run in runs.finished_runs(store)
-               for item in runs.model_files(store, run)}
+    choices = {str(item["path"]): f"{ui.run_caption(run)} · {item['kind']}" for run in finished_runs(store)
+               for item in model_files(store, run)}
     choices.update({str(path): f"{path.name} (uploaded)" for path in media.uploaded_models(store.settings.home)})
     return choices
 
@@ -263,8 +264,8 @@ if not choices:
 
 with model_area:
     if state.get("live-model") not in choices:  # first visit, or the chosen file is gone: the active model
-        active = ui.attempt(runs.active_run, store)
-        active_path = str(runs.live_model_path(store, active)) if active else None
+        active = ui.attempt(active_run, store)
+        active_path = str(live_model_path(store, active)) if active else None
         state["live-model"] = active_path if active_path in choices else next(iter(choices))
     model = st.selectbox("Model", list(choices), format_func=choices.get, key="live-model",
                          help="The active model (set on the Models page) is chosen first, as its int8 file when the run "

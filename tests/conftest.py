@@ -71,8 +71,8 @@ def trained_home(tmp_path_factory, shared_data, backbone_weights, detector) -> S
     """A data home whose active model is a real one: 24 photo pairs of masks-small and the ImageNet weights.
 
     Has root, env (MASKDET_HOME and MASKDET_MODELS to point a test or a server at it), run_id and model (path)."""
+    from maskdet.runs.active import model_path, set_active_run
     from maskdet.runs.execute import execute_run
-    from maskdet.runs.views import model_path, set_active_run
     from maskdet.training.config import TrainConfig
 
     root = tmp_path_factory.mktemp("trained")

@@ -25,7 +25,7 @@ from PIL import Image
 from maskdet.cli import main
 from maskdet.core.settings import Settings
 from maskdet.data.store import Store
-from maskdet.runs.views import set_active_run
+from maskdet.runs.active import set_active_run
 from maskdet.serving.classifier import load_classifier
 from tests.conftest import encode, make_old_home, pattern_image, write_dataset
 
@@ -274,7 +274,7 @@ def test_export_writes_an_onnx_file_that_loads(trained):
 
 def test_predict_starts_from_the_threshold_saved_with_the_run(trained, shared_data):
     """The threshold chosen on the Metrics page (runs.set_threshold) is predict's default; --threshold still wins."""
-    from maskdet.runs.views import set_threshold
+    from maskdet.runs.active import set_threshold
     from maskdet.serving.predict import predict_image
     from maskdet.vision.faces import FaceDetector
 

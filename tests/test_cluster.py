@@ -23,8 +23,8 @@ from maskdet.core.errors import StoreError
 from maskdet.data.database import ACTIVE_STATUSES
 from maskdet.data.store import Store
 from maskdet.runs import cluster
-from maskdet.runs import lifecycle as jobs
 from maskdet.runs.launch import start_training
+from maskdet.runs.lifecycle import active_training, cancel_training, log_path
 from tests.browser_support import stop
 from tests.conftest import write_dataset
 from tests.test_page_train import no_failure, page, set_tiny, shown
@@ -121,19 +121,19 @@ def wait_for(store: Store, run_id: str, condition, what: str, timeout: float = R
     """Poll the registry (as the dashboard does: dead runs are failed on the way) until the run meets `condition`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        jobs.active_training(store)
+        active_training(store)
         run = store.run(run_id)
         if condition(run):
             return run
         time.sleep(0.1)
-    log = jobs.log_path(store.settings, run_id)
+    log = log_path(store.settings, run_id)
     pytest.fail(f"run {run_id} not {what} after {timeout} s: {run['status']}, {run['progress']}, {run['error']}\n"
                 f"run log: {log.read_text()[-2000:] if log.exists() else '(none)'}")
 
 
 def run_log(store: Store, run_id: str, ending: str) -> str:
     """The run's log once the worker has written its last line (just after recording how the run ended)."""
-    log = jobs.log_path(store.settings, run_id)
+    log = log_path(store.settings, run_id)
     deadline = time.monotonic() + 10
     while not (log.exists() and log.read_text().rstrip().endswith(ending)) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -178,7 +178,7 @@ def test_start_on_the_train_page_trains_on_the_cluster(home, workers, monkeypatc
 def test_cancel_stops_a_run_on_the_cluster(home, workers):
     run_id = start_training(home, LONG)
     wait_for(home, run_id, training_head, "training its head")
-    jobs.cancel_training(home, run_id)
+    cancel_training(home, run_id)
     run = wait_for(home, run_id, ended, "ended after Cancel", 30)
     assert run["status"] == "cancelled" and run["error"] is None
     assert worker_running(workers, run).poll() is None  # the worker lives on, ready for the next run
@@ -194,14 +194,14 @@ def test_a_worker_killed_mid_run_leaves_the_run_failed_with_the_reason(home, wor
     worker.wait()
     killed = time.monotonic()
     # Dask gives the task to the other worker, which finds the run running and fails it: well before its heartbeat
-    # goes stale (jobs.STALE_SECONDS).
+    # goes stale (STALE_SECONDS).
     run = wait_for(home, run_id, ended, "ended after its worker was killed", 20)
     assert time.monotonic() - killed < 20
     assert run["status"] == "failed" and run["finished_at"]
     assert run["error"].startswith("The run was lost with its cluster worker, which stopped (killed?); runs are not "
                                    "restarted on another worker, so start a new one. Its last sign of life was at ")
-    assert jobs.log_path(home.settings, run_id).exists() and run["error"].endswith(
-        f"Its log: {jobs.log_path(home.settings, run_id)}")
+    assert log_path(home.settings, run_id).exists() and run["error"].endswith(
+        f"Its log: {log_path(home.settings, run_id)}")
     assert not (home.settings.models_dir / run_id).exists()  # nothing half-trained among the models
 
 

@@ -16,6 +16,15 @@ from maskdet.core.errors import StoreError
 from maskdet.core.settings import load_settings
 from maskdet.data.store import Store
 from maskdet.runs import lifecycle as jobs
+from maskdet.runs.lifecycle import (
+    STALE_SECONDS,
+    STARTING_SECONDS,
+    active_training,
+    cancel_training,
+    heartbeat,
+    log_path,
+    new_run,
+)
 from maskdet.training.config import TrainConfig
 from tests.conftest import write_dataset
 from tests.test_cli import TRAIN_FAST, cli, cli_env, refused, succeeded
@@ -40,9 +49,9 @@ def running_run(store: Store, beat_seconds_ago: float | None, **fields) -> str:
 
 def test_a_run_is_alive_while_its_heartbeat_is_fresh_and_failed_once_it_is_stale(store):
     run_id = running_run(store, beat_seconds_ago=5)
-    assert jobs.active_training(store)["id"] == run_id
-    store.update_run(run_id, heartbeat_at=ago(jobs.STALE_SECONDS + 1))  # its pid (ours) is alive: it does not count
-    assert jobs.active_training(store) is None
+    assert active_training(store)["id"] == run_id
+    store.update_run(run_id, heartbeat_at=ago(STALE_SECONDS + 1))  # its pid (ours) is alive: it does not count
+    assert active_training(store) is None
     run = store.run(run_id)
     when = datetime.fromisoformat(run["heartbeat_at"]).strftime("%Y-%m-%d %H:%M:%S UTC")
     assert run["status"] == "failed" and run["finished_at"]
@@ -51,27 +60,27 @@ def test_a_run_is_alive_while_its_heartbeat_is_fresh_and_failed_once_it_is_stale
 
 def test_a_queued_run_has_time_to_start_its_process(store):
     run_id = store.create_run(TrainConfig().to_dict())
-    store.update_run(run_id, created_at=ago(jobs.STALE_SECONDS + 10))  # importing torch can take this long
-    assert jobs.active_training(store)["id"] == run_id
-    store.update_run(run_id, created_at=ago(jobs.STARTING_SECONDS + 1))
-    log = jobs.log_path(store.settings, run_id)
+    store.update_run(run_id, created_at=ago(STALE_SECONDS + 10))  # importing torch can take this long
+    assert active_training(store)["id"] == run_id
+    store.update_run(run_id, created_at=ago(STARTING_SECONDS + 1))
+    log = log_path(store.settings, run_id)
     log.parent.mkdir(parents=True)
     log.write_text("Traceback ...")
-    assert jobs.active_training(store) is None
+    assert active_training(store) is None
     run = store.run(run_id)
     when = datetime.fromisoformat(run["created_at"]).strftime("%Y-%m-%d %H:%M:%S UTC")
     assert run["error"] == f"The training process stopped without a word (killed?) at {when}. Its log: {log}"
 
 
 def test_cancel_of_a_dead_run_says_it_is_dead_and_fails_it(store):
-    run_id = running_run(store, beat_seconds_ago=jobs.STALE_SECONDS + 1)
+    run_id = running_run(store, beat_seconds_ago=STALE_SECONDS + 1)
     with pytest.raises(StoreError, match=rf"^Run {run_id} is not running \(status: failed\)\. The training process "
                                          r"stopped without a word \(killed\?\) at "):
-        jobs.cancel_training(store, run_id)
+        cancel_training(store, run_id)
     run = store.run(run_id)
     assert run["status"] == "failed" and not run["cancel_requested"]
     live = running_run(store, beat_seconds_ago=1)
-    jobs.cancel_training(store, live)
+    cancel_training(store, live)
     assert store.run(live)["cancel_requested"] and store.run(live)["status"] == "running"
 
 
@@ -83,10 +92,10 @@ def test_a_new_run_waits_for_a_live_one_and_clears_what_dead_runs_left(store):
     (models / "20251231-000000-fedcba").mkdir()  # a finished run's folder
     live = running_run(store, beat_seconds_ago=1)
     with pytest.raises(StoreError, match=f"Training run {live} is still in progress"):
-        jobs.new_run(store, TrainConfig().to_dict())
+        new_run(store, TrainConfig().to_dict())
     assert (models / ".20260101-000000-abcdef.tmp").exists()
-    store.update_run(live, heartbeat_at=ago(jobs.STALE_SECONDS + 1))
-    run_id = jobs.new_run(store, TrainConfig().to_dict())
+    store.update_run(live, heartbeat_at=ago(STALE_SECONDS + 1))
+    run_id = new_run(store, TrainConfig().to_dict())
     assert store.run(run_id)["status"] == "queued" and store.run(live)["status"] == "failed"
     assert sorted(p.name for p in models.iterdir()) == [".logs", "20251231-000000-fedcba"]
 
@@ -94,7 +103,7 @@ def test_a_new_run_waits_for_a_live_one_and_clears_what_dead_runs_left(store):
 def test_the_heartbeat_beats_while_the_block_runs_and_stops_after(store, monkeypatch):
     monkeypatch.setattr(jobs, "HEARTBEAT_SECONDS", 0.05)
     run_id = running_run(store, beat_seconds_ago=None)
-    with jobs.heartbeat(store, run_id):
+    with heartbeat(store, run_id):
         deadline = time.monotonic() + 5
         while store.run(run_id)["heartbeat_at"] is None and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -145,7 +154,7 @@ def test_a_killed_training_is_found_dead_and_the_next_one_cleans_up(home):
     process.wait()
     assert cli(home, "runs", as_json=False).stdout.split()[:2] == [run["id"], "running"]  # its last beat is recent
 
-    Store(load_settings()).update_run(run["id"], heartbeat_at=ago(jobs.STALE_SECONDS + 1))  # as if 30 s had passed
+    Store(load_settings()).update_run(run["id"], heartbeat_at=ago(STALE_SECONDS + 1))  # as if 30 s had passed
     listed = cli(home, "runs", as_json=False)
     assert listed.returncode == 0
     assert listed.stdout.startswith(f"{run['id']}  failed    The training process stopped without a word (killed?) at ")

@@ -5,9 +5,9 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
+from maskdet.runs.active import set_active_run
 from maskdet.runs.backup import restore
 from maskdet.runs.execute import execute_run
-from maskdet.runs.views import set_active_run
 from maskdet.training.config import TrainConfig
 from tests.conftest import download_data, page_in_app, write_dataset
 from tests.test_backup import content, home_at, make_project

@@ -20,8 +20,12 @@ from maskdet.cli import main
 from maskdet.core.errors import StoreError
 from maskdet.core.settings import load_settings
 from maskdet.data.store import Store
-from maskdet.runs import views as runs
+from maskdet.runs.active import model_path, run_threshold, set_active_run, threshold_scores
+from maskdet.runs.compare import TIMINGS, timing_note
+from maskdet.runs.edits import misclassified_faces
 from maskdet.runs.execute import execute_run
+from maskdet.runs.scoring import evaluate_zip
+from maskdet.runs.views import RunRecord, read_history
 from maskdet.serving.classifier import load_classifier
 from maskdet.training.config import TrainConfig
 from tests.conftest import data_home, encode, page_in_app, pattern_image, write_dataset, zip_bytes
@@ -39,7 +43,7 @@ def home(tmp_path_factory, detector):
         store.import_folder(write_dataset(root / "data", 12), detector)
         first = execute_run(store, TrainConfig(**FAST), store.settings.models_dir)["run_id"]
         second = execute_run(store, TrainConfig(**{**FAST, "epochs": 4}, seed=1), store.settings.models_dir)["run_id"]
-        runs.set_active_run(store, second)  # tiny models may not beat chance, so none is active by itself
+        set_active_run(store, second)  # tiny models may not beat chance, so none is active by itself
         failed = store.create_run(TrainConfig(**FAST).to_dict())
         store.update_run(failed, status="failed", error="Training needs at least two classes with images.")
         cancelled = store.create_run(TrainConfig(**FAST).to_dict())
@@ -125,7 +129,7 @@ def test_one_run_shows_curves_confusion_matrix_per_class_roc_and_mistakes(page, 
     tab = page.tabs[0]
     assert tab.label == "One run"
     assert tab.selectbox(key="metrics-run").value == home.second  # the active (latest) run by default
-    record = runs.RunRecord.of(home.store.run(home.second))
+    record = RunRecord.of(home.store.run(home.second))
     assert f"Settings: {record.settings}. Trained on cpu in {record.duration_s:.0f} s." in [c.value for c in tab.caption]
     specs = charts(tab)
     titles = [spec.get("title") for spec in specs]
@@ -170,7 +174,7 @@ def test_choosing_another_run_shows_its_figures(page, home):
     no_crash(page)
     report = home.store.run(home.first)["metrics"]["test"]
     assert {m.label: m.value for m in page.tabs[0].metric}["macro F1"] == f"{report['macro_f1']:.3f}"
-    history = runs.read_history(home.store, home.store.run(home.first))
+    history = read_history(home.store, home.store.run(home.first))
     loss_chart = next(spec for spec in charts(page.tabs[0]) if spec.get("title") == "loss")
     assert loss_chart["datasets_rows"] == 2 * len(history)  # train and validation loss per epoch
 
@@ -201,9 +205,9 @@ def test_compare_two_runs_side_by_side(page, home):
     differences = frame_with(tab, "setting").set_index("setting")
     assert set(differences.index) == {"seed", "epochs"}
     assert (differences.loc["epochs", "a"], differences.loc["epochs", "b"]) == ("5", "4")
-    for timing in runs.TIMINGS:  # the same settings on the same data: timings differ by measurement noise, said so
+    for timing in TIMINGS:  # the same settings on the same data: timings differ by measurement noise, said so
         values = metrics.loc[timing, "a"], metrics.loc[timing, "b"]
-        assert metrics.loc[timing, "note"] == runs.timing_note(*values) != ""
+        assert metrics.loc[timing, "note"] == timing_note(*values) != ""
     assert metrics.loc["test accuracy", "note"] == ""
     assert any("less than 2x apart differ within measurement noise" in c.value for c in tab.caption)
     specs = charts(tab)
@@ -252,7 +256,7 @@ def test_evaluate_zip_scores_the_model_and_reports_skipped_entries(home, detecto
                       "photos/cover.jpg": encode(pattern_image(4)),  # parent folder: not a class
                       "photos/mask_incorrect/x.jpg": encode(pattern_image(5)),  # a class the model lacks
                       "loose.jpg": encode(pattern_image(2))})
-    report = runs.evaluate_zip(home.store, home.first, data, detector)
+    report = evaluate_zip(home.store, home.first, data, detector)
     assert report["num_samples"] == 6 and report["run_id"] == home.first and report["model_file"] == "model.onnx"
     assert [c["support"] for c in report["per_class"]] == [3, 3]
     assert 0 <= report["accuracy"] <= 1 and len(report["confusion_matrix"]) == 2
@@ -264,7 +268,7 @@ def test_evaluate_zip_scores_the_model_and_reports_skipped_entries(home, detecto
     assert skipped["photos/cover.jpg"] == "'photos' is not one of the model's classes"
     assert report["skipped_classes"] == {"photos": 1, "mask_incorrect": 1}
     assert all(m["name"] in entries for m in report["misclassified"])  # names as in the zip
-    same = runs.evaluate_zip(home.store, home.first, class_zip(), detector)
+    same = evaluate_zip(home.store, home.first, class_zip(), detector)
     assert same["accuracy"] == report["accuracy"]  # the junk entries changed nothing
 
 
@@ -277,7 +281,7 @@ def test_evaluate_zip_scores_the_model_and_reports_skipped_entries(home, detecto
 ])
 def test_evaluate_zip_mistakes_are_sentences(home, detector, entries, phrase):
     with pytest.raises(StoreError) as error:
-        runs.evaluate_zip(home.store, home.first, zip_bytes(entries), detector)
+        evaluate_zip(home.store, home.first, zip_bytes(entries), detector)
     message = str(error.value)
     assert phrase in message and "\n" not in message and "Traceback" not in message
 
@@ -294,7 +298,7 @@ def threshold_table(node) -> list[tuple]:
 
 
 def expected_table(home, run_id: str, threshold: float) -> list[tuple]:
-    rows = runs.threshold_scores(home.store, home.store.run(run_id)).at(threshold)
+    rows = threshold_scores(home.store, home.store.run(run_id)).at(threshold)
     return [tuple(row[column] for column in THRESHOLD_COLUMNS) for row in rows]
 
 
@@ -318,8 +322,8 @@ def test_the_threshold_section_shows_the_figures_at_the_chosen_threshold(page, h
     no_crash(page)
     tab = page.tabs[0]
     widget = tab.number_input(key=f"threshold-{run_id}")
-    assert widget.label == "Class confidence threshold" and widget.value == runs.run_threshold(home.store.run(run_id))
-    scores = runs.threshold_scores(home.store, home.store.run(run_id))
+    assert widget.label == "Class confidence threshold" and widget.value == run_threshold(home.store.run(run_id))
+    scores = threshold_scores(home.store, home.store.run(run_id))
     assert f"on the {len(scores.targets)} test faces" in " ".join(c.value for c in tab.caption)
     assert threshold_table(tab) == expected_table(home, run_id, widget.value)
     widget.set_value(0.83).run()
@@ -338,7 +342,7 @@ def test_the_threshold_section_shows_the_figures_at_the_chosen_threshold(page, h
 
 def test_a_threshold_outside_0_1_is_a_sentence_and_nothing_is_saved(page, home):
     run_id = home.first
-    model = runs.model_path(home.store, home.store.run(run_id))
+    model = model_path(home.store, home.store.run(run_id))
     before = (home.store.run(run_id)["metrics"], model.read_bytes())
     page.selectbox(key="metrics-run").set_value(run_id).run()
     for value in (1.5, -0.1, 1.0):
@@ -348,7 +352,7 @@ def test_a_threshold_outside_0_1_is_a_sentence_and_nothing_is_saved(page, home):
         assert [e.value for e in tab.error] == [
             f"The confidence threshold must be a number between 0 and 1 (not included), such as 0.6; {value!r} is not."]
         assert [i.value for i in tab.info] == [
-            f"Nothing was saved: run {run_id} keeps its threshold of {runs.run_threshold(home.store.run(run_id)):g}."]
+            f"Nothing was saved: run {run_id} keeps its threshold of {run_threshold(home.store.run(run_id)):g}."]
         assert tab.button(key="threshold-save").disabled
         assert not any("uncertain" in frame.value.columns for frame in tab.dataframe)
     assert (home.store.run(run_id)["metrics"], model.read_bytes()) == before
@@ -359,7 +363,7 @@ def test_the_threshold_saved_on_metrics_is_where_live_and_predict_start(page, ho
     run_id = home.second  # the active model: the Live page's and predict's default
     photo = shared_data / "without_mask" / "100.jpg"
     before = predict(photo)
-    assert before["threshold"] == runs.run_threshold(home.store.run(run_id))
+    assert before["threshold"] == run_threshold(home.store.run(run_id))
     [face] = before["images"][0]["faces"]
     assert face["probability"] < 0.97  # a tiny random-init model: room above its answer
     chosen = round((face["probability"] + 1) / 2, 2)
@@ -373,13 +377,13 @@ def test_the_threshold_saved_on_metrics_is_where_live_and_predict_start(page, ho
     assert page.number_input(key=f"threshold-{run_id}").value == chosen
     assert not page.tabs[0].error
     run = home.store.run(run_id)
-    assert runs.run_threshold(run) == chosen
-    assert load_classifier(runs.model_path(home.store, run)).class_threshold == chosen
+    assert run_threshold(run) == chosen
+    assert load_classifier(model_path(home.store, run)).class_threshold == chosen
     assert AppTest.from_file(PAGE, default_timeout=60).run().number_input(key=f"threshold-{run_id}").value == chosen
 
     live = live_page(monkeypatch)
     assert not live.exception
-    assert live.selectbox(key="live-model").value == str(runs.model_path(home.store, run))
+    assert live.selectbox(key="live-model").value == str(model_path(home.store, run))
     assert live.slider(key="live-threshold").value == chosen
 
     result = predict(photo)
@@ -400,10 +404,10 @@ def scratch(home, tmp_path, monkeypatch):
     monkeypatch.delenv("MASKDET_DATABASE_URL", raising=False)
     store = Store(load_settings())
     run = max((store.run(run_id) for run_id in (home.first, home.second)),
-              key=lambda run: len(runs.RunRecord.of(run).test["misclassified"]))
-    mistakes = runs.misclassified_faces(store, run)
+              key=lambda run: len(RunRecord.of(run).test["misclassified"]))
+    mistakes = misclassified_faces(store, run)
     assert len(mistakes) >= 2, "the tiny runs are expected to misclassify some test faces"
-    runs.set_active_run(store, run["id"])  # the page's default run
+    set_active_run(store, run["id"])  # the page's default run
     return SimpleNamespace(store=store, run=run, mistakes=mistakes)
 
 

@@ -17,8 +17,9 @@ from streamlit.testing.v1 import AppTest
 
 from maskdet.core.settings import load_settings
 from maskdet.data.store import Store
-from maskdet.runs import views as runs
+from maskdet.runs.active import active_run
 from maskdet.runs.execute import execute_run
+from maskdet.runs.lifecycle import delete_run
 from maskdet.training.config import TrainConfig
 from tests.conftest import data_home, download_data, page_in_app, write_dataset
 from tests.test_bundle import BUNDLE_FILES as BUNDLE_WITHOUT_INT8
@@ -139,13 +140,13 @@ def test_choosing_the_active_model_persists_in_the_store(page, home):
         page.button(key="active-set").click().run()
         no_crash(page)
         assert home.store.get_setting("active_run") == home.run_id
-        assert runs.active_run(home.store)["id"] == home.run_id
+        assert active_run(home.store)["id"] == home.run_id
         assert any(home.run_id in s.value and "live page uses" in s.value for s in page.success)
         fresh = AppTest.from_file(PAGE, default_timeout=60).run()  # another tab reads the registry
         assert fresh.selectbox(key="active-choice").value == home.run_id
         assert fresh.selectbox(key="download-run").value == home.run_id
     finally:
-        runs.delete_run(home.store, other)
+        delete_run(home.store, other)
 
 
 # ---- deleting a run ------------------------------------------------------------------------------------------

@@ -22,8 +22,8 @@ from streamlit.testing.v1 import AppTest
 from maskdet.core.text import now
 from maskdet.data.database import ACTIVE_STATUSES
 from maskdet.data.store import Store
-from maskdet.runs import lifecycle as jobs
 from maskdet.runs.execute import execute_run
+from maskdet.runs.lifecycle import active_training, log_path
 from maskdet.training.config import CHOSEN, RANGED, TrainConfig
 from maskdet.vision.augment import AUGMENTATIONS
 from maskdet.vision.faces import CropRule, crop_face
@@ -78,12 +78,12 @@ def wait_until_finished(store: Store, run_id: str, timeout: float = RUN_TIMEOUT)
     """Poll the registry until the run leaves queued/running (a dead process is marked failed on the way)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        jobs.active_training(store)
+        active_training(store)
         run = store.run(run_id)
         if run["status"] not in ACTIVE_STATUSES:
             return run
         time.sleep(0.5)
-    log = jobs.log_path(store.settings, run_id)
+    log = log_path(store.settings, run_id)
     pytest.fail(f"run {run_id} still {store.run(run_id)['status']} after {timeout} s; log:\n"
                 f"{log.read_text()[-3000:] if log.exists() else '(none)'}")
 
@@ -477,7 +477,7 @@ def test_cancel_stops_the_training_process(home):
     while process_alive(finished["pid"]) and time.monotonic() < deadline:  # it exits right after saying so
         time.sleep(0.2)
     assert not process_alive(finished["pid"])
-    assert "training cancelled" in jobs.log_path(home.settings, run["id"]).read_text()
+    assert "training cancelled" in log_path(home.settings, run["id"]).read_text()
     at.run()
     no_failure(at)
     assert f"Run {run['id']} was cancelled" in at.warning[-1].value

@@ -12,8 +12,28 @@ import pytest
 from maskdet.core.errors import StoreError
 from maskdet.core.metrics import classification_report
 from maskdet.core.text import now
-from maskdet.runs import views as runs
-from maskdet.runs.lifecycle import log_path
+from maskdet.runs.active import (
+    active_is_chosen,
+    active_run,
+    live_model_path,
+    not_active_reason,
+    run_rows,
+    set_active_run,
+)
+from maskdet.runs.compare import TIMINGS, compare_runs, config_differences, timing_note
+from maskdet.runs.edits import delete_photos, misclassified_faces, relabel_photos
+from maskdet.runs.lifecycle import delete_run, log_path
+from maskdet.runs.scoring import evaluate_zip, import_evaluated_zip
+from maskdet.runs.views import (
+    RunRecord,
+    confusion_cells,
+    history_points,
+    model_files,
+    per_class_rows,
+    read_history,
+    read_predictions,
+    roc_points,
+)
 from maskdet.training.config import TrainConfig
 from tests.conftest import encode, overlapping_zip, pattern_image, zip_bytes
 
@@ -68,7 +88,7 @@ def fake_run(store, status: str = "succeeded", config: TrainConfig | None = None
 
 def test_row_of_a_succeeded_run(store):
     run = fake_run(store, config=TrainConfig(input_size=96, views_per_image=2, finetune_blocks=1, seed=3))
-    record = runs.RunRecord.of(run)
+    record = RunRecord.of(run)
     row = record.row(active=True)
     assert row["run"] == run["id"] and row["status"] == "succeeded" and row["active"] is True
     assert row["when"].endswith("UTC") and row["when"][:4].isdigit()
@@ -89,7 +109,7 @@ def test_rows_of_failed_cancelled_running_and_experimental_runs(store):
                           metrics=metrics_for(random_init=True))
     empty_test = fake_run(store, metrics=metrics_for(report=None))
     running = fake_run(store, "running", finished=None, progress={"stage": "features", "step": 40, "steps": 120})
-    rows = {row["run"]: row for row in runs.run_rows(store)}
+    rows = {row["run"]: row for row in run_rows(store)}
     assert len(rows) == 5
     assert rows[failed["id"]]["note"] == "Training needs at least two classes with images."
     assert rows[failed["id"]]["accuracy"] is None and rows[failed["id"]]["images"] is None
@@ -104,7 +124,7 @@ def test_rows_of_failed_cancelled_running_and_experimental_runs(store):
 # ---- chart and table data ------------------------------------------------------------------------------------
 
 def test_history_points_count_epochs_across_stages():
-    points = runs.history_points(HISTORY, run_id="r1")
+    points = history_points(HISTORY, run_id="r1")
     assert len(points) == 3 * 4
     finetune = [p for p in points if p["stage"] == "finetune"]
     assert {p["epoch"] for p in finetune} == {3} and {p["stage_epoch"] for p in finetune} == {1}
@@ -116,13 +136,13 @@ def test_history_points_count_epochs_across_stages():
 
 
 def test_confusion_cells_per_class_rows_and_roc_points():
-    cells = {(c["true"], c["predicted"]): c for c in runs.confusion_cells(REPORT)}
+    cells = {(c["true"], c["predicted"]): c for c in confusion_cells(REPORT)}
     assert cells[("with_mask", "with_mask")]["count"] == 1 and cells[("with_mask", "without_mask")]["share"] == 0.5
     assert sum(c["count"] for c in cells.values()) == 4
-    rows = runs.per_class_rows(REPORT)
+    rows = per_class_rows(REPORT)
     assert [r["class"] for r in rows] == LABELS + ["macro average"]
     assert rows[-1]["f1"] == REPORT["macro_f1"] and rows[-1]["support"] == 4
-    points = runs.roc_points(REPORT)
+    points = roc_points(REPORT)
     assert {p["class"].split(" ")[0] for p in points} == set(LABELS)
     assert all("AUC" in p["class"] for p in points)
     assert all(0 <= p["fpr"] <= 1 and 0 <= p["tpr"] <= 1 for p in points)
@@ -134,29 +154,29 @@ def test_compare_lines_up_metrics_and_lists_config_differences(store):
                  metrics={**metrics_for(GOOD), "labels": LABELS})
     b_config = dict(b["config"])
     b_config["augment"] = {**b_config["augment"], "flip": {**b_config["augment"]["flip"], "probability": 0.2}}
-    comparison = runs.compare_runs(a, {**b, "config": b_config})
+    comparison = compare_runs(a, {**b, "config": b_config})
     metrics = {row["metric"]: row for row in comparison["metrics"]}
     assert metrics["test accuracy"]["a"] == 0.5 and metrics["test accuracy"]["b"] == 1.0
     assert metrics["test accuracy"]["b - a"] == 0.5
     assert metrics["ONNX MB"]["a"] == 3.0 and metrics["epochs trained"]["a"] == 3
     assert {row["setting"] for row in comparison["config"]} == {"seed", "augment.flip.probability"}
-    assert runs.config_differences(a["config"], a["config"]) == []
-    assert runs.config_differences({"split": (0.7, 0.15, 0.15)}, {"split": [0.7, 0.15, 0.15]}) == []
+    assert config_differences(a["config"], a["config"]) == []
+    assert config_differences({"split": (0.7, 0.15, 0.15)}, {"split": [0.7, 0.15, 0.15]}) == []
 
 
 # ---- the active model --------------------------------------------------------------------------------------
 
 def test_active_model_defaults_to_latest_usable_run_and_persists_a_choice(store):
-    assert runs.active_run(store) is None
+    assert active_run(store) is None
     older = fake_run(store, metrics=metrics_for(GOOD))
     newer = fake_run(store, metrics=metrics_for(GOOD))
     fake_run(store, "failed", error="boom")
-    assert runs.active_run(store)["id"] == newer["id"] and not runs.active_is_chosen(store, runs.active_run(store))
-    runs.set_active_run(store, older["id"])
+    assert active_run(store)["id"] == newer["id"] and not active_is_chosen(store, active_run(store))
+    set_active_run(store, older["id"])
     assert store.get_setting("active_run") == older["id"]
-    assert runs.active_run(store)["id"] == older["id"] and runs.active_is_chosen(store, runs.active_run(store))
+    assert active_run(store)["id"] == older["id"] and active_is_chosen(store, active_run(store))
     (store.settings.models_dir / older["id"] / "model.onnx").unlink()  # its model file went missing
-    assert runs.active_run(store)["id"] == newer["id"]
+    assert active_run(store)["id"] == newer["id"]
 
 
 def test_a_run_at_chance_or_without_test_scores_never_becomes_active_by_itself(store):
@@ -164,14 +184,14 @@ def test_a_run_at_chance_or_without_test_scores_never_becomes_active_by_itself(s
     chance = fake_run(store)  # 2 of 4 right with 2 classes
     empty = fake_run(store, metrics=metrics_for(report=None))
     three_classes = {**REPORT, "labels": ["a", "b", "c"]}  # the same 0.5 beats a third
-    assert runs.not_active_reason(good) is None
-    assert runs.not_active_reason({"metrics": metrics_for(three_classes)}) is None
-    assert runs.not_active_reason(chance) == "its test accuracy 0.500 is no better than chance (0.500 with 2 classes)"
-    assert runs.not_active_reason(empty) == ("it has no test scores (its test split was empty), so nothing shows it "
+    assert not_active_reason(good) is None
+    assert not_active_reason({"metrics": metrics_for(three_classes)}) is None
+    assert not_active_reason(chance) == "its test accuracy 0.500 is no better than chance (0.500 with 2 classes)"
+    assert not_active_reason(empty) == ("it has no test scores (its test split was empty), so nothing shows it "
                                              "beats guessing")
-    assert runs.active_run(store)["id"] == good["id"]  # the newer runs are passed over
-    runs.set_active_run(store, chance["id"])  # an analyst can still choose one
-    assert runs.active_run(store)["id"] == chance["id"] and runs.active_is_chosen(store, runs.active_run(store))
+    assert active_run(store)["id"] == good["id"]  # the newer runs are passed over
+    set_active_run(store, chance["id"])  # an analyst can still choose one
+    assert active_run(store)["id"] == chance["id"] and active_is_chosen(store, active_run(store))
 
 
 def test_only_a_succeeded_run_with_a_model_can_be_active(store):
@@ -180,7 +200,7 @@ def test_only_a_succeeded_run_with_a_model_can_be_active(store):
     for run_id, phrase in ((failed["id"], "only a finished run"), (missing["id"], "no model.onnx"),
                            ("20990101-000000-abcdef", "No run with id")):
         with pytest.raises(StoreError, match=phrase):
-            runs.set_active_run(store, run_id)
+            set_active_run(store, run_id)
     assert store.get_setting("active_run") is None
 
 
@@ -189,7 +209,7 @@ def test_only_a_succeeded_run_with_a_model_can_be_active(store):
 def test_model_files_carry_size_parity_and_test_metrics(store):
     run = fake_run(store)
     (Path(run["artefact_dir"]) / "model.int8.onnx").write_bytes(b"int8")
-    files = runs.model_files(store, run)
+    files = model_files(store, run)
     assert [f["file"] for f in files] == ["model.onnx", "model.int8.onnx"]
     onnx, int8 = files
     assert onnx["bytes"] == len(b"not really onnx") and onnx["parity_ok"] is True
@@ -202,40 +222,40 @@ def test_model_files_carry_size_parity_and_test_metrics(store):
 def test_the_live_page_starts_with_the_int8_model_while_it_kept_the_accuracy(store):
     run = fake_run(store)
     folder = Path(run["artefact_dir"])
-    assert runs.live_model_path(store, run) == folder / "model.onnx"  # no int8 file
+    assert live_model_path(store, run) == folder / "model.onnx"  # no int8 file
     (folder / "model.int8.onnx").write_bytes(b"int8")
-    assert runs.live_model_path(store, run) == folder / "model.int8.onnx"  # delta 0.0
+    assert live_model_path(store, run) == folder / "model.int8.onnx"  # delta 0.0
     worse = {**run["metrics"], "int8": {**run["metrics"]["int8"], "test_accuracy_delta": -0.02}}
-    assert runs.live_model_path(store, {**run, "metrics": worse}) == folder / "model.onnx"
+    assert live_model_path(store, {**run, "metrics": worse}) == folder / "model.onnx"
     unmeasured = {**run["metrics"], "int8": {**run["metrics"]["int8"], "test_accuracy_delta": None}}
-    assert runs.live_model_path(store, {**run, "metrics": unmeasured}) == folder / "model.onnx"
+    assert live_model_path(store, {**run, "metrics": unmeasured}) == folder / "model.onnx"
 
 
 # ---- deleting a run ----------------------------------------------------------------------------------------
 
 def test_delete_removes_row_folder_log_and_active_choice(store):
     keep, doomed = fake_run(store, metrics=metrics_for(GOOD)), fake_run(store)
-    runs.set_active_run(store, doomed["id"])
+    set_active_run(store, doomed["id"])
     log = log_path(store.settings, doomed["id"])
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text("training log")
-    runs.delete_run(store, doomed["id"])
+    delete_run(store, doomed["id"])
     assert [r["id"] for r in store.runs()] == [keep["id"]]
     assert sorted(p.name for p in store.settings.models_dir.iterdir()) == [".logs", keep["id"]]
     assert not log.exists()
-    assert store.get_setting("active_run") is None and runs.active_run(store)["id"] == keep["id"]
+    assert store.get_setting("active_run") is None and active_run(store)["id"] == keep["id"]
 
 
 def test_delete_a_failed_run_without_folder_and_refuse_a_live_one(store):
     failed = fake_run(store, "failed", error="boom")
-    runs.delete_run(store, failed["id"])
+    delete_run(store, failed["id"])
     assert store.runs() == []
     live = fake_run(store, "running", finished=None, pid=os.getpid(), heartbeat_at=now())
     with pytest.raises(StoreError, match="still training: cancel it"):
-        runs.delete_run(store, live["id"])
+        delete_run(store, live["id"])
     assert store.run(live["id"])["status"] == "running"
     with pytest.raises(StoreError, match="No run with id"):
-        runs.delete_run(store, "20990101-000000-abcdef")
+        delete_run(store, "20990101-000000-abcdef")
 
 
 def test_delete_never_touches_a_folder_outside_the_models_folder(store, tmp_path):
@@ -243,7 +263,7 @@ def test_delete_never_touches_a_folder_outside_the_models_folder(store, tmp_path
     outside.mkdir()
     (outside / "model.onnx").write_bytes(b"keep me")
     run = fake_run(store, artefact_dir=str(outside))
-    runs.delete_run(store, run["id"])
+    delete_run(store, run["id"])
     assert (outside / "model.onnx").read_bytes() == b"keep me"
     assert not (store.settings.models_dir / run["id"]).exists() and store.runs() == []
 
@@ -252,12 +272,12 @@ def test_delete_never_touches_a_folder_outside_the_models_folder(store, tmp_path
 
 def test_missing_or_broken_run_files_are_sentences(store):
     run = fake_run(store)
-    assert runs.read_history(store, run) == HISTORY
+    assert read_history(store, run) == HISTORY
     (Path(run["artefact_dir"]) / "history.json").write_text("{broken")
     with pytest.raises(StoreError, match=r"history\.json cannot be read.*train again\."):
-        runs.read_history(store, run)
+        read_history(store, run)
     with pytest.raises(StoreError, match=r"has no predictions\.csv .*delete the run on the Models page"):
-        runs.read_predictions(store, run)
+        read_predictions(store, run)
 
 
 def test_misclassified_gallery_crops_the_faces_and_survives_deleted_photos(store, detector):
@@ -271,38 +291,38 @@ def test_misclassified_gallery_crops_the_faces_and_survives_deleted_photos(store
              '91,"without_mask/c.jpg",without_mask,without_mask,0.2,0.8',
              f'{ids["without_mask/d.jpg"]},"without_mask/d.jpg",without_mask,with_mask,0.6,0.4']
     (Path(run["artefact_dir"]) / "predictions.csv").write_text("\n".join(lines) + "\n")
-    mistakes = runs.misclassified_faces(store, run)
+    mistakes = misclassified_faces(store, run)
     assert [(m.name, m.true, m.predicted) for m in mistakes] == [
         ("with_mask/b.jpg", "with_mask", "without_mask"), ("without_mask/d.jpg", "without_mask", "with_mask")]
     assert mistakes[0].score == pytest.approx(0.7) and mistakes[0].true_score == pytest.approx(0.3)
     assert all(m.crop.shape == (64, 64, 3) for m in mistakes)  # the run's crop rule (size 64)
     store.delete_images([ids["with_mask/b.jpg"]])
-    mistakes = runs.misclassified_faces(store, run)
+    mistakes = misclassified_faces(store, run)
     assert mistakes[0].crop is None and "no longer in the dataset" in mistakes[0].note
     assert mistakes[1].crop is not None
 
 
 def test_a_run_without_mistakes_has_an_empty_gallery(store):
     perfect = report_for([0, 1], [[0.9, 0.1], [0.2, 0.8]])
-    assert runs.misclassified_faces(store, fake_run(store, metrics=metrics_for(perfect))) == []
+    assert misclassified_faces(store, fake_run(store, metrics=metrics_for(perfect))) == []
 
 
 def test_evaluate_zip_refuses_bad_uploads_with_a_sentence(store, tmp_path):
     run = fake_run(store)
     for data in (b"", b"PK\x03\x04 truncated", b"just some text"):
         with pytest.raises(StoreError, match="^The upload is not a readable zip archive. Zip a folder"):
-            runs.evaluate_zip(store, run["id"], data, detector=None)
+            evaluate_zip(store, run["id"], data, detector=None)
     failed = fake_run(store, "failed", error="boom")
     archive = tmp_path / "ok.zip"
     with zipfile.ZipFile(archive, "w") as handle:
         handle.writestr("with_mask/a.jpg", encode(pattern_image(1)))
     with pytest.raises(StoreError, match="choose a succeeded run"):
-        runs.evaluate_zip(store, failed["id"], archive.read_bytes(), detector=None)
+        evaluate_zip(store, failed["id"], archive.read_bytes(), detector=None)
 
 
 def test_evaluate_zip_refuses_a_zip_bomb_before_reading_it(store):
     with pytest.raises(StoreError, match="^The zip's entries overlap one another, which only a zip bomb does"):
-        runs.evaluate_zip(store, fake_run(store)["id"], overlapping_zip(1000), detector=None)
+        evaluate_zip(store, fake_run(store)["id"], overlapping_zip(1000), detector=None)
 
 
 # ---- acting on mistakes: relabel, delete, import the photos of an evaluation ----------------------------------
@@ -311,37 +331,37 @@ def test_relabelling_and_deleting_photos_say_what_happened_also_when_some_are_go
     for seed, label in ((1, "with_mask"), (2, "with_mask"), (3, "without_mask")):
         store.add_image(encode(pattern_image(seed)), label, f"{label}/{seed}.jpg", detector)
     one, two, three = (record.id for record in store.images())
-    assert runs.relabel_photos(store, [one, two], "without_mask") == (
+    assert relabel_photos(store, [one, two], "without_mask") == (
         "2 photos relabelled as without_mask; the next training uses them (this run's figures stay as they were).")
     assert [record.label for record in store.images()] == ["without_mask"] * 3
     with pytest.raises(StoreError) as error:
-        runs.relabel_photos(store, [one], "mask_chin")
+        relabel_photos(store, [one], "mask_chin")
     assert str(error.value) == ("The class mask_chin is no longer in the dataset (deleted meanwhile?): nothing was "
                                 "relabelled. Choose another class.")
     store.delete_images([two])  # in another tab
-    assert runs.relabel_photos(store, [one, two], "with_mask") == (
+    assert relabel_photos(store, [one, two], "with_mask") == (
         "1 photo relabelled as with_mask; the next training uses it (this run's figures stay as they were). 1 photo "
         "had been deleted from the dataset meanwhile.")
-    assert runs.relabel_photos(store, [two], "with_mask") == (
+    assert relabel_photos(store, [two], "with_mask") == (
         "Nothing was relabelled: 1 photo had been deleted from the dataset meanwhile.")
-    assert runs.delete_photos(store, [one, two]) == (
+    assert delete_photos(store, [one, two]) == (
         "1 photo deleted from the dataset; the next training goes without it (this run's figures stay as they were). "
         "1 photo had been deleted from the dataset meanwhile.")
-    assert runs.delete_photos(store, [one]) == (
+    assert delete_photos(store, [one]) == (
         "Nothing was deleted: 1 photo had been deleted from the dataset meanwhile.")
     assert [record.id for record in store.images()] == [three]
 
 
 def test_timings_closer_than_twice_are_within_measurement_noise(store):
-    assert runs.timing_note(8.3, 15.5) == "within noise (<2x)"  # two identical runs, measured
-    assert runs.timing_note(15.5, 8.3) == "within noise (<2x)"
-    assert runs.timing_note(5.0, 12.0) == "b 2.4x slower" and runs.timing_note(12.0, 5.0) == "b 2.4x faster"
-    assert runs.timing_note(None, 3.0) == "" and runs.timing_note(0.0, 3.0) == ""
+    assert timing_note(8.3, 15.5) == "within noise (<2x)"  # two identical runs, measured
+    assert timing_note(15.5, 8.3) == "within noise (<2x)"
+    assert timing_note(5.0, 12.0) == "b 2.4x slower" and timing_note(12.0, 5.0) == "b 2.4x faster"
+    assert timing_note(None, 3.0) == "" and timing_note(0.0, 3.0) == ""
     a, b = fake_run(store), fake_run(store, metrics={**metrics_for(), "timings": {"total": 40.0}})
-    notes = {row["metric"]: row["note"] for row in runs.compare_runs(a, b)["metrics"]}
+    notes = {row["metric"]: row["note"] for row in compare_runs(a, b)["metrics"]}
     assert notes["ONNX ms per face (batch 1)"] == "within noise (<2x)"  # 4.0 and 4.0
     assert notes["training seconds"] == "b 3.2x slower"  # 12.5 and 40
-    assert {note for metric, note in notes.items() if metric not in runs.TIMINGS} == {""}
+    assert {note for metric, note in notes.items() if metric not in TIMINGS} == {""}
 
 
 def test_importing_the_photos_of_an_evaluated_zip_keeps_the_import_rules(store, detector):
@@ -349,16 +369,16 @@ def test_importing_the_photos_of_an_evaluated_zip_keeps_the_import_rules(store, 
     photos = {name: encode(pattern_image(seed)) for seed, name in enumerate(names)}
     data = zip_bytes({**photos, "with_mask/notes.txt": b"skipped by the evaluation"})
     report = {**REPORT, "names": names}  # b and d misclassified
-    imported = runs.import_evaluated_zip(store, data, report, detector, errors_only=True)
+    imported = import_evaluated_zip(store, data, report, detector, errors_only=True)
     assert (imported.added, imported.duplicates, imported.rejected) == (
         ["with_mask/b.jpg", "without_mask/d.jpg"], [], [])
     assert {r.source_name: r.label for r in store.images()} == {"with_mask/b.jpg": "with_mask",
                                                                 "without_mask/d.jpg": "without_mask"}
     store.delete_label("without_mask")  # in another tab, before importing the rest
-    imported = runs.import_evaluated_zip(store, data, report, detector, errors_only=False)
+    imported = import_evaluated_zip(store, data, report, detector, errors_only=False)
     assert (imported.added, imported.duplicates) == (["with_mask/a.jpg"], ["with_mask/b.jpg"])
     reason = "its class without_mask is not in the dataset (deleted meanwhile?): add the class, then import it again"
     assert imported.rejected == [("without_mask/c.jpg", reason), ("without_mask/d.jpg", reason)]
     assert store.label_counts() == {"with_mask": 2}  # the deleted class is not made again
-    assert runs.import_evaluated_zip(store, data, {**report, "misclassified": []}, detector, True).summary() == {
+    assert import_evaluated_zip(store, data, {**report, "misclassified": []}, detector, True).summary() == {
         "added": 0, "duplicates": 0, "rejected": 0, "no_face": 0}

@@ -111,8 +111,9 @@ def test_two_sessions_pressing_start_together_get_one_run(backend_settings):
 
 
 def test_training_and_evaluation_on_postgresql(postgres_url, tmp_path, monkeypatch, detector):
+    from maskdet.runs.active import set_active_run
     from maskdet.runs.execute import execute_run
-    from maskdet.runs.views import evaluate_zip, set_active_run
+    from maskdet.runs.scoring import evaluate_zip
     from maskdet.training.config import TrainConfig
 
     store = Store(home_settings(tmp_path, monkeypatch, postgres_url))

@@ -19,8 +19,9 @@ from maskdet.core.errors import StoreError
 from maskdet.core.settings import load_settings
 from maskdet.core.threshold import ALL_FACES, Scores, check_threshold, threshold_grid
 from maskdet.data.store import Store
-from maskdet.runs import views as runs
+from maskdet.runs.active import run_threshold, set_threshold, threshold_scores
 from maskdet.runs.execute import execute_run
+from maskdet.runs.views import RunRecord, run_dir
 from maskdet.serving.bundle import bundle_zip
 from maskdet.serving.classifier import NotAMaskdetModel, load_classifier, write_threshold
 from maskdet.training.config import TrainConfig
@@ -105,7 +106,7 @@ def home(tmp_path_factory, detector):
         run_id = execute_run(store, config, store.settings.models_dir)["run_id"]
         failed = store.create_run(config.to_dict())
         store.update_run(failed, status="failed", error="Stopped.")
-        folder = runs.run_dir(store, store.run(run_id))
+        folder = run_dir(store, store.run(run_id))
         yield SimpleNamespace(root=root, store=store, run_id=run_id, failed=failed, folder=folder,
                               models=[folder / "model.onnx", folder / "model.int8.onnx"])
 
@@ -120,15 +121,15 @@ def digest(path) -> str:
 
 def test_a_new_run_starts_from_the_default(home):
     run = home.store.run(home.run_id)
-    assert runs.run_threshold(run) == 0.6 and "class_threshold" not in run["metrics"]
+    assert run_threshold(run) == 0.6 and "class_threshold" not in run["metrics"]
     assert all(path.is_file() and "class_threshold" not in metadata(path) for path in home.models)
     assert [load_classifier(path).class_threshold for path in home.models] == [0.6, 0.6]
 
 
 def test_the_runs_test_split_is_read_back_as_scores(home):
     run = home.store.run(home.run_id)
-    report = runs.RunRecord.of(run).test
-    scores = runs.threshold_scores(home.store, run)
+    report = RunRecord.of(run).test
+    scores = threshold_scores(home.store, run)
     assert scores.labels == report["labels"] == ["with_mask", "without_mask"]
     assert scores.probabilities.shape == (report["num_samples"], 2)
     assert np.bincount(scores.targets, minlength=2).tolist() == [c["support"] for c in report["per_class"]]
@@ -141,17 +142,17 @@ def test_set_threshold_stores_it_with_the_run_and_in_both_model_files(home):
     crops = np.random.default_rng(0).integers(0, 256, (4, 96, 96, 3), dtype=np.uint8)
     probabilities = [load_classifier(path).predict(crops) for path in home.models]
 
-    assert runs.set_threshold(home.store, home.run_id, 0.72) == 0.72
+    assert set_threshold(home.store, home.run_id, 0.72) == 0.72
 
     run = home.store.run(home.run_id)
-    assert run["metrics"] == {**before, "class_threshold": 0.72} and runs.run_threshold(run) == 0.72
+    assert run["metrics"] == {**before, "class_threshold": 0.72} and run_threshold(run) == 0.72
     for path, meta, expected in zip(home.models, metadata_before, probabilities):
         assert metadata(path) == {**meta, "class_threshold": "0.72"}
         classifier = load_classifier(path)
         assert classifier.class_threshold == 0.72
         np.testing.assert_array_equal(classifier.predict(crops), expected)  # the same model, only the metadata new
     assert sorted(p.name for p in home.folder.iterdir() if "tmp" in p.name) == []
-    runs.set_threshold(home.store, home.run_id, "0.7")  # a number as text, as a form may send it
+    set_threshold(home.store, home.run_id, "0.7")  # a number as text, as a form may send it
     assert [load_classifier(path).class_threshold for path in home.models] == [0.7, 0.7]
     assert metadata(home.models[0])["class_threshold"] == "0.7"  # replaced, not added twice
     assert [prop.key for prop in onnx.load(str(home.models[0])).metadata_props].count("class_threshold") == 1
@@ -159,10 +160,10 @@ def test_set_threshold_stores_it_with_the_run_and_in_both_model_files(home):
 
 @pytest.mark.parametrize("value", [1.5, -0.1, "abc"])
 def test_a_threshold_outside_0_1_is_refused_and_nothing_changes(home, value):
-    runs.set_threshold(home.store, home.run_id, 0.7)
+    set_threshold(home.store, home.run_id, 0.7)
     before = (home.store.run(home.run_id), [digest(path) for path in home.models])
     with pytest.raises(StoreError) as error:
-        runs.set_threshold(home.store, home.run_id, value)
+        set_threshold(home.store, home.run_id, value)
     assert str(error.value) == ("The confidence threshold must be a number between 0 and 1 (not included), such as "
                                 f"0.6; {value!r} is not. Run {home.run_id} keeps its threshold of 0.7.")
     assert (home.store.run(home.run_id), [digest(path) for path in home.models]) == before
@@ -170,9 +171,9 @@ def test_a_threshold_outside_0_1_is_refused_and_nothing_changes(home, value):
 
 def test_a_run_without_a_model_has_no_threshold_to_set(home):
     with pytest.raises(StoreError, match=f"Run {home.failed} failed: only a finished run has a model"):
-        runs.set_threshold(home.store, home.failed, 0.7)
+        set_threshold(home.store, home.failed, 0.7)
     with pytest.raises(StoreError, match="No run with id 'nope'"):
-        runs.set_threshold(home.store, "nope", 0.7)
+        set_threshold(home.store, "nope", 0.7)
 
 
 def test_a_model_without_the_key_loads_with_the_default_and_a_bad_key_is_refused(home, tmp_path):
@@ -197,7 +198,7 @@ def test_a_model_without_the_key_loads_with_the_default_and_a_bad_key_is_refused
 
 
 def test_the_bundle_script_starts_from_the_models_threshold(home, tmp_path):
-    runs.set_threshold(home.store, home.run_id, 0.8)
+    set_threshold(home.store, home.run_id, 0.8)
     with zipfile.ZipFile(io.BytesIO(bundle_zip(home.folder))) as archive:
         archive.extractall(tmp_path / "bundle")
     (tmp_path / "photo.jpg").write_bytes(encode(pattern_image(3)))

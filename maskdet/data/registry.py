@@ -10,6 +10,8 @@ from maskdet.core.errors import StoreError
 from maskdet.core.text import now
 from maskdet.data.database import RUN_STATUSES, dialect_insert, meta_table, runs_table
 
+ACTIVE_SETTING = "active_run"  # the meta key naming the active model's run (see maskdet.runs.active)
+
 
 def _run_dict(row) -> dict:
     run = dict(row)
@@ -63,7 +65,7 @@ class RunRegistry:
     def delete_run(self, run_id: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(runs_table.delete().where(runs_table.c.id == run_id))
-            conn.execute(meta_table.delete().where(meta_table.c.key == "active_run", meta_table.c.value == run_id))
+            conn.execute(meta_table.delete().where(meta_table.c.key == ACTIVE_SETTING, meta_table.c.value == run_id))
 
     def get_setting(self, key: str) -> str | None:
         with self.engine.connect() as conn:

@@ -36,10 +36,11 @@ from maskdet.data.database import (
     shown_url,
     write_lock,
 )
+from maskdet.data.registry import ACTIVE_SETTING
 from maskdet.data.sources import MAX_ENTRY_BYTES
 from maskdet.data.store import Store
-from maskdet.runs.lifecycle import active_training, log_path
-from maskdet.runs.views import ACTIVE_SETTING, RUN_ID_PATTERN, run_dir
+from maskdet.runs.lifecycle import RUN_ID_PATTERN, active_training, log_path
+from maskdet.runs.views import run_dir
 
 FORMAT = "maskdet-backup"
 TABLES = (meta_table, labels_table, images_table, manual_faces_table, runs_table)  # restored in order (foreign keys)

@@ -11,8 +11,8 @@ from maskdet.core.errors import StoreError, error_line
 from maskdet.core.settings import load_settings, usable_cores
 from maskdet.core.text import now
 from maskdet.data.store import Store
+from maskdet.runs.active import run_summary
 from maskdet.runs.lifecycle import death_notice, log_path, stored_config
-from maskdet.runs.views import run_summary
 
 CONNECT_SECONDS = 5.0  # how long Start waits for the scheduler to answer
 LOST = ("The run was lost with its cluster worker, which stopped (killed?); runs are not restarted on another worker, "

@@ -2,8 +2,11 @@
 in the registry through a heartbeat, cancelled, and failed when their process stops without a word (whoever looks first
 notices)."""
 
+import os
+import re
 import shutil
 import threading
+import uuid
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -108,3 +111,37 @@ def heartbeat(store: Store, run_id: str):
     finally:
         stop.set()
         thread.join()
+
+
+RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
+
+
+def delete_run(store: Store, run_id: str) -> None:
+    """Delete a run's registry row and its artefact folder (refused while it is training)."""
+    run = store.run(run_id)
+    if (active_training(store) or {}).get("id") == run_id:
+        raise StoreError(f"Run {run_id} is still training: cancel it on the Train page first, then delete it.")
+    models_dir = store.settings.models_dir.resolve()
+    folders = []
+    if RUN_ID_PATTERN.match(run_id):
+        folders.append(models_dir / run_id)
+    if run.get("artefact_dir"):
+        recorded = Path(run["artefact_dir"]).resolve()
+        if recorded.parent == models_dir and recorded not in folders:  # never anything outside models/
+            folders.append(recorded)
+    moved = []  # renamed aside first, so a failure leaves either the whole run or nothing
+    try:
+        for folder in folders:
+            if folder.is_dir():
+                aside = folder.with_name(f".{folder.name}.deleting-{uuid.uuid4().hex[:8]}")
+                os.replace(folder, aside)
+                moved.append((folder, aside))
+        store.delete_run(run_id)
+    except BaseException:
+        for folder, aside in moved:
+            os.replace(aside, folder)
+        raise
+    for _, aside in moved:
+        shutil.rmtree(aside, ignore_errors=True)
+    if RUN_ID_PATTERN.match(run_id):
+        log_path(store.settings, run_id).unlink(missing_ok=True)
