@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field
 import cv2
 import numpy as np
 
+from maskdet.vision.fabric import PATTERNS, Canvas, cup, drape, fold, grey3, lay_canvas, pleats, point, rings, seam
+
 MASK_STYLES = {  # name: what the Train page calls it
     "surgical": "Surgical, pleated, ear loops",
     "cloth": "Fitted cloth",
@@ -125,213 +127,12 @@ def _face_frame(landmarks) -> _Frame | None:
 
 
 @dataclass(frozen=True)
-class _Canvas:
-    """The mask's fabric laid flat: s across the columns and t down the rows, `scale` pixels per unit."""
-
-    s: np.ndarray  # (1, w)
-    t: np.ndarray  # (h, 1)
-    scale: float
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return self.t.shape[0], self.s.shape[1]
-
-
-def _canvas(outline: np.ndarray, eye_distance: float) -> _Canvas:
-    """A canvas covering the outline (at most 3.5 units tall: a gaiter's fabric repeats below) at about the image's
-    resolution, capped."""
-    scale = float(np.clip(eye_distance, 8, 80))
-    (s0, t0), (s1, t1) = outline.min(axis=0) - 0.05, outline.max(axis=0) + 0.05
-    t1 = min(t1, t0 + 3.5)
-    s = (s0 + np.arange(int((s1 - s0) * scale) + 2) / scale).astype(np.float32)
-    t = (t0 + np.arange(int((t1 - t0) * scale) + 2) / scale).astype(np.float32)
-    return _Canvas(s[None, :], t[:, None], scale)
-
-
-# Fabric prints: (canvas, three colours (3, 3), rng) -> an (h, w, 3) colour canvas.
-
-def _mix(a, b, weight: np.ndarray) -> np.ndarray:
-    """a + (b - a) * weight for colours or (h, w, 3) images a and b and an (h, w) weight, channel by channel (faster
-    than numpy's broadcasting over three channels)."""
-    return cv2.merge([np.broadcast_to(a[..., i] + (b[..., i] - a[..., i]) * weight, weight.shape).astype(np.float32)
-                      for i in range(3)])
-
-
-def _grey3(field: np.ndarray) -> np.ndarray:
-    """An (h, w) float field repeated over three channels."""
-    return cv2.cvtColor(np.ascontiguousarray(field, dtype=np.float32), cv2.COLOR_GRAY2RGB)
-
-
-def _bands(x, period: float, duty: float) -> np.ndarray:
-    """Soft-edged stripes of `period` along x, `duty` of each period on (0..1)."""
-    return np.clip((np.cos(2 * np.pi / period * x) - np.cos(np.pi * duty)) * 4 + 0.5, 0, 1)
-
-
-def _solid(c: _Canvas, colours, rng) -> np.ndarray:
-    return np.broadcast_to(colours[0], (*c.shape, 3)).astype(np.float32)
-
-
-def _stripes(c: _Canvas, colours, rng) -> np.ndarray:
-    angle = rng.choice([0, np.pi / 2, np.pi / 4, -np.pi / 4])
-    x = c.s * np.sin(angle) + c.t * np.cos(angle)
-    return _mix(colours[0], colours[1], _bands(x, rng.uniform(0.08, 0.3), rng.uniform(0.2, 0.6)))
-
-
-def _checks(c: _Canvas, colours, rng) -> np.ndarray:
-    """Gingham, or plaid when thin lines of a third colour cross it."""
-    period = rng.uniform(0.1, 0.3)
-    checks = _mix(colours[0], colours[1], (_bands(c.s, period, 0.5) + _bands(c.t, period, 0.5)) / 2)
-    if rng.random() < 0.5:
-        return checks
-    lines = np.maximum(_bands(c.s + period / 4, period, 0.12), _bands(c.t + period / 4, period, 0.12))
-    return _mix(checks, colours[2], 0.8 * lines)
-
-
-def _dots(c: _Canvas, colours, rng) -> np.ndarray:
-    period = rng.uniform(0.1, 0.25)
-    x = c.s / period
-    y = c.t / period + 0.5 * (np.floor(x) % 2)
-    distance = np.hypot(x - np.floor(x) - 0.5, y - np.floor(y) - 0.5) * period
-    return _mix(colours[0], colours[1], np.clip((rng.uniform(0.15, 0.3) * period - distance) * c.scale + 0.5, 0, 1))
-
-
-def _motifs(c: _Canvas, colours, rng, density: float, draw: Callable) -> np.ndarray:
-    """Motifs scattered over a plain ground, `density` per unit area: draw(canvas, x, y, size in pixels, angle,
-    colours) for each."""
-    canvas = np.empty((*c.shape, 3), np.uint8)
-    canvas[:] = colours[0]
-    height, width = c.shape
-    count = int(density * height * width / c.scale ** 2) + 1
-    paints = [tuple(map(int, colour)) for colour in colours]
-    for x, y, size, angle in zip(rng.uniform(0, width, count), rng.uniform(0, height, count),
-                                 rng.uniform(0.05, 0.1, count) * c.scale, rng.uniform(0, 2 * np.pi, count)):
-        draw(canvas, x, y, size, angle, paints)
-    return canvas.astype(np.float32)
-
-
-def _point(x, y) -> tuple[int, int]:
-    """A point for OpenCV's drawing with 4 fractional bits."""
-    return int(round(x * 16)), int(round(y * 16))
-
-
-def _disc(canvas: np.ndarray, x: float, y: float, radius: float, colour) -> None:
-    cv2.circle(canvas, _point(x, y), int(round(max(radius, 0.5) * 16)), colour, -1, cv2.LINE_AA, 4)
-
-
-def _flower(canvas, x, y, size, angle, colours) -> None:
-    for petal in angle + np.arange(5) * 2 * np.pi / 5:
-        _disc(canvas, x + size * np.cos(petal), y + size * np.sin(petal), 0.6 * size, colours[1])
-    _disc(canvas, x, y, 0.45 * size, colours[2])
-
-
-_TEARDROP = np.array([(np.cos(a), np.sin(a) * np.sin(a / 2) ** 1.5 + 0.2 * (np.cos(a) + 1) ** 2)
-                      for a in np.linspace(0, 2 * np.pi, 24, endpoint=False)])  # round head, bent tip
-
-
-def _paisley(canvas, x, y, size, angle, colours) -> None:
-    """A teardrop filled and outlined in two colours, an eye in its head, dots around it."""
-    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
-    outline = np.round((_TEARDROP * 1.6 * size @ rotation.T + (x, y)) * 16).astype(np.int32)
-    cv2.fillPoly(canvas, [outline], colours[2], cv2.LINE_AA, 4)
-    cv2.polylines(canvas, [outline], True, colours[1], max(1, int(size / 5)), cv2.LINE_AA, 4)
-    _disc(canvas, *(np.array([-0.5 * size, 0]) @ rotation.T + (x, y)), 0.38 * size, colours[1])
-    for a in angle + np.array([1.2, 2.0, 4.3, 5.1]):
-        _disc(canvas, x + 2.4 * size * np.cos(a), y + 2.4 * size * np.sin(a), 0.12 * size + 0.5, colours[1])
-
-
-def _flowers(c: _Canvas, colours, rng) -> np.ndarray:
-    return _motifs(c, colours, rng, 7, _flower)
-
-
-def _paisleys(c: _Canvas, colours, rng) -> np.ndarray:
-    return _motifs(c, colours, rng, 5, _paisley)
-
-
-_CAMOUFLAGE = (((92, 100, 62), (150, 134, 92), (84, 66, 46), (38, 44, 32)),  # woodland
-               ((196, 196, 192), (140, 140, 144), (86, 86, 92), (44, 44, 50)),  # urban
-               ((200, 178, 136), (168, 140, 100), (128, 100, 70), (96, 92, 66)))  # desert
-
-
-def _camouflage(c: _Canvas, colours, rng) -> np.ndarray:
-    """Four colours where two blurred noise fields cross their thresholds."""
-    height, width = c.shape
-    cells = (max(2, int(width / (0.2 * c.scale))), max(2, int(height / (0.2 * c.scale))))
-    fields = [cv2.resize(rng.random(cells[::-1], dtype=np.float32), (width, height), interpolation=cv2.INTER_CUBIC)
-              for _ in range(2)]
-    palette = np.array(_CAMOUFLAGE[rng.integers(len(_CAMOUFLAGE))], np.float32)
-    return palette[(fields[0] > 0.5).astype(int) + 2 * (fields[1] > 0.55)]
-
-
-def _knit(c: _Canvas, colours, rng) -> np.ndarray:
-    """Knitted columns of V-shaped stitches."""
-    period = max(rng.uniform(0.035, 0.06), 4 / c.scale)
-    column = c.s / period - np.floor(c.s / period)
-    stitch = c.t / period + np.abs(column - 0.5)
-    light = (0.82 + 0.18 * np.sin(np.pi * (stitch - np.floor(stitch)))) * (0.88 + 0.12 * np.sin(np.pi * column))
-    return _mix(np.zeros(3), colours[0], light)
-
-
-def _twill(c: _Canvas, colours, rng) -> np.ndarray:
-    """Diagonal weave lines, as in denim."""
-    period = max(rng.uniform(0.02, 0.04), 3 / c.scale)
-    return _mix(np.zeros(3), colours[0], 0.88 + 0.12 * _bands(c.s + c.t, period, 0.5))
-
-
-_PATTERNS = {"solid": _solid, "stripes": _stripes, "checks": _checks, "dots": _dots, "flowers": _flowers,
-             "paisley": _paisleys, "camouflage": _camouflage, "knit": _knit, "twill": _twill}
-
-
-# Reliefs: (canvas, rng) -> brightness factor of the fabric's folds and seams.
-
-def _pleats(c: _Canvas, rng) -> np.ndarray:
-    """Three horizontal pleats, fanning out from the sides: a lit fold edge over a shadow line."""
-    fan = np.clip(1 - 0.4 * c.s ** 2, 0.35, 1)
-    light = np.ones(c.shape, np.float32)
-    for fold in np.array([0.75, 1.08, 1.41]) + rng.uniform(-0.04, 0.04, 3):
-        distance = (c.t - (1.08 + (fold - 1.08) * fan)) / fan
-        light += 0.12 * np.exp(-((distance + 0.06) / 0.06) ** 2) - 0.3 * np.exp(-((distance - 0.015) / 0.02) ** 2)
-    return light
-
-
-def _seam(c: _Canvas, rng) -> np.ndarray:
-    """A vertical centre seam between two panels lit slightly differently."""
-    return 1 - 0.3 * np.exp(-(c.s / 0.02) ** 2) + 0.06 * rng.choice([-1, 1]) * np.tanh(c.s / 0.15)
-
-
-def _cup(c: _Canvas, rng) -> np.ndarray:
-    """A moulded dome, sometimes with an exhalation valve on one side."""
-    light = 1.1 - 0.2 * (c.s ** 2 + ((c.t - 1.15) / 0.8) ** 2)
-    if rng.random() < 0.4:
-        distance = np.hypot(c.s - rng.choice([-0.45, 0.45]), c.t - 1.3)
-        light = light * (1 - 0.3 * np.clip((0.16 - distance) * c.scale, 0, 1)) + 0.2 * np.exp(
-            -((distance - 0.09) / 0.015) ** 2)
-    return light
-
-
-def _fold(c: _Canvas, rng) -> np.ndarray:
-    """A KN95's vertical centre fold: a crease between two halves facing the light differently."""
-    return 1 + 0.08 * rng.choice([-1, 1]) * np.tanh(c.s / 0.06) - 0.25 * np.exp(-(c.s / 0.015) ** 2)
-
-
-def _drape(c: _Canvas, rng) -> np.ndarray:
-    """Folds hanging from a bandana's point."""
-    angle = np.arctan2(c.s, 2.7 - c.t)
-    return 1 + 0.1 * np.clip((c.t - 0.9) / 0.8, 0, 1) * np.cos(angle * rng.uniform(7, 11) + rng.uniform(0, 2 * np.pi))
-
-
-def _rings(c: _Canvas, rng) -> np.ndarray:
-    """A gaiter's fabric bunched in rings around the neck, below the chin."""
-    wave = c.t / rng.uniform(0.22, 0.32) + 0.3 * np.sin(3 * c.s + rng.uniform(0, 2 * np.pi))
-    return 1 + 0.1 * np.clip((c.t - 1.7) / 0.4, 0, 1) * np.cos(2 * np.pi * wave)
-
-
-@dataclass(frozen=True)
 class _Shape:
     """A mask's cut: its outline's right half from the top centre to the bottom centre (s, t, mirrored for the left),
     the relief of its folds, strap polylines from the mask towards the ear (right side, mirrored) and a hem."""
 
     outline: tuple[tuple[float, float], ...]
-    relief: Callable[[_Canvas, np.random.Generator], np.ndarray]
+    relief: Callable[[Canvas, np.random.Generator], np.ndarray]
     straps: tuple[tuple[tuple[float, float], ...], ...] = ()
     strap_width: float = 0.025  # eye distances
     hem: float = 0.0  # a stitched line this far inside the edge, eye distances (0: none)
@@ -341,17 +142,17 @@ _EAR_LOOPS = (((1.0, 0.64), (1.24, 0.42), (1.36, 0.22)), ((1.0, 1.2), (1.28, 1.0
 
 _SHAPES = {
     "surgical": _Shape(((0, 0.32), (0.35, 0.39), (0.8, 0.49), (1.12, 0.56), (1.16, 0.9), (1.14, 1.28), (0.75, 1.72),
-                        (0, 1.9)), _pleats, _EAR_LOOPS, hem=0.05),
+                        (0, 1.9)), pleats, _EAR_LOOPS, hem=0.05),
     "cloth": _Shape(((0, 0.28), (0.3, 0.39), (0.75, 0.53), (1.08, 0.66), (1.12, 1.05), (1.0, 1.45), (0.65, 1.82),
-                     (0, 2.0)), _seam, _EAR_LOOPS, hem=0.04),
-    "n95": _Shape(tuple((float(np.sin(a)), float(1.15 - 0.82 * np.cos(a))) for a in np.linspace(0, np.pi, 9)), _cup,
+                     (0, 2.0)), seam, _EAR_LOOPS, hem=0.04),
+    "n95": _Shape(tuple((float(np.sin(a)), float(1.15 - 0.82 * np.cos(a))) for a in np.linspace(0, np.pi, 9)), cup,
                   (((0.8, 0.75), (1.25, 0.58), (1.5, 0.48)), ((0.7, 1.62), (1.2, 1.72), (1.5, 1.68))),
                   strap_width=0.05, hem=0.03),
-    "kn95": _Shape(((0, 0.3), (0.5, 0.43), (1.02, 0.6), (1.1, 0.95), (0.95, 1.4), (0.5, 1.8), (0, 1.98)), _fold,
+    "kn95": _Shape(((0, 0.3), (0.5, 0.43), (1.02, 0.6), (1.1, 0.95), (0.95, 1.4), (0.5, 1.8), (0, 1.98)), fold,
                    _EAR_LOOPS, hem=0.035),
-    "bandana": _Shape(((0, 0.45), (1.42, 0.47), (1.48, 0.8), (1.05, 1.6), (0.18, 2.55), (0, 2.65)), _drape, hem=0.03),
+    "bandana": _Shape(((0, 0.45), (1.42, 0.47), (1.48, 0.8), (1.05, 1.6), (0.18, 2.55), (0, 2.65)), drape, hem=0.03),
     "gaiter": _Shape(((0, 0.42), (0.6, 0.5), (1.12, 0.7), (1.32, 1.0), (1.32, 1.5), (1.25, _BOTTOM), (0, _BOTTOM)),
-                     _rings),
+                     rings),
 }
 
 _COLOURS = {
@@ -513,7 +314,7 @@ def _clearance(frame: _Frame, grid: _Grid, xs, ys, t) -> np.ndarray:
     below = t * float(np.hypot(*frame.y_axis) / eye_distance)
     clear = grid.fine(_smoothstep(gap, *_EYE_CLEARANCE) * _smoothstep(below, 0, 0.08))
     for x, y in frame.eyes - (grid.x0, grid.y0):  # exactly nothing within the inner radius
-        cv2.circle(clear, _point(x, y), int((_EYE_CLEARANCE[0] * eye_distance + 1) * 16), 0, -1, cv2.LINE_8, 4)
+        cv2.circle(clear, point(x, y), int((_EYE_CLEARANCE[0] * eye_distance + 1) * 16), 0, -1, cv2.LINE_8, 4)
     return clear
 
 
@@ -527,11 +328,11 @@ def _lighting(region: np.ndarray, mask: np.ndarray, grid: _Grid, eye_distance: f
     return np.clip(grey / mean, 0.45, 1.6)
 
 
-def _fabric(look: _Look, shape: _Shape, canvas: _Canvas, colours: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _fabric(look: _Look, shape: _Shape, canvas: Canvas, colours: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """The mask's cloth laid flat: a print, the folds of its cut and the grain of its fabric."""
-    pattern = _PATTERNS[_choose(look.patterns, rng)](canvas, colours, rng)
+    pattern = PATTERNS[_choose(look.patterns, rng)](canvas, colours, rng)
     light = shape.relief(canvas, rng) * (1 + look.grain * rng.standard_normal(canvas.shape, dtype=np.float32))
-    return pattern * _grey3(light)
+    return pattern * grey3(light)
 
 
 def _shade(light: np.ndarray, s: np.ndarray, mask: np.ndarray, grid: _Grid, hem: float, eye_distance: float):
@@ -586,7 +387,7 @@ def draw_mask(image: np.ndarray, landmarks: np.ndarray, style: str, rng: np.rand
     light = _lighting(region, cover.mask, grid, eye_distance)
 
     colours = _palette(look, rng)
-    canvas = _canvas(outline, eye_distance)
+    canvas = lay_canvas(outline, eye_distance)
     fabric = _fabric(look, shape, canvas, colours, rng)
     map_x = grid.fine((np.clip(s, -4, 4) - canvas.s[0, 0]) * canvas.scale)
     map_y = grid.fine((np.clip(t, -1, 99) - canvas.t[0, 0]) * canvas.scale)
