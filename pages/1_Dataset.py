@@ -7,7 +7,6 @@ Everything lives in the store, so several tabs see the same data; session_state 
 
 import hashlib
 import math
-import time
 from datetime import datetime
 
 import streamlit as st
@@ -18,8 +17,7 @@ from streamlit_webrtc import WebRtcMode, webrtc_streamer
 from maskdet.core.text import plural
 from maskdet.data import insights
 from maskdet.data.importer import ImportReport
-from maskdet.serving import capture, media
-from maskdet.serving.live import rtc_configuration, stream_seats
+from maskdet.serving import capture
 
 ui.page_setup("Dataset")
 st.title("Dataset")
@@ -214,18 +212,11 @@ def start_burst(shots: int, interval: float, label: str) -> None:
 def burst_capture(label: str) -> None:
     """N shots at an interval from the webcam stream, each stored as it comes (st.camera_input takes one photo a click,
     so the stream comes through streamlit-webrtc), the latest shown beside the camera with their face boxes."""
-    ice = ui.attempt(rtc_configuration, store.settings.ice_servers)
-    if ice is None:
-        st.info("Bursts are off until MASKDET_ICE_SERVERS is fixed and the dashboard restarted: take photos one per "
-                "click meanwhile.")
-        return
     burst = state.setdefault("burst", capture.Burst())
-    seats = stream_seats(store.settings.live_streams)
-    if not seats.open_for(burst, time.perf_counter()):
-        st.warning(f"{media.full_message(seats)[0]} Take photos one per click meanwhile. (The limit is "
-                   "MASKDET_LIVE_STREAMS: more streams than cores slow every stream down.)")
-        st.button("Try again", key="burst_try_again")
+    gate = ui.stream_gate(burst, "Bursts are", "Take photos one per click meanwhile.", key="burst_try_again")
+    if gate is None:
         return
+    ice, seats = gate
     camera_column, strip_column = st.columns(2)
     with camera_column:
         shots_column, every_column = st.columns(2)

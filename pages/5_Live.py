@@ -8,7 +8,6 @@ per model and settings: they carry nothing from one photo to the next.
 
 import logging
 import os
-import time
 from pathlib import Path
 
 import streamlit as st
@@ -18,7 +17,7 @@ from streamlit_webrtc import WebRtcMode, webrtc_streamer
 from maskdet.runs.active import active_run, live_model_path
 from maskdet.runs.views import finished_runs, model_files
 from maskdet.serving import media
-from maskdet.serving.live import RATE_WINDOW_SECONDS, LivePipeline, LiveSettings, rtc_configuration, stream_seats
+from maskdet.serving.live import RATE_WINDOW_SECONDS, LivePipeline, LiveSettings, stream_seats
 
 ui.page_setup("Live")
 st.title("Live")
@@ -126,20 +125,14 @@ def show_stats(live: LivePipeline, playing: bool) -> None:
 
 
 def camera(path: str, stamp: float, settings: LiveSettings) -> None:
-    ice = ui.attempt(rtc_configuration, store.settings.ice_servers)
-    if ice is None:
-        st.info("The camera stream is off until MASKDET_ICE_SERVERS is fixed and the dashboard restarted. "
-                "Photos and videos can still be annotated in the next tab.")
-        return
     live = ui.attempt(stream_pipeline, path, stamp, settings)
     if live is None:
         return
-    seats = stream_seats(store.settings.live_streams)
-    if not seats.open_for(live, time.perf_counter()):
-        st.warning(f"{media.full_message(seats)[0]} Photos and videos can still be annotated in the next tab. "
-                   "(The limit is MASKDET_LIVE_STREAMS: more streams than cores slow every stream down.)")
-        st.button("Try again")
+    gate = ui.stream_gate(live, "The camera stream is", "Photos and videos can still be annotated in the next tab.",
+                          key="live-try-again")
+    if gate is None:
         return
+    ice, seats = gate
     video, advice = st.columns([2, 1])
     with video:
         # The server's own peer gets the same ICE servers: left unset, streamlit-webrtc would pick public ones itself.

@@ -1,0 +1,61 @@
+"""Every page's frame: its config, the sign-in form when a password is set, and the links between pages."""
+
+import streamlit as st
+from streamlit.errors import StreamlitAPIException
+
+from maskdet.core.access import password_matches
+from maskdet.core.settings import load_settings
+
+PAGES = [  # path, name, icon, what it is for (the home page's board)
+    ("app.py", "Home", ":material/home:", "status and the next step"),
+    ("pages/1_Dataset.py", "Dataset", ":material/photo_library:", "import photos, capture from the webcam, review"),
+    ("pages/2_Train.py", "Train", ":material/model_training:", "settings, augmentation preview, live progress"),
+    ("pages/3_Metrics.py", "Metrics", ":material/monitoring:", "curves, confusion matrix, mistakes, comparisons"),
+    ("pages/4_Models.py", "Models", ":material/deployed_code:", "active model, ONNX and bundle downloads"),
+    ("pages/5_Live.py", "Live", ":material/videocam:", "webcam detection in the browser, or a photo or video"),
+]
+
+
+def page_setup(title: str) -> None:
+    """Page config, and the sidebar's links to every page (Streamlit's own list would call the home page "app")."""
+    st.set_page_config(page_title=f"{title} · maskdet" if title != "Home" else "maskdet",
+                       page_icon=":material/masks:", layout="wide")
+    sign_in()
+    with st.sidebar:
+        for path, name, icon, _ in PAGES:
+            link(path, name, icon)
+
+
+def sign_in() -> None:
+    """With MASKDET_PASSWORD set, a browser session sees nothing but this form until it gives the password. A setting
+    that cannot be read stops every page with its sentence (`make run` refuses to start then; `streamlit run` does not
+    check)."""
+    try:
+        password = load_settings().password
+    except ValueError as error:
+        st.error(f"{error} Fix it and restart the dashboard.")
+        st.stop()
+    if not password or st.session_state.get("signed_in"):
+        return
+    st.title("Sign in to maskdet")
+    with st.form("sign-in"):
+        given = st.text_input("Password", type="password", key="sign-in-password")
+        if st.form_submit_button("Sign in"):
+            if password_matches(given, password):
+                st.session_state["signed_in"] = True
+                st.rerun()
+            st.error("Wrong password.")
+    st.stop()
+
+
+def link(page: str, label: str, icon: str, fallback: str = "") -> None:
+    """A link to another page, or the fallback words when a page runs on its own (a page test: no page registry)."""
+    try:
+        st.page_link(page, label=label, icon=icon)
+    except StreamlitAPIException:
+        if fallback:
+            st.markdown(fallback)
+
+
+def link_to_train() -> None:
+    link("pages/2_Train.py", "Train a model", ":material/model_training:", "Open **Train** in the sidebar to start one.")

@@ -1,0 +1,119 @@
+"""Widgets and text helpers the pages share: errors shown as sentences, runs tables, annotated photos, class pickers,
+the gate in front of a webcam stream."""
+
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import streamlit as st
+from ui.resources import store
+
+from maskdet.bundle.pixels import IMAGE_SUFFIXES
+from maskdet.runs.views import RunRecord
+from maskdet.serving import media
+from maskdet.serving.live import StreamSeats, rtc_configuration, stream_seats
+from maskdet.serving.media import full_message
+
+
+def attempt(action: Callable, *args, **kwargs):
+    """Run a maskdet call; a user-facing error becomes an st.error sentence and None is returned."""
+    try:
+        return action(*args, **kwargs)
+    except (ValueError, OSError) as error:
+        st.error(str(error))
+    except Exception as error:  # an unexpected failure: say what happened, never a traceback
+        st.error(f"Something went wrong ({type(error).__name__}: {error}). Reload the page and try again.")
+    return None
+
+
+def run_columns() -> dict:
+    """How the runs tables (Home, Metrics, Models) show the columns of RunRecord.row: names, formats and help."""
+    column = st.column_config
+    return {
+        "run": column.TextColumn("run", width="medium"),
+        "when": column.TextColumn("created"),
+        "status": column.TextColumn("status"),
+        "active": column.CheckboxColumn("active", help="the model the live page uses"),
+        "images": column.NumberColumn("images", help="images used: train + validation + test"),
+        "split": column.TextColumn("train / val / test"),
+        "accuracy": column.NumberColumn("accuracy", format="%.3f", help="test split"),
+        "macro_f1": column.NumberColumn("macro F1", format="%.3f", help="test split"),
+        "duration_s": column.NumberColumn("took", format="%.0f s"),
+        "config": column.TextColumn("settings", width="large"),
+        "note": column.TextColumn("note", width="large"),
+    }
+
+
+def runs_dataframe(rows: list[dict], columns: tuple[str, ...], key: str) -> None:
+    """Rows of RunRecord.row as a table of the given columns, shown as run_columns says."""
+    shown = run_columns()
+    st.dataframe(rows, hide_index=True, key=key, column_order=columns, width="stretch",
+                 column_config={name: shown[name] for name in columns})
+
+
+def run_caption(run: dict) -> str:
+    """A one-line description of a run for select boxes."""
+    return RunRecord.of(run).caption()
+
+
+PHOTO_TYPES = sorted(suffix.lstrip(".") for suffix in IMAGE_SUFFIXES)  # what the photo uploaders accept
+
+
+def show_annotated_photo(result, name: str, key: str, no_face_hint: str = "") -> None:
+    """A media.AnnotatedPhoto: the picture, the table of its faces (numbered as on the picture) and its download."""
+    st.image(result.png, caption=f"{literal(name)}, annotated", width=min(720, result.width))
+    if result.predictions:
+        st.dataframe(media.prediction_rows(result.predictions), hide_index=True, key=f"{key}-faces")
+    else:
+        st.info(f"No face found. {no_face_hint}".strip())
+    if result.faces_found > len(result.predictions):
+        st.caption(f"{result.faces_found} faces found; the {len(result.predictions)} largest were classified "
+                   "(Max faces).")
+    st.download_button("Download the annotated photo", result.png, file_name=f"{Path(name).stem}-annotated.png",
+                       mime="image/png", key=f"{key}-download", on_click="ignore", icon=":material/download:")
+
+
+def set_checkboxes(keys: list[str], value: bool) -> None:
+    """Tick or clear the checkboxes with these widget keys (an on_click of "Select all" and "Clear")."""
+    for key in keys:
+        st.session_state[key] = value
+
+
+def class_picker(container, label: str, labels: list[str], key: str, **kwargs) -> str | None:
+    """A selectbox of the dataset's classes. A class deleted (in another tab) since it was chosen stays, marked
+    "(deleted)", so that the action says it is gone rather than Streamlit silently choosing the first class."""
+    chosen = st.session_state.get(key)
+    options = labels + ([chosen] if chosen is not None and chosen not in labels else [])
+    return container.selectbox(label, options, key=key, **kwargs,
+                               format_func=lambda name: name if name in labels else f"{name} (deleted)")
+
+
+def literal(text: str) -> str:
+    """Text from a user (a file or class name) for places that read Markdown, such as image captions: the characters
+    that make links, images, HTML, code, emphasis, headings, tables or LaTeX are escaped, so it shows as it is."""
+    return re.sub(r"([\\`*\[\]<>#|~$])", r"\\\1", " ".join(text.splitlines()))
+
+
+def verbatim(text: str) -> str:
+    """Text (a file name from an upload) as a Markdown code span: shown as it is, never read as Markdown."""
+    text = " ".join(text.splitlines())
+    ticks = "`" * (1 + max((len(run) for run in re.findall("`+", text)), default=0))
+    return f"{ticks} {text} {ticks}"
+
+
+def stream_gate(holder: object, stream: str, meanwhile: str, key: str) -> tuple[dict, StreamSeats] | None:
+    """A webcam stream's ICE servers and seats, or None after saying why it cannot start: MASKDET_ICE_SERVERS cannot
+    be read, or every seat is taken by other streams (then with a Try again button). `stream` names what is off
+    ("Bursts are"), `meanwhile` says what works instead."""
+    ice = attempt(rtc_configuration, store().settings.ice_servers)
+    if ice is None:
+        st.info(f"{stream} off until MASKDET_ICE_SERVERS is fixed and the dashboard restarted. {meanwhile}")
+        return None
+    seats = stream_seats(store().settings.live_streams)
+    if not seats.open_for(holder, time.perf_counter()):
+        st.warning(f"{full_message(seats)[0]} {meanwhile} (The limit is MASKDET_LIVE_STREAMS: more streams than cores "
+                   "slow every stream down.)")
+        st.button("Try again", key=key)
+        return None
+    return ice, seats
