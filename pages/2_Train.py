@@ -15,8 +15,7 @@ from PIL import Image
 
 from maskdet.core.settings import load_settings
 from maskdet.data.insights import preview_photo, summarize
-from maskdet.runs import views as runs
-from maskdet.runs.active import model_path, not_active_reason
+from maskdet.runs.active import model_path, not_active_reason, run_rows
 from maskdet.runs.estimate import latest_throughput, photos_trained, training_seconds
 from maskdet.runs.launch import start_training
 from maskdet.runs.lifecycle import active_training, cancel_training
@@ -25,6 +24,7 @@ from maskdet.serving import media
 from maskdet.serving.live import LiveSettings
 from maskdet.training.config import CHOSEN, RANGED, TrainConfig
 from maskdet.training.preview import synthetic_preview
+from maskdet.training.progress import STAGES
 from maskdet.vision.augment import AUGMENTATIONS, AugmentConfig, preview
 from maskdet.vision.faces import CropRule, crop_face
 from maskdet.vision.synth import MASK_STYLES, SyntheticMasks
@@ -33,15 +33,6 @@ ui.page_setup("Train")
 st.title("Train a model")
 
 DEFAULTS = TrainConfig()
-STAGES = {
-    "landmarks": "finding the face landmarks of photos imported before maskdet stored them",  # once per data home
-    "crops": "cutting the face crops",
-    "features": "computing backbone features",
-    "head": "training the classifier head",
-    "finetune": "fine-tuning the last blocks",
-    "evaluate": "evaluating on the test split",
-    "export": "exporting the ONNX models",
-}
 SETTING_KEYS = []  # widget keys of the settings, cleared by "Reset to defaults"
 
 
@@ -68,19 +59,24 @@ def setting(widget, label: str, key: str, **kwargs):
     return widget(label, key=key, persist_state="session", **kwargs)
 
 
-def number_setting(column, label: str, name: str, **kwargs):
-    """A number input for a training setting, with the range, default and help of its TrainConfig field."""
-    low, high = RANGED[name].metadata["range"]
-    return setting(column.number_input, label, name, min_value=low, max_value=high, value=getattr(DEFAULTS, name),
-                   help=RANGED[name].metadata["help"], **kwargs)
+def config_setting(column, name: str):
+    """A training setting's widget, built from its TrainConfig field: a number input with the field's range, step and
+    format, or a select box of its choices; its default, label and help."""
+    spec = RANGED.get(name) or CHOSEN[name]
+    meta, default = spec.metadata, getattr(DEFAULTS, name)
+    if name in CHOSEN:
+        return setting(column.selectbox, meta["label"], name, options=meta["choices"],
+                       index=meta["choices"].index(default), help=meta["help"])
+    low, high = meta["range"]
+    extra = {key: meta[key] for key in ("step", "format") if meta[key] is not None}
+    return setting(column.number_input, meta["label"], name, min_value=low, max_value=high, value=default,
+                   help=meta["help"], **extra)
 
 
-def choice_setting(column, label: str, name: str):
-    """A select box for a training setting of a few words, with the choices, default and help of its TrainConfig
-    field."""
-    choices = CHOSEN[name].metadata["choices"]
-    return setting(column.selectbox, label, name, options=choices, index=choices.index(getattr(DEFAULTS, name)),
-                   help=CHOSEN[name].metadata["help"])
+def config_settings(names: list[str]) -> dict:
+    """The widgets of these training settings, three to a row; their values by name."""
+    columns = st.columns(3)
+    return {name: config_setting(columns[index % 3], name) for index, name in enumerate(names)}
 
 
 def class_option(name: str | None) -> str:
@@ -158,13 +154,8 @@ st.divider()
 settings_column, side_column = st.columns([3, 2], gap="large")
 with settings_column:
     st.subheader("Settings")
-    first, second, third = st.columns(3)
-    epochs = number_setting(first, "Epochs", "epochs")
-    batch_size = number_setting(second, "Batch size", "batch_size")
-    learning_rate = number_setting(third, "Learning rate", "learning_rate", step=1e-4, format="%.5f")
-    views_per_image = number_setting(first, "Augmented views per image", "views_per_image")
-    finetune_blocks = number_setting(second, "Fine-tune blocks (0 = head only)", "finetune_blocks")
-    seed = number_setting(third, "Seed", "seed")
+    configured = {**RANGED, **CHOSEN}
+    values = config_settings([name for name in configured if not configured[name].metadata["more"]])
     st.markdown("**Split** (near-duplicate photos always stay on one side)")
     first, second, third = st.columns(3)
     split = [setting(column.number_input, label, f"split_{name}", min_value=0.0, max_value=1.0, value=default,
@@ -174,19 +165,11 @@ with settings_column:
                                                      DEFAULTS.split)]
 
     with st.expander("More settings"):
-        first, second, third = st.columns(3)
-        finetune_epochs = number_setting(first, "Fine-tune epochs", "finetune_epochs")
-        finetune_learning_rate = number_setting(second, "Fine-tune learning rate", "finetune_learning_rate", step=1e-5,
-                                                format="%.6f")
-        patience = number_setting(third, "Early-stopping patience", "patience")
-        weight_decay = number_setting(first, "Weight decay", "weight_decay", step=1e-4, format="%.5f")
-        label_smoothing = number_setting(second, "Label smoothing", "label_smoothing", step=0.05, format="%.2f")
-        input_size = number_setting(third, "Input size (px)", "input_size", step=16)
-        crop_margin = number_setting(first, "Crop margin", "crop_margin", step=0.05, format="%.2f")
-        device = choice_setting(first, "Device", "device")
-        class_weights = setting(second.toggle, "Weight classes by frequency", "class_weights",
+        values.update(config_settings([name for name in configured if configured[name].metadata["more"]]))
+        first, second = st.columns(2)
+        class_weights = setting(first.toggle, "Weight classes by frequency", "class_weights",
                                 value=DEFAULTS.class_weights)
-        quantize = setting(third.toggle, "Also export an int8 model", "quantize", value=DEFAULTS.quantize)
+        quantize = setting(second.toggle, "Also export an int8 model", "quantize", value=DEFAULTS.quantize)
         populated = [label for label, count in summary.counts.items() if count > 0]
         labels = setting(st.multiselect, "Classes to train on", "labels", options=populated, default=[],
                          placeholder="All classes with images")
@@ -235,36 +218,32 @@ with settings_column:
 with side_column:
     st.subheader("What the model will see")
     record = ui.attempt(preview_photo, store, st.session_state.get("preview_index", 0))
-    rule = CropRule(float(crop_margin), int(input_size))
+    rule = CropRule(float(values["crop_margin"]), int(values["input_size"]))
     if record:
         crop = ui.attempt(lambda: crop_face(store.load_image(record), record.face.box if record.face else None, rule))
-        views = ui.attempt(lambda: preview(crop, AugmentConfig.from_dict(augment), 8, seed=int(seed))) \
+        views = ui.attempt(lambda: preview(crop, AugmentConfig.from_dict(augment), 8, seed=int(values["seed"]))) \
             if crop is not None else None
         if views is not None:
             st.image([inline(image) for image in (crop, *views)], width=112,
                      caption=["face crop", *(f"view {i}" for i in range(1, 9))])
             where = "face found" if record.face else "no face found: training uses the whole photo"
             st.caption(f"{ui.literal(record.source_name)} ({ui.literal(record.label)}, {where}). Training uses the "
-                       f"clean crop plus {int(views_per_image)} views like these per training image.")
+                       f"clean crop plus {int(values['views_per_image'])} views like these per training image.")
     st.button("Show a different face", on_click=next_face, icon=":material/shuffle:", key="next_face")
     if masks_enabled:
         st.subheader("Drawn masks")
-        drawn = ui.attempt(lambda: synthetic_preview(store, SyntheticMasks.from_dict(synthetic), rule, 8, int(seed)))
+        drawn = ui.attempt(lambda: synthetic_preview(store, SyntheticMasks.from_dict(synthetic), rule, 8, int(values["seed"])))
         if drawn:
             st.image([inline(image) for image, _ in drawn], width=112,
                      caption=[ui.literal(caption) for _, caption in drawn])
             st.caption("Source-class faces with a drawn mask, as training adds them.")
 
 config_data = {
-    "epochs": int(epochs), "batch_size": int(batch_size), "learning_rate": float(learning_rate),
-    "views_per_image": int(views_per_image), "finetune_blocks": int(finetune_blocks), "seed": int(seed),
-    "split": [float(share) for share in split], "finetune_epochs": int(finetune_epochs),
-    "finetune_learning_rate": float(finetune_learning_rate), "patience": int(patience),
-    "weight_decay": float(weight_decay), "label_smoothing": float(label_smoothing), "input_size": int(input_size),
-    "crop_margin": float(crop_margin), "class_weights": bool(class_weights), "quantize": bool(quantize),
-    "labels": list(labels) or None, "random_init": bool(random_init), "device": device, "augment": augment,
-    "synthetic_masks": synthetic,
+    **{name: RANGED[name].type(value) if name in RANGED else value for name, value in values.items()},
+    "split": [float(share) for share in split], "class_weights": bool(class_weights), "quantize": bool(quantize),
+    "labels": list(labels) or None, "random_init": bool(random_init), "augment": augment, "synthetic_masks": synthetic,
 }
+
 
 def run_estimate(config: TrainConfig, exclude: str | None = None) -> tuple[float, str]:
     """Seconds a run of `config` on today's dataset should take, and where the throughput comes from."""
@@ -433,7 +412,7 @@ if latest is not None and latest["status"] == "succeeded":
         try_the_model(latest)
 
 with st.expander("Recent runs"):
-    recent = ui.attempt(runs.runs_table, store) or []
+    recent = ui.attempt(run_rows, store) or []
     if recent:
         ui.runs_dataframe(recent[:10], ("run", "when", "status", "accuracy", "duration_s", "note"), "train-runs")
     else:

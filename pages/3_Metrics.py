@@ -9,8 +9,7 @@ import ui
 from streamlit.errors import StreamlitAPIException
 
 from maskdet.core.text import plural
-from maskdet.runs import views as runs
-from maskdet.runs.active import active_run, run_threshold, set_threshold, threshold_scores
+from maskdet.runs.active import active_run, run_rows, run_threshold, set_threshold, threshold_scores
 from maskdet.runs.compare import NOISE_RATIO, compare_runs
 from maskdet.runs.edits import delete_photos, misclassified_faces, relabel_photos
 from maskdet.runs.scoring import evaluate_zip, import_evaluated_zip
@@ -360,7 +359,7 @@ def show_import_report(imported) -> None:
 store = ui.attempt(ui.store)
 if store is None:
     st.stop()
-rows = ui.attempt(runs.runs_table, store)
+rows = ui.attempt(run_rows, store)
 if rows is None:
     st.stop()
 if not rows:

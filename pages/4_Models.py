@@ -3,8 +3,7 @@
 import streamlit as st
 import ui
 
-from maskdet.runs import views as runs
-from maskdet.runs.active import active_is_chosen, active_run, set_active_run
+from maskdet.runs.active import active_is_chosen, active_run, run_rows, set_active_run
 from maskdet.runs.lifecycle import delete_run
 from maskdet.runs.views import model_files, run_dir
 from maskdet.serving.bundle import bundle_zip
@@ -149,7 +148,7 @@ if finished:
     show_downloads(by_id[shown])
 
 st.subheader("All runs")
-rows = ui.attempt(runs.runs_table, store)
+rows = ui.attempt(run_rows, store)
 if rows is not None:
     ui.runs_dataframe(rows, ("run", "when", "status", "active", "accuracy", "macro_f1", "config", "note"),
                       "models-runs")

@@ -1,5 +1,5 @@
 """The Metrics page (Streamlit AppTest) on a data home with two tiny trained runs, a failed and a cancelled one;
-evaluating a run on uploaded zips (good, hostile, broken) through maskdet.runs.views.evaluate_zip; choosing a run's
+evaluating a run on uploaded zips (good, hostile, broken) through maskdet.runs.scoring.evaluate_zip; choosing a run's
 class confidence threshold, which the Live page and `maskdet predict` then start from; and acting where the errors
 are shown: relabelling, deleting or opening misclassified faces, importing the photos of an evaluated zip."""
 

@@ -1,4 +1,4 @@
-"""maskdet.runs.views without training: table rows, chart data, comparisons, the active model, deleting runs, the
+"""maskdet.runs without training: table rows, chart data, comparisons, the active model, deleting runs, the
 misclassified gallery and zip checks, on runs written by hand into a fresh data home."""
 
 import json

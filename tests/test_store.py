@@ -14,7 +14,7 @@ from PIL import Image
 from maskdet.core.errors import StoreError
 from maskdet.core.imageio import BadImage
 from maskdet.core.settings import Settings
-from maskdet.data import importer, sources
+from maskdet.data import sources
 from maskdet.data.catalog import validate_label
 from maskdet.data.database import SCHEMA_VERSION, images_table, open_database
 from maskdet.data.files import ORPHAN_AGE_SECONDS
@@ -636,7 +636,7 @@ def test_entries_that_lie_or_would_expand_without_limit_are_rejected_and_the_res
 
 
 def test_import_batches_end_at_the_byte_budget(store, detector, tmp_path, monkeypatch):
-    monkeypatch.setattr(importer, "MAX_BATCH_BYTES", 1)  # every photo fills a batch of its own
+    monkeypatch.setattr(sources, "MAX_BATCH_BYTES", 1)  # every photo fills a batch of its own
     calls = []
     report = store.import_folder(write_dataset(tmp_path / "photos", 2), detector, lambda *done: calls.append(done))
     assert len(report.added) == 4 and len(store.images()) == 4

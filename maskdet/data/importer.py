@@ -20,11 +20,9 @@ from maskdet.data.catalog import image_id_of, validate_label
 from maskdet.data.database import dialect_insert, images_table, write_lock
 from maskdet.data.face_boxes import landmarks_json
 from maskdet.data.files import ORPHAN_AGE_SECONDS
-from maskdet.data.sources import Candidate, folder_candidates, open_zip, zip_candidates
+from maskdet.data.sources import Candidate, fill_batch, folder_candidates, open_zip, zip_candidates
 from maskdet.vision.faces import FaceDetector
 from maskdet.vision.near_duplicates import HashIndex, hash_bytes
-
-MAX_BATCH_BYTES = 256 * 2**20  # file bytes plus decoded RGB an import or evaluation batch holds (bounds its memory)
 
 
 @dataclass
@@ -173,31 +171,28 @@ class Importer:
         """Read, validate and decode candidates until the batch holds MAX_BATCH_BYTES of files and pixels; duplicates
         (of a stored photo, or repeating a file `offered` before in this import) and bad files go to the report.
         Returns the batch, (candidate, image, file bytes, SHA-256) each, and how many candidates were taken."""
-        batch, held = [], 0
+        def decode(candidate: Candidate):
+            try:
+                label = validate_label(candidate.label)
+                data = candidate.read()
+                sha = hashlib.sha256(data).hexdigest()
+                if sha in offered or image_id_of(conn, sha) is not None:
+                    report.duplicates.append(candidate.name)
+                    if sha in offered:
+                        report.repeated.append(candidate.name)
+                    return None
+                image = decode_image(data, self.settings.max_pixels, candidate.arrived_size(data))
+            except (StoreError, BadImage, OSError) as error:
+                report.rejected.append((candidate.name, str(error)))
+                return None
+            except Exception as error:  # one file's failure, whatever it is, is that file's rejection
+                report.rejected.append((candidate.name, f"cannot be read ({type(error).__name__}: {error})"))
+                return None
+            offered.add(sha)
+            return (replace(candidate, label=label), image, data, sha), len(data) + image.nbytes
+
         with self.engine.connect() as conn:
-            for taken, candidate in enumerate(candidates, start=1):
-                try:
-                    label = validate_label(candidate.label)
-                    data = candidate.read()
-                    sha = hashlib.sha256(data).hexdigest()
-                    if sha in offered or image_id_of(conn, sha) is not None:
-                        report.duplicates.append(candidate.name)
-                        if sha in offered:
-                            report.repeated.append(candidate.name)
-                        continue
-                    image = decode_image(data, self.settings.max_pixels, candidate.arrived_size(data))
-                except (StoreError, BadImage, OSError) as error:
-                    report.rejected.append((candidate.name, str(error)))
-                    continue
-                except Exception as error:  # one file's failure, whatever it is, is that file's rejection
-                    report.rejected.append((candidate.name, f"cannot be read ({type(error).__name__}: {error})"))
-                    continue
-                offered.add(sha)
-                batch.append((replace(candidate, label=label), image, data, sha))
-                held += len(data) + image.nbytes
-                if held >= MAX_BATCH_BYTES:
-                    return batch, taken
-        return batch, len(candidates)
+            return fill_batch(candidates, decode)
 
     def _near_duplicate_group(self, conn, index: HashIndex, phash: str) -> int:
         """The group of the near-duplicates of phash (merging their groups), or a new group."""

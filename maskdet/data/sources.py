@@ -14,17 +14,10 @@ from maskdet.core.imageio import BadImage
 from maskdet.core.text import printable
 
 IGNORED_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
-
-
 MAX_ENTRY_BYTES = 64 * 2**20  # one photo file or zip entry: far above any camera's JPEG, read whole into memory
-
-
 MAX_ARCHIVE_ENTRIES = 100_000  # entries of one zip: an import of that many photos already takes hours
-
-
 MAX_ARCHIVE_BYTES = 16 * 2**30  # a zip's declared unpacked size: MAX_ARCHIVE_ENTRIES photos of 160 KB (1 megapixel)
-
-
+MAX_BATCH_BYTES = 256 * 2**20  # file bytes plus decoded RGB an import or evaluation batch holds (bounds its memory)
 MAX_DIRECTORY_BYTES = 32 * 2**20  # a zip's central directory, which zipfile holds as ~0.5 KB a record before any check
 
 
@@ -131,6 +124,10 @@ def data_end(info: zipfile.ZipInfo) -> int:
     return info.header_offset + 30 + len(name) + info.compress_size
 
 
+def path_parts(name: str) -> list[str]:
+    """A zip entry's path as its folder and file names (zips from Windows tools may separate them with backslashes)."""
+    return [part for part in name.replace("\\", "/").split("/") if part]
+
 def zip_candidates(archive: zipfile.ZipFile) -> tuple[list[Candidate], list[tuple[str, str]]]:
     """Image entries of a zip of class folders (label = the entry's parent folder); hostile entries rejected, and a
     hostile archive refused (check_archive)."""
@@ -138,7 +135,7 @@ def zip_candidates(archive: zipfile.ZipFile) -> tuple[list[Candidate], list[tupl
     candidates, rejected = [], []
     for info in archive.infolist():
         name = info.filename
-        parts = [p for p in name.replace("\\", "/").split("/") if p]
+        parts = path_parts(name)
         if info.is_dir() or not parts or parts[0] == "__MACOSX" or parts[-1] in IGNORED_NAMES:
             continue
         if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
@@ -171,3 +168,20 @@ def _read_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
             return handle.read(info.file_size)
     except (NotImplementedError, zlib.error, EOFError, zipfile.BadZipFile, OSError) as error:
         raise BadImage(f"entry cannot be decompressed ({error})") from None
+
+
+def fill_batch(candidates: list[Candidate], decode: Callable[[Candidate], tuple | None]) -> tuple[list, int]:
+    """Decode candidates in order until the batch holds MAX_BATCH_BYTES of file bytes and pixels, which bounds the
+    memory of an import or an evaluation: `decode` gives (entry, bytes it holds), or None for a candidate left out.
+    Returns the entries and how many candidates were taken."""
+    batch, held = [], 0
+    for taken, candidate in enumerate(candidates, start=1):
+        decoded = decode(candidate)
+        if decoded is None:
+            continue
+        entry, size = decoded
+        batch.append(entry)
+        held += size
+        if held >= MAX_BATCH_BYTES:
+            return batch, taken
+    return batch, len(candidates)

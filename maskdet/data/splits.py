@@ -12,6 +12,16 @@ from maskdet.data.database import images_table, labels_table
 SPLITS = ("train", "val", "test")
 
 
+def checked_split(shares) -> tuple[float, float, float]:
+    """Train, validation and test shares as numbers, or a StoreError unless they are three non-negative numbers that
+    add up to 1, train above 0."""
+    shares = tuple(float(share) for share in shares)
+    if len(shares) != 3 or not 0.99 < sum(shares) < 1.01 or min(shares) < 0 or shares[0] == 0:
+        raise StoreError(f"Split ratios {', '.join(f'{share:g}' for share in shares)}: make train, validation and "
+                         f"test three non-negative shares that add up to 1, train above 0 (these add up to "
+                         f"{sum(shares):.2f}).")
+    return shares
+
 def _cut_groups(groups: list[int], sizes: dict[int, int], ratios) -> dict[int, str]:
     """Assign shuffled groups to splits by cumulative image count; val/test get a group when there are 3+."""
     total = sum(sizes.values())
@@ -33,8 +43,7 @@ class Splits:
 
     def assign_splits(self, ratios: tuple[float, float, float] = (0.7, 0.15, 0.15), seed: int = 0) -> dict:
         """Stratified, seeded train/val/test split that keeps each near-duplicate group in one split."""
-        if len(ratios) != 3 or min(ratios) < 0 or not 0.99 < sum(ratios) < 1.01 or ratios[0] == 0:
-            raise StoreError("Split ratios must be three non-negative numbers summing to 1, train above 0.")
+        ratios = checked_split(ratios)
         records = self.images()
         members: dict[int, list[ImageRecord]] = defaultdict(list)
         for record in records:

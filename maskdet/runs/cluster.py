@@ -12,7 +12,7 @@ from maskdet.core.settings import load_settings, usable_cores
 from maskdet.core.text import now
 from maskdet.data.store import Store
 from maskdet.runs.active import run_summary
-from maskdet.runs.lifecycle import death_notice, log_path, stored_config
+from maskdet.runs.lifecycle import death_notice, fail_run, log_path, stored_config
 
 CONNECT_SECONDS = 5.0  # how long Start waits for the scheduler to answer
 LOST = ("The run was lost with its cluster worker, which stopped (killed?); runs are not restarted on another worker, "
@@ -39,7 +39,7 @@ def submit(store: Store, run_id: str) -> None:
     except (OSError, ValueError) as error:
         message = (f"Could not reach the training cluster at {settings.cluster}: {error}. Check MASKDET_CLUSTER (a "
                    "scheduler address such as tcp://HOST:8786) and that the scheduler is running.")
-        store.update_run(run_id, status="failed", finished_at=now(), error=message)
+        fail_run(store, run_id, message)
         raise StoreError(message) from None
 
 
@@ -59,8 +59,7 @@ def train_on_worker(home: str, models_dir: str, database_url: str, backbone_weig
     try:
         if not store.update_run(run_id, while_status="queued", status="running", started_at=now(),
                                 heartbeat_at=now(), pid=os.getpid()):
-            store.update_run(run_id, while_status="running", status="failed", finished_at=now(),
-                             error=death_notice(settings, store.run(run_id), LOST))
+            fail_run(store, run_id, death_notice(settings, store.run(run_id), LOST), while_status="running")
             return
         log = log_path(settings, run_id)
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -71,8 +70,7 @@ def train_on_worker(home: str, models_dir: str, database_url: str, backbone_weig
             except Exception as error:
                 print(error_line(error), file=output)
                 # execute_run records how a run ended; an error before it started (the stored config) is recorded here
-                store.update_run(run_id, while_status="running", status="failed", finished_at=now(),
-                                 error=describe_error(error))
+                fail_run(store, run_id, describe_error(error), while_status="running")
     finally:
         store.engine.dispose()
 

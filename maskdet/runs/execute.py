@@ -12,7 +12,7 @@ from pathlib import Path
 from maskdet.core.errors import Cancelled, StoreError
 from maskdet.core.text import now
 from maskdet.data.store import Store
-from maskdet.runs.lifecycle import heartbeat, new_run
+from maskdet.runs.lifecycle import fail_run, heartbeat, new_run
 from maskdet.training.config import TrainConfig
 from maskdet.training.model import BackboneWeightsError
 from maskdet.training.progress import Callbacks, Progress
@@ -50,7 +50,7 @@ def execute_run(store: Store, config: TrainConfig, models_dir: Path, run_id: str
         store.update_run(run_id, status="cancelled", finished_at=now())
         raise
     except BaseException as error:
-        store.update_run(run_id, status="failed", finished_at=now(), error=describe_error(error))
+        fail_run(store, run_id, describe_error(error))
         raise
     store.update_run(run_id, status="succeeded", finished_at=now(), metrics=metrics, artefact_dir=str(run_dir),
                      progress={**asdict(Progress("done", 1, 1)), "history": history})

@@ -7,10 +7,9 @@ import sys
 from pathlib import Path
 
 from maskdet.core.errors import StoreError
-from maskdet.core.text import now
 from maskdet.data.store import Store
 from maskdet.runs.cluster import submit
-from maskdet.runs.lifecycle import log_path, new_run
+from maskdet.runs.lifecycle import fail_run, log_path, new_run
 
 
 def start_training(store: Store, config: dict) -> str:
@@ -30,7 +29,7 @@ def start_training(store: Store, config: dict) -> str:
                                        stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                        cwd=Path(__file__).resolve().parents[2], start_new_session=True)
     except OSError as error:
-        store.update_run(run_id, status="failed", finished_at=now(), error=f"Could not start training: {error}")
+        fail_run(store, run_id, f"Could not start training: {error}")
         raise StoreError(f"Could not start training: {error}") from None
     store.update_run(run_id, pid=process.pid)
     return run_id

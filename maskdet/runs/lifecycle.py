@@ -50,6 +50,11 @@ def death_notice(settings: Settings, run: dict, cause: str = "The training proce
     return f"{cause} at {when}." + (f" Its log: {log}" if log.exists() else "")
 
 
+def fail_run(store: Store, run_id: str, error: str, while_status: str | None = None) -> bool:
+    """Record that a run failed, with the sentence saying why; with while_status, only while the run has that status.
+    Whether the run was written."""
+    return store.update_run(run_id, while_status=while_status, status="failed", finished_at=now(), error=error)
+
 def active_training(store: Store) -> dict | None:
     """The queued or running run whose process is alive, if any; runs whose process stopped are marked failed."""
     for run in store.runs():
@@ -57,7 +62,7 @@ def active_training(store: Store) -> dict | None:
             continue
         if not is_dead(run):
             return run
-        store.update_run(run["id"], status="failed", finished_at=now(), error=death_notice(store.settings, run))
+        fail_run(store, run["id"], death_notice(store.settings, run))
     return None
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from maskdet.bundle.pixels import IMAGE_SUFFIXES
 from maskdet.core.errors import StoreError
 from maskdet.data.importer import ImportReport
-from maskdet.data.sources import open_zip, zip_candidates
+from maskdet.data.sources import open_zip, path_parts, zip_candidates
 from maskdet.data.store import Store
 from maskdet.runs.active import model_path
 from maskdet.serving.classifier import load_classifier
@@ -41,7 +41,7 @@ def evaluate_zip(store: Store, run_id: str, data: bytes, detector, progress=None
         classifier = load_classifier(model_path(store, run, int8))
         kept, unknown = [], Counter()
         for candidate in candidates:
-            parts = [p for p in candidate.name.replace("\\", "/").split("/") if p]
+            parts = path_parts(candidate.name)
             if any(part.startswith(".") for part in parts):
                 continue  # hidden files and folders (._name, .git/), as a folder import skips them
             if Path(parts[-1]).suffix.lower() not in IMAGE_SUFFIXES:

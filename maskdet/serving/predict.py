@@ -10,8 +10,8 @@ from maskdet.core.contract import UNCERTAIN
 from maskdet.core.errors import StoreError
 from maskdet.core.imageio import BadImage, decode_image
 from maskdet.core.metrics import classification_report
-from maskdet.data.importer import MAX_BATCH_BYTES, ImportReport
-from maskdet.data.sources import Candidate, folder_candidates
+from maskdet.data.importer import ImportReport
+from maskdet.data.sources import Candidate, fill_batch, folder_candidates
 from maskdet.data.store import Store
 from maskdet.serving.classifier import OnnxClassifier
 from maskdet.vision.faces import Face, FaceDetector, crop_face
@@ -134,19 +134,20 @@ def evaluate_candidates(candidates: list[Candidate], rejected: list[tuple[str, s
     names, targets, probabilities, found = [], [], [], []
     done = 0
     while done < len(candidates):
-        batch, images, sizes, held = [], [], [], 0
-        for candidate in candidates[done:done + 32]:
-            done += 1
+        def decode(candidate: Candidate):
             try:
                 data = candidate.read()
-                images.append(decode_image(data, max_pixels, candidate.arrived_size(data)))
-                batch.append(candidate)
-                sizes.append(candidate.arrived_size(data))
-                held += len(data) + images[-1].nbytes
+                image = decode_image(data, max_pixels, candidate.arrived_size(data))
             except (BadImage, OSError) as error:
                 rejected.append((candidate.name, str(error)))
-            if held >= MAX_BATCH_BYTES:
-                break
+                return None
+            return (candidate, image, candidate.arrived_size(data)), len(data) + image.nbytes
+
+        decoded, taken = fill_batch(candidates[done:done + 32], decode)
+        done += taken
+        batch = [candidate for candidate, _, _ in decoded]
+        images = [image for _, image, _ in decoded]
+        sizes = [size for _, _, size in decoded]
         faces = detector.largest_faces(images, sizes)
         found += [face is not None for face in faces]
         crops = np.stack([crop_face(image, face.box if face else None, classifier.rule)

@@ -5,6 +5,7 @@ import json
 from dataclasses import Field, asdict, dataclass, field, fields
 
 from maskdet.core.contract import CROP_MARGINS, INPUT_SIZES
+from maskdet.data.splits import checked_split
 from maskdet.vision.augment import AugmentConfig
 from maskdet.vision.synth import SyntheticMasks
 
@@ -24,14 +25,18 @@ def check_device(setting: str) -> None:
                          f"(torch {torch.__version__.split('+')[0]}, {build}): choose auto or cpu.")
 
 
-def ranged(default: int | float, low: int | float, high: int | float, help: str):
-    """A numeric setting's field: its default, its allowed range and the help the CLI and the Train page show."""
-    return field(default=default, metadata={"range": (low, high), "help": help})
+def ranged(default: int | float, low: int | float, high: int | float, help: str, label: str, step=None,
+           shown: str | None = None, more: bool = False):
+    """A numeric setting's field: its default, its allowed range, the help the CLI and the Train page show, and how the
+    page shows it: label, step, number format (shown), and whether it waits under "More settings"."""
+    return field(default=default, metadata={"range": (low, high), "help": help, "label": label, "step": step,
+                                            "format": shown, "more": more})
 
 
-def choice(default: str, choices: tuple[str, ...], help: str):
-    """A setting's field that takes one of a few words: its default, the words and the help (see CHOSEN)."""
-    return field(default=default, metadata={"choices": choices, "help": help})
+def choice(default: str, choices: tuple[str, ...], help: str, label: str, more: bool = False):
+    """A setting's field that takes one of a few words: its default, the words, the help and the Train page's label
+    (see CHOSEN)."""
+    return field(default=default, metadata={"choices": choices, "help": help, "label": label, "more": more})
 
 
 @dataclass
@@ -41,29 +46,39 @@ class TrainConfig:
     inputs are all built from it."""
 
     epochs: int = ranged(100, 1, 1000, "Head epochs on cached features; early stopping on the validation loss usually "
-                                       "ends training much sooner.")
-    batch_size: int = ranged(64, 1, 1024, "Training images per optimiser step (at most 32 when fine-tuning).")
-    learning_rate: float = ranged(1e-3, 1e-5, 1.0, "Learning rate of the head (AdamW).")
-    weight_decay: float = ranged(1e-3, 0.0, 1.0, "AdamW weight decay.")
-    label_smoothing: float = ranged(0.1, 0.0, 0.5, "Share of each target spread over the other classes.")
-    views_per_image: int = ranged(4, 0, 32, "Augmented copies of each training face, besides the clean one.")
+                                       "ends training much sooner.", "Epochs")
+    batch_size: int = ranged(64, 1, 1024, "Training images per optimiser step (at most 32 when fine-tuning).",
+                             "Batch size")
+    learning_rate: float = ranged(1e-3, 1e-5, 1.0, "Learning rate of the head (AdamW).", "Learning rate",
+                                   1e-4, "%.5f")
+    weight_decay: float = ranged(1e-3, 0.0, 1.0, "AdamW weight decay.", "Weight decay", 1e-4, "%.5f", more=True)
+    label_smoothing: float = ranged(0.1, 0.0, 0.5, "Share of each target spread over the other classes.",
+                                     "Label smoothing", 0.05, "%.2f", more=True)
+    views_per_image: int = ranged(4, 0, 32, "Augmented copies of each training face, besides the clean one.",
+                                  "Augmented views per image")
     finetune_blocks: int = ranged(0, 0, NUM_BLOCKS, "Last MobileNetV2 blocks to fine-tune after the head "
-                                                    "(0: head only; slower, rarely better).")
-    finetune_epochs: int = ranged(4, 1, 100, "Fine-tuning epochs (when fine-tune blocks is above 0).")
-    finetune_learning_rate: float = ranged(1e-4, 1e-6, 1.0, "Learning rate of the fine-tuned blocks and the head.")
+                                                    "(0: head only; slower, rarely better).",
+                                   "Fine-tune blocks (0 = head only)")
+    finetune_epochs: int = ranged(4, 1, 100, "Fine-tuning epochs (when fine-tune blocks is above 0).",
+                                  "Fine-tune epochs", more=True)
+    finetune_learning_rate: float = ranged(1e-4, 1e-6, 1.0, "Learning rate of the fine-tuned blocks and the head.",
+                                            "Fine-tune learning rate", 1e-5, "%.6f", more=True)
     split: tuple[float, float, float] = (0.7, 0.15, 0.15)
-    seed: int = ranged(0, 0, 2**31 - 1, "Same seed and data, same split and same model.")
-    patience: int = ranged(10, 1, 1000, "Epochs without a better validation loss before stopping.")
+    seed: int = ranged(0, 0, 2**31 - 1, "Same seed and data, same split and same model.", "Seed")
+    patience: int = ranged(10, 1, 1000, "Epochs without a better validation loss before stopping.",
+                           "Early-stopping patience", more=True)
     class_weights: bool = True
-    input_size: int = ranged(160, *INPUT_SIZES, "Side of the square face crop the model sees, in pixels.")
-    crop_margin: float = ranged(1.25, *CROP_MARGINS, "Crop side as a multiple of the face box's longer side.")
+    input_size: int = ranged(160, *INPUT_SIZES, "Side of the square face crop the model sees, in pixels.",
+                              "Input size (px)", 16, more=True)
+    crop_margin: float = ranged(1.25, *CROP_MARGINS, "Crop side as a multiple of the face box's longer side.",
+                                 "Crop margin", 0.05, "%.2f", more=True)
     labels: list[str] | None = None  # None: every label that has images
     backbone_weights: str | None = None
     random_init: bool = False
     quantize: bool = True
     device: str = choice("cpu", DEVICES, "Where training computes: cpu, the default; cuda insists on a CUDA GPU; "
                                          "auto takes one when PyTorch finds it, else the CPU. Feature extraction uses "
-                                         "the GPU only with onnxruntime-gpu installed.")
+                                         "the GPU only with onnxruntime-gpu installed.", "Device", more=True)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     synthetic_masks: SyntheticMasks = field(default_factory=SyntheticMasks)
 
@@ -78,10 +93,7 @@ class TrainConfig:
             if spec.type is float:
                 setattr(self, spec.name, float(value))
         check_device(self.device)
-        self.split = tuple(float(share) for share in self.split)
-        if not 0.99 < sum(self.split) < 1.01 or min(self.split) < 0 or self.split[0] == 0:
-            raise ValueError(f"The split shares add up to {sum(self.split):.2f}; make train, validation and test "
-                             "non-negative shares that add up to 1 (train above 0).")
+        self.split = checked_split(self.split)
 
     def to_dict(self) -> dict:
         return asdict(self)

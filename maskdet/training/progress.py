@@ -5,10 +5,20 @@ from dataclasses import dataclass
 
 from maskdet.core.errors import Cancelled
 
+STAGES = {  # a run's stages in the order it goes through them: what each does, as the Train page says it
+    "landmarks": "finding the face landmarks of photos imported before maskdet stored them",  # once per data home
+    "crops": "cutting the face crops",
+    "features": "computing backbone features",
+    "head": "training the classifier head",
+    "finetune": "fine-tuning the last blocks",
+    "evaluate": "evaluating on the test split",
+    "export": "exporting the ONNX models",
+}
+
 
 @dataclass
 class Progress:
-    stage: str  # "crops", "features", "head", "finetune", "evaluate", "export"
+    stage: str  # one of STAGES, or "done" when the run has ended
     step: int
     steps: int
     epoch: int = 0

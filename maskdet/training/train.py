@@ -1,4 +1,5 @@
-"""Two-stage transfer learning: a head on cached frozen-backbone features, then optional fine-tuning."""
+"""Training one model, the stages of maskdet.training.progress.STAGES in turn: face crops, frozen-backbone features, a
+head trained on them, optional fine-tuning, evaluation on the test split and ONNX export."""
 
 import math
 import os
