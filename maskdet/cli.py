@@ -14,7 +14,7 @@ from PIL import Image
 
 from maskdet.bundle.pixels import image_files
 from maskdet.console import failure, stage_bars, stderr_logged, tqdm_progress
-from maskdet.core.errors import Cancelled, StoreError
+from maskdet.core.errors import Cancelled, MaskdetError, TrainingError
 from maskdet.core.imageio import BadImage
 from maskdet.core.settings import load_settings
 from maskdet.core.threshold import DEFAULT_THRESHOLD
@@ -33,7 +33,7 @@ from maskdet.training.progress import Progress
 from maskdet.vision.faces import FaceDetector
 
 
-class UsageError(ValueError):
+class UsageError(MaskdetError):
     """A mistake in the command line; printed as one line."""
 
 
@@ -136,12 +136,12 @@ def follow(store: Store, run_id: str) -> None:
                 print(f"cancelling run {run_id}: waiting for it to stop", file=sys.stderr)
                 try:
                     cancel_training(store, run_id)
-                except StoreError:  # it ended meanwhile: the next look says how
+                except TrainingError:  # it ended meanwhile: the next look says how
                     pass
     if run["status"] == "cancelled":
         raise Cancelled()
     if run["status"] == "failed":
-        raise StoreError(f"Run {run_id} failed: {run['error'] or 'no message was recorded.'}")
+        raise TrainingError(f"Run {run_id} failed: {run['error'] or 'no message was recorded.'}")
 
 
 def cmd_train(store: Store, args) -> dict:

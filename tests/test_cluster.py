@@ -19,7 +19,7 @@ import pytest
 from distributed import Client
 
 from maskdet.cli import main
-from maskdet.core.errors import StoreError
+from maskdet.core.errors import TrainingError
 from maskdet.data.database import ACTIVE_STATUSES
 from maskdet.data.store import Store
 from maskdet.runs import cluster
@@ -213,7 +213,7 @@ def test_an_unreachable_scheduler_fails_the_run_in_one_sentence(backend_settings
     for address, reason in ((f"tcp://127.0.0.1:{port}", f"Timed out trying to connect to tcp://127.0.0.1:{port}"),
                             ("trainers.example", "missing port number in address 'trainers.example'")):
         store = Store(replace(backend_settings, cluster=address))
-        with pytest.raises(StoreError) as refused:
+        with pytest.raises(TrainingError) as refused:
             start_training(store, TINY)
         message = str(refused.value)
         assert message.startswith(f"Could not reach the training cluster at {address}: {reason}")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from maskdet.core.errors import StoreError
+from maskdet.core.errors import TrainingError
 from maskdet.core.settings import load_settings
 from maskdet.data.store import Store
 from maskdet.runs import lifecycle as jobs
@@ -74,7 +74,7 @@ def test_a_queued_run_has_time_to_start_its_process(store):
 
 def test_cancel_of_a_dead_run_says_it_is_dead_and_fails_it(store):
     run_id = running_run(store, beat_seconds_ago=STALE_SECONDS + 1)
-    with pytest.raises(StoreError, match=rf"^Run {run_id} is not running \(status: failed\)\. The training process "
+    with pytest.raises(TrainingError, match=rf"^Run {run_id} is not running \(status: failed\)\. The training process "
                                          r"stopped without a word \(killed\?\) at "):
         cancel_training(store, run_id)
     run = store.run(run_id)
@@ -91,7 +91,7 @@ def test_a_new_run_waits_for_a_live_one_and_clears_what_dead_runs_left(store):
     (models / ".logs").mkdir()
     (models / "20251231-000000-fedcba").mkdir()  # a finished run's folder
     live = running_run(store, beat_seconds_ago=1)
-    with pytest.raises(StoreError, match=f"Training run {live} is still in progress"):
+    with pytest.raises(TrainingError, match=f"Training run {live} is still in progress"):
         new_run(store, TrainConfig().to_dict())
     assert (models / ".20260101-000000-abcdef.tmp").exists()
     store.update_run(live, heartbeat_at=ago(STALE_SECONDS + 1))

@@ -20,7 +20,7 @@ from onnx.external_data_helper import uses_external_data
 
 from maskdet.core.contract import Preprocess
 from maskdet.core.disk_array import DiskArray
-from maskdet.core.errors import Cancelled, StoreError
+from maskdet.core.errors import Cancelled, TrainingError
 from maskdet.core.settings import Settings
 from maskdet.data.store import Store
 from maskdet.runs.execute import execute_run
@@ -271,7 +271,7 @@ def test_cancel_requested_before_start(store, settings, tmp_path, detector):
 def test_only_one_class_with_images_fails_the_run(store, settings, tmp_path, detector):
     store.import_folder(write_dataset(tmp_path / "d", 3, labels=("with_mask",)), detector)
     run_id = store.create_run(TINY.to_dict())
-    with pytest.raises(StoreError) as error:
+    with pytest.raises(TrainingError) as error:
         execute_run(store, TINY, settings.models_dir, run_id)
     assert "at least two classes" in str(error.value)
     run = store.run(run_id)
@@ -286,7 +286,7 @@ def test_a_run_whose_crops_and_features_would_not_fit_on_the_disk_is_refused_bef
     needed = scratch_bytes({"train": 6, "val": 2, "test": 2}, TINY, None)
     assert needed == 10 * 96 * 96 * 3 + (6 * 2 + 4) * 1280 * 4  # TINY: 96 px crops, one view besides the clean one
     monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**12, 10**12 - 10**5, 10**5))
-    with pytest.raises(StoreError) as error:
+    with pytest.raises(TrainingError) as error:
         execute_run(store, dataclasses.replace(TINY, split=(0.6, 0.2, 0.2)), settings.models_dir)
     assert str(error.value) == (f"Training 10 photos needs about 0.4 MB of free disk for its crops and features while "
                                 f"it runs, in {settings.models_dir}; 0.1 MB are free. Free some space, or set "
@@ -462,7 +462,7 @@ def test_automatic_synthesis_needs_the_default_class_names():
 def test_synthesis_naming_a_class_that_does_not_exist_fails_the_run(store, settings, tmp_path, detector):
     store.import_folder(write_dataset(tmp_path / "data", 6), detector)
     config = dataclasses.replace(TINY, synthetic_masks=SyntheticMasks(source="bare", target="with_mask"))
-    with pytest.raises(StoreError, match="no trained class for the source 'bare'. Classes: with_mask, without_mask"):
+    with pytest.raises(TrainingError, match="no trained class for the source 'bare'. Classes: with_mask, without_mask"):
         execute_run(store, config, settings.models_dir)
     assert store.runs()[0]["status"] == "failed" and "source 'bare'" in store.runs()[0]["error"]
 
@@ -470,7 +470,7 @@ def test_synthesis_naming_a_class_that_does_not_exist_fails_the_run(store, setti
 def test_synthesis_from_a_class_without_landmarks_fails_with_a_sentence(store, settings, tmp_path, detector):
     store.import_folder(write_dataset(tmp_path / "data", 6), detector)  # generated pictures: no faces
     config = dataclasses.replace(TINY, synthetic_masks=SyntheticMasks(source="without_mask", target="with_mask"))
-    with pytest.raises(StoreError, match="no training photo of 'without_mask' has a face with landmarks"):
+    with pytest.raises(TrainingError, match="no training photo of 'without_mask' has a face with landmarks"):
         execute_run(store, config, settings.models_dir)
     automatic = execute_run(store, dataclasses.replace(TINY, finetune_blocks=0), settings.models_dir)
     assert automatic["synthetic_masks"]["views"] == 0  # automatic: nothing to draw on is not an error

@@ -7,6 +7,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from maskdet.bundle.pixels import FORMATS, to_rgb
+from maskdet.core.errors import MaskdetError
 
 # A JPEG holds under 100 pixels a byte however flat the photo (measured: a blank 4:2:0 JPEG 60-64, the real photos
 # of both shared sets at most 26); a larger picture holding more is a flat PNG/GIF/TIFF, the shape of a decompression
@@ -17,7 +18,7 @@ MAX_PIXELS_PER_BYTE = 100
 BOMB_FLOOR_PIXELS = 256 * 256  # pictures up to this size cost little to decode: flat icons and drawings pass
 
 
-class BadImage(ValueError):
+class BadImage(MaskdetError):
     """The bytes are not a usable image; str(error) says why."""
 
 

@@ -7,7 +7,7 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from maskdet.core.errors import StoreError, error_line
+from maskdet.core.errors import TrainingError, error_line
 from maskdet.core.settings import load_settings, usable_cores
 from maskdet.core.text import now
 from maskdet.data.store import Store
@@ -21,7 +21,7 @@ LOST = ("The run was lost with its cluster worker, which stopped (killed?); runs
 
 def submit(store: Store, run_id: str) -> None:
     """Hand a queued run to the scheduler at MASKDET_CLUSTER, which gives it to one worker; a scheduler that cannot be
-    reached fails the run, and a StoreError says so."""
+    reached fails the run, and a TrainingError says so."""
     # here, for speed: distributed takes half a second to import, and only cluster runs need it
     from distributed import Client, fire_and_forget
     from distributed.comm import get_address_host_port
@@ -40,7 +40,7 @@ def submit(store: Store, run_id: str) -> None:
         message = (f"Could not reach the training cluster at {settings.cluster}: {error}. Check MASKDET_CLUSTER (a "
                    "scheduler address such as tcp://HOST:8786) and that the scheduler is running.")
         fail_run(store, run_id, message)
-        raise StoreError(message) from None
+        raise TrainingError(message) from None
 
 
 def train_on_worker(home: str, models_dir: str, database_url: str, backbone_weights: str | None, run_id: str) -> None:

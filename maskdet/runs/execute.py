@@ -9,12 +9,11 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
-from maskdet.core.errors import Cancelled, StoreError
+from maskdet.core.errors import Cancelled
 from maskdet.core.text import now
 from maskdet.data.store import Store
 from maskdet.runs.lifecycle import fail_run, heartbeat, new_run
 from maskdet.training.config import TrainConfig
-from maskdet.training.model import BackboneWeightsError
 from maskdet.training.progress import Callbacks, Progress
 from maskdet.training.train import train
 
@@ -75,7 +74,7 @@ def describe_error(error: BaseException) -> str:
     """One line for a failed run: the message of errors meant for users, the type and message otherwise."""
     if isinstance(error, KeyboardInterrupt):
         return "Interrupted."
-    if isinstance(error, (StoreError, BackboneWeightsError, ValueError)):
+    if isinstance(error, ValueError):  # a MaskdetError or a setting refused: its sentence
         return str(error)
     return f"{type(error).__name__}: {error}"
 

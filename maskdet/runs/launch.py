@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from maskdet.core.errors import StoreError
+from maskdet.core.errors import TrainingError
 from maskdet.data.store import Store
 from maskdet.runs.cluster import submit
 from maskdet.runs.lifecycle import fail_run, log_path, new_run
@@ -30,6 +30,6 @@ def start_training(store: Store, config: dict) -> str:
                                        cwd=Path(__file__).resolve().parents[2], start_new_session=True)
     except OSError as error:
         fail_run(store, run_id, f"Could not start training: {error}")
-        raise StoreError(f"Could not start training: {error}") from None
+        raise TrainingError(f"Could not start training: {error}") from None
     store.update_run(run_id, pid=process.pid)
     return run_id

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from maskdet.core.errors import StoreError
+from maskdet.core.errors import TrainingError
 from maskdet.core.settings import Settings
 from maskdet.core.text import now
 from maskdet.data.database import ACTIVE_STATUSES
@@ -70,7 +70,7 @@ def new_run(store: Store, config: dict) -> str:
     """Queue a run, refused while another one trains; then remove the staging folders that killed runs left."""
     running = active_training(store)
     if running:
-        raise StoreError(f"Training run {running['id']} is still in progress: wait for it or cancel it first.")
+        raise TrainingError(f"Training run {running['id']} is still in progress: wait for it or cancel it first.")
     run_id = store.create_run(config)  # from here on no other run is queued or running, so no staging folder is in use
     for leftover in store.settings.models_dir.glob(".*.tmp"):  # train() stages models/<run> in models/.<run>.tmp
         shutil.rmtree(leftover, ignore_errors=True)
@@ -92,7 +92,7 @@ def cancel_training(store: Store, run_id: str) -> None:
     active_training(store)  # a run whose process died is failed here, and refused below
     run = store.run(run_id)
     if run["status"] not in ACTIVE_STATUSES:
-        raise StoreError(f"Run {run_id} is not running (status: {run['status']})."
+        raise TrainingError(f"Run {run_id} is not running (status: {run['status']})."
                          + (f" {run['error']}" if run["status"] == "failed" and run["error"] else ""))
     store.update_run(run_id, cancel_requested=True)
 
@@ -125,7 +125,7 @@ def delete_run(store: Store, run_id: str) -> None:
     """Delete a run's registry row and its artefact folder (refused while it is training)."""
     run = store.run(run_id)
     if (active_training(store) or {}).get("id") == run_id:
-        raise StoreError(f"Run {run_id} is still training: cancel it on the Train page first, then delete it.")
+        raise TrainingError(f"Run {run_id} is still training: cancel it on the Train page first, then delete it.")
     models_dir = store.settings.models_dir.resolve()
     folders = []
     if RUN_ID_PATTERN.match(run_id):

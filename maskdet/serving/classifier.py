@@ -20,13 +20,14 @@ from maskdet.core.contract import (
     CropRule,
     Preprocess,
 )
+from maskdet.core.errors import MaskdetError
 from maskdet.core.threshold import DEFAULT_THRESHOLD, THRESHOLD_KEY, check_threshold
 
 MAX_MODEL_BYTES = 64 * 2**20  # maskdet's models are about 9 MB (float32) and 2.5 MB (int8): ample headroom
 CPU_PROVIDERS = ("CPUExecutionProvider",)
 
 
-class NotAMaskdetModel(ValueError):
+class NotAMaskdetModel(MaskdetError):
     """The file is not an ONNX model exported by maskdet; str(error) says why."""
 
 

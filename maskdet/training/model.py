@@ -7,12 +7,13 @@ from torch import nn
 from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
 
 from maskdet.core.contract import Preprocess
+from maskdet.core.errors import MaskdetError
 from maskdet.training.config import NUM_BLOCKS
 
 FEATURE_DIM = 1280
 
 
-class BackboneWeightsError(ValueError):
+class BackboneWeightsError(MaskdetError):
     """Backbone weights could not be found or read; the message says how to fix it."""
 
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from maskdet.core.errors import StoreError
+from maskdet.core.errors import TrainingError
 from maskdet.data.store import Store
 from maskdet.training.views import crop_landmarks, resolve_synthesis
 from maskdet.vision.faces import CropRule, FaceDetector, crop_face
@@ -15,7 +15,7 @@ def synthetic_preview(store: Store, masks: SyntheticMasks, rule: CropRule, count
     labels = [name for name, number in store.label_counts().items() if number > 0]
     synthesis = resolve_synthesis(masks, labels)
     if synthesis is None:
-        raise StoreError("Synthetic masks are off: turn them on, or pick a source and a target class "
+        raise TrainingError("Synthetic masks are off: turn them on, or pick a source and a target class "
                          "(automatic needs classes named without_mask and with_mask).")
     source = labels[synthesis.source]
     ids = store.image_ids(label=source, no_face=False)
@@ -24,7 +24,7 @@ def synthetic_preview(store: Store, masks: SyntheticMasks, rule: CropRule, count
         store.fill_landmarks(FaceDetector(), chosen)
     chosen = [r for r in store.images(ids=chosen) if r.face.landmarks][:count]
     if not chosen:
-        raise StoreError(f"No photo of '{source}' has a face with landmarks to draw a mask on: import photos with "
+        raise TrainingError(f"No photo of '{source}' has a face with landmarks to draw a mask on: import photos with "
                          "visible faces.")
     previews = []
     for index, record in enumerate(chosen):

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from maskdet.core.contract import Preprocess
-from maskdet.core.errors import StoreError
+from maskdet.core.errors import TrainingError
 from maskdet.core.metrics import classification_report
 from maskdet.data.store import Store
 from maskdet.training import export
@@ -33,12 +33,12 @@ def choose_labels(store: Store, config: TrainConfig) -> list[str]:
     labels = config.labels or [name for name, count in counts.items() if count > 0]
     missing = [name for name in labels if name not in counts]
     if missing:
-        raise StoreError(f"Unknown label(s): {', '.join(missing)}.")
+        raise TrainingError(f"Unknown label(s): {', '.join(missing)}.")
     if len(labels) < 2:
-        raise StoreError("Training needs at least two classes with images. Import images for another class.")
+        raise TrainingError("Training needs at least two classes with images. Import images for another class.")
     too_few = [f"{name} ({counts[name]})" for name in labels if counts[name] < 2]
     if too_few:
-        raise StoreError(f"Each class needs at least 2 images; too few in: {', '.join(too_few)}.")
+        raise TrainingError(f"Each class needs at least 2 images; too few in: {', '.join(too_few)}.")
     return labels
 
 
@@ -56,10 +56,10 @@ def train(store: Store, config: TrainConfig, run_dir: Path, callbacks: Callbacks
         fill_source_landmarks(store, labels[synthesis.source], "train", callbacks)
     records = {name: [r for r in store.images(split=name) if r.label in labels] for name in ("train", "val", "test")}
     if not records["train"]:
-        raise StoreError("The training split is empty; add more images.")
+        raise TrainingError("The training split is empty; add more images.")
     if synthesis and config.synthetic_masks.source and not any(
             r.face and r.face.landmarks for r in records["train"] if r.label == labels[synthesis.source]):
-        raise StoreError(f"Synthetic masks: no training photo of '{labels[synthesis.source]}' has a face with "
+        raise TrainingError(f"Synthetic masks: no training photo of '{labels[synthesis.source]}' has a face with "
                          "landmarks to draw a mask on (photos where no face was found are skipped). Import photos "
                          "with visible faces, or turn synthetic masks off.")
     run_dir = Path(run_dir)
@@ -148,7 +148,7 @@ def check_scratch_space(folder: Path, photos: dict[str, int], config: TrainConfi
     """Refuse, before anything is written, a run whose crops and features would not fit on the disk of `folder`."""
     needed, free = scratch_bytes(photos, config, synthesis), shutil.disk_usage(folder).free
     if needed > free:
-        raise StoreError(f"Training {sum(photos.values()):,} photos needs about {disk_text(needed)} of free disk "
+        raise TrainingError(f"Training {sum(photos.values()):,} photos needs about {disk_text(needed)} of free disk "
                          f"for its crops and features while it runs, in {folder.parent}; {disk_text(free)} are "
                          "free. Free some space, or set MASKDET_MODELS to a folder on a larger disk.")
 

@@ -10,7 +10,7 @@ import torch
 
 from maskdet.bundle.crop_rule import square_crop_box
 from maskdet.core.disk_array import DiskArray
-from maskdet.core.errors import StoreError
+from maskdet.core.errors import TrainingError
 from maskdet.data.catalog import ImageRecord
 from maskdet.data.store import Store
 from maskdet.training.progress import Callbacks, Progress
@@ -93,7 +93,7 @@ def resolve_synthesis(masks: SyntheticMasks, labels: list[str]) -> MaskSynthesis
         source, target = "without_mask", "with_mask"
     missing = [f"{role} '{name}'" for role, name in (("source", source), ("target", target)) if name not in labels]
     if missing:
-        raise StoreError(f"Synthetic masks: no trained class for the {' and the '.join(missing)}. Classes: "
+        raise TrainingError(f"Synthetic masks: no trained class for the {' and the '.join(missing)}. Classes: "
                          f"{', '.join(labels)}. Pick both classes, or set both to automatic.")
     return MaskSynthesis(labels.index(source), labels.index(target), masks.probability, masks.styles)
 
