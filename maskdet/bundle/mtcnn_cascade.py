@@ -19,7 +19,7 @@ NETWORK_FILES = ("mtcnn_pnet.onnx", "mtcnn_rnet.onnx", "mtcnn_onet.onnx")  # the
 def session(model) -> ort.InferenceSession:
     """One network (ONNX bytes or a file path) in onnxruntime on the CPU."""
     options = ort.SessionOptions()
-    options.intra_op_num_threads = 1  # measured: faster than 2 for these small nets, and leaves a core free
+    options.intra_op_num_threads = 1  # faster than 2 for these small nets, and leaves a core free (docs/performance.md)
     options.log_severity_level = 3
     return ort.InferenceSession(model if isinstance(model, bytes) else str(model), options,
                                 providers=["CPUExecutionProvider"])

@@ -63,8 +63,8 @@ def _show(value) -> str:
 
 def timing_note(a: float | None, b: float | None) -> str:
     """How two runs' timings compare. Each is measured once during its training (ms per face: the median of 5 batches)
-    on a machine that may be busy with other work, and two identical runs measured 8.3 and 15.5 ms per face; so
-    unless the slower took at least NOISE_RATIO times as long as the faster, the difference is within measurement
+    on a machine that may be busy with other work, and identical runs differ by nearly that much (docs/performance.md);
+    so unless the slower took at least NOISE_RATIO times as long as the faster, the difference is within measurement
     noise."""
     if a is None or b is None or min(a, b) <= 0:
         return ""

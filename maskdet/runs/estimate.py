@@ -1,6 +1,6 @@
 """How long a training run takes, before it starts and while it runs: the dataset's size times the throughput of
 each stage, as this data home's last finished run measured it (or, before any run, as maskdet's benchmark measured
-it on a 2-core CPU: README "Performance"). An estimate: the head stage's early stopping and the drawn-mask views
+it on a 2-core CPU: docs/performance.md). An estimate: the head stage's early stopping and the drawn-mask views
 vary from run to run."""
 
 from dataclasses import dataclass
@@ -21,8 +21,7 @@ class Throughput:
     source: str  # where the figures come from, for the page to say
 
 
-# train_benchmark.py on 1,279 photos (895 training), default settings: crops 2.8 s, 5,293 features at 346.7 a second,
-# head 1.6 s over 4,913 training views, export 4.6 s; fine-tuning 2 blocks for 4 epochs added 36 s.
+# benchmarks/train_benchmark.py's stage figures on masks-small at the default settings (docs/performance.md).
 BENCHMARK = Throughput(crop=2.8 / 1279, feature=1 / 346.7, head=1.6 / 4913, finetune=36 / (4 * 895), export=4.6,
                        source="maskdet's benchmark on a 2-core CPU")
 

@@ -20,7 +20,7 @@ from maskdet.serving.media import full_picture
 from maskdet.vision.faces import FaceDetector
 
 MAX_SHOTS = 50  # a burst: each shot costs a face search when it is stored
-MIN_INTERVAL = 0.2  # seconds between shots: about what storing one (finding its face) takes on 2 cores
+MIN_INTERVAL = 0.2  # seconds between shots: about what storing one (finding its face) takes (docs/performance.md)
 
 
 class Burst:

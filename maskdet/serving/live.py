@@ -125,8 +125,8 @@ class StreamSeats:
 
     Why: each stream costs the server its WebRTC decoding and encoding, every frame, whatever its pipeline skips
     (streamlit-webrtc sends one picture back for each that comes in). Past what the cores hold, every stream's latency
-    grows: measured on 2 cores, two streams stay within 250 ms at p95 and four reach 700 ms. So a viewer beyond the
-    capacity is told the dashboard is full, and the streams it serves keep their speed.
+    grows (docs/performance.md, "Capacity"). So a viewer beyond the capacity is told the dashboard is full, and the
+    streams it serves keep their speed.
 
     A stream takes its seat with each frame and holds it until RATE_WINDOW_SECONDS after its last one (a closed tab
     sends none), or until released. Thread-safe; times are seconds of one monotonic clock."""

@@ -30,13 +30,12 @@ from maskdet.serving.live import Counters, LivePipeline, LiveSettings, StreamSea
 from maskdet.serving.predict import FacePrediction, TextStyle, annotate
 from maskdet.vision.faces import Face, FaceDetector, box_iou
 
-MAX_VIDEO_SECONDS = 30  # an uploaded video is processed while the user waits (the longest: 20 s on 2 cores)
+MAX_VIDEO_SECONDS = 30  # an uploaded video is processed while the user waits (docs/performance.md)
 MAX_VIDEO_SIDE = 1280  # larger frames are scaled down before detection and in the output
 MAX_VIDEO_PIXELS = 1920 * 1080  # a frame (Full HD): a 4K one costs 4x the decoding, and the CPU target has no room
 MAX_DECODED_RATE = 60  # frames a second decoded: duration x min(rate, this) frames at most, whatever the file claims
-# Frames annotated at most: a longer video is sampled evenly (30 s at 30 fps: every third frame). Measured on 30 s
-# of Full HD at 60 fps with faces moving: 26 s of CPU beyond starting up for 360 frames (29-33 s for 450, beyond the
-# target of 30 s for a 2 MB file); annotating all 1,800 frames would take about 4 times as long.
+# Frames annotated at most: a longer video is sampled evenly (30 s at 30 fps: every third frame), so that the longest
+# video keeps within the 30 s of CPU a 2 MB upload may cost (docs/performance.md).
 MAX_ANNOTATED_FRAMES = 360
 VIDEO_TYPES = ("mp4", "mov", "m4v", "webm", "mkv", "avi")
 ENCODERS = (("libx264", "mp4", "video/mp4"), ("libvpx", "webm", "video/webm"))  # what browsers play, best first

@@ -38,8 +38,8 @@ def front_cut(blocks: int) -> int:
 def export_module(module: nn.Module, path: Path, input_size: int, output_name: str) -> Path:
     """Export a module taking uint8 NHWC images to one self-contained ONNX file with a dynamic batch axis.
 
-    Uses torch's TorchScript-based exporter: measured here it exports MobileNetV2 in ~2.5 s against ~14 s
-    for the dynamo exporter, and onnxruntime runs both graphs at the same speed."""
+    Uses torch's TorchScript-based exporter: several times faster than the dynamo exporter, for graphs onnxruntime
+    runs at the same speed (docs/performance.md, "Measurements behind constants in the code")."""
     module.eval()
     example = torch.zeros((2, input_size, input_size, 3), dtype=torch.uint8)
     with warnings.catch_warnings():

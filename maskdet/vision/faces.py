@@ -14,9 +14,8 @@ from maskdet.core.contract import CropRule
 from maskdet.vision.mtcnn import OnnxMTCNN
 
 # A photo's face search covers at most this many pixels (of the copies searched) a byte of its file as it arrived
-# (compressed, in a zip): the search then costs at most about 10 microseconds of CPU a byte, so a small upload
-# cannot buy minutes of it with thousands of nearly blank photos. All four searches of a photo as compressible
-# as the real ones of both shared sets (at most 26 pixels a byte) stay within it; see README "Bounded cost".
+# (compressed, in a zip), so that a small upload cannot buy minutes of CPU with thousands of nearly blank photos,
+# while real photos are never cut short (docs/reliability.md "Bounded cost"; the figures: docs/performance.md).
 SEARCH_PIXELS_PER_BYTE = 50
 
 
@@ -82,7 +81,7 @@ class FaceDetector:
         """Where known faces are in a new frame (MTCNN's last stage on their previous boxes); lost ones drop out.
 
         A known face stays while that stage still scores it above its own threshold, even if below min_probability:
-        measured on the live benchmark clip, this loses fewer faces between detections at the same box accuracy."""
+        fewer faces are lost between detections at the same box accuracy (docs/performance.md)."""
         small, scale = shrink(image, self.detect_side, self.mtcnn.resize)
         if not faces or min(small.shape[:2]) < MIN_FACE_SIDE:
             return []

@@ -9,7 +9,7 @@ more, and measures only those. Exact: it finds every hash a comparison with all 
 
 import numpy as np
 
-NEAR_DUPLICATE_BITS = 30  # of 256: measured on masks-small, joins pasted-mask pairs, no giant groups
+NEAR_DUPLICATE_BITS = 30  # of 256: joins pasted-mask pairs without making giant groups (docs/performance.md)
 HASH_BYTES = 32
 SHARED_BYTES = HASH_BYTES - NEAR_DUPLICATE_BITS  # bytes two near-duplicates have in common, at least
 REBUILD_EVERY = 2048  # hashes added since the last sort are compared one by one until there are this many
