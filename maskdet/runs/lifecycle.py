@@ -1,6 +1,6 @@
-"""Training runs' lives: one at a time, started in the background (here, or on the cluster at MASKDET_CLUSTER), followed
-in the registry through a heartbeat, cancelled, and failed when their process stops without a word (whoever looks first
-notices)."""
+"""Training runs' lives in the registry: queued one at a time, followed through a heartbeat, cancelled, failed when
+their process stops without a word (whoever looks first notices), and deleted with their folder. Starting one is
+maskdet.runs.launch; running one, maskdet.runs.execute."""
 
 import os
 import re

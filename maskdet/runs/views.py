@@ -1,6 +1,5 @@
-"""Trained runs as the dashboard shows them: table rows, a run's artefacts, chart data, the misclassified test faces
-(and relabelling or deleting their photos), the active model, comparing two runs, deleting a run, and scoring a run
-on an uploaded zip (and importing its photos). No Streamlit here."""
+"""Trained runs as the dashboard and the CLI show them: the run record and its formatting, a run's artefacts, chart
+data (curves, confusion matrix, per-class figures, ROC) and its downloadable model files."""
 
 import csv
 import io

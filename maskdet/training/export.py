@@ -1,4 +1,5 @@
-"""ONNX export (self-contained file + metadata), parity check, int8 variant, and loading a maskdet ONNX model."""
+"""Exporting a trained model to ONNX (one self-contained file with the contract in its metadata), checking it against
+PyTorch, and its int8 variant."""
 
 import json
 import os
