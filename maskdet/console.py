@@ -1,4 +1,5 @@
-"""What the command line shows while it works: tqdm progress bars, its stderr copied into a run's log, and the one line (and exit code) a failed command ends with."""
+"""What the command line shows while it works: tqdm progress bars, its stderr copied into a run's log, and the one line
+(and exit code) a failed command ends with."""
 
 import sys
 from contextlib import contextmanager

@@ -232,7 +232,8 @@ with side_column:
     st.button("Show a different face", on_click=next_face, icon=":material/shuffle:", key="next_face")
     if masks_enabled:
         st.subheader("Drawn masks")
-        drawn = ui.attempt(lambda: synthetic_preview(store, SyntheticMasks.from_dict(synthetic), rule, 8, int(values["seed"])))
+        drawn = ui.attempt(lambda: synthetic_preview(store, SyntheticMasks.from_dict(synthetic), rule, 8,
+                                                     int(values["seed"])))
         if drawn:
             st.image([inline(image) for image, _ in drawn], width=112,
                      caption=[ui.literal(caption) for _, caption in drawn])

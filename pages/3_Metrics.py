@@ -13,15 +13,8 @@ from maskdet.runs.active import active_run, run_rows, run_threshold, set_thresho
 from maskdet.runs.compare import NOISE_RATIO, compare_runs
 from maskdet.runs.edits import delete_photos, misclassified_faces, relabel_photos
 from maskdet.runs.scoring import evaluate_zip, import_evaluated_zip
-from maskdet.runs.views import (
-    RunRecord,
-    confusion_cells,
-    finished_runs,
-    history_points,
-    per_class_rows,
-    read_history,
-    roc_points,
-)
+from maskdet.runs.views import (RunRecord, confusion_cells, finished_runs, history_points, per_class_rows, read_history,
+                                roc_points)
 
 ui.page_setup("Metrics")
 st.title("Metrics")

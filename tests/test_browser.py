@@ -7,15 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser_support import (
-    assert_no_traceback,
-    chromium,
-    dashboard,
-    new_page,
-    open_page,
-    screenshot_dir,
-    wait_for_script,
-)
+from tests.browser_support import (assert_no_traceback, chromium, dashboard, new_page, open_page, screenshot_dir,
+                                   wait_for_script)
 from tests.conftest import photo_pairs
 
 

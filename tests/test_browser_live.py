@@ -15,15 +15,8 @@ import pytest
 from maskdet.core.settings import load_settings
 from maskdet.data.store import Store
 from maskdet.vision.clip import clip_photos, make_clip, write_y4m
-from tests.browser_support import (
-    assert_no_traceback,
-    chromium,
-    dashboard,
-    new_page,
-    open_page,
-    screenshot_dir,
-    wait_for_script,
-)
+from tests.browser_support import (assert_no_traceback, chromium, dashboard, new_page, open_page, screenshot_dir,
+                                   wait_for_script)
 from tests.conftest import video_bytes
 
 TIMEOUT = 180  # seconds; generous for a 2-core CI machine

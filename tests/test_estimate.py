@@ -2,15 +2,8 @@
 
 import pytest
 
-from maskdet.runs.estimate import (
-    BENCHMARK,
-    Throughput,
-    Workload,
-    latest_throughput,
-    measured_throughput,
-    photos_trained,
-    training_seconds,
-)
+from maskdet.runs.estimate import (BENCHMARK, Throughput, Workload, latest_throughput, measured_throughput,
+                                   photos_trained, training_seconds)
 from maskdet.training.config import TrainConfig
 
 

@@ -16,15 +16,8 @@ from maskdet.core.errors import TrainingError
 from maskdet.core.settings import load_settings
 from maskdet.data.store import Store
 from maskdet.runs import lifecycle as jobs
-from maskdet.runs.lifecycle import (
-    STALE_SECONDS,
-    STARTING_SECONDS,
-    active_training,
-    cancel_training,
-    heartbeat,
-    log_path,
-    new_run,
-)
+from maskdet.runs.lifecycle import (STALE_SECONDS, STARTING_SECONDS, active_training, cancel_training, heartbeat,
+                                    log_path, new_run)
 from maskdet.training.config import TrainConfig
 from tests.conftest import write_dataset
 from tests.test_cli import TRAIN_FAST, cli, cli_env, refused, succeeded

@@ -9,17 +9,8 @@ from PIL import Image
 
 from maskdet.core.contract import Preprocess
 from maskdet.serving.classifier import load_classifier
-from maskdet.serving.live import (
-    MAX_DETECT_EVERY,
-    RATE_WINDOW_SECONDS,
-    Cadence,
-    LivePipeline,
-    LiveSettings,
-    LoadShare,
-    RateWindow,
-    StreamSeats,
-    as_rgb,
-)
+from maskdet.serving.live import (MAX_DETECT_EVERY, RATE_WINDOW_SECONDS, Cadence, LivePipeline, LiveSettings, LoadShare,
+                                  RateWindow, StreamSeats, as_rgb)
 from maskdet.serving.predict import classify_faces
 from maskdet.training import export
 from maskdet.training.model import MaskNet

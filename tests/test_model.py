@@ -11,14 +11,8 @@ from torchvision.models import mobilenet_v2
 
 from maskdet.core.contract import Preprocess
 from maskdet.training.config import NUM_BLOCKS
-from maskdet.training.model import (
-    FEATURE_DIM,
-    BackboneWeightsError,
-    MaskNet,
-    build_model,
-    set_trainable_blocks,
-    train_mode_with_frozen_batchnorm,
-)
+from maskdet.training.model import (FEATURE_DIM, BackboneWeightsError, MaskNet, build_model, set_trainable_blocks,
+                                    train_mode_with_frozen_batchnorm)
 from tests.conftest import pattern_image
 
 IMAGENET_MASK_CLASSES = [570, 643, 691, 796]  # gasmask, mask, oxygen mask, ski mask

@@ -18,16 +18,8 @@ from maskdet.core.errors import StoreError
 from maskdet.core.imageio import BadImage, decode_image
 from maskdet.serving.classifier import load_classifier
 from maskdet.serving.media import prediction_rows
-from maskdet.serving.predict import (
-    PALETTE,
-    UNCERTAIN_COLOR,
-    FacePrediction,
-    annotate,
-    classify_faces,
-    draw_predictions,
-    evaluate_folder,
-    predict_image,
-)
+from maskdet.serving.predict import (PALETTE, UNCERTAIN_COLOR, FacePrediction, annotate, classify_faces,
+                                     draw_predictions, evaluate_folder, predict_image)
 from maskdet.training.export import export_classifier
 from maskdet.training.model import MaskNet
 from maskdet.vision.faces import CropRule, Face, crop_face

@@ -12,28 +12,14 @@ import pytest
 from maskdet.core.errors import StoreError
 from maskdet.core.metrics import classification_report
 from maskdet.core.text import now
-from maskdet.runs.active import (
-    active_is_chosen,
-    active_run,
-    live_model_path,
-    not_active_reason,
-    run_rows,
-    set_active_run,
-)
+from maskdet.runs.active import (active_is_chosen, active_run, live_model_path, not_active_reason, run_rows,
+                                 set_active_run)
 from maskdet.runs.compare import TIMINGS, compare_runs, config_differences, timing_note
 from maskdet.runs.edits import delete_photos, misclassified_faces, relabel_photos
 from maskdet.runs.lifecycle import delete_run, log_path
 from maskdet.runs.scoring import evaluate_zip, import_evaluated_zip
-from maskdet.runs.views import (
-    RunRecord,
-    confusion_cells,
-    history_points,
-    model_files,
-    per_class_rows,
-    read_history,
-    read_predictions,
-    roc_points,
-)
+from maskdet.runs.views import (RunRecord, confusion_cells, history_points, model_files, per_class_rows, read_history,
+                                read_predictions, roc_points)
 from maskdet.training.config import TrainConfig
 from tests.conftest import encode, overlapping_zip, pattern_image, zip_bytes
 

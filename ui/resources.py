@@ -1,4 +1,5 @@
-"""What the pages share across sessions of this server: the store, the face detector, loaded models and photo pipelines (Streamlit resources, made once)."""
+"""What the pages share across sessions of this server: the store, the face detector, loaded models and photo pipelines
+(Streamlit resources, made once)."""
 
 import streamlit as st
 

@@ -1,5 +1,6 @@
 """What a maskdet model file promises, read by training, serving and the bundle alike: its input (preprocessing),
-the crop rule, the label of faces below the threshold, the metadata it carries and the operators it may use. No torch."""
+the crop rule, the label of faces below the threshold, the metadata it carries and the operators it may use.
+No torch."""
 
 from dataclasses import asdict, dataclass
 

@@ -10,7 +10,8 @@ from maskdet.bundle.pixels import FORMATS, to_rgb
 from maskdet.core.errors import MaskdetError
 
 # A JPEG holds under 100 pixels a byte however flat the photo (docs/performance.md); a larger picture holding more is
-# a flat PNG/GIF/TIFF, the shape of a decompression bomb. Bytes are counted as the file arrived: a blank JPEG deflates to a few hundred bytes in a zip whatever its
+# a flat PNG/GIF/TIFF, the shape of a decompression bomb. Bytes are counted as the file arrived: a blank JPEG deflates
+# to a few hundred bytes in a zip whatever its
 # size, so a 2 MB zip could otherwise hold thousands of blank megapixel photos. This bounds the pixels, so the memory
 # and time, that an upload of a given size can cost.
 MAX_PIXELS_PER_BYTE = 100

@@ -1,4 +1,5 @@
-"""The database: its tables, opening an engine on SQLite or PostgreSQL, creating and upgrading the schema, and the write lock."""
+"""The database: its tables, opening an engine on SQLite or PostgreSQL, creating and upgrading the schema, and the write
+lock."""
 
 import sqlite3
 import time

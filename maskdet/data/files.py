@@ -1,4 +1,5 @@
-"""Content-addressed photo files under the data home: written before their rows commit, removed when a rollback or a delete leaves them unreferenced."""
+"""Content-addressed photo files under the data home: written before their rows commit, removed when a rollback or a
+delete leaves them unreferenced."""
 
 import os
 import uuid

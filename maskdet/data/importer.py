@@ -1,4 +1,5 @@
-"""Importing photos: decoding them a batch at a time within a memory bound, finding their faces, hashing them, grouping near-duplicates, and storing files and rows together."""
+"""Importing photos: decoding them a batch at a time within a memory bound, finding their faces, hashing them, grouping
+near-duplicates, and storing files and rows together."""
 
 import hashlib
 import io

@@ -1,4 +1,5 @@
-"""Where photos come from before import: a folder of class folders or a zip of them, read with caps on sizes, counts and compression so that a hostile file costs little."""
+"""Where photos come from before import: a folder of class folders or a zip of them, read with caps on sizes, counts and
+compression so that a hostile file costs little."""
 
 import re
 import stat

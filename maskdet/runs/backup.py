@@ -25,17 +25,8 @@ import sqlalchemy as sa
 from maskdet import __version__
 from maskdet.core.errors import StoreError
 from maskdet.core.text import now
-from maskdet.data.database import (
-    ACTIVE_STATUSES,
-    SCHEMA_VERSION,
-    images_table,
-    labels_table,
-    manual_faces_table,
-    meta_table,
-    runs_table,
-    shown_url,
-    write_lock,
-)
+from maskdet.data.database import (ACTIVE_STATUSES, SCHEMA_VERSION, images_table, labels_table, manual_faces_table,
+                                   meta_table, runs_table, shown_url, write_lock)
 from maskdet.data.registry import ACTIVE_SETTING
 from maskdet.data.sources import MAX_ENTRY_BYTES
 from maskdet.data.store import Store
@@ -114,7 +105,8 @@ def backup(store: Store, target: Path, runs: Iterable[str] | None = None, progre
             "skipped": skipped}
 
 
-def backup_bytes(store: Store, runs: Iterable[str] | None = None, progress: ProgressCallback = None) -> tuple[dict, bytes]:
+def backup_bytes(store: Store, runs: Iterable[str] | None = None,
+                 progress: ProgressCallback = None) -> tuple[dict, bytes]:
     """A backup for a download: written to a temporary file and read back."""
     with tempfile.TemporaryDirectory(prefix="maskdet-backup-") as folder:
         result = backup(store, Path(folder) / "backup.zip", runs, progress)

@@ -1,4 +1,5 @@
-"""Two runs side by side: their key metrics, the settings that differ, and whether a timing difference is more than noise."""
+"""Two runs side by side: their key metrics, the settings that differ, and whether a timing difference is more than
+noise."""
 
 import json
 

@@ -1,4 +1,5 @@
-"""Training a queued run in this process as a registry run: status, throttled progress, heartbeat, cancellation, and how it ended."""
+"""Training a queued run in this process as a registry run: status, throttled progress, heartbeat, cancellation, and how
+it ended."""
 
 import os
 import signal

@@ -1,4 +1,5 @@
-"""Loading a maskdet ONNX model into onnxruntime, after checking it keeps the contract (maskdet.core.contract) and is safe to build; running it on face crops. No torch."""
+"""Loading a maskdet ONNX model into onnxruntime, after checking it keeps the contract (maskdet.core.contract) and is
+safe to build; running it on face crops. No torch."""
 
 import json
 import math
@@ -11,15 +12,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from maskdet.core.contract import (
-    CROP_MARGINS,
-    INPUT_NAME,
-    INPUT_SIZES,
-    MAX_TENSOR_ELEMENTS,
-    MODEL_OPS,
-    CropRule,
-    Preprocess,
-)
+from maskdet.core.contract import (CROP_MARGINS, INPUT_NAME, INPUT_SIZES, MAX_TENSOR_ELEMENTS, MODEL_OPS, CropRule,
+                                   Preprocess)
 from maskdet.core.errors import MaskdetError
 from maskdet.core.threshold import DEFAULT_THRESHOLD, THRESHOLD_KEY, check_threshold
 

@@ -1,4 +1,5 @@
-"""The live frame pipeline: detect (downscaled, every few frames; tracked between) → crop → classify in a batch → annotate.
+"""The live frame pipeline: detect (downscaled, every few frames; tracked between) → crop → classify in a batch →
+annotate.
 
 No Streamlit here: the Live page creates a LivePipeline per stream (model and settings) and calls process() from
 streamlit-webrtc's frame callback thread. A live stream's detection cadence adapts to the load of the process (Cadence).

@@ -1,4 +1,5 @@
-"""The learning itself: features of the frozen backbone, the head trained on them, optional fine-tuning of the last blocks, early stopping on the validation loss."""
+"""The learning itself: features of the frozen backbone, the head trained on them, optional fine-tuning of the last
+blocks, early stopping on the validation loss."""
 
 import copy
 import math
@@ -16,25 +17,10 @@ from maskdet.serving.classifier import onnx_session
 from maskdet.training import export
 from maskdet.training.config import TrainConfig
 from maskdet.training.device import resolve_device
-from maskdet.training.model import (
-    FEATURE_DIM,
-    MaskNet,
-    set_trainable_blocks,
-    train_mode_with_frozen_batchnorm,
-)
+from maskdet.training.model import FEATURE_DIM, MaskNet, set_trainable_blocks, train_mode_with_frozen_batchnorm
 from maskdet.training.progress import Callbacks, Progress
-from maskdet.training.views import (
-    AUGMENTED,
-    MASKED,
-    MaskSynthesis,
-    Split,
-    Views,
-    batches,
-    feature_views,
-    masked_sources,
-    prefetched,
-    view_maker,
-)
+from maskdet.training.views import (AUGMENTED, MASKED, MaskSynthesis, Split, Views, batches, feature_views,
+                                    masked_sources, prefetched, view_maker)
 from maskdet.vision.augment import build_train_pipeline
 
 HEAD_READ_BATCHES = 64  # head batches whose features are read from their file at once (20 MB at batch size 64)

@@ -1,4 +1,5 @@
-"""Training inputs: each split's face crops (in a file), and the views made of them: clean, augmented, or augmented with a drawn mask."""
+"""Training inputs: each split's face crops (in a file), and the views made of them: clean, augmented, or augmented with
+a drawn mask."""
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor

@@ -27,7 +27,8 @@ def lazy_module(name: str):
     return module
 
 
-A = lazy_module("albumentations")  # lazily, for speed: albumentations imports torch (seconds), reading a config does not
+# Loaded on first use, for speed: albumentations imports torch (seconds), which reading a config does not need.
+A = lazy_module("albumentations")
 
 
 @dataclass
