@@ -158,8 +158,9 @@ def test_the_library_never_imports_streamlit_or_the_command_line():
         assert not {n for n in names if n.split(".")[0] == "streamlit" or n in ENTRY_MODULES}, path
 
 
-@pytest.mark.parametrize("module", ["maskdet.serving.live", "maskdet.serving.predict", "maskdet.training.config"])
-def test_importing_serving_or_the_training_config_loads_no_torch(module):
+@pytest.mark.parametrize("module", ["maskdet.serving.live", "maskdet.serving.predict", "maskdet.training.config",
+                                    "maskdet.training.preview"])
+def test_importing_serving_the_training_config_or_the_preview_loads_no_torch(module):
     code = f"import sys, {module}; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"

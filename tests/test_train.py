@@ -28,12 +28,12 @@ from maskdet.serving.classifier import load_classifier
 from maskdet.training import export
 from maskdet.training.config import RANGED, TrainConfig
 from maskdet.training.device import resolve_device
-from maskdet.training.loops import extract_features, train_head
+from maskdet.training.loops import extract_features, seed_everything, train_head
 from maskdet.training.model import MaskNet, build_model
 from maskdet.training.progress import Callbacks
 from maskdet.training.train import scratch_bytes, train
 from maskdet.training.views import (MASKED, MaskSynthesis, Views, feature_views, load_split, resolve_synthesis,
-                                    seed_everything, view_maker)
+                                    view_maker)
 from maskdet.vision.augment import AugmentConfig, build_train_pipeline
 from maskdet.vision.faces import CropRule, crop_face
 from maskdet.vision.synth import MASK_STYLES, SyntheticMasks

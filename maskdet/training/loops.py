@@ -223,3 +223,8 @@ def predict_probabilities(model: MaskNet, crops: np.ndarray, batch_size: int = 6
     with torch.inference_mode():
         return np.concatenate([torch.softmax(model(torch.from_numpy(crops[part])), 1).numpy()
                                for part in batches(len(crops), batch_size)] or [np.zeros((0, 0))])
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)

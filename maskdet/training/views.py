@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from maskdet.bundle.crop_rule import square_crop_box
 from maskdet.core.disk_array import DiskArray
@@ -54,11 +53,6 @@ class Views:
     def targets(self, split: Split, synthesis: MaskSynthesis | None) -> np.ndarray:
         targets = split.targets[self.indices]
         return np.where(self.kinds == MASKED, synthesis.target, targets) if synthesis else targets
-
-
-def seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed)
 
 
 def crop_landmarks(record: ImageRecord, rule: CropRule) -> np.ndarray:
