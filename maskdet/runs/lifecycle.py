@@ -13,7 +13,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from maskdet.core.errors import TrainingError
+from maskdet.core.errors import StoreError, TrainingError
 from maskdet.core.settings import Settings
 from maskdet.core.text import now
 from maskdet.data.database import ACTIVE_STATUSES
@@ -125,7 +125,7 @@ def delete_run(store: Store, run_id: str) -> None:
     """Delete a run's registry row and its artefact folder (refused while it is training)."""
     run = store.run(run_id)
     if (active_training(store) or {}).get("id") == run_id:
-        raise TrainingError(f"Run {run_id} is still training: cancel it on the Train page first, then delete it.")
+        raise StoreError(f"Run {run_id} is still training: cancel it on the Train page first, then delete it.")
     models_dir = store.settings.models_dir.resolve()
     folders = []
     if RUN_ID_PATTERN.match(run_id):
