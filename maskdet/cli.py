@@ -16,6 +16,7 @@ from maskdet.bundle.pixels import image_files
 from maskdet.console import failure, stage_bars, stderr_logged, tqdm_progress
 from maskdet.core.errors import Cancelled, MaskdetError, TrainingError
 from maskdet.core.imageio import BadImage
+from maskdet.core.json_text import parse_json
 from maskdet.core.settings import load_settings
 from maskdet.core.threshold import DEFAULT_THRESHOLD
 from maskdet.data.database import ACTIVE_STATUSES
@@ -106,7 +107,7 @@ def train_config(args):
 def read_config_file(path: Path) -> dict:
     """A --config file's settings: a JSON object (anything else is refused in a sentence)."""
     try:
-        data = json.loads(path.read_text())
+        data = parse_json(path.read_text())
     except FileNotFoundError:
         raise UsageError(f"No such config file: {path}.") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as error:

@@ -21,6 +21,7 @@ from maskdet.core.settings import Settings
 from maskdet.core.text import now
 from maskdet.data.database import SCHEMA_VERSION, meta_table
 from maskdet.data.store import Store
+from maskdet.runs import backup as backup_module
 from maskdet.runs.backup import TABLES, backup, restore
 from maskdet.runs.lifecycle import log_path
 from maskdet.runs.views import run_dir
@@ -220,6 +221,15 @@ BAD_ARCHIVES = {  # what is done to a good backup's entries, and what the refusa
     "rows changed": (lambda files: {**files, "tables/labels.jsonl": b""},
                      "its tables do not hold the rows its manifest counts"),
     "rows that do not fit together": (unfitting_rows, "its rows do not fit together"),
+    # Hostile files, round two (E, F): refused from the manifest's counts while reading, and nesting bounded.
+    "rows beyond the manifest's count": (lambda files: {**files, "tables/meta.jsonl": b"{}\n" * 200_000},
+                                         r"tables/meta.jsonl holds more rows than its manifest counts \(\d+\)"),
+    "a deeply nested manifest": (lambda files: {**files, "manifest.json": b"[" * 100_000},
+                                 "manifest.json is not valid JSON \\(nested more than 64 levels deep"),
+    "a deeply nested row": (lambda files: {**files, "tables/labels.jsonl": b"[" * 100_000 + b"\n"},
+                            "labels.jsonl is not valid JSON \\(nested more than 64 levels deep"),
+    "counts that are not numbers": (lambda files: changed_manifest(files, counts={"meta": "many"}),
+                                    "its manifest.json lists no files or counts"),
 }
 
 
@@ -231,6 +241,15 @@ def test_a_bad_archive_is_refused_in_a_sentence_and_nothing_is_written(case, arc
     with pytest.raises(StoreError, match=message):
         restore(target, bad if isinstance(bad, bytes) else zipped(bad))
     assert_empty(target)
+
+
+def test_a_row_over_the_size_bound_is_refused_before_it_is_held(archive, store, monkeypatch):
+    monkeypatch.setattr(backup_module, "MAX_ROW_CHARS", 2**20)
+    files = entries(archive)
+    files["tables/labels.jsonl"] = json.dumps({"name": "x" * 2**21}).encode() + b"\n"
+    with pytest.raises(StoreError, match="a row of tables/labels.jsonl is over 1 MiB"):
+        restore(store, zipped(files))
+    assert_empty(store)
 
 
 def test_an_archive_of_an_older_schema_restores_with_the_newer_columns_empty(archive, store):

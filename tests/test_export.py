@@ -192,7 +192,8 @@ def test_valid_onnx_that_is_not_from_maskdet(tmp_path):
     assert_one_sentence(str(error.value))
 
 
-@pytest.mark.parametrize("labels", ["not json", json.dumps(LABELS)])
+@pytest.mark.parametrize("labels", ["not json", json.dumps(LABELS), "[" * 100_000],
+                         ids=["not-json", "no-crop-rule", "nested-100000-deep"])
 def test_broken_or_partial_maskdet_metadata(tmp_path, labels):
     path = tmp_path / "partial.onnx"
     save_model(path, metadata={"labels": labels, "preprocess": "{}"})  # no crop_rule

@@ -47,6 +47,15 @@ def test_palette_png_with_transparency_bytes_is_laid_on_white():
     np.testing.assert_array_equal(decoded[indices != 0], opaque[indices != 0])
 
 
+def test_16_bit_greyscale_png_with_a_transparent_level_is_laid_on_white(grey):
+    """Hostile files, round two (H): the tRNS grey level of a 16-bit PNG was decoded black."""
+    wide = grey.astype(np.uint16) * 257
+    wide[:10] = 7  # the transparent level: a band across the top
+    decoded = decode_image(saved(Image.fromarray(wide), "PNG", transparency=7), MAX_PIXELS)
+    assert (decoded[:10] == 255).all()
+    assert np.abs(decoded[10:].astype(int) - grey[10:, :, None]).max() <= 1
+
+
 def test_cmyk_jpeg_and_animated_gif_first_frame():
     rgb = pattern_image(7, size=(64, 48))
     cmyk = decode_image(saved(Image.fromarray(rgb).convert("CMYK"), "JPEG", quality=100), MAX_PIXELS)

@@ -30,7 +30,12 @@ def grey_to_8bit(samples: np.ndarray, mode: str) -> np.ndarray:
 def to_rgb(image: Image.Image) -> Image.Image:
     """8-bit RGB from any mode Pillow opens: wide greyscale scaled (not clipped), transparency laid on white."""
     if image.mode in WIDE_GREY:
-        return Image.fromarray(grey_to_8bit(np.asarray(image), image.mode)).convert("RGB")
+        samples = np.asarray(image)
+        grey = Image.fromarray(grey_to_8bit(samples, image.mode)).convert("RGB")
+        if "transparency" not in image.info:
+            return grey
+        opaque = Image.fromarray(np.where(samples == image.info["transparency"], 0, 255).astype(np.uint8))
+        return Image.composite(grey, Image.new("RGB", image.size, (255, 255, 255)), opaque)
     if image.mode in ALPHA or "transparency" in image.info:
         image = image.convert("RGBA")
         return Image.alpha_composite(Image.new("RGBA", image.size, (255, 255, 255, 255)), image).convert("RGB")

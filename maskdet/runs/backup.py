@@ -24,6 +24,7 @@ import sqlalchemy as sa
 
 from maskdet import __version__
 from maskdet.core.errors import StoreError
+from maskdet.core.json_text import parse_json
 from maskdet.core.text import now
 from maskdet.data.database import (ACTIVE_STATUSES, SCHEMA_VERSION, images_table, labels_table, manual_faces_table,
                                    meta_table, runs_table, shown_url, write_lock)
@@ -38,6 +39,7 @@ TABLES = (meta_table, labels_table, images_table, manual_faces_table, runs_table
 ADDED_IN = {"manual_faces": 5}  # tables newer than the first backups, by schema version: an older backup has them empty
 SHA256 = re.compile(r"[0-9a-f]{64}")
 CHUNK = 1024 * 1024
+MAX_ROW_CHARS = 64 * 2**20  # a row of a table's JSON lines: far above a run's metrics, the largest
 ProgressCallback = Callable[[int, int], None] | None
 
 
@@ -199,7 +201,8 @@ def restore(store: Store, source, progress: ProgressCallback = None) -> dict:
     transaction, and a restore that fails removes the files it wrote."""
     with _open_archive(source) as archive:
         manifest = _manifest(archive)
-        rows = {table.name: _table_rows(archive, table, manifest["schema_version"]) for table in TABLES}
+        counts, version = manifest["counts"], manifest["schema_version"]
+        rows = {table.name: _table_rows(archive, table, version, counts.get(table.name, 0)) for table in TABLES}
         files = _check_layout(archive, manifest, rows)
         with store.engine.connect() as conn:
             _refuse_non_empty(store, conn, rows["runs"])
@@ -272,7 +275,7 @@ def _manifest(archive: zipfile.ZipFile) -> dict:
         raise StoreError("Not a maskdet backup: the archive has no manifest.json (`python -m maskdet backup FILE` "
                          "makes one).")
     with _reading("manifest.json"):
-        manifest = json.loads(_entry_bytes(archive, "manifest.json", MAX_ENTRY_BYTES))
+        manifest = parse_json(_entry_bytes(archive, "manifest.json", MAX_ENTRY_BYTES))
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise StoreError(f"Not a maskdet backup: its manifest.json does not say format '{FORMAT}'.")
     version = manifest.get("schema_version")
@@ -281,14 +284,17 @@ def _manifest(archive: zipfile.ZipFile) -> dict:
     if version > SCHEMA_VERSION:
         raise StoreError(f"This backup was written by a newer maskdet ({manifest.get('maskdet_version')}, schema "
                          f"{version}; this is {__version__}, schema {SCHEMA_VERSION}): upgrade maskdet to restore it.")
-    if not isinstance(manifest.get("files"), dict) or not isinstance(manifest.get("counts"), dict):
+    counts = manifest.get("counts")
+    if not isinstance(manifest.get("files"), dict) or not isinstance(counts, dict) or not all(
+            type(count) is int and count >= 0 for count in counts.values()):
         raise StoreError("The backup is damaged: its manifest.json lists no files or counts.")
     return manifest
 
 
-def _table_rows(archive: zipfile.ZipFile, table: sa.Table, version: int) -> list[dict]:
+def _table_rows(archive: zipfile.ZipFile, table: sa.Table, version: int, count: int) -> list[dict]:
     """A table's rows, every column present (columns an older schema lacked are empty, as when maskdet upgrades a
-    data home, and so is a table it lacked)."""
+    data home, and so is a table it lacked). Read a row at a time: a row over MAX_ROW_CHARS, or a row beyond the
+    `count` the manifest gives, is refused before it is held."""
     name, columns = f"tables/{table.name}.jsonl", table.columns.keys()
     if name not in archive.namelist():
         if version < ADDED_IN.get(table.name, 1):
@@ -296,8 +302,15 @@ def _table_rows(archive: zipfile.ZipFile, table: sa.Table, version: int) -> list
         raise StoreError(f"The backup is incomplete: it has no {name}. Nothing was restored.")
     rows = []
     with _reading(name), archive.open(name) as handle:
-        for line in io.TextIOWrapper(handle, "utf-8"):
-            row = json.loads(line)
+        text = io.TextIOWrapper(handle, "utf-8")
+        while line := text.readline(MAX_ROW_CHARS + 1):
+            if len(line) > MAX_ROW_CHARS:
+                raise StoreError(f"The backup is damaged: a row of {name} is over {MAX_ROW_CHARS // 2**20} MiB. "
+                                 "Nothing was restored.")
+            if len(rows) == count:
+                raise StoreError(f"Not a usable maskdet backup: {name} holds more rows than its manifest counts "
+                                 f"({count}). Nothing was restored.")
+            row = parse_json(line)
             if not isinstance(row, dict) or not set(row) <= set(columns):
                 raise StoreError(f"The backup is damaged: {name} holds something other than {table.name} rows. "
                                  "Nothing was restored.")

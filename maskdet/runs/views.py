@@ -3,12 +3,12 @@ data (curves, confusion matrix, per-class figures, ROC) and its downloadable mod
 
 import csv
 import io
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from maskdet.core.errors import StoreError
+from maskdet.core.json_text import parse_json
 from maskdet.data.database import ACTIVE_STATUSES
 from maskdet.data.store import Store
 
@@ -153,7 +153,7 @@ def _read(folder: Path, name: str, run_id: str):
     path = folder / name
     try:
         text = path.read_text()
-        return json.loads(text) if name.endswith(".json") else text
+        return parse_json(text) if name.endswith(".json") else text
     except FileNotFoundError:
         raise StoreError(f"Run {run_id} has no {name} (its folder {folder} is missing or incomplete); "
                          "delete the run on the Models page or train again.") from None

@@ -15,6 +15,7 @@ import onnxruntime as ort
 from maskdet.core.contract import (CROP_MARGINS, INPUT_NAME, INPUT_SIZES, MAX_TENSOR_ELEMENTS, MODEL_OPS, CropRule,
                                    Preprocess)
 from maskdet.core.errors import MaskdetError
+from maskdet.core.json_text import parse_json
 from maskdet.core.threshold import DEFAULT_THRESHOLD, THRESHOLD_KEY, check_threshold
 
 MAX_MODEL_BYTES = 64 * 2**20  # maskdet's models are about 9 MB (float32) and 2.5 MB (int8): ample headroom
@@ -77,10 +78,10 @@ def load_classifier(path: Path) -> OnnxClassifier:
         raise unreadable(path, ValueError("it holds no graph"))
     meta = {prop.key: prop.value for prop in proto.metadata_props}
     try:
-        labels = json.loads(meta["labels"])
+        labels = parse_json(meta["labels"])
         preprocess = Preprocess(**{k: tuple(v) if isinstance(v, list) else v
-                                   for k, v in json.loads(meta["preprocess"]).items()})
-        crop = json.loads(meta["crop_rule"])
+                                   for k, v in parse_json(meta["preprocess"]).items()})
+        crop = parse_json(meta["crop_rule"])
         rule = CropRule(float(crop["margin"]), int(crop["size"]))
     except (KeyError, ValueError, TypeError, AttributeError):
         raise NotAMaskdetModel(f"{path.name} is an ONNX model but not one exported by maskdet "

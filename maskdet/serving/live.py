@@ -17,6 +17,7 @@ from functools import lru_cache
 import numpy as np
 
 from maskdet.bundle.mtcnn_cascade import MIN_FACE_SIDE
+from maskdet.core.json_text import parse_json
 from maskdet.core.settings import usable_cores
 from maskdet.core.threshold import DEFAULT_THRESHOLD
 from maskdet.serving.classifier import OnnxClassifier
@@ -262,7 +263,7 @@ class Cadence:
 def rtc_configuration(ice_servers: str) -> dict:
     """The WebRTC configuration from MASKDET_ICE_SERVERS (a JSON list of RTCIceServer objects)."""
     try:
-        servers = json.loads(ice_servers or "[]")
+        servers = parse_json(ice_servers or "[]")
     except json.JSONDecodeError as error:
         raise ValueError(f"MASKDET_ICE_SERVERS is not valid JSON ({error}).") from None
     if not isinstance(servers, list) or not all(isinstance(s, dict) and "urls" in s for s in servers):
