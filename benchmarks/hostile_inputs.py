@@ -285,22 +285,30 @@ def longest_allowed(folder: Path, quick: bool, data: Path | None) -> Path:
 
 
 def tiny_model(path: Path, side: int = 64, labels=("with_mask", "without_mask"), graph_side: int | None = None,
-               outputs: int = 2, bomb: int = 0) -> Path:
+               outputs: int = 2, bomb: int = 0, sparse: int = 0, convs: int = 0) -> Path:
     """A small ONNX model with maskdet's signature and metadata (uint8 crops in, softmax out): `side` in the
     metadata, `graph_side` in the graph, `outputs` probabilities; bomb > 0 adds a ConstantOfShape of that many floats
-    to the output (onnxruntime folds it when it builds the session). tests/test_export.py uses it too."""
+    to the output (onnxruntime folds it when it builds the session); `sparse` empty sparse weights declared
+    32768 x 16384 (2 GB each once dense); `convs` 3x3 convolutions of 64 channels before the pooling (heavy compute
+    within the per-crop tensor bound). tests/test_export.py uses it too."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     classes = outputs
+    channels, features = 3, "floats"
     nodes = [helper.make_node("Transpose", ["images"], ["nchw"], perm=[0, 3, 1, 2]),
-             helper.make_node("Cast", ["nchw"], ["floats"], to=TensorProto.FLOAT),
-             helper.make_node("GlobalAveragePool", ["floats"], ["pooled"]),
-             helper.make_node("Flatten", ["pooled"], ["flat"]),
-             helper.make_node("Gemm", ["flat", "weight", "bias"], ["logits"]),
-             helper.make_node("Softmax", ["logits"], ["scores" if bomb else "probabilities"], axis=1)]
-    weights = [numpy_helper.from_array(np.ones((3, classes), np.float32), "weight"),
-               numpy_helper.from_array(np.zeros(classes, np.float32), "bias")]
+             helper.make_node("Cast", ["nchw"], ["floats"], to=TensorProto.FLOAT)]
+    weights = []
+    for index in range(convs):
+        weights.append(numpy_helper.from_array(np.full((64, channels, 3, 3), 0.01, np.float32), f"conv{index}"))
+        nodes.append(helper.make_node("Conv", [features, f"conv{index}"], [f"conv{index}_out"], pads=[1, 1, 1, 1]))
+        channels, features = 64, f"conv{index}_out"
+    nodes += [helper.make_node("GlobalAveragePool", [features], ["pooled"]),
+              helper.make_node("Flatten", ["pooled"], ["flat"]),
+              helper.make_node("Gemm", ["flat", "weight", "bias"], ["logits"]),
+              helper.make_node("Softmax", ["logits"], ["scores" if bomb else "probabilities"], axis=1)]
+    weights += [numpy_helper.from_array(np.ones((channels, classes), np.float32), "weight"),
+                numpy_helper.from_array(np.zeros(classes, np.float32), "bias")]
     if bomb:
         weights.append(numpy_helper.from_array(np.array([bomb], np.int64), "bomb_shape"))
         nodes += [helper.make_node("ConstantOfShape", ["bomb_shape"], ["bomb"],
@@ -312,6 +320,10 @@ def tiny_model(path: Path, side: int = 64, labels=("with_mask", "without_mask"),
         nodes, "hostile", [helper.make_tensor_value_info("images", TensorProto.UINT8, ["batch", graph_side,
                                                                                          graph_side, 3])],
         [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", classes])], weights)
+    graph.sparse_initializer.extend(
+        helper.make_sparse_tensor(helper.make_tensor(f"sparse{index}_values", TensorProto.FLOAT, [0], []),
+                                  helper.make_tensor(f"sparse{index}_indices", TensorProto.INT64, [0], []),
+                                  [32768, 16384]) for index in range(sparse))
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     for key, value in {"labels": json.dumps(labels), "preprocess": json.dumps({"input_size": side}),

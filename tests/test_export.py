@@ -1,4 +1,5 @@
-"""Tests for maskdet.training.export on a small random MaskNet: metadata, loading, refusing foreign files, parity, int8."""
+"""maskdet.training.export and maskdet.serving.classifier on a small random MaskNet: metadata, loading, refusing
+foreign or hostile files, parity, int8."""
 
 import json
 import re
@@ -13,9 +14,9 @@ from onnx import TensorProto, helper
 from torch import nn
 
 from maskdet import __version__
-from maskdet.core.contract import OPSET, Preprocess
+from maskdet.core.contract import MAX_MACS_PER_CROP, OPSET, Preprocess
 from maskdet.serving import classifier as classifier_module
-from maskdet.serving.classifier import NotAMaskdetModel, load_classifier, parity
+from maskdet.serving.classifier import NotAMaskdetModel, load_classifier, macs_per_crop, parity, weights_problem
 from maskdet.training import export
 from maskdet.training.export import quantize
 from maskdet.training.model import MaskNet
@@ -235,7 +236,13 @@ def test_a_tiny_model_with_maskdets_contract_loads_and_predicts(tmp_path, tiny_m
     ({"labels": ["with_mask", "with_mask"]}, "has no list of two or more distinct class names in its metadata."),
     ({"labels": {"a": 1}}, "has no list of two or more distinct class names in its metadata."),
     ({"bomb": 25 * 10**9}, "uses operators maskdet's models do not (ConstantOfShape, ReduceSum)."),  # 100 GB folded
-], ids=["huge-crop", "graph-size", "label-count", "same-labels", "labels-not-a-list", "constant-bomb"])
+    # Hostile files, round two: sparse weights (C: three of 2 GB once dense, in a 600-byte file) and compute (D: ten
+    # 64-channel convolutions at 512 px, each tensor within the per-crop bound).
+    ({"sparse": 3}, "holds sparse weights, which maskdet's models do not."),
+    ({"convs": 10, "side": 512},
+     "takes 87.4 billion multiply-adds a face crop; maskdet's models take at most 4 billion."),
+], ids=["huge-crop", "graph-size", "label-count", "same-labels", "labels-not-a-list", "constant-bomb", "sparse-weights",
+        "heavy-compute"])
 def test_metadata_that_does_not_fit_the_graph_is_refused_before_a_session(tmp_path, settings, message, tiny_model):
     path = tmp_path / "hostile.onnx"
     tiny_model(path, **settings)
@@ -243,6 +250,11 @@ def test_metadata_that_does_not_fit_the_graph_is_refused_before_a_session(tmp_pa
         load_classifier(path)
     assert str(error.value) == f"hostile.onnx {message}"
     assert_one_sentence(str(error.value))
+
+
+def test_maskdets_own_models_are_well_inside_the_weight_and_compute_bounds(exported):
+    graph = onnx.shape_inference.infer_shapes(onnx.load(str(exported[1])), strict_mode=True).graph
+    assert weights_problem(graph) is None and macs_per_crop(graph) < MAX_MACS_PER_CROP / 10
 
 
 def test_a_model_file_above_the_size_cap_is_refused_unread(exported, monkeypatch):

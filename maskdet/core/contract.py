@@ -48,3 +48,5 @@ MODEL_OPS = {"Add", "Cast", "Clip", "Constant", "Conv", "DequantizeLinear", "Div
 
 
 MAX_TENSOR_ELEMENTS = 16 * 2**20  # in any tensor of a model, per face crop; maskdet's largest at 512 pixels: 6 million
+MAX_WEIGHT_ELEMENTS = 16 * 2**20  # weights of a model in all; maskdet's models hold 2.2 million
+MAX_MACS_PER_CROP = 4 * 10**9  # multiply-adds a face crop; maskdet's models: 0.15 billion at 160 px, 1.6 at 512

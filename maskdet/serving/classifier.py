@@ -12,8 +12,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from maskdet.core.contract import (CROP_MARGINS, INPUT_NAME, INPUT_SIZES, MAX_TENSOR_ELEMENTS, MODEL_OPS, CropRule,
-                                   Preprocess)
+from maskdet.core.contract import (CROP_MARGINS, INPUT_NAME, INPUT_SIZES, MAX_MACS_PER_CROP, MAX_TENSOR_ELEMENTS,
+                                   MAX_WEIGHT_ELEMENTS, MODEL_OPS, CropRule, Preprocess)
 from maskdet.core.errors import MaskdetError
 from maskdet.core.json_text import parse_json
 from maskdet.core.threshold import DEFAULT_THRESHOLD, THRESHOLD_KEY, check_threshold
@@ -140,12 +140,17 @@ def contract_problem(graph: onnx.GraphProto, labels, preprocess: Preprocess, rul
 
 
 def graph_problem(proto: onnx.ModelProto) -> str | None:
-    """What makes a model's graph unsafe to build (None: nothing): operators maskdet does not write, or a tensor that
-    shape inference cannot bound by MAX_TENSOR_ELEMENTS per crop. To follow the model's name in a sentence."""
+    """What makes a model's graph unsafe to build or to run (None: nothing): operators maskdet does not write; weights
+    that are sparse, kept in other files, or more than MAX_WEIGHT_ELEMENTS in all; a tensor that shape inference cannot
+    bound by MAX_TENSOR_ELEMENTS per crop; more than MAX_MACS_PER_CROP multiply-adds a crop. To follow the model's
+    name in a sentence."""
     foreign = {node.op_type for node in proto.graph.node if node.domain not in ("", "ai.onnx")
                or node.op_type not in MODEL_OPS}
     if foreign:
         return f"uses operators maskdet's models do not ({', '.join(sorted(foreign)[:5])})"
+    problem = weights_problem(proto.graph)
+    if problem:
+        return problem
     try:
         graph = onnx.shape_inference.infer_shapes(proto, strict_mode=True).graph
     except Exception as error:
@@ -158,7 +163,40 @@ def graph_problem(proto: onnx.ModelProto) -> str | None:
                                                                  for dim in shape)
         if not known or math.prod(dim.dim_value or 1 for dim in shape) > MAX_TENSOR_ELEMENTS:
             return f"has a tensor ({value.name[:40]}) of unknown size or over {MAX_TENSOR_ELEMENTS:,} elements a crop"
+    macs = macs_per_crop(graph)
+    if macs > MAX_MACS_PER_CROP:
+        return (f"takes {macs / 1e9:.1f} billion multiply-adds a face crop; maskdet's models take at most "
+                f"{MAX_MACS_PER_CROP / 1e9:g} billion")
     return None
+
+
+def weights_problem(graph: onnx.GraphProto) -> str | None:
+    """What is wrong with a graph's weights (initializers and constants), before anything is allocated for them."""
+    constants = [attribute for node in graph.node if node.op_type == "Constant" for attribute in node.attribute]
+    if graph.sparse_initializer or any(attribute.name == "sparse_value" for attribute in constants):
+        return "holds sparse weights, which maskdet's models do not"
+    tensors = [*graph.initializer, *(attribute.t for attribute in constants if attribute.name == "value")]
+    if any(tensor.data_location == onnx.TensorProto.EXTERNAL for tensor in tensors):
+        return "keeps weights in other files, which maskdet's models do not"
+    total = sum(math.prod(tensor.dims) for tensor in tensors)
+    if total > MAX_WEIGHT_ELEMENTS:
+        return f"declares {total:,} weights; maskdet's models hold at most {MAX_WEIGHT_ELEMENTS:,}"
+    return None
+
+
+def macs_per_crop(graph: onnx.GraphProto) -> int:
+    """Multiply-adds of one face crop through a shape-inferred graph's convolutions and fully connected layers."""
+    shapes = {value.name: [dim.dim_value for dim in value.type.tensor_type.shape.dim]
+              for value in [*graph.input, *graph.value_info, *graph.output]}
+    shapes.update({tensor.name: list(tensor.dims) for tensor in graph.initializer})
+    total = 0
+    for node in graph.node:
+        if node.op_type == "Conv":  # each output value: in-channels of its group x the kernel's area
+            weight = shapes.get(node.input[1], [])
+            total += math.prod(shapes.get(node.output[0], [0])[1:]) * math.prod(weight[1:])
+        elif node.op_type == "Gemm":  # each crop: one row times the weight matrix
+            total += math.prod(shapes.get(node.input[1], []))
+    return total
 
 
 def predict_all(classifier: OnnxClassifier, crops, batch_size: int = 64) -> np.ndarray:
