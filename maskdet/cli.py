@@ -20,7 +20,7 @@ from maskdet.core.json_text import parse_json
 from maskdet.core.settings import load_settings
 from maskdet.core.threshold import DEFAULT_THRESHOLD
 from maskdet.data.database import ACTIVE_STATUSES
-from maskdet.data.sources import folder_candidates
+from maskdet.data.sources import folder_candidates, read_photo_file
 from maskdet.data.store import Store
 from maskdet.runs.active import active_run, model_path, run_summary
 from maskdet.runs.backup import backup, restore
@@ -67,7 +67,7 @@ def cmd_import(store: Store, args) -> dict:
     elif source.is_file():
         if not args.label:
             raise UsageError("Importing a single image needs --label.")
-        report = store.add_image(source.read_bytes(), args.label, source.name, FaceDetector())
+        report = store.add_image(read_photo_file(source), args.label, source.name, FaceDetector())
     else:
         raise UsageError(f"No such file or folder: {source}.")
     return {**report.to_dict(), "labels": store.label_counts()}
@@ -195,7 +195,7 @@ def cmd_predict(store: Store, args) -> dict:
     results = []
     for index, name in enumerate(image_files(args.images)):
         try:
-            image, predictions = predict_image(Path(name).read_bytes(), detector, classifier,
+            image, predictions = predict_image(read_photo_file(Path(name)), detector, classifier,
                                                store.settings.max_pixels, threshold)
         except (BadImage, OSError) as error:
             results.append({"image": name, "error": str(error)})

@@ -259,6 +259,22 @@ def test_predict_images_and_folders_with_annotations(trained):
     assert len(list((home / "annotated").iterdir())) == 4
 
 
+def test_predict_reads_only_regular_files_in_folders_or_named(trained):
+    """Hostile files, round two (B): a FIFO named pipe.jpg hung predict, a link to /dev/zero filled the memory."""
+    home = trained.home
+    folder = home / "special"
+    folder.mkdir()
+    os.mkfifo(folder / "pipe.jpg")
+    (folder / "zeros.jpg").symlink_to("/dev/zero")
+    (folder / "face.png").write_bytes(encode(pattern_image(46), "PNG"))
+    result = succeeded(cli(home, "predict", "special", "special/zeros.jpg"))
+    entries = [(entry["image"], entry.get("error")) for entry in result["images"]]
+    assert entries == [("special/face.png", None),
+                       ("special/pipe.jpg", "not a regular file (a FIFO, device or socket)"),
+                       ("special/zeros.jpg", "not a regular file (a FIFO, device or socket)"),
+                       ("special/zeros.jpg", "not a regular file (a FIFO, device or socket)")]
+
+
 def test_export_writes_an_onnx_file_that_loads(trained):
     result = succeeded(cli(trained.home, "export", "--output", "x.onnx"))
     target = trained.home / "x.onnx"

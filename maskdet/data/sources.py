@@ -64,15 +64,16 @@ def folder_candidates(folder: Path) -> tuple[list[Candidate], list[tuple[str, st
     return candidates, rejected
 
 
-def file_problem(path: Path, folder: Path) -> str | None:
-    """Why a file of an imported folder is not read, checked before reading it (None: it may be read). A FIFO
-    would block the import forever and a link to /dev/zero would fill the memory."""
+def file_problem(path: Path, folder: Path | None = None) -> str | None:
+    """Why a photo file is not read, checked before reading it (None: it may be read): it is not a regular file
+    (a FIFO would block forever, a link to /dev/zero would fill the memory), it is larger than MAX_ENTRY_BYTES, or
+    it is a link out of the `folder` it was found in."""
     try:
         target = path.resolve(strict=True)
         info = target.stat()
     except (OSError, RuntimeError) as error:
         return f"cannot be read ({getattr(error, 'strerror', None) or error})"
-    if path.is_symlink() and not target.is_relative_to(folder.resolve()):
+    if folder is not None and path.is_symlink() and not target.is_relative_to(folder.resolve()):
         return "symbolic link to outside the folder"
     if not stat.S_ISREG(info.st_mode):
         return "not a regular file (a FIFO, device or socket)"
@@ -81,8 +82,17 @@ def file_problem(path: Path, folder: Path) -> str | None:
     return None
 
 
+def read_photo_file(path: Path, folder: Path | None = None) -> bytes:
+    """The one way a photo is read from disk (import, evaluate, predict): its bytes, or a BadImage saying why it is
+    not read (file_problem)."""
+    problem = file_problem(Path(path), folder)
+    if problem:
+        raise BadImage(problem)
+    return read_file(Path(path))
+
+
 def read_file(path: Path) -> bytes:
-    """A folder file's bytes, never more than MAX_ENTRY_BYTES (the file may have grown since file_problem)."""
+    """A checked file's bytes, never more than MAX_ENTRY_BYTES (the file may have grown since file_problem)."""
     with open(path, "rb") as handle:
         data = handle.read(MAX_ENTRY_BYTES + 1)
     if len(data) > MAX_ENTRY_BYTES:
