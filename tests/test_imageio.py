@@ -56,6 +56,23 @@ def test_16_bit_greyscale_png_with_a_transparent_level_is_laid_on_white(grey):
     assert np.abs(decoded[10:].astype(int) - grey[10:, :, None]).max() <= 1
 
 
+def many_scans(scans: int) -> bytes:
+    """A progressive greyscale JPEG with its last scan repeated until it has `scans` scans: the shape of the
+    progressive-JPEG CPU bomb (thousands of scans, each a pass over the picture), small."""
+    data = saved(Image.fromarray(pattern_image(9, size=(64, 48))).convert("L"), "JPEG", progressive=True)
+    last, end = data.rindex(b"\xff\xda"), data.rindex(b"\xff\xd9")
+    return data[:end] + data[last:end] * (scans - data.count(b"\xff\xda")) + data[end:]
+
+
+def test_a_jpeg_of_thousands_of_scans_is_refused_before_decoding_and_real_progressive_ones_pass():
+    """Hostile files, round two (A): a 2 MB JPEG of 28,967 empty scans took 84 s of CPU to import."""
+    progressive = saved(Image.fromarray(pattern_image(9, size=(64, 48))), "JPEG", progressive=True)
+    assert decode_image(progressive, MAX_PIXELS).shape == (48, 64, 3)
+    with pytest.raises(BadImage, match="a progressive JPEG of 5,000 scans, where cameras and encoders write at most a "
+                                       "few tens"):
+        decode_image(many_scans(5000), MAX_PIXELS)
+
+
 def test_cmyk_jpeg_and_animated_gif_first_frame():
     rgb = pattern_image(7, size=(64, 48))
     cmyk = decode_image(saved(Image.fromarray(rgb).convert("CMYK"), "JPEG", quality=100), MAX_PIXELS)

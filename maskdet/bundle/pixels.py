@@ -10,6 +10,9 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".ti
 FORMATS = ("JPEG", "PNG", "BMP", "WEBP", "GIF", "TIFF")  # the formats read (the JPEG opener also reads cameras' MPO)
 WIDE_GREY = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")  # greyscale with more than 8 bits a sample
 ALPHA = ("RGBA", "LA", "PA", "La", "RGBa")
+# Progressive JPEGs from real encoders have about ten scans; each scan is a pass over the whole picture, so a small file
+# of thousands of empty scans costs minutes of decoding.
+MAX_JPEG_SCANS = 100
 
 
 def grey_to_8bit(samples: np.ndarray, mode: str) -> np.ndarray:
@@ -40,6 +43,16 @@ def to_rgb(image: Image.Image) -> Image.Image:
         image = image.convert("RGBA")
         return Image.alpha_composite(Image.new("RGBA", image.size, (255, 255, 255, 255)), image).convert("RGB")
     return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def scans_problem(data: bytes) -> str | None:
+    """Why a JPEG's bytes are not decoded (None: they may be): more scans (SOS markers, which entropy-coded data never
+    holds) than MAX_JPEG_SCANS."""
+    scans = data.count(b"\xff\xda")
+    if scans > MAX_JPEG_SCANS:
+        return (f"a progressive JPEG of {scans:,} scans, where cameras and encoders write at most a few tens: decoding "
+                "it would take minutes (re-save it if it is a photo)")
+    return None
 
 
 def image_files(names: list[str]) -> list[str]:

@@ -9,6 +9,7 @@ the model's crop rule (crop_rule.py). See README.md.
 """
 
 import argparse
+import io
 import json
 import warnings
 from pathlib import Path
@@ -18,7 +19,7 @@ import onnxruntime as ort
 from crop_rule import crop
 from mtcnn_cascade import NETWORK_FILES, Cascade, find_faces, session
 from PIL import Image, ImageOps
-from pixels import FORMATS, image_files, to_rgb
+from pixels import FORMATS, image_files, scans_problem, to_rgb
 
 HERE = Path(__file__).resolve().parent
 DETECT_SIDE = 640  # MTCNN searches a copy whose longer side is at most this
@@ -46,9 +47,13 @@ class Classifier:
 
 def decode(path: str) -> np.ndarray:
     """RGB uint8 pixels as maskdet reads them: EXIF orientation applied, any mode to 8-bit RGB (pixels.py)."""
+    data = Path(path).read_bytes()
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a truncated file is an error, not a half-grey picture
-        image = Image.open(path, formats=FORMATS)
+        image = Image.open(io.BytesIO(data), formats=FORMATS)
+        problem = scans_problem(data) if image.format in ("JPEG", "MPO") else None
+        if problem:
+            raise ValueError(problem)
         image.load()
         image = ImageOps.exif_transpose(image)
     return np.asarray(to_rgb(image))

@@ -6,14 +6,13 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps
 
-from maskdet.bundle.pixels import FORMATS, to_rgb
+from maskdet.bundle.pixels import FORMATS, scans_problem, to_rgb
 from maskdet.core.errors import MaskdetError
 
 # A JPEG holds under 100 pixels a byte however flat the photo (docs/performance.md); a larger picture holding more is
 # a flat PNG/GIF/TIFF, the shape of a decompression bomb. Bytes are counted as the file arrived: a blank JPEG deflates
-# to a few hundred bytes in a zip whatever its
-# size, so a 2 MB zip could otherwise hold thousands of blank megapixel photos. This bounds the pixels, so the memory
-# and time, that an upload of a given size can cost.
+# to a few hundred bytes in a zip whatever its size, so a 2 MB zip could otherwise hold thousands of blank megapixel
+# photos. This bounds the pixels, so the memory and time, that an upload of a given size can cost.
 MAX_PIXELS_PER_BYTE = 100
 BOMB_FLOOR_PIXELS = 256 * 256  # pictures up to this size cost little to decode: flat icons and drawings pass
 
@@ -41,6 +40,9 @@ def decode_image(data: bytes, max_pixels: int, arrived_bytes: int | None = None)
         raise BadImage(f"image too large for its file: {width}x{height} pixels in {size:,} bytes, over "
                        f"{MAX_PIXELS_PER_BYTE} pixels a byte (a nearly blank picture, as decompression bombs are; "
                        "re-save it as JPEG if it is a photo)")
+    problem = scans_problem(data) if image.format in ("JPEG", "MPO") else None
+    if problem:
+        raise BadImage(problem)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error")
