@@ -264,7 +264,7 @@ def burst_progress(burst) -> None:
                 picture = ui.attempt(cached_thumbnail, store, record, record.sha256,
                                      record.face.box if record.face else None)
                 if picture is not None:
-                    column.image(picture, caption="face found" if record.face else "no face found")
+                    column.image(ui.inline(picture), caption="face found" if record.face else "no face found")
         if not latest:
             st.caption("The latest captures show here, with the face box training will use.")
         if shots and not burst.running:
@@ -394,7 +394,7 @@ for start in range(0, len(page_records), COLUMNS):
             if picture is None:
                 st.caption(f"{caption}: the file could not be read; delete it and upload the photo again.")
             else:
-                st.image(picture, caption=caption)
+                st.image(ui.inline(picture), caption=caption)
             st.text(record.source_name)  # plain text, wrapped: a file name is never read as Markdown
             if st.checkbox("Select", key=pick_keys[record.id]):
                 selected.append(record.id)
@@ -475,7 +475,7 @@ def face_box_editor(record) -> None:
             if ok:
                 box_changed(f"Face box of {name} reset; training will use " +
                             ("the face MTCNN found." if reset.face else "the whole photo (MTCNN found no face)."))
-    picture_column.image(box_preview(image, faces, box),
+    picture_column.image(ui.inline(box_preview(image, faces, box)),
                          caption="Blue: the faces MTCNN finds, numbered. Orange: the box of the four numbers.")
 
 

@@ -4,14 +4,11 @@ Training runs in its own process (`python -m maskdet train --run-id ...`, starte
 only reads the run registry, so a run keeps going when the page is reloaded or left, and shows up again here.
 """
 
-import base64
-import io
 import os
 from datetime import datetime, timezone
 
 import streamlit as st
 import ui
-from PIL import Image
 
 from maskdet.core.settings import load_settings
 from maskdet.data.insights import preview_photo, summarize
@@ -87,14 +84,6 @@ def class_option(name: str | None) -> str:
 def reset_settings() -> None:
     for key in SETTING_KEYS:
         st.session_state.pop(key, None)
-
-
-def inline(image) -> str:
-    """An RGB array as a data URI. Served inline rather than as a media file, a picture cannot go missing
-    when a click interrupts a rerun while the one-second status fragment keeps the session busy."""
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="JPEG", quality=92)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def next_face() -> None:
@@ -224,7 +213,7 @@ with side_column:
         views = ui.attempt(lambda: preview(crop, AugmentConfig.from_dict(augment), 8, seed=int(values["seed"]))) \
             if crop is not None else None
         if views is not None:
-            st.image([inline(image) for image in (crop, *views)], width=112,
+            st.image([ui.inline(image) for image in (crop, *views)], width=112,
                      caption=["face crop", *(f"view {i}" for i in range(1, 9))])
             where = "face found" if record.face else "no face found: training uses the whole photo"
             st.caption(f"{ui.literal(record.source_name)} ({ui.literal(record.label)}, {where}). Training uses the "
@@ -235,7 +224,7 @@ with side_column:
         drawn = ui.attempt(lambda: synthetic_preview(store, SyntheticMasks.from_dict(synthetic), rule, 8,
                                                      int(values["seed"])))
         if drawn:
-            st.image([inline(image) for image, _ in drawn], width=112,
+            st.image([ui.inline(image) for image, _ in drawn], width=112,
                      caption=[ui.literal(caption) for _, caption in drawn])
             st.caption("Source-class faces with a drawn mask, as training adds them.")
 

@@ -164,7 +164,7 @@ def show_mistakes(run: dict) -> None:
             if mistake.label not in (None, mistake.true):
                 caption += f" · now {ui.literal(mistake.label)} in the dataset"
             if mistake.crop is not None:
-                st.image(mistake.crop, caption=caption)
+                st.image(ui.inline(mistake.crop), caption=caption)
             else:
                 st.text(f"{caption}. {mistake.note}")  # a file name: plain text, never Markdown
             # a photo deleted since it was ticked stays ticked, so that the action says what became of it

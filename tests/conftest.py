@@ -21,6 +21,11 @@ from typing import NoReturn
 
 import numpy as np
 import pytest
+
+# Pages refuse to show anything when the dashboard listens beyond this machine without a password, and Streamlit's
+# unset address means every interface: page tests run as `make run` serves, on 127.0.0.1 (before Streamlit's config
+# is read).
+os.environ.setdefault("STREAMLIT_SERVER_ADDRESS", "127.0.0.1")
 import sqlalchemy as sa
 from PIL import Image
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from streamlit import config as streamlit_config
 from streamlit.testing.v1 import AppTest
 
 from maskdet.core.access import is_local, listen_problem
@@ -76,3 +77,32 @@ def test_without_a_password_there_is_no_sign_in(settings, monkeypatch):
     monkeypatch.delenv("MASKDET_PASSWORD", raising=False)
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
     assert [t.value for t in at.title] == ["maskdet: face-mask detection studio"]
+
+
+@pytest.fixture
+def listening_everywhere():
+    """The dashboard as `streamlit run app.py --server.address 0.0.0.0` starts it, without make's check."""
+    previous = streamlit_config.get_option("server.address")
+    streamlit_config.set_option("server.address", "0.0.0.0")
+    yield
+    streamlit_config.set_option("server.address", previous)
+
+
+@pytest.mark.parametrize("page", ["app.py", "pages/1_Dataset.py", "pages/5_Live.py"])
+def test_listening_beyond_this_machine_without_a_password_every_page_shows_only_the_refusal(
+        page, settings, monkeypatch, listening_everywhere):
+    """Hostile files, round two (G): the refusal lived only in the Makefile."""
+    monkeypatch.delenv("MASKDET_PASSWORD", raising=False)
+    at = AppTest.from_file(str(ROOT / page), default_timeout=60).run()
+    assert not at.exception
+    assert [error.value for error in at.error] == [
+        "Not listening on 0.0.0.0 without a password: anyone who reaches the port could delete classes and runs. Set "
+        "MASKDET_PASSWORD (every browser then signs in with it), or keep the default 127.0.0.1 and reach the dashboard "
+        "through an SSH tunnel. Then restart the dashboard."]
+    assert not at.title and not at.sidebar.children and not at.image
+
+
+def test_listening_beyond_this_machine_with_a_password_asks_for_it(settings, monkeypatch, listening_everywhere):
+    monkeypatch.setenv("MASKDET_PASSWORD", "correct horse")
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    assert [t.value for t in at.title] == ["Sign in to maskdet"] and not at.error

@@ -62,6 +62,15 @@ def test_empty_home_shows_zero_counts_and_how_to_start(settings):
     assert button(at, "Delete class").disabled
 
 
+def test_photos_are_shown_inline_never_through_a_media_url(dataset, downloads):
+    """Hostile files, round two (G): Streamlit's media URLs answer anyone who has one, signed in or not, for minutes
+    after the session ends; the gallery's photos are sent inside the page instead."""
+    at = open_page()
+    urls = [image.url for element in at.image for image in element.proto.imgs]
+    assert len(urls) == 9 and all(url.startswith("data:image/jpeg;base64,") for url in urls)
+    assert not downloads  # nothing handed to Streamlit's media storage
+
+
 def test_imported_dataset_shows_counts_thumbnails_and_warnings(dataset):
     at = open_page()
     assert metrics(at) == {"with_mask": "4", "without_mask": "5"}

@@ -2,6 +2,7 @@
 settings, uploading model files, and annotating uploaded photos and videos. The stream itself is tested in a real
 browser (test_browser_live.py)."""
 
+import base64
 import io
 import json
 from pathlib import Path
@@ -183,7 +184,8 @@ def test_an_uploaded_photo_is_annotated_with_a_table_and_a_download(env, shared_
     assert Image.open(io.BytesIO(png)).size == size
     [shown] = at.image
     assert shown.captions == ["friend.jpg, annotated"]
-    assert Image.open(io.BytesIO(downloads[Path(shown.value[0]).stem][1])).size == size
+    assert shown.value[0].startswith("data:image/png;base64,")  # inside the page, not behind an open media URL
+    assert Image.open(io.BytesIO(base64.b64decode(shown.value[0].split(",", 1)[1]))).size == size
 
 
 def test_max_faces_applies_to_photos(env, shared_data):

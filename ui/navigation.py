@@ -3,7 +3,7 @@
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
-from maskdet.core.access import password_matches
+from maskdet.core.access import listen_problem, password_matches
 from maskdet.core.settings import load_settings
 
 PAGES = [  # path, name, icon, what it is for (the home page's board)
@@ -28,12 +28,16 @@ def page_setup(title: str) -> None:
 
 def sign_in() -> None:
     """With MASKDET_PASSWORD set, a browser session sees nothing but this form until it gives the password. A setting
-    that cannot be read stops every page with its sentence (`make run` refuses to start then; `streamlit run` does not
-    check)."""
+    that cannot be read, or a dashboard listening beyond this machine without a password, stops every page with its
+    sentence: `make run` refuses to start then, and a dashboard started with `streamlit run` shows only the refusal."""
     try:
         password = load_settings().password
     except ValueError as error:
         st.error(f"{error} Fix it and restart the dashboard.")
+        st.stop()
+    problem = listen_problem(st.get_option("server.address") or "0.0.0.0", password)  # unset: every interface
+    if problem:
+        st.error(f"{problem} Then restart the dashboard.")
         st.stop()
     if not password or st.session_state.get("signed_in"):
         return

@@ -1,12 +1,15 @@
 """Widgets and text helpers the pages share: errors shown as sentences, runs tables, annotated photos, class pickers,
 the gate in front of a webcam stream."""
 
+import base64
+import io
 import re
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import streamlit as st
+from PIL import Image
 from ui.resources import store
 
 from maskdet.bundle.pixels import IMAGE_SUFFIXES
@@ -62,7 +65,7 @@ PHOTO_TYPES = sorted(suffix.lstrip(".") for suffix in IMAGE_SUFFIXES)  # what th
 
 def show_annotated_photo(result, name: str, key: str, no_face_hint: str = "") -> None:
     """A media.AnnotatedPhoto: the picture, the table of its faces (numbered as on the picture) and its download."""
-    st.image(result.png, caption=f"{literal(name)}, annotated", width=min(720, result.width))
+    st.image(inline(result.png), caption=f"{literal(name)}, annotated", width=min(720, result.width))
     if result.predictions:
         st.dataframe(media.prediction_rows(result.predictions), hide_index=True, key=f"{key}-faces")
     else:
@@ -117,3 +120,14 @@ def stream_gate(holder: object, stream: str, meanwhile: str, key: str) -> tuple[
         st.button("Try again", key=key)
         return None
     return ice, seats
+
+
+def inline(picture) -> str:
+    """A picture (an RGB array, a PIL image, or PNG bytes) as a data URI for st.image. Photos are shown this way, never
+    through Streamlit's media URLs, which answer anyone who has the URL, signed in or not; nor can a picture go missing
+    when a click interrupts a rerun while a fragment keeps the session busy."""
+    if isinstance(picture, bytes):
+        return "data:image/png;base64," + base64.b64encode(picture).decode("ascii")
+    buffer = io.BytesIO()
+    (picture if isinstance(picture, Image.Image) else Image.fromarray(picture)).save(buffer, format="JPEG", quality=92)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
