@@ -16,7 +16,8 @@ from torch import nn
 from maskdet import __version__
 from maskdet.core.contract import MAX_MACS_PER_CROP, OPSET, Preprocess
 from maskdet.serving import classifier as classifier_module
-from maskdet.serving.classifier import NotAMaskdetModel, load_classifier, macs_per_crop, parity, weights_problem
+from maskdet.serving.classifier import (MAX_RUN_BYTES, NotAMaskdetModel, load_classifier, macs_per_crop, parity,
+                                        weights_problem)
 from maskdet.training import export
 from maskdet.training.export import quantize
 from maskdet.training.model import MaskNet
@@ -250,6 +251,18 @@ def test_metadata_that_does_not_fit_the_graph_is_refused_before_a_session(tmp_pa
         load_classifier(path)
     assert str(error.value) == f"hostile.onnx {message}"
     assert_one_sentence(str(error.value))
+
+
+def test_a_model_of_large_tensors_runs_a_few_crops_at_a_time(tmp_path, tiny_model):
+    """Hostile files, round two (D): the bounds held one crop's tensors, but batches hold 32 crops; now a run of the
+    model holds at most MAX_RUN_BYTES in its largest tensor (here 64 channels at 512 px: 64 MiB a crop)."""
+    classifier = load_classifier(tiny_model(tmp_path / "wide.onnx", side=512, convs=1))
+    assert classifier.crops_per_run == MAX_RUN_BYTES // (512 * 512 * 64 * 4) == 4
+    images = np.random.default_rng(3).integers(0, 256, (9, 512, 512, 3), dtype=np.uint8)
+    together = classifier.predict(images)
+    assert together.shape == (9, 2)
+    np.testing.assert_allclose(together, np.concatenate([classifier.predict(image[None]) for image in images]),
+                               rtol=1e-5)
 
 
 def test_maskdets_own_models_are_well_inside_the_weight_and_compute_bounds(exported):

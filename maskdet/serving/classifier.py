@@ -19,6 +19,7 @@ from maskdet.core.json_text import parse_json
 from maskdet.core.threshold import DEFAULT_THRESHOLD, THRESHOLD_KEY, check_threshold
 
 MAX_MODEL_BYTES = 64 * 2**20  # maskdet's models are about 9 MB (float32) and 2.5 MB (int8): ample headroom
+MAX_RUN_BYTES = 256 * 2**20  # a run of the model on a batch of crops holds at most this much in its largest tensor
 CPU_PROVIDERS = ("CPUExecutionProvider",)
 
 
@@ -53,12 +54,16 @@ class OnnxClassifier:
     preprocess: Preprocess
     rule: CropRule
     class_threshold: float = DEFAULT_THRESHOLD  # below it a face is "uncertain": chosen on Metrics, or the default
+    crops_per_run: int = 64  # crops the model takes at once, so that its largest tensor holds MAX_RUN_BYTES at most
 
     def predict(self, crops: np.ndarray) -> np.ndarray:
-        """Probabilities (N, C) for uint8 RGB crops (N, S, S, 3)."""
+        """Probabilities (N, C) for uint8 RGB crops (N, S, S, 3), crops_per_run at a time."""
         if len(crops) == 0:
             return np.zeros((0, len(self.labels)), np.float32)
-        return self.session.run(None, {INPUT_NAME: np.ascontiguousarray(crops, dtype=np.uint8)})[0]
+        return np.concatenate([
+            self.session.run(None, {INPUT_NAME: np.ascontiguousarray(crops[start:start + self.crops_per_run],
+                                                                     dtype=np.uint8)})[0]
+            for start in range(0, len(crops), self.crops_per_run)])
 
 
 def load_classifier(path: Path) -> OnnxClassifier:
@@ -87,7 +92,8 @@ def load_classifier(path: Path) -> OnnxClassifier:
         raise NotAMaskdetModel(f"{path.name} is an ONNX model but not one exported by maskdet "
                                "(its labels and preprocessing metadata are missing).") from None
     threshold = meta.get(THRESHOLD_KEY)
-    problem = contract_problem(proto.graph, labels, preprocess, rule, threshold) or graph_problem(proto)
+    cost = graph_cost(proto)
+    problem = contract_problem(proto.graph, labels, preprocess, rule, threshold) or cost.problem
     if problem:
         raise NotAMaskdetModel(f"{path.name} {problem}.")
     try:
@@ -95,7 +101,8 @@ def load_classifier(path: Path) -> OnnxClassifier:
     except Exception as error:
         raise unreadable(path, error) from None
     return OnnxClassifier(path, session, labels, preprocess, rule,
-                          DEFAULT_THRESHOLD if threshold is None else float(threshold))
+                          DEFAULT_THRESHOLD if threshold is None else float(threshold),
+                          max(1, MAX_RUN_BYTES // (4 * max(1, cost.largest_tensor))))
 
 
 def unreadable(path: Path, error: Exception) -> NotAMaskdetModel:
@@ -139,35 +146,48 @@ def contract_problem(graph: onnx.GraphProto, labels, preprocess: Preprocess, rul
     return None
 
 
-def graph_problem(proto: onnx.ModelProto) -> str | None:
-    """What makes a model's graph unsafe to build or to run (None: nothing): operators maskdet does not write; weights
+@dataclass(frozen=True)
+class GraphCost:
+    """What running a model costs, read from its graph before it runs: what makes it unsafe (None: nothing), and the
+    elements a crop takes in its largest tensor."""
+
+    problem: str | None
+    largest_tensor: int = 0
+
+
+def graph_cost(proto: onnx.ModelProto) -> GraphCost:
+    """A model's cost, and what makes its graph unsafe to build or to run: operators maskdet does not write; weights
     that are sparse, kept in other files, or more than MAX_WEIGHT_ELEMENTS in all; a tensor that shape inference cannot
-    bound by MAX_TENSOR_ELEMENTS per crop; more than MAX_MACS_PER_CROP multiply-adds a crop. To follow the model's
-    name in a sentence."""
+    bound by MAX_TENSOR_ELEMENTS per crop; more than MAX_MACS_PER_CROP multiply-adds a crop. The problem follows the
+    model's name in a sentence."""
     foreign = {node.op_type for node in proto.graph.node if node.domain not in ("", "ai.onnx")
                or node.op_type not in MODEL_OPS}
     if foreign:
-        return f"uses operators maskdet's models do not ({', '.join(sorted(foreign)[:5])})"
+        return GraphCost(f"uses operators maskdet's models do not ({', '.join(sorted(foreign)[:5])})")
     problem = weights_problem(proto.graph)
     if problem:
-        return problem
+        return GraphCost(problem)
     try:
         graph = onnx.shape_inference.infer_shapes(proto, strict_mode=True).graph
     except Exception as error:
-        return f"has a graph whose shapes do not fit together ({str(error).splitlines()[0][:100]})"
+        return GraphCost(f"has a graph whose shapes do not fit together ({str(error).splitlines()[0][:100]})")
     batch = {value.type.tensor_type.shape.dim[0].dim_param for value in graph.input
              if value.type.tensor_type.shape.dim} - {""}  # the batch axis's name
+    largest = 0
     for value in [*graph.value_info, *graph.output]:
         shape = value.type.tensor_type.shape.dim
         known = value.type.tensor_type.HasField("shape") and all(dim.dim_value or dim.dim_param in batch
                                                                  for dim in shape)
-        if not known or math.prod(dim.dim_value or 1 for dim in shape) > MAX_TENSOR_ELEMENTS:
-            return f"has a tensor ({value.name[:40]}) of unknown size or over {MAX_TENSOR_ELEMENTS:,} elements a crop"
+        elements = math.prod(dim.dim_value or 1 for dim in shape)
+        if not known or elements > MAX_TENSOR_ELEMENTS:
+            return GraphCost(f"has a tensor ({value.name[:40]}) of unknown size or over {MAX_TENSOR_ELEMENTS:,} "
+                             "elements a crop")
+        largest = max(largest, elements)
     macs = macs_per_crop(graph)
     if macs > MAX_MACS_PER_CROP:
-        return (f"takes {macs / 1e9:.1f} billion multiply-adds a face crop; maskdet's models take at most "
-                f"{MAX_MACS_PER_CROP / 1e9:g} billion")
-    return None
+        return GraphCost(f"takes {macs / 1e9:.1f} billion multiply-adds a face crop; maskdet's models take at most "
+                         f"{MAX_MACS_PER_CROP / 1e9:g} billion")
+    return GraphCost(None, largest)
 
 
 def weights_problem(graph: onnx.GraphProto) -> str | None:
