@@ -229,6 +229,30 @@ def hostile_folder(folder: Path, quick: bool) -> Path:
     return classes.parent
 
 
+def many_scans(folder: Path, quick: bool) -> Path:
+    """A greyscale progressive JPEG whose shortest scan (a band of end-of-block runs) repeats thousands of times: each
+    scan is a pass over the picture (the CPU bomb of hostile files, round two: 28,967 empty scans cost 84 s)."""
+    side, scans = (64, 200) if quick else (4000, 20_000)
+    picture = Image.fromarray(np.random.default_rng(7).integers(96, 160, (side // 8, side // 8), dtype=np.uint8))
+    buffer = io.BytesIO()
+    picture.resize((side, side), Image.BILINEAR).save(buffer, "JPEG", progressive=True, quality=30)
+    data = buffer.getvalue()
+    starts = [index for index in range(len(data) - 1) if data[index:index + 2] == b"\xff\xda"]
+    end = data.rindex(b"\xff\xd9")
+    shortest = min((data[start:stop] for start, stop in zip(starts, [*starts[1:], end])), key=len)  # a band's EOB run
+    return write(folder, "many-scans.jpg", data[:end] + shortest * (scans - len(starts)) + data[end:])
+
+
+def special_files(folder: Path, quick: bool) -> Path:
+    """What `predict` is given: a folder holding a FIFO, a link to /dev/zero and a good photo."""
+    photos = folder / "special-files"
+    photos.mkdir(parents=True)
+    os.mkfifo(photos / "pipe.jpg")
+    (photos / "zeros.jpg").symlink_to("/dev/zero")
+    (photos / "ok.jpg").write_bytes(jpeg(photo(5)))
+    return photos
+
+
 def video(path: Path, frames, rate, size: tuple[int, int], crf: int = 23, container: str = "mp4") -> Path:
     """Encode RGB frames (an iterable) as H.264."""
     import av
@@ -343,6 +367,28 @@ def constant_bomb(folder: Path, quick: bool) -> Path:
     return tiny_model(folder / "constant-bomb.onnx", bomb=2**20 if quick else 25 * 10**9)
 
 
+def sparse_weights(folder: Path, quick: bool) -> Path:
+    """Three empty sparse weights declared 32768 x 16384 (2 GB each once dense) in a file of about 600 bytes."""
+    return tiny_model(folder / "sparse-weights.onnx", sparse=3)
+
+
+def heavy_compute(folder: Path, quick: bool) -> Path:
+    """Ten 3x3 convolutions of 64 channels at 512 px: every tensor within the per-crop bound, 87 billion
+    multiply-adds a crop."""
+    return tiny_model(folder / "heavy-compute.onnx", side=512, convs=10)
+
+
+def deep_labels(folder: Path, quick: bool) -> Path:
+    """Labels nested 100,000 deep in the metadata (a RecursionError before)."""
+    path = tiny_model(folder / "deep-labels.onnx")
+    import onnx
+
+    model = onnx.load(str(path))
+    next(prop for prop in model.metadata_props if prop.key == "labels").value = "[" * 100_000
+    onnx.save(model, str(path))
+    return path
+
+
 def label_mismatch(folder: Path, quick: bool) -> Path:
     """Three labels in the metadata, two outputs in the graph."""
     return tiny_model(folder / "label-mismatch.onnx", labels=["a", "b", "c"])
@@ -358,15 +404,19 @@ def cases(data: Path | None) -> list[Case]:
             ("many-flat-1mp-photos", lambda folder, quick: many_flat_photos(folder, quick, 1000)),
             ("many-flat-36mp-photos", lambda folder, quick: many_flat_photos(folder, quick, 6000)),
             ("many-empty-entries", many_entries)]
-    photos = [("grey16", grey16_png), ("float32-tiff", float_tiff), ("blank-40mp", blank_photo)]
+    photos = [("grey16", grey16_png), ("float32-tiff", float_tiff), ("blank-40mp", blank_photo),
+              ("many-scans", many_scans)]
     return ([Case(name, kind, make) for name, make in zips for kind in ("import", "evaluate")]
             + [Case(name, kind, make) for name, make in photos for kind in ("import", "predict")]
-            + [Case("hostile-folder", "import", hostile_folder)]
+            + [Case("hostile-folder", "import", hostile_folder), Case("special-files", "predict", special_files)]
             + [Case(name, "video", make) for name, make in (("huge-frames", huge_frames), ("huge-rate", huge_rate),
                                                             ("lying-duration", lying_duration))]
             + [Case("longest-allowed", "video", lambda folder, quick: longest_allowed(folder, quick, data))]
             + [Case(name, "model", make) for name, make in (("huge-crop", huge_crop), ("constant-bomb", constant_bomb),
-                                                            ("label-mismatch", label_mismatch))])
+                                                            ("label-mismatch", label_mismatch),
+                                                            ("sparse-weights", sparse_weights),
+                                                            ("heavy-compute", heavy_compute),
+                                                            ("deep-labels", deep_labels))])
 
 
 def baselines(folder: Path, model: Path | None) -> dict[str, Path]:
