@@ -55,7 +55,9 @@ def run_script(bundle, shared_data, real_dev_data, tmp_path_factory):
         for name in names:
             shutil.copyfile(shared_data / label / name, work / "small" / label / name)
     (work / "notes.jpg").write_text("not a photo")
-    arguments = [str(work / "small"), *(str(real_dev_data / name) for name in REAL_DEV), str(work / "notes.jpg")]
+    os.mkfifo(work / "pipe.jpg")  # hostile files, round two (B): the bundle's script reads regular files only
+    arguments = [str(work / "small"), *(str(real_dev_data / name) for name in REAL_DEV), str(work / "pipe.jpg"),
+                 str(work / "notes.jpg")]
     environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}  # no maskdet to import
     return subprocess.run([sys.executable, "predict_onnx.py", "--threshold", str(THRESHOLD), *arguments],
                           cwd=bundle, env=environment, capture_output=True, text=True, timeout=300)
@@ -99,6 +101,8 @@ def test_bundle_script_finds_and_classifies_the_faces_maskdet_predict_does(run_s
 
 def test_a_file_that_is_not_an_image_gets_an_error_entry(run_script):
     assert run_script.returncode == 0 and "Traceback" not in run_script.stderr
-    entry = json.loads(run_script.stdout)["images"][-1]
+    fifo, entry = json.loads(run_script.stdout)["images"][-2:]
     assert entry["image"].endswith("notes.jpg") and set(entry) == {"image", "error"}
     assert "not a readable image" in entry["error"]
+    assert fifo["image"].endswith("pipe.jpg")
+    assert fifo["error"] == "not a readable image (not a regular file (a FIFO, device or socket))"

@@ -1,6 +1,7 @@
 """Photos as maskdet and the bundle's script both read them: which files, which formats, any mode to 8-bit RGB.
 Needs only numpy and Pillow."""
 
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,20 @@ def to_rgb(image: Image.Image) -> Image.Image:
         image = image.convert("RGBA")
         return Image.alpha_composite(Image.new("RGBA", image.size, (255, 255, 255, 255)), image).convert("RGB")
     return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def file_size_problem(path: Path, max_bytes: int) -> str | None:
+    """Why a photo file is not read, checked before reading it (None: it may be): it is not a regular file once links
+    are followed (a FIFO would block forever, a link to /dev/zero would fill the memory), or it is over max_bytes."""
+    try:
+        info = Path(path).stat()
+    except OSError as error:
+        return f"cannot be read ({error.strerror or error})"
+    if not stat.S_ISREG(info.st_mode):
+        return "not a regular file (a FIFO, device or socket)"
+    if info.st_size > max_bytes:
+        return f"file larger than {max_bytes // 2**20} MiB"
+    return None
 
 
 def scans_problem(data: bytes) -> str | None:

@@ -19,7 +19,7 @@ import onnxruntime as ort
 from crop_rule import crop
 from mtcnn_cascade import NETWORK_FILES, Cascade, find_faces, session
 from PIL import Image, ImageOps
-from pixels import FORMATS, image_files, scans_problem, to_rgb
+from pixels import FORMATS, file_size_problem, image_files, scans_problem, to_rgb
 
 HERE = Path(__file__).resolve().parent
 DETECT_SIDE = 640  # MTCNN searches a copy whose longer side is at most this
@@ -27,6 +27,7 @@ PAD_FRACTION = 0.25  # no face found: search again with a border of this fractio
 MAX_FACES = 20
 UNCERTAIN = "uncertain"  # the label of a face whose top probability is below --threshold
 DEFAULT_THRESHOLD = 0.6  # --threshold of a model whose metadata has no class_threshold (maskdet's default)
+MAX_FILE_BYTES = 64 * 2**20  # a photo file read whole: far above any camera's JPEG (maskdet's import cap too)
 
 
 class Classifier:
@@ -47,6 +48,9 @@ class Classifier:
 
 def decode(path: str) -> np.ndarray:
     """RGB uint8 pixels as maskdet reads them: EXIF orientation applied, any mode to 8-bit RGB (pixels.py)."""
+    problem = file_size_problem(Path(path), MAX_FILE_BYTES)
+    if problem:
+        raise ValueError(problem)
     data = Path(path).read_bytes()
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a truncated file is an error, not a half-grey picture

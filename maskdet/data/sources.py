@@ -10,6 +10,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
+from maskdet.bundle.pixels import file_size_problem
 from maskdet.core.errors import StoreError
 from maskdet.core.imageio import BadImage
 from maskdet.core.text import printable
@@ -70,16 +71,11 @@ def file_problem(path: Path, folder: Path | None = None) -> str | None:
     it is a link out of the `folder` it was found in."""
     try:
         target = path.resolve(strict=True)
-        info = target.stat()
     except (OSError, RuntimeError) as error:
         return f"cannot be read ({getattr(error, 'strerror', None) or error})"
     if folder is not None and path.is_symlink() and not target.is_relative_to(folder.resolve()):
         return "symbolic link to outside the folder"
-    if not stat.S_ISREG(info.st_mode):
-        return "not a regular file (a FIFO, device or socket)"
-    if info.st_size > MAX_ENTRY_BYTES:
-        return f"file larger than {MAX_ENTRY_BYTES // 2**20} MiB"
-    return None
+    return file_size_problem(target, MAX_ENTRY_BYTES)
 
 
 def read_photo_file(path: Path, folder: Path | None = None) -> bytes:

@@ -12,8 +12,17 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from maskdet.core.contract import (CROP_MARGINS, INPUT_NAME, INPUT_SIZES, MAX_MACS_PER_CROP, MAX_TENSOR_ELEMENTS,
-                                   MAX_WEIGHT_ELEMENTS, MODEL_OPS, CropRule, Preprocess)
+from maskdet.core.contract import (
+    CROP_MARGINS,
+    INPUT_NAME,
+    INPUT_SIZES,
+    MAX_MACS_PER_CROP,
+    MAX_TENSOR_ELEMENTS,
+    MAX_WEIGHT_ELEMENTS,
+    MODEL_OPS,
+    CropRule,
+    Preprocess,
+)
 from maskdet.core.errors import MaskdetError
 from maskdet.core.json_text import parse_json
 from maskdet.core.threshold import DEFAULT_THRESHOLD, THRESHOLD_KEY, check_threshold

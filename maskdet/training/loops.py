@@ -19,8 +19,18 @@ from maskdet.training.config import TrainConfig
 from maskdet.training.device import resolve_device
 from maskdet.training.model import FEATURE_DIM, MaskNet, set_trainable_blocks, train_mode_with_frozen_batchnorm
 from maskdet.training.progress import Callbacks, Progress
-from maskdet.training.views import (AUGMENTED, MASKED, MaskSynthesis, Split, Views, batches, feature_views,
-                                    masked_sources, prefetched, view_maker)
+from maskdet.training.views import (
+    AUGMENTED,
+    MASKED,
+    MaskSynthesis,
+    Split,
+    Views,
+    batches,
+    feature_views,
+    masked_sources,
+    prefetched,
+    view_maker,
+)
 from maskdet.vision.augment import build_train_pipeline
 
 HEAD_READ_BATCHES = 64  # head batches whose features are read from their file at once (20 MB at batch size 64)

@@ -20,8 +20,14 @@ from maskdet.training import export
 from maskdet.training.artefacts import model_card, synthesis_summary, write_json, write_predictions
 from maskdet.training.config import TrainConfig
 from maskdet.training.device import resolve_device
-from maskdet.training.loops import (class_weights, extract_features, finetune, predict_probabilities, seed_everything,
-                                    train_head)
+from maskdet.training.loops import (
+    class_weights,
+    extract_features,
+    finetune,
+    predict_probabilities,
+    seed_everything,
+    train_head,
+)
 from maskdet.training.model import FEATURE_DIM, build_model, calibrate_batchnorm
 from maskdet.training.progress import Callbacks, Progress
 from maskdet.training.views import MaskSynthesis, load_split, resolve_synthesis
