@@ -84,10 +84,14 @@ def test_the_camera_stream_is_classified_on_the_server(server, page):
     assert metric(page, "with_mask") + metric(page, "without_mask") > 0
     assert_no_traceback(page)
 
-    # The fps shown (the overlay's figure: the same window) against frames processed over wall clock.
+    # The fps shown (the overlay's figure, over the last 3 s) against frames processed over wall clock: 6 s of them,
+    # against the mean of the two figures shown over those 6 s (the rate moves while the CPU is shared).
     began, first = time.monotonic(), metric(page, "frames processed")
-    page.wait_for_timeout(6000)
-    shown, delivered = metric(page, "fps"), (metric(page, "frames processed") - first) / (time.monotonic() - began)
+    page.wait_for_timeout(3000)
+    halfway = metric(page, "fps")
+    page.wait_for_timeout(3000)
+    shown = (halfway + metric(page, "fps")) / 2
+    delivered = (metric(page, "frames processed") - first) / (time.monotonic() - began)
     (output / "live-fps.txt").write_text(f"fps shown {shown:.1f}, frames processed over wall clock {delivered:.1f}, "
                                          f"frames dropped {metric(page, 'frames dropped'):.0f}\n")
     assert shown == pytest.approx(delivered, rel=0.25)
