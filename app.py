@@ -1,8 +1,8 @@
 """maskdet home: navigation and a status board with the next step to take."""
 
 import streamlit as st
-import ui
 
+import ui
 from maskdet.data.insights import summarize
 from maskdet.runs import backup
 from maskdet.runs.active import active_run, run_rows

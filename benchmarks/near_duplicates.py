@@ -6,8 +6,8 @@ The stored photos are registry rows only (no files): the perceptual hashes of 40
 25% of their bits flipped (other photos to the near-duplicate search, as a large dataset's are), each in a group of
 its own.
 Then `--photos` masks-small photos (pasted-mask pairs) are imported through Store.import_folder, MTCNN included, and
-the rate is photos a second of that import. The near-duplicate search (maskdet/vision/near_duplicates.py) is the part of an
-import that grows with the photos stored; the rate at 100,000 should stay within 20% of the rate at 1,000."""
+the rate is photos a second of that import. The near-duplicate search (maskdet/vision/near_duplicates.py) is the
+part of an import that grows with the photos stored; the rate at 100,000 should stay within 20% of the rate at 1,000."""
 
 import argparse
 import json

@@ -129,11 +129,11 @@ def page_load_seconds() -> dict:
     """Each page's first and second load in AppTest, in seconds, once the modules pages use are imported."""
     os.environ.setdefault("STREAMLIT_SERVER_ADDRESS", "127.0.0.1")  # as `make run` serves: pages refuse other ones
     import streamlit_webrtc  # noqa: F401  (as a running dashboard has them)
-    import ui  # noqa: F401
     from streamlit.testing.v1 import AppTest
 
     import maskdet.serving.capture  # noqa: F401
     import maskdet.training.train  # noqa: F401
+    import ui  # noqa: F401
 
     for name in list(logging.root.manager.loggerDict):  # not "missing ScriptRunContext" at each page's import
         if name.startswith("streamlit"):

@@ -10,10 +10,10 @@ import math
 from datetime import datetime
 
 import streamlit as st
-import ui
 from PIL import Image, ImageDraw, ImageFont
 from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
+import ui
 from maskdet.core.text import plural
 from maskdet.data import insights
 from maskdet.data.importer import ImportReport

@@ -1,6 +1,6 @@
 """Train: the training settings, previews of the augmented and mask-drawn faces, and a run followed live.
 
-Training runs in its own process (`python -m maskdet train --run-id ...`, started by maskdet.runs.lifecycle); this page
+Training runs in its own process (`python -m maskdet train --run-id ...`, started by maskdet.runs.launch); this page
 only reads the run registry, so a run keeps going when the page is reloaded or left, and shows up again here.
 """
 
@@ -8,8 +8,8 @@ import os
 from datetime import datetime, timezone
 
 import streamlit as st
-import ui
 
+import ui
 from maskdet.core.settings import load_settings
 from maskdet.data.insights import preview_photo, summarize
 from maskdet.runs.active import model_path, not_active_reason, run_rows

@@ -5,9 +5,9 @@ an uploaded zip whose photos can then be imported."""
 import altair as alt
 import pandas as pd
 import streamlit as st
-import ui
 from streamlit.errors import StreamlitAPIException
 
+import ui
 from maskdet.core.text import plural
 from maskdet.runs.active import active_run, run_rows, run_threshold, set_threshold, threshold_scores
 from maskdet.runs.compare import NOISE_RATIO, compare_runs

@@ -1,8 +1,8 @@
 """Models: choose the active model, download a run's ONNX files or bundle, delete a run."""
 
 import streamlit as st
-import ui
 
+import ui
 from maskdet.runs.active import active_is_chosen, active_run, run_rows, set_active_run
 from maskdet.runs.lifecycle import delete_run
 from maskdet.runs.views import model_files, run_dir

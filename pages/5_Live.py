@@ -11,9 +11,9 @@ import os
 from pathlib import Path
 
 import streamlit as st
-import ui
 from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
+import ui
 from maskdet.runs.active import active_run, live_model_path
 from maskdet.runs.views import finished_runs, model_files
 from maskdet.serving import media

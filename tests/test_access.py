@@ -29,8 +29,8 @@ def access_check(address: str, password: str | None, **settings: str) -> subproc
     env.update(settings, PYTHONPATH=str(ROOT))
     if password:
         env["MASKDET_PASSWORD"] = password
-    return subprocess.run([sys.executable, "-m", "maskdet.core.access", address], env=env, capture_output=True, text=True,
-                          timeout=60)
+    return subprocess.run([sys.executable, "-m", "maskdet.core.access", address], env=env, capture_output=True,
+                          text=True, timeout=60)
 
 
 def test_listening_beyond_this_machine_without_a_password_is_refused():

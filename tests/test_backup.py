@@ -1,7 +1,7 @@
-"""Backup and restore (maskdet/runs/backup.py, `maskdet backup` and `maskdet restore`; the Home page's download is tested in
-test_page_home.py): a project moved from SQLite to PostgreSQL and back keeps its rows, files, runs, active model and
-evaluate figures; a home that is not empty and bad archives are refused with nothing written; a backup taken while
-others write holds one snapshot and leaves out what was deleted meanwhile."""
+"""Backup and restore (maskdet/runs/backup.py, `maskdet backup` and `maskdet restore`; the Home page's download is
+tested in test_page_home.py): a project moved from SQLite to PostgreSQL and back keeps its rows, files, runs, active
+model and evaluate figures; a home that is not empty and bad archives are refused with nothing written; a backup taken
+while others write holds one snapshot and leaves out what was deleted meanwhile."""
 
 import io
 import json

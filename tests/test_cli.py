@@ -403,7 +403,8 @@ def test_landmarks_command_fills_an_old_data_home(tmp_path, shared_data):
 
 # ---- a light CLI ---------------------------------------------------------------------------------------------
 
-LOADED = ("import json, sys\nfrom maskdet.cli import main\nfrom maskdet.vision.mtcnn import networks\ncode = main(sys.argv[1:])\n"
+LOADED = ("import json, sys\nfrom maskdet.cli import main\nfrom maskdet.vision.mtcnn import networks\n"
+          "code = main(sys.argv[1:])\n"
           "print(json.dumps({'code': code, 'torch': 'torch' in sys.modules, 'mtcnn': networks.cache_info().currsize}),"
           " file=sys.stderr)")
 

@@ -68,7 +68,7 @@ def test_a_queued_run_has_time_to_start_its_process(store):
 def test_cancel_of_a_dead_run_says_it_is_dead_and_fails_it(store):
     run_id = running_run(store, beat_seconds_ago=STALE_SECONDS + 1)
     with pytest.raises(TrainingError, match=rf"^Run {run_id} is not running \(status: failed\)\. The training process "
-                                         r"stopped without a word \(killed\?\) at "):
+                       r"stopped without a word \(killed\?\) at "):
         cancel_training(store, run_id)
     run = store.run(run_id)
     assert run["status"] == "failed" and not run["cancel_requested"]

@@ -178,7 +178,8 @@ def plant(tmp_path: Path, files: dict[str, str]) -> Path:
 
 def test_a_planted_upward_import_is_named_with_its_file_and_line(tmp_path):
     root = plant(tmp_path, {"maskdet/core/settings.py": "import os\n", "maskdet/runs/views.py": "",
-                            "maskdet/data/store.py": "from maskdet.core.settings import x\n\nfrom maskdet.runs import views\n"})
+                            "maskdet/data/store.py": "from maskdet.core.settings import x\n\n"
+                                                     "from maskdet.runs import views\n"})
     assert upward_imports(root) == ["maskdet/data/store.py:3 imports maskdet.runs.views (runs is above data)"]
 
 

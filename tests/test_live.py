@@ -25,7 +25,7 @@ def untrained(tmp_path_factory):
     path = tmp_path_factory.mktemp("untrained") / "model.onnx"
     model = MaskNet(2, Preprocess(input_size=64)).eval()
     return load_classifier(export.export_classifier(model, path, LABELS, Preprocess(input_size=64),
-                                                           CropRule(1.25, 64)))
+                                                    CropRule(1.25, 64)))
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""maskdet.serving.media: uploaded photos and videos annotated by a real model, the webcam frame callback, uploaded models."""
+"""maskdet.serving.media: uploaded photos and videos annotated by a real model, the webcam frame callback, uploaded
+models."""
 
 import asyncio
 import hashlib

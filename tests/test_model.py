@@ -1,4 +1,5 @@
-"""Tests for maskdet.training.model: backbone weights loading, freezing, BatchNorm handling and in-graph normalisation."""
+"""Tests for maskdet.training.model: backbone weights loading, freezing, BatchNorm handling and in-graph
+normalisation."""
 
 import os
 

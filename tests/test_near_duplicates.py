@@ -1,5 +1,5 @@
-"""Near-duplicate search (maskdet/vision/near_duplicates.py): exactly the hashes a comparison with every stored one finds,
-whether they are in the sorted part of the index or added since; and the same groups as that comparison on real
+"""Near-duplicate search (maskdet/vision/near_duplicates.py): exactly the hashes a comparison with every stored one
+finds, whether they are in the sorted part of the index or added since; and the same groups as that comparison on real
 photos."""
 
 import numpy as np

@@ -174,7 +174,7 @@ def test_a_run_at_chance_or_without_test_scores_never_becomes_active_by_itself(s
     assert not_active_reason({"metrics": metrics_for(three_classes)}) is None
     assert not_active_reason(chance) == "its test accuracy 0.500 is no better than chance (0.500 with 2 classes)"
     assert not_active_reason(empty) == ("it has no test scores (its test split was empty), so nothing shows it "
-                                             "beats guessing")
+                                        "beats guessing")
     assert active_run(store)["id"] == good["id"]  # the newer runs are passed over
     set_active_run(store, chance["id"])  # an analyst can still choose one
     assert active_run(store)["id"] == chance["id"] and active_is_chosen(store, active_run(store))

@@ -1,5 +1,5 @@
-"""Tests for maskdet.vision.synth.draw_mask: a mask over the lower face of a real photo, never the eyes, for every style,
-deterministic per rng state, and no crash on awkward landmarks."""
+"""Tests for maskdet.vision.synth.draw_mask: a mask over the lower face of a real photo, never the eyes, for every
+style, deterministic per rng state, and no crash on awkward landmarks."""
 
 import cv2
 import numpy as np

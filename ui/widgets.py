@@ -10,13 +10,13 @@ from pathlib import Path
 
 import streamlit as st
 from PIL import Image
-from ui.resources import store
 
 from maskdet.bundle.pixels import IMAGE_SUFFIXES
 from maskdet.runs.views import RunRecord
 from maskdet.serving import media
 from maskdet.serving.live import StreamSeats, rtc_configuration, stream_seats
 from maskdet.serving.media import full_message
+from ui.resources import store
 
 
 def attempt(action: Callable, *args, **kwargs):

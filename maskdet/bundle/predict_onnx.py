@@ -16,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from PIL import Image, ImageOps
+
 from crop_rule import crop
 from mtcnn_cascade import NETWORK_FILES, Cascade, find_faces, session
-from PIL import Image, ImageOps
 from pixels import FORMATS, file_size_problem, image_files, scans_problem, to_rgb
 
 HERE = Path(__file__).resolve().parent

@@ -6,6 +6,17 @@ from dataclasses import asdict, dataclass
 
 INPUT_SIZES = (32, 512)  # the sides, in pixels, of the square crops a maskdet model may take
 CROP_MARGINS = (1.0, 3.0)  # the crop's side as a multiple of the face box's longer side
+UNCERTAIN = "uncertain"  # what predictions below the threshold are called
+OPSET = 17
+INPUT_NAME = "images"
+# The operators maskdet's exporter and int8 quantiser write. None makes a tensor whose size comes from data, so shape
+# inference bounds every tensor before onnxruntime allocates one (ConstantOfShape, Expand or Tile would not: onnxruntime
+# folds a ConstantOfShape when it builds the session, and a 300-byte file can ask for 100 GB that way).
+MODEL_OPS = {"Add", "Cast", "Clip", "Constant", "Conv", "DequantizeLinear", "Div", "Flatten", "Gemm",
+             "GlobalAveragePool", "Identity", "QuantizeLinear", "Softmax", "Sub", "Transpose"}
+MAX_TENSOR_ELEMENTS = 16 * 2**20  # in any tensor of a model, per face crop; maskdet's largest at 512 pixels: 6 million
+MAX_WEIGHT_ELEMENTS = 16 * 2**20  # weights of a model in all; maskdet's models hold 2.2 million
+MAX_MACS_PER_CROP = 4 * 10**9  # multiply-adds a face crop; maskdet's models: 0.15 billion at 160 px, 1.6 at 512
 
 
 @dataclass(frozen=True)
@@ -29,24 +40,3 @@ class CropRule:
 
     margin: float = 1.25
     size: int = 160
-
-
-UNCERTAIN = "uncertain"  # what predictions below the threshold are called
-
-
-OPSET = 17
-
-
-INPUT_NAME = "images"
-
-
-# The operators maskdet's exporter and int8 quantiser write. None makes a tensor whose size comes from data, so shape
-# inference bounds every tensor before onnxruntime allocates one (ConstantOfShape, Expand or Tile would not: onnxruntime
-# folds a ConstantOfShape when it builds the session, and a 300-byte file can ask for 100 GB that way).
-MODEL_OPS = {"Add", "Cast", "Clip", "Constant", "Conv", "DequantizeLinear", "Div", "Flatten", "Gemm",
-             "GlobalAveragePool", "Identity", "QuantizeLinear", "Softmax", "Sub", "Transpose"}
-
-
-MAX_TENSOR_ELEMENTS = 16 * 2**20  # in any tensor of a model, per face crop; maskdet's largest at 512 pixels: 6 million
-MAX_WEIGHT_ELEMENTS = 16 * 2**20  # weights of a model in all; maskdet's models hold 2.2 million
-MAX_MACS_PER_CROP = 4 * 10**9  # multiply-adds a face crop; maskdet's models: 0.15 billion at 160 px, 1.6 at 512

@@ -10,14 +10,8 @@ import sqlalchemy as sa
 from maskdet.core.contract import UNCERTAIN
 from maskdet.core.errors import StoreError
 from maskdet.core.text import now
-from maskdet.data.database import (
-    FACE_COLUMNS,
-    dialect_insert,
-    images_table,
-    labels_table,
-    manual_face_of_image,
-    manual_faces_table,
-)
+from maskdet.data.database import (FACE_COLUMNS, dialect_insert, images_table, labels_table, manual_face_of_image,
+                                   manual_faces_table)
 from maskdet.vision.faces import Face
 
 

@@ -172,28 +172,30 @@ class Importer:
         """Read, validate and decode candidates until the batch holds MAX_BATCH_BYTES of files and pixels; duplicates
         (of a stored photo, or repeating a file `offered` before in this import) and bad files go to the report.
         Returns the batch, (candidate, image, file bytes, SHA-256) each, and how many candidates were taken."""
-        def decode(candidate: Candidate):
-            try:
-                label = validate_label(candidate.label)
-                data = candidate.read()
-                sha = hashlib.sha256(data).hexdigest()
-                if sha in offered or image_id_of(conn, sha) is not None:
-                    report.duplicates.append(candidate.name)
-                    if sha in offered:
-                        report.repeated.append(candidate.name)
-                    return None
-                image = decode_image(data, self.settings.max_pixels, candidate.arrived_size(data))
-            except (StoreError, BadImage, OSError) as error:
-                report.rejected.append((candidate.name, str(error)))
-                return None
-            except Exception as error:  # one file's failure, whatever it is, is that file's rejection
-                report.rejected.append((candidate.name, f"cannot be read ({type(error).__name__}: {error})"))
-                return None
-            offered.add(sha)
-            return (replace(candidate, label=label), image, data, sha), len(data) + image.nbytes
-
         with self.engine.connect() as conn:
-            return fill_batch(candidates, decode)
+            return fill_batch(candidates, lambda candidate: self._decode(candidate, conn, offered, report))
+
+    def _decode(self, candidate: Candidate, conn, offered: set[str], report: ImportReport):
+        """One candidate read, checked and decoded for a batch: ((candidate, image, file bytes, SHA-256), bytes held),
+        or None when it is a duplicate or cannot be read (the report says which)."""
+        try:
+            label = validate_label(candidate.label)
+            data = candidate.read()
+            sha = hashlib.sha256(data).hexdigest()
+            if sha in offered or image_id_of(conn, sha) is not None:
+                report.duplicates.append(candidate.name)
+                if sha in offered:
+                    report.repeated.append(candidate.name)
+                return None
+            image = decode_image(data, self.settings.max_pixels, candidate.arrived_size(data))
+        except (StoreError, BadImage, OSError) as error:
+            report.rejected.append((candidate.name, str(error)))
+            return None
+        except Exception as error:  # one file's failure, whatever it is, is that file's rejection
+            report.rejected.append((candidate.name, f"cannot be read ({type(error).__name__}: {error})"))
+            return None
+        offered.add(sha)
+        return (replace(candidate, label=label), image, data, sha), len(data) + image.nbytes
 
     def _near_duplicate_group(self, conn, index: HashIndex, phash: str) -> int:
         """The group of the near-duplicates of phash (merging their groups), or a new group."""

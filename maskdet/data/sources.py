@@ -21,13 +21,9 @@ MAX_ARCHIVE_ENTRIES = 100_000  # entries of one zip: an import of that many phot
 MAX_ARCHIVE_BYTES = 16 * 2**30  # a zip's declared unpacked size: MAX_ARCHIVE_ENTRIES photos of 160 KB (1 megapixel)
 MAX_BATCH_BYTES = 256 * 2**20  # file bytes plus decoded RGB an import or evaluation batch holds (bounds its memory)
 MAX_DIRECTORY_BYTES = 32 * 2**20  # a zip's central directory, which zipfile holds as ~0.5 KB a record before any check
-
-
 # The compression methods read. Python's zipfile decompresses bzip2 and LZMA a whole read at a time with no output
 # limit, so a few KB of them can expand to gigabytes in one call, whatever size the entry declares.
 ZIP_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED}
-
-
 METHOD_NAMES = {9: "Deflate64", zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "LZMA", 93: "Zstandard"}
 
 
@@ -78,10 +74,10 @@ def file_problem(path: Path, folder: Path | None = None) -> str | None:
     return file_size_problem(target, MAX_ENTRY_BYTES)
 
 
-def read_photo_file(path: Path, folder: Path | None = None) -> bytes:
-    """The one way a photo is read from disk (import, evaluate, predict): its bytes, or a BadImage saying why it is
-    not read (file_problem)."""
-    problem = file_problem(Path(path), folder)
+def read_photo_file(path: Path) -> bytes:
+    """A photo named on its own (predict, a single-file import), read as a folder's photos are: its bytes, or a
+    BadImage saying why it is not read (file_problem)."""
+    problem = file_problem(Path(path))
     if problem:
         raise BadImage(problem)
     return read_file(Path(path))
@@ -134,6 +130,7 @@ def data_end(info: zipfile.ZipInfo) -> int:
 def path_parts(name: str) -> list[str]:
     """A zip entry's path as its folder and file names (zips from Windows tools may separate them with backslashes)."""
     return [part for part in name.replace("\\", "/").split("/") if part]
+
 
 def zip_candidates(archive: zipfile.ZipFile) -> tuple[list[Candidate], list[tuple[str, str]]]:
     """Image entries of a zip of class folders (label = the entry's parent folder); hostile entries rejected, and a

@@ -22,6 +22,7 @@ def checked_split(shares) -> tuple[float, float, float]:
                          f"{sum(shares):.2f}).")
     return shares
 
+
 def _cut_groups(groups: list[int], sizes: dict[int, int], ratios) -> dict[int, str]:
     """Assign shuffled groups to splits by cumulative image count; val/test get a group when there are 3+."""
     total = sum(sizes.values())

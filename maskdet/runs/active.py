@@ -126,7 +126,6 @@ def run_summary(store: Store, run_id: str) -> dict:
                                   "or used with --model." if reason else None}
 
 
-
 def run_rows(store: Store) -> list[dict]:
     """Every run, newest first, as table rows (the active model flagged)."""
     active = active_run(store)

@@ -26,17 +26,8 @@ from maskdet import __version__
 from maskdet.core.errors import StoreError
 from maskdet.core.json_text import parse_json
 from maskdet.core.text import now
-from maskdet.data.database import (
-    ACTIVE_STATUSES,
-    SCHEMA_VERSION,
-    images_table,
-    labels_table,
-    manual_faces_table,
-    meta_table,
-    runs_table,
-    shown_url,
-    write_lock,
-)
+from maskdet.data.database import (ACTIVE_STATUSES, SCHEMA_VERSION, images_table, labels_table, manual_faces_table,
+                                   meta_table, runs_table, shown_url, write_lock)
 from maskdet.data.registry import ACTIVE_SETTING
 from maskdet.data.sources import MAX_ENTRY_BYTES
 from maskdet.data.store import Store

@@ -9,11 +9,7 @@ KEY_METRICS = (
     ("accuracy", "test accuracy"), ("macro_f1", "macro F1"), ("macro_precision", "macro precision"),
     ("macro_recall", "macro recall"), ("roc_auc", "ROC AUC"), ("num_samples", "test images"),
 )
-
-
 TIMINGS = ("training seconds", "ONNX ms per face (batch 1)")  # the key metrics that are timings
-
-
 NOISE_RATIO = 2.0  # two timings closer than this ratio are within measurement noise (see timing_note)
 
 

@@ -30,7 +30,7 @@ def execute_run(store: Store, config: TrainConfig, models_dir: Path, run_id: str
 
     def progress(item: Progress) -> None:
         on_progress(item)
-        if item.stage in ("head", "finetune") and item.accuracy is not None:  # fit()'s end-of-epoch report
+        if item.ends_epoch:
             history.append(item.history_entry())
         if time.monotonic() - last["write"] >= 1.0:
             last["write"] = time.monotonic()
@@ -88,7 +88,7 @@ def progress_lines(stream) -> Callable[[Progress], None]:
         if not stages or stages[-1] != progress.stage:
             stages.append(progress.stage)
             print(f"{progress.stage}: started ({progress.steps} steps)", file=stream, flush=True)
-        if progress.stage in ("head", "finetune") and progress.accuracy is not None:  # fit()'s end-of-epoch report
+        if progress.ends_epoch:
             print(f"{progress.stage} epoch {progress.epoch}/{progress.epochs}: validation loss {progress.loss:.4f}, "
                   f"accuracy {progress.accuracy:.3f}", file=stream, flush=True)
 

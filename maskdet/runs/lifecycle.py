@@ -23,6 +23,7 @@ from maskdet.training.config import TrainConfig
 HEARTBEAT_SECONDS = 2.0  # how often a training process writes runs.heartbeat_at
 STALE_SECONDS = 30.0  # a run whose last heartbeat is older than this has lost its process
 STARTING_SECONDS = 120.0  # a queued run that never beat: time for its process to start Python and import torch
+RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")  # a run id that is also a folder name
 
 
 def log_path(settings: Settings, run_id: str) -> Path:
@@ -55,6 +56,7 @@ def fail_run(store: Store, run_id: str, error: str, while_status: str | None = N
     Whether the run was written."""
     return store.update_run(run_id, while_status=while_status, status="failed", finished_at=now(), error=error)
 
+
 def active_training(store: Store) -> dict | None:
     """The queued or running run whose process is alive, if any; runs whose process stopped are marked failed."""
     for run in store.runs():
@@ -80,7 +82,6 @@ def new_run(store: Store, config: dict) -> str:
 def stored_config(store: Store, run_id: str):
     """A queued run's TrainConfig, with the data home's backbone weights (MASKDET_BACKBONE_WEIGHTS) where it names
     none."""
-
     config = TrainConfig.from_dict(store.run(run_id)["config"])
     if not config.backbone_weights and store.settings.backbone_weights:
         config.backbone_weights = str(store.settings.backbone_weights)
@@ -93,7 +94,7 @@ def cancel_training(store: Store, run_id: str) -> None:
     run = store.run(run_id)
     if run["status"] not in ACTIVE_STATUSES:
         raise TrainingError(f"Run {run_id} is not running (status: {run['status']})."
-                         + (f" {run['error']}" if run["status"] == "failed" and run["error"] else ""))
+                            + (f" {run['error']}" if run["status"] == "failed" and run["error"] else ""))
     store.update_run(run_id, cancel_requested=True)
 
 
@@ -116,9 +117,6 @@ def heartbeat(store: Store, run_id: str):
     finally:
         stop.set()
         thread.join()
-
-
-RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
 
 
 def delete_run(store: Store, run_id: str) -> None:

@@ -12,17 +12,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from maskdet.core.contract import (
-    CROP_MARGINS,
-    INPUT_NAME,
-    INPUT_SIZES,
-    MAX_MACS_PER_CROP,
-    MAX_TENSOR_ELEMENTS,
-    MAX_WEIGHT_ELEMENTS,
-    MODEL_OPS,
-    CropRule,
-    Preprocess,
-)
+from maskdet.core.contract import (CROP_MARGINS, INPUT_NAME, INPUT_SIZES, MAX_MACS_PER_CROP, MAX_TENSOR_ELEMENTS,
+                                   MAX_WEIGHT_ELEMENTS, MODEL_OPS, CropRule, Preprocess)
 from maskdet.core.errors import MaskdetError
 from maskdet.core.json_text import parse_json
 from maskdet.core.threshold import DEFAULT_THRESHOLD, THRESHOLD_KEY, check_threshold
@@ -101,10 +92,10 @@ def load_classifier(path: Path) -> OnnxClassifier:
         raise NotAMaskdetModel(f"{path.name} is an ONNX model but not one exported by maskdet "
                                "(its labels and preprocessing metadata are missing).") from None
     threshold = meta.get(THRESHOLD_KEY)
-    cost = graph_cost(proto)
-    problem = contract_problem(proto.graph, labels, preprocess, rule, threshold) or cost.problem
-    if problem:
-        raise NotAMaskdetModel(f"{path.name} {problem}.")
+    problem = contract_problem(proto.graph, labels, preprocess, rule, threshold)
+    cost = GraphCost(problem) if problem else graph_cost(proto)
+    if cost.problem:
+        raise NotAMaskdetModel(f"{path.name} {cost.problem}.")
     try:
         session = onnx_session(path)
     except Exception as error:
@@ -127,7 +118,6 @@ def contract_problem(graph: onnx.GraphProto, labels, preprocess: Preprocess, rul
                      threshold: str | None = None) -> str | None:
     """What is wrong with a model's metadata against its graph and maskdet's ranges (None: nothing), to follow its
     name in a sentence. `threshold`: the class_threshold metadata (None: absent, the default applies)."""
-    sizes, margins = INPUT_SIZES, CROP_MARGINS
     weights = {tensor.name for tensor in graph.initializer}
     inputs = [value for value in graph.input if value.name not in weights]
     if (len(inputs) != 1 or inputs[0].type.tensor_type.elem_type != onnx.TensorProto.UINT8 or len(graph.output) != 1
@@ -136,11 +126,12 @@ def contract_problem(graph: onnx.GraphProto, labels, preprocess: Preprocess, rul
     if not (isinstance(labels, list) and len(labels) >= 2 and all(isinstance(label, str) and label for label in labels)
             and len(set(labels)) == len(labels)):
         return "has no list of two or more distinct class names in its metadata"
-    if not (isinstance(preprocess.input_size, int) and sizes[0] <= preprocess.input_size <= sizes[1]
-            and rule.size == preprocess.input_size and margins[0] <= rule.margin <= margins[1]):
+    (low_size, high_size), (low_margin, high_margin) = INPUT_SIZES, CROP_MARGINS
+    if not (isinstance(preprocess.input_size, int) and low_size <= preprocess.input_size <= high_size
+            and rule.size == preprocess.input_size and low_margin <= rule.margin <= high_margin):
         return (f"declares {preprocess.input_size}-pixel inputs, {rule.size}-pixel crops and a crop margin of "
-                f"{rule.margin:g}; maskdet's models take {sizes[0]}-{sizes[1]} pixels, the same for both, with a "
-                f"margin of {margins[0]:g}-{margins[1]:g}")
+                f"{rule.margin:g}; maskdet's models take {low_size}-{high_size} pixels, the same for both, with a "
+                f"margin of {low_margin:g}-{high_margin:g}")
     side = preprocess.input_size
     if any(found not in (None, wanted) for found, wanted in zip(dims(inputs[0])[1:], (side, side, 3))):
         return f"declares {side}-pixel crops but its graph takes {dims(inputs[0])[1:]}"

@@ -50,28 +50,28 @@ class TrainConfig:
     batch_size: int = ranged(64, 1, 1024, "Training images per optimiser step (at most 32 when fine-tuning).",
                              "Batch size")
     learning_rate: float = ranged(1e-3, 1e-5, 1.0, "Learning rate of the head (AdamW).", "Learning rate",
-                                   1e-4, "%.5f")
+                                  1e-4, "%.5f")
     weight_decay: float = ranged(1e-3, 0.0, 1.0, "AdamW weight decay.", "Weight decay", 1e-4, "%.5f", more=True)
     label_smoothing: float = ranged(0.1, 0.0, 0.5, "Share of each target spread over the other classes.",
-                                     "Label smoothing", 0.05, "%.2f", more=True)
+                                    "Label smoothing", 0.05, "%.2f", more=True)
     views_per_image: int = ranged(4, 0, 32, "Augmented copies of each training face, besides the clean one.",
                                   "Augmented views per image")
     finetune_blocks: int = ranged(0, 0, NUM_BLOCKS, "Last MobileNetV2 blocks to fine-tune after the head "
                                                     "(0: head only; slower, rarely better).",
-                                   "Fine-tune blocks (0 = head only)")
+                                  "Fine-tune blocks (0 = head only)")
     finetune_epochs: int = ranged(4, 1, 100, "Fine-tuning epochs (when fine-tune blocks is above 0).",
                                   "Fine-tune epochs", more=True)
     finetune_learning_rate: float = ranged(1e-4, 1e-6, 1.0, "Learning rate of the fine-tuned blocks and the head.",
-                                            "Fine-tune learning rate", 1e-5, "%.6f", more=True)
+                                           "Fine-tune learning rate", 1e-5, "%.6f", more=True)
     split: tuple[float, float, float] = (0.7, 0.15, 0.15)
     seed: int = ranged(0, 0, 2**31 - 1, "Same seed and data, same split and same model.", "Seed")
     patience: int = ranged(10, 1, 1000, "Epochs without a better validation loss before stopping.",
                            "Early-stopping patience", more=True)
     class_weights: bool = True
     input_size: int = ranged(160, *INPUT_SIZES, "Side of the square face crop the model sees, in pixels.",
-                              "Input size (px)", 16, more=True)
+                             "Input size (px)", 16, more=True)
     crop_margin: float = ranged(1.25, *CROP_MARGINS, "Crop side as a multiple of the face box's longer side.",
-                                 "Crop margin", 0.05, "%.2f", more=True)
+                                "Crop margin", 0.05, "%.2f", more=True)
     labels: list[str] | None = None  # None: every label that has images
     backbone_weights: str | None = None
     random_init: bool = False
@@ -116,8 +116,6 @@ class TrainConfig:
 
 
 RANGED = {spec.name: spec for spec in fields(TrainConfig) if "range" in spec.metadata}  # name: Field
-
-
 CHOSEN = {spec.name: spec for spec in fields(TrainConfig) if "choices" in spec.metadata}  # name: Field
 
 

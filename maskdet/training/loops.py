@@ -19,18 +19,8 @@ from maskdet.training.config import TrainConfig
 from maskdet.training.device import resolve_device
 from maskdet.training.model import FEATURE_DIM, MaskNet, set_trainable_blocks, train_mode_with_frozen_batchnorm
 from maskdet.training.progress import Callbacks, Progress
-from maskdet.training.views import (
-    AUGMENTED,
-    MASKED,
-    MaskSynthesis,
-    Split,
-    Views,
-    batches,
-    feature_views,
-    masked_sources,
-    prefetched,
-    view_maker,
-)
+from maskdet.training.views import (AUGMENTED, MASKED, MaskSynthesis, Split, Views, batches, feature_views,
+                                    masked_sources, prefetched, view_maker)
 from maskdet.vision.augment import build_train_pipeline
 
 HEAD_READ_BATCHES = 64  # head batches whose features are read from their file at once (20 MB at batch size 64)
@@ -41,7 +31,7 @@ def extract_features(model: MaskNet, splits: dict[str, Split], config: TrainConf
     """Pooled backbone features (onnxruntime) for the clean crops of every split plus the train split's augmented
     and drawn-mask views, written to files in workdir (float32: the head then trains as on features in memory)."""
     session = onnx_session(export.export_embedder(model, workdir / "embedder.onnx", config.input_size),
-                                  resolve_device(config.device).providers)
+                           resolve_device(config.device).providers)
     pipeline = build_train_pipeline(config.augment, config.input_size, seed=config.seed)
     views = {name: feature_views(split, config.views_per_image, synthesis, config.seed) if name == "train"
              else feature_views(split, 0, None, config.seed) for name, split in splits.items()}
@@ -170,7 +160,7 @@ def finetune(model: MaskNet, splits: dict[str, Split], config: TrainConfig, synt
     cut = export.front_cut(config.finetune_blocks)
     device = resolve_device(config.device)
     front = onnx_session(export.export_front(model, cut, workdir / "front.onnx", config.input_size),
-                                device.providers)
+                         device.providers)
     model.to(device.torch)
     loss_fn.to(device.torch)
     tail = model.features[cut:]

@@ -31,6 +31,11 @@ class Progress:
     soonest_seconds: float | None = None  # with early stopping: left if no later epoch improves
     task: str | None = None  # what the stage is doing now, where its steps are tasks (export)
 
+    @property
+    def ends_epoch(self) -> bool:
+        """Whether this is fit()'s end-of-epoch report (the epoch stages' reports with validation figures)."""
+        return self.stage in ("head", "finetune") and self.accuracy is not None
+
     def history_entry(self) -> dict:
         """An epoch's figures as history.json and the registry's live curves keep them."""
         return {"stage": self.stage, "epoch": self.epoch, "loss": self.train_loss, "accuracy": self.train_accuracy,

@@ -20,14 +20,8 @@ from maskdet.training import export
 from maskdet.training.artefacts import model_card, synthesis_summary, write_json, write_predictions
 from maskdet.training.config import TrainConfig
 from maskdet.training.device import resolve_device
-from maskdet.training.loops import (
-    class_weights,
-    extract_features,
-    finetune,
-    predict_probabilities,
-    seed_everything,
-    train_head,
-)
+from maskdet.training.loops import (class_weights, extract_features, finetune, predict_probabilities, seed_everything,
+                                    train_head)
 from maskdet.training.model import FEATURE_DIM, build_model, calibrate_batchnorm
 from maskdet.training.progress import Callbacks, Progress
 from maskdet.training.views import MaskSynthesis, load_split, resolve_synthesis
@@ -67,8 +61,8 @@ def train(store: Store, config: TrainConfig, run_dir: Path, callbacks: Callbacks
     if synthesis and config.synthetic_masks.source and not any(
             r.face and r.face.landmarks for r in records["train"] if r.label == labels[synthesis.source]):
         raise TrainingError(f"Synthetic masks: no training photo of '{labels[synthesis.source]}' has a face with "
-                         "landmarks to draw a mask on (photos where no face was found are skipped). Import photos "
-                         "with visible faces, or turn synthetic masks off.")
+                            "landmarks to draw a mask on (photos where no face was found are skipped). Import photos "
+                            "with visible faces, or turn synthetic masks off.")
     run_dir = Path(run_dir)
     staging = run_dir.with_name(f".{run_dir.name}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
@@ -156,8 +150,8 @@ def check_scratch_space(folder: Path, photos: dict[str, int], config: TrainConfi
     needed, free = scratch_bytes(photos, config, synthesis), shutil.disk_usage(folder).free
     if needed > free:
         raise TrainingError(f"Training {sum(photos.values()):,} photos needs about {disk_text(needed)} of free disk "
-                         f"for its crops and features while it runs, in {folder.parent}; {disk_text(free)} are "
-                         "free. Free some space, or set MASKDET_MODELS to a folder on a larger disk.")
+                            f"for its crops and features while it runs, in {folder.parent}; {disk_text(free)} are "
+                            "free. Free some space, or set MASKDET_MODELS to a folder on a larger disk.")
 
 
 def disk_text(size: int) -> str:

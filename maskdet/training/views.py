@@ -89,7 +89,7 @@ def resolve_synthesis(masks: SyntheticMasks, labels: list[str]) -> MaskSynthesis
     missing = [f"{role} '{name}'" for role, name in (("source", source), ("target", target)) if name not in labels]
     if missing:
         raise TrainingError(f"Synthetic masks: no trained class for the {' and the '.join(missing)}. Classes: "
-                         f"{', '.join(labels)}. Pick both classes, or set both to automatic.")
+                            f"{', '.join(labels)}. Pick both classes, or set both to automatic.")
     return MaskSynthesis(labels.index(source), labels.index(target), masks.probability, masks.styles)
 
 

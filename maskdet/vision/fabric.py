@@ -163,7 +163,7 @@ def _twill(c: Canvas, colours, rng) -> np.ndarray:
 
 
 PATTERNS = {"solid": _solid, "stripes": _stripes, "checks": _checks, "dots": _dots, "flowers": _flowers,
-             "paisley": _paisleys, "camouflage": _camouflage, "knit": _knit, "twill": _twill}
+            "paisley": _paisleys, "camouflage": _camouflage, "knit": _knit, "twill": _twill}
 
 
 def pleats(c: Canvas, rng) -> np.ndarray:
