@@ -74,7 +74,7 @@ def repaint(masked: np.ndarray, region: np.ndarray, style: str, rng) -> np.ndarr
 
 def test_pairs(store: Store) -> list[tuple]:
     """(masked record, plain record) pairs named N-with-mask / N whose images are both in the test split."""
-    by_name = {r.source_name.split("/")[-1]: r for r in store.images(split="test")}
+    by_name = {r.source_name.split("/")[-1]: r for r in store.faces(split="test")}
     pairs = []
     for name, record in by_name.items():
         match = re.fullmatch(r"(.+)-with-mask(\.\w+)", name)

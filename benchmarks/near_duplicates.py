@@ -16,25 +16,24 @@ import time
 from pathlib import Path
 
 import numpy as np
-import sqlalchemy as sa
 from home import add_shared_arguments, fresh_home
 
 from maskdet.core.imageio import decode_image
 from maskdet.core.settings import load_settings
 from maskdet.core.text import now
-from maskdet.data.database import images_table, labels_table
+from maskdet.data.database import photos_table
 from maskdet.data.importer import perceptual_hash
 from maskdet.data.store import Store
 from maskdet.vision.faces import FaceDetector
 
 
-def stored_rows(hashes: np.ndarray, count: int, label_id: int, seed: int) -> list[dict]:
-    """`count` registry rows whose hashes are variants of `hashes`, each its own group (files that do not exist)."""
+def stored_rows(hashes: np.ndarray, count: int, seed: int) -> list[dict]:
+    """`count` photo rows whose hashes are variants of `hashes`, each its own group (files that do not exist)."""
     rng = np.random.default_rng(seed)
     rows = hashes[rng.integers(0, len(hashes), count)]
     rows ^= np.packbits(rng.random((count, 256)) < rng.uniform(0.05, 0.25, (count, 1)), axis=1)
     created = now()
-    return [dict(sha256=f"{index:064x}", file=f"00/{index:064x}", label_id=label_id, source_name=f"stored-{index}.jpg",
+    return [dict(sha256=f"{index:064x}", file=f"00/{index:064x}", source_name=f"stored-{index}.jpg",
                  width=160, height=160, phash=row.tobytes().hex(), dup_group=index + 1, created_at=created)
             for index, row in enumerate(rows)]
 
@@ -44,10 +43,9 @@ def measure(stored: int, photos: list[Path], hashes: np.ndarray, detector: FaceD
     try:
         store = Store(load_settings())
         with store.engine.begin() as conn:
-            label_id = conn.execute(sa.select(labels_table.c.id).where(labels_table.c.name == "with_mask")).scalar()
-            rows = stored_rows(hashes, stored, label_id, seed=stored)
+            rows = stored_rows(hashes, stored, seed=stored)
             for start in range(0, len(rows), 5000):
-                conn.execute(images_table.insert(), rows[start:start + 5000])
+                conn.execute(photos_table.insert(), rows[start:start + 5000])
         started = time.perf_counter()
         report = store.import_folder(folder, detector)
         seconds = time.perf_counter() - started

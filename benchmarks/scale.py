@@ -99,10 +99,10 @@ def join_variant_groups(store) -> int:
     returns the number of groups."""
     import sqlalchemy as sa
 
-    from maskdet.data.database import images_table
+    from maskdet.data.database import photos_table
 
     with store.engine.begin() as conn:
-        rows = conn.execute(sa.select(images_table.c.id, images_table.c.source_name, images_table.c.dup_group)).all()
+        rows = conn.execute(sa.select(photos_table.c.id, photos_table.c.source_name, photos_table.c.dup_group)).all()
         parent = {}
 
         def root(node):
@@ -120,7 +120,7 @@ def join_variant_groups(store) -> int:
             if group != row.dup_group:
                 changes.append({"row_id": row.id, "group": group})
         if changes:
-            conn.execute(images_table.update().where(images_table.c.id == sa.bindparam("row_id"))
+            conn.execute(photos_table.update().where(photos_table.c.id == sa.bindparam("row_id"))
                          .values(dup_group=sa.bindparam("group")), changes)
     return len(groups)
 

@@ -24,7 +24,7 @@ def full_size_faces(store) -> int:
 
     mtcnn = MTCNN(keep_all=True, min_face_size=20, post_process=False, device="cpu")
     found = 0
-    for record in tqdm(store.images(), desc="full-size MTCNN", file=sys.stderr):
+    for record in tqdm(store.faces(), desc="full-size MTCNN", file=sys.stderr):
         boxes, _, _ = mtcnn.detect(store.load_image(record))
         found += boxes is not None
     return found
@@ -57,7 +57,7 @@ def main() -> None:
         "import_images_per_second": round(offered / import_seconds, 1),
         "images_added": len(report.added), "exact_duplicates": len(report.duplicates),
         "faces_found": len(report.added) - len(report.no_face),
-        "near_duplicate_groups": len({r.dup_group for r in store.images()}),
+        "near_duplicate_groups": len({r.dup_group for r in store.faces()}),
     }
     if args.compare_full_size:
         figures["faces_found_full_size"] = full_size_faces(store)

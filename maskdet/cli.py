@@ -7,7 +7,7 @@ import shutil
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 from PIL import Image
@@ -19,7 +19,10 @@ from maskdet.core.imageio import BadImage
 from maskdet.core.json_text import parse_json
 from maskdet.core.settings import load_settings
 from maskdet.core.threshold import DEFAULT_THRESHOLD
+from maskdet.data.annotations import FORMATS
 from maskdet.data.database import ACTIVE_STATUSES
+from maskdet.data.dataset_export import EXPORT_FORMATS, export_dataset
+from maskdet.data.importer import annotated_source
 from maskdet.data.sources import folder_candidates, read_photo_file
 from maskdet.data.store import Store
 from maskdet.runs.active import active_run, model_path, run_summary
@@ -27,6 +30,7 @@ from maskdet.runs.backup import backup, restore
 from maskdet.runs.launch import start_training
 from maskdet.runs.lifecycle import active_training, cancel_training, log_path, new_run, stored_config
 from maskdet.runs.views import RunRecord, finished_runs
+from maskdet.serving.box_evaluation import evaluate_boxes, photo_detector, photos_with_errors
 from maskdet.serving.classifier import load_classifier
 from maskdet.serving.predict import annotate, evaluate_folder, import_evaluated, predict_image
 from maskdet.training.config import CHOSEN, RANGED, TrainConfig, number_text
@@ -58,12 +62,13 @@ def resolve_model(store: Store, spec: str | None, int8: bool = False) -> Path:
 
 def cmd_import(store: Store, args) -> dict:
     source = Path(args.path)
-    if source.is_dir():
+    mapping = class_mapping(args.map)
+    if source.is_dir() or source.suffix.lower() == ".zip":
         if args.label:
-            raise UsageError("--label is for single image files; a folder's class sub-folders name the labels.")
-        report = store.import_folder(source, FaceDetector(), tqdm_progress("import"))
-    elif source.suffix.lower() == ".zip":
-        report = store.import_zip(source, FaceDetector(), tqdm_progress("import"))
+            raise UsageError("--label is for single image files; a folder's class sub-folders or its annotations "
+                             "name the labels.")
+        read = store.import_folder if source.is_dir() else store.import_zip
+        report = read(source, FaceDetector(), tqdm_progress("import"), mapping, args.format)
     elif source.is_file():
         if not args.label:
             raise UsageError("Importing a single image needs --label.")
@@ -73,6 +78,21 @@ def cmd_import(store: Store, args) -> dict:
     return {**report.to_dict(), "labels": store.label_counts()}
 
 
+def class_mapping(pairs: list[str] | None) -> dict[str, str | None]:
+    """--map SRC=DST pairs: an annotated set's class SRC imported as the dataset class DST (SRC= : skipped)."""
+    mapping = {}
+    for pair in pairs or []:
+        source, equals, target = pair.partition("=")
+        if not equals or not source.strip():
+            raise UsageError(f"--map {pair}: write SET_CLASS=DATASET_CLASS (or SET_CLASS= to skip that class).")
+        mapping[source.strip()] = target.strip() or None
+    return mapping
+
+
+def cmd_export_dataset(store: Store, args) -> dict:
+    return export_dataset(store, args.format, Path(args.file), tqdm_progress("export"))
+
+
 def cmd_labels(store: Store, args) -> dict:
     if args.add:
         store.add_label(args.add)
@@ -80,7 +100,7 @@ def cmd_labels(store: Store, args) -> dict:
         store.rename_label(*args.rename)
     if args.delete:
         store.delete_label(args.delete)
-    return {"labels": store.label_counts(), "no_face": store.count_images(no_face=True)}
+    return {"labels": store.label_counts(), "no_face": store.count_faces(no_face=True)}
 
 
 def train_config(args):
@@ -164,6 +184,11 @@ def cmd_train(store: Store, args) -> dict:
 
 def cmd_evaluate(store: Store, args) -> dict:
     classifier = load_classifier(resolve_model(store, args.model, args.int8))
+    with annotated_source(Path(args.folder), args.format) as annotated:
+        if annotated is not None:
+            return evaluate_boxed(store, args, annotated, classifier)
+    if args.count_as:
+        raise UsageError("--count-as is for sets with face boxes; name a class folder after a model class instead.")
     detector = FaceDetector()
     report = evaluate_folder(Path(args.folder), detector, classifier, store.settings.max_pixels,
                              tqdm_progress("evaluate"))
@@ -175,6 +200,27 @@ def cmd_evaluate(store: Store, args) -> dict:
     report.pop("names")  # every photo's name: the misclassified ones are listed
     if not args.curves:
         report.pop("roc_curves")
+    return report
+
+
+def evaluate_boxed(store: Store, args, annotated, classifier) -> dict:
+    """`evaluate` on a set with face boxes; --import-errors / --import-all then import the photos with a face missed
+    or misclassified (or all), with their annotated faces under the classes they counted as."""
+    counts_as = class_mapping(args.count_as) if args.count_as else None
+    detector = photo_detector()
+    report = evaluate_boxes(annotated, detector, classifier, store.settings.max_pixels, counts_as,
+                            tqdm_progress("evaluate"))
+    if args.import_errors or args.import_all:
+        chosen = photos_with_errors(report) if args.import_errors else {photo["name"] for photo in report["photos"]}
+        subset = replace(annotated, photos=[photo for photo in annotated.photos if photo.candidate.name in chosen],
+                         problems=[])
+        imported = store.import_annotated(subset, report["counts_as"], detector, tqdm_progress("import"))
+        report["imported"] = {**imported.to_dict(), "labels": store.label_counts()}
+    report.pop("photos")
+    for key in ("iou_0.4", "iou_0.5"):
+        report[key].pop("misses"), report[key].pop("wrongs")
+        if not args.curves:
+            report[key].pop("curves")
     return report
 
 
@@ -191,7 +237,7 @@ def cmd_export(store: Store, args) -> dict:
 def cmd_predict(store: Store, args) -> dict:
     classifier = load_classifier(resolve_model(store, args.model, args.int8))
     threshold = classifier.class_threshold if args.threshold is None else args.threshold
-    detector = FaceDetector(detect_side=640)  # arbitrary photos: a larger copy than dataset photos' 160 px
+    detector = photo_detector()  # arbitrary photos: a larger copy than dataset photos' 160 px
     results = []
     for index, name in enumerate(image_files(args.images)):
         try:
@@ -212,7 +258,7 @@ def cmd_predict(store: Store, args) -> dict:
 
 def cmd_landmarks(store: Store, args) -> dict:
     return {**store.fill_landmarks(FaceDetector(), progress=tqdm_progress("landmarks")),
-            "images_with_face": store.count_images(no_face=False)}
+            "images_with_face": store.count_faces(no_face=False)}
 
 
 def cmd_runs(store: Store, args) -> dict:
@@ -250,6 +296,8 @@ def print_human(command: str, result: dict) -> None:
         print(", ".join(f"{k}: {v}" for k, v in result.items() if isinstance(v, int)))
         for item in result["rejected_files"]:
             print(f"  rejected {item['name']}: {item['reason']}")
+        for item in result["left_out_boxes"]:
+            print(f"  left out of {item['name']}: {item['reason']}")
         print("labels: " + ", ".join(f"{k} {v}" for k, v in result["labels"].items()))
     elif command == "backup":
         print(f"Backed up to {result['file']} ({result['bytes'] / 2**20:.1f} MB): {result['images']} images in "
@@ -282,9 +330,19 @@ def build_parser(train_flags: bool) -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    p = commands.add_parser("import", help="import a folder or .zip of class folders, or one image with --label")
+    p = commands.add_parser("import", help="import a folder or .zip of class folders or of photos with face boxes "
+                                           "(PASCAL VOC, YOLO, COCO), or one image with --label")
     p.add_argument("path")
     p.add_argument("--label")
+    p.add_argument("--format", choices=FORMATS, help="the annotation format (default: recognised from the files)")
+    p.add_argument("--map", nargs="+", metavar="SET_CLASS=CLASS",
+                   help="import an annotated set's class as this dataset class (SET_CLASS= skips it); a class of the "
+                        "same name as one of the dataset's needs none")
+
+    p = commands.add_parser("export-dataset", help="write the dataset's photos and labelled face boxes to a zip "
+                                                   "(PASCAL VOC or YOLO)")
+    p.add_argument("file")
+    p.add_argument("--format", choices=EXPORT_FORMATS, default="voc")
 
     p = commands.add_parser("labels", help="list labels with image counts; add, rename or delete one")
     p.add_argument("--add")
@@ -304,11 +362,16 @@ def build_parser(train_flags: bool) -> argparse.ArgumentParser:
                    help="no drawn-mask views of unmasked faces (the synthetic_masks setting)")
     p.add_argument("--run-id", help="execute this queued run with its stored config (used by the dashboard)")
 
-    p = commands.add_parser("evaluate", help="score a model on a folder of class sub-folders")
+    p = commands.add_parser("evaluate", help="score a model on a folder of class sub-folders, or on a folder or zip "
+                                             "of photos with face boxes (PASCAL VOC, YOLO, COCO)")
     p.add_argument("folder")
+    p.add_argument("--format", choices=FORMATS, help="the annotation format (default: recognised from the files)")
+    p.add_argument("--count-as", nargs="+", metavar="SET_CLASS=CLASS",
+                   help="count a set class the model lacks as one of its classes (default: a class with 'incorrect' "
+                        "in its name counts as without_mask)")
     p.add_argument("--model", help="run id or .onnx path (default: the active model)")
     p.add_argument("--int8", action="store_true")
-    p.add_argument("--curves", action="store_true", help="include ROC curve points in the JSON")
+    p.add_argument("--curves", action="store_true", help="include ROC (or, with boxes, PR) curve points in the JSON")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--import-errors", action="store_true",
                        help="then import the misclassified photos into the dataset, under their folder's class")
@@ -347,7 +410,7 @@ def build_parser(train_flags: bool) -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = {"import": cmd_import, "labels": cmd_labels, "train": cmd_train, "evaluate": cmd_evaluate,
+COMMANDS = {"import": cmd_import, "export-dataset": cmd_export_dataset, "labels": cmd_labels, "train": cmd_train, "evaluate": cmd_evaluate,
             "export": cmd_export, "predict": cmd_predict, "landmarks": cmd_landmarks, "runs": cmd_runs,
             "cancel": cmd_cancel, "backup": cmd_backup, "restore": cmd_restore}
 

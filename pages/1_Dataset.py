@@ -16,7 +16,7 @@ from streamlit_webrtc import WebRtcMode, webrtc_streamer
 import ui
 from maskdet.core.text import plural
 from maskdet.data import insights
-from maskdet.data.importer import ImportReport
+from maskdet.data.importer import ImportReport, annotated_zip_classes
 from maskdet.serving import capture
 
 ui.page_setup("Dataset")
@@ -28,6 +28,8 @@ PAGE_SIZE = 24
 COLUMNS = 6
 BLUE, ORANGE = (33, 118, 210), (245, 124, 0)  # the faces MTCNN finds; the box being set
 STRIP = 6  # latest burst captures shown beside the camera
+FORMAT_NAMES = {"voc": "PASCAL VOC", "yolo": "YOLO", "coco": "COCO"}
+NEW_CLASS, SKIP = "\x00new", "\x00skip"  # the mapping step's two choices that are not a class of the dataset
 state = st.session_state
 
 
@@ -70,7 +72,8 @@ def show_report(report) -> None:
     reasons, photos with no face found."""
     counts = report.summary()
     already = report.already_stored()
-    parts = [f"added {plural(counts['added'], 'photo')}"]
+    parts = [f"added {plural(counts['added'], 'photo')}"
+             + (f" with {plural(counts['faces'], 'face')}" if counts["faces"] != counts["added"] else "")]
     skipped = [f"{len(already)} already in the dataset"] if already else []
     skipped += [f"{len(report.repeated)} repeated within the upload"] if report.repeated else []
     if skipped:
@@ -90,6 +93,11 @@ def show_report(report) -> None:
         st.dataframe([{"file": name, "reason": reason} for name, reason in report.rejected], hide_index=True)
         st.caption("Rejected files were not added. Re-save them as JPEG or PNG (under the pixel limit) "
                    "and upload them again.")
+    if report.left_out:
+        with st.expander(f"Face boxes left out ({len(report.left_out)})"):
+            st.dataframe([{"photo": name, "reason": reason} for name, reason in report.left_out], hide_index=True)
+            st.caption("The rest of each photo's faces were added. Fix the annotations and import the set again, or "
+                       "add the faces on the Live page.")
     if report.no_face:
         with st.expander(f"Photos with no face found ({len(report.no_face)})"):
             names(report.no_face)
@@ -184,20 +192,42 @@ with photos_tab:
                     bump("upload_round")
                     st.rerun()
 
+def class_mapping(set_classes: list[str], format: str) -> dict[str, str | None]:
+    """Asks which dataset class each of an annotated zip's classes that the dataset lacks goes into (or a new class of
+    its name, or skip it); classes the dataset has go into themselves."""
+    missing = [name for name in set_classes if name not in labels]
+    st.info(f"A {FORMAT_NAMES[format]} set with the classes {', '.join(set_classes)}."
+            + (" Choose where each class the dataset does not have goes:" if missing else
+               " Each of them is a class of the dataset already."))
+    mapping = {}
+    for name in missing:
+        options = [*labels, NEW_CLASS, SKIP]
+        choice = st.selectbox(f"Faces of {name}", options, index=options.index(NEW_CLASS), key=f"map_{name}",
+                              format_func=lambda option, name=name: f"a new class {name}" if option == NEW_CLASS
+                              else "skip them" if option == SKIP else f"into {option}")
+        mapping[name] = name if choice == NEW_CLASS else None if choice == SKIP else choice
+    return mapping
+
+
 with zip_tab:
     st.caption("A .zip with one folder per class, for example with_mask/photo1.jpg and without_mask/photo2.jpg "
-               "(folders may be nested; the folder holding a photo is its class). New classes are created.")
-    archive = st.file_uploader("Zip of class folders", type=["zip"], key=f"upload_zip_{state.get('upload_round', 0)}")
+               "(folders may be nested; the folder holding a photo is its class; new classes are created), or a "
+               "labelled set with face boxes: PASCAL VOC, YOLO or COCO, several faces a photo.")
+    archive = st.file_uploader("Zip of class folders or of a set with face boxes", type=["zip"],
+                               key=f"upload_zip_{state.get('upload_round', 0)}")
+    described = ui.attempt(annotated_zip_classes, archive.getvalue()) if archive is not None else None
+    mapping = class_mapping(described[1], described[0]) if described else {}
     if st.button("Import the zip", key="import_zip", type="primary", disabled=archive is None):
         detector = ui.attempt(ui.detector)
         if detector is not None:
             bar = st.progress(0.0, text="Reading the zip...")
             report = ui.attempt(store.import_zip, archive.getvalue(), detector,
-                                progress_callback(bar, "Finding faces"))
+                                progress_callback(bar, "Finding faces"), mapping)
             bar.empty()
             if report is None:
                 st.info("Nothing was imported from this file. Upload a .zip whose folders are the classes "
-                        "(for example with_mask/ and without_mask/) holding JPEG or PNG photos.")
+                        "(for example with_mask/ and without_mask/) holding JPEG or PNG photos, or a PASCAL VOC, "
+                        "YOLO or COCO set.")
             else:
                 state["import_report"] = report
                 bump("upload_round")
@@ -258,7 +288,7 @@ def burst_progress(burst) -> None:
                 f"Stored {plural(len(report.added), 'shot')} in {label}{no_face}{already}.")
             for name, reason in report.rejected:
                 st.text(f"Not stored: {name}: {reason}")
-        latest = sorted(ui.attempt(store.images, ids=state.get("burst_latest", [])) or [], key=lambda r: -r.id)
+        latest = sorted(ui.attempt(store.faces, ids=state.get("burst_latest", [])) or [], key=lambda r: -r.id)
         for start in range(0, len(latest), 3):
             for column, record in zip(st.columns(3), latest[start:start + 3]):
                 picture = ui.attempt(cached_thumbnail, store, record, record.sha256,
@@ -359,7 +389,7 @@ shown_label = filter_column.selectbox("Show", [None, *labels], key="gallery_labe
 only_no_face = face_column.toggle("Only photos with no face found", key="gallery_no_face", on_change=reset_page)
 opened = state.get("gallery_ids")  # photos opened from the Metrics page's misclassified faces: only those are shown
 shown = {"label": shown_label, "no_face": True if only_no_face else None, "ids": opened}
-shown_count = ui.attempt(store.count_images, **shown) or 0
+shown_count = ui.attempt(store.count_faces, **shown) or 0
 if opened is not None:
     note_column, all_column = st.columns([4, 1], vertical_alignment="center")
     note_column.info(f"Showing only the {plural(len(opened), 'photo')} opened from the Metrics page.")
@@ -371,7 +401,8 @@ pages = max(1, math.ceil(shown_count / PAGE_SIZE))
 if state.get("gallery_page", 1) > pages:
     state["gallery_page"] = pages
 page = page_column.number_input("Page", min_value=1, max_value=pages, step=1, key="gallery_page")
-page_records = ui.attempt(store.images, **shown, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE) or []
+page_records = ui.attempt(store.faces, **shown, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE) or []
+photo_faces = ui.attempt(store.photo_faces, {record.photo_id for record in page_records}) or {}
 generation = state.get("gallery_generation", 0)
 pick_keys = {record.id: f"pick_{generation}_{record.id}" for record in page_records}
 
@@ -389,8 +420,10 @@ for start in range(0, len(page_records), COLUMNS):
                 picture = cached_thumbnail(store, record, record.sha256, record.face.box if record.face else None)
             except Exception:
                 picture = None
+            siblings = photo_faces.get(record.photo_id, [record.id])
             caption = ui.literal(record.label) + (" · box set by hand" if record.face_source == "manual" else
-                                      "" if record.face else " · no face found")
+                                                  "" if record.face else " · no face found") + (
+                f" · face {siblings.index(record.id) + 1} of {len(siblings)} in its photo" if len(siblings) > 1 else "")
             if picture is None:
                 st.caption(f"{caption}: the file could not be read; delete it and upload the photo again.")
             else:
@@ -416,7 +449,7 @@ if page_records:
                 flash("gallery", "success", f"Moved {plural(len(selected), 'photo')} to {move_to}.")
                 st.rerun()
         if remove_column.button(f"Delete {len(selected)} selected", key="delete_selected", disabled=not selected):
-            ok, _ = attempt_call(store.delete_images, selected)
+            ok, _ = attempt_call(store.delete_faces, selected)
             if ok:
                 bump("gallery_generation")
                 flash("gallery", "success", f"Deleted {plural(len(selected), 'photo')}.")

@@ -201,7 +201,7 @@ def mistake_actions(chosen: list[int], keys: list[str]) -> None:
         acted(ui.attempt(delete_photos, store, chosen))
     if open_column.button(f"Open {len(chosen)} in Dataset", key="mistakes-open", disabled=not chosen,
                           help="Show their photos in the Dataset page's gallery, to fix their face boxes or classes."):
-        present = ui.attempt(store.images, ids=chosen)
+        present = ui.attempt(store.faces, ids=chosen)
         if present == []:
             st.error("Nothing to open: the selected photos have been deleted from the dataset meanwhile.")
         elif present:

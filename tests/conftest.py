@@ -31,7 +31,8 @@ from PIL import Image
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 
 from maskdet.core.settings import Settings, load_settings
-from maskdet.data.database import open_database
+from maskdet.data.database import (FACE_COLUMNS, faces_table, legacy_images_table, manual_boxes_table, open_database,
+                                   photos_table)
 from maskdet.data.store import Store
 
 
@@ -190,12 +191,25 @@ def overlapping_zip(copies: int, size: int = 2**20) -> bytes:
                                                  start, 0)
 
 
+def legacy_rows(photos: list[dict], faces: list[dict]) -> list[dict]:
+    """Schema 5's images rows of photos and faces rows of one face a photo (the image takes the face's id)."""
+    by_id = {photo["id"]: photo for photo in photos}
+    return [{**{k: v for k, v in by_id[face["photo_id"]].items() if k != "id"}, "id": face["id"],
+             "label_id": face["label_id"], **{name: face[name] for name in FACE_COLUMNS}} for face in faces]
+
+
 def make_old_home(database: Path | str) -> None:
-    """Turn a data home's database (an SQLite file, or a URL) into what maskdet wrote at schema 1: no face
-    landmarks, no heartbeats, no one_active_run index, no face boxes set by hand."""
+    """Turn a data home's database (an SQLite file, or a URL) of one face a photo into what maskdet wrote at schema 1:
+    one images table, no face landmarks, no heartbeats, no one_active_run index, no face boxes set by hand."""
     engine = open_database(database if isinstance(database, str) else f"sqlite:///{database}")
     with engine.begin() as conn:
-        conn.execute(sa.text("DROP TABLE manual_faces"))
+        photos = [dict(row) for row in conn.execute(sa.select(photos_table)).mappings()]
+        faces = [dict(row) for row in conn.execute(sa.select(faces_table)).mappings()]
+        for table in (manual_boxes_table, faces_table, photos_table):
+            table.drop(conn)
+        legacy_images_table.create(conn)
+        if faces:
+            conn.execute(legacy_images_table.insert(), legacy_rows(photos, faces))
         conn.execute(sa.text("DROP INDEX one_active_run"))
         conn.execute(sa.text("ALTER TABLE images DROP COLUMN landmarks"))
         conn.execute(sa.text("ALTER TABLE runs DROP COLUMN heartbeat_at"))

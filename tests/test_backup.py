@@ -27,7 +27,8 @@ from maskdet.runs.lifecycle import log_path
 from maskdet.runs.views import run_dir
 from maskdet.serving.classifier import load_classifier
 from maskdet.serving.predict import evaluate_folder
-from tests.conftest import write_dataset
+from maskdet.vision.faces import Face
+from tests.conftest import legacy_rows, write_dataset
 from tests.test_store_concurrency import NoFaces
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +46,7 @@ def make_project(store: Store, tmp_path: Path) -> tuple[str, str]:
     failed run."""
     store.import_folder(write_dataset(tmp_path / "photos", 4), NoFaces())
     store.assign_splits()
-    store.set_face_box(store.images()[0].id, (10, 8, 60, 70))
+    store.set_face_box(store.faces()[0].id, (10, 8, 60, 70))
     failed = store.create_run({"epochs": 1})
     store.update_run(failed, status="failed", finished_at=now(), error="The training process stopped.")
     run_id = store.create_run({"epochs": 2})
@@ -69,7 +70,7 @@ def content(store: Store) -> dict:
             sa.select(table).order_by(*table.primary_key.columns)).mappings()] for table in TABLES}
     for row in rows["runs"]:
         row.pop("artefact_dir")
-    files = {record.sha256: store.image_path(record).read_bytes() for record in store.images()}
+    files = {record.sha256: store.image_path(record).read_bytes() for record in store.faces()}
     for run in store.runs():
         folder = run_dir(store, run)
         files.update({f"{run['id']}/{path.relative_to(folder)}": path.read_bytes() for path in folder.rglob("*")})
@@ -93,7 +94,7 @@ def zipped(files: dict[str, bytes], compression: int = zipfile.ZIP_STORED) -> by
 
 def assert_empty(store: Store) -> None:
     """Nothing restored: no rows, no image file, no run file or log (empty folders aside), the default labels."""
-    assert store.images() == [] and store.runs() == [] and store.labels() == ["with_mask", "without_mask"]
+    assert store.faces() == [] and store.runs() == [] and store.labels() == ["with_mask", "without_mask"]
     assert store.get_setting("active_run") is None
     assert [path for folder in (store.images_dir, store.settings.models_dir) for path in folder.rglob("*")
             if not path.is_dir()] == []
@@ -140,9 +141,9 @@ def test_sqlite_to_postgresql_and_back_keeps_the_project_and_its_figures(trained
                for store in (source, postgres, back)]
     assert figures[0]["num_samples"] == 6 and figures[1] == figures[0] and figures[2] == figures[0]
 
-    top = max(record.id for record in source.images())  # PostgreSQL's id sequences go on after the restored ids
+    top = max(record.id for record in source.faces())  # PostgreSQL's id sequences go on after the restored ids
     postgres.import_folder(write_dataset(tmp_path / "more", 1, labels=("mask_chin",), start=500), NoFaces())
-    assert [record.id for record in postgres.images(label="mask_chin")] == [top + 1]
+    assert [record.id for record in postgres.faces(label="mask_chin")] == [top + 1]
 
 
 # ---- refusals: a home in use, bad archives ------------------------------------------------------------------
@@ -153,12 +154,12 @@ def test_restore_refuses_a_home_with_images_or_runs(backend_settings, archive, t
     with pytest.raises(StoreError, match=r"Restore needs an empty data home: .* has 1 images and 0 runs\. Point "
                                          "MASKDET_HOME, MASKDET_MODELS and MASKDET_DATABASE_URL at new"):
         restore(target, archive)
-    assert len(target.images()) == 1 and target.runs() == []
-    target.delete_images([record.id for record in target.images()])
+    assert len(target.faces()) == 1 and target.runs() == []
+    target.delete_faces([record.id for record in target.faces()])
     target.create_run({})
     with pytest.raises(StoreError, match="has 0 images and 1 runs"):
         restore(target, archive)
-    assert len(target.runs()) == 1 and target.images() == []
+    assert len(target.runs()) == 1 and target.faces() == []
 
 
 def test_restore_refuses_a_models_folder_holding_a_run_of_the_backup(store, archive):
@@ -166,7 +167,7 @@ def test_restore_refuses_a_models_folder_holding_a_run_of_the_backup(store, arch
     (store.settings.models_dir / run_id).mkdir(parents=True)
     with pytest.raises(StoreError, match=f"already has a folder for run {run_id}: point MASKDET_MODELS at an empty"):
         restore(store, archive)
-    assert store.images() == [] and store.runs() == []
+    assert store.faces() == [] and store.runs() == []
 
 
 def changed_manifest(entries: dict[str, bytes], **changes) -> dict[str, bytes]:
@@ -253,37 +254,40 @@ def test_a_row_over_the_size_bound_is_refused_before_it_is_held(archive, store, 
 
 
 def test_an_archive_of_an_older_schema_restores_with_the_newer_columns_empty(archive, store):
-    manifest = json.loads(entries(archive)["manifest.json"])
-    counts = {name: count for name, count in manifest["counts"].items() if name != "manual_faces"}
-    files = changed_manifest(entries(archive), schema_version=1, counts=counts)
-    del files["tables/manual_faces.jsonl"]  # a table added at schema 5
-    for table, column in (("images", "landmarks"), ("runs", "heartbeat_at")):
-        rows = [json.loads(line) for line in files[f"tables/{table}.jsonl"].splitlines()]
-        files[f"tables/{table}.jsonl"] = "".join(json.dumps({k: v for k, v in row.items() if k != column}) + "\n"
-                                                 for row in rows).encode()
+    """A schema 1 backup: one images table (no landmarks), no manual_faces, runs without heartbeats. Each image is
+    restored as a photo with one face of its id."""
+    files = entries(archive)
+    manifest = json.loads(files["manifest.json"])
+    tables = {name: [json.loads(line) for line in files.pop(f"tables/{name}.jsonl").decode().splitlines()]
+              for name in ("photos", "faces", "manual_boxes")}
+    images = [{k: v for k, v in row.items() if k != "landmarks"} for row in legacy_rows(tables["photos"],
+                                                                                         tables["faces"])]
+    files["tables/images.jsonl"] = "".join(json.dumps(row) + "\n" for row in images).encode()
+    rows = [json.loads(line) for line in files["tables/runs.jsonl"].splitlines()]
+    files["tables/runs.jsonl"] = "".join(json.dumps({k: v for k, v in row.items() if k != "heartbeat_at"}) + "\n"
+                                         for row in rows).encode()
+    counts = {**{k: v for k, v in manifest["counts"].items() if k not in tables}, "images": len(images)}
+    files = changed_manifest(files, schema_version=1, counts=counts)
     result = restore(store, zipped(files))
-    assert result["images"] == 8 and len(result["runs"]) == 2
+    assert result["images"] == 8 and result["faces"] == 8 and len(result["runs"]) == 2
     assert {run["heartbeat_at"] for run in store.runs()} == {None}
-    assert {record.face_source for record in store.images()} == {"detected"}
+    assert {record.face_source for record in store.faces()} == {"detected"}
+    assert [(r.id, r.photo_id) for r in store.faces()] == [(row["id"], row["id"]) for row in images]
 
 
-def test_face_boxes_set_by_hand_are_restored_also_of_photos_deleted_before(backend_settings, tmp_path):
-    """The box of a deleted photo is kept for its import again: a restored home brings it back too."""
+def test_a_photo_of_several_faces_and_their_boxes_set_by_hand_are_restored(backend_settings, tmp_path):
     source = home_at(tmp_path / "source")
     make_project(source, tmp_path)
-    gone = source.images()[-1]
-    data = source.image_path(gone).read_bytes()
-    source.set_face_box(gone.id, (5, 5, 40, 50))
-    source.delete_images([gone.id])
-    assert backup(source, tmp_path / "backup.zip")["images"] == 7
+    last = source.faces()[-1]
+    added = source.add_face(last.photo_id, "with_mask", Face((5, 5, 40, 50), 1.0))
+    source.set_face_box(added.id, (6, 6, 41, 51))
+    assert backup(source, tmp_path / "backup.zip")["faces"] == 9
     target = Store(backend_settings)
-    restore(target, tmp_path / "backup.zip")
+    assert restore(target, tmp_path / "backup.zip")["faces"] == 9
     assert content(target) == content(source)
-    first = target.images()[0]
-    assert (first.face_source, first.face.box) == ("manual", (10.0, 8.0, 60.0, 70.0))
-    target.add_images([("again.jpg", data)], gone.label, NoFaces())
-    again = target.images()[-1]
-    assert (again.source_name, again.face_source, again.face.box) == ("again.jpg", "manual", (5.0, 5.0, 40.0, 50.0))
+    restored = target.face(added.id)
+    assert (restored.photo_id, restored.face_source, restored.face.box) == (last.photo_id, "manual", (6, 6, 41, 51))
+    assert target.reset_face(added.id).face.box == (5.0, 5.0, 40.0, 50.0)
 
 
 # ---- while the dashboard runs ---------------------------------------------------------------------------------
@@ -296,7 +300,7 @@ def test_a_backup_reads_one_snapshot_while_another_connection_writes(backend_set
     writer = Store(backend_settings)  # its own engine and connections
     training = writer.create_run({})
     writer.update_run(training, status="running", started_at=now(), heartbeat_at=now())
-    first = store.images()[0]
+    first = store.faces()[0]
     waited = []
 
     def write_meanwhile(conn, statement, *args) -> None:
@@ -319,18 +323,18 @@ def test_a_backup_reads_one_snapshot_while_another_connection_writes(backend_set
     restored = home_at(tmp_path / "restored")
     restore(restored, tmp_path / "backup.zip")
     assert restored.label_counts() == {"with_mask": 4, "without_mask": 4}
-    assert restored.images(ids=[first.id])[0].label == first.label
+    assert restored.faces(ids=[first.id])[0].label == first.label
 
 
 def test_images_deleted_or_damaged_during_a_backup_are_left_out_and_the_rest_restores(store, tmp_path):
     make_project(store, tmp_path)
-    records = store.images()
+    records = store.faces()
     store.image_path(records[1]).write_bytes(b"changed on disk")
     other = Store(store.settings)
 
     def delete_two_meanwhile(done: int, total: int) -> None:
         if done == 1:
-            other.delete_images([records[-1].id, records[-2].id])
+            other.delete_faces([records[-1].id, records[-2].id])
 
     result = backup(store, tmp_path / "backup.zip", progress=delete_two_meanwhile)
     assert result["images"] == 5
@@ -341,9 +345,9 @@ def test_images_deleted_or_damaged_during_a_backup_are_left_out_and_the_rest_res
                           for record in records[-2:]}}
     restored = home_at(tmp_path / "restored")
     assert restore(restored, tmp_path / "backup.zip")["images"] == 5
-    assert [record.sha256 for record in restored.images()] == [records[i].sha256 for i in (0, 2, 3, 4, 5)]
+    assert [record.sha256 for record in restored.faces()] == [records[i].sha256 for i in (0, 2, 3, 4, 5)]
     assert all(restored.image_path(record).read_bytes() == store.image_path(record).read_bytes()
-               for record in restored.images())
+               for record in restored.faces())
 
 
 def test_runs_chosen_for_a_backup(store, tmp_path):

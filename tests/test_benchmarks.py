@@ -73,7 +73,7 @@ def test_scale_benchmark_variants_are_reproducible_and_join_their_source_group(t
     for name, seed in (("a__v000", 1), ("a__v001", 2), ("b__v000", 3)):
         (folder / f"{name}.jpg").write_bytes(encode(pattern_image(seed, (120, 120))))
     store.import_folder(tmp_path / "import", detector)
-    assert len({record.dup_group for record in store.images()}) == 3
+    assert len({record.dup_group for record in store.faces()}) == 3
     assert scale.join_variant_groups(store) == 2
-    groups = {record.source_name: record.dup_group for record in store.images()}
+    groups = {record.source_name: record.dup_group for record in store.faces()}
     assert groups["with_mask/a__v000.jpg"] == groups["with_mask/a__v001.jpg"] != groups["with_mask/b__v000.jpg"]

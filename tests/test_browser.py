@@ -122,7 +122,7 @@ def test_the_analysts_loop(server, page, output_dir, shared_data, backbone_weigh
     for name in ("MASKDET_HOME", "MASKDET_MODELS"):
         monkeypatch.setenv(name, server.env[name])
     store = Store(load_settings())
-    assert [r.label for r in store.images() if r.source_name == "110-with-mask.jpg"] == ["with_mask"]
+    assert [r.label for r in store.faces() if r.source_name == "110-with-mask.jpg"] == ["with_mask"]
 
     open_page(page, f"{url}/Train", "Train a model")
     page.get_by_role("button", name="Start training").click()

@@ -338,7 +338,7 @@ def test_evaluate_imports_the_misclassified_then_all_photos(trained, tmp_path):
     assert sorted(imported["no_face_files"]) == wrong  # generated pictures: added, used whole
     store = home_store(tmp_path)
     assert imported["labels"] == store.label_counts() and sum(store.label_counts().values()) == 12 + len(wrong)
-    assert sorted((r.source_name, r.label) for r in store.images() if r.source_name in wrong) == sorted(
+    assert sorted((r.source_name, r.label) for r in store.faces() if r.source_name in wrong) == sorted(
         (m["name"], m["true"]) for m in report["misclassified"])
 
     again = succeeded(cli(tmp_path, "evaluate", folder, "--import-all"))["imported"]

@@ -105,7 +105,7 @@ def test_a_palette_png_with_transparency_imports_evaluates_and_predicts(store, d
     data = saved(photo, "PNG", transparency=bytes([0, 128] + [255] * 14))
     report = store.add_images([("logo.png", data)], "with_mask", detector)
     assert report.added == ["logo.png"] and report.rejected == []
-    assert store.load_image(store.images()[0]).shape == (80, 96, 3)
+    assert store.load_image(store.faces()[0]).shape == (80, 96, 3)
     evaluation = evaluate_candidates([Candidate("with_mask/logo.png", "with_mask", lambda: data)], [], detector,
                                      classifier, MAX_PIXELS)
     assert evaluation["num_samples"] == 1 and evaluation["rejected_files"] == []

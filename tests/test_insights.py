@@ -3,7 +3,7 @@
 import pytest
 
 from maskdet.core.errors import StoreError
-from maskdet.data.database import images_table
+from maskdet.data.database import photos_table
 from maskdet.data.insights import preview_photo
 from tests.conftest import encode, pattern_image, write_dataset
 
@@ -29,7 +29,7 @@ def test_add_images_adds_good_photos_and_reports_bad_ones(store, detector):
     assert reasons["empty.jpg"] == "empty file"
     assert calls == [(6, 6)]  # one batch
     assert store.label_counts()["hat"] == 2
-    assert sorted(r.source_name for r in store.images(label="hat")) == ["good.jpg", "other.png"]
+    assert sorted(r.source_name for r in store.faces(label="hat")) == ["good.jpg", "other.png"]
 
 
 @pytest.mark.parametrize("label, files, message", [
@@ -40,18 +40,18 @@ def test_add_images_adds_good_photos_and_reports_bad_ones(store, detector):
 def test_add_images_refuses_bad_requests_before_adding_anything(store, detector, label, files, message):
     with pytest.raises(StoreError, match=message):
         store.add_images(files, label, detector)
-    assert store.images() == []
+    assert store.faces() == []
 
 
 def test_the_preview_photo_is_a_training_face_else_any_face_else_any_photo(store, tmp_path, detector):
     assert preview_photo(store, 0) is None
     store.import_folder(write_dataset(tmp_path / "d", 2), detector)  # four photos, no faces
-    every = store.images()
+    every = store.faces()
     assert [preview_photo(store, index).id for index in range(5)] == [r.id for r in every] + [every[0].id]
     for record in every[2:]:
         store.set_face_box(record.id, (2, 2, 40, 40))
     assert [preview_photo(store, index).id for index in range(3)] == [every[2].id, every[3].id, every[2].id]
     with store.engine.begin() as conn:  # one face in the training split
         for record, split in zip(every, ("train", "train", "val", "train")):
-            conn.execute(images_table.update().where(images_table.c.id == record.id).values(split=split))
+            conn.execute(photos_table.update().where(photos_table.c.id == record.photo_id).values(split=split))
     assert {preview_photo(store, index).id for index in range(3)} == {every[3].id}

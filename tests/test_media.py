@@ -114,7 +114,7 @@ def test_a_face_goes_in_with_its_photo_and_another_face_as_a_crop(model, store, 
     assert len(boxes) == 2
     added = media.add_face(store, data, "two.jpg", 2, boxes[1], "with_mask", detector)
     assert added == media.AddedFace(True, "Added two.jpg to with_mask with face 2's box.")
-    [photo] = store.images()
+    [photo] = store.faces()
     assert (photo.label, photo.source_name, photo.face_source) == ("with_mask", "two.jpg", "manual")
     assert photo.sha256 == hashlib.sha256(data).hexdigest()  # the file as uploaded
     assert box_iou(photo.face.box, boxes[1]) > 0.7 and photo.face.landmarks  # MTCNN's face there, with landmarks
@@ -122,19 +122,19 @@ def test_a_face_goes_in_with_its_photo_and_another_face_as_a_crop(model, store, 
     again = media.add_face(store, data, "two.jpg", 2, boxes[1], "without_mask", detector)
     assert again == media.AddedFace(False, "two.jpg is already in the dataset as with_mask with face 2's box: "
                                            "nothing added.")
-    assert store.images() == [photo]
+    assert store.faces() == [photo]
 
     crop = media.add_face(store, data, "two.jpg", 1, boxes[0], "without_mask", detector, quote=repr)
     assert crop == media.AddedFace(True, "Added 'two-face1.png', a crop of face 1 of 'two.jpg', to without_mask: the "
                                          "whole photo is in the dataset already, as with_mask with another face.")
-    [cut] = store.images(label="without_mask")
+    [cut] = store.faces(label="without_mask")
     assert (cut.source_name, cut.face_source) == ("two-face1.png", "manual")
     side = max(boxes[0][2] - boxes[0][0], boxes[0][3] - boxes[0][1])
     assert cut.width == cut.height and side * 1.5 < cut.width <= side * 2 + 1  # room around the face
     assert box_iou(cut.face.box, np.subtract(boxes[0], [*cut_origin(data, boxes[0])] * 2)) > 0.7
     assert media.add_face(store, data, "two.jpg", 1, boxes[0], "with_mask", detector) == media.AddedFace(
         False, "two-face1.png is already in the dataset as without_mask: nothing added.")
-    assert len(store.images()) == 2 and store.images()[0] == photo
+    assert len(store.faces()) == 2 and store.faces()[0] == photo
 
 
 def cut_origin(data: bytes, box) -> tuple[int, int]:
@@ -150,7 +150,7 @@ def test_a_class_deleted_meanwhile_or_a_rejected_file_is_a_sentence_and_nothing_
         media.add_face(store, encode(np.zeros((64, 64, 3), np.uint8)), "x.jpg", 1, (8, 8, 40, 40), "hat", detector)
     with pytest.raises(StoreError, match="^x.jpg was not added: image too small: 6x6 pixels.$"):
         media.add_face(store, encode(np.zeros((6, 6, 3), np.uint8)), "x.jpg", 1, (0, 0, 6, 6), "with_mask", detector)
-    assert store.images() == [] and store.labels() == ["with_mask", "without_mask"]
+    assert store.faces() == [] and store.labels() == ["with_mask", "without_mask"]
 
 
 # ---- videos --------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from maskdet.data.database import images_table
+from maskdet.data.database import photos_table
 from maskdet.vision import near_duplicates
 from maskdet.vision.near_duplicates import NEAR_DUPLICATE_BITS, HashIndex, hash_distances
 from tests.conftest import photo_pairs
@@ -49,7 +49,7 @@ def test_real_photos_get_the_groups_of_a_comparison_with_every_photo(store, dete
             (tmp_path / label / file).write_bytes((shared_data / label / file).read_bytes())
     store.import_folder(tmp_path, detector)
     with store.engine.connect() as conn:  # in import order
-        rows = conn.execute(sa.select(images_table.c.phash, images_table.c.dup_group).order_by(images_table.c.id)).all()
+        rows = conn.execute(sa.select(photos_table.c.phash, photos_table.c.dup_group).order_by(photos_table.c.id)).all()
     hashes = np.array([np.frombuffer(bytes.fromhex(row.phash), np.uint8) for row in rows])
     expected = list(range(len(rows)))  # a comparison with all earlier photos, merging groups as the import does
     for i, row in enumerate(rows):

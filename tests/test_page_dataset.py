@@ -9,7 +9,7 @@ import streamlit_webrtc.component
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from maskdet.data.database import images_table
+from maskdet.data.database import faces_table
 from tests.conftest import encode, pattern_image, two_person_photo, write_dataset, zip_bytes
 
 PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "1_Dataset.py")
@@ -83,7 +83,7 @@ def test_imported_dataset_shows_counts_thumbnails_and_warnings(dataset):
     assert "Few images in with_mask (4), without_mask (5)" in warnings
     assert "No face was found in 9 photos" in warnings
     assert "1 near-duplicate group contains photos of different classes" in warnings
-    assert {t.value for t in at.text} == {r.source_name for r in dataset.images()}  # each photo's file name
+    assert {t.value for t in at.text} == {r.source_name for r in dataset.faces()}  # each photo's file name
     assert {c.label for c in at.checkbox if c.key.startswith("pick_")} == {"Select"}
 
 
@@ -120,7 +120,7 @@ def test_add_rename_and_delete_classes_through_the_widgets(settings, store, dete
     button(at, "Delete class").click()
     check(at.run())
     assert store.labels() == ["with_mask", "without_mask"]
-    assert store.images() == []
+    assert store.faces() == []
     assert "Deleted the class cap and its 1 photo." in texts(at.success)
 
 
@@ -131,7 +131,7 @@ def test_moving_photos_to_a_class_deleted_meanwhile_says_so_and_moves_nothing(da
     at = open_page()
     at.selectbox(key="gallery_label").select("with_mask")
     check(at.run())
-    [first, *_] = store.images(label="with_mask")
+    [first, *_] = store.faces(label="with_mask")
     at.checkbox(key=f"pick_0_{first.id}").check()
     at.selectbox(key="move_to").select("hat")
     check(at.run())
@@ -151,7 +151,7 @@ def test_move_and_delete_selected_photos(dataset):
     at.selectbox(key="gallery_label").select("with_mask")
     check(at.run())
     assert len(at.image) == 4
-    with_mask = store.images(label="with_mask")
+    with_mask = store.faces(label="with_mask")
     for record in with_mask[:2]:
         at.checkbox(key=f"pick_0_{record.id}").check()
     check(at.run())
@@ -159,14 +159,14 @@ def test_move_and_delete_selected_photos(dataset):
     button(at, "Move 2 selected").click()
     check(at.run())
     assert store.label_counts() == {"with_mask": 2, "without_mask": 7}
-    assert {r.id for r in store.images(label="without_mask")} >= {r.id for r in with_mask[:2]}
+    assert {r.id for r in store.faces(label="without_mask")} >= {r.id for r in with_mask[:2]}
     assert "Moved 2 photos to without_mask." in texts(at.success)
     assert len(at.image) == 2 and not any(c.value for c in at.checkbox if c.key.startswith("pick_"))
 
     button(at, "Select page").click()
     check(at.run())
     assert all(c.value for c in at.checkbox if c.key.startswith("pick_"))
-    doomed = store.images(label="with_mask")
+    doomed = store.faces(label="with_mask")
     button(at, "Delete 2 selected").click()
     check(at.run())
     assert store.label_counts() == {"with_mask": 0, "without_mask": 7}
@@ -176,9 +176,9 @@ def test_move_and_delete_selected_photos(dataset):
 
 def test_no_face_filter(dataset):
     store = dataset
-    records = store.images()
+    records = store.faces()
     with store.engine.begin() as conn:  # pretend MTCNN found a face in three of them
-        conn.execute(images_table.update().where(images_table.c.id.in_([r.id for r in records[:3]]))
+        conn.execute(faces_table.update().where(faces_table.c.id.in_([r.id for r in records[:3]]))
                      .values(face_x1=10.0, face_y1=10.0, face_x2=50.0, face_y2=60.0, face_probability=0.99))
     at = open_page()
     assert len(at.image) == 9
@@ -187,17 +187,17 @@ def test_no_face_filter(dataset):
     assert len(at.image) == 6
     assert all(image.captions[0].endswith(" · no face found") for image in at.image)
     shown = {c.key for c in at.checkbox if c.key.startswith("pick_")}
-    assert shown == {f"pick_0_{r.id}" for r in store.images(no_face=True)}
+    assert shown == {f"pick_0_{r.id}" for r in store.faces(no_face=True)}
     assert "No face was found in 6 photos" in texts(at.warning)
 
     at.selectbox(key="gallery_label").select("with_mask")
     check(at.run())
-    assert len(at.image) == len(store.images(label="with_mask", no_face=True)) == 1
+    assert len(at.image) == len(store.faces(label="with_mask", no_face=True)) == 1
 
 
 def test_unreadable_file_is_a_sentence_not_a_traceback(settings, store, detector):
     store.add_image(encode(pattern_image(4242)), "with_mask", "lost.jpg", detector)
-    (record,) = store.images()
+    (record,) = store.faces()
     store.image_path(record).unlink()
     at = open_page()
     assert "the file could not be read; delete it and upload the photo again" in texts(at.caption)
@@ -216,7 +216,7 @@ def test_upload_photos_reports_added_and_rejected(settings, store):
     check(at.run())
     button(at, "Import 3 photos into without_mask").click()
     check(at.run())
-    assert [(r.label, r.source_name) for r in store.images()] == [("without_mask", "good.jpg")]
+    assert [(r.label, r.source_name) for r in store.faces()] == [("without_mask", "good.jpg")]
     assert "Import finished: added 1 photo, rejected 2, no face found in 1 of the added." in texts(at.warning)
     rejected = at.dataframe[0].value
     assert list(rejected["file"]) == ["broken.jpg", "notes.png"]
@@ -230,7 +230,7 @@ def test_upload_photos_reports_added_and_rejected(settings, store):
     button(at, "Import 1 photo into without_mask").click()  # the class choice is kept
     check(at.run())
     assert "skipped 1 already in the dataset" in texts(at.warning)
-    assert len(store.images()) == 1
+    assert len(store.faces()) == 1
 
 
 @pytest.mark.parametrize("name, data, message", [
@@ -246,7 +246,7 @@ def test_bad_zip_shows_an_error_with_a_next_step(settings, store, name, data, me
     check(at.run())
     assert message in texts(at.error)
     assert "Upload a .zip whose folders are the classes" in texts(at.info)
-    assert store.images() == []
+    assert store.faces() == []
 
 
 def test_zip_of_class_folders_is_imported_with_a_report(settings, store):
@@ -300,7 +300,7 @@ def test_file_names_are_shown_as_they_are_never_read_as_markdown(settings, store
     rendered = [e.value for kind in (at.markdown, at.caption, at.success, at.warning, at.info) for e in kind]
     rendered += [c.label for c in at.checkbox] + [caption for image in at.image for caption in image.captions]
     assert not any("e.com" in text for text in rendered)  # no name went through Markdown
-    tick(at, store.images()[0])
+    tick(at, store.faces()[0])
     button(at, "Use the whole photo").click()
     check(at.run())
     assert f"Face box of ` {name} ` set to the whole photo" in texts(at.success)  # a code span: literal
@@ -331,7 +331,7 @@ def test_webcam_bursts_store_their_shots_with_the_faces_found(settings, store, s
     assert store.label_counts()["without_mask"] == 2
     assert burst.offer(photos[1], 1.0) and not burst.running
     check(at.run())
-    assert store.label_counts()["without_mask"] == 3 and all(r.face for r in store.images())
+    assert store.label_counts()["without_mask"] == 3 and all(r.face for r in store.faces())
     assert "Stored 3 shots in without_mask." in texts(at.success)
     strip = [image for image in at.image if image.captions == ["face found"]]
     assert len(strip) == 3  # beside the camera, with their face boxes
@@ -382,7 +382,7 @@ def test_gallery_is_paginated(tmp_path, store, detector):
     check(at.run())
     button(at, "Delete 6 selected").click()  # page 2 disappears; the gallery falls back to page 1
     check(at.run())
-    assert len(store.images()) == 24
+    assert len(store.faces()) == 24
     assert len(at.image) == 24 and "24 photos, page 1 of 1." in texts(at.caption)
 
 
@@ -410,7 +410,7 @@ def test_a_box_set_by_hand_on_the_page_is_what_the_next_training_crops(dataset, 
     from maskdet.vision.faces import CropRule, crop_face
 
     store = dataset
-    record = store.images()[0]  # with_mask/img0.jpg, 96 x 80, no face found
+    record = store.faces()[0]  # with_mask/img0.jpg, 96 x 80, no face found
     at = open_page()
     assert "Tick one photo in the gallery to fix its face box" in texts(at.caption)
     tick(at, record)
@@ -425,7 +425,7 @@ def test_a_box_set_by_hand_on_the_page_is_what_the_next_training_crops(dataset, 
     button(at, "Save this box").click()
     check(at.run())
     assert "Face box of ` with_mask/img0.jpg ` set by hand; training will use it." in texts(at.success)
-    saved = store.images(ids=[record.id])[0]
+    saved = store.faces(ids=[record.id])[0]
     assert (saved.face_source, saved.face.box) == ("manual", (10.0, 8.0, 60.0, 70.0))
     assert at.image[0].captions[0] == "with_mask · box set by hand"
     assert "Training uses the box set by hand." in texts(at.caption)
@@ -437,7 +437,7 @@ def test_a_box_set_by_hand_on_the_page_is_what_the_next_training_crops(dataset, 
     assert len(at.image) == 8 and f"pick_0_{record.id}" not in {c.key for c in at.checkbox}
 
     rule = CropRule(1.25, 64)
-    split = load_split(store, store.images(ids=[record.id]), ["with_mask", "without_mask"], rule, Callbacks(), 1, 0,
+    split = load_split(store, store.faces(ids=[record.id]), ["with_mask", "without_mask"], rule, Callbacks(), 1, 0,
                        tmp_path / "crops.u8")
     image = store.load_image(saved)
     np.testing.assert_array_equal(split.crops[0], crop_face(image, (10, 8, 60, 70), rule))
@@ -447,7 +447,7 @@ def test_a_box_set_by_hand_on_the_page_is_what_the_next_training_crops(dataset, 
 
 def test_a_box_outside_the_photo_is_a_sentence_and_nothing_is_lost(dataset):
     store = dataset
-    record = store.images()[0]
+    record = store.faces()[0]
     at = tick(open_page(), record)
     set_box(at, (10, 8, 160, 70))
     check(at.run())
@@ -455,19 +455,19 @@ def test_a_box_outside_the_photo_is_a_sentence_and_nothing_is_lost(dataset):
     check(at.run())
     assert ("The face box (left 10, top 8, right 160, bottom 70) goes outside the photo, which is 96 x 80 pixels: keep "
             "left and right within 0 to 96, top and bottom within 0 to 80. Nothing was changed.") in texts(at.error)
-    assert not at.success and store.images(ids=[record.id]) == [record]
+    assert not at.success and store.faces(ids=[record.id]) == [record]
     assert [field.value for field in box_inputs(at)] == [10, 8, 160, 70]  # what was typed stays
     assert at.image[0].captions[0] == "with_mask · no face found"
 
     set_box(at, (10, 8, 60, 70))  # corrected, it saves
     button(at, "Save this box").click()
     check(at.run())
-    assert store.images(ids=[record.id])[0].face.box == (10.0, 8.0, 60.0, 70.0)
+    assert store.faces(ids=[record.id])[0].face.box == (10.0, 8.0, 60.0, 70.0)
 
 
 def test_picking_the_other_face_of_a_two_person_photo_and_back(settings, store, detector, shared_data):
     store.add_image(two_person_photo(shared_data), "without_mask", "two *people*.jpg", detector)
-    (record,) = store.images()
+    (record,) = store.faces()
     faces = store.detect_faces(record, detector)
     at = tick(open_page(), record)
     assert [t.value for t in at.text] == ["two *people*.jpg"] * 2  # in the gallery and in the editor
@@ -477,7 +477,7 @@ def test_picking_the_other_face_of_a_two_person_photo_and_back(settings, store, 
     button(at, "Use face 2").click()
     check(at.run())
     assert "Face 2 of ` two *people*.jpg ` picked; training will use it." in texts(at.success)
-    picked = store.images()[0]
+    picked = store.faces()[0]
     assert (picked.face_source, picked.face.box) == ("manual", faces[1].box)
     assert button(at, "Use face 2 (in use)").disabled and not button(at, "Use face 1").disabled
     assert at.image[0].captions[0] == "without_mask · box set by hand"
@@ -485,7 +485,7 @@ def test_picking_the_other_face_of_a_two_person_photo_and_back(settings, store, 
     button(at, "Forget the box set by hand").click()
     check(at.run())
     assert "Face box of ` two *people*.jpg ` reset; training will use the face MTCNN found." in texts(at.success)
-    assert store.images() == [record]
+    assert store.faces() == [record]
     assert button(at, "Use face 1 (in use)").disabled
 
 

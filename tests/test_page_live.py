@@ -272,14 +272,14 @@ def test_a_face_of_an_uploaded_photo_goes_into_the_dataset(fresh, store, shared_
     at.button(key="live-photo-add").click().run()
     no_failure(at)
     assert texts(at.success) == "Added ` two [x](http://e.com).jpg ` to with_mask with face 2's box."
-    [photo] = store.images()
+    [photo] = store.faces()
     assert (photo.label, photo.face_source) == ("with_mask", "manual")
     assert box_iou(photo.face.box, table_boxes(at)[1]) > 0.7
 
     at.button(key="live-photo-add").click().run()  # the same face again, nothing lost
     assert texts(at.info) == ("` two [x](http://e.com).jpg ` is already in the dataset as with_mask with face 2's box: "
                               "nothing added.")
-    assert store.images() == [photo]
+    assert store.faces() == [photo]
 
     store.add_label("hat")
     at.run().selectbox(key="live-photo-add-class").set_value("hat")
@@ -289,7 +289,7 @@ def test_a_face_of_an_uploaded_photo_goes_into_the_dataset(fresh, store, shared_
     assert texts(at.error) == ("The class hat is not in the dataset any more (deleted meanwhile?): choose another "
                                "class. Nothing was added.")
     assert at.selectbox(key="live-photo-add-class").options == ["with_mask", "without_mask", "hat (deleted)"]
-    assert store.images() == [photo]
+    assert store.faces() == [photo]
 
 
 def test_a_face_of_a_video_frame_goes_into_the_dataset(fresh, store, shared_data):
@@ -302,6 +302,6 @@ def test_a_face_of_a_video_frame_goes_into_the_dataset(fresh, store, shared_data
     at.button(key="live-frame-add").click().run()
     no_failure(at)
     assert texts(at.success) == "Added ` walk-frame3.jpg ` to with_mask with face 1's box."
-    [frame] = store.images()
+    [frame] = store.faces()
     assert (frame.source_name, frame.label, frame.width, frame.height) == ("walk-frame3.jpg", "with_mask", 640, 480)
     assert frame.face_source == "manual" and box_iou(frame.face.box, table_boxes(at)[0]) > 0.7

@@ -434,7 +434,7 @@ def test_relabel_then_delete_misclassified_faces_from_metrics(scratch):
     no_crash(at)
     assert [s.value for s in at.tabs[0].success] == [
         f"2 photos relabelled as {target}; the next training uses them (this run's figures stay as they were)."]
-    assert {record.label for record in scratch.store.images(ids=[first.image_id, second.image_id])} == {target}
+    assert {record.label for record in scratch.store.faces(ids=[first.image_id, second.image_id])} == {target}
     assert scratch.store.run(scratch.run["id"])["metrics"] == scratch.run["metrics"]  # the run is as it was
     assert f"now {target} in the dataset" in next(c for c in image_captions(at.tabs[0]) if c.startswith(first.name))
     assert not at.checkbox(key=f"mistake-1-{first.image_id}").value  # the ticks are cleared
@@ -444,7 +444,7 @@ def test_relabel_then_delete_misclassified_faces_from_metrics(scratch):
     no_crash(at)
     assert [s.value for s in at.tabs[0].success] == [
         "1 photo deleted from the dataset; the next training goes without it (this run's figures stay as they were)."]
-    assert scratch.store.images(ids=[first.image_id]) == []
+    assert scratch.store.faces(ids=[first.image_id]) == []
     texts = [t.value for t in at.tabs[0].text]
     assert any(t.startswith(first.name) and "no longer in the dataset" in t for t in texts)
     assert at.checkbox(key=f"mistake-2-{first.image_id}").disabled  # nothing left to act on
@@ -461,18 +461,18 @@ def test_a_photo_or_a_class_deleted_meanwhile_is_a_sentence_and_nothing_is_lost(
     assert [e.value for e in at.tabs[0].error] == [
         "The class mask_chin is no longer in the dataset (deleted meanwhile?): nothing was relabelled. Choose another "
         "class."]
-    assert {r.id: r.label for r in scratch.store.images(ids=[first.image_id, second.image_id])} == {
+    assert {r.id: r.label for r in scratch.store.faces(ids=[first.image_id, second.image_id])} == {
         first.image_id: first.label, second.image_id: second.label}  # nothing was changed
     assert at.checkbox(key=f"mistake-0-{first.image_id}").value  # the selection is kept
 
-    scratch.store.delete_images([second.image_id])  # in another tab
+    scratch.store.delete_faces([second.image_id])  # in another tab
     at.selectbox(key="mistakes-label").set_value(first.true)
     at.button(key="mistakes-relabel").click().run()
     no_crash(at)
     assert [s.value for s in at.tabs[0].success] == [
         f"1 photo relabelled as {first.true}; the next training uses it (this run's figures stay as they were). "
         "1 photo had been deleted from the dataset meanwhile."]
-    assert scratch.store.image(first.image_id).label == first.true
+    assert scratch.store.face(first.image_id).label == first.true
 
 
 def test_open_misclassified_faces_in_the_dataset_gallery(scratch):
@@ -488,7 +488,7 @@ def test_open_misclassified_faces_in_the_dataset_gallery(scratch):
     assert gallery_ids(at) == {first.image_id, second.image_id}
     at.button(key="gallery_show_all").click().run()
     assert not at.info
-    assert gallery_ids(at) == {record.id for record in scratch.store.images()[:24]}  # the first page of all
+    assert gallery_ids(at) == {record.id for record in scratch.store.faces()[:24]}  # the first page of all
 
 
 def gallery_ids(at: AppTest) -> set[int]:
@@ -514,7 +514,7 @@ def twin_zip() -> bytes:
 
 
 def test_import_the_misclassified_then_all_photos_of_an_evaluated_zip(scratch):
-    before = len(scratch.store.images())
+    before = len(scratch.store.faces())
     at = evaluated(AppTest.from_file(PAGE, default_timeout=60).run(), twin_zip())
     report = at.session_state["evaluation"]
     wrong = sorted(m["name"] for m in report["misclassified"])
@@ -530,8 +530,8 @@ def test_import_the_misclassified_then_all_photos_of_an_evaluated_zip(scratch):
            "face found: used whole), 0 already there, 0 rejected." in [s.value for s in tab.success]
     table = frame_with(tab, "result")
     assert sorted(table["file"]) == wrong and set(table["result"]) == {"added"}
-    added = [r for r in scratch.store.images() if r.source_name in wrong]
-    assert len(scratch.store.images()) == before + len(wrong)
+    added = [r for r in scratch.store.faces() if r.source_name in wrong]
+    assert len(scratch.store.faces()) == before + len(wrong)
     assert sorted((r.source_name, r.label) for r in added) == sorted((m["name"], m["true"])
                                                                       for m in report["misclassified"])
 
@@ -541,7 +541,7 @@ def test_import_the_misclassified_then_all_photos_of_an_evaluated_zip(scratch):
     assert f"Imported: {6 - len(wrong)} photo{'s' if 6 - len(wrong) != 1 else ''} added to the dataset " \
            f"({6 - len(wrong)} with no face found: used whole), {len(wrong) + 1} already there, 0 rejected." in \
            [s.value for s in tab.success]
-    assert len(scratch.store.images()) == before + 6  # the twin is one file
+    assert len(scratch.store.faces()) == before + 6  # the twin is one file
     assert set(frame_with(tab, "result")["result"]) == {"added", "already in the dataset"}
 
 

@@ -109,7 +109,7 @@ def test_bundle_contents_and_its_predict_script_run_alone(page, home, downloads,
     contract = json.loads((tmp_path / "bundle" / "preprocessing.json").read_text())
     assert labels == ["with_mask", "without_mask"] and contract["input"]["input_size"] == 96
     assert contract["crop_rule"]["size"] == 96
-    record = home.store.images(split="test")[0]
+    record = home.store.faces(split="test")[0]
     (tmp_path / "photos").mkdir()
     Image.fromarray(home.store.load_image(record)).save(tmp_path / "photos" / "one.png")
     shutil.copyfile(tmp_path / "photos" / "one.png", tmp_path / "two.png")

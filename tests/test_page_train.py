@@ -287,7 +287,7 @@ def test_drawn_mask_preview_shows_eight_source_faces_with_their_style(settings, 
     styles = list(MASK_STYLES)
     assert [c.split(": ")[0] for c in drawn.captions] == [styles[i % len(styles)] for i in range(8)]
     assert "Source-class faces with a drawn mask, as training adds them." in shown(at)
-    records = {r.source_name: r for r in store.images(label="without_mask")}
+    records = {r.source_name: r for r in store.faces(label="without_mask")}
     for caption, picture in zip(drawn.captions, decode(drawn.value)):
         record = records[caption.split(": ")[1]]  # a photo of the source class, without_mask
         crop = crop_face(store.load_image(record), record.face.box, CropRule(1.25, 160)).astype(int)

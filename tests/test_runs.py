@@ -269,7 +269,7 @@ def test_missing_or_broken_run_files_are_sentences(store):
 def test_misclassified_gallery_crops_the_faces_and_survives_deleted_photos(store, detector):
     store.add_image(encode(pattern_image(1)), "with_mask", "with_mask/b.jpg", detector)
     store.add_image(encode(pattern_image(2)), "without_mask", "without_mask/d.jpg", detector)
-    ids = {r.source_name: r.id for r in store.images()}
+    ids = {r.source_name: r.id for r in store.faces()}
     run = fake_run(store)
     lines = ["image_id,source_name,true,predicted,p_with_mask,p_without_mask",
              '90,"with_mask/a.jpg",with_mask,with_mask,0.9,0.1',
@@ -282,7 +282,7 @@ def test_misclassified_gallery_crops_the_faces_and_survives_deleted_photos(store
         ("with_mask/b.jpg", "with_mask", "without_mask"), ("without_mask/d.jpg", "without_mask", "with_mask")]
     assert mistakes[0].score == pytest.approx(0.7) and mistakes[0].true_score == pytest.approx(0.3)
     assert all(m.crop.shape == (64, 64, 3) for m in mistakes)  # the run's crop rule (size 64)
-    store.delete_images([ids["with_mask/b.jpg"]])
+    store.delete_faces([ids["with_mask/b.jpg"]])
     mistakes = misclassified_faces(store, run)
     assert mistakes[0].crop is None and "no longer in the dataset" in mistakes[0].note
     assert mistakes[1].crop is not None
@@ -316,15 +316,15 @@ def test_evaluate_zip_refuses_a_zip_bomb_before_reading_it(store):
 def test_relabelling_and_deleting_photos_say_what_happened_also_when_some_are_gone(store, detector):
     for seed, label in ((1, "with_mask"), (2, "with_mask"), (3, "without_mask")):
         store.add_image(encode(pattern_image(seed)), label, f"{label}/{seed}.jpg", detector)
-    one, two, three = (record.id for record in store.images())
+    one, two, three = (record.id for record in store.faces())
     assert relabel_photos(store, [one, two], "without_mask") == (
         "2 photos relabelled as without_mask; the next training uses them (this run's figures stay as they were).")
-    assert [record.label for record in store.images()] == ["without_mask"] * 3
+    assert [record.label for record in store.faces()] == ["without_mask"] * 3
     with pytest.raises(StoreError) as error:
         relabel_photos(store, [one], "mask_chin")
     assert str(error.value) == ("The class mask_chin is no longer in the dataset (deleted meanwhile?): nothing was "
                                 "relabelled. Choose another class.")
-    store.delete_images([two])  # in another tab
+    store.delete_faces([two])  # in another tab
     assert relabel_photos(store, [one, two], "with_mask") == (
         "1 photo relabelled as with_mask; the next training uses it (this run's figures stay as they were). 1 photo "
         "had been deleted from the dataset meanwhile.")
@@ -335,7 +335,7 @@ def test_relabelling_and_deleting_photos_say_what_happened_also_when_some_are_go
         "1 photo had been deleted from the dataset meanwhile.")
     assert delete_photos(store, [one]) == (
         "Nothing was deleted: 1 photo had been deleted from the dataset meanwhile.")
-    assert [record.id for record in store.images()] == [three]
+    assert [record.id for record in store.faces()] == [three]
 
 
 def test_timings_closer_than_twice_are_within_measurement_noise(store):
@@ -358,7 +358,7 @@ def test_importing_the_photos_of_an_evaluated_zip_keeps_the_import_rules(store, 
     imported = import_evaluated_zip(store, data, report, detector, errors_only=True)
     assert (imported.added, imported.duplicates, imported.rejected) == (
         ["with_mask/b.jpg", "without_mask/d.jpg"], [], [])
-    assert {r.source_name: r.label for r in store.images()} == {"with_mask/b.jpg": "with_mask",
+    assert {r.source_name: r.label for r in store.faces()} == {"with_mask/b.jpg": "with_mask",
                                                                 "without_mask/d.jpg": "without_mask"}
     store.delete_label("without_mask")  # in another tab, before importing the rest
     imported = import_evaluated_zip(store, data, report, detector, errors_only=False)
@@ -367,4 +367,4 @@ def test_importing_the_photos_of_an_evaluated_zip_keeps_the_import_rules(store, 
     assert imported.rejected == [("without_mask/c.jpg", reason), ("without_mask/d.jpg", reason)]
     assert store.label_counts() == {"with_mask": 2}  # the deleted class is not made again
     assert import_evaluated_zip(store, data, {**report, "misclassified": []}, detector, True).summary() == {
-        "added": 0, "duplicates": 0, "rejected": 0, "no_face": 0}
+        "added": 0, "faces": 0, "duplicates": 0, "rejected": 0, "no_face": 0, "left_out": 0}

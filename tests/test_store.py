@@ -16,7 +16,7 @@ from maskdet.core.imageio import BadImage
 from maskdet.core.settings import Settings
 from maskdet.data import sources
 from maskdet.data.catalog import validate_label
-from maskdet.data.database import SCHEMA_VERSION, images_table, open_database
+from maskdet.data.database import SCHEMA_VERSION, open_database, photos_table
 from maskdet.data.files import ORPHAN_AGE_SECONDS
 from maskdet.data.importer import perceptual_hash
 from maskdet.data.sources import folder_candidates
@@ -63,15 +63,15 @@ def test_reserved_label_name():
 
 def test_import_folder_stores_files_content_addressed(store, tmp_path, detector):
     report = store.import_folder(write_dataset(tmp_path / "d", 3), detector)
-    assert report.summary() == {"added": 6, "duplicates": 0, "rejected": 0, "no_face": 6}
-    records = store.images()
+    assert report.summary() == {"added": 6, "faces": 6, "duplicates": 0, "rejected": 0, "no_face": 6, "left_out": 0}
+    records = store.faces()
     assert len(records) == 6
     for record in records:
         path = store.image_path(record)
         assert path.name == record.sha256 and path.exists()
         assert record.face is None  # generated pictures have no faces: kept, flagged, used whole
         assert store.load_image(record).shape == (record.height, record.width, 3)
-    assert len(store.images(no_face=True)) == 6
+    assert len(store.faces(no_face=True)) == 6
 
 
 def test_pages_of_images_and_the_dataset_counts_come_from_queries(store, tmp_path, detector):
@@ -79,18 +79,18 @@ def test_pages_of_images_and_the_dataset_counts_come_from_queries(store, tmp_pat
     going through every record."""
     store.import_folder(write_dataset(tmp_path / "d", 5), detector)  # 5 with_mask then 5 without_mask, no faces
     store.add_label("empty")
-    every = store.images()
+    every = store.faces()
     store.set_face_box(every[1].id, (2, 2, 40, 40))  # a with_mask face set by hand
     store.assign_splits((0.6, 0.2, 0.2), seed=0)
-    every = store.images()
+    every = store.faces()
     for filters in ({}, {"label": "with_mask"}, {"no_face": True}, {"no_face": False, "split": every[1].split},
                     {"label": "without_mask", "no_face": True}, {"ids": [every[0].id, every[7].id, every[9].id]}):
-        records = store.images(**filters)
-        assert store.count_images(**filters) == len(records) > 0
+        records = store.faces(**filters)
+        assert store.count_faces(**filters) == len(records) > 0
         if "ids" not in filters:
-            assert store.image_ids(**filters) == [record.id for record in records]
-        assert store.images(**filters, offset=1, limit=2) == records[1:3]
-    assert store.count_images(label="empty") == 0 and store.images(offset=10, limit=5) == []
+            assert store.face_ids(**filters) == [record.id for record in records]
+        assert store.faces(**filters, offset=1, limit=2) == records[1:3]
+    assert store.count_faces(label="empty") == 0 and store.faces(offset=10, limit=5) == []
     assert store.no_face_counts() == {"with_mask": 4, "without_mask": 5, "empty": 0}
     by_split = defaultdict(lambda: defaultdict(int))
     for record in every:
@@ -98,7 +98,7 @@ def test_pages_of_images_and_the_dataset_counts_come_from_queries(store, tmp_pat
     assert store.split_counts() == {split: dict(by_split[split]) for split in ("train", "val", "test")}
     assert store.groups_spanning_classes() == 0
     with store.engine.begin() as conn:  # a without_mask photo joins a with_mask photo's near-duplicate group
-        conn.execute(images_table.update().where(images_table.c.id == every[7].id).values(dup_group=every[0].dup_group))
+        conn.execute(photos_table.update().where(photos_table.c.id == every[7].photo_id).values(dup_group=every[0].dup_group))
     assert store.groups_spanning_classes() == 1
 
 
@@ -109,8 +109,8 @@ def test_exact_duplicates_are_skipped_even_under_another_label(store, tmp_path, 
     report = store.import_folder(tmp_path / "d", detector)
     assert report.summary()["added"] == 4 and report.duplicates == ["without_mask/copy.jpg"]
     again = store.import_folder(tmp_path / "d", detector)
-    assert again.summary() == {"added": 0, "duplicates": 5, "rejected": 0, "no_face": 0}
-    assert len(store.images()) == 4
+    assert again.summary() == {"added": 0, "faces": 0, "duplicates": 5, "rejected": 0, "no_face": 0, "left_out": 0}
+    assert len(store.faces()) == 4
 
 
 def test_near_duplicates_share_a_group(store, detector):
@@ -123,7 +123,7 @@ def test_near_duplicates_share_a_group(store, detector):
     store.add_image(encode(base), "without_mask", "a.jpg", detector)
     store.add_image(encode(masked), "with_mask", "a-with-mask.jpg", detector)
     store.add_image(encode(other), "with_mask", "b.jpg", detector)
-    groups = {r.source_name: r.dup_group for r in store.images()}
+    groups = {r.source_name: r.dup_group for r in store.faces()}
     assert groups["a.jpg"] == groups["a-with-mask.jpg"] != groups["b.jpg"]
 
 
@@ -137,10 +137,10 @@ def test_a_new_image_near_two_groups_merges_them(store, detector, monkeypatch):
     colours = {1: (0, 0, 0), 2: (200, 0, 0), 3: (200, 200, 0)}
     for key, name in ((1, "a"), (2, "b")):
         store.add_image(encode(np.full((40, 40, 3), colours[key], np.uint8), "PNG"), "with_mask", name, detector)
-    groups = {r.source_name: r.dup_group for r in store.images()}
+    groups = {r.source_name: r.dup_group for r in store.faces()}
     assert groups["a"] != groups["b"]
     store.add_image(encode(np.full((40, 40, 3), colours[3], np.uint8), "PNG"), "without_mask", "bridge", detector)
-    groups = {r.source_name: r.dup_group for r in store.images()}
+    groups = {r.source_name: r.dup_group for r in store.faces()}
     assert groups["a"] == groups["b"] == groups["bridge"]
 
 
@@ -161,7 +161,7 @@ def test_bad_files_are_rejected_by_name_and_good_ones_kept(store, tmp_path, dete
     assert "corrupt or truncated" in reasons["with_mask/truncated.jpg"]
     assert "empty file" in reasons["with_mask/empty.png"]
     assert "class folder" in reasons["stray.jpg"]
-    assert len(store.images()) == 4
+    assert len(store.faces()) == 4
 
 
 def test_decompression_bomb_is_rejected(store, detector):
@@ -170,7 +170,7 @@ def test_decompression_bomb_is_rejected(store, detector):
     assert len(bomb.getvalue()) < 1_000_000
     with pytest.raises(StoreError, match="too large"):
         store.add_image(bomb.getvalue(), "with_mask", "bomb.png", detector)
-    assert store.images() == []
+    assert store.faces() == []
 
 
 def test_zip_import_and_hostile_entries(store, detector):
@@ -247,7 +247,7 @@ def test_zip_with_new_class_folder_creates_the_label(store, detector):
 def test_unusable_archives_say_why(store, detector, data, message):
     with pytest.raises(StoreError, match=message):
         store.import_zip(data, detector)
-    assert store.images() == []
+    assert store.faces() == []
 
 
 @pytest.mark.parametrize("name", ["", "   ", "a/b", "..", "back\\slash", "x" * 65, "tab\there"])
@@ -271,14 +271,14 @@ def test_add_rename_delete_labels_and_relabel(store, tmp_path, detector):
         store.rename_label("mask under chin", "with_mask")
     with pytest.raises(StoreError, match="No label"):
         store.relabel([1], "nope")
-    moved = [r.id for r in store.images(label="with_mask")][:1]
+    moved = [r.id for r in store.faces(label="with_mask")][:1]
     store.relabel(moved, "mask under chin")
     assert store.label_counts() == {"with_mask": 1, "without_mask": 2, "mask under chin": 1}
-    files = [store.image_path(r) for r in store.images(label="without_mask")]
+    files = [store.image_path(r) for r in store.faces(label="without_mask")]
     assert store.delete_label("without_mask") == 2
     assert not any(f.exists() for f in files)
     assert store.labels() == ["with_mask", "mask under chin"]
-    store.delete_images(moved)
+    store.delete_faces(moved)
     assert store.label_counts() == {"with_mask": 1, "mask under chin": 0}
 
 
@@ -296,35 +296,35 @@ def test_failed_batch_leaves_no_partial_rows(store, tmp_path, detector, monkeypa
     monkeypatch.setattr(Store, "write_file", failing_write)
     with pytest.raises(OSError, match="disk full"):
         store.import_folder(root, detector)
-    assert len(store.images()) == 32  # the first batch committed, the second rolled back whole
+    assert len(store.faces()) == 32  # the first batch committed, the second rolled back whole
     assert len(list(store.images_dir.glob("*/*"))) == 32  # and the files it had written are gone
     monkeypatch.setattr(Store, "write_file", real_write)
     report = store.import_folder(root, detector)
     assert report.summary()["added"] == 48 and len(report.duplicates) == 32
-    assert len(store.images()) == 80
+    assert len(store.faces()) == 80
 
 
 def test_splits_are_stratified_seeded_and_keep_groups_together(store, tmp_path, detector):
     store.import_folder(write_dataset(tmp_path / "d", 30), detector)
     # make near-duplicate groups by hand: pairs across the two classes
-    records = store.images()
+    records = store.faces()
     with store.engine.begin() as conn:
-        from maskdet.data.database import images_table
+        from maskdet.data.database import photos_table
         for a, b in zip(records[:30:2], records[30::2]):
-            conn.execute(images_table.update().where(images_table.c.id.in_([a.id, b.id])).values(dup_group=a.dup_group))
+            conn.execute(photos_table.update().where(photos_table.c.id.in_([a.photo_id, b.photo_id])).values(dup_group=a.dup_group))
     counts = store.assign_splits((0.6, 0.2, 0.2), seed=1)
     by_group = defaultdict(set)
-    for record in store.images():
+    for record in store.faces():
         by_group[record.dup_group].add(record.split)
     assert all(len(splits) == 1 for splits in by_group.values())
     for split, expected in (("train", 36), ("val", 12), ("test", 12)):
         assert abs(sum(counts[split].values()) - expected) <= 4, counts
         assert set(counts[split]) == {"with_mask", "without_mask"}
-    first = {r.id: r.split for r in store.images()}
+    first = {r.id: r.split for r in store.faces()}
     store.assign_splits((0.6, 0.2, 0.2), seed=1)
-    assert {r.id: r.split for r in store.images()} == first
+    assert {r.id: r.split for r in store.faces()} == first
     store.assign_splits((0.6, 0.2, 0.2), seed=2)
-    assert {r.id: r.split for r in store.images()} != first
+    assert {r.id: r.split for r in store.faces()} != first
 
 
 def test_tiny_classes_still_get_validation_and_test_images(store, tmp_path, detector):
@@ -447,7 +447,7 @@ def test_near_duplicates_stored_by_an_import_running_beside_are_grouped(settings
             second.add_image(encode(masked), "with_mask", "masked-copy.jpg", detector)
 
     first.import_folder(folder, detector, progress=after_batch)
-    groups = {record.source_name: record.dup_group for record in first.images()}
+    groups = {record.source_name: record.dup_group for record in first.faces()}
     assert len(groups) == 41 and groups["masked-copy.jpg"] == groups[str(last.relative_to(folder))]
     assert len(set(groups.values())) == 40
 
@@ -461,7 +461,7 @@ def test_real_photos_get_faces_and_pasted_mask_pairs_are_grouped(store, shared_d
             (root / label / file).write_bytes((shared_data / label / file).read_bytes())
     report = store.import_folder(root, detector)
     assert report.summary()["added"] == 10
-    records = {r.source_name: r for r in store.images()}
+    records = {r.source_name: r for r in store.faces()}
     assert sum(r.face is not None for r in records.values()) >= 9
     for record in records.values():
         if record.face:
@@ -485,19 +485,19 @@ def test_an_old_home_opens_migrated_and_gets_landmarks_when_asked(settings, shar
     (tmp_path / "photos" / "with_mask").mkdir()
     (tmp_path / "photos" / "with_mask" / "flat.png").write_bytes(encode(pattern_image(3), "PNG"))  # no face
     Store(settings).import_folder(tmp_path / "photos", detector)
-    fresh = {r.source_name: r.face for r in Store(settings).images()}
+    fresh = {r.source_name: r.face for r in Store(settings).faces()}
     make_old_home(settings.database_url)
 
     old = Store(settings)
     assert old.get_setting("schema_version") == str(SCHEMA_VERSION)
     assert old.label_counts() == {"with_mask": 1, "without_mask": 3}
-    assert [r.face.landmarks for r in old.images(no_face=False)] == [None] * 3
+    assert [r.face.landmarks for r in old.faces(no_face=False)] == [None] * 3
     assert len(old.without_landmarks()) == 3  # the faceless photo has nothing to look for
-    first = old.images(label="without_mask")[0]
+    first = old.faces(label="without_mask")[0]
     assert old.fill_landmarks(detector, ids=[first.id]) == {"filled": 1, "not_found": 0}
     assert len(old.without_landmarks()) == 2
     assert old.fill_landmarks(detector) == {"filled": 2, "not_found": 0}
-    migrated = {r.source_name: r.face for r in old.images()}
+    migrated = {r.source_name: r.face for r in old.faces()}
     for name, face in fresh.items():
         assert (migrated[name] is None) == (face is None)
         if face:
@@ -563,7 +563,7 @@ def test_fifos_devices_outside_links_huge_and_non_utf8_files_in_a_folder(store, 
                        "with_mask/huge.jpg": "file larger than 64 MiB"}
     assert "with_mask/caf\ufffd.jpg" in report.added and len(report.added) == 5
     assert report.duplicates == ["with_mask/inside.jpg"]
-    assert {r.source_name for r in store.images()} >= {"with_mask/caf\ufffd.jpg"}
+    assert {r.source_name for r in store.faces()} >= {"with_mask/caf\ufffd.jpg"}
 
 
 def test_files_a_killed_import_left_are_removed_by_the_next(store, detector, tmp_path):
@@ -578,7 +578,7 @@ def test_files_a_killed_import_left_are_removed_by_the_next(store, detector, tmp
     store.import_folder(write_dataset(tmp_path / "second", 2, start=50), detector)
     assert not old_orphan.exists() and young_orphan.exists()  # a young file may belong to an import in progress
     assert len(list(store.images_dir.glob("*/*"))) == kept + 4 + 1
-    assert all(store.image_path(record).exists() for record in store.images())
+    assert all(store.image_path(record).exists() for record in store.faces())
 
 
 # ---- bounded cost: caps checked before the work they bound -------------------------------------------------------
@@ -589,7 +589,7 @@ def test_a_zip_bomb_of_overlapping_entries_is_refused_before_anything_is_read(st
         store.import_zip(bomb, detector)
     assert str(error.value) == ("The zip's entries overlap one another, which only a zip bomb does: it was refused. "
                                 "Zip the class folders again with an ordinary zip tool.")
-    assert store.images() == [] and list(store.images_dir.rglob("*")) == []
+    assert store.faces() == [] and list(store.images_dir.rglob("*")) == []
 
 
 @pytest.mark.parametrize("cap, value, message", [
@@ -605,7 +605,7 @@ def test_zip_caps_are_checked_from_its_directory(store, detector, monkeypatch, c
     with pytest.raises(StoreError) as error:
         store.import_zip(data, detector)
     assert str(error.value) == message
-    assert store.images() == []
+    assert store.faces() == []
 
 
 def declaring(data: bytes, name: str, size: int) -> bytes:
@@ -632,14 +632,14 @@ def test_entries_that_lie_or_would_expand_without_limit_are_rejected_and_the_res
         "with_mask/lying.jpg": "entry cannot be decompressed (Bad CRC-32 for file 'with_mask/lying.jpg')",
         "with_mask/bzip2.jpg": "entry cannot be decompressed (compression method bzip2 is not supported: zip it "
                                "again with standard compression)"}
-    assert len(store.images()) == 2
+    assert len(store.faces()) == 2
 
 
 def test_import_batches_end_at_the_byte_budget(store, detector, tmp_path, monkeypatch):
     monkeypatch.setattr(sources, "MAX_BATCH_BYTES", 1)  # every photo fills a batch of its own
     calls = []
     report = store.import_folder(write_dataset(tmp_path / "photos", 2), detector, lambda *done: calls.append(done))
-    assert len(report.added) == 4 and len(store.images()) == 4
+    assert len(report.added) == 4 and len(store.faces()) == 4
     assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
 
 
@@ -660,7 +660,7 @@ def test_repeats_within_an_import_are_told_apart_from_photos_already_stored(stor
     assert report.repeated == ["with_mask/b.jpg", "without_mask/c.jpg"]
     assert report.already_stored() == ["with_mask/old-again.jpg"]
     assert report.to_dict()["repeated_files"] == report.repeated
-    stored = store.image_with_sha256(store.images(label="with_mask")[1].sha256)
+    stored = store.image_with_sha256(store.faces(label="with_mask")[1].sha256)
     assert (stored.source_name, stored.label) == ("with_mask/a.jpg", "with_mask")
     assert store.image_with_sha256("0" * 64) is None
 

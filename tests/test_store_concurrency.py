@@ -17,8 +17,8 @@ NEW_CLASSES = ("with_mask", "mask_chin", "mask_nose")
 class NoFaces:
     """Stands in for MTCNN in the worker processes (generated pictures have no face anyway)."""
 
-    def largest_faces(self, images, file_sizes=None):
-        return [None] * len(images)
+    def detect(self, images, file_sizes=None):
+        return [[] for _ in images]
 
 
 def together(worker, *per_process: tuple) -> list:
@@ -85,7 +85,7 @@ def test_two_imports_at_once_store_every_file_once(backend_settings, tmp_path, m
     assert sum(report["added"] for report in reports) == 96
     store = Store(backend_settings)
     assert store.label_counts() == {"with_mask": 32, "without_mask": 0, "mask_chin": 32, "mask_nose": 32}
-    records = store.images()
+    records = store.faces()
     assert len({record.sha256 for record in records}) == len(records) == 96
     assert all(store.image_path(record).exists() for record in records)
     one_after_the_other = Store(home_settings(tmp_path / "reference", monkeypatch))
@@ -96,7 +96,7 @@ def test_two_imports_at_once_store_every_file_once(backend_settings, tmp_path, m
 
 def near_duplicate_groups(store: Store) -> set[frozenset[str]]:
     groups = defaultdict(set)
-    for record in store.images():
+    for record in store.faces():
         groups[record.dup_group].add(record.sha256)
     return {frozenset(members) for members in groups.values()}
 

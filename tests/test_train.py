@@ -59,7 +59,7 @@ def read_predictions(run_dir: Path) -> list[dict]:
 
 def cut_test_crops(store: Store, size: int, margin: float = 1.25) -> tuple[list, np.ndarray]:
     """The test split's face crops, cut again with the crop rule (as a user of the exported model would)."""
-    records = store.images(split="test")
+    records = store.faces(split="test")
     rule = CropRule(margin, size)
     crops = np.stack([crop_face(store.load_image(r), r.face.box if r.face else None, rule) for r in records])
     return records, crops
@@ -151,7 +151,7 @@ def test_metrics_and_model_card_record_the_device_it_trained_on(tiny):
 
 def test_predictions_csv_matches_the_test_split(tiny):
     rows = read_predictions(tiny.run_dir)
-    test_records = {r.id: r for r in tiny.store.images(split="test")}
+    test_records = {r.id: r for r in tiny.store.faces(split="test")}
     assert list(rows[0]) == ["image_id", "source_name", "true", "predicted", "p_with_mask", "p_without_mask"]
     assert {int(r["image_id"]) for r in rows} == set(test_records)
     for row in rows:
@@ -393,7 +393,7 @@ def test_real_photos_reach_high_test_accuracy(real):
 
 
 def test_near_duplicate_pairs_never_straddle_splits(real):
-    records = real.store.images()
+    records = real.store.faces()
     splits_of_group = defaultdict(set)
     for record in records:
         assert record.split in ("train", "val", "test")
@@ -485,7 +485,7 @@ def pairs(tmp_path_factory, shared_data, detector):
 def load_splits(store: Store, folder: Path, size: int = 96) -> dict:
     """The store's splits with their crops in files in folder."""
     rule = CropRule(1.25, size)
-    return {name: load_split(store, store.images(split=name), LABELS, rule, Callbacks(), 0, 0, folder / f"{name}.u8")
+    return {name: load_split(store, store.faces(split=name), LABELS, rule, Callbacks(), 0, 0, folder / f"{name}.u8")
             for name in ("train", "val", "test")}
 
 
@@ -562,12 +562,12 @@ def test_an_old_data_home_without_landmarks_trains_with_synthetic_masks(tmp_path
     make_store(root).import_folder(root / "data", detector)
     make_old_home(root / "home" / "maskdet.db")
     store = make_store(root)  # migrates: every stored face lacks landmarks until needed
-    assert len(store.without_landmarks()) == 24 and all(r.face.landmarks is None for r in store.images())
+    assert len(store.without_landmarks()) == 24 and all(r.face.landmarks is None for r in store.faces())
     config = TrainConfig(backbone_weights=str(backbone_weights), views_per_image=1, quantize=False,
                          synthetic_masks=SyntheticMasks(probability=1.0))
     stages = []
     result = execute_run(store, config, store.settings.models_dir, on_progress=lambda p: stages.append(p.stage))
-    train_bare = [r for r in store.images(split="train") if r.label == "without_mask"]
+    train_bare = [r for r in store.faces(split="train") if r.label == "without_mask"]
     assert "landmarks" in stages and all(r.face.landmarks for r in train_bare)
     assert result["synthetic_masks"]["views"] == len(train_bare) and result["test"]["accuracy"] >= 0.75
     assert "Synthetic masks: " in (store.settings.models_dir / result["run_id"] / "MODEL_CARD.md").read_text()

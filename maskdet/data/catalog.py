@@ -1,4 +1,4 @@
-"""The catalog: labels and the photos stored under them, with the face box each one trains on."""
+"""The catalog: labels, and the labelled faces of the stored photos with the box each one trains on."""
 
 import json
 import re
@@ -10,24 +10,27 @@ import sqlalchemy as sa
 from maskdet.core.contract import UNCERTAIN
 from maskdet.core.errors import StoreError
 from maskdet.core.text import now
-from maskdet.data.database import (FACE_COLUMNS, dialect_insert, images_table, labels_table, manual_face_of_image,
-                                   manual_faces_table)
+from maskdet.data.database import (FACE_COLUMNS, dialect_insert, faces_table, labels_table, manual_box_of_face,
+                                   manual_boxes_table, photos_table)
 from maskdet.vision.faces import Face
 
 
 @dataclass(frozen=True)
-class ImageRecord:
+class FaceRecord:
+    """A labelled face and the photo it is in."""
+
     id: int
+    photo_id: int
     sha256: str
     file: str
     label: str
     source_name: str
     width: int
     height: int
-    face: Face | None  # the box training uses
+    face: Face | None  # the box training uses; None: the whole photo
     dup_group: int
     split: str | None
-    face_source: str  # "detected" (by MTCNN at import; face None: none found) or "manual" (set on the Dataset page)
+    face_source: str  # one of FACE_SOURCES, or "manual" (set on the Dataset page)
 
 
 def validate_label(name: str) -> str:
@@ -44,52 +47,55 @@ def validate_label(name: str) -> str:
     return cleaned
 
 
-_faceless = sa.and_(images_table.c.face_x1.is_(None), manual_faces_table.c.sha256.is_(None))
+_faceless = sa.and_(faces_table.c.face_x1.is_(None), manual_boxes_table.c.face_id.is_(None))
 
 
-def _images_where(query: sa.Select, label: str | None = None, split: str | None = None, no_face: bool | None = None,
-                  ids: Iterable[int] | None = None) -> sa.Select:
-    """A query over the images, their labels and the faces set by hand, kept to the images matching the filters."""
-    query = query.select_from(images_table.join(labels_table).outerjoin(manual_faces_table, manual_face_of_image))
+def _faces_where(query: sa.Select, label: str | None = None, split: str | None = None, no_face: bool | None = None,
+                 ids: Iterable[int] | None = None) -> sa.Select:
+    """A query over the faces, their photos, labels and boxes set by hand, kept to the faces matching the filters."""
+    query = query.select_from(faces_table.join(photos_table).join(labels_table)
+                              .outerjoin(manual_boxes_table, manual_box_of_face))
     if label is not None:
         query = query.where(labels_table.c.name == label)
     if split is not None:
-        query = query.where(images_table.c.split == split)
+        query = query.where(photos_table.c.split == split)
     if no_face is not None:
         query = query.where(_faceless if no_face else sa.not_(_faceless))
     if ids is not None:
-        query = query.where(images_table.c.id.in_(list(ids)))
+        query = query.where(faces_table.c.id.in_(list(ids)))
     return query
 
 
-def image_id_of(conn, sha: str) -> int | None:
+def photo_id_of(conn, sha: str) -> int | None:
     """The id of the photo with this SHA-256 (one lookup of the unique index), or None when the dataset has none."""
-    return conn.execute(sa.select(images_table.c.id).where(images_table.c.sha256 == sha)).scalar()
+    return conn.execute(sa.select(photos_table.c.id).where(photos_table.c.sha256 == sha)).scalar()
 
 
-def _record(row) -> ImageRecord:
-    """A record from an image row joined with its label and its manual_faces row (as manual_* columns, NULL if none)."""
-    source = "manual" if row["manual_face_x1"] is not None else "detected"
-    columns = {name: row[f"manual_{name}" if source == "manual" else name] for name in FACE_COLUMNS}
+def _record(row) -> FaceRecord:
+    """A record from a face row joined with its photo, label and manual_boxes row (as manual_* columns, NULL if none)."""
+    hand_set = row["manual_face_x1"] is not None
+    columns = {name: row[f"manual_{name}" if hand_set else name] for name in FACE_COLUMNS}
     face = None
     if columns["face_x1"] is not None:
         points = json.loads(columns["landmarks"]) if columns["landmarks"] else None
         face = Face((columns["face_x1"], columns["face_y1"], columns["face_x2"], columns["face_y2"]),
                     columns["face_probability"], tuple((x, y) for x, y in points) if points else None)
-    return ImageRecord(row["id"], row["sha256"], row["file"], row["label"], row["source_name"], row["width"],
-                       row["height"], face, row["dup_group"], row["split"], source)
+    return FaceRecord(row["id"], row["photo_id"], row["sha256"], row["file"], row["label"], row["source_name"],
+                      row["width"], row["height"], face, row["dup_group"], row["split"],
+                      "manual" if hand_set else row["source"])
 
 
 class Catalog:
-    """Labels and photos: listing, counting, relabelling and deleting them."""
+    """Labels and faces: listing, counting, relabelling and deleting them."""
 
     def labels(self) -> list[str]:
         with self.engine.connect() as conn:
             return list(conn.execute(sa.select(labels_table.c.name).order_by(labels_table.c.id)).scalars())
 
     def label_counts(self) -> dict[str, int]:
-        query = (sa.select(labels_table.c.name, sa.func.count(images_table.c.id))
-                 .select_from(labels_table.outerjoin(images_table))
+        """Faces per label."""
+        query = (sa.select(labels_table.c.name, sa.func.count(faces_table.c.id))
+                 .select_from(labels_table.outerjoin(faces_table))
                  .group_by(labels_table.c.id).order_by(labels_table.c.id))
         with self.engine.connect() as conn:
             return {name: count for name, count in conn.execute(query)}
@@ -119,85 +125,114 @@ class Catalog:
                 label_id = self._label_id(conn, old)
                 conn.execute(labels_table.update().where(labels_table.c.id == label_id).values(name=new))
         except sa.exc.IntegrityError:
-            raise StoreError(f"A label named '{new}' already exists; relabel its images instead.") from None
+            raise StoreError(f"A label named '{new}' already exists; relabel its faces instead.") from None
 
     def delete_label(self, name: str) -> int:
-        """Delete a label and all its images; returns how many images went with it."""
+        """Delete a label and all its faces (and the photos left with none); returns how many faces went with it."""
         with self.engine.begin() as conn:
             label_id = self._label_id(conn, name)
-            ids = list(conn.execute(sa.select(images_table.c.id).where(images_table.c.label_id == label_id)).scalars())
+            ids = list(conn.execute(sa.select(faces_table.c.id).where(faces_table.c.label_id == label_id)).scalars())
             files = self._delete_rows(conn, ids)
             conn.execute(labels_table.delete().where(labels_table.c.id == label_id))
         self._remove_files(files)
         return len(ids)
 
-    def images(self, label: str | None = None, split: str | None = None, no_face: bool | None = None,
-               ids: Iterable[int] | None = None, offset: int = 0, limit: int | None = None) -> list[ImageRecord]:
-        """Images with the face box training uses: the one set by hand where there is one, else the detected one;
-        `limit` of them from the `offset`-th on, in the order they were stored."""
-        manual = manual_faces_table
-        query = (sa.select(images_table, labels_table.c.name.label("label"),
+    def faces(self, label: str | None = None, split: str | None = None, no_face: bool | None = None,
+              ids: Iterable[int] | None = None, offset: int = 0, limit: int | None = None) -> list[FaceRecord]:
+        """Faces with the box training uses: the one set by hand where there is one, else their own; `limit` of them
+        from the `offset`-th on, in the order they were stored."""
+        manual = manual_boxes_table
+        query = (sa.select(faces_table, photos_table.c.sha256, photos_table.c.file, photos_table.c.source_name,
+                           photos_table.c.width, photos_table.c.height, photos_table.c.dup_group, photos_table.c.split,
+                           labels_table.c.name.label("label"),
                            *(manual.c[name].label(f"manual_{name}") for name in FACE_COLUMNS))
-                 .order_by(images_table.c.id).offset(offset).limit(limit))
+                 .order_by(faces_table.c.id).offset(offset).limit(limit))
         with self.engine.connect() as conn:
-            return [_record(row) for row in conn.execute(_images_where(query, label, split, no_face, ids)).mappings()]
+            return [_record(row) for row in conn.execute(_faces_where(query, label, split, no_face, ids)).mappings()]
 
-    def image_ids(self, label: str | None = None, split: str | None = None, no_face: bool | None = None) -> list[int]:
-        """The ids of the images images() with these filters returns, in the same order."""
-        query = _images_where(sa.select(images_table.c.id).order_by(images_table.c.id), label, split, no_face)
+    def face_ids(self, label: str | None = None, split: str | None = None, no_face: bool | None = None) -> list[int]:
+        """The ids of the faces faces() with these filters returns, in the same order."""
+        query = _faces_where(sa.select(faces_table.c.id).order_by(faces_table.c.id), label, split, no_face)
         with self.engine.connect() as conn:
             return list(conn.execute(query).scalars())
 
-    def count_images(self, label: str | None = None, split: str | None = None, no_face: bool | None = None,
-                     ids: Iterable[int] | None = None) -> int:
-        """How many images images() with these filters returns."""
-        query = _images_where(sa.select(sa.func.count(images_table.c.id)), label, split, no_face, ids)
+    def count_faces(self, label: str | None = None, split: str | None = None, no_face: bool | None = None,
+                    ids: Iterable[int] | None = None) -> int:
+        """How many faces faces() with these filters returns."""
+        query = _faces_where(sa.select(sa.func.count(faces_table.c.id)), label, split, no_face, ids)
         with self.engine.connect() as conn:
             return conn.execute(query).scalar_one()
 
+    def photo_faces(self, photo_ids: Iterable[int]) -> dict[int, list[int]]:
+        """The ids of the faces of each of these photos, in the order they were stored."""
+        query = (sa.select(faces_table.c.photo_id, faces_table.c.id)
+                 .where(faces_table.c.photo_id.in_(list(photo_ids))).order_by(faces_table.c.id))
+        found: dict[int, list[int]] = {}
+        with self.engine.connect() as conn:
+            for photo_id, face_id in conn.execute(query):
+                found.setdefault(photo_id, []).append(face_id)
+        return found
+
+    def count_photos(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(photos_table)).scalar_one()
+
     def no_face_counts(self) -> dict[str, int]:
-        """Per label, the photos where no face was found and none was set by hand."""
-        query = _images_where(sa.select(labels_table.c.name, sa.func.count(images_table.c.id)), no_face=True)
+        """Per label, the faces that are a whole photo: no face was found in it and none was set by hand."""
+        query = _faces_where(sa.select(labels_table.c.name, sa.func.count(faces_table.c.id)), no_face=True)
         with self.engine.connect() as conn:
             counts = dict(conn.execute(query.group_by(labels_table.c.name)).all())
         return {label: counts.get(label, 0) for label in self.labels()}
 
     def groups_spanning_classes(self) -> int:
-        """Near-duplicate groups holding photos of more than one class."""
-        spanning = (sa.select(images_table.c.dup_group).group_by(images_table.c.dup_group)
-                    .having(sa.func.count(sa.distinct(images_table.c.label_id)) > 1).subquery())
+        """Near-duplicate groups holding faces of more than one class."""
+        spanning = (sa.select(photos_table.c.dup_group).select_from(photos_table.join(faces_table))
+                    .group_by(photos_table.c.dup_group)
+                    .having(sa.func.count(sa.distinct(faces_table.c.label_id)) > 1).subquery())
         with self.engine.connect() as conn:
             return conn.execute(sa.select(sa.func.count()).select_from(spanning)).scalar_one()
 
-    def image(self, image_id: int) -> ImageRecord:
-        """One image, or a StoreError when there is none with that id (deleted meanwhile)."""
-        found = self.images(ids=[image_id])
+    def face(self, face_id: int) -> FaceRecord:
+        """One face, or a StoreError when there is none with that id (deleted meanwhile)."""
+        found = self.faces(ids=[face_id])
         if not found:
-            raise StoreError(f"No photo with id {image_id}: it has been deleted.")
+            raise StoreError(f"No face with id {face_id}: it has been deleted.")
         return found[0]
 
-    def image_with_sha256(self, sha256: str) -> ImageRecord | None:
-        """The image whose file has this SHA-256, or None when the dataset holds no such file."""
+    def faces_of_photo(self, sha256: str) -> list[FaceRecord]:
+        """The faces of the photo whose file has this SHA-256 (none when the dataset holds no such file)."""
+        query = (sa.select(faces_table.c.id).select_from(faces_table.join(photos_table))
+                 .where(photos_table.c.sha256 == sha256))
         with self.engine.connect() as conn:
-            image_id = image_id_of(conn, sha256)
-        found = self.images(ids=[image_id]) if image_id is not None else []
-        return found[0] if found else None
+            ids = list(conn.execute(query).scalars())
+        return self.faces(ids=ids) if ids else []
 
-    def relabel(self, image_ids: Iterable[int], label: str) -> int:
-        """Move images to an existing label; returns how many were moved (ids deleted meanwhile are skipped)."""
+    def relabel(self, face_ids: Iterable[int], label: str) -> int:
+        """Move faces to an existing label; returns how many were moved (ids deleted meanwhile are skipped)."""
         with self.engine.begin() as conn:
             label_id = self._label_id(conn, label)
-            return conn.execute(images_table.update().where(images_table.c.id.in_(list(image_ids)))
+            return conn.execute(faces_table.update().where(faces_table.c.id.in_(list(face_ids)))
                                 .values(label_id=label_id)).rowcount
 
-    def delete_images(self, image_ids: Iterable[int]) -> int:
-        """Delete images; returns how many were deleted (ids deleted meanwhile are skipped)."""
+    def delete_faces(self, face_ids: Iterable[int]) -> int:
+        """Delete faces, and the photos (rows and files) left with none; returns how many faces were deleted (ids
+        deleted meanwhile are skipped)."""
+        face_ids = list(face_ids)
         with self.engine.begin() as conn:
-            files = self._delete_rows(conn, list(image_ids))
+            count = conn.execute(sa.select(sa.func.count()).select_from(faces_table)
+                                 .where(faces_table.c.id.in_(face_ids))).scalar_one()
+            files = self._delete_rows(conn, face_ids)
         self._remove_files(files)
-        return len(files)
+        return count
 
-    def _delete_rows(self, conn, ids: list[int]) -> list[str]:
-        files = list(conn.execute(sa.select(images_table.c.file).where(images_table.c.id.in_(ids))).scalars())
-        conn.execute(images_table.delete().where(images_table.c.id.in_(ids)))
-        return files
+    def _delete_rows(self, conn, face_ids: list[int]) -> list[str]:
+        """Delete the faces' rows and those of the photos they leave with no face; the files of those photos."""
+        photo_ids = list(conn.execute(sa.select(faces_table.c.photo_id).distinct()
+                                      .where(faces_table.c.id.in_(face_ids))).scalars())
+        conn.execute(manual_boxes_table.delete().where(manual_boxes_table.c.face_id.in_(face_ids)))
+        conn.execute(faces_table.delete().where(faces_table.c.id.in_(face_ids)))
+        empty = (sa.select(photos_table.c.id, photos_table.c.file).where(photos_table.c.id.in_(photo_ids))
+                 .where(~sa.exists().where(faces_table.c.photo_id == photos_table.c.id)))
+        emptied = conn.execute(empty).all()
+        conn.execute(photos_table.delete().where(photos_table.c.id.in_([row.id for row in emptied])))
+        return [row.file for row in emptied]

@@ -11,7 +11,8 @@ from maskdet.core.errors import StoreError
 from maskdet.core.settings import DEFAULT_LABELS
 from maskdet.core.text import now
 
-SCHEMA_VERSION = 5  # 2: images.landmarks; 3: runs.heartbeat_at; 4: index one_active_run; 5: table manual_faces
+SCHEMA_VERSION = 6  # 2: images.landmarks; 3: runs.heartbeat_at; 4: index one_active_run; 5: table manual_faces;
+# 6: photos and faces (several a photo) in place of images and manual_faces
 RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 ACTIVE_STATUSES = ("queued", "running")
 BACKENDS = ("sqlite", "postgresql")
@@ -29,37 +30,47 @@ labels_table = sa.Table(
     sa.Column("name", sa.String(64), nullable=False, unique=True),
     sa.Column("created_at", sa.String(32), nullable=False),
 )
-images_table = sa.Table(
-    "images", metadata,
+photos_table = sa.Table(
+    "photos", metadata,
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("sha256", sa.String(64), nullable=False, unique=True),
     sa.Column("file", sa.String(128), nullable=False),
-    sa.Column("label_id", sa.Integer, sa.ForeignKey("labels.id"), nullable=False, index=True),
     sa.Column("source_name", sa.String(512), nullable=False),
     sa.Column("width", sa.Integer, nullable=False),
     sa.Column("height", sa.Integer, nullable=False),
+    sa.Column("phash", sa.String(64), nullable=False),
+    sa.Column("dup_group", sa.Integer, nullable=False, index=True),
+    sa.Column("split", sa.String(8)),  # every face of a photo is on its side
+    sa.Column("created_at", sa.String(32), nullable=False),
+)
+FACE_SOURCES = ("detected", "annotation", "manual")  # where a face's own box came from: MTCNN, a set's annotation, by hand
+# The labelled faces of the photos: a photo holds one or more. A box of NULLs is the whole photo (imported under a
+# class, and MTCNN found no face in it).
+faces_table = sa.Table(
+    "faces", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("photo_id", sa.Integer, sa.ForeignKey("photos.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("label_id", sa.Integer, sa.ForeignKey("labels.id"), nullable=False, index=True),
     sa.Column("face_x1", sa.Float), sa.Column("face_y1", sa.Float),
     sa.Column("face_x2", sa.Float), sa.Column("face_y2", sa.Float),
     sa.Column("face_probability", sa.Float),
-    # JSON [[x, y] * 5] of the stored face; "[]": looked for, none found; NULL: not looked for yet (older data homes)
+    # JSON [[x, y] * 5] of the face; "[]": looked for, none found; NULL: not looked for yet (older data homes)
     sa.Column("landmarks", sa.Text),
-    sa.Column("phash", sa.String(64), nullable=False),
-    sa.Column("dup_group", sa.Integer, nullable=False, index=True),
-    sa.Column("split", sa.String(8)),
+    sa.Column("source", sa.String(16), nullable=False),  # one of FACE_SOURCES
     sa.Column("created_at", sa.String(32), nullable=False),
 )
-# Face boxes set by hand (drawn, or one of MTCNN's faces picked), by the photo's SHA-256: they replace the detected box
-# (kept in images) wherever an image is read, and stay when the photo is deleted: importing it again brings them back.
-manual_faces_table = sa.Table(
-    "manual_faces", metadata,
-    sa.Column("sha256", sa.String(64), primary_key=True),
+# Face boxes set by hand (drawn, or one of MTCNN's faces picked): they replace the face's own box wherever a face is
+# read, until reset.
+manual_boxes_table = sa.Table(
+    "manual_boxes", metadata,
+    sa.Column("face_id", sa.Integer, sa.ForeignKey("faces.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("face_x1", sa.Float, nullable=False), sa.Column("face_y1", sa.Float, nullable=False),
     sa.Column("face_x2", sa.Float, nullable=False), sa.Column("face_y2", sa.Float, nullable=False),
     sa.Column("face_probability", sa.Float, nullable=False),  # a box drawn by hand: 1
-    sa.Column("landmarks", sa.Text),  # JSON as in images; NULL: a box drawn by hand has none
+    sa.Column("landmarks", sa.Text),  # JSON as in faces; NULL: a box drawn by hand has none
     sa.Column("created_at", sa.String(32), nullable=False),
 )
-manual_face_of_image = manual_faces_table.c.sha256 == images_table.c.sha256
+manual_box_of_face = manual_boxes_table.c.face_id == faces_table.c.id
 FACE_COLUMNS = ("face_x1", "face_y1", "face_x2", "face_y2", "face_probability", "landmarks")  # in both tables
 # One training at a time, kept by the database: all queued or running runs share one index key.
 _active = sa.text("status IN ('queued', 'running')")
@@ -84,12 +95,61 @@ runs_table = sa.Table(
 )
 
 
+# Schema 5's tables, read once to upgrade a data home or restore a backup written before schema 6.
+legacy_metadata = sa.MetaData()
+legacy_images_table = sa.Table(
+    "images", legacy_metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("sha256", sa.String(64)), sa.Column("file", sa.String(128)), sa.Column("label_id", sa.Integer),
+    sa.Column("source_name", sa.String(512)), sa.Column("width", sa.Integer), sa.Column("height", sa.Integer),
+    *(sa.Column(name, sa.Float) for name in FACE_COLUMNS[:5]), sa.Column("landmarks", sa.Text),
+    sa.Column("phash", sa.String(64)), sa.Column("dup_group", sa.Integer), sa.Column("split", sa.String(8)),
+    sa.Column("created_at", sa.String(32)),
+)
+legacy_manual_faces_table = sa.Table(
+    "manual_faces", legacy_metadata,
+    sa.Column("sha256", sa.String(64), primary_key=True),
+    *(sa.Column(name, sa.Float) for name in FACE_COLUMNS[:5]), sa.Column("landmarks", sa.Text),
+    sa.Column("created_at", sa.String(32)),
+)
+
+
+def faces_from_images(images: list[dict], manual_faces: list[dict]) -> dict[str, list[dict]]:
+    """The photos, faces and manual_boxes rows of schema 5's images and manual_faces rows: an image is a photo with one
+    face, both with the image's id (a run's predictions.csv names faces by it), and its box set by hand stays its own."""
+    manual = {row["sha256"]: row for row in manual_faces}
+    return {
+        "photos": [{name: row[name] for name in photos_table.columns.keys()} for row in images],
+        "faces": [{"id": row["id"], "photo_id": row["id"], "label_id": row["label_id"],
+                   **{name: row[name] for name in FACE_COLUMNS}, "source": "detected", "created_at": row["created_at"]}
+                  for row in images],
+        "manual_boxes": [{"face_id": row["id"], **{name: manual[row["sha256"]][name]
+                                                   for name in (*FACE_COLUMNS, "created_at")}}
+                         for row in images if row["sha256"] in manual]}
+
+
+def insert_rows(conn, table: sa.Table, rows: list[dict]) -> None:
+    """Insert rows, given with their ids, 500 at a time."""
+    for start in range(0, len(rows), 500):
+        conn.execute(table.insert(), rows[start:start + 500])
+
+
+def continue_ids(conn, tables) -> None:
+    """After rows were inserted with their ids: PostgreSQL's id sequences continue after the highest (SQLite's do)."""
+    if conn.dialect.name == "postgresql":
+        for table in tables:
+            conn.execute(sa.text(f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), "
+                                 f"COALESCE(MAX(id), 0) + 1, false) FROM {table.name}"))
+
+
 def _upgrade(conn, version: int) -> None:
     """Bring a data home written by an older maskdet to SCHEMA_VERSION (its data stays as it was, except that of
     several queued or running runs, which older versions allowed, only the newest stays so: the others fail). New
-    tables (manual_faces) were made by create_all before."""
-    for table, column, kind in (("images", "landmarks", "TEXT"), ("runs", "heartbeat_at", "VARCHAR(32)")):
-        if column not in {existing["name"] for existing in sa.inspect(conn).get_columns(table)}:
+    tables were made by create_all before."""
+    inspector = sa.inspect(conn)
+    columns = {("runs", "heartbeat_at", "VARCHAR(32)")} | ({("images", "landmarks", "TEXT")} if version < 6 else set())
+    for table, column, kind in sorted(columns):
+        if column not in {existing["name"] for existing in inspector.get_columns(table)}:
             conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {column} {kind}"))
     if version < 4:
         newest_first = list(conn.execute(sa.select(runs_table.c.id).where(runs_table.c.status.in_(ACTIVE_STATUSES))
@@ -99,6 +159,14 @@ def _upgrade(conn, version: int) -> None:
                 status="failed", finished_at=now(), error="Failed when maskdet moved to one training at a time: the "
                                                           f"newer run {newest_first[0]} stayed active."))
         one_active_run.create(conn)
+    if version < 6:
+        legacy = [legacy_images_table] + ([legacy_manual_faces_table] if inspector.has_table("manual_faces") else [])
+        read = {table.name: [dict(row) for row in conn.execute(sa.select(table)).mappings()] for table in legacy}
+        for table_name, rows in faces_from_images(read["images"], read.get("manual_faces", [])).items():
+            insert_rows(conn, metadata.tables[table_name], rows)
+        continue_ids(conn, (photos_table, faces_table))
+        for table in reversed(legacy):
+            conn.execute(sa.text(f"DROP TABLE {table.name}"))
     conn.execute(meta_table.update().where(meta_table.c.key == "schema_version").values(value=str(SCHEMA_VERSION)))
 
 

@@ -11,8 +11,8 @@ import numpy as np
 import sqlalchemy as sa
 
 from maskdet.core.imageio import decode_image
-from maskdet.data.catalog import ImageRecord
-from maskdet.data.database import images_table, write_lock
+from maskdet.data.catalog import FaceRecord
+from maskdet.data.database import photos_table, write_lock
 
 ORPHAN_AGE_SECONDS = 600  # an unreferenced image file this old was left by a killed import (no batch lasts this long)
 
@@ -20,10 +20,10 @@ ORPHAN_AGE_SECONDS = 600  # an unreferenced image file this old was left by a ki
 class PhotoFiles:
     """The photo files of a data home, named by their content's SHA-256."""
 
-    def image_path(self, record: ImageRecord) -> Path:
+    def image_path(self, record: FaceRecord) -> Path:
         return self.images_dir / record.file
 
-    def load_image(self, record: ImageRecord) -> np.ndarray:
+    def load_image(self, record: FaceRecord) -> np.ndarray:
         return decode_image(self.image_path(record).read_bytes(), self.settings.max_pixels)
 
     def _remove_files(self, files: list[str]) -> None:
@@ -62,7 +62,7 @@ class PhotoFiles:
             write_lock(conn)
             names = list(paths)
             referenced = {file for chunk in range(0, len(names), 500) for file in conn.execute(
-                sa.select(images_table.c.file).where(images_table.c.file.in_(names[chunk:chunk + 500]))).scalars()}
+                sa.select(photos_table.c.file).where(photos_table.c.file.in_(names[chunk:chunk + 500]))).scalars()}
             for name, path in paths.items():
                 if name not in referenced:
                     path.unlink(missing_ok=True)

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from maskdet.data.catalog import ImageRecord
+from maskdet.data.catalog import FaceRecord
 from maskdet.data.store import Store
 
 MIN_IMAGES_PER_CLASS = 20
@@ -27,13 +27,13 @@ def summarize(store: Store) -> DatasetSummary:
     return DatasetSummary(counts, no_face, spanning, dataset_warnings(counts, no_face, spanning))
 
 
-def preview_photo(store: Store, index: int) -> ImageRecord | None:
+def preview_photo(store: Store, index: int) -> FaceRecord | None:
     """The index-th photo (counting round) of the training split's faces, else of all faces, else of all photos;
     None in an empty dataset. Two small queries, however large the dataset."""
     for filters in ({"no_face": False, "split": "train"}, {"no_face": False}, {}):
-        count = store.count_images(**filters)
+        count = store.count_faces(**filters)
         if count:
-            found = store.images(**filters, offset=index % count, limit=1)
+            found = store.faces(**filters, offset=index % count, limit=1)
             return found[0] if found else None
     return None
 
@@ -62,7 +62,7 @@ def dataset_warnings(counts: dict[str, int], no_face: dict[str, int], spanning: 
     return warnings
 
 
-def thumbnail(store: Store, record: ImageRecord, size: int = 160) -> np.ndarray:
+def thumbnail(store: Store, record: FaceRecord, size: int = 160) -> np.ndarray:
     """The photo with its face box drawn, fitted into size x size."""
     image = Image.fromarray(store.load_image(record))
     if record.face:

@@ -45,13 +45,8 @@ def folder_candidates(folder: Path) -> tuple[list[Candidate], list[tuple[str, st
     """Files of a folder of class folders at any depth (label = the file's parent folder, as in a zip), and the
     entries rejected before reading."""
     folder = Path(folder)
-    if not folder.is_dir():
-        raise StoreError(f"Folder not found: {folder}")
     candidates, rejected = [], []
-    for path in sorted(folder.rglob("*")):
-        relative = path.relative_to(folder)
-        if path.is_dir() or path.name in IGNORED_NAMES or any(p.startswith(".") for p in relative.parts):
-            continue
+    for path, relative in folder_entries(folder):
         name = printable(str(relative))
         problem = "not inside a class folder" if len(relative.parts) < 2 else file_problem(path, folder)
         if problem:
@@ -61,9 +56,23 @@ def folder_candidates(folder: Path) -> tuple[list[Candidate], list[tuple[str, st
     return candidates, rejected
 
 
-def file_problem(path: Path, folder: Path | None = None) -> str | None:
+def folder_entries(folder: Path) -> list[tuple[Path, Path]]:
+    """(path, path relative to the folder) of each file of a folder at any depth, in order; hidden and ignored files
+    left out, none checked yet (file_problem)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise StoreError(f"Folder not found: {folder}")
+    entries = []
+    for path in sorted(folder.rglob("*")):
+        relative = path.relative_to(folder)
+        if not (path.is_dir() or path.name in IGNORED_NAMES or any(p.startswith(".") for p in relative.parts)):
+            entries.append((path, relative))
+    return entries
+
+
+def file_problem(path: Path, folder: Path | None = None, max_bytes: int = MAX_ENTRY_BYTES) -> str | None:
     """Why a photo file is not read, checked before reading it (None: it may be read): it is not a regular file
-    (a FIFO would block forever, a link to /dev/zero would fill the memory), it is larger than MAX_ENTRY_BYTES, or
+    (a FIFO would block forever, a link to /dev/zero would fill the memory), it is larger than max_bytes, or
     it is a link out of the `folder` it was found in."""
     try:
         target = path.resolve(strict=True)
@@ -71,7 +80,7 @@ def file_problem(path: Path, folder: Path | None = None) -> str | None:
         return f"cannot be read ({getattr(error, 'strerror', None) or error})"
     if folder is not None and path.is_symlink() and not target.is_relative_to(folder.resolve()):
         return "symbolic link to outside the folder"
-    return file_size_problem(target, MAX_ENTRY_BYTES)
+    return file_size_problem(target, max_bytes)
 
 
 def read_photo_file(path: Path) -> bytes:
@@ -83,12 +92,12 @@ def read_photo_file(path: Path) -> bytes:
     return read_file(Path(path))
 
 
-def read_file(path: Path) -> bytes:
-    """A checked file's bytes, never more than MAX_ENTRY_BYTES (the file may have grown since file_problem)."""
+def read_file(path: Path, max_bytes: int = MAX_ENTRY_BYTES) -> bytes:
+    """A checked file's bytes, never more than max_bytes (the file may have grown since file_problem)."""
     with open(path, "rb") as handle:
-        data = handle.read(MAX_ENTRY_BYTES + 1)
-    if len(data) > MAX_ENTRY_BYTES:
-        raise BadImage(f"file larger than {MAX_ENTRY_BYTES // 2**20} MiB")
+        data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise BadImage(f"file larger than {max_bytes // 2**20} MiB")
     return data
 
 
@@ -135,38 +144,53 @@ def path_parts(name: str) -> list[str]:
 def zip_candidates(archive: zipfile.ZipFile) -> tuple[list[Candidate], list[tuple[str, str]]]:
     """Image entries of a zip of class folders (label = the entry's parent folder); hostile entries rejected, and a
     hostile archive refused (check_archive)."""
-    check_archive(archive)
     candidates, rejected = [], []
-    for info in archive.infolist():
-        name = info.filename
-        parts = path_parts(name)
-        if info.is_dir() or not parts or parts[0] == "__MACOSX" or parts[-1] in IGNORED_NAMES:
-            continue
-        if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
-            rejected.append((name, "absolute path in archive"))
-        elif ".." in parts:
-            rejected.append((name, "path escapes the archive ('..')"))
-        elif stat.S_ISLNK(info.external_attr >> 16):
-            rejected.append((name, "symbolic link in archive"))
-        elif info.flag_bits & 0x1:
-            rejected.append((name, "encrypted entry"))
-        elif info.compress_type not in ZIP_METHODS:
-            method = METHOD_NAMES.get(info.compress_type, f"number {info.compress_type}")
-            rejected.append((name, f"entry cannot be decompressed (compression method {method} is not supported: "
-                                   "zip it again with standard compression)"))
-        elif info.file_size > MAX_ENTRY_BYTES:
-            rejected.append((name, f"entry larger than {MAX_ENTRY_BYTES // 2**20} MiB"))
-        elif len(parts) < 2:
-            rejected.append((name, "not inside a class folder"))
+    for info, parts in zip_entries(archive):
+        problem = entry_problem(info) or ("not inside a class folder" if len(parts) < 2 else None)
+        if problem:
+            rejected.append((info.filename, problem))
         else:
-            candidates.append(Candidate(name, parts[-2], lambda info=info: _read_entry(archive, info),
+            candidates.append(Candidate(info.filename, parts[-2], lambda info=info: read_entry(archive, info),
                                         info.compress_size))
     return candidates, rejected
 
 
-def _read_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
-    """The entry's bytes. zipfile stops at the declared size (at most MAX_ENTRY_BYTES, checked before): data that
-    unpacks to more is cut there, and its checksum then fails."""
+def zip_entries(archive: zipfile.ZipFile) -> list[tuple[zipfile.ZipInfo, list[str]]]:
+    """(entry, path_parts) of each file entry of a zip, in order, once the archive is checked (check_archive);
+    __MACOSX and ignored files left out, the entries themselves not checked yet (entry_problem)."""
+    check_archive(archive)
+    entries = []
+    for info in archive.infolist():
+        parts = path_parts(info.filename)
+        if not (info.is_dir() or not parts or parts[0] == "__MACOSX" or parts[-1] in IGNORED_NAMES):
+            entries.append((info, parts))
+    return entries
+
+
+def entry_problem(info: zipfile.ZipInfo, max_bytes: int = MAX_ENTRY_BYTES) -> str | None:
+    """Why a zip entry is not read, checked before reading it (None: it may be read)."""
+    name = info.filename
+    parts = path_parts(name)
+    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
+        return "absolute path in archive"
+    if ".." in parts:
+        return "path escapes the archive ('..')"
+    if stat.S_ISLNK(info.external_attr >> 16):
+        return "symbolic link in archive"
+    if info.flag_bits & 0x1:
+        return "encrypted entry"
+    if info.compress_type not in ZIP_METHODS:
+        method = METHOD_NAMES.get(info.compress_type, f"number {info.compress_type}")
+        return (f"entry cannot be decompressed (compression method {method} is not supported: zip it again with "
+                "standard compression)")
+    if info.file_size > max_bytes:
+        return f"entry larger than {max_bytes // 2**20} MiB"
+    return None
+
+
+def read_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+    """The entry's bytes. zipfile stops at the declared size (checked before by entry_problem): data that unpacks to
+    more is cut there, and its checksum then fails."""
     try:
         with archive.open(info) as handle:
             return handle.read(info.file_size)

@@ -1,4 +1,5 @@
-"""Train, validation and test splits: stratified by class, seeded, and keeping each near-duplicate group on one side."""
+"""Train, validation and test splits: stratified by class, seeded, and keeping each near-duplicate group of photos (with
+every face in them) on one side."""
 
 import random
 from collections import Counter, defaultdict
@@ -6,8 +7,8 @@ from collections import Counter, defaultdict
 import sqlalchemy as sa
 
 from maskdet.core.errors import StoreError
-from maskdet.data.catalog import ImageRecord
-from maskdet.data.database import images_table, labels_table
+from maskdet.data.catalog import FaceRecord
+from maskdet.data.database import faces_table, labels_table, photos_table
 
 SPLITS = ("train", "val", "test")
 
@@ -24,7 +25,7 @@ def checked_split(shares) -> tuple[float, float, float]:
 
 
 def _cut_groups(groups: list[int], sizes: dict[int, int], ratios) -> dict[int, str]:
-    """Assign shuffled groups to splits by cumulative image count; val/test get a group when there are 3+."""
+    """Assign shuffled groups to splits by cumulative face count; val/test get a group when there are 3+."""
     total = sum(sizes.values())
     bounds = (ratios[0] * total, (ratios[0] + ratios[1]) * total)
     assignment, seen = {}, 0
@@ -43,10 +44,11 @@ class Splits:
     """Assigning and counting the splits."""
 
     def assign_splits(self, ratios: tuple[float, float, float] = (0.7, 0.15, 0.15), seed: int = 0) -> dict:
-        """Stratified, seeded train/val/test split that keeps each near-duplicate group in one split."""
+        """Stratified, seeded train/val/test split of the faces that keeps each near-duplicate group of photos in one
+        split (a group counts under the class most of its faces have)."""
         ratios = checked_split(ratios)
-        records = self.images()
-        members: dict[int, list[ImageRecord]] = defaultdict(list)
+        records = self.faces()
+        members: dict[int, list[FaceRecord]] = defaultdict(list)
         for record in records:
             members[record.dup_group].append(record)
         by_label: dict[str, list[int]] = defaultdict(list)
@@ -60,17 +62,19 @@ class Splits:
             assignment.update(_cut_groups(label_groups, {g: len(members[g]) for g in label_groups}, ratios))
         with self.engine.begin() as conn:
             for split in SPLITS:
-                ids = [r.id for g, s in assignment.items() if s == split for r in members[g]]
+                ids = sorted({r.photo_id for g, s in assignment.items() if s == split for r in members[g]})
                 for chunk in range(0, len(ids), 500):
-                    conn.execute(images_table.update().where(images_table.c.id.in_(ids[chunk:chunk + 500]))
+                    conn.execute(photos_table.update().where(photos_table.c.id.in_(ids[chunk:chunk + 500]))
                                  .values(split=split))
         return self.split_counts()
 
     def split_counts(self) -> dict[str, dict[str, int]]:
         counts: dict[str, dict[str, int]] = {s: {} for s in SPLITS}
-        query = (sa.select(images_table.c.split, labels_table.c.name, sa.func.count(images_table.c.id))
-                 .select_from(images_table.join(labels_table)).where(images_table.c.split.is_not(None))
-                 .group_by(images_table.c.split, labels_table.c.id).order_by(labels_table.c.id))
+        """Faces per split and label."""
+        query = (sa.select(photos_table.c.split, labels_table.c.name, sa.func.count(faces_table.c.id))
+                 .select_from(faces_table.join(photos_table).join(labels_table))
+                 .where(photos_table.c.split.is_not(None))
+                 .group_by(photos_table.c.split, labels_table.c.id).order_by(labels_table.c.id))
         with self.engine.connect() as conn:
             for split, label, count in conn.execute(query):
                 counts[split][label] = count

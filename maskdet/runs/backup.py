@@ -26,8 +26,9 @@ from maskdet import __version__
 from maskdet.core.errors import StoreError
 from maskdet.core.json_text import parse_json
 from maskdet.core.text import now
-from maskdet.data.database import (ACTIVE_STATUSES, SCHEMA_VERSION, images_table, labels_table, manual_faces_table,
-                                   meta_table, runs_table, shown_url, write_lock)
+from maskdet.data.database import (ACTIVE_STATUSES, SCHEMA_VERSION, continue_ids, faces_from_images, faces_table,
+                                   insert_rows, labels_table, legacy_images_table, legacy_manual_faces_table,
+                                   manual_boxes_table, meta_table, photos_table, runs_table, shown_url, write_lock)
 from maskdet.data.registry import ACTIVE_SETTING
 from maskdet.data.sources import MAX_ENTRY_BYTES
 from maskdet.data.store import Store
@@ -35,7 +36,10 @@ from maskdet.runs.lifecycle import RUN_ID_PATTERN, active_training, log_path
 from maskdet.runs.views import run_dir
 
 FORMAT = "maskdet-backup"
-TABLES = (meta_table, labels_table, images_table, manual_faces_table, runs_table)  # restored in order (foreign keys)
+# Restored in order (foreign keys). A backup of schema 5 or older holds images and manual_faces in place of photos,
+# faces and manual_boxes, which restore makes of them as an upgrade does.
+TABLES = (meta_table, labels_table, photos_table, faces_table, manual_boxes_table, runs_table)
+LEGACY_TABLES = (meta_table, labels_table, legacy_images_table, legacy_manual_faces_table, runs_table)
 ADDED_IN = {"manual_faces": 5}  # tables newer than the first backups, by schema version: an older backup has them empty
 SHA256 = re.compile(r"[0-9a-f]{64}")
 CHUNK = 1024 * 1024
@@ -61,22 +65,26 @@ def backup(store: Store, target: Path, runs: Iterable[str] | None = None, progre
     rows = _snapshot(store.engine)
     rows["runs"] = _chosen_runs(rows["runs"], runs)
     run_files = {run["id"]: _run_files(store, run) for run in rows["runs"]}
-    total, done, skipped = len(rows["images"]) + sum(len(files or {}) for files in run_files.values()), 0, []
+    total, done, skipped = len(rows["photos"]) + sum(len(files or {}) for files in run_files.values()), 0, []
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         with zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED) as archive:
-            images = []
-            for row in rows["images"]:
+            photos = []
+            for row in rows["photos"]:
                 problem = _copy_image(store, archive, row)
                 if problem:
                     skipped.append({"item": f"image {row['source_name']}", "reason": problem})
                 else:
-                    images.append(row)
+                    photos.append(row)
                 done += 1
                 if progress:
                     progress(done, total)
-            rows["images"], runs_kept, listed = images, [], {}
+            photo_ids = {row["id"] for row in photos}
+            rows["photos"], rows["faces"] = photos, [row for row in rows["faces"] if row["photo_id"] in photo_ids]
+            face_ids = {row["id"] for row in rows["faces"]}
+            rows["manual_boxes"] = [row for row in rows["manual_boxes"] if row["face_id"] in face_ids]
+            runs_kept, listed = [], {}
             for run in rows["runs"]:
                 files = _copy_run(archive, run_files[run["id"]])
                 if files is None:
@@ -102,7 +110,8 @@ def backup(store: Store, target: Path, runs: Iterable[str] | None = None, progre
     finally:
         temporary.unlink(missing_ok=True)
     return {"file": str(target), "bytes": target.stat().st_size, "created_at": manifest["created_at"],
-            "labels": len(rows["labels"]), "images": len(rows["images"]), "runs": [run["id"] for run in runs_kept],
+            "labels": len(rows["labels"]), "images": len(rows["photos"]), "faces": len(rows["faces"]),
+            "runs": [run["id"] for run in runs_kept],
             "active_run": next((r["value"] for r in rows["meta"] if r["key"] == ACTIVE_SETTING), None),
             "skipped": skipped}
 
@@ -201,18 +210,17 @@ def restore(store: Store, source, progress: ProgressCallback = None) -> dict:
     transaction, and a restore that fails removes the files it wrote."""
     with _open_archive(source) as archive:
         manifest = _manifest(archive)
-        counts, version = manifest["counts"], manifest["schema_version"]
-        rows = {table.name: _table_rows(archive, table, version, counts.get(table.name, 0)) for table in TABLES}
+        rows = _backup_rows(archive, manifest["schema_version"], manifest["counts"])
         files = _check_layout(archive, manifest, rows)
         with store.engine.connect() as conn:
             _refuse_non_empty(store, conn, rows["runs"])
         models_dir = store.settings.models_dir
         staging = models_dir / f".restore-{uuid.uuid4().hex[:8]}.tmp"  # the next `train` removes one a kill left
         written, placed = [], []  # image files; run folders and logs moved into place
-        total, done = len(rows["images"]) + len(files), 0
+        total, done = len(rows["photos"]) + len(files), 0
         try:
             with store.rolled_back_files_removed(written):
-                for row in rows["images"]:
+                for row in rows["photos"]:
                     store.write_file(row["sha256"], _image_bytes(archive, row), written)
                     done += 1
                     if progress:
@@ -244,7 +252,8 @@ def restore(store: Store, source, progress: ProgressCallback = None) -> dict:
     counts = store.label_counts()
     return {"home": str(store.home), "database": shown_url(store.settings.database_url),
             "backend": store.engine.dialect.name, "models": str(models_dir), "from_backend": manifest.get("backend"),
-            "backup_created_at": manifest.get("created_at"), "labels": counts, "images": sum(counts.values()),
+            "backup_created_at": manifest.get("created_at"), "labels": counts, "images": len(rows["photos"]),
+            "faces": sum(counts.values()),
             "runs": [row["id"] for row in rows["runs"]], "active_run": store.get_setting(ACTIVE_SETTING)}
 
 
@@ -291,10 +300,20 @@ def _manifest(archive: zipfile.ZipFile) -> dict:
     return manifest
 
 
+def _backup_rows(archive: zipfile.ZipFile, version: int, counts: dict) -> dict[str, list[dict]]:
+    """The rows of TABLES a backup holds: those of schema 5 or older made into photos, faces and manual_boxes."""
+    tables = TABLES if version >= 6 else LEGACY_TABLES
+    rows = {table.name: _table_rows(archive, table, version, counts.get(table.name, 0)) for table in tables}
+    if version >= 6:
+        return rows
+    return {**{name: rows[name] for name in ("meta", "labels", "runs")},
+            **faces_from_images(rows["images"], rows["manual_faces"])}
+
+
 def _table_rows(archive: zipfile.ZipFile, table: sa.Table, version: int, count: int) -> list[dict]:
     """A table's rows, every column present (columns an older schema lacked are empty, as when maskdet upgrades a
     data home, and so is a table it lacked). Read a row at a time: a row over MAX_ROW_CHARS, or a row beyond the
-    `count` the manifest gives, is refused before it is held."""
+    `count` the manifest gives, is refused before it is held, and fewer rows than that count too."""
     name, columns = f"tables/{table.name}.jsonl", table.columns.keys()
     if name not in archive.namelist():
         if version < ADDED_IN.get(table.name, 1):
@@ -315,6 +334,9 @@ def _table_rows(archive: zipfile.ZipFile, table: sa.Table, version: int, count: 
                 raise StoreError(f"The backup is damaged: {name} holds something other than {table.name} rows. "
                                  "Nothing was restored.")
             rows.append({column: row.get(column) for column in columns})
+    if len(rows) != count:
+        raise StoreError("Not a usable maskdet backup: its tables do not hold the rows its manifest counts (changed or "
+                         "cut short). Nothing was restored.")
     return rows
 
 
@@ -324,9 +346,7 @@ def _check_layout(archive: zipfile.ZipFile, manifest: dict, rows: dict[str, list
     def refuse(reason: str):
         raise StoreError(f"Not a usable maskdet backup: {reason}. Nothing was restored.")
 
-    if {**dict.fromkeys(ADDED_IN, 0), **manifest["counts"]} != {table.name: len(rows[table.name]) for table in TABLES}:
-        refuse("its tables do not hold the rows its manifest counts (changed or cut short)")
-    for row in rows["images"]:
+    for row in rows["photos"]:
         sha = row["sha256"]
         if not isinstance(sha, str) or not SHA256.fullmatch(sha) or row["file"] != f"{sha[:2]}/{sha}":
             refuse(f"image row {row['id']} names a file that is not its SHA-256 ({str(row['file'])[:80]!r})")
@@ -344,8 +364,9 @@ def _check_layout(archive: zipfile.ZipFile, manifest: dict, rows: dict[str, list
         if not isinstance(spec, dict) or not SHA256.fullmatch(str(spec.get("sha256"))) \
                 or type(spec.get("bytes")) is not int:
             refuse(f"its manifest gives no SHA-256 and size for {name[:80]!r}")
-    images = {f"images/{row['file']}" for row in rows["images"]}
-    expected = {"manifest.json", *(f"tables/{table.name}.jsonl" for table in TABLES), *images, *files}
+    images = {f"images/{row['file']}" for row in rows["photos"]}
+    tables = TABLES if manifest["schema_version"] >= 6 else LEGACY_TABLES
+    expected = {"manifest.json", *(f"tables/{table.name}.jsonl" for table in tables), *images, *files}
     for info in archive.infolist():
         if info.filename not in expected:
             refuse(f"it holds an entry outside a backup's layout ({info.filename[:80]!r})")
@@ -358,7 +379,7 @@ def _check_layout(archive: zipfile.ZipFile, manifest: dict, rows: dict[str, list
 
 
 def _refuse_non_empty(store: Store, conn, runs: list[dict]) -> None:
-    images = conn.execute(sa.select(sa.func.count()).select_from(images_table)).scalar()
+    images = conn.execute(sa.select(sa.func.count()).select_from(photos_table)).scalar()
     count = conn.execute(sa.select(sa.func.count()).select_from(runs_table)).scalar()
     if images or count:
         raise StoreError(f"Restore needs an empty data home: {store.home} (database "
@@ -403,24 +424,19 @@ def _extract(archive: zipfile.ZipFile, name: str, spec: dict, path: Path) -> Non
 
 
 def _insert_rows(conn, rows: dict[str, list[dict]], models_dir: Path, with_folder: set[str]) -> None:
-    """The backup's rows with their ids, in place of the new home's labels, settings and face boxes set by hand (of
-    photos it no longer holds); a run's folder is where this home keeps it. PostgreSQL's id sequences then continue
+    """The backup's rows with their ids, in place of the new home's labels and settings; a run's folder is where this
+    home keeps it. PostgreSQL's id sequences then continue
     after the highest id."""
     conn.execute(meta_table.delete().where(meta_table.c.key != "schema_version"))
     conn.execute(labels_table.delete())
-    conn.execute(manual_faces_table.delete())
     rows = {**rows, "meta": [row for row in rows["meta"] if row["key"] != "schema_version"],
             "runs": [{**row, "artefact_dir": str(models_dir / row["id"]) if row["id"] in with_folder else None}
                      for row in rows["runs"]]}
     try:
         for table in TABLES:
-            for start in range(0, len(rows[table.name]), 500):
-                conn.execute(table.insert(), rows[table.name][start:start + 500])
+            insert_rows(conn, table, rows[table.name])
     except (sa.exc.IntegrityError, sa.exc.DataError) as error:
         reason = str(error.orig).strip().splitlines()[0]
         raise StoreError(f"Not a usable maskdet backup: its rows do not fit together ({reason}). Nothing was "
                          "restored.") from None
-    if conn.dialect.name == "postgresql":
-        for table in (labels_table, images_table):
-            conn.execute(sa.text(f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), "
-                                 f"COALESCE(MAX(id), 0) + 1, false) FROM {table.name}"))
+    continue_ids(conn, (labels_table, photos_table, faces_table))

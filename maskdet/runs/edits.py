@@ -43,7 +43,7 @@ def misclassified_faces(store: Store, run: dict, limit: int = 24) -> list[Mistak
         if row is None or (item.get("name") is not None and row["source_name"] != item["name"]):
             row = by_name.get(item.get("name"))  # predictions.csv rewrites quotes; fall back to the name
         image_ids[item["index"]] = int(row["image_id"]) if row and (row.get("image_id") or "").isdigit() else None
-    records = {r.id: r for r in store.images(ids=[i for i in image_ids.values() if i is not None])}
+    records = {r.id: r for r in store.faces(ids=[i for i in image_ids.values() if i is not None])}
     mistakes = []
     for item in wrong:
         image_id = image_ids[item["index"]]
@@ -83,7 +83,7 @@ def relabel_photos(store: Store, image_ids: list[int], label: str) -> str:
 
 def delete_photos(store: Store, image_ids: list[int]) -> str:
     """Delete dataset photos (misclassified test faces); says what happened. The run keeps its figures."""
-    deleted = store.delete_images(image_ids)
+    deleted = store.delete_faces(image_ids)
     if not deleted:
         return f"Nothing was deleted: {_gone(len(image_ids), 0).strip()}"
     return (f"{plural(deleted, 'photo')} deleted from the dataset; the next training goes without "

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from maskdet.core.errors import StoreError
-from maskdet.data.catalog import ImageRecord
+from maskdet.data.catalog import FaceRecord
 from maskdet.data.importer import ImportReport
 from maskdet.data.store import Store
 from maskdet.serving.live import StreamSeats
@@ -87,10 +87,10 @@ def frame_callback(burst: Burst, seats: StreamSeats) -> Callable[[av.VideoFrame]
 
 
 def store_shots(store: Store, shots: list[tuple[str, bytes]], label: str,
-                detector: FaceDetector) -> tuple[ImportReport, list[ImageRecord]]:
+                detector: FaceDetector) -> tuple[ImportReport, list[FaceRecord]]:
     """Import shots into `label` by the store's rules (face found by MTCNN, duplicates skipped, rejections in the
     report); returns the report and the records of the shots added."""
     report = store.add_images(shots, label, detector)
     added = set(report.added)
-    records = [store.image_with_sha256(hashlib.sha256(data).hexdigest()) for name, data in shots if name in added]
-    return report, [record for record in records if record is not None]
+    return report, [record for name, data in shots if name in added
+                    for record in store.faces_of_photo(hashlib.sha256(data).hexdigest())]

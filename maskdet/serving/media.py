@@ -20,10 +20,9 @@ import av
 import numpy as np
 from PIL import Image
 
-from maskdet.bundle.crop_rule import square_crop_box
 from maskdet.core.errors import StoreError
 from maskdet.core.imageio import decode_image
-from maskdet.data.catalog import ImageRecord
+from maskdet.data.catalog import FaceRecord
 from maskdet.data.store import Store
 from maskdet.serving.classifier import load_classifier
 from maskdet.serving.live import Counters, LivePipeline, LiveSettings, StreamSeats
@@ -130,7 +129,6 @@ def prediction_rows(predictions: list[FacePrediction]) -> list[dict]:
 # ---- a face of a photo or video frame into the dataset -------------------------------------------
 
 SAME_FACE_IOU = 0.5  # boxes overlapping this much (intersection over union) are taken to be the same face
-CROP_MARGIN = 2.0  # a face added as a crop: a square this many times the box's longer side, room for any crop rule
 
 
 @dataclass(frozen=True)
@@ -141,27 +139,25 @@ class AddedFace:
 
 def add_face(store: Store, data: bytes, name: str, number: int, box, label: str, detector: FaceDetector,
              quote: Callable[[str], str] = str) -> AddedFace:
-    """Add face `number` of a photo file (its box in pixels of the decoded photo) to the existing class `label`,
-    through the store's import (SHA-256 duplicates, near-duplicate groups, rejections). The whole photo goes in with
-    this face as its face box; a photo already in the dataset with another face (one file cannot be in two classes)
-    gives a PNG crop around this face instead. A class deleted meanwhile or a rejected file raises a StoreError saying
-    so; `quote` writes the file names in the sentences."""
+    """Add face `number` of a photo file (its box in pixels of the decoded photo) to the existing class `label`: a new
+    photo goes in through the store's import (SHA-256 duplicates, near-duplicate groups, rejections) with this face as
+    its face; a photo in the dataset already gets this face beside its others, unless one of them is this face. A class
+    deleted meanwhile or a rejected file raises a StoreError saying so; `quote` writes the file names in the
+    sentences."""
     if label not in store.labels():
         raise StoreError(f"The class {label} is not in the dataset any more (deleted meanwhile?): choose another "
                          "class. Nothing was added.")
-    photo = store.image_with_sha256(hashlib.sha256(data).hexdigest())
-    if photo is None:
+    stored = store.faces_of_photo(hashlib.sha256(data).hexdigest())
+    if not stored:
         return import_face(store, name, data, box, label, detector, quote,
                            f"Added {quote(name)} to {label} with face {number}'s box.")
-    if photo.face is not None and box_iou(photo.face.box, box) >= SAME_FACE_IOU:
-        return AddedFace(False, f"{quote(name)} is already in the dataset as {photo.label} with face {number}'s box: "
+    same = [record for record in stored if record.face is not None and box_iou(record.face.box, box) >= SAME_FACE_IOU]
+    if same:
+        return AddedFace(False, f"{quote(name)} is already in the dataset with face {number} as {same[0].label}: "
                                 "nothing added.")
-    crop_name = f"{Path(name).stem}-face{number}.png"
-    crop, crop_box = face_crop(data, box, store.settings.max_pixels)
-    held = "another face" if photo.face else "no face found"
-    return import_face(store, crop_name, crop, crop_box, label, detector, quote,
-                       f"Added {quote(crop_name)}, a crop of face {number} of {quote(name)}, to {label}: the whole "
-                       f"photo is in the dataset already, as {photo.label} with {held}.")
+    store.add_face(stored[0].photo_id, label, face_at(store, stored[0], box, detector))
+    return AddedFace(True, f"Added face {number} of {quote(name)} to {label}: the photo was in the dataset already, "
+                           f"and now holds {len(stored) + 1} faces.")
 
 
 def import_face(store: Store, name: str, data: bytes, box, label: str, detector: FaceDetector,
@@ -170,14 +166,14 @@ def import_face(store: Store, name: str, data: bytes, box, label: str, detector:
     report = store.add_images([(name, data)], label, detector)
     if report.rejected:
         raise StoreError(f"{quote(name)} was not added: {report.rejected[0][1]}.")
-    record = store.image_with_sha256(hashlib.sha256(data).hexdigest())
+    (record,) = store.faces_of_photo(hashlib.sha256(data).hexdigest())
     if report.duplicates:
         return AddedFace(False, f"{quote(name)} is already in the dataset as {record.label}: nothing added.")
     store.set_face(record.id, face_at(store, record, box, detector))
     return AddedFace(True, done)
 
 
-def face_at(store: Store, record: ImageRecord, box, detector: FaceDetector) -> Face:
+def face_at(store: Store, record: FaceRecord, box, detector: FaceDetector) -> Face:
     """The face the dataset's detector finds in a stored photo where `box` is (its box and landmarks, like the other
     photos'), or `box` itself, kept inside the photo, as if drawn by hand when it finds none there."""
     faces = [face for face in store.detect_faces(record, detector) if box_iou(face.box, box) >= SAME_FACE_IOU]
@@ -185,16 +181,6 @@ def face_at(store: Store, record: ImageRecord, box, detector: FaceDetector) -> F
         return max(faces, key=lambda face: box_iou(face.box, box))
     x1, y1, x2, y2 = box
     return Face((max(0.0, x1), max(0.0, y1), min(float(record.width), x2), min(float(record.height), y2)), 1.0)
-
-
-def face_crop(data: bytes, box, max_pixels: int) -> tuple[bytes, tuple[float, float, float, float]]:
-    """A PNG of the square around a face (CROP_MARGIN, kept inside the photo) and the face's box in it."""
-    image = decode_image(data, max_pixels)
-    left, top, right, bottom = square_crop_box(box, image.shape[1], image.shape[0], CROP_MARGIN)
-    buffer = io.BytesIO()
-    Image.fromarray(image[top:bottom, left:right]).save(buffer, format="PNG")
-    x1, y1, x2, y2 = box
-    return buffer.getvalue(), (x1 - left, y1 - top, x2 - left, y2 - top)
 
 
 # ---- an uploaded video ---------------------------------------------------------------------------

@@ -18,11 +18,11 @@ def synthetic_preview(store: Store, masks: SyntheticMasks, rule: CropRule, count
         raise TrainingError("Synthetic masks are off: turn them on, or pick a source and a target class "
                             "(automatic needs classes named without_mask and with_mask).")
     source = labels[synthesis.source]
-    ids = store.image_ids(label=source, no_face=False)
+    ids = store.face_ids(label=source, no_face=False)
     chosen = [ids[i] for i in np.random.default_rng(seed).permutation(len(ids))[:count * 3]]
     if store.without_landmarks(chosen):
         store.fill_landmarks(FaceDetector(), chosen)
-    chosen = [r for r in store.images(ids=chosen) if r.face.landmarks][:count]
+    chosen = [r for r in store.faces(ids=chosen) if r.face.landmarks][:count]
     if not chosen:
         raise TrainingError(f"No photo of '{source}' has a face with landmarks to draw a mask on: import photos with "
                             "visible faces.")

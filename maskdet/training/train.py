@@ -55,7 +55,7 @@ def train(store: Store, config: TrainConfig, run_dir: Path, callbacks: Callbacks
     rule = CropRule(config.crop_margin, config.input_size)
     if synthesis:
         fill_source_landmarks(store, labels[synthesis.source], "train", callbacks)
-    records = {name: [r for r in store.images(split=name) if r.label in labels] for name in ("train", "val", "test")}
+    records = {name: [r for r in store.faces(split=name) if r.label in labels] for name in ("train", "val", "test")}
     if not records["train"]:
         raise TrainingError("The training split is empty; add more images.")
     if synthesis and config.synthetic_masks.source and not any(
@@ -160,6 +160,6 @@ def disk_text(size: int) -> str:
 
 def fill_source_landmarks(store: Store, label: str, split: str, callbacks: Callbacks) -> None:
     """Landmarks for the source class's photos of a data home imported before maskdet stored them (once)."""
-    ids = store.image_ids(label=label, split=split)
+    ids = store.face_ids(label=label, split=split)
     if store.without_landmarks(ids):
         store.fill_landmarks(FaceDetector(), ids, lambda done, total: callbacks.report(Progress("landmarks", done, total)))

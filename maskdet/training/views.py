@@ -11,7 +11,7 @@ import numpy as np
 from maskdet.bundle.crop_rule import square_crop_box
 from maskdet.core.disk_array import DiskArray
 from maskdet.core.errors import TrainingError
-from maskdet.data.catalog import ImageRecord
+from maskdet.data.catalog import FaceRecord
 from maskdet.data.store import Store
 from maskdet.training.progress import Callbacks, Progress
 from maskdet.vision.faces import CropRule, crop_face
@@ -20,7 +20,7 @@ from maskdet.vision.synth import SyntheticMasks, draw_mask
 
 @dataclass
 class Split:
-    records: list[ImageRecord]
+    records: list[FaceRecord]
     crops: np.ndarray | DiskArray  # (N, S, S, 3) uint8 face crops
     targets: np.ndarray  # (N,) class indices
     landmarks: np.ndarray  # (N, 5, 2) the face's landmarks in crop pixels; NaN where there are none
@@ -55,7 +55,7 @@ class Views:
         return np.where(self.kinds == MASKED, synthesis.target, targets) if synthesis else targets
 
 
-def crop_landmarks(record: ImageRecord, rule: CropRule) -> np.ndarray:
+def crop_landmarks(record: FaceRecord, rule: CropRule) -> np.ndarray:
     """The face's landmarks in the pixels of its crop (NaN when it has none)."""
     if record.face is None or record.face.landmarks is None:
         return np.full((5, 2), np.nan, np.float32)
@@ -64,12 +64,16 @@ def crop_landmarks(record: ImageRecord, rule: CropRule) -> np.ndarray:
     return (np.array(record.face.landmarks, np.float32) - (left, top)) * scale
 
 
-def load_split(store: Store, records: list[ImageRecord], labels: list[str], rule: CropRule,
+def load_split(store: Store, records: list[FaceRecord], labels: list[str], rule: CropRule,
                callbacks: Callbacks, stage_total: int, done: int, path: Path) -> Split:
-    """Decode each image and cut its face crop (the whole photo when no face was found) into a file at `path`."""
+    """Decode each face's photo (once for the faces of one photo, which follow each other) and cut the face's crop
+    (the whole photo when no face was found) into a file at `path`."""
     crops = DiskArray(path, (rule.size, rule.size, 3), np.uint8)
+    photo, image = None, None
     for i, record in enumerate(records):
-        crops.append(crop_face(store.load_image(record), record.face.box if record.face else None, rule)[None])
+        if record.photo_id != photo:
+            photo, image = record.photo_id, store.load_image(record)
+        crops.append(crop_face(image, record.face.box if record.face else None, rule)[None])
         if i % 16 == 0:
             callbacks.report(Progress("crops", done + i + 1, stage_total))
     landmarks = np.stack([crop_landmarks(r, rule) for r in records]) if records else np.zeros((0, 5, 2), np.float32)

@@ -1,0 +1,89 @@
+"""Scoring a model on photos with every face boxed and labelled (PASCAL VOC, YOLO or COCO): find every face, classify
+it, and match found faces to annotated ones (core/box_scores.py) at IoU 0.4 and 0.5."""
+
+from maskdet.core.box_scores import FoundFace, TruthFace, score_boxes
+from maskdet.core.errors import StoreError
+from maskdet.core.imageio import BadImage, decode_image
+from maskdet.data.annotations import AnnotatedPhoto, AnnotatedSet
+from maskdet.data.sources import fill_batch
+from maskdet.serving.classifier import OnnxClassifier
+from maskdet.serving.predict import classify_faces
+from maskdet.vision.faces import FaceDetector
+
+IOUS = (0.4, 0.5)  # annotated boxes are drawn around the head, often taller than MTCNN's: 0.4 as well as VOC's 0.5
+PHOTO_DETECT_SIDE = 640  # the copy MTCNN searches in a photo of any size, as `maskdet predict` does
+
+
+def photo_detector() -> FaceDetector:
+    return FaceDetector(detect_side=PHOTO_DETECT_SIDE)
+
+
+def default_counts_as(set_classes: list[str], model_classes: list[str]) -> dict[str, str]:
+    """A set's classes the model lacks, counted as one of its classes where the meaning is plain: a mask worn wrongly
+    (mask_incorrect, mask_weared_incorrect, ...) is not compliant, so it counts as without_mask."""
+    if "without_mask" not in model_classes:
+        return {}
+    return {name: "without_mask" for name in set_classes
+            if name not in model_classes and "incorrect" in name.lower()}
+
+
+def evaluate_boxes(annotated: AnnotatedSet, detector: FaceDetector, classifier: OnnxClassifier, max_pixels: int,
+                   counts_as: dict[str, str] | None = None, progress=None) -> dict:
+    """The box report at each of IOUS (see core/box_scores.py), with the photos scored: for each, its name, its
+    annotated faces (box, label) and the faces found (box, face probability, label, probability), which the galleries
+    of missed and misclassified faces read. Photos that cannot be read join `rejected_files`."""
+    if counts_as is None:
+        counts_as = default_counts_as(annotated.classes, classifier.labels)
+    rejected = list(annotated.problems)
+    scored, photos, left_out = [], [], []
+    done = 0
+    while done < len(annotated.photos):
+        def decode(photo: AnnotatedPhoto):
+            try:
+                data = photo.candidate.read()
+                size = photo.candidate.arrived_size(data)
+                image = decode_image(data, max_pixels, size)
+            except (BadImage, OSError) as error:
+                rejected.append((photo.candidate.name, str(error)))
+                return None
+            return (photo, image, size), len(data) + image.nbytes
+
+        batch, taken = fill_batch(annotated.photos[done:done + 32], decode)
+        done += taken
+        found = detector.detect([image for _, image, _ in batch], [size for _, _, size in batch])
+        for (photo, image, _), faces in zip(batch, found):
+            boxes, problems = photo.boxes(image.shape[1], image.shape[0])
+            left_out += [(photo.candidate.name, problem) for problem in problems]
+            predictions = classify_faces(image, faces, classifier)
+            truths = [TruthFace(box.box, box.label) for box in boxes]
+            founds = [FoundFace(p.box, p.face_probability, p.probabilities) for p in predictions]
+            scored.append((truths, founds))
+            photos.append({"name": photo.candidate.name,
+                           "truth": [{"box": [round(v, 1) for v in t.box], "label": t.label} for t in truths],
+                           "found": [p.to_dict() for p in predictions]})
+        if progress:
+            progress(done, len(annotated.photos))
+    if not scored:
+        reasons = "; ".join(f"{name}: {reason}" for name, reason in rejected[:3])
+        raise StoreError(f"None of the set's photos could be scored ({reasons}).")
+    unknown = sorted({t.label for truths, _ in scored for t in truths} - set(classifier.labels) - set(counts_as))
+    if unknown:
+        raise StoreError(f"The set has faces of {', '.join(unknown)}, which the model ({', '.join(classifier.labels)})"
+                         f" lacks: say how they count, for example --count-as {unknown[0]}=without_mask.")
+    try:
+        scores = {f"iou_{iou}": score_boxes(scored, classifier.labels, counts_as, iou).to_dict() for iou in IOUS}
+    except ValueError as error:
+        raise StoreError(f"{error}") from None
+    faces = sum(len(truths) for truths, _ in scored)
+    return {"format": annotated.format, "photos_scored": len(scored), "faces": faces, "labels": classifier.labels,
+            "counts_as": counts_as, "detector": {"detect_side": detector.detect_side,
+                                                 "min_face_size": detector.min_face_size,
+                                                 "thresholds": list(detector.thresholds)},
+            **scores, "photos": photos, "rejected_files": [{"name": n, "reason": r} for n, r in rejected],
+            "left_out_boxes": [{"name": n, "reason": r} for n, r in left_out]}
+
+
+def photos_with_errors(report: dict, iou: float = IOUS[0]) -> set[str]:
+    """The names of the photos with a face missed or misclassified at `iou`."""
+    scores = report[f"iou_{iou}"]
+    return {report["photos"][item["photo"]]["name"] for item in scores["misses"] + scores["wrongs"]}
