@@ -517,6 +517,6 @@ show_flash("face_box")
 if len(selected) == 1:
     face_box_editor(next(record for record in page_records if record.id == selected[0]))
 else:
-    st.caption("Tick one photo in the gallery to fix its face box: for a photo where no face was found, or where the "
+    st.caption("Tick one face in the gallery to fix its box: for a photo where no face was found, or where the "
                "wrong face was taken, pick one of the faces MTCNN finds in it or set the box by hand. Training uses "
-               "that box, and it comes back if the same photo is deleted and imported again.")
+               "that box until you forget it.")

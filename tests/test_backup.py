@@ -128,8 +128,8 @@ def test_sqlite_to_postgresql_and_back_keeps_the_project_and_its_figures(trained
     restore(back, tmp_path / "from-postgres.zip")
 
     expected = content(source)
-    assert {split for row in expected["rows"]["images"] for split in [row["split"]]} == {"train", "val", "test"}
-    assert len({row["dup_group"] for row in expected["rows"]["images"]}) < 48  # near-duplicate groups
+    assert {split for row in expected["rows"]["photos"] for split in [row["split"]]} == {"train", "val", "test"}
+    assert len({row["dup_group"] for row in expected["rows"]["photos"]}) < 48  # near-duplicate groups
     assert content(postgres) == expected and content(back) == expected
 
     photos = tmp_path / "evaluate"
@@ -190,10 +190,10 @@ def flipped_byte(files: dict[str, bytes]) -> bytes:
 
 
 def unfitting_rows(files: dict[str, bytes]) -> dict[str, bytes]:
-    """An image row whose class is not in the backup (the database refuses it once every file is written)."""
-    lines = files["tables/images.jsonl"].decode().splitlines()
+    """A face row whose class is not in the backup (the database refuses it once every file is written)."""
+    lines = files["tables/faces.jsonl"].decode().splitlines()
     lines[0] = json.dumps({**json.loads(lines[0]), "label_id": 999})
-    return {**files, "tables/images.jsonl": ("\n".join(lines) + "\n").encode()}
+    return {**files, "tables/faces.jsonl": ("\n".join(lines) + "\n").encode()}
 
 
 BAD_ARCHIVES = {  # what is done to a good backup's entries, and what the refusal says

@@ -150,7 +150,7 @@ def test_import_zip_human_readable(tmp_path):
     result = cli(tmp_path, "import", "faces.zip", as_json=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
-        "added: 5, duplicates: 0, rejected: 1, no_face: 5",
+        "added: 5, faces: 5, duplicates: 0, rejected: 1, no_face: 5, left_out: 0",
         "  rejected readme.jpg: not inside a class folder",
         "labels: with_mask 2, without_mask 2, mask_incorrect 1",
     ]

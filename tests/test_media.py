@@ -108,7 +108,8 @@ def test_a_photo_above_the_pixel_limit_is_refused(model):
 
 # ---- a face into the dataset --------------------------------------------------------------------
 
-def test_a_face_goes_in_with_its_photo_and_another_face_as_a_crop(model, store, detector, shared_data):
+def test_a_face_goes_in_with_its_photo_and_another_face_beside_it_in_the_same_photo(model, store, detector,
+                                                                                     shared_data):
     data = two_person_photo(shared_data)
     boxes = [p.box for p in media.annotate_photo(data, photo_pipeline(model), MAX_PIXELS).predictions]
     assert len(boxes) == 2
@@ -120,27 +121,19 @@ def test_a_face_goes_in_with_its_photo_and_another_face_as_a_crop(model, store, 
     assert box_iou(photo.face.box, boxes[1]) > 0.7 and photo.face.landmarks  # MTCNN's face there, with landmarks
 
     again = media.add_face(store, data, "two.jpg", 2, boxes[1], "without_mask", detector)
-    assert again == media.AddedFace(False, "two.jpg is already in the dataset as with_mask with face 2's box: "
-                                           "nothing added.")
+    assert again == media.AddedFace(False, "two.jpg is already in the dataset with face 2 as with_mask: nothing "
+                                           "added.")
     assert store.faces() == [photo]
 
-    crop = media.add_face(store, data, "two.jpg", 1, boxes[0], "without_mask", detector, quote=repr)
-    assert crop == media.AddedFace(True, "Added 'two-face1.png', a crop of face 1 of 'two.jpg', to without_mask: the "
-                                         "whole photo is in the dataset already, as with_mask with another face.")
-    [cut] = store.faces(label="without_mask")
-    assert (cut.source_name, cut.face_source) == ("two-face1.png", "manual")
-    side = max(boxes[0][2] - boxes[0][0], boxes[0][3] - boxes[0][1])
-    assert cut.width == cut.height and side * 1.5 < cut.width <= side * 2 + 1  # room around the face
-    assert box_iou(cut.face.box, np.subtract(boxes[0], [*cut_origin(data, boxes[0])] * 2)) > 0.7
+    other = media.add_face(store, data, "two.jpg", 1, boxes[0], "without_mask", detector, quote=repr)
+    assert other == media.AddedFace(True, "Added face 1 of 'two.jpg' to without_mask: the photo was in the dataset "
+                                          "already, and now holds 2 faces.")
+    [beside] = store.faces(label="without_mask")
+    assert (beside.photo_id, beside.face_source) == (photo.photo_id, "manual") and beside.face.landmarks
+    assert box_iou(beside.face.box, boxes[0]) > 0.7
     assert media.add_face(store, data, "two.jpg", 1, boxes[0], "with_mask", detector) == media.AddedFace(
-        False, "two-face1.png is already in the dataset as without_mask: nothing added.")
-    assert len(store.faces()) == 2 and store.faces()[0] == photo
-
-
-def cut_origin(data: bytes, box) -> tuple[int, int]:
-    """Where face_crop's square starts in the photo."""
-    image = Image.open(io.BytesIO(data))
-    return square_crop_box(box, image.width, image.height, media.CROP_MARGIN)[:2]
+        False, "two.jpg is already in the dataset with face 1 as without_mask: nothing added.")
+    assert store.faces() == [photo, beside] and store.count_photos() == 1
 
 
 def test_a_class_deleted_meanwhile_or_a_rejected_file_is_a_sentence_and_nothing_is_added(store, detector):

@@ -11,6 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from maskdet.data.database import faces_table
 from tests.conftest import encode, pattern_image, two_person_photo, write_dataset, zip_bytes
+from tests.test_annotations import voc
 
 PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "1_Dataset.py")
 
@@ -412,7 +413,7 @@ def test_a_box_set_by_hand_on_the_page_is_what_the_next_training_crops(dataset, 
     store = dataset
     record = store.faces()[0]  # with_mask/img0.jpg, 96 x 80, no face found
     at = open_page()
-    assert "Tick one photo in the gallery to fix its face box" in texts(at.caption)
+    assert "Tick one face in the gallery to fix its box" in texts(at.caption)
     tick(at, record)
     assert at.text[-1].value == "with_mask/img0.jpg"  # the editor's, below the gallery's names
     assert "96 x 80 pixels. Training uses the whole photo: MTCNN found no face at import." in texts(at.caption)
@@ -504,3 +505,27 @@ def test_a_burst_waits_for_a_free_camera_seat(settings, store, monkeypatch, seat
     button(at, "Try again").click()
     check(at.run())
     assert len(at.get("component_instance")) == 1
+
+
+def test_a_voc_zip_asks_where_its_other_classes_go_then_shows_the_faces_of_each_photo(settings, store):
+    archive = zip_bytes({
+        "images/two.jpg": encode(pattern_image(1, (200, 120))), "images/one.jpg": encode(pattern_image(2, (90, 90))),
+        "annotations/two.xml": voc(("with_mask", 11, 11, 60, 70), ("mask_weared_incorrect", 101, 21, 150, 90)),
+        "annotations/one.xml": voc(("without_mask", 6, 6, 80, 80), ("hat", 1, 1, 30, 30))})
+    at = open_page()
+    at.file_uploader(key="upload_zip_0").set_value(("scenes.zip", archive, "application/zip"))
+    check(at.run())
+    assert ("A PASCAL VOC set with the classes without_mask, hat, with_mask, mask_weared_incorrect. Choose where each "
+            "class the dataset does not have goes:") in texts(at.info)
+    assert [box.label for box in at.selectbox if box.key.startswith("map_")] == [
+        "Faces of hat", "Faces of mask_weared_incorrect"]
+    assert at.selectbox(key="map_hat").value == "\x00new"  # a new class of its name, unless told otherwise
+    at.selectbox(key="map_hat").set_value("\x00skip")
+    at.selectbox(key="map_mask_weared_incorrect").set_value("without_mask")
+    check(at.run())
+    button(at, "Import the zip").click()
+    check(at.run())
+    assert "Import finished: added 2 photos with 3 faces." in texts(at.success)
+    assert store.label_counts() == {"with_mask": 1, "without_mask": 2}
+    captions = sorted(image.captions[0] for image in at.image)
+    assert captions == ["with_mask · face 1 of 2 in its photo", "without_mask", "without_mask · face 2 of 2 in its photo"]

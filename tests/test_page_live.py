@@ -277,7 +277,7 @@ def test_a_face_of_an_uploaded_photo_goes_into_the_dataset(fresh, store, shared_
     assert box_iou(photo.face.box, table_boxes(at)[1]) > 0.7
 
     at.button(key="live-photo-add").click().run()  # the same face again, nothing lost
-    assert texts(at.info) == ("` two [x](http://e.com).jpg ` is already in the dataset as with_mask with face 2's box: "
+    assert texts(at.info) == ("` two [x](http://e.com).jpg ` is already in the dataset with face 2 as with_mask: "
                               "nothing added.")
     assert store.faces() == [photo]
 

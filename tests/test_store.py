@@ -660,9 +660,9 @@ def test_repeats_within_an_import_are_told_apart_from_photos_already_stored(stor
     assert report.repeated == ["with_mask/b.jpg", "without_mask/c.jpg"]
     assert report.already_stored() == ["with_mask/old-again.jpg"]
     assert report.to_dict()["repeated_files"] == report.repeated
-    stored = store.image_with_sha256(store.faces(label="with_mask")[1].sha256)
+    [stored] = store.faces_of_photo(store.faces(label="with_mask")[1].sha256)
     assert (stored.source_name, stored.label) == ("with_mask/a.jpg", "with_mask")
-    assert store.image_with_sha256("0" * 64) is None
+    assert store.faces_of_photo("0" * 64) == []
 
 
 def test_a_run_is_written_only_while_it_has_the_status_asked_for(backend_settings):

@@ -70,17 +70,17 @@ def folder_entries(folder: Path) -> list[tuple[Path, Path]]:
     return entries
 
 
-def file_problem(path: Path, folder: Path | None = None, max_bytes: int = MAX_ENTRY_BYTES) -> str | None:
+def file_problem(path: Path, folder: Path | None = None, max_bytes: int | None = None) -> str | None:
     """Why a photo file is not read, checked before reading it (None: it may be read): it is not a regular file
-    (a FIFO would block forever, a link to /dev/zero would fill the memory), it is larger than max_bytes, or
-    it is a link out of the `folder` it was found in."""
+    (a FIFO would block forever, a link to /dev/zero would fill the memory), it is larger than max_bytes (None:
+    MAX_ENTRY_BYTES), or it is a link out of the `folder` it was found in."""
     try:
         target = path.resolve(strict=True)
     except (OSError, RuntimeError) as error:
         return f"cannot be read ({getattr(error, 'strerror', None) or error})"
     if folder is not None and path.is_symlink() and not target.is_relative_to(folder.resolve()):
         return "symbolic link to outside the folder"
-    return file_size_problem(target, max_bytes)
+    return file_size_problem(target, MAX_ENTRY_BYTES if max_bytes is None else max_bytes)
 
 
 def read_photo_file(path: Path) -> bytes:
@@ -92,8 +92,10 @@ def read_photo_file(path: Path) -> bytes:
     return read_file(Path(path))
 
 
-def read_file(path: Path, max_bytes: int = MAX_ENTRY_BYTES) -> bytes:
-    """A checked file's bytes, never more than max_bytes (the file may have grown since file_problem)."""
+def read_file(path: Path, max_bytes: int | None = None) -> bytes:
+    """A checked file's bytes, never more than max_bytes (None: MAX_ENTRY_BYTES; the file may have grown since
+    file_problem)."""
+    max_bytes = MAX_ENTRY_BYTES if max_bytes is None else max_bytes
     with open(path, "rb") as handle:
         data = handle.read(max_bytes + 1)
     if len(data) > max_bytes:
