@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maskdet.bundle.crop_rule import square_crop_box
 from maskdet.core.contract import Preprocess
 from maskdet.core.errors import StoreError
 from maskdet.serving import media
