@@ -218,9 +218,8 @@ def evaluate_boxed(store: Store, args, annotated, classifier) -> dict:
         report["imported"] = {**imported.to_dict(), "labels": store.label_counts()}
     report.pop("photos")
     for key in ("iou_0.4", "iou_0.5"):
-        report[key].pop("misses"), report[key].pop("wrongs")
-        if not args.curves:
-            report[key].pop("curves")
+        for name in ("misses", "wrongs") if args.curves else ("misses", "wrongs", "curves"):
+            report[key].pop(name)
     return report
 
 
@@ -410,9 +409,9 @@ def build_parser(train_flags: bool) -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = {"import": cmd_import, "export-dataset": cmd_export_dataset, "labels": cmd_labels, "train": cmd_train, "evaluate": cmd_evaluate,
-            "export": cmd_export, "predict": cmd_predict, "landmarks": cmd_landmarks, "runs": cmd_runs,
-            "cancel": cmd_cancel, "backup": cmd_backup, "restore": cmd_restore}
+COMMANDS = {"import": cmd_import, "export-dataset": cmd_export_dataset, "labels": cmd_labels, "train": cmd_train,
+            "evaluate": cmd_evaluate, "export": cmd_export, "predict": cmd_predict, "landmarks": cmd_landmarks,
+            "runs": cmd_runs, "cancel": cmd_cancel, "backup": cmd_backup, "restore": cmd_restore}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,5 @@
-"""Face boxes set by hand (maskdet/data/face_boxes.py): a box drawn or one of MTCNN's faces picked replaces the face's own
-box for training, is checked before anything changes, is never replaced by a later detection, and survives the upgrade
+"""Face boxes set by hand (maskdet/data/face_boxes.py): a box drawn or one of MTCNN's faces picked replaces the face's
+own box for training, is checked before anything changes, is never replaced by a later detection, and survives the upgrade
 of an older data home; faces added by hand beside a photo's others. The Dataset page's editor is tested in
 test_page_dataset.py, the backup of these boxes in test_backup.py."""
 

@@ -528,4 +528,5 @@ def test_a_voc_zip_asks_where_its_other_classes_go_then_shows_the_faces_of_each_
     assert "Import finished: added 2 photos with 3 faces." in texts(at.success)
     assert store.label_counts() == {"with_mask": 1, "without_mask": 2}
     captions = sorted(image.captions[0] for image in at.image)
-    assert captions == ["with_mask · face 1 of 2 in its photo", "without_mask", "without_mask · face 2 of 2 in its photo"]
+    assert captions == ["with_mask · face 1 of 2 in its photo", "without_mask",
+                        "without_mask · face 2 of 2 in its photo"]

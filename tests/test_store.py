@@ -98,7 +98,8 @@ def test_pages_of_images_and_the_dataset_counts_come_from_queries(store, tmp_pat
     assert store.split_counts() == {split: dict(by_split[split]) for split in ("train", "val", "test")}
     assert store.groups_spanning_classes() == 0
     with store.engine.begin() as conn:  # a without_mask photo joins a with_mask photo's near-duplicate group
-        conn.execute(photos_table.update().where(photos_table.c.id == every[7].photo_id).values(dup_group=every[0].dup_group))
+        conn.execute(photos_table.update().where(photos_table.c.id == every[7].photo_id)
+                     .values(dup_group=every[0].dup_group))
     assert store.groups_spanning_classes() == 1
 
 
@@ -311,7 +312,8 @@ def test_splits_are_stratified_seeded_and_keep_groups_together(store, tmp_path, 
     with store.engine.begin() as conn:
         from maskdet.data.database import photos_table
         for a, b in zip(records[:30:2], records[30::2]):
-            conn.execute(photos_table.update().where(photos_table.c.id.in_([a.photo_id, b.photo_id])).values(dup_group=a.dup_group))
+            conn.execute(photos_table.update().where(photos_table.c.id.in_([a.photo_id, b.photo_id]))
+                         .values(dup_group=a.dup_group))
     counts = store.assign_splits((0.6, 0.2, 0.2), seed=1)
     by_group = defaultdict(set)
     for record in store.faces():

@@ -102,6 +102,16 @@ def is_annotated_zip(archive: zipfile.ZipFile) -> bool:
     return detect_format(archive.namelist()) is not None
 
 
+def annotated_in_folder(folder: Path, format: str | None = None) -> AnnotatedSet | None:
+    """The set with face boxes in a folder, or None when it holds class folders (and no `format` is named)."""
+    return read_annotated_folder(folder, format) if format or is_annotated_folder(folder) else None
+
+
+def annotated_in_zip(archive: zipfile.ZipFile, format: str | None = None) -> AnnotatedSet | None:
+    """The set with face boxes in a zip, or None when it holds class folders (and no `format` is named)."""
+    return read_annotated_zip(archive, format) if format or is_annotated_zip(archive) else None
+
+
 def read_annotated_folder(folder: Path, format: str | None = None) -> AnnotatedSet:
     """The annotated set in a folder (format None: detected from its file names)."""
     folder = Path(folder)

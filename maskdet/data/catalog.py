@@ -72,7 +72,8 @@ def photo_id_of(conn, sha: str) -> int | None:
 
 
 def _record(row) -> FaceRecord:
-    """A record from a face row joined with its photo, label and manual_boxes row (as manual_* columns, NULL if none)."""
+    """A record from a face row joined with its photo, label and manual_boxes row (as manual_* columns, NULL if
+    none)."""
     hand_set = row["manual_face_x1"] is not None
     columns = {name: row[f"manual_{name}" if hand_set else name] for name in FACE_COLUMNS}
     face = None
@@ -132,10 +133,10 @@ class Catalog:
         with self.engine.begin() as conn:
             label_id = self._label_id(conn, name)
             ids = list(conn.execute(sa.select(faces_table.c.id).where(faces_table.c.label_id == label_id)).scalars())
-            files = self._delete_rows(conn, ids)
+            deleted, files = self._delete_rows(conn, ids)
             conn.execute(labels_table.delete().where(labels_table.c.id == label_id))
         self._remove_files(files)
-        return len(ids)
+        return deleted
 
     def faces(self, label: str | None = None, split: str | None = None, no_face: bool | None = None,
               ids: Iterable[int] | None = None, offset: int = 0, limit: int | None = None) -> list[FaceRecord]:
@@ -217,22 +218,20 @@ class Catalog:
     def delete_faces(self, face_ids: Iterable[int]) -> int:
         """Delete faces, and the photos (rows and files) left with none; returns how many faces were deleted (ids
         deleted meanwhile are skipped)."""
-        face_ids = list(face_ids)
         with self.engine.begin() as conn:
-            count = conn.execute(sa.select(sa.func.count()).select_from(faces_table)
-                                 .where(faces_table.c.id.in_(face_ids))).scalar_one()
-            files = self._delete_rows(conn, face_ids)
+            deleted, files = self._delete_rows(conn, list(face_ids))
         self._remove_files(files)
-        return count
+        return deleted
 
-    def _delete_rows(self, conn, face_ids: list[int]) -> list[str]:
-        """Delete the faces' rows and those of the photos they leave with no face; the files of those photos."""
+    def _delete_rows(self, conn, face_ids: list[int]) -> tuple[int, list[str]]:
+        """Delete the faces' rows and those of the photos they leave with no face; how many faces were deleted, and
+        the files of those photos."""
         photo_ids = list(conn.execute(sa.select(faces_table.c.photo_id).distinct()
                                       .where(faces_table.c.id.in_(face_ids))).scalars())
         conn.execute(manual_boxes_table.delete().where(manual_boxes_table.c.face_id.in_(face_ids)))
-        conn.execute(faces_table.delete().where(faces_table.c.id.in_(face_ids)))
+        deleted = conn.execute(faces_table.delete().where(faces_table.c.id.in_(face_ids))).rowcount
         empty = (sa.select(photos_table.c.id, photos_table.c.file).where(photos_table.c.id.in_(photo_ids))
                  .where(~sa.exists().where(faces_table.c.photo_id == photos_table.c.id)))
         emptied = conn.execute(empty).all()
         conn.execute(photos_table.delete().where(photos_table.c.id.in_([row.id for row in emptied])))
-        return [row.file for row in emptied]
+        return deleted, [row.file for row in emptied]

@@ -43,7 +43,8 @@ photos_table = sa.Table(
     sa.Column("split", sa.String(8)),  # every face of a photo is on its side
     sa.Column("created_at", sa.String(32), nullable=False),
 )
-FACE_SOURCES = ("detected", "annotation", "manual")  # where a face's own box came from: MTCNN, a set's annotation, by hand
+# Where a face's own box came from: MTCNN at import, a set's annotation, or set by hand.
+FACE_SOURCES = ("detected", "annotation", "manual")
 # The labelled faces of the photos: a photo holds one or more. A box of NULLs is the whole photo (imported under a
 # class, and MTCNN found no face in it).
 faces_table = sa.Table(
@@ -116,7 +117,8 @@ legacy_manual_faces_table = sa.Table(
 
 def faces_from_images(images: list[dict], manual_faces: list[dict]) -> dict[str, list[dict]]:
     """The photos, faces and manual_boxes rows of schema 5's images and manual_faces rows: an image is a photo with one
-    face, both with the image's id (a run's predictions.csv names faces by it), and its box set by hand stays its own."""
+    face, both with the image's id (a run's predictions.csv names faces by it), and its box set by hand stays its
+    own."""
     manual = {row["sha256"]: row for row in manual_faces}
     return {
         "photos": [{name: row[name] for name in photos_table.columns.keys()} for row in images],

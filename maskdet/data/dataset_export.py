@@ -1,12 +1,11 @@
 """The dataset's photos and labelled face boxes written out as a PASCAL VOC or YOLO set, so that labelling work done
 in maskdet can be taken to any other tool."""
 
-import os
-import uuid
 import zipfile
 from itertools import groupby
 from pathlib import Path
 
+from maskdet.core.atomic import written_in_place
 from maskdet.core.errors import StoreError
 from maskdet.data.annotations import ExportPhoto, LabelledBox, export_voc, export_yolo
 from maskdet.data.store import Store
@@ -33,8 +32,6 @@ def export_dataset(store: Store, format: str, target: Path, progress=None) -> di
     total = store.count_photos()
     if not total:
         raise StoreError("The dataset holds no photos yet: import some first.")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
     counted = {"photos": 0, "faces": 0}
 
     def photos():
@@ -45,13 +42,9 @@ def export_dataset(store: Store, format: str, target: Path, progress=None) -> di
                 progress(counted["photos"], total)
             yield photo
 
-    try:
-        with zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED) as archive:
-            if format == "voc":
-                export_voc(photos(), archive)
-            else:
-                export_yolo(photos(), store.labels(), archive)
-        os.replace(temporary, target)
-    finally:
-        temporary.unlink(missing_ok=True)
+    with written_in_place(target) as temporary, zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED) as archive:
+        if format == "voc":
+            export_voc(photos(), archive)
+        else:
+            export_yolo(photos(), store.labels(), archive)
     return {"file": str(target), "format": format, **counted, "bytes": target.stat().st_size}

@@ -48,8 +48,8 @@ class FaceBoxes:
     """Face boxes and landmarks of stored faces."""
 
     def detect_faces(self, record: FaceRecord, detector: FaceDetector) -> list[Face]:
-        """Every face MTCNN finds in a stored face's photo, largest first, to pick from when the import took the wrong one
-        (the search bounded by the file's size, as at import)."""
+        """Every face MTCNN finds in a stored face's photo, largest first, to pick from when the import took the wrong
+        one (the search bounded by the file's size, as at import)."""
         return detector.detect([self.load_image(record)], [self.image_path(record).stat().st_size])[0]
 
     def set_face(self, face_id: int, face: Face) -> FaceRecord:

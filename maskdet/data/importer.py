@@ -2,7 +2,6 @@
 near-duplicates, and storing files and rows together."""
 
 import hashlib
-import io
 import time
 import zipfile
 from collections import Counter
@@ -18,13 +17,12 @@ from PIL import Image
 from maskdet.core.errors import StoreError
 from maskdet.core.imageio import BadImage, decode_image
 from maskdet.core.text import now
-from maskdet.data.annotations import (AnnotatedSet, is_annotated_folder, is_annotated_zip, read_annotated_folder,
-                                      read_annotated_zip)
+from maskdet.data.annotations import AnnotatedSet, annotated_in_folder, annotated_in_zip
 from maskdet.data.catalog import photo_id_of, validate_label
 from maskdet.data.database import dialect_insert, faces_table, photos_table, write_lock
 from maskdet.data.face_boxes import landmarks_json
 from maskdet.data.files import ORPHAN_AGE_SECONDS
-from maskdet.data.sources import Candidate, fill_batch, folder_candidates, open_zip, zip_candidates
+from maskdet.data.sources import Candidate, fill_batch, folder_candidates, open_zip, zip_candidates, zip_source
 from maskdet.vision.faces import Face, FaceDetector, box_iou
 from maskdet.vision.near_duplicates import HashIndex, hash_bytes
 
@@ -93,10 +91,7 @@ def perceptual_hash(image: np.ndarray) -> str:
 
 def opened_zip(source) -> zipfile.ZipFile:
     """A zip from a path, bytes or a file object; one that cannot be read is a StoreError sentence."""
-    if isinstance(source, bytes):
-        source = io.BytesIO(source)
-    elif isinstance(source, (str, Path)) and not Path(source).is_file():
-        raise StoreError(f"No such file: {source}.")
+    source = zip_source(source)
     try:
         return open_zip(source)
     except (zipfile.BadZipFile, OSError) as error:
@@ -108,19 +103,17 @@ def annotated_source(path: Path, format: str | None = None):
     """The set with face boxes in a folder or zip at `path` (read while the block runs), or None when it is class
     folders (and no `format` is named)."""
     if path.is_dir():
-        yield read_annotated_folder(path, format) if format or is_annotated_folder(path) else None
+        yield annotated_in_folder(path, format)
         return
     with opened_zip(path) as archive:
-        yield read_annotated_zip(archive, format) if format or is_annotated_zip(archive) else None
+        yield annotated_in_zip(archive, format)
 
 
 def annotated_zip_classes(source) -> tuple[str, list[str]] | None:
     """The format and the classes of a zip of photos with face boxes, or None when it is a zip of class folders."""
     with opened_zip(source) as archive:
-        if not is_annotated_zip(archive):
-            return None
-        annotated = read_annotated_zip(archive)
-        return annotated.format, annotated.classes
+        annotated = annotated_in_zip(archive)
+        return (annotated.format, annotated.classes) if annotated is not None else None
 
 
 LANDMARK_IOU = 0.3  # an annotated box takes the landmarks of the MTCNN face overlapping it most, at least this much
@@ -160,9 +153,9 @@ class Importer:
                       format: str | None = None) -> ImportReport:
         """Import a folder of class folders, or a set with face boxes (VOC, YOLO or COCO: `format`, else recognised
         by its files) whose classes `mapping` maps (import_annotated)."""
-        if format or is_annotated_folder(Path(folder)):
-            return self.import_annotated(read_annotated_folder(Path(folder), format), mapping or {}, detector,
-                                         progress)
+        annotated = annotated_in_folder(Path(folder), format)
+        if annotated is not None:
+            return self.import_annotated(annotated, mapping or {}, detector, progress)
         candidates, rejected = folder_candidates(folder)
         return self._import(candidates, rejected, detector, progress)
 
@@ -170,8 +163,9 @@ class Importer:
                    format: str | None = None) -> ImportReport:
         """Import a zip (path, bytes or file object) of class folders, or of a set with face boxes (import_folder)."""
         with opened_zip(source) as archive:
-            if format or is_annotated_zip(archive):
-                return self.import_annotated(read_annotated_zip(archive, format), mapping or {}, detector, progress)
+            annotated = annotated_in_zip(archive, format)
+            if annotated is not None:
+                return self.import_annotated(annotated, mapping or {}, detector, progress)
             candidates, rejected = zip_candidates(archive)
             return self._import(candidates, rejected, detector, progress)
 

@@ -1,6 +1,7 @@
 """Where photos come from before import: a folder of class folders or a zip of them, read with caps on sizes, counts and
 compression so that a hostile file costs little."""
 
+import io
 import re
 import stat
 import zipfile
@@ -101,6 +102,15 @@ def read_file(path: Path, max_bytes: int | None = None) -> bytes:
     if len(data) > max_bytes:
         raise BadImage(f"file larger than {max_bytes // 2**20} MiB")
     return data
+
+
+def zip_source(source):
+    """A zip given as a path, bytes or a file object, as zipfile opens it; a path to no file is a StoreError."""
+    if isinstance(source, bytes):
+        return io.BytesIO(source)
+    if isinstance(source, (str, Path)) and not Path(source).is_file():
+        raise StoreError(f"No such file: {source}.")
+    return source
 
 
 def open_zip(source) -> zipfile.ZipFile:

@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 import sqlalchemy as sa
 
 from maskdet import __version__
+from maskdet.core.atomic import written_in_place
 from maskdet.core.errors import StoreError
 from maskdet.core.json_text import parse_json
 from maskdet.core.text import now
@@ -30,7 +31,7 @@ from maskdet.data.database import (ACTIVE_STATUSES, SCHEMA_VERSION, continue_ids
                                    insert_rows, labels_table, legacy_images_table, legacy_manual_faces_table,
                                    manual_boxes_table, meta_table, photos_table, runs_table, shown_url, write_lock)
 from maskdet.data.registry import ACTIVE_SETTING
-from maskdet.data.sources import MAX_ENTRY_BYTES
+from maskdet.data.sources import MAX_ENTRY_BYTES, zip_source
 from maskdet.data.store import Store
 from maskdet.runs.lifecycle import RUN_ID_PATTERN, active_training, log_path
 from maskdet.runs.views import run_dir
@@ -66,49 +67,43 @@ def backup(store: Store, target: Path, runs: Iterable[str] | None = None, progre
     rows["runs"] = _chosen_runs(rows["runs"], runs)
     run_files = {run["id"]: _run_files(store, run) for run in rows["runs"]}
     total, done, skipped = len(rows["photos"]) + sum(len(files or {}) for files in run_files.values()), 0, []
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED) as archive:
-            photos = []
-            for row in rows["photos"]:
-                problem = _copy_image(store, archive, row)
-                if problem:
-                    skipped.append({"item": f"image {row['source_name']}", "reason": problem})
-                else:
-                    photos.append(row)
-                done += 1
-                if progress:
-                    progress(done, total)
-            photo_ids = {row["id"] for row in photos}
-            rows["photos"], rows["faces"] = photos, [row for row in rows["faces"] if row["photo_id"] in photo_ids]
-            face_ids = {row["id"] for row in rows["faces"]}
-            rows["manual_boxes"] = [row for row in rows["manual_boxes"] if row["face_id"] in face_ids]
-            runs_kept, listed = [], {}
-            for run in rows["runs"]:
-                files = _copy_run(archive, run_files[run["id"]])
-                if files is None:
-                    skipped.append({"item": f"run {run['id']}", "reason": "its folder was deleted during the backup"})
-                else:
-                    runs_kept.append(run)
-                    listed.update(files)
-                done += len(run_files[run["id"]] or {})
-                if progress:
-                    progress(done, total)
-            rows["runs"] = runs_kept
-            kept_ids = {run["id"] for run in runs_kept}
-            rows["meta"] = [row for row in rows["meta"] if row["key"] != ACTIVE_SETTING or row["value"] in kept_ids]
-            for table in TABLES:
-                lines = "".join(json.dumps(row) + "\n" for row in rows[table.name])
-                archive.writestr(f"tables/{table.name}.jsonl", lines)
-            manifest = {"format": FORMAT, "maskdet_version": __version__,
-                        "schema_version": int(next(r["value"] for r in rows["meta"] if r["key"] == "schema_version")),
-                        "backend": store.engine.dialect.name, "created_at": now(),
-                        "counts": {table.name: len(rows[table.name]) for table in TABLES}, "files": listed}
-            archive.writestr("manifest.json", json.dumps(manifest, indent=2))
-        os.replace(temporary, target)
-    finally:
-        temporary.unlink(missing_ok=True)
+    with written_in_place(target) as temporary, zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED) as archive:
+        photos = []
+        for row in rows["photos"]:
+            problem = _copy_image(store, archive, row)
+            if problem:
+                skipped.append({"item": f"image {row['source_name']}", "reason": problem})
+            else:
+                photos.append(row)
+            done += 1
+            if progress:
+                progress(done, total)
+        photo_ids = {row["id"] for row in photos}
+        rows["photos"], rows["faces"] = photos, [row for row in rows["faces"] if row["photo_id"] in photo_ids]
+        face_ids = {row["id"] for row in rows["faces"]}
+        rows["manual_boxes"] = [row for row in rows["manual_boxes"] if row["face_id"] in face_ids]
+        runs_kept, listed = [], {}
+        for run in rows["runs"]:
+            files = _copy_run(archive, run_files[run["id"]])
+            if files is None:
+                skipped.append({"item": f"run {run['id']}", "reason": "its folder was deleted during the backup"})
+            else:
+                runs_kept.append(run)
+                listed.update(files)
+            done += len(run_files[run["id"]] or {})
+            if progress:
+                progress(done, total)
+        rows["runs"] = runs_kept
+        kept_ids = {run["id"] for run in runs_kept}
+        rows["meta"] = [row for row in rows["meta"] if row["key"] != ACTIVE_SETTING or row["value"] in kept_ids]
+        for table in TABLES:
+            lines = "".join(json.dumps(row) + "\n" for row in rows[table.name])
+            archive.writestr(f"tables/{table.name}.jsonl", lines)
+        manifest = {"format": FORMAT, "maskdet_version": __version__,
+                    "schema_version": int(next(r["value"] for r in rows["meta"] if r["key"] == "schema_version")),
+                    "backend": store.engine.dialect.name, "created_at": now(),
+                    "counts": {table.name: len(rows[table.name]) for table in TABLES}, "files": listed}
+        archive.writestr("manifest.json", json.dumps(manifest, indent=2))
     return {"file": str(target), "bytes": target.stat().st_size, "created_at": manifest["created_at"],
             "labels": len(rows["labels"]), "images": len(rows["photos"]), "faces": len(rows["faces"]),
             "runs": [run["id"] for run in runs_kept],
@@ -258,10 +253,7 @@ def restore(store: Store, source, progress: ProgressCallback = None) -> dict:
 
 
 def _open_archive(source) -> zipfile.ZipFile:
-    if isinstance(source, bytes):
-        source = io.BytesIO(source)
-    elif isinstance(source, (str, Path)) and not Path(source).is_file():
-        raise StoreError(f"No such file: {source}.")
+    source = zip_source(source)
     try:
         return zipfile.ZipFile(source)
     except (zipfile.BadZipFile, OSError) as error:

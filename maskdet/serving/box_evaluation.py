@@ -3,11 +3,10 @@ it, and match found faces to annotated ones (core/box_scores.py) at IoU 0.4 and 
 
 from maskdet.core.box_scores import FoundFace, TruthFace, score_boxes
 from maskdet.core.errors import StoreError
-from maskdet.core.imageio import BadImage, decode_image
-from maskdet.data.annotations import AnnotatedPhoto, AnnotatedSet
+from maskdet.data.annotations import AnnotatedSet
 from maskdet.data.sources import fill_batch
 from maskdet.serving.classifier import OnnxClassifier
-from maskdet.serving.predict import classify_faces
+from maskdet.serving.predict import classify_faces, read_for_scoring
 from maskdet.vision.faces import FaceDetector
 
 IOUS = (0.4, 0.5)  # annotated boxes are drawn around the head, often taller than MTCNN's: 0.4 as well as VOC's 0.5
@@ -38,17 +37,8 @@ def evaluate_boxes(annotated: AnnotatedSet, detector: FaceDetector, classifier: 
     scored, photos, left_out = [], [], []
     done = 0
     while done < len(annotated.photos):
-        def decode(photo: AnnotatedPhoto):
-            try:
-                data = photo.candidate.read()
-                size = photo.candidate.arrived_size(data)
-                image = decode_image(data, max_pixels, size)
-            except (BadImage, OSError) as error:
-                rejected.append((photo.candidate.name, str(error)))
-                return None
-            return (photo, image, size), len(data) + image.nbytes
-
-        batch, taken = fill_batch(annotated.photos[done:done + 32], decode)
+        batch, taken = fill_batch(annotated.photos[done:done + 32],
+                                  lambda photo: read_for_scoring(photo, photo.candidate, max_pixels, rejected))
         done += taken
         found = detector.detect([image for _, image, _ in batch], [size for _, _, size in batch])
         for (photo, image, _), faces in zip(batch, found):

@@ -126,6 +126,18 @@ def evaluate_folder(folder: Path, detector: FaceDetector, classifier: OnnxClassi
     return evaluate_candidates(candidates, rejected, detector, classifier, max_pixels, progress)
 
 
+def read_for_scoring(entry, candidate: Candidate, max_pixels: int, rejected: list[tuple[str, str]]):
+    """A file to score decoded, as fill_batch takes it: ((entry, its image, the bytes it arrived as), the bytes a batch
+    holds for it), or None when it cannot be read (it joins `rejected` with the reason)."""
+    try:
+        data = candidate.read()
+        image = decode_image(data, max_pixels, candidate.arrived_size(data))
+    except (BadImage, OSError) as error:
+        rejected.append((candidate.name, str(error)))
+        return None
+    return (entry, image, candidate.arrived_size(data)), len(data) + image.nbytes
+
+
 def evaluate_candidates(candidates: list[Candidate], rejected: list[tuple[str, str]], detector: FaceDetector,
                         classifier: OnnxClassifier, max_pixels: int, progress=None) -> dict:
     """Score a model on labelled files (labels among the model's), in batches of 32 photos or MAX_BATCH_BYTES of files
@@ -134,16 +146,8 @@ def evaluate_candidates(candidates: list[Candidate], rejected: list[tuple[str, s
     names, targets, probabilities, found = [], [], [], []
     done = 0
     while done < len(candidates):
-        def decode(candidate: Candidate):
-            try:
-                data = candidate.read()
-                image = decode_image(data, max_pixels, candidate.arrived_size(data))
-            except (BadImage, OSError) as error:
-                rejected.append((candidate.name, str(error)))
-                return None
-            return (candidate, image, candidate.arrived_size(data)), len(data) + image.nbytes
-
-        decoded, taken = fill_batch(candidates[done:done + 32], decode)
+        decoded, taken = fill_batch(candidates[done:done + 32],
+                                    lambda candidate: read_for_scoring(candidate, candidate, max_pixels, rejected))
         done += taken
         batch = [candidate for candidate, _, _ in decoded]
         images = [image for _, image, _ in decoded]
