@@ -25,7 +25,7 @@ def full_size_faces(store) -> int:
     mtcnn = MTCNN(keep_all=True, min_face_size=20, post_process=False, device="cpu")
     found = 0
     for record in tqdm(store.faces(), desc="full-size MTCNN", file=sys.stderr):
-        boxes, _, _ = mtcnn.detect(store.load_image(record))
+        boxes, _ = mtcnn.detect(store.load_image(record))
         found += boxes is not None
     return found
 

@@ -16,6 +16,7 @@ from streamlit_webrtc import WebRtcMode, webrtc_streamer
 import ui
 from maskdet.core.text import plural
 from maskdet.data import insights
+from maskdet.data.annotations import FORMAT_NAMES
 from maskdet.data.importer import ImportReport, annotated_zip_classes
 from maskdet.serving import capture
 
@@ -28,7 +29,6 @@ PAGE_SIZE = 24
 COLUMNS = 6
 BLUE, ORANGE = (33, 118, 210), (245, 124, 0)  # the faces MTCNN finds; the box being set
 STRIP = 6  # latest burst captures shown beside the camera
-FORMAT_NAMES = {"voc": "PASCAL VOC", "yolo": "YOLO", "coco": "COCO"}
 NEW_CLASS, SKIP = "\x00new", "\x00skip"  # the mapping step's two choices that are not a class of the dataset
 state = st.session_state
 

@@ -1,6 +1,6 @@
 """Metrics: the runs table, one run in detail (with its class confidence threshold chosen and saved, and its
 misclassified faces relabelled, deleted or opened in the Dataset gallery), two runs side by side, and a run scored on
-an uploaded zip whose photos can then be imported."""
+an uploaded zip (class folders, or a set with face boxes) whose photos or faces can then be imported."""
 
 import altair as alt
 import pandas as pd
@@ -12,29 +12,17 @@ from maskdet.core.text import plural
 from maskdet.runs.active import active_run, run_rows, run_threshold, set_threshold, threshold_scores
 from maskdet.runs.compare import NOISE_RATIO, compare_runs
 from maskdet.runs.edits import delete_photos, misclassified_faces, relabel_photos
-from maskdet.runs.scoring import evaluate_zip, import_evaluated_zip
-from maskdet.runs.views import (RunRecord, confusion_cells, finished_runs, history_points, per_class_rows, read_history,
-                                roc_points)
+from maskdet.data.annotations import FORMAT_NAMES
+from maskdet.runs.scoring import boxed_upload, evaluate_boxed_zip, evaluate_zip, import_evaluated_zip, run_classifier
+from maskdet.runs.views import RunRecord, finished_runs, history_points, per_class_rows, read_history, roc_points
+from maskdet.serving.box_evaluation import default_counts_as
+from ui.box_report import show_box_evaluation
 
 ui.page_setup("Metrics")
 st.title("Metrics")
 
 PERCENT = st.column_config.NumberColumn(format="%.3f")
-LINE_SCHEME = "dark2"  # the ROC's classes and the threshold's measures: hues apart from the training curves' colours
 state = st.session_state
-
-
-def confusion_chart(report: dict) -> alt.Chart:
-    data = pd.DataFrame(confusion_cells(report))
-    order = report["labels"]
-    base = alt.Chart(data).encode(x=alt.X("predicted:N", sort=order, title="predicted", axis=alt.Axis(labelAngle=0)),
-                                  y=alt.Y("true:N", sort=order, title="true"))
-    cells = base.mark_rect().encode(
-        color=alt.Color("share:Q", scale=alt.Scale(scheme="blues", domain=[0, 1]), title="share of true class"),
-        tooltip=["true", "predicted", "count", alt.Tooltip("share:Q", format=".1%")])
-    text = base.mark_text(fontSize=18).encode(
-        text="count:Q", color=alt.condition(alt.datum.share > 0.5, alt.value("white"), alt.value("black")))
-    return (cells + text).properties(height=60 + 70 * len(order))
 
 
 def roc_chart(report: dict) -> alt.Chart | None:
@@ -44,7 +32,7 @@ def roc_chart(report: dict) -> alt.Chart | None:
     curves = alt.Chart(pd.DataFrame(points)).mark_line(interpolate="step-after").encode(
         x=alt.X("fpr:Q", title="false positive rate", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(tickCount=5)),
         y=alt.Y("tpr:Q", title="true positive rate", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(tickCount=5)),
-        color=alt.Color("class:N", title=None, scale=alt.Scale(scheme=LINE_SCHEME)), order="order:Q",
+        color=alt.Color("class:N", title=None, scale=alt.Scale(scheme=ui.LINE_SCHEME)), order="order:Q",
         tooltip=["class", "fpr", "tpr"])
     chance = alt.Chart(pd.DataFrame({"fpr": [0, 1], "tpr": [0, 1]})).mark_line(
         color="grey", strokeDash=[4, 4]).encode(x="fpr:Q", y="tpr:Q")
@@ -73,7 +61,7 @@ def threshold_curves_chart(curves: list[dict], label: str, threshold: float | No
         ["precision", "recall", "uncertain"], as_=["measure", "value"]).mark_line().encode(
         x=alt.X("threshold:Q", title="threshold", scale=alt.Scale(zero=False)),
         y=alt.Y("value:Q", title=None, scale=alt.Scale(domain=[0, 1])),
-        color=alt.Color("measure:N", title=None, scale=alt.Scale(scheme=LINE_SCHEME)),
+        color=alt.Color("measure:N", title=None, scale=alt.Scale(scheme=ui.LINE_SCHEME)),
         tooltip=["threshold:Q", "measure:N", alt.Tooltip("value:Q", format=".3f")])
     return (lines + threshold_rule(threshold)).properties(title=f"{label}: at each threshold", height=200)
 
@@ -129,7 +117,8 @@ def show_report(report: dict, key: str) -> None:
     left, right = st.columns(2)
     with left:
         st.markdown("**Confusion matrix** (rows: true class, columns: predicted)")
-        st.altair_chart(confusion_chart(report), width="stretch", key=f"{key}-confusion")
+        st.altair_chart(ui.confusion_chart(report["labels"], report["confusion_matrix"]), width="stretch",
+                        key=f"{key}-confusion")
     with right:
         st.markdown("**Per class**")
         st.dataframe(per_class_rows(report), hide_index=True, key=f"{key}-per-class",
@@ -256,7 +245,8 @@ def show_compare(a: dict, b: dict) -> None:
     left, right = st.columns(2)
     with left:
         st.markdown("**Key metrics**")
-        st.dataframe(comparison["metrics"], hide_index=True, key="compare-metrics", height=36 * (len(comparison["metrics"]) + 1) + 2,
+        st.dataframe(comparison["metrics"], hide_index=True, key="compare-metrics",
+                     height=36 * (len(comparison["metrics"]) + 1) + 2,
                      column_config={**{name: st.column_config.NumberColumn(format="%.4g")
                                        for name in ("a", "b", "b - a")},
                                     "note": st.column_config.TextColumn("note", width="medium")})
@@ -302,6 +292,22 @@ def show_evaluation(report: dict) -> None:
         with st.expander(f"{count} misclassified photo{'s' if count > 1 else ''}"):
             st.dataframe([{k: m[k] for k in ("name", "true", "predicted", "score")} for m in report["misclassified"]],
                          hide_index=True, key="evaluate-mistakes")
+
+
+def counts_as_step(run_id: str, format: str, set_classes: list[str]) -> dict[str, str] | None:
+    """How each class of a set with face boxes that the model lacks counts (a selectbox each), or None until each is
+    chosen."""
+    classifier = ui.attempt(run_classifier, store, run_id)
+    if classifier is None:
+        return None
+    labels, defaults = classifier.labels, default_counts_as(set_classes, classifier.labels)
+    missing = [name for name in set_classes if name not in labels]
+    st.info(f"A {FORMAT_NAMES[format]} set with the classes {ui.literal(', '.join(set_classes))}."
+            + (" Say how the faces of each class the model does not have count:" if missing else ""))
+    chosen = {name: st.selectbox(f"Faces of {ui.literal(name)} count as", labels, key=f"counts-as-{name}",
+                                 index=labels.index(defaults[name]) if name in defaults else None,
+                                 placeholder="choose one of the model's classes") for name in missing}
+    return chosen if None not in chosen.values() else None
 
 
 def show_import(report: dict, upload) -> None:
@@ -399,22 +405,31 @@ with compare_tab:
             show_compare(by_id[run_a], by_id[run_b])
 
 with evaluate_tab:
-    st.markdown("Score a run's model on photos it has never seen: upload a **zip of class folders** "
-                "(for example `with_mask/…jpg`, `without_mask/…jpg`; folder names must be the model's classes). "
-                "Each photo's largest face is cropped like in training.")
+    st.markdown("Score a run's model on photos it has never seen. Upload a **zip of class folders** (for example "
+                "`with_mask/…jpg`, `without_mask/…jpg`; folder names must be the model's classes): each photo's "
+                "largest face is cropped like in training. Or a zip of a **set with face boxes** (PASCAL VOC, YOLO or "
+                "COCO, several labelled faces a photo): every face found is matched to the annotated ones.")
     target = st.selectbox("Model to evaluate", ids, index=default, format_func=captions.get, key="evaluate-run")
-    upload = st.file_uploader("Zip of class folders", type="zip", key="evaluate-zip")
-    if st.button("Evaluate", type="primary", disabled=upload is None, key="evaluate-start"):
-        detector = ui.attempt(ui.detector)
-        if detector is not None:
+    upload = st.file_uploader("Zip of class folders or of a set with face boxes", type="zip", key="evaluate-zip")
+    boxed = boxed_upload(upload.getvalue()) if upload is not None else None
+    counts_as = counts_as_step(target, *boxed) if boxed else {}
+    if st.button("Evaluate", type="primary", disabled=upload is None or counts_as is None, key="evaluate-start"):
+        detector = None if boxed else ui.attempt(ui.detector)
+        if boxed or detector is not None:
             bar = st.progress(0.0, text="Finding faces and classifying...")
-            report = ui.attempt(evaluate_zip, store, target, upload.getvalue(), detector,
-                                lambda done, total: bar.progress(done / max(total, 1),
-                                                                 text=f"Classified {done} of {total} photos"))
+
+            def shown(done: int, total: int) -> None:
+                bar.progress(done / max(total, 1), text=f"Scored {done} of {total} photos")
+
+            report = (ui.attempt(evaluate_boxed_zip, store, target, upload.getvalue(), counts_as, shown) if boxed
+                      else ui.attempt(evaluate_zip, store, target, upload.getvalue(), detector, shown))
             bar.empty()
             state["evaluation"], state["evaluation-file"] = report, upload.file_id
             state.pop("evaluation-import", None)
     report = state.get("evaluation")
     if report and report.get("run_id") in by_id:
-        show_evaluation(report)
-        show_import(report, upload)
+        if "format" in report:
+            show_box_evaluation(store, report, upload)
+        else:
+            show_evaluation(report)
+            show_import(report, upload)

@@ -77,3 +77,24 @@ def test_scale_benchmark_variants_are_reproducible_and_join_their_source_group(t
     assert scale.join_variant_groups(store) == 2
     groups = {record.source_name: record.dup_group for record in store.faces()}
     assert groups["with_mask/a__v000.jpg"] == groups["with_mask/a__v001.jpg"] != groups["with_mask/b__v000.jpg"]
+
+
+def test_scenes_benchmark_trains_and_scores_a_boxed_set(tmp_path, shared_data, backbone_weights):
+    from tests.test_annotated_import import scenes_sample
+
+    data = tmp_path / "data"
+    for label in ("with_mask", "without_mask"):
+        (data / label).mkdir(parents=True)
+        for path in sorted((shared_data / label).glob("*.jpg"))[:10]:
+            (data / label / path.name).write_bytes(path.read_bytes())
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "scenes.py"), "--data", str(data), "--weights",
+                          str(backbone_weights), "--scenes", str(scenes_sample(tmp_path, 4)), "--tiny", "3"],
+                         capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-2000:]
+    figures = json.loads(run.stdout.splitlines()[-1])
+    assert figures["photos"] == 3 and figures["faces"] > 0 and figures["training_seconds"] > 0
+    for key in ("iou_0.4", "iou_0.5"):
+        scores = figures[key]
+        assert scores["faces"] == figures["faces"] and 0 <= scores["found"] <= scores["faces"]
+        assert set(scores["ap"]) == {"with_mask", "without_mask"} and set(scores["by_size"]) == {
+            "< 20 px", "20-32 px", ">= 32 px"}

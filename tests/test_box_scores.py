@@ -68,11 +68,14 @@ def test_a_stricter_threshold_loses_the_face_found_at_0_48():
 
 def test_ap_is_voc_all_point_on_the_example():
     scores = score_boxes(EXAMPLE, CLASSES, COUNTS_AS)
-    # Per class, by score face x class probability. with_mask (2 truths): .72 photo 0 face 0 hit, .665 photo 0 face 2
-    # on a without_mask truth, .42 duplicate. without_mask (4 truths with the mapped mask_incorrect): .72 photo 1
-    # face 0 (0.4286 with the mask_incorrect face, a hit for this class), .45 photo 2 false positive, .33 hit.
-    with_mask, without_mask = all_point_ap([True, False, False], 2), all_point_ap([True, False, True], 4)
-    assert (with_mask, without_mask) == (0.5, pytest.approx(0.25 + 0.25 * 2 / 3))
+    # Per class, each found face a detection of both classes, by score face x class probability. with_mask (2
+    # truths): .72 photo 0 face 0 hit, .665 photo 0 face 2 (on a without_mask truth), .42 duplicate, .27 photo 1
+    # face 1 (on a mask_incorrect truth), .08 photo 1 face 0 (IoU 0.4815 with the with_mask face: hit), .05 photo 2.
+    # without_mask (4 truths with the mapped mask_incorrect): .72 photo 1 face 0 (0.4286 with the mask_incorrect
+    # face: hit), .45 photo 2 false positive, .33 hit, .285 hit, .28 and .18 on photo 0's with_mask face.
+    with_mask = all_point_ap([True, False, False, False, True, False], 2)
+    without_mask = all_point_ap([True, False, True, True, False, False], 4)
+    assert (with_mask, without_mask) == (pytest.approx(0.5 + 0.5 * 2 / 5), pytest.approx(0.25 + 0.5 * 3 / 4))
     assert scores.ap[W] == pytest.approx(with_mask, abs=0.002)
     assert scores.ap[WO] == pytest.approx(without_mask, abs=0.002)
     assert scores.map == pytest.approx((with_mask + without_mask) / 2, abs=0.002)
@@ -98,10 +101,10 @@ def test_ap_is_voc_all_point_on_random_sets(seed):
 
 def test_pr_curves_are_the_precision_envelope_up_to_the_recall_reached():
     curves = score_boxes(EXAMPLE, CLASSES, COUNTS_AS).curves
-    assert curves[W]["recall"] == pytest.approx([k / 100 for k in range(51)])
-    assert curves[W]["precision"] == pytest.approx([1.0] * 51)  # COCO divides by tp + fp + eps
-    assert curves[WO]["recall"][-1] == 0.5
-    assert curves[WO]["precision"] == pytest.approx([1.0] * 26 + [2 / 3] * 25)
+    assert curves[W]["recall"] == pytest.approx([k / 100 for k in range(101)])
+    assert curves[W]["precision"] == pytest.approx([1.0] * 51 + [2 / 5] * 50)  # COCO divides by tp + fp + eps
+    assert curves[WO]["recall"][-1] == 0.75
+    assert curves[WO]["precision"] == pytest.approx([1.0] * 26 + [3 / 4] * 50)
 
 
 def test_two_predictions_on_one_face_the_lower_scored_is_a_false_positive():
@@ -181,7 +184,7 @@ def test_found_face_label_is_the_most_probable_class():
 def test_to_dict_is_json_ready_and_rounded(capsys):
     data = json.loads(json.dumps(score_boxes(EXAMPLE, CLASSES, COUNTS_AS).to_dict()))
     assert capsys.readouterr().out == ""  # pycocotools' progress lines are silenced
-    assert (data["recall"], data["end_to_end"], data["ap"]) == (0.6667, 0.3333, {W: 0.5, WO: 0.4167})
+    assert (data["recall"], data["end_to_end"], data["ap"]) == (0.6667, 0.3333, {W: 0.7, WO: 0.625})
     assert data["misses"] == [{"photo": 1, "truth": 0}, {"photo": 3, "truth": 0}]
     assert data["wrongs"][0] == {"photo": 0, "truth": 1, "found": 2, "label": W, "probability": 0.7}
-    assert data["curves"][WO]["precision"][-1] == 0.6667
+    assert data["curves"][WO]["precision"][-1] == 0.75

@@ -18,17 +18,19 @@ from streamlit.testing.v1 import AppTest
 
 from maskdet.cli import main
 from maskdet.core.errors import StoreError
+from maskdet.core.imageio import decode_image
 from maskdet.core.settings import load_settings
 from maskdet.data.store import Store
 from maskdet.runs.active import model_path, run_threshold, set_active_run, threshold_scores
 from maskdet.runs.compare import TIMINGS, timing_note
 from maskdet.runs.edits import misclassified_faces
 from maskdet.runs.execute import execute_run
-from maskdet.runs.scoring import evaluate_zip
+from maskdet.runs.scoring import boxed_upload, evaluate_boxed_zip, evaluate_zip, scored_faces
 from maskdet.runs.views import RunRecord, read_history
 from maskdet.serving.classifier import load_classifier
 from maskdet.training.config import TrainConfig
 from tests.conftest import data_home, encode, page_in_app, pattern_image, write_dataset, zip_bytes
+from tests.test_annotations import voc
 
 PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "3_Metrics.py")
 FAST = dict(random_init=True, views_per_image=1, epochs=5, input_size=96, quantize=False)
@@ -565,3 +567,97 @@ def test_importing_into_a_class_deleted_meanwhile_says_so_and_the_upload_stays(s
     assert "Imported: 3 photos added to the dataset (3 with no face found: used whole), 3 already there, 0 rejected." \
         in [s.value for s in at.tabs[2].success]
     assert scratch.store.label_counts() == {"with_mask": 12 + 3, "without_mask": 3}
+
+
+# ---- evaluate on a set with face boxes -------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def boxed_zip(shared_data, detector) -> bytes:
+    """Two masks-small photos as a PASCAL VOC set: each photo's face (where MTCNN finds it) under its folder's class,
+    and on the first a small box in its corner, where there is no face, of a class the model lacks: a face the model
+    misses. 3 annotated faces."""
+    entries = {}
+    for label in ("with_mask", "without_mask"):
+        data = sorted((shared_data / label).glob("*.jpg"))[0].read_bytes()
+        x1, y1, x2, y2 = (round(v) for v in detector.largest_faces([decode_image(data, 10**8)])[0].box)
+        corner = [("mask_weared_incorrect", 3, 3, 30, 30)] if label == "with_mask" else []
+        entries[f"images/{label}.jpg"] = data
+        entries[f"annotations/{label}.xml"] = voc((label, x1 + 1, y1 + 1, x2, y2), *corner)
+    return zip_bytes(entries)
+
+
+def test_a_set_with_face_boxes_is_scored_face_by_face_and_a_missed_face_added_in_one_click(scratch, boxed_zip):
+    before = len(scratch.store.faces())
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    at.file_uploader(key="evaluate-zip").upload("scenes.zip", boxed_zip, "application/zip")
+    at.run()
+    tab = at.tabs[2]
+    assert ("A PASCAL VOC set with the classes with_mask, mask_weared_incorrect, without_mask. Say how the faces of "
+            "each class the model does not have count:") in [i.value for i in tab.info]
+    assert at.selectbox(key="counts-as-mask_weared_incorrect").value == "without_mask"  # a mask worn wrongly
+    at.button(key="evaluate-start").click().run()
+    no_crash(at)
+    tab = at.tabs[2]
+    assert not tab.error
+    report = at.session_state["evaluation"]
+    assert [s.value for s in tab.success] == [
+        f"{scratch.run['id']} (model.onnx) on 2 photos with 3 annotated faces (PASCAL VOC); mask_weared_incorrect "
+        "faces count as without_mask."]
+    scores = report["iou_0.4"]
+    assert (scores["faces"], scores["found"], [m["truth"] for m in scores["misses"]]) == (3, 2, [1])
+    metrics = {m.label: m.value for m in tab.metric}
+    assert metrics == {"faces found": "0.667", "precision": f"{scores['precision']:.3f}",
+                       "found faces right": f"{scores['found_right']:.3f}",
+                       "end to end": f"{scores['end_to_end']:.3f}", "mAP": f"{scores['map']:.3f}"}
+    assert list(frame_with(tab, "face size")["faces"]) == [0, 1, 2]  # the corner box is 28 px
+    by_class = frame_with(tab, "AP").set_index("class")
+    assert list(by_class.index) == ["with_mask", "without_mask", "mask_weared_incorrect"]
+    assert list(by_class["found"]) == [1, 1, 0]
+    specs = charts(tab)
+    assert len(specs) == 2  # the confusion matrix and the PR curves
+    assert specs[1]["encoding"]["y"]["field"] == "precision" and specs[1]["datasets_rows"] > 0
+    assert [h.value for h in tab.subheader] == ["Faces not found (1)",
+                                                f"Faces found but misclassified ({len(scores['wrongs'])})"]
+    assert ("images/with_mask.jpg · face 2 of 2 · mask_weared_incorrect (counts as without_mask) · not found"
+            in image_captions(tab))
+
+    add = at.button(key="box-add-misses-images/with_mask.jpg-2")
+    assert add.label == "Add as without_mask"
+    add.click().run()
+    no_crash(at)
+    assert "Added ` images/with_mask.jpg ` to without_mask with face 2's box." in [s.value for s in at.success]
+    (added,) = [r for r in scratch.store.faces() if r.source_name == "images/with_mask.jpg"]
+    assert len(scratch.store.faces()) == before + 1 and added.label == "without_mask"
+    assert added.face.box == pytest.approx((2, 2, 30, 30))  # VOC counts pixels from 1; no face found there
+    at.button(key="box-add-misses-images/with_mask.jpg-2").click().run()
+    assert ("` images/with_mask.jpg ` is already in the dataset with face 2 as without_mask: nothing added."
+            in [s.value for s in at.success])
+    assert len(scratch.store.faces()) == before + 1
+
+    at.radio(key="box-iou").set_value(0.5).run()
+    no_crash(at)
+    strict = report["iou_0.5"]
+    assert {m.label: m.value for m in at.tabs[2].metric}["faces found"] == f"{strict['recall']:.3f}"
+
+
+def test_scored_faces_cut_each_face_from_its_photo_largest_missed_first(home, boxed_zip):
+    report = evaluate_boxed_zip(home.store, home.first, boxed_zip)
+    misses = scored_faces(boxed_zip, report, 0.4, "misses", home.store.settings.max_pixels)
+    assert [(f.photo, f.number, f.faces_in_photo, f.truth, f.counted_as, f.predicted) for f in misses] == [
+        ("images/with_mask.jpg", 2, 2, "mask_weared_incorrect", "without_mask", None)]
+    assert misses[0].crop.shape == (128, 128, 3)
+    wrongs = scored_faces(boxed_zip, report, 0.4, "wrongs", home.store.settings.max_pixels)
+    assert [f.probability for f in wrongs] == sorted((w["probability"] for w in report["iou_0.4"]["wrongs"]),
+                                                     reverse=True)
+    assert all(f.predicted != f.counted_as for f in wrongs)
+    changed = zip_bytes({"images/other.jpg": b"x", "annotations/other.xml": voc(("with_mask", 1, 1, 9, 9))})
+    (gone,) = scored_faces(changed, report, 0.4, "misses", home.store.settings.max_pixels)
+    assert gone.crop is None and gone.note == "its photo cannot be read from the upload again"
+
+
+def test_scoring_a_zip_of_class_folders_as_a_set_with_boxes_is_a_sentence(home):
+    assert boxed_upload(class_zip()) is None and boxed_upload(b"not a zip") is None
+    with pytest.raises(StoreError, match="holds no face boxes"):
+        evaluate_boxed_zip(home.store, home.first, class_zip())
+    with pytest.raises(StoreError, match="choose a succeeded run"):
+        evaluate_boxed_zip(home.store, home.failed, class_zip())

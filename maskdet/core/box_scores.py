@@ -4,9 +4,10 @@ pycocotools does the matching and the AP. A class-agnostic COCOeval (useCats=0, 
 probability) pairs found faces with truth faces one to one: greedily, highest face probability first, each taking the
 free truth face of highest IoU, if that IoU is >= the threshold (a tie in IoU goes to the later truth face). Faces
 found, precision, the confusion matrix, the galleries and the by-size and by-class rows are counted on that pairing.
-A per-class COCOeval (useCats=1, score = face probability x class probability, each found face one detection of its
-predicted class) gives each class's AP and PR curve: COCO samples the monotone precision envelope on RECALL_GRID,
-whose mean is VOC's all-point AP to within 1e-4 of a point (0.0002). pycocotools' box IoU adds no +1 pixel.
+A per-class COCOeval (useCats=1) gives each class's AP and PR curve, each found face being one detection of every
+class, scored face probability x class probability (the way detectors' mAP is computed, e.g. YOLOv5's validation, so
+the figures compare): COCO samples the monotone precision envelope on RECALL_GRID, whose mean is VOC's all-point AP to
+within 1e-4 of a point (0.0002). pycocotools' box IoU adds no +1 pixel.
 """
 
 from __future__ import annotations
@@ -209,8 +210,9 @@ def score_boxes(photos: list[tuple[list[TruthFace], list[FoundFace]]], classes: 
             wrongs.append(Wrong(p, t, f, match.label, float(match.probabilities[match.label])))
 
     gt = [_annotation(i + 1, p, truth_class[i] + 1, face.box) for i, (p, _, face) in enumerate(truths)]
-    dt = [_annotation(i + 1, p, index[face.label] + 1, face.box, face.face_probability * face.probabilities[face.label])
-          for i, (p, _, face) in enumerate(founds)]
+    detections = [(p, face, label) for p, _, face in founds for label in classes]
+    dt = [_annotation(i + 1, p, index[label] + 1, face.box, face.face_probability * face.probabilities[label])
+          for i, (p, face, label) in enumerate(detections)]
     per_class = _evaluate(len(photos), len(classes), gt, dt, iou, 1, max_dets)
     precision, reached = per_class.eval["precision"][0, :, :, 0, 0], per_class.eval["recall"][0, :, 0, 0]
     ap = {label: float(precision[:, k].mean()) if reached[k] > -1 else None for k, label in enumerate(classes)}

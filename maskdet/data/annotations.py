@@ -23,7 +23,8 @@ from maskdet.core.text import plural, printable
 from maskdet.data.sources import (IGNORED_NAMES, MAX_ENTRY_BYTES, Candidate, entry_problem, file_problem,
                                   folder_entries, path_parts, read_entry, read_file, zip_entries)
 
-FORMATS = ("voc", "yolo", "coco")
+FORMAT_NAMES = {"voc": "PASCAL VOC", "yolo": "YOLO", "coco": "COCO"}
+FORMATS = tuple(FORMAT_NAMES)
 MIN_BOX_SIDE = 4  # pixels: a box narrower or lower than this inside its photo shows no face to learn from
 # Annotation files are capped far below photos: a photo's VOC XML or YOLO .txt (or a classes.txt, a data.yaml) takes a
 # few KB, so 1 MiB is thousands of boxes; a COCO JSON holds the whole set's boxes at ~300 bytes each, so 64 MiB is
