@@ -25,7 +25,7 @@ from maskdet.runs.active import model_path, run_threshold, set_active_run, thres
 from maskdet.runs.compare import TIMINGS, timing_note
 from maskdet.runs.edits import misclassified_faces
 from maskdet.runs.execute import execute_run
-from maskdet.runs.scoring import boxed_upload, evaluate_boxed_zip, evaluate_zip, scored_faces
+from maskdet.runs.scoring import GALLERY_CROP, boxed_upload, evaluate_boxed_zip, evaluate_zip, scored_faces
 from maskdet.runs.views import RunRecord, read_history
 from maskdet.serving.classifier import load_classifier
 from maskdet.training.config import TrainConfig
@@ -645,7 +645,7 @@ def test_scored_faces_cut_each_face_from_its_photo_largest_missed_first(home, bo
     misses = scored_faces(boxed_zip, report, 0.4, "misses", home.store.settings.max_pixels)
     assert [(f.photo, f.number, f.faces_in_photo, f.truth, f.counted_as, f.predicted) for f in misses] == [
         ("images/with_mask.jpg", 2, 2, "mask_weared_incorrect", "without_mask", None)]
-    assert misses[0].crop.shape == (128, 128, 3)
+    assert misses[0].crop.shape == (GALLERY_CROP.size, GALLERY_CROP.size, 3)
     wrongs = scored_faces(boxed_zip, report, 0.4, "wrongs", home.store.settings.max_pixels)
     assert [f.probability for f in wrongs] == sorted((w["probability"] for w in report["iou_0.4"]["wrongs"]),
                                                      reverse=True)

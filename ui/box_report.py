@@ -15,7 +15,7 @@ from ui.charts import LINE_SCHEME, confusion_chart
 from ui.resources import detector
 from ui.widgets import attempt, inline, literal, verbatim
 
-GALLERY_COLUMNS = 6
+GALLERY_COLUMNS = 4  # wide enough for "Add as without_mask" at 1280 px
 RATE = st.column_config.NumberColumn(format="%.3f")
 
 
@@ -67,7 +67,8 @@ def show_box_evaluation(store: Store, report: dict, upload) -> None:
         st.markdown("**By class** (the set's classes)")
         rows = [{"class": label, **row, "AP": scores["ap"].get(label)} for label, row in scores["by_class"].items()]
         st.dataframe(rows, hide_index=True, key="box-by-class",
-                     column_config={"recall": RATE, "found_right": RATE, "AP": RATE})
+                     column_config={"recall": RATE, "found_right": RATE,
+                                    "AP": st.column_config.NumberColumn(format="%.3f", help="the model's classes")})
     with right:
         st.markdown("**Confusion matrix of the faces found** (rows: true class, columns: predicted)")
         st.altair_chart(confusion_chart(report["labels"], scores["confusion"]), width="stretch", key="box-confusion")
@@ -98,7 +99,8 @@ def show_faces(store: Store, report: dict, upload, iou: float, kind: str, title:
     order = "largest" if kind == "misses" else "most confident"
     st.caption(("" if total <= GALLERY_SIZE else f"The {GALLERY_SIZE} {order} of them. ") +
                "Add a face to the dataset, its photo with it, under the class it counted as: the next training "
-               "learns from it. The score is the model's probability for the class it said.")
+               "learns from it." + (" The figure after the class said is the model's probability for it."
+                                    if kind == "wrongs" else ""))
     faces = attempt(scored_faces, upload.getvalue(), report, iou, kind, store.settings.max_pixels)
     labels = attempt(store.labels) or []
     columns = st.columns(GALLERY_COLUMNS)

@@ -132,7 +132,7 @@ class ScoredFace:
     note: str = ""
 
 
-GALLERY_CROP = CropRule(margin=1.5, size=128)  # a face with some of its surroundings, as a thumbnail
+GALLERY_CROP = CropRule(margin=1.5, size=192)  # a face with some of its surroundings, as a thumbnail
 GALLERY_SIZE = 24  # faces shown per gallery: the largest missed ones, the most confident mistakes
 
 
