@@ -11,7 +11,7 @@ import ui
 from maskdet.core.text import plural
 from maskdet.runs.active import active_run, run_rows, run_threshold, set_threshold, threshold_scores
 from maskdet.runs.compare import NOISE_RATIO, compare_runs
-from maskdet.runs.edits import delete_photos, misclassified_faces, relabel_photos
+from maskdet.runs.edits import delete_faces, misclassified_faces, relabel_faces
 from maskdet.data.annotations import FORMAT_NAMES
 from maskdet.runs.scoring import boxed_upload, evaluate_boxed_zip, evaluate_zip, import_evaluated_zip, run_classifier
 from maskdet.runs.views import RunRecord, finished_runs, history_points, per_class_rows, read_history, roc_points
@@ -137,7 +137,7 @@ def show_mistakes(run: dict) -> None:
     st.caption(f"{total} of {report['num_samples']} test faces misclassified"
                + (f"; the {len(mistakes)} most confident mistakes are shown." if total > len(mistakes) else ".")
                + " Each crop is what the model saw; the score is its probability for the wrong class. Tick faces to "
-               "relabel or delete their photos or open them in the Dataset gallery: that changes the dataset, which "
+               "relabel or delete them or open them in the Dataset gallery: that changes the dataset, which "
                "the next training uses, not this run, whose figures stay as they were.")
     if "mistakes-notice" in state:
         st.success(state.pop("mistakes-notice"))
@@ -156,7 +156,7 @@ def show_mistakes(run: dict) -> None:
                 st.image(ui.inline(mistake.crop), caption=caption)
             else:
                 st.text(f"{caption}. {mistake.note}")  # a file name: plain text, never Markdown
-            # a photo deleted since it was ticked stays ticked, so that the action says what became of it
+            # a face deleted since it was ticked stays ticked, so that the action says what became of it
             if mistake.image_id in keys and st.checkbox("Select", key=keys[mistake.image_id],
                                                         disabled=mistake.label is None):
                 chosen.append(mistake.image_id)
@@ -173,7 +173,7 @@ def acted(sentence: str | None) -> None:
 
 
 def mistake_actions(chosen: list[int], keys: list[str]) -> None:
-    """Relabel, delete or open in the Dataset gallery the photos of the ticked faces."""
+    """Relabel, delete or open in the Dataset gallery the ticked faces."""
     labels = ui.attempt(store.labels) or []
     all_column, none_column, target_column, relabel_column, delete_column, open_column = st.columns(
         [1, 1, 1.5, 1.5, 1.5, 1.5], vertical_alignment="bottom")
@@ -184,15 +184,15 @@ def mistake_actions(chosen: list[int], keys: list[str]) -> None:
     target = ui.class_picker(target_column, "Relabel as", labels, "mistakes-label")
     if relabel_column.button(f"Relabel {len(chosen)} selected", key="mistakes-relabel",
                              disabled=not chosen or target is None):
-        acted(ui.attempt(relabel_photos, store, chosen, target))
+        acted(ui.attempt(relabel_faces, store, chosen, target))
     if delete_column.button(f"Delete {len(chosen)} selected", key="mistakes-delete", disabled=not chosen,
-                            help="Delete their photos from the dataset."):
-        acted(ui.attempt(delete_photos, store, chosen))
+                            help="Delete these faces from the dataset (a photo goes with its last face)."):
+        acted(ui.attempt(delete_faces, store, chosen))
     if open_column.button(f"Open {len(chosen)} in Dataset", key="mistakes-open", disabled=not chosen,
                           help="Show their photos in the Dataset page's gallery, to fix their face boxes or classes."):
         present = ui.attempt(store.faces, ids=chosen)
         if present == []:
-            st.error("Nothing to open: the selected photos have been deleted from the dataset meanwhile.")
+            st.error("Nothing to open: the selected faces have been deleted from the dataset meanwhile.")
         elif present:
             state["gallery_ids"] = [record.id for record in present]  # the Dataset page's gallery shows only these
             try:

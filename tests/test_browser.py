@@ -116,7 +116,7 @@ def test_the_analysts_loop(server, page, output_dir, shared_data, backbone_weigh
     page.get_by_text("Select", exact=True).first.click()
     choose(page, "Relabel as", "with_mask")
     page.get_by_role("button", name="Relabel 1 selected").click()
-    page.get_by_text("1 photo relabelled as with_mask").wait_for(timeout=60_000)
+    page.get_by_text("1 face relabelled as with_mask").wait_for(timeout=60_000)
     assert_no_traceback(page)
     page.screenshot(path=str(output_dir / "metrics-relabelled.png"), full_page=True)
     for name in ("MASKDET_HOME", "MASKDET_MODELS"):

@@ -435,7 +435,7 @@ def test_relabel_then_delete_misclassified_faces_from_metrics(scratch):
     at.button(key="mistakes-relabel").click().run()
     no_crash(at)
     assert [s.value for s in at.tabs[0].success] == [
-        f"2 photos relabelled as {target}; the next training uses them (this run's figures stay as they were)."]
+        f"2 faces relabelled as {target}; the next training uses them (this run's figures stay as they were)."]
     assert {record.label for record in scratch.store.faces(ids=[first.image_id, second.image_id])} == {target}
     assert scratch.store.run(scratch.run["id"])["metrics"] == scratch.run["metrics"]  # the run is as it was
     assert f"now {target} in the dataset" in next(c for c in image_captions(at.tabs[0]) if c.startswith(first.name))
@@ -445,7 +445,7 @@ def test_relabel_then_delete_misclassified_faces_from_metrics(scratch):
     at.button(key="mistakes-delete").click().run()
     no_crash(at)
     assert [s.value for s in at.tabs[0].success] == [
-        "1 photo deleted from the dataset; the next training goes without it (this run's figures stay as they were)."]
+        "1 face deleted from the dataset; the next training goes without it (this run's figures stay as they were)."]
     assert scratch.store.faces(ids=[first.image_id]) == []
     texts = [t.value for t in at.tabs[0].text]
     assert any(t.startswith(first.name) and "no longer in the dataset" in t for t in texts)
@@ -472,8 +472,8 @@ def test_a_photo_or_a_class_deleted_meanwhile_is_a_sentence_and_nothing_is_lost(
     at.button(key="mistakes-relabel").click().run()
     no_crash(at)
     assert [s.value for s in at.tabs[0].success] == [
-        f"1 photo relabelled as {first.true}; the next training uses it (this run's figures stay as they were). "
-        "1 photo had been deleted from the dataset meanwhile."]
+        f"1 face relabelled as {first.true}; the next training uses it (this run's figures stay as they were). "
+        "1 face had been deleted from the dataset meanwhile."]
     assert scratch.store.face(first.image_id).label == first.true
 
 

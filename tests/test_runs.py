@@ -15,7 +15,7 @@ from maskdet.core.text import now
 from maskdet.runs.active import (active_is_chosen, active_run, live_model_path, not_active_reason, run_rows,
                                  set_active_run)
 from maskdet.runs.compare import TIMINGS, compare_runs, config_differences, timing_note
-from maskdet.runs.edits import delete_photos, misclassified_faces, relabel_photos
+from maskdet.runs.edits import delete_faces, misclassified_faces, relabel_faces
 from maskdet.runs.lifecycle import delete_run, log_path
 from maskdet.runs.scoring import evaluate_zip, import_evaluated_zip
 from maskdet.runs.views import (RunRecord, confusion_cells, history_points, model_files, per_class_rows, read_history,
@@ -313,28 +313,28 @@ def test_evaluate_zip_refuses_a_zip_bomb_before_reading_it(store):
 
 # ---- acting on mistakes: relabel, delete, import the photos of an evaluation ----------------------------------
 
-def test_relabelling_and_deleting_photos_say_what_happened_also_when_some_are_gone(store, detector):
+def test_relabelling_and_deleting_faces_say_what_happened_also_when_some_are_gone(store, detector):
     for seed, label in ((1, "with_mask"), (2, "with_mask"), (3, "without_mask")):
         store.add_image(encode(pattern_image(seed)), label, f"{label}/{seed}.jpg", detector)
     one, two, three = (record.id for record in store.faces())
-    assert relabel_photos(store, [one, two], "without_mask") == (
-        "2 photos relabelled as without_mask; the next training uses them (this run's figures stay as they were).")
+    assert relabel_faces(store, [one, two], "without_mask") == (
+        "2 faces relabelled as without_mask; the next training uses them (this run's figures stay as they were).")
     assert [record.label for record in store.faces()] == ["without_mask"] * 3
     with pytest.raises(StoreError) as error:
-        relabel_photos(store, [one], "mask_chin")
+        relabel_faces(store, [one], "mask_chin")
     assert str(error.value) == ("The class mask_chin is no longer in the dataset (deleted meanwhile?): nothing was "
                                 "relabelled. Choose another class.")
     store.delete_faces([two])  # in another tab
-    assert relabel_photos(store, [one, two], "with_mask") == (
-        "1 photo relabelled as with_mask; the next training uses it (this run's figures stay as they were). 1 photo "
+    assert relabel_faces(store, [one, two], "with_mask") == (
+        "1 face relabelled as with_mask; the next training uses it (this run's figures stay as they were). 1 face "
         "had been deleted from the dataset meanwhile.")
-    assert relabel_photos(store, [two], "with_mask") == (
-        "Nothing was relabelled: 1 photo had been deleted from the dataset meanwhile.")
-    assert delete_photos(store, [one, two]) == (
-        "1 photo deleted from the dataset; the next training goes without it (this run's figures stay as they were). "
-        "1 photo had been deleted from the dataset meanwhile.")
-    assert delete_photos(store, [one]) == (
-        "Nothing was deleted: 1 photo had been deleted from the dataset meanwhile.")
+    assert relabel_faces(store, [two], "with_mask") == (
+        "Nothing was relabelled: 1 face had been deleted from the dataset meanwhile.")
+    assert delete_faces(store, [one, two]) == (
+        "1 face deleted from the dataset; the next training goes without it (this run's figures stay as they were). "
+        "1 face had been deleted from the dataset meanwhile.")
+    assert delete_faces(store, [one]) == (
+        "Nothing was deleted: 1 face had been deleted from the dataset meanwhile.")
     assert [record.id for record in store.faces()] == [three]
 
 

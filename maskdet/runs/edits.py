@@ -64,11 +64,11 @@ def misclassified_faces(store: Store, run: dict, limit: int = 24) -> list[Mistak
 
 def _gone(asked: int, done: int) -> str:
     gone = asked - done
-    return f" {plural(gone, 'photo')} had been deleted from the dataset meanwhile." if gone else ""
+    return f" {plural(gone, 'face')} had been deleted from the dataset meanwhile." if gone else ""
 
 
-def relabel_photos(store: Store, image_ids: list[int], label: str) -> str:
-    """Move dataset photos (misclassified test faces) to another class; says what happened. The run that showed
+def relabel_faces(store: Store, image_ids: list[int], label: str) -> str:
+    """Move dataset faces (misclassified test faces) to another class; says what happened. The run that showed
     them keeps its figures: only the next training sees the change."""
     try:
         moved = store.relabel(image_ids, label)
@@ -77,15 +77,16 @@ def relabel_photos(store: Store, image_ids: list[int], label: str) -> str:
                          "relabelled. Choose another class.") from None
     if not moved:
         return f"Nothing was relabelled: {_gone(len(image_ids), 0).strip()}"
-    return (f"{plural(moved, 'photo')} relabelled as {label}; the next training uses "
+    return (f"{plural(moved, 'face')} relabelled as {label}; the next training uses "
             f"{'it' if moved == 1 else 'them'} (this run's figures stay as they were).{_gone(len(image_ids), moved)}")
 
 
-def delete_photos(store: Store, image_ids: list[int]) -> str:
-    """Delete dataset photos (misclassified test faces); says what happened. The run keeps its figures."""
+def delete_faces(store: Store, image_ids: list[int]) -> str:
+    """Delete dataset faces (misclassified test faces; a photo goes with its last face); says what happened. The run
+    keeps its figures."""
     deleted = store.delete_faces(image_ids)
     if not deleted:
         return f"Nothing was deleted: {_gone(len(image_ids), 0).strip()}"
-    return (f"{plural(deleted, 'photo')} deleted from the dataset; the next training goes without "
+    return (f"{plural(deleted, 'face')} deleted from the dataset; the next training goes without "
             f"{'it' if deleted == 1 else 'them'} (this run's figures stay as they were)."
             f"{_gone(len(image_ids), deleted)}")
