@@ -40,7 +40,7 @@ def main() -> None:
     from maskdet.data.annotations import read_annotated_folder
     from maskdet.data.store import Store
     from maskdet.runs.execute import execute_run
-    from maskdet.serving.box_evaluation import evaluate_boxes, photo_detector
+    from maskdet.serving.box_evaluation import evaluate_boxes
     from maskdet.serving.classifier import load_classifier
     from maskdet.training.config import TrainConfig
     from maskdet.vision.faces import FaceDetector
@@ -56,8 +56,7 @@ def main() -> None:
     if args.tiny:
         annotated.photos = annotated.photos[:args.tiny]
     started = time.monotonic()
-    report = evaluate_boxes(annotated, photo_detector(), classifier, settings.max_pixels, None,
-                            tqdm_progress("evaluate scenes"))
+    report = evaluate_boxes(annotated, classifier, settings.max_pixels, None, tqdm_progress("evaluate scenes"))
     shutil.rmtree(workdir, ignore_errors=True)
     print(json.dumps({"photos": report["photos_scored"], "faces": report["faces"], "counts_as": report["counts_as"],
                       "detector": report["detector"], "training_seconds": round(seconds, 1),

@@ -30,7 +30,7 @@ from maskdet.runs.backup import backup, restore
 from maskdet.runs.launch import start_training
 from maskdet.runs.lifecycle import active_training, cancel_training, log_path, new_run, stored_config
 from maskdet.runs.views import RunRecord, finished_runs
-from maskdet.serving.box_evaluation import evaluate_boxes, photo_detector, photos_with_errors
+from maskdet.serving.box_evaluation import evaluate_boxes, photos_with_errors
 from maskdet.serving.classifier import load_classifier
 from maskdet.serving.predict import annotate, evaluate_folder, import_evaluated, predict_image
 from maskdet.training.config import CHOSEN, RANGED, TrainConfig, number_text
@@ -207,9 +207,9 @@ def evaluate_boxed(store: Store, args, annotated, classifier) -> dict:
     """`evaluate` on a set with face boxes; --import-errors / --import-all then import the photos with a face missed
     or misclassified (or all), with their annotated faces under the classes they counted as."""
     counts_as = class_mapping(args.count_as) if args.count_as else None
-    detector = photo_detector()
-    report = evaluate_boxes(annotated, detector, classifier, store.settings.max_pixels, counts_as,
-                            tqdm_progress("evaluate"))
+    detector = FaceDetector.for_photos(classifier.detector)
+    report = evaluate_boxes(annotated, classifier, store.settings.max_pixels, counts_as, tqdm_progress("evaluate"),
+                            detector)
     if args.import_errors or args.import_all:
         chosen = photos_with_errors(report) if args.import_errors else {photo["name"] for photo in report["photos"]}
         subset = replace(annotated, photos=[photo for photo in annotated.photos if photo.candidate.name in chosen],
@@ -236,7 +236,7 @@ def cmd_export(store: Store, args) -> dict:
 def cmd_predict(store: Store, args) -> dict:
     classifier = load_classifier(resolve_model(store, args.model, args.int8))
     threshold = classifier.class_threshold if args.threshold is None else args.threshold
-    detector = photo_detector()  # arbitrary photos: a larger copy than dataset photos' 160 px
+    detector = FaceDetector.for_photos(classifier.detector)  # the settings the model carries, as the bundle's
     results = []
     for index, name in enumerate(image_files(args.images)):
         try:

@@ -14,6 +14,7 @@ from onnx import TensorProto, helper
 from torch import nn
 
 from maskdet import __version__
+from maskdet.bundle.mtcnn_cascade import DetectorSettings
 from maskdet.core.contract import MAX_MACS_PER_CROP, OPSET, Preprocess
 from maskdet.serving import classifier as classifier_module
 from maskdet.serving.classifier import (MAX_RUN_BYTES, NotAMaskdetModel, load_classifier, macs_per_crop, parity,
@@ -88,7 +89,9 @@ def test_export_writes_one_file_with_the_contract_in_metadata(exported):
     assert sorted(p.name for p in folder.iterdir()) == ["model.int8.onnx", "model.onnx"]  # no .tmp, .pre, .data
     proto = onnx.load(str(path), load_external_data=False)
     meta = {p.key: p.value for p in proto.metadata_props}
-    assert set(meta) == {"maskdet_version", "labels", "preprocess", "crop_rule", "opset"}
+    assert set(meta) == {"maskdet_version", "labels", "preprocess", "crop_rule", "detector", "opset"}
+    assert json.loads(meta["detector"]) == {"search_side": 640, "min_face_size": 20, "thresholds": [0.6, 0.7, 0.7],
+                                            "min_probability": 0.0, "max_faces": 200, "pad_fraction": 0.25}
     assert json.loads(meta["labels"]) == LABELS
     assert json.loads(meta["preprocess"]) == {"input_size": SIZE, "mean": [0.485, 0.456, 0.406],
                                               "std": [0.229, 0.224, 0.225], "color_order": "RGB",
@@ -108,7 +111,46 @@ def test_load_classifier_reads_the_contract_back(exported):
     _, path, _, _ = exported
     classifier = load_classifier(path)
     assert classifier.labels == LABELS and classifier.preprocess == PREPROCESS and classifier.rule == RULE
-    assert classifier.path == path
+    assert classifier.path == path and classifier.detector == DetectorSettings()
+
+
+def with_detector(source, target, value: str | None):
+    """A copy of a model whose detector metadata is `value` (None: none at all)."""
+    proto = onnx.load(str(source))
+    kept = [prop for prop in proto.metadata_props if prop.key != "detector"]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    if value is not None:
+        proto.metadata_props.add(key="detector", value=value)
+    onnx.save(proto, str(target))
+    return target
+
+
+def test_detector_settings_travel_in_the_metadata_and_default_when_absent(exported, tmp_path):
+    _, path, _, _ = exported
+    older = load_classifier(with_detector(path, tmp_path / "older.onnx", None))
+    assert older.detector == DetectorSettings()  # exported before models carried them
+    crowd = load_classifier(with_detector(path, tmp_path / "crowd.onnx", '{"max_faces": 500, "min_face_size": 12}'))
+    assert crowd.detector == DetectorSettings(max_faces=500, min_face_size=12)
+    assert DetectorSettings.from_dict(crowd.detector.to_dict()) == crowd.detector
+
+
+@pytest.mark.parametrize("value, phrase", [
+    ('{"max_faces": 0}', "max_faces is 0"),
+    ('{"search_side": 100000}', "search_side is 100000"),
+    ('{"thresholds": [0.6, 0.7]}', "thresholds are (0.6, 0.7)"),
+    ('{"min_face_size": 8}', "min_face_size is 8"),
+    ('{"colour": "red"}', "must be an object"),
+    ("[1, 2]", "must be an object"),
+    ('{"thresholds": 3}', "has detector settings maskdet cannot use"),
+    ("[" * 100_000, "has detector settings maskdet cannot use"),  # nested too deep to parse: a sentence
+])
+def test_bad_detector_settings_make_the_model_refused_in_a_sentence(exported, tmp_path, value, phrase):
+    _, path, _, _ = exported
+    with pytest.raises(NotAMaskdetModel) as error:
+        load_classifier(with_detector(path, tmp_path / "bad.onnx", value))
+    assert phrase in str(error.value)
+    assert_one_sentence(str(error.value))
 
 
 @pytest.mark.parametrize("batch", [1, 3, 7])

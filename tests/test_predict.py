@@ -22,7 +22,7 @@ from maskdet.serving.predict import (PALETTE, UNCERTAIN_COLOR, FacePrediction, a
                                      draw_predictions, evaluate_folder, predict_image)
 from maskdet.training.export import export_classifier
 from maskdet.training.model import MaskNet
-from maskdet.vision.faces import CropRule, Face, crop_face
+from maskdet.vision.faces import CropRule, Face, FaceDetector, crop_face
 from tests.conftest import encode, pattern_image, write_dataset
 
 LABELS = ["with_mask", "without_mask"]
@@ -214,6 +214,26 @@ def test_predict_image_caps_faces_at_max_faces_keeping_the_largest(shared_data, 
     assert [p.box for p in capped] == [p.box for p in everything[:2]]
     _, none = predict_image(data, detector, random_classifier, MAX_PIXELS, max_faces=0)
     assert none == []
+
+
+def crowd_photo(shared_data: Path, detector, columns: int = 6, rows: int = 5, side: int = 100) -> bytes:
+    """A "crowd photo": columns x rows bare faces of the shared photos, each cut at side x side pixels, in a grid."""
+    faces = photos_with_faces(shared_data, detector, columns * rows, "without_mask")
+    grid = np.zeros((rows * side, columns * side, 3), np.uint8)
+    for index, (_, image, found) in enumerate(faces):
+        row, column = divmod(index, columns)
+        grid[row * side:(row + 1) * side, column * side:(column + 1) * side] = crop_face(image, found[0].box,
+                                                                                         CropRule(1.6, side))
+    return encode(grid, "PNG")
+
+
+def test_a_30_face_photo_returns_its_30_faces(shared_data, detector, random_classifier):
+    data = crowd_photo(shared_data, detector)
+    photos = FaceDetector.for_photos(random_classifier.detector)  # the model's settings, as predict uses them
+    _, predictions = predict_image(data, photos, random_classifier, MAX_PIXELS)
+    assert random_classifier.detector.max_faces >= 200 and len(predictions) == 30
+    centres = {(int((p.box[0] + p.box[2]) / 2) // 100, int((p.box[1] + p.box[3]) / 2) // 100) for p in predictions}
+    assert len(centres) == 30  # one face in each cell of the grid
 
 
 def test_predict_image_marks_faces_below_the_threshold_uncertain(shared_data, detector, constant_classifier):

@@ -6,7 +6,8 @@ The same cascade as facenet_pytorch.MTCNN.detect. maskdet runs it with OpenCV's 
 within float rounding (resize_area is OpenCV's INTER_AREA, nms is OpenCV's NMSBoxes rule).
 """
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass, fields
 from typing import Callable
 
 import numpy as np
@@ -14,6 +15,62 @@ import onnxruntime as ort
 
 MIN_FACE_SIDE = 12  # PNet's receptive field
 NETWORK_FILES = ("mtcnn_pnet.onnx", "mtcnn_rnet.onnx", "mtcnn_onet.onnx")  # their names in the model bundle
+DETECTOR_KEY = "detector"  # a model's metadata entry holding its DetectorSettings as JSON
+
+
+@dataclass(frozen=True)
+class DetectorSettings:
+    """How the faces of a photo are found: one set for `maskdet predict`, evaluate, the Live page and the bundle's
+    script, written into each model's metadata so that a downloaded model finds the same faces as maskdet."""
+
+    search_side: int = 640  # MTCNN searches a copy whose longer side is at most this many pixels
+    min_face_size: int = 20  # the smallest face looked for, in pixels of that copy (MTCNN's window is 12)
+    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)  # PNet's, RNet's and ONet's face probability
+    min_probability: float = 0.0  # faces found with a lower face probability are dropped
+    max_faces: int = 200  # faces kept per photo, largest first: a crowd photo's
+    pad_fraction: float = 0.25  # none found: search again with a border of this fraction of the longer side
+
+    def __post_init__(self):
+        problem = self.problem()
+        if problem:
+            raise ValueError(f"Detector settings: {problem}.")
+
+    def problem(self) -> str | None:
+        """What is out of range (None: nothing)."""
+        if not (isinstance(self.search_side, int) and 64 <= self.search_side <= 4096):
+            return f"search_side is {self.search_side!r}, not a whole number of pixels from 64 to 4096"
+        if not (isinstance(self.min_face_size, int) and MIN_FACE_SIDE <= self.min_face_size <= self.search_side):
+            return f"min_face_size is {self.min_face_size!r}, not from {MIN_FACE_SIDE} to search_side pixels"
+        if not (len(self.thresholds) == 3 and all(isinstance(t, (int, float)) and 0 < t < 1 for t in self.thresholds)):
+            return f"thresholds are {self.thresholds!r}, not three numbers between 0 and 1"
+        if not (isinstance(self.min_probability, (int, float)) and 0 <= self.min_probability < 1):
+            return f"min_probability is {self.min_probability!r}, not from 0 to below 1"
+        if not (isinstance(self.max_faces, int) and 1 <= self.max_faces <= 1000):
+            return f"max_faces is {self.max_faces!r}, not a whole number from 1 to 1000"
+        if not (isinstance(self.pad_fraction, (int, float)) and 0 <= self.pad_fraction <= 1):
+            return f"pad_fraction is {self.pad_fraction!r}, not from 0 to 1"
+        return None
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "thresholds": list(self.thresholds)}
+
+    @classmethod
+    def from_dict(cls, values) -> "DetectorSettings":
+        """Settings from a JSON object (those it leaves out keep their defaults); ValueError when it is not one."""
+        names = {field.name for field in fields(cls)}
+        if not isinstance(values, dict) or set(values) - names:
+            raise ValueError(f"Detector settings must be an object with some of {', '.join(sorted(names))}.")
+        if "thresholds" in values:
+            thresholds = values["thresholds"]
+            values = {**values, "thresholds": tuple(thresholds) if isinstance(thresholds, list) else thresholds}
+        return cls(**values)
+
+    @classmethod
+    def of_model(cls, metadata: dict[str, str], parse: Callable = json.loads) -> "DetectorSettings":
+        """A model's settings from its metadata (maskdet's defaults for a model exported without them); ValueError
+        when they are not settings."""
+        text = metadata.get(DETECTOR_KEY)
+        return cls() if text is None else cls.from_dict(parse(text))
 
 
 def session(model) -> ort.InferenceSession:

@@ -2,10 +2,11 @@
 
     python predict_onnx.py [--model model.onnx] [--threshold 0.6] photo.jpg [more photos or folders ...]
 
-Prints the JSON of `python -m maskdet --json predict`: per image its faces, largest first (at most 20), each with
-its box, face_probability, label, probability and probabilities; an unreadable file gets an "error" instead.
-Faces are found as maskdet predict finds them (MTCNN, mtcnn_cascade.py, on a copy at most 640 px) and cropped by
-the model's crop rule (crop_rule.py). See README.md.
+Prints the JSON of `python -m maskdet --json predict`: per image its faces, largest first, each with its box,
+face_probability, label, probability and probabilities; an unreadable file gets an "error" instead. Faces are found
+as maskdet predict finds them: MTCNN (mtcnn_cascade.py) with the detector settings in the model's metadata (the
+size of the copy searched, the smallest face, the thresholds, the most faces kept), and cropped by the model's crop
+rule (crop_rule.py). See README.md.
 """
 
 import argparse
@@ -19,20 +20,18 @@ import onnxruntime as ort
 from PIL import Image, ImageOps
 
 from crop_rule import crop
-from mtcnn_cascade import NETWORK_FILES, Cascade, find_faces, session
+from mtcnn_cascade import NETWORK_FILES, Cascade, DetectorSettings, find_faces, session
 from pixels import FORMATS, file_size_problem, image_files, scans_problem, to_rgb
 
 HERE = Path(__file__).resolve().parent
-DETECT_SIDE = 640  # MTCNN searches a copy whose longer side is at most this
-PAD_FRACTION = 0.25  # no face found: search again with a border of this fraction of the longer side
-MAX_FACES = 20
 UNCERTAIN = "uncertain"  # the label of a face whose top probability is below --threshold
 DEFAULT_THRESHOLD = 0.6  # --threshold of a model whose metadata has no class_threshold (maskdet's default)
 MAX_FILE_BYTES = 64 * 2**20  # a photo file read whole: far above any camera's JPEG (maskdet's import cap too)
 
 
 class Classifier:
-    """A maskdet ONNX model with its labels, crop rule and class confidence threshold (from the model's metadata)."""
+    """A maskdet ONNX model with its labels, crop rule, class confidence threshold and detector settings (from the
+    model's metadata)."""
 
     def __init__(self, path: Path):
         self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -41,6 +40,7 @@ class Classifier:
         rule = json.loads(meta["crop_rule"])
         self.margin, self.size = float(rule["margin"]), int(rule["size"])
         self.threshold = float(meta.get("class_threshold", DEFAULT_THRESHOLD))
+        self.detector = DetectorSettings.of_model(meta)
 
     def predict(self, crops: np.ndarray) -> np.ndarray:
         """Probabilities (N, labels) for uint8 RGB face crops (N, size, size, 3)."""
@@ -66,7 +66,9 @@ def decode(path: str) -> np.ndarray:
 
 def predict(image: np.ndarray, cascade: Cascade, classifier: Classifier, threshold: float) -> list[dict]:
     """The faces of one image, classified in one batch."""
-    faces = find_faces(cascade, image, DETECT_SIDE, DETECT_SIDE, PAD_FRACTION)[:MAX_FACES]
+    settings = classifier.detector
+    faces = find_faces(cascade, image, settings.search_side, settings.search_side, settings.pad_fraction,
+                       settings.min_probability)[:settings.max_faces]
     if not faces:
         return []
     crops = np.stack([crop(image, box, classifier.margin, classifier.size) for box, _, _ in faces])
@@ -94,7 +96,8 @@ def main() -> None:
         parser.error(str(error))
     classifier = Classifier(Path(args.model))
     threshold = classifier.threshold if args.threshold is None else args.threshold
-    cascade = Cascade(*(session(HERE / name) for name in NETWORK_FILES))
+    cascade = Cascade(*(session(HERE / name) for name in NETWORK_FILES), classifier.detector.min_face_size,
+                      classifier.detector.thresholds)
     results = []
     for name in names:
         try:

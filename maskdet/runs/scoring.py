@@ -18,7 +18,7 @@ from maskdet.data.importer import ImportReport, annotated_zip_classes
 from maskdet.data.sources import Candidate, open_zip, path_parts, zip_candidates
 from maskdet.data.store import Store
 from maskdet.runs.active import model_path
-from maskdet.serving.box_evaluation import evaluate_boxes, photo_detector
+from maskdet.serving.box_evaluation import evaluate_boxes
 from maskdet.serving.classifier import OnnxClassifier, load_classifier
 from maskdet.serving.media import AddedFace, add_face
 from maskdet.serving.predict import evaluate_candidates, import_evaluated
@@ -111,8 +111,7 @@ def evaluate_boxed_zip(store: Store, run_id: str, data: bytes, counts_as: dict[s
         if annotated is None:
             raise StoreError("The zip holds no face boxes (PASCAL VOC, YOLO or COCO): a zip of class folders is "
                              "scored photo by photo instead.")
-        report = evaluate_boxes(annotated, photo_detector(), classifier, store.settings.max_pixels, counts_as,
-                                progress)
+        report = evaluate_boxes(annotated, classifier, store.settings.max_pixels, counts_as, progress)
     return {**report, "run_id": run_id, "model_file": classifier.path.name}
 
 

@@ -10,11 +10,6 @@ from maskdet.serving.predict import classify_faces, read_for_scoring
 from maskdet.vision.faces import FaceDetector
 
 IOUS = (0.4, 0.5)  # annotated boxes are drawn around the head, often taller than MTCNN's: 0.4 as well as VOC's 0.5
-PHOTO_DETECT_SIDE = 640  # the copy MTCNN searches in a photo of any size, as `maskdet predict` does
-
-
-def photo_detector() -> FaceDetector:
-    return FaceDetector(detect_side=PHOTO_DETECT_SIDE)
 
 
 def default_counts_as(set_classes: list[str], model_classes: list[str]) -> dict[str, str]:
@@ -26,13 +21,16 @@ def default_counts_as(set_classes: list[str], model_classes: list[str]) -> dict[
             if name not in model_classes and "incorrect" in name.lower()}
 
 
-def evaluate_boxes(annotated: AnnotatedSet, detector: FaceDetector, classifier: OnnxClassifier, max_pixels: int,
-                   counts_as: dict[str, str] | None = None, progress=None) -> dict:
+def evaluate_boxes(annotated: AnnotatedSet, classifier: OnnxClassifier, max_pixels: int,
+                   counts_as: dict[str, str] | None = None, progress=None,
+                   detector: FaceDetector | None = None) -> dict:
     """The box report at each of IOUS (see core/box_scores.py), with the photos scored: for each, its name, its
     annotated faces (box, label) and the faces found (box, face probability, label, probability), which the galleries
-    of missed and misclassified faces read. Photos that cannot be read join `rejected_files`."""
+    of missed and misclassified faces read. Photos that cannot be read join `rejected_files`. Faces are found as the
+    model's detector settings say (`detector`: the same detector made already, or another for a benchmark)."""
     if counts_as is None:
         counts_as = default_counts_as(annotated.classes, classifier.labels)
+    detector = detector or FaceDetector.for_photos(classifier.detector)
     rejected = list(annotated.problems)
     scored, photos, left_out = [], [], []
     done = 0
@@ -44,7 +42,7 @@ def evaluate_boxes(annotated: AnnotatedSet, detector: FaceDetector, classifier: 
         for (photo, image, _), faces in zip(batch, found):
             boxes, problems = photo.boxes(image.shape[1], image.shape[0])
             left_out += [(photo.candidate.name, problem) for problem in problems]
-            predictions = classify_faces(image, faces, classifier)
+            predictions = classify_faces(image, faces[:classifier.detector.max_faces], classifier)
             truths = [TruthFace(box.box, box.label) for box in boxes]
             founds = [FoundFace(p.box, p.face_probability, p.probabilities) for p in predictions]
             scored.append((truths, founds))
@@ -66,9 +64,7 @@ def evaluate_boxes(annotated: AnnotatedSet, detector: FaceDetector, classifier: 
         raise StoreError(f"{error}") from None
     faces = sum(len(truths) for truths, _ in scored)
     return {"format": annotated.format, "photos_scored": len(scored), "faces": faces, "labels": classifier.labels,
-            "counts_as": counts_as, "detector": {"detect_side": detector.detect_side,
-                                                 "min_face_size": detector.min_face_size,
-                                                 "thresholds": list(detector.thresholds)},
+            "counts_as": counts_as, "detector": classifier.detector.to_dict(),
             **scores, "photos": photos, "rejected_files": [{"name": n, "reason": r} for n, r in rejected],
             "left_out_boxes": [{"name": n, "reason": r} for n, r in left_out]}
 

@@ -14,6 +14,7 @@ import onnxruntime as ort
 
 from maskdet.core.contract import (CROP_MARGINS, INPUT_NAME, INPUT_SIZES, MAX_MACS_PER_CROP, MAX_TENSOR_ELEMENTS,
                                    MAX_WEIGHT_ELEMENTS, MODEL_OPS, CropRule, Preprocess)
+from maskdet.bundle.mtcnn_cascade import DetectorSettings
 from maskdet.core.errors import MaskdetError
 from maskdet.core.json_text import parse_json
 from maskdet.core.threshold import DEFAULT_THRESHOLD, THRESHOLD_KEY, check_threshold
@@ -54,6 +55,7 @@ class OnnxClassifier:
     preprocess: Preprocess
     rule: CropRule
     class_threshold: float = DEFAULT_THRESHOLD  # below it a face is "uncertain": chosen on Metrics, or the default
+    detector: DetectorSettings = DetectorSettings()  # how the faces it classifies are found
     crops_per_run: int = 64  # crops the model takes at once, so that its largest tensor holds MAX_RUN_BYTES at most
 
     def predict(self, crops: np.ndarray) -> np.ndarray:
@@ -92,6 +94,11 @@ def load_classifier(path: Path) -> OnnxClassifier:
         raise NotAMaskdetModel(f"{path.name} is an ONNX model but not one exported by maskdet "
                                "(its labels and preprocessing metadata are missing).") from None
     threshold = meta.get(THRESHOLD_KEY)
+    try:
+        detector = DetectorSettings.of_model(meta, parse_json)
+    except (ValueError, TypeError) as error:
+        raise NotAMaskdetModel(f"{path.name} has detector settings maskdet cannot use in its metadata "
+                               f"({str(error)[:200]}).") from None
     problem = contract_problem(proto.graph, labels, preprocess, rule, threshold)
     cost = GraphCost(problem) if problem else graph_cost(proto)
     if cost.problem:
@@ -101,7 +108,7 @@ def load_classifier(path: Path) -> OnnxClassifier:
     except Exception as error:
         raise unreadable(path, error) from None
     return OnnxClassifier(path, session, labels, preprocess, rule,
-                          DEFAULT_THRESHOLD if threshold is None else float(threshold),
+                          DEFAULT_THRESHOLD if threshold is None else float(threshold), detector,
                           max(1, MAX_RUN_BYTES // (4 * max(1, cost.largest_tensor))))
 
 
@@ -247,4 +254,3 @@ def time_per_image(classifier: OnnxClassifier, batch: int, repeats: int = 5) -> 
         classifier.predict(images)
         times.append((time.perf_counter() - start) * 1000 / batch)
     return float(np.median(times))
-

@@ -106,10 +106,11 @@ def annotate(image: np.ndarray, predictions: list[FacePrediction], labels: list[
 
 
 def predict_image(data: bytes, detector: FaceDetector, classifier: OnnxClassifier, max_pixels: int,
-                  threshold: float = 0.0, max_faces: int = 20) -> tuple[np.ndarray, list[FacePrediction]]:
-    """Decode an image file and classify its faces (at most max_faces, largest first)."""
+                  threshold: float = 0.0, max_faces: int | None = None) -> tuple[np.ndarray, list[FacePrediction]]:
+    """Decode an image file and classify its faces (at most max_faces, by default the model's detector settings',
+    largest first)."""
     image = decode_image(data, max_pixels)
-    faces = detector.detect([image], [len(data)])[0][:max_faces]
+    faces = detector.detect([image], [len(data)])[0][:classifier.detector.max_faces if max_faces is None else max_faces]
     return image, classify_faces(image, faces, classifier, threshold)
 
 

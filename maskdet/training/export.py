@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from maskdet import __version__
+from maskdet.bundle.mtcnn_cascade import DETECTOR_KEY, DetectorSettings
 from maskdet.core.contract import INPUT_NAME, OPSET, CropRule, Preprocess
 from maskdet.serving.classifier import load_classifier, parity, predict_all, time_per_image
 from maskdet.training.config import NUM_BLOCKS
@@ -71,7 +72,7 @@ def write_metadata(path: Path, labels: list[str], preprocess: Preprocess, rule: 
     values = {"maskdet_version": __version__, "labels": json.dumps(labels),
               "preprocess": json.dumps(preprocess.to_dict()),
               "crop_rule": json.dumps({"margin": rule.margin, "size": rule.size, "square": True, "clamp": True}),
-              "opset": str(OPSET)}
+              DETECTOR_KEY: json.dumps(DetectorSettings().to_dict()), "opset": str(OPSET)}
     del proto.metadata_props[:]
     for key, value in values.items():
         proto.metadata_props.add(key=key, value=value)

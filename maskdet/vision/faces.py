@@ -9,7 +9,7 @@ from functools import cached_property
 import numpy as np
 
 from maskdet.bundle.crop_rule import crop
-from maskdet.bundle.mtcnn_cascade import MIN_FACE_SIDE, find_faces, image_faces, shrink
+from maskdet.bundle.mtcnn_cascade import MIN_FACE_SIDE, DetectorSettings, find_faces, image_faces, shrink
 from maskdet.core.contract import CropRule
 from maskdet.vision.mtcnn import OnnxMTCNN
 
@@ -64,6 +64,12 @@ class FaceDetector:
         self.pad_fraction = pad_fraction
         self.min_face_size = min_face_size
         self.thresholds = thresholds
+
+    @classmethod
+    def for_photos(cls, settings: DetectorSettings) -> "FaceDetector":
+        """The detector a model's DetectorSettings describe: one search size (no larger fallback)."""
+        return cls(settings.search_side, settings.search_side, settings.min_face_size, settings.thresholds,
+                   settings.min_probability, settings.pad_fraction)
 
     @cached_property
     def mtcnn(self) -> OnnxMTCNN:
