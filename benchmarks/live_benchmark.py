@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -66,20 +67,24 @@ def main() -> None:
     parser.add_argument("--int8", action="store_true", help="the run's model.int8.onnx (the Live page's default)")
     parser.add_argument("--frames", type=int, default=100)
     parser.add_argument("--detect-every", type=int, default=LiveSettings().detect_every)
+    parser.add_argument("--detector", type=json.loads, default={},
+                        help="JSON of DetectorSettings overrides, e.g. '{\"search_side\": 320}' (default: the model's)")
     parser.add_argument("--data", default=os.environ.get("MASKDET_TEST_DATA")
                         or str((ROOT / "../shared/datasets/masks-small").resolve()))
     args = parser.parse_args()
     clip = make_clip(clip_photos(Path(args.data)), args.frames)
     classifier = load_or_make_classifier(args.model, args.int8, clip)
-    settings = LiveSettings(detect_every=args.detect_every)
+    own = LiveSettings.of_model(classifier)
+    settings = replace(own, detector=replace(own.detector, **args.detector), detect_every=args.detect_every)
     results = run(LivePipeline(classifier, settings), clip)
-    reference = run(LivePipeline(classifier, LiveSettings(detect_every=1)), clip)
+    reference = run(LivePipeline(classifier, replace(settings, detect_every=1)), clip)
     stages = {stage: [r.timings_ms[stage] for r in results] for stage in ("detect", "classify", "annotate", "total")}
     per_face = [r.timings_ms["classify"] / len(r.predictions) for r in results if r.predictions]
     ious = [max((box_iou(p.box, q.box) for q in ref.predictions), default=0.0)
             for r, ref in zip(results, reference) for p in r.predictions]
     print(json.dumps({
         "frames": len(clip), "detect_every": args.detect_every, "model": classifier.path.name,
+        "detector": settings.detector.to_dict(),
         "fps": round(1000 / np.mean(stages["total"]), 1),
         "ms": {stage: {"p50": round(float(np.percentile(v, 50)), 2), "p95": round(float(np.percentile(v, 95)), 2)}
                for stage, v in stages.items()},

@@ -14,6 +14,7 @@ import argparse
 import json
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from home import add_shared_arguments, default_path, fresh_home
@@ -45,8 +46,7 @@ def detection_figures(data: Path, real: Path) -> dict:
 
     def detector(name: str, pad: float) -> FaceDetector:
         if name == "live_clip":  # as the Live page builds it
-            return FaceDetector(detect_side=live.detect_side, fallback_side=live.detect_side,
-                                min_probability=live.detection_confidence, pad_fraction=pad)
+            return FaceDetector.for_photos(replace(live.detector, pad_fraction=pad))
         return FaceDetector(pad_fraction=pad)
 
     sets = {name: {c.name: decode_image(c.read(), 40_000_000) for c in folder_candidates(folder)[0]}

@@ -18,7 +18,6 @@ from maskdet.runs.launch import start_training
 from maskdet.runs.lifecycle import active_training, cancel_training
 from maskdet.runs.views import RunRecord, history_points
 from maskdet.serving import media
-from maskdet.serving.live import LiveSettings
 from maskdet.training.config import CHOSEN, RANGED, TrainConfig
 from maskdet.training.preview import synthetic_preview
 from maskdet.training.progress import STAGES
@@ -384,11 +383,11 @@ def try_the_model(run: dict) -> None:
     path = model_path(store, run)
     upload = st.file_uploader(f"Try run {run['id']} on a photo", type=ui.PHOTO_TYPES, key=f"try-photo-{run['id']}",
                               help="Its faces are found, cropped and classified by this run's model.onnx, with the "
-                                   "Live page's default settings. Nothing is stored.")
+                                   "settings it carries, as `maskdet predict` would. Nothing is stored.")
     if upload is None:
         return
     stamp = ui.attempt(os.path.getmtime, path)
-    pipeline = ui.attempt(ui.photo_pipeline, str(path), stamp, LiveSettings()) if stamp else None
+    pipeline = ui.attempt(ui.photo_pipeline, str(path), stamp) if stamp else None
     result = (ui.attempt(media.annotate_photo, upload.getvalue(), pipeline, store.settings.max_pixels)
               if pipeline else None)
     if result is not None:

@@ -8,6 +8,7 @@ per model and settings: they carry nothing from one photo to the next.
 
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import streamlit as st
@@ -24,7 +25,6 @@ st.title("Live")
 st.caption("Faces found by MTCNN, cropped like in training and classified by a trained model: on your webcam stream, "
            "or on a photo or short video you upload.")
 
-DEFAULTS = LiveSettings()
 NO_FACE_HINT = "Try a smaller minimum face size, a lower detection confidence or a larger detection scale."
 ALL_FACES = 0  # the face choice that adds every face of the photo
 state = st.session_state
@@ -70,37 +70,56 @@ def model_uploader() -> None:
             st.rerun()
 
 
-def model_threshold(path: str, stamp: float) -> float:
-    """The class confidence threshold saved with the model (on the Metrics page), or the default for a model that
-    cannot be loaded (the tabs below say why)."""
+def model_settings(path: str, stamp: float) -> LiveSettings:
+    """The class confidence threshold (chosen on the Metrics page) and the detector settings saved with the model, or
+    the defaults for a model that cannot be loaded (the tabs below say why)."""
     try:
-        return ui.classifier(path, stamp).class_threshold
+        return LiveSettings.of_model(ui.classifier(path, stamp))
     except (ValueError, OSError):
-        return DEFAULTS.class_threshold
+        return LiveSettings()
+
+
+SEARCH_SIDES = [160, 240, 320, 480, 640, 800, 1024]  # the "Detection scale" choices (a model's own joins them)
 
 
 def settings_widgets(path: str, stamp: float) -> LiveSettings:
-    threshold = model_threshold(path, stamp)
-    if state.get("live-threshold-of") != (path, stamp) or "live-threshold" not in state:  # start from the model's
-        state["live-threshold"], state["live-threshold-of"] = threshold, (path, stamp)
+    """The Live settings, starting from the model's own each time another model (or a new version of it) is chosen;
+    a note says when they differ from the model's, and so from `maskdet predict` and the bundle."""
+    own = model_settings(path, stamp)
+    detector = own.detector
+    starts = {"live-min-face": detector.min_face_size, "live-detection": detector.min_probability,
+              "live-threshold": own.class_threshold, "live-scale": detector.search_side,
+              "live-max-faces": detector.max_faces}
+    if state.get("live-settings-of") != (path, stamp) or any(key not in state for key in starts):
+        state.update(starts)
+        state["live-settings-of"] = (path, stamp)
     columns = st.columns(5)
-    return LiveSettings(
-        min_face_size=columns[0].slider("Minimum face size (px)", 12, 200, DEFAULTS.min_face_size, 4,
-                                        key="live-min-face", help="Smaller faces in the frame are ignored."),
-        detection_confidence=columns[1].slider("Detection confidence", 0.5, 0.99, DEFAULTS.detection_confidence,
-                                               0.01, key="live-detection",
-                                               help="How sure MTCNN must be that a box is a face."),
-        class_threshold=columns[2].slider("Class confidence threshold", min(0.5, threshold), max(0.99, threshold),
-                                          step=0.01, key="live-threshold",
-                                          help="A face whose top class probability is lower is labelled uncertain. "
-                                               "It starts from the model's threshold, chosen on the Metrics page."),
-        detect_side=columns[3].select_slider("Detection scale (px)", [160, 240, 320, 480, 640], DEFAULTS.detect_side,
-                                             key="live-scale", help="MTCNN looks for faces on a copy of the frame "
-                                             "whose longer side is this: larger finds smaller faces but is slower."),
-        max_faces=columns[4].number_input("Max faces", 1, 32, DEFAULTS.max_faces, key="live-max-faces",
-                                          help="Faces classified per frame, largest first; the overlay says when "
-                                               "there were more."),
-    )
+    chosen = LiveSettings(
+        replace(detector,
+                min_face_size=columns[0].slider("Minimum face size (px)", 12, 200, step=4, key="live-min-face",
+                                                help="Smaller faces are not looked for (pixels of the copy searched: "
+                                                     "the frame itself when it is no larger than the detection "
+                                                     "scale)."),
+                min_probability=columns[1].slider("Detection confidence", 0.0, 0.99, step=0.01, key="live-detection",
+                                                  help="How sure MTCNN must be that a box is a face (its own stage "
+                                                       "thresholds apply first)."),
+                search_side=columns[3].select_slider(
+                    "Detection scale (px)", sorted({*SEARCH_SIDES, detector.search_side}), key="live-scale",
+                    help="MTCNN looks for faces on a copy whose longer side is at most this: larger finds smaller "
+                         "faces but is slower."),
+                max_faces=columns[4].number_input("Max faces", 1, 1000, key="live-max-faces",
+                                                  help="Faces classified per frame or photo, largest first; the "
+                                                       "overlay says when there were more.")),
+        columns[2].slider("Class confidence threshold", min(0.5, own.class_threshold),
+                          max(0.99, own.class_threshold), step=0.01, key="live-threshold",
+                          help="A face whose top class probability is lower is labelled uncertain. It starts from "
+                               "the model's threshold, chosen on the Metrics page."))
+    if chosen != own:
+        note, button = st.columns([4, 1], vertical_alignment="center")
+        note.caption("These settings differ from the model's own, which `maskdet predict`, evaluate and the model's "
+                     "bundle use: faces and labels here may differ from theirs.")
+        button.button("Use the model's settings", key="live-settings-reset", on_click=state.update, args=(starts,))
+    return chosen
 
 
 def show_stats(live: LivePipeline, playing: bool) -> None:

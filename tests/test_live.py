@@ -9,6 +9,7 @@ from PIL import Image
 
 from maskdet.core.contract import Preprocess
 from maskdet.serving.classifier import load_classifier
+from maskdet.bundle.mtcnn_cascade import DetectorSettings
 from maskdet.serving.live import (MAX_DETECT_EVERY, RATE_WINDOW_SECONDS, Cadence, LivePipeline, LiveSettings, LoadShare,
                                   RateWindow, StreamSeats, as_rgb)
 from maskdet.serving.predict import classify_faces
@@ -79,8 +80,8 @@ def test_real_faces_are_found_and_tracked_between_detections(untrained, shared_d
     results = [pipeline.process(frame)[1] for _ in range(4)]
     assert [r.detected for r in results] == [True, False, False, True]
     assert all(len(r.predictions) == 2 for r in results)
-    for tracked in results[1:3]:
-        assert all(box_iou(p.box, q.box) > 0.85 for p, q in zip(tracked.predictions, results[0].predictions))
+    for tracked in results[1:3]:  # the same frame: each tracked box stays on its face (0.87 at 640 px, 0.91 at 320)
+        assert all(box_iou(p.box, q.box) > 0.8 for p, q in zip(tracked.predictions, results[0].predictions))
     left, right = sorted(results[0].predictions, key=lambda p: p.box[0])
     assert left.box[2] <= 320 <= right.box[0]  # one face in each half
     counters = pipeline.snapshot()
@@ -144,7 +145,7 @@ def test_tracking_follows_a_moving_face_and_drops_a_lost_one(untrained, shared_d
 
 def test_crowded_frames_are_capped_and_say_so(untrained, shared_data):
     photos = [shared_data / "without_mask" / f"{n}.jpg" for n in ("100", "212", "37")]
-    pipeline = LivePipeline(untrained, LiveSettings(max_faces=2, min_face_size=30))
+    pipeline = LivePipeline(untrained, LiveSettings(DetectorSettings(max_faces=2, min_face_size=30)))
     annotated, result = pipeline.process(frame_of(photos, (900, 300)))
     assert result.faces_found == 3 and len(result.predictions) == 2
     areas = sorted(((p.box[2] - p.box[0]) * (p.box[3] - p.box[1]) for p in result.predictions), reverse=True)

@@ -10,6 +10,7 @@ import shutil
 import struct
 import time
 import wave
+from dataclasses import replace
 
 import av
 import numpy as np
@@ -42,8 +43,10 @@ def clip(shared_data) -> list[np.ndarray]:
     return make_clip(clip_photos(shared_data), 20)
 
 
-def photo_pipeline(model, **settings) -> LivePipeline:
-    return LivePipeline(model, media.photo_settings(LiveSettings(**settings)))
+def photo_pipeline(model, **detector) -> LivePipeline:
+    """The Live page's photo pipeline with the model's own settings, changed by `detector` (DetectorSettings)."""
+    own = LiveSettings.of_model(model)
+    return LivePipeline(model, media.photo_settings(replace(own, detector=replace(own.detector, **detector))))
 
 
 def group_photo(photos: list, size=(900, 300)) -> bytes:

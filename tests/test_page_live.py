@@ -15,9 +15,10 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from maskdet.serving import media
-from maskdet.serving.classifier import write_threshold
+from maskdet.serving.classifier import load_classifier, write_threshold
+from maskdet.serving.predict import predict_image
 from maskdet.vision.clip import clip_photos, make_clip
-from maskdet.vision.faces import box_iou
+from maskdet.vision.faces import FaceDetector, box_iou
 from tests.conftest import download_data, encode, page_in_app, two_person_photo, video_bytes
 
 PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "5_Live.py")
@@ -93,9 +94,11 @@ def test_the_camera_component_and_the_settings(env):
     [arguments] = webrtc(at)
     assert arguments["mode"] == "SENDRECV" and arguments["rtc_configuration"] == {"iceServers": []}
     assert arguments["media_stream_constraints"] == {"video": {"width": 640, "height": 480}, "audio": False}
-    assert at.slider(key="live-min-face").value == 40 and at.slider(key="live-detection").value == 0.9
-    assert at.slider(key="live-threshold").value == 0.6 and at.select_slider(key="live-scale").value == 320
-    assert at.number_input(key="live-max-faces").value == 8
+    # the model's own settings, which predict and the bundle use: no note that they differ
+    assert at.slider(key="live-min-face").value == 20 and at.slider(key="live-detection").value == 0.0
+    assert at.slider(key="live-threshold").value == 0.6 and at.select_slider(key="live-scale").value == 640
+    assert at.number_input(key="live-max-faces").value == 200
+    assert "differ from the model's own" not in texts(at.caption)
     assert [m.label for m in at.metric][:4] == ["frames processed", "frames dropped", "faces classified", "fps"]
     assert "https" in texts(at.markdown) and "localhost" in texts(at.markdown)
     assert [tab.label for tab in at.tabs] == ["Camera", "No camera? Upload a photo or video"]
@@ -198,6 +201,24 @@ def test_max_faces_applies_to_photos(env, shared_data):
     no_failure(at)
     assert len(at.dataframe[0].value) == 1
     assert "2 faces found; the 1 largest were classified" in texts(at.caption)
+
+
+def test_a_photo_gives_the_faces_and_labels_maskdet_predict_gives(env, shared_data):
+    data = two_person_photo(shared_data)
+    at = upload(live_page(), "live-upload", "pair.jpg", data, "image/jpeg")
+    no_failure(at)
+    table = at.dataframe[0].value
+    classifier = load_classifier(at.selectbox(key="live-model").value)  # the page's model (an int8 file, say)
+    _, predicted = predict_image(data, FaceDetector.for_photos(classifier.detector), classifier, 40_000_000,
+                                 classifier.class_threshold)
+    assert len(predicted) >= 2
+    assert list(table["box"]) == [", ".join(f"{v:.0f}" for v in p.box) for p in predicted]
+    assert list(table["label"]) == [p.label for p in predicted]
+    at.slider(key="live-min-face").set_value(100).run()  # a viewer's own setting: the page says answers differ
+    assert "differ from the model's own" in texts(at.caption)
+    at.button(key="live-settings-reset").click().run()
+    assert at.slider(key="live-min-face").value == classifier.detector.min_face_size
+    assert "differ from the model's own" not in texts(at.caption)
 
 
 def test_a_photo_without_faces_says_what_to_try(env):

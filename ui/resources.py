@@ -7,7 +7,7 @@ from maskdet.core.settings import Settings, load_settings
 from maskdet.data.store import Store
 from maskdet.serving import media
 from maskdet.serving.classifier import load_classifier
-from maskdet.serving.live import LivePipeline
+from maskdet.serving.live import LivePipeline, LiveSettings
 from maskdet.vision.faces import FaceDetector
 
 
@@ -33,7 +33,8 @@ def classifier(path: str, stamp: float):
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
-def photo_pipeline(path: str, stamp: float, settings):
-    """The pipeline that annotates photos with a model file and LiveSettings (photos carry nothing from one to the
-    next, so all sessions share it)."""
-    return LivePipeline(classifier(path, stamp), media.photo_settings(settings))
+def photo_pipeline(path: str, stamp: float, settings=None):
+    """The pipeline that annotates photos with a model file and LiveSettings (None: the model's own), shared by all
+    sessions (photos carry nothing from one to the next)."""
+    model = classifier(path, stamp)
+    return LivePipeline(model, media.photo_settings(settings or LiveSettings.of_model(model)))

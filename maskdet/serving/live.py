@@ -16,7 +16,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from maskdet.bundle.mtcnn_cascade import MIN_FACE_SIDE
+from maskdet.bundle.mtcnn_cascade import DetectorSettings
 from maskdet.core.json_text import parse_json
 from maskdet.core.settings import usable_cores
 from maskdet.core.threshold import DEFAULT_THRESHOLD
@@ -36,13 +36,15 @@ RELAX = 0.6  # a stream steps back when it is busy under this fraction of its sh
 
 @dataclass(frozen=True)
 class LiveSettings:
-    min_face_size: int = 40  # pixels in the frame
-    detection_confidence: float = 0.9
+    detector: DetectorSettings = DetectorSettings()  # how faces are found: a model's own, unless the viewer changes it
     class_threshold: float = DEFAULT_THRESHOLD  # below it a face is "uncertain"; a model carries its own
-    detect_side: int = 320  # MTCNN runs on a copy whose longer side is this
     detect_every: int = 3  # full detection on every n-th frame, the frames between track the last faces; a live
     # stream's minimum: under load it detects less often (Cadence)
-    max_faces: int = 8  # faces classified per frame, largest first
+
+    @classmethod
+    def of_model(cls, classifier: OnnxClassifier) -> "LiveSettings":
+        """The settings a model carries: its detector settings and class confidence threshold."""
+        return cls(classifier.detector, classifier.class_threshold)
 
 
 @dataclass
@@ -289,8 +291,7 @@ class LivePipeline:
                  load: LoadShare = LIVE_LOAD):
         self.classifier = classifier
         self.settings = settings
-        self.detector = FaceDetector(detect_side=settings.detect_side, fallback_side=settings.detect_side,
-                                     min_probability=settings.detection_confidence)
+        self.detector = FaceDetector.for_photos(settings.detector)
         self.detector.mtcnn  # built now, not while the first frame waits
         self.counters = Counters()
         self._faces: list[Face] = []
@@ -325,14 +326,12 @@ class LivePipeline:
         detect = self._tracked is None or self._tracked >= self.cadence.interval - 1
         self._tracked = 0 if detect else self._tracked + 1
         if detect:
-            scale = min(1.0, self.settings.detect_side / max(frame.shape[:2]))
-            self.detector.mtcnn.min_face_size = max(MIN_FACE_SIDE, round(self.settings.min_face_size * scale))
             self._faces = self.detector.detect([frame])[0]
             self.counters.detections += 1
         else:
             self._faces = self.detector.track(frame, self._faces)
         timings["detect"] = (time.perf_counter() - start) * 1000
-        faces = self._faces[: self.settings.max_faces]
+        faces = self._faces[: self.settings.detector.max_faces]
         mark = time.perf_counter()
         predictions = classify_faces(frame, faces, self.classifier, self.settings.class_threshold)
         timings["classify"] = (time.perf_counter() - mark) * 1000

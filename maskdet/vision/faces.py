@@ -92,7 +92,7 @@ class FaceDetector:
         if not faces or min(small.shape[:2]) < MIN_FACE_SIDE:
             return []
         boxes = np.array([face.box for face in faces], np.float32) * scale
-        threshold = min(self.min_probability, self.mtcnn.thresholds[2])
+        threshold = self.mtcnn.thresholds[2]
         found = image_faces(*self.mtcnn.track(small, boxes, threshold), scale, 0, image.shape[1], image.shape[0],
                             threshold)
         return [Face(*face) for face in found]
