@@ -148,13 +148,16 @@ def test_each_augmentation_changes_the_image_when_always_on(name):
 def test_probability_zero_entries_are_left_out_of_the_pipeline():
     config = only("affine", probability=0.0)
     assert len(build_train_pipeline(config, 64).transforms) == 1  # the resize alone
-    assert len(build_train_pipeline(AugmentConfig(), 64).transforms) == len(NAMES) + 1
+    enabled = [name for name in NAMES if AUGMENTATIONS[name].default.enabled]
+    assert enabled == [name for name in NAMES if name != "crowd"]  # off by default
+    assert len(build_train_pipeline(AugmentConfig(), 64).transforms) == len(enabled) + 1
 
 
 def test_pipeline_follows_the_table_order_and_resizes_last():
-    kinds = [type(t) for t in build_train_pipeline(AugmentConfig(), 64).transforms]
+    everything = AugmentConfig.from_dict({name: {"enabled": True} for name in NAMES})
+    kinds = [type(t) for t in build_train_pipeline(everything, 64).transforms]
     assert kinds == [type(spec.build(0.5, 0.5)) for spec in AUGMENTATIONS.values()] + [A.Resize]
-    assert kinds[-5:-1] == [A.MotionBlur, A.Downscale, A.GaussNoise, A.ImageCompression]  # the camera, then resize
+    assert kinds[-6:-1] == [A.MotionBlur, A.Downscale, A.Downscale, A.GaussNoise, A.ImageCompression]  # the camera
 
 
 @pytest.mark.parametrize("name", [n for n, spec in AUGMENTATIONS.items() if not spec.has_strength])
@@ -212,6 +215,19 @@ def test_degradation_ranges_follow_strength():
     assert AUGMENTATIONS["jpeg"].build(1.0, 1.0).quality_range == (30, 70)
     assert AUGMENTATIONS["jpeg"].build(0.0, 1.0).quality_range == (100, 100)
     assert AUGMENTATIONS["downscale"].build(1.0, 1.0).scale_range == (0.25, 0.5)  # a 40 px face in a 160 px crop
+    # crowd-size faces: a 160 px crop holds a 128 px face; shrunk to a 12-40 px face's crop at strength 1
+    assert AUGMENTATIONS["crowd"].build(1.0, 1.0).scale_range == pytest.approx((12 / 128, 40 / 128))
+    assert AUGMENTATIONS["crowd"].build(0.0, 1.0).scale_range == pytest.approx((40 / 128, 40 / 128))
+
+
+def test_crowd_size_views_keep_the_crop_size_and_lose_its_detail():
+    def detail(picture: np.ndarray) -> float:
+        return cv2.Laplacian(cv2.cvtColor(picture, cv2.COLOR_RGB2GRAY), cv2.CV_64F).var()
+
+    image = cv2.resize(textured_image(), (160, 160), interpolation=cv2.INTER_NEAREST)
+    views = run(build_train_pipeline(only("crowd", strength=1.0), 160, seed=3), image, 4)
+    assert all(view.shape == (160, 160, 3) and view.dtype == np.uint8 for view in views)
+    assert all(detail(view) < detail(image) / 3 for view in views)
 
 
 def test_the_readme_lists_every_augmentation():

@@ -205,9 +205,10 @@ def test_augmentation_table_shows_each_row_with_its_label_help_and_sliders(home)
     assert "quality 30–70 at strength 1" in at.toggle(key="aug_jpeg_enabled").help
     assert at.slider(key="aug_downscale_strength").value == pytest.approx(1.0)
     assert at.slider(key="aug_motion_blur_probability").value == pytest.approx(0.25)
-    for name, spec in AUGMENTATIONS.items():  # strength only where it applies
+    for name, spec in AUGMENTATIONS.items():  # strength only where it applies (and the augmentation is on)
         strength = at.slider(key=f"aug_{name}_strength")
-        assert strength.label == "Strength" and strength.disabled is not spec.has_strength, name
+        assert strength.label == "Strength", name
+        assert strength.disabled is not (spec.has_strength and spec.default.enabled), name
     assert at.slider(key="aug_flip_strength").help == "Only on/off and probability matter for this one."
 
     at.toggle(key="aug_downscale_enabled").set_value(False).run()  # off: its sliders are greyed out
