@@ -12,7 +12,7 @@ import streamlit as st
 import ui
 from maskdet.core.settings import load_settings
 from maskdet.data.insights import preview_photo, summarize
-from maskdet.runs.active import model_path, not_active_reason, run_rows
+from maskdet.runs.active import model_path, passed_over, run_rows, set_active_run
 from maskdet.runs.estimate import latest_throughput, photos_trained, training_seconds
 from maskdet.runs.launch import start_training
 from maskdet.runs.lifecycle import active_training, cancel_training
@@ -338,9 +338,17 @@ def show_finished(run: dict) -> None:
             st.success(f"Run {run['id']} finished in {took}. The test split was empty, so there are no test scores.")
         if metrics.get("random_init"):
             st.warning("This model was trained from random weights (experiments only): expect poor results.")
-        reason = not_active_reason(run)
+        if "made-active" in st.session_state:
+            st.success(st.session_state.pop("made-active"))
+        reason = ui.attempt(passed_over, store, run)
         if reason:
-            st.warning(f"Not made the active model: {reason}. You can still choose it on the Models page.")
+            note, button = st.columns([4, 1], vertical_alignment="center")
+            note.warning(reason)
+            if button.button("Make it the active model", key=f"make-active-{run['id']}"):
+                if ui.attempt(set_active_run, store, run["id"]):
+                    st.session_state["made-active"] = (f"Run {run['id']} is now the active model: Live, predict and "
+                                                       "evaluate use it by default.")
+                    st.rerun()
         ui.link("pages/3_Metrics.py", "See its metrics", ":material/monitoring:",
                 "Its curves, confusion matrix and mistakes are on the **Metrics** page.")
     elif status == "failed":

@@ -213,8 +213,8 @@ def test_train_prints_run_id_accuracy_and_parity(trained):
         assert result["active_model"] == result["run_id"] and result["not_active_because"] is None
     else:
         assert result["active_model"] is None
-        assert result["not_active_because"].startswith(f"Not made the active model: its test accuracy "
-                                                       f"{result['accuracy']:.3f} is no better than chance")
+        assert result["not_active_because"].startswith(f"Run {result['run_id']} was not made the active model: its "
+                                                       f"test accuracy {result['accuracy']:.3f} is no better than")
     assert (trained.home / "models" / ".logs" / f"{result['run_id']}.log").is_file()
 
 

@@ -161,9 +161,9 @@ def test_a_killed_training_is_found_dead_and_the_next_one_cleans_up(home):
     assert (home / "models" / ".logs" / f"{result['run_id']}.log").read_text().strip()
     # With the whole dataset in the train split there are no test scores: the run does not become active by itself.
     assert result["active_model"] is None
-    assert result["not_active_because"] == ("Not made the active model: it has no test scores (its test split was "
-                                            "empty), so nothing shows it beats guessing. It can still be chosen on "
-                                            "the Models page or used with --model.")
+    assert result["not_active_because"] == (f"Run {result['run_id']} was not made the active model: it has no test "
+                                            "scores (its test split was empty), so nothing shows it beats guessing. "
+                                            "It can still be chosen on the Models page or used with --model.")
 
 
 def test_sigterm_cancels_a_training_cleanly(home):

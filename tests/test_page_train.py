@@ -22,6 +22,7 @@ from streamlit.testing.v1 import AppTest
 from maskdet.core.text import now
 from maskdet.data.database import ACTIVE_STATUSES
 from maskdet.data.store import Store
+from maskdet.runs.active import active_run
 from maskdet.runs.execute import execute_run
 from maskdet.runs.lifecycle import active_training, log_path
 from maskdet.training.config import CHOSEN, RANGED, TrainConfig
@@ -184,11 +185,18 @@ def test_a_finished_run_at_chance_says_it_was_not_made_active(home):
     test = {"accuracy": 0.5, "macro_f1": 0.5, "num_samples": 4, "labels": ["with_mask", "without_mask"]}
     home.update_run(run_id, status="succeeded", started_at="2026-01-01T00:00:00+00:00",
                     finished_at="2026-01-01T00:00:30+00:00", metrics={"test": test, "labels": test["labels"]})
+    (home.settings.models_dir / run_id).mkdir(parents=True)
+    (home.settings.models_dir / run_id / "model.onnx").write_bytes(b"a model file")
     at = page().run()
     no_failure(at)
     assert at.success[0].value.startswith(f"Run {run_id} finished in 30 s: test accuracy 0.500")
-    assert ("Not made the active model: its test accuracy 0.500 is no better than chance (0.500 with 2 classes). "
-            "You can still choose it on the Models page.") in [w.value for w in at.warning]
+    assert (f"Run {run_id} was not made the active model: its test accuracy 0.500 is no better than chance (0.500 "
+            "with 2 classes).") in [w.value for w in at.warning]
+    at.button(key=f"make-active-{run_id}").click().run()
+    no_failure(at)
+    assert (f"Run {run_id} is now the active model: Live, predict and evaluate use it by default."
+            in [s.value for s in at.success])
+    assert not [w for w in at.warning if "not made the active" in w.value] and active_run(home)["id"] == run_id
 
 
 def test_augmentation_table_shows_each_row_with_its_label_help_and_sliders(home):

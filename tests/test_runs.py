@@ -12,8 +12,8 @@ import pytest
 from maskdet.core.errors import StoreError
 from maskdet.core.metrics import classification_report
 from maskdet.core.text import now
-from maskdet.runs.active import (active_is_chosen, active_run, live_model_path, not_active_reason, run_rows,
-                                 set_active_run)
+from maskdet.runs.active import (active_is_chosen, active_run, live_model_path, not_active_reason, passed_over,
+                                 run_rows, set_active_run)
 from maskdet.runs.compare import TIMINGS, compare_runs, config_differences, timing_note
 from maskdet.runs.edits import delete_faces, misclassified_faces, relabel_faces
 from maskdet.runs.lifecycle import delete_run, log_path
@@ -151,6 +151,23 @@ def test_compare_lines_up_metrics_and_lists_config_differences(store):
 
 
 # ---- the active model --------------------------------------------------------------------------------------
+
+def test_a_worse_run_never_becomes_active_by_itself_and_says_so(store):
+    first = fake_run(store, metrics=metrics_for(GOOD))  # accuracy 1.0
+    worse = fake_run(store, metrics=metrics_for({**REPORT, "accuracy": 0.75}))
+    assert active_run(store)["id"] == first["id"] and passed_over(store, first) is None
+    assert passed_over(store, worse) == (f"Run {worse['id']} scored 0.750, below the active model's 1.000 (run "
+                                         f"{first['id']}): it was not made active.")
+    as_good = fake_run(store, metrics=metrics_for(GOOD))
+    assert active_run(store)["id"] == as_good["id"]  # at least as good: the newer one takes over
+    set_active_run(store, first["id"])  # chosen by hand: a newer better run does not take over
+    better = fake_run(store, metrics=metrics_for(GOOD))
+    assert active_run(store)["id"] == first["id"]
+    assert passed_over(store, better) == (f"Run {better['id']} was not made the active model: run {first['id']} was "
+                                          "chosen as the active model on the Models page.")
+    chance = fake_run(store)
+    assert passed_over(store, chance).endswith("is no better than chance (0.500 with 2 classes).")
+
 
 def test_active_model_defaults_to_latest_usable_run_and_persists_a_choice(store):
     assert active_run(store) is None

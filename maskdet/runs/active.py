@@ -42,12 +42,42 @@ def not_active_reason(run: dict) -> str | None:
 
 
 def active_run(store: Store) -> dict | None:
-    """The run the live page uses: the chosen one while it is usable, else the latest succeeded run that beats
-    chance on its test split."""
+    """The run Live, predict and evaluate use by default (docs/cli.md, "The active model"): the one chosen on the
+    Models page while it is usable; else the first succeeded run that beats chance on its test split, replaced by each
+    later one that scores at least as well on its own test split. A worse run never takes over by itself."""
     usable = [run for run in finished_runs(store) if model_path(store, run).is_file()]
     chosen = store.get_setting(ACTIVE_SETTING)
-    return next((run for run in usable if run["id"] == chosen),
-                next((run for run in usable if not_active_reason(run) is None), None))
+    return next((run for run in usable if run["id"] == chosen), best_so_far(reversed(usable)))
+
+
+def best_so_far(runs_oldest_first) -> dict | None:
+    """The active model by the rule, over runs in the order they were trained."""
+    active = None
+    for run in runs_oldest_first:
+        if not_active_reason(run) is None and (active is None or accuracy(run) >= accuracy(active)):
+            active = run
+    return active
+
+
+def accuracy(run: dict) -> float:
+    return RunRecord.of(run).test["accuracy"]
+
+
+def passed_over(store: Store, run: dict) -> str | None:
+    """Why a succeeded run is not the active model, as a sentence (None when it is)."""
+    active = active_run(store)
+    if active is not None and active["id"] == run["id"]:
+        return None
+    reason = not_active_reason(run)
+    if reason:
+        return f"Run {run['id']} was not made the active model: {reason}."
+    if active is None:
+        return f"Run {run['id']} was not made the active model: its model file is missing."
+    if active_is_chosen(store, active):
+        return (f"Run {run['id']} was not made the active model: run {active['id']} was chosen as the active model "
+                "on the Models page.")
+    return (f"Run {run['id']} scored {accuracy(run):.3f}, below the active model's {accuracy(active):.3f} (run "
+            f"{active['id']}): it was not made active.")
 
 
 def active_is_chosen(store: Store, run: dict | None) -> bool:
@@ -117,13 +147,13 @@ def run_summary(store: Store, run_id: str) -> dict:
     run = store.run(run_id)
     metrics = run["metrics"]
     test = metrics.get("test") or {}
-    reason = not_active_reason(run)
+    reason = passed_over(store, run)
     return {"run_id": run_id, "accuracy": test.get("accuracy"), "macro_f1": test.get("macro_f1"),
             "roc_auc": test.get("roc_auc"), "parity": metrics["onnx"]["parity"], "timings": metrics["timings"],
             "artefact_dir": str(store.settings.models_dir / run_id),
             "active_model": (active_run(store) or {}).get("id"),
-            "not_active_because": f"Not made the active model: {reason}. It can still be chosen on the Models page "
-                                  "or used with --model." if reason else None}
+            "not_active_because": f"{reason} It can still be chosen on the Models page or used with --model."
+            if reason else None}
 
 
 def run_rows(store: Store) -> list[dict]:
