@@ -349,7 +349,10 @@ with add_column:
         new_label = st.text_input("New class", placeholder="for example mask_below_nose", key="new_class")
         if st.form_submit_button("Add class"):
             ok, name = attempt_call(store.add_label, new_label)
-            if ok:
+            if ok and name in labels:
+                flash("classes", "info", f"The class {name} is in the dataset already: nothing was added.")
+                st.rerun()
+            elif ok:
                 flash("classes", "success", f"Added the class {name}. Add photos to it above.")
                 st.rerun()
 with rename_column:

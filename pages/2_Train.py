@@ -123,7 +123,9 @@ cluster = load_settings().cluster
 if cluster:
     st.caption(f"Runs train on the cluster at `{cluster}` (`MASKDET_CLUSTER`): one of its workers takes each run.")
 weights = load_settings().backbone_weights
-if weights:
+if random_init:
+    st.caption("Backbone: random weights, no pretrained ones (an experiment): expect a much worse model.")
+elif weights:
     st.caption(f"Backbone: ImageNet MobileNetV2 weights from `{weights}` (`MASKDET_BACKBONE_WEIGHTS`).")
     if not weights.is_file():
         st.warning(f"The backbone weights file {weights} does not exist: training will fail. Fix "

@@ -58,6 +58,18 @@ def test_the_sidebar_names_the_home_page_home_on_every_page(server, page):
     page.get_by_role("heading", name="maskdet: face-mask detection studio").wait_for(timeout=60_000)
 
 
+def test_every_page_loads_only_from_the_dashboard(server, page):
+    """On a closed network anything fetched from another host fails: every request stays on the dashboard's."""
+    requested = []
+    page.on("request", lambda request: requested.append(request.url))
+    for path, heading in (("", "maskdet: face-mask detection studio"), ("/Dataset", "Dataset"), ("/Train", "Train"),
+                          ("/Metrics", "Metrics"), ("/Models", "Models"), ("/Live", "Live")):
+        open_page(page, f"{server.url}{path}", heading)
+    page.wait_for_timeout(1000)  # the favicon and fonts load after the heading
+    elsewhere = sorted({url for url in requested if not url.startswith((server.url, "data:", "blob:"))})
+    assert requested and not elsewhere
+
+
 def upload_photos(page, files: list[Path], label: str) -> None:
     """Dataset page, "Upload photos" tab: choose the class, add the files, import, wait for the report."""
     page.get_by_role("tab", name="Upload photos").click()

@@ -97,6 +97,12 @@ def test_add_rename_and_delete_classes_through_the_widgets(settings, store, dete
     assert "Added the class hat" in texts(at.success)
     assert "hat" in metrics(at)
 
+    at.text_input(key="new_class").input(" with_mask ")  # one that exists (as written, spaces trimmed)
+    button(at, "Add class").click()
+    check(at.run())
+    assert "The class with_mask is in the dataset already: nothing was added." in texts(at.info)
+    assert not texts(at.success) and store.labels() == ["with_mask", "without_mask", "hat"]
+
     at.text_input(key="new_class").input("uncertain")
     button(at, "Add class").click()
     check(at.run())

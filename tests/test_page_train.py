@@ -148,6 +148,9 @@ def test_form_shows_the_defaults_and_the_weights_in_use(home, monkeypatch, tmp_p
         assert at.slider(key=f"aug_{name}_strength").value == pytest.approx(default.strength)
     assert "torchvision's ImageNet MobileNetV2 weights" in shown(at)
     assert "Few images in with_mask (6)" in shown(at)  # the dataset warnings come before training
+    at.checkbox(key="random_init").check().run()  # the backbone caption says what the run will train from
+    assert "Backbone: random weights, no pretrained ones" in shown(at) and "ImageNet" not in shown(at)
+    at.checkbox(key="random_init").uncheck().run()
     assert "No training runs yet" in shown(at)
 
     at.number_input(key="epochs").set_value(7).run()  # settings can be put back to the defaults

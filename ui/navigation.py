@@ -1,11 +1,15 @@
 """Every page's frame: its config, the sign-in form when a password is set, and the links between pages."""
 
+from pathlib import Path
+
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
 from maskdet.core.access import listen_problem, password_matches
 from maskdet.core.settings import load_settings
 
+FAVICON = Path(__file__).with_name("favicon.png")  # served by the dashboard itself: a material icon is fetched from
+# Google's font host, which a closed network cannot reach
 PAGES = [  # path, name, icon, what it is for (the home page's board)
     ("app.py", "Home", ":material/home:", "status and the next step"),
     ("pages/1_Dataset.py", "Dataset", ":material/photo_library:", "import photos, capture from the webcam, review"),
@@ -19,7 +23,7 @@ PAGES = [  # path, name, icon, what it is for (the home page's board)
 def page_setup(title: str) -> None:
     """Page config, and the sidebar's links to every page (Streamlit's own list would call the home page "app")."""
     st.set_page_config(page_title=f"{title} · maskdet" if title != "Home" else "maskdet",
-                       page_icon=":material/masks:", layout="wide")
+                       page_icon=str(FAVICON), layout="wide")
     sign_in()
     with st.sidebar:
         for path, name, icon, _ in PAGES:
