@@ -8,12 +8,14 @@ Everything lives in the store, so several tabs see the same data; session_state 
 import hashlib
 import math
 from datetime import datetime
+from pathlib import Path
 
 import streamlit as st
 from PIL import Image, ImageDraw, ImageFont
 from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
 import ui
+from maskdet.bundle.pixels import IMAGE_SUFFIXES
 from maskdet.core.text import plural
 from maskdet.data import insights
 from maskdet.data.annotations import FORMAT_NAMES
@@ -91,8 +93,10 @@ def show_report(report) -> None:
                       "first was kept." if name == "repeated in upload" else None)
     if report.rejected:
         st.dataframe([{"file": name, "reason": reason} for name, reason in report.rejected], hide_index=True)
-        st.caption("Rejected files were not added. Re-save them as JPEG or PNG (under the pixel limit) "
-                   "and upload them again.")
+        photos = [name for name, _ in report.rejected if Path(name).suffix.lower() in IMAGE_SUFFIXES]
+        st.caption("Rejected files were not added; each row says why."
+                   + (" A damaged or oversized photo can often be opened and re-saved as JPEG or PNG (under the pixel "
+                      "limit), then uploaded again." if photos else ""))
     if report.left_out:
         with st.expander(f"Face boxes left out ({len(report.left_out)})"):
             st.dataframe([{"photo": name, "reason": reason} for name, reason in report.left_out], hide_index=True)
@@ -108,7 +112,9 @@ def show_report(report) -> None:
             names(already)
     if report.repeated:
         with st.expander(f"Repeated within the upload ({len(report.repeated)})"):
-            names(report.repeated)
+            st.dataframe([{"file": name, "same content as": first} for name, first in report.repeated],
+                         hide_index=True)
+            st.caption("Only the first of files with the same content is added.")
 
 
 @st.cache_data(max_entries=1000, show_spinner=False)

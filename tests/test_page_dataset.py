@@ -10,6 +10,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from maskdet.data.database import faces_table
+from ui.navigation import FAVICON
 from tests.conftest import encode, pattern_image, two_person_photo, write_dataset, zip_bytes
 from tests.test_annotations import voc
 
@@ -69,7 +70,8 @@ def test_photos_are_shown_inline_never_through_a_media_url(dataset, downloads):
     at = open_page()
     urls = [image.url for element in at.image for image in element.proto.imgs]
     assert len(urls) == 9 and all(url.startswith("data:image/jpeg;base64,") for url in urls)
-    assert not downloads  # nothing handed to Streamlit's media storage
+    # nothing handed to Streamlit's media storage but the dashboard's own icon
+    assert [data for _, data in downloads.values()] in ([], [FAVICON.read_bytes()])
 
 
 def test_imported_dataset_shows_counts_thumbnails_and_warnings(dataset):
@@ -228,7 +230,10 @@ def test_upload_photos_reports_added_and_rejected(settings, store):
     rejected = at.dataframe[0].value
     assert list(rejected["file"]) == ["broken.jpg", "notes.png"]
     assert "corrupt or truncated" in rejected["reason"][0]
-    assert rejected["reason"][1] == "not an image file (JPEG, PNG, BMP, WebP, GIF or TIFF expected)"
+    assert rejected["reason"][1] == ("a damaged photo: named .png but its content cannot be read as an image (cut "
+                                     "short or corrupted?)")
+    assert ("Rejected files were not added; each row says why. A damaged or oversized photo can often be opened and "
+            "re-saved as JPEG or PNG") in texts(at.caption)
     assert metrics(at)["without_mask"] == "1"
     assert not at.file_uploader(key="upload_photos_1").value  # a fresh, empty uploader for the next batch
 
@@ -259,16 +264,22 @@ def test_bad_zip_shows_an_error_with_a_next_step(settings, store, name, data, me
 def test_zip_of_class_folders_is_imported_with_a_report(settings, store):
     at = open_page()
     archive = zip_bytes({"faces/with_mask/a.jpg": encode(pattern_image(1)),
+                         "faces/with_mask/._a.jpg": b"\x00\x05\x16\x07 AppleDouble",  # macOS junk: left out
+                         "__MACOSX/faces/with_mask/._a.jpg": b"\x00\x05\x16\x07 AppleDouble",
                          "faces/hat/b.jpg": encode(pattern_image(2)),
                          "faces/hat/broken.jpg": b"\xff\xd8 nope",
+                         "faces/hat/notes.txt": b"shopping list",
                          "stray.jpg": encode(pattern_image(4))})
     at.file_uploader(key="upload_zip_0").set_value(("faces.zip", archive, "application/zip"))
     check(at.run())
     button(at, "Import the zip").click()
     check(at.run())
     assert store.label_counts() == {"with_mask": 1, "without_mask": 0, "hat": 1}
-    assert metrics(at)["added"] == "2" and metrics(at)["rejected"] == "2"
-    assert set(at.dataframe[0].value["file"]) == {"faces/hat/broken.jpg", "stray.jpg"}
+    assert metrics(at)["added"] == "2" and metrics(at)["rejected"] == "3"
+    reasons = dict(zip(at.dataframe[0].value["file"], at.dataframe[0].value["reason"]))
+    assert set(reasons) == {"faces/hat/broken.jpg", "faces/hat/notes.txt", "stray.jpg"}
+    assert reasons["faces/hat/broken.jpg"].startswith("a damaged photo: named .jpg")
+    assert reasons["faces/hat/notes.txt"] == "not an image file (JPEG, PNG, BMP, WebP, GIF or TIFF expected)"
     button(at, "Hide the import report").click()
     check(at.run())
     assert "added" not in metrics(at)
@@ -290,8 +301,10 @@ def test_an_import_tells_repeats_within_the_upload_from_photos_already_stored(se
         "added": "1", "already there": "1", "repeated in upload": "2"}
     assert [e.label for e in at.expander] == ["Photos with no face found (1)", "Already in the dataset (1)",
                                               "Repeated within the upload (2)"]
-    assert [t.value for t in at.text][:3] == ["with_mask/a.jpg", "with_mask/old.jpg",
-                                              "with_mask/b.jpg, without_mask/c.jpg"]
+    assert [t.value for t in at.text][:2] == ["with_mask/a.jpg", "with_mask/old.jpg"]
+    repeats = next(frame.value for frame in at.dataframe if "same content as" in frame.value.columns)
+    assert repeats.to_dict("records") == [{"file": "with_mask/b.jpg", "same content as": "with_mask/a.jpg"},
+                                          {"file": "without_mask/c.jpg", "same content as": "with_mask/a.jpg"}]
 
 
 def test_file_names_are_shown_as_they_are_never_read_as_markdown(settings, store):

@@ -659,9 +659,10 @@ def test_repeats_within_an_import_are_told_apart_from_photos_already_stored(stor
                                          "without_mask/c.jpg": second, "with_mask/old-again.jpg": first}), detector)
     assert report.added == ["with_mask/a.jpg"]
     assert report.duplicates == ["with_mask/b.jpg", "without_mask/c.jpg", "with_mask/old-again.jpg"]  # all skipped
-    assert report.repeated == ["with_mask/b.jpg", "without_mask/c.jpg"]
+    assert report.repeated == [("with_mask/b.jpg", "with_mask/a.jpg"), ("without_mask/c.jpg", "with_mask/a.jpg")]
     assert report.already_stored() == ["with_mask/old-again.jpg"]
-    assert report.to_dict()["repeated_files"] == report.repeated
+    assert report.to_dict()["repeated_files"] == [{"name": "with_mask/b.jpg", "repeats": "with_mask/a.jpg"},
+                                                  {"name": "without_mask/c.jpg", "repeats": "with_mask/a.jpg"}]
     [stored] = store.faces_of_photo(store.faces(label="with_mask")[1].sha256)
     assert (stored.source_name, stored.label) == ("with_mask/a.jpg", "with_mask")
     assert store.faces_of_photo("0" * 64) == []

@@ -21,6 +21,10 @@ class BadImage(MaskdetError):
     """The bytes are not a usable image; str(error) says why."""
 
 
+class NotAnImage(BadImage):
+    """The bytes are no image format maskdet reads (another kind of file, or a damaged photo)."""
+
+
 def decode_image(data: bytes, max_pixels: int, arrived_bytes: int | None = None) -> np.ndarray:
     """Decode bytes to an RGB uint8 array (EXIF orientation applied), refusing huge or broken files. arrived_bytes:
     what the file took as it arrived, compressed in a zip (default len(data)); pixels a byte are counted on it."""
@@ -31,7 +35,7 @@ def decode_image(data: bytes, max_pixels: int, arrived_bytes: int | None = None)
     except Image.DecompressionBombError as error:
         raise BadImage(f"image too large ({error})") from None
     except Exception:
-        raise BadImage("not an image file (JPEG, PNG, BMP, WebP, GIF or TIFF expected)") from None
+        raise NotAnImage("not an image file (JPEG, PNG, BMP, WebP, GIF or TIFF expected)") from None
     width, height = image.size
     if width * height > max_pixels:
         raise BadImage(f"image too large: {width}x{height} pixels exceeds the limit of {max_pixels:,}")

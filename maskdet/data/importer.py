@@ -15,7 +15,8 @@ import sqlalchemy as sa
 from PIL import Image
 
 from maskdet.core.errors import StoreError
-from maskdet.core.imageio import BadImage, decode_image
+from maskdet.bundle.pixels import IMAGE_SUFFIXES
+from maskdet.core.imageio import BadImage, NotAnImage, decode_image
 from maskdet.core.text import now
 from maskdet.data.annotations import AnnotatedSet, annotated_in_folder, annotated_in_zip
 from maskdet.data.catalog import photo_id_of, validate_label
@@ -33,7 +34,7 @@ class ImportReport:
     duplicates: list[str] = field(default_factory=list)
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (name, reason)
     no_face: list[str] = field(default_factory=list)
-    repeated: list[str] = field(default_factory=list)  # of the duplicates, those repeating a file of this import
+    repeated: list[tuple[str, str]] = field(default_factory=list)  # (name, the earlier file of this import it repeats)
     faces: int = 0  # faces stored with the added photos
     left_out: list[tuple[str, str]] = field(default_factory=list)  # (name, reason): boxes of added photos not stored
 
@@ -44,7 +45,7 @@ class ImportReport:
 
     def already_stored(self) -> list[str]:
         """The duplicates that were in the dataset before this import (the others repeat a file of the import)."""
-        repeats, stored = Counter(self.repeated), []
+        repeats, stored = Counter(name for name, _ in self.repeated), []
         for name in self.duplicates:
             if repeats[name]:
                 repeats[name] -= 1
@@ -58,8 +59,18 @@ class ImportReport:
 
     def to_dict(self) -> dict:
         return {**self.summary(), "rejected_files": [{"name": n, "reason": r} for n, r in self.rejected],
-                "duplicate_files": self.duplicates, "repeated_files": self.repeated, "no_face_files": self.no_face,
+                "duplicate_files": self.duplicates,
+                "repeated_files": [{"name": n, "repeats": first} for n, first in self.repeated],
+                "no_face_files": self.no_face,
                 "left_out_boxes": [{"name": n, "reason": r} for n, r in self.left_out]}
+
+
+def damaged(name: str) -> str | None:
+    """The reason for a file named as a photo whose content is no image (None for other names)."""
+    suffix = Path(name).suffix.lower()
+    if suffix not in IMAGE_SUFFIXES:
+        return None
+    return f"a damaged photo: named {suffix} but its content cannot be read as an image (cut short or corrupted?)"
 
 
 @dataclass(frozen=True)
@@ -218,7 +229,7 @@ class Importer:
             raise StoreError("No images found: expected class folders (for example with_mask/, without_mask/).")
         cutoff = time.time() - ORPHAN_AGE_SECONDS  # files a killed import left behind
         self._remove_unreferenced(path for path in self.images_dir.glob("*/*") if path.stat().st_mtime < cutoff)
-        offered: set[str] = set()  # SHA-256 of the files of this import read and decoded so far
+        offered: dict[str, str] = {}  # SHA-256 -> name of the files of this import read and decoded so far
         index = HashIndex()  # the stored photos' hashes and near-duplicate groups
         seen_id, added_shas, done = 0, set(), 0
         while done < len(candidates):
@@ -268,14 +279,14 @@ class Importer:
                     face_probability=new.face.probability if new.face else None,
                     landmarks=landmarks_json(new.face) if new.face else None, source=new.source, created_at=now())
 
-    def _decode_batch(self, candidates, offered: set[str], report: ImportReport) -> tuple[list, int]:
+    def _decode_batch(self, candidates, offered: dict[str, str], report: ImportReport) -> tuple[list, int]:
         """Read, validate and decode candidates until the batch holds MAX_BATCH_BYTES of files and pixels; duplicates
         (of a stored photo, or repeating a file `offered` before in this import) and bad files go to the report.
         Returns the batch, (candidate, image, file bytes, SHA-256) each, and how many candidates were taken."""
         with self.engine.connect() as conn:
             return fill_batch(candidates, lambda candidate: self._decode(candidate, conn, offered, report))
 
-    def _decode(self, candidate: Candidate, conn, offered: set[str], report: ImportReport):
+    def _decode(self, candidate: Candidate, conn, offered: dict[str, str], report: ImportReport):
         """One candidate read, checked and decoded for a batch: ((candidate, image, file bytes, SHA-256), bytes held),
         or None when it is a duplicate or cannot be read (the report says which)."""
         try:
@@ -285,16 +296,19 @@ class Importer:
             if sha in offered or photo_id_of(conn, sha) is not None:
                 report.duplicates.append(candidate.name)
                 if sha in offered:
-                    report.repeated.append(candidate.name)
+                    report.repeated.append((candidate.name, offered[sha]))
                 return None
             image = decode_image(data, self.settings.max_pixels, candidate.arrived_size(data))
+        except NotAnImage as error:
+            report.rejected.append((candidate.name, damaged(candidate.name) or str(error)))
+            return None
         except (StoreError, BadImage, OSError) as error:
             report.rejected.append((candidate.name, str(error)))
             return None
         except Exception as error:  # one file's failure, whatever it is, is that file's rejection
             report.rejected.append((candidate.name, f"cannot be read ({type(error).__name__}: {error})"))
             return None
-        offered.add(sha)
+        offered[sha] = candidate.name
         return (replace(candidate, label=label), image, data, sha), len(data) + image.nbytes
 
     def _near_duplicate_group(self, conn, index: HashIndex, phash: str) -> int:

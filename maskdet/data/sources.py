@@ -169,12 +169,14 @@ def zip_candidates(archive: zipfile.ZipFile) -> tuple[list[Candidate], list[tupl
 
 def zip_entries(archive: zipfile.ZipFile) -> list[tuple[zipfile.ZipInfo, list[str]]]:
     """(entry, path_parts) of each file entry of a zip, in order, once the archive is checked (check_archive);
-    __MACOSX and ignored files left out, the entries themselves not checked yet (entry_problem)."""
+    __MACOSX, hidden and ignored files left out, the entries themselves not checked yet (entry_problem)."""
     check_archive(archive)
     entries = []
     for info in archive.infolist():
         parts = path_parts(info.filename)
-        if not (info.is_dir() or not parts or parts[0] == "__MACOSX" or parts[-1] in IGNORED_NAMES):
+        # hidden (._ AppleDouble files, .git/) as a folder import skips them; ".." is not hidden: entry_problem says
+        hidden = any(part.startswith(".") and part.strip(".") for part in parts)
+        if not (info.is_dir() or not parts or parts[0] == "__MACOSX" or parts[-1] in IGNORED_NAMES or hidden):
             entries.append((info, parts))
     return entries
 

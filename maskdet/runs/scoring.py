@@ -15,7 +15,7 @@ from maskdet.core.errors import StoreError
 from maskdet.core.imageio import BadImage, decode_image
 from maskdet.data.annotations import annotated_in_zip
 from maskdet.data.importer import ImportReport, annotated_zip_classes
-from maskdet.data.sources import Candidate, open_zip, path_parts, zip_candidates
+from maskdet.data.sources import Candidate, open_zip, zip_candidates
 from maskdet.data.store import Store
 from maskdet.runs.active import model_path
 from maskdet.serving.box_evaluation import evaluate_boxes
@@ -56,10 +56,7 @@ def evaluate_zip(store: Store, run_id: str, data: bytes, detector, progress=None
         classifier = run_classifier(store, run_id, int8)
         kept, unknown = [], Counter()
         for candidate in candidates:
-            parts = path_parts(candidate.name)
-            if any(part.startswith(".") for part in parts):
-                continue  # hidden files and folders (._name, .git/), as a folder import skips them
-            if Path(parts[-1]).suffix.lower() not in IMAGE_SUFFIXES:
+            if Path(candidate.name).suffix.lower() not in IMAGE_SUFFIXES:
                 rejected.append((candidate.name, "not an image file"))
                 continue
             if candidate.label not in classifier.labels:
