@@ -455,14 +455,17 @@ if page_records:
             ok, _ = attempt_call(store.relabel, selected, move_to)
             if ok:
                 bump("gallery_generation")
-                flash("gallery", "success", f"Moved {plural(len(selected), 'photo')} to {move_to}.")
+                flash("gallery", "success", f"Moved {plural(len(selected), 'face')} to {move_to}.")
                 st.rerun()
-        if remove_column.button(f"Delete {len(selected)} selected", key="delete_selected", disabled=not selected):
-            ok, _ = attempt_call(store.delete_faces, selected)
-            if ok:
-                bump("gallery_generation")
-                flash("gallery", "success", f"Deleted {plural(len(selected), 'photo')}.")
-                st.rerun()
+        with remove_column.popover(f"Delete {len(selected)} selected", disabled=not selected):
+            st.write(f"Delete {plural(len(selected), 'face')} from the dataset? A photo goes with its last face. "
+                     "This cannot be undone (a backup can bring them back).")
+            if st.button(f"Yes, delete {plural(len(selected), 'face')}", key="delete_selected", type="primary"):
+                ok, _ = attempt_call(store.delete_faces, selected)
+                if ok:
+                    bump("gallery_generation")
+                    flash("gallery", "success", f"Deleted {plural(len(selected), 'face')}.")
+                    st.rerun()
 
 
 # ---- one photo's face box ------------------------------------------------------------------------------------

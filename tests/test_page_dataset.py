@@ -169,15 +169,17 @@ def test_move_and_delete_selected_photos(dataset):
     check(at.run())
     assert store.label_counts() == {"with_mask": 2, "without_mask": 7}
     assert {r.id for r in store.faces(label="without_mask")} >= {r.id for r in with_mask[:2]}
-    assert "Moved 2 photos to without_mask." in texts(at.success)
+    assert "Moved 2 faces to without_mask." in texts(at.success)
     assert len(at.image) == 2 and not any(c.value for c in at.checkbox if c.key.startswith("pick_"))
 
     button(at, "Select page").click()
     check(at.run())
     assert all(c.value for c in at.checkbox if c.key.startswith("pick_"))
     doomed = store.faces(label="with_mask")
-    button(at, "Delete 2 selected").click()
+    assert "Delete 2 faces from the dataset? A photo goes with its last face." in texts(at.markdown)  # asked first
+    button(at, "Yes, delete 2 faces").click()
     check(at.run())
+    assert "Deleted 2 faces." in texts(at.success)
     assert store.label_counts() == {"with_mask": 0, "without_mask": 7}
     assert not any(store.image_path(record).exists() for record in doomed)
     assert "No photos here yet." in texts(at.info)
@@ -400,7 +402,7 @@ def test_gallery_is_paginated(tmp_path, store, detector):
     assert first_page.isdisjoint(c.key for c in at.checkbox if c.key.startswith("pick_"))
     button(at, "Select page").click()
     check(at.run())
-    button(at, "Delete 6 selected").click()  # page 2 disappears; the gallery falls back to page 1
+    button(at, "Yes, delete 6 faces").click()  # page 2 disappears; the gallery falls back to page 1
     check(at.run())
     assert len(store.faces()) == 24
     assert len(at.image) == 24 and "24 photos, page 1 of 1." in texts(at.caption)
