@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from maskdet.bundle.mtcnn_cascade import NETWORK_FILES
 from maskdet.serving.bundle import bundle_zip
 from maskdet.serving.classifier import load_classifier
 from maskdet.serving.predict import predict_image
 from maskdet.vision.faces import FaceDetector, box_iou
+from maskdet.vision.mtcnn import facenet_networks
 
 BUNDLE_FILES = {"README.md", "predict_onnx.py", "mtcnn_cascade.py", "crop_rule.py", "pixels.py", "mtcnn_pnet.onnx",
                 "mtcnn_rnet.onnx", "mtcnn_onet.onnx", "model.onnx", "labels.json", "preprocessing.json",
@@ -65,6 +67,8 @@ def run_script(bundle, shared_data, real_dev_data, tmp_path_factory):
 
 def test_bundle_holds_the_networks_and_every_module_its_script_imports(bundle):
     assert {path.name for path in bundle.iterdir()} == BUNDLE_FILES
+    for name, network in zip(NETWORK_FILES, facenet_networks(), strict=True):  # the set its model's settings name
+        assert (bundle / name).read_bytes() == network
     allowed = sys.stdlib_module_names | {"numpy", "onnxruntime", "PIL"} | {p.stem for p in bundle.glob("*.py")}
     for script in bundle.glob("*.py"):
         for node in ast.walk(ast.parse(script.read_text())):

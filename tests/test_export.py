@@ -91,7 +91,8 @@ def test_export_writes_one_file_with_the_contract_in_metadata(exported):
     meta = {p.key: p.value for p in proto.metadata_props}
     assert set(meta) == {"maskdet_version", "labels", "preprocess", "crop_rule", "detector", "opset"}
     assert json.loads(meta["detector"]) == {"search_side": 640, "min_face_size": 20, "thresholds": [0.6, 0.7, 0.7],
-                                            "min_probability": 0.0, "max_faces": 200, "pad_fraction": 0.25}
+                                            "min_probability": 0.0, "max_faces": 200, "pad_fraction": 0.25,
+                                            "networks": "facenet"}
     assert json.loads(meta["labels"]) == LABELS
     assert json.loads(meta["preprocess"]) == {"input_size": SIZE, "mean": [0.485, 0.456, 0.406],
                                               "std": [0.229, 0.224, 0.225], "color_order": "RGB",
@@ -140,6 +141,7 @@ def test_detector_settings_travel_in_the_metadata_and_default_when_absent(export
     ('{"search_side": 100000}', "search_side is 100000"),
     ('{"thresholds": [0.6, 0.7]}', "thresholds are (0.6, 0.7)"),
     ('{"min_face_size": 8}', "min_face_size is 8"),
+    ('{"networks": "yolo"}', "networks is 'yolo', not one of facenet, masked"),
     ('{"colour": "red"}', "must be an object"),
     ("[1, 2]", "must be an object"),
     ('{"thresholds": 3}', "has detector settings maskdet cannot use"),
@@ -317,3 +319,19 @@ def test_a_model_file_above_the_size_cap_is_refused_unread(exported, monkeypatch
     with pytest.raises(NotAMaskdetModel) as error:
         load_classifier(exported[1])
     assert re.fullmatch(r"model\.onnx is [89] MB; a maskdet model is at most 1 MB\.", str(error.value))
+
+
+def test_a_model_naming_the_masked_networks_gets_them_in_its_bundle(exported, tmp_path):
+    import io
+    import zipfile
+
+    from maskdet.bundle.mtcnn_cascade import NETWORK_FILES
+    from maskdet.serving.bundle import bundle_zip
+    from maskdet.vision.mtcnn import masked_networks
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    with_detector(exported[1], folder / "model.onnx", json.dumps({"networks": "masked"}))
+    assert load_classifier(folder / "model.onnx").detector.networks == "masked"
+    with zipfile.ZipFile(io.BytesIO(bundle_zip(folder))) as archive:
+        assert [archive.read(name) for name in NETWORK_FILES] == list(masked_networks())

@@ -350,7 +350,7 @@ def test_an_uploaded_model_whose_metadata_does_not_fit_leaves_nothing(untrained,
     hostile = tmp_path / "hostile.onnx"
     shutil.copyfile(untrained.path, hostile)
     export.write_metadata(hostile, ["with_mask", "without_mask"], Preprocess(input_size=100_000),
-                          CropRule(1.25, 100_000))  # each crop would take 30 GB
+                          CropRule(1.25, 100_000), untrained.detector)  # each crop would take 30 GB
     with pytest.raises(NotAMaskdetModel, match="^hostile.onnx declares 100000-pixel inputs, 100000-pixel crops"):
         media.save_uploaded_model(tmp_path / "home", "hostile.onnx", hostile.read_bytes())
     assert list((tmp_path / "home" / media.UPLOADED_MODELS).iterdir()) == []

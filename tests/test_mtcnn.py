@@ -68,7 +68,7 @@ def test_same_faces_as_facenet_pytorch(shared_data):
     from facenet_pytorch import MTCNN
 
     reference = MTCNN(keep_all=True, min_face_size=20, post_process=False, device="cpu")
-    ours = OnnxMTCNN(min_face_size=20)
+    ours = OnnxMTCNN(min_face_size=20, network_set="facenet")  # the same weights
     photos = sorted((shared_data / "without_mask").glob("*.jpg"))[:12] + \
         sorted((shared_data / "with_mask").glob("*.jpg"))[:12]
     ious, landmark_errors = [], []

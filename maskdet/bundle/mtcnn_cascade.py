@@ -16,6 +16,9 @@ import onnxruntime as ort
 MIN_FACE_SIDE = 12  # PNet's receptive field
 NETWORK_FILES = ("mtcnn_pnet.onnx", "mtcnn_rnet.onnx", "mtcnn_onet.onnx")  # their names in the model bundle
 DETECTOR_KEY = "detector"  # a model's metadata entry holding its DetectorSettings as JSON
+# The sets of networks: facenet-pytorch's pretrained three; or its PNet with RNet and ONet fine-tuned on masked faces
+# (maskdet/vision/networks/, made by scripts/finetune_mtcnn.py). A model bundle ships its model's set.
+NETWORK_SETS = ("facenet", "masked")
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,7 @@ class DetectorSettings:
     min_probability: float = 0.0  # faces found with a lower face probability are dropped
     max_faces: int = 200  # faces kept per photo, largest first: a crowd photo's
     pad_fraction: float = 0.25  # none found: search again with a border of this fraction of the longer side
+    networks: str = "facenet"  # one of NETWORK_SETS
 
     def __post_init__(self):
         problem = self.problem()
@@ -49,6 +53,8 @@ class DetectorSettings:
             return f"max_faces is {self.max_faces!r}, not a whole number from 1 to 1000"
         if not (isinstance(self.pad_fraction, (int, float)) and 0 <= self.pad_fraction <= 1):
             return f"pad_fraction is {self.pad_fraction!r}, not from 0 to 1"
+        if self.networks not in NETWORK_SETS:
+            return f"networks is {self.networks!r}, not one of {', '.join(NETWORK_SETS)}"
         return None
 
     def to_dict(self) -> dict:

@@ -8,7 +8,7 @@ from pathlib import Path
 from maskdet.bundle.mtcnn_cascade import NETWORK_FILES
 from maskdet.core.contract import INPUT_NAME
 from maskdet.serving.classifier import load_classifier
-from maskdet.vision.mtcnn import onnx_networks
+from maskdet.vision.mtcnn import NETWORKS
 
 BUNDLE_SOURCES = ("README.md", "predict_onnx.py", "mtcnn_cascade.py", "crop_rule.py", "pixels.py")  # maskdet/bundle/
 
@@ -30,7 +30,7 @@ def bundle_zip(run_dir: Path) -> bytes:
                 archive.write(run_dir / name, name)
         archive.writestr("labels.json", json.dumps(classifier.labels, indent=2))
         archive.writestr("preprocessing.json", json.dumps(contract, indent=2))
-        for name, network in zip(NETWORK_FILES, onnx_networks()):
+        for name, network in zip(NETWORK_FILES, NETWORKS[classifier.detector.networks]()):  # the ones it finds with
             archive.writestr(name, network)
         for name in BUNDLE_SOURCES:
             archive.write(Path(__file__).parents[1] / "bundle" / name, name)

@@ -4,6 +4,7 @@ metadata that the checks, the CLI's flags and the Train page are built from. Imp
 import json
 from dataclasses import Field, asdict, dataclass, field, fields
 
+from maskdet.bundle.mtcnn_cascade import NETWORK_SETS
 from maskdet.core.contract import CROP_MARGINS, INPUT_SIZES
 from maskdet.data.splits import checked_split
 from maskdet.vision.augment import AugmentConfig
@@ -79,6 +80,12 @@ class TrainConfig:
     device: str = choice("cpu", DEVICES, "Where training computes: cpu, the default; cuda insists on a CUDA GPU; "
                                          "auto takes one when PyTorch finds it, else the CPU. Feature extraction uses "
                                          "the GPU only with onnxruntime-gpu installed.", "Device", more=True)
+    detector_networks: str = choice("facenet", NETWORK_SETS, "The face detector's networks, stored with the model so "
+                                                              "that predict, Live and its bundle find faces with them: "
+                                                              "facenet-pytorch's, the default, or maskdet's fine-tuned "
+                                                              "on masked faces (more masked faces found in real "
+                                                              "scenes, fewer bare and small ones).",
+                                    "Face detector networks", more=True)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     synthetic_masks: SyntheticMasks = field(default_factory=SyntheticMasks)
 

@@ -60,19 +60,21 @@ def export_front(model: MaskNet, cut: int, path: Path, input_size: int) -> Path:
     return export_module(Front(model, cut), path, input_size, "activations")
 
 
-def export_classifier(model: MaskNet, path: Path, labels: list[str], preprocess: Preprocess, rule: CropRule) -> Path:
+def export_classifier(model: MaskNet, path: Path, labels: list[str], preprocess: Preprocess, rule: CropRule,
+                      detector: DetectorSettings = DetectorSettings()) -> Path:
     """The deliverable: uint8 RGB NHWC face crops in, class probabilities out, contract in the metadata."""
     export_module(WithSoftmax(model), path, preprocess.input_size, "probabilities")
-    write_metadata(path, labels, preprocess, rule)
+    write_metadata(path, labels, preprocess, rule, detector)
     return Path(path)
 
 
-def write_metadata(path: Path, labels: list[str], preprocess: Preprocess, rule: CropRule) -> None:
+def write_metadata(path: Path, labels: list[str], preprocess: Preprocess, rule: CropRule,
+                   detector: DetectorSettings) -> None:
     proto = onnx.load(str(path))
     values = {"maskdet_version": __version__, "labels": json.dumps(labels),
               "preprocess": json.dumps(preprocess.to_dict()),
               "crop_rule": json.dumps({"margin": rule.margin, "size": rule.size, "square": True, "clamp": True}),
-              DETECTOR_KEY: json.dumps(DetectorSettings().to_dict()), "opset": str(OPSET)}
+              DETECTOR_KEY: json.dumps(detector.to_dict()), "opset": str(OPSET)}
     del proto.metadata_props[:]
     for key, value in values.items():
         proto.metadata_props.add(key=key, value=value)
@@ -125,12 +127,13 @@ EXPORT_TASKS = ("exporting and checking model.onnx", "quantising to int8", "chec
 def export_run(model: MaskNet, folder: Path, labels: list[str], preprocess: Preprocess, rule: CropRule,
                test_crops, test_probabilities: np.ndarray, test_targets: np.ndarray,
                calibration: np.ndarray, with_int8: bool,
-               on_task: Callable[[int, int, str], None] = lambda done, total, task: None) -> dict:
+               on_task: Callable[[int, int, str], None] = lambda done, total, task: None,
+               detector: DetectorSettings = DetectorSettings()) -> dict:
     """Write model.onnx (and model.int8.onnx) into folder; return the export part of the run's metrics. on_task(done,
     total, task) is called as each of EXPORT_TASKS (the first only, without int8) begins."""
     tasks = EXPORT_TASKS if with_int8 and len(calibration) else EXPORT_TASKS[:1]
     on_task(0, len(tasks), tasks[0])
-    path = export_classifier(model, folder / "model.onnx", labels, preprocess, rule)
+    path = export_classifier(model, folder / "model.onnx", labels, preprocess, rule, detector)
     classifier = load_classifier(path)
     result = {"onnx": {"file": path.name, "bytes": path.stat().st_size, "opset": OPSET,
                        "parity": parity(classifier, test_crops, test_probabilities),

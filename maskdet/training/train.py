@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from maskdet.bundle.mtcnn_cascade import DetectorSettings
 from maskdet.core.contract import Preprocess
 from maskdet.core.errors import TrainingError
 from maskdet.core.metrics import classification_report
@@ -109,7 +110,8 @@ def train(store: Store, config: TrainConfig, run_dir: Path, callbacks: Callbacks
         calibration = splits["train"].crops[np.random.default_rng(config.seed).permutation(len(records["train"]))[:128]]
         artefacts = export.export_run(model, staging, labels, preprocess, rule, test.crops, probabilities,
                                       test.targets, calibration, config.quantize,
-                                      lambda done, total, task: callbacks.report(Progress("export", done, total, task=task)))
+                                      lambda done, total, task: callbacks.report(Progress("export", done, total, task=task)),
+                                      DetectorSettings(networks=config.detector_networks))
         timings["export"] = time.monotonic() - mark
         shutil.rmtree(scratch)
         timings["total"] = time.monotonic() - started

@@ -52,28 +52,29 @@ class FaceDetector:
     MTCNN cannot place it; with a border of `pad_fraction` of the longer side on each side it can.
 
     min_face_size is in pixels of the downscaled copy (PNet cannot see faces under 12 pixels there). The networks
-    are built on the first detection (a second or so, and torch to export them), so work that ends before any photo
-    is decoded, such as an import whose only file is rejected, never pays for them."""
+    (`network_set`, one of vision.mtcnn.NETWORKS) are loaded on the first detection, so work that ends before any
+    photo is decoded, such as an import whose only file is rejected, never pays for them."""
 
     def __init__(self, detect_side: int = 160, fallback_side: int = 640, min_face_size: int = 20,
                  thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7), min_probability: float = 0.0,
-                 pad_fraction: float = 0.25):
+                 pad_fraction: float = 0.25, network_set: str = "facenet"):
         self.detect_side = detect_side
         self.fallback_side = fallback_side
         self.min_probability = min_probability
         self.pad_fraction = pad_fraction
         self.min_face_size = min_face_size
         self.thresholds = thresholds
+        self.network_set = network_set  # one of vision.mtcnn.NETWORKS
 
     @classmethod
     def for_photos(cls, settings: DetectorSettings) -> "FaceDetector":
         """The detector a model's DetectorSettings describe: one search size (no larger fallback)."""
         return cls(settings.search_side, settings.search_side, settings.min_face_size, settings.thresholds,
-                   settings.min_probability, settings.pad_fraction)
+                   settings.min_probability, settings.pad_fraction, settings.networks)
 
     @cached_property
     def mtcnn(self) -> OnnxMTCNN:
-        return OnnxMTCNN(self.min_face_size, self.thresholds)
+        return OnnxMTCNN(self.min_face_size, self.thresholds, network_set=self.network_set)
 
     def detect(self, images: list[np.ndarray], file_sizes: list[int] | None = None) -> list[list[Face]]:
         """All faces per image, largest first; with file_sizes (bytes each image arrived as), each search is

@@ -1,5 +1,11 @@
-"""MTCNN with facenet-pytorch's three networks and weights run in onnxruntime: the cascade of
-maskdet/bundle/mtcnn_cascade.py (shared with the model bundle) with OpenCV's resize and NMS plugged in.
+"""MTCNN's three networks run in onnxruntime: the cascade of maskdet/bundle/mtcnn_cascade.py (shared with the model
+bundle) with OpenCV's resize and NMS plugged in.
+
+NETWORKS holds the sets of networks (bundle/mtcnn_cascade.py: NETWORK_SETS; a model's DetectorSettings names its
+set): "facenet" (the default), facenet-pytorch's pretrained three, exported to ONNX in memory (once; torch needed);
+and "masked", its PNet with RNet and ONet fine-tuned on masked faces, shipped in vision/networks/ (made by
+scripts/finetune_mtcnn.py from masks-small; how, and their validation figures, in networks/detector.json). On real
+scenes the masked set finds more masked faces but fewer bare and small ones (docs/performance.md, Real scenes).
 
 The same cascade as facenet_pytorch.MTCNN.detect (image pyramid → PNet → NMS → RNet → ONet), without
 PyTorch's per-operator overhead on small tensors: about 4x faster on a CPU. `track` runs only the last
@@ -9,16 +15,24 @@ stage on the previous frame's boxes, which follows moving faces between full det
 import io
 import warnings
 from functools import lru_cache
+from pathlib import Path
 
 import cv2
 import numpy as np
 import onnxruntime as ort
 
-from maskdet.bundle.mtcnn_cascade import Cascade, session
+from maskdet.bundle.mtcnn_cascade import NETWORK_FILES, Cascade, session
+
+SHIPPED = Path(__file__).with_name("networks")
+
+
+def masked_networks() -> tuple[bytes, bytes, bytes]:
+    """The shipped networks fine-tuned on masked faces (PNet, RNet, ONet) as ONNX bytes."""
+    return tuple((SHIPPED / name).read_bytes() for name in NETWORK_FILES)
 
 
 @lru_cache(maxsize=1)
-def onnx_networks() -> tuple[bytes, bytes, bytes]:
+def facenet_networks() -> tuple[bytes, bytes, bytes]:
     """facenet-pytorch's pretrained PNet, RNet and ONet exported to ONNX in memory (about a second, once)."""
     # here, not at the top: serving finds faces without torch, which only this one-off export needs
     import torch
@@ -37,9 +51,12 @@ def onnx_networks() -> tuple[bytes, bytes, bytes]:
             export(ONet(), 48, ["regression", "landmarks", "probability"]))
 
 
-@lru_cache(maxsize=1)
-def networks() -> tuple[ort.InferenceSession, ort.InferenceSession, ort.InferenceSession]:
-    return tuple(session(model) for model in onnx_networks())
+NETWORKS = {"facenet": facenet_networks, "masked": masked_networks}  # by NETWORK_SETS name
+
+
+@lru_cache(maxsize=len(NETWORKS))
+def networks(name: str = "facenet") -> tuple[ort.InferenceSession, ort.InferenceSession, ort.InferenceSession]:
+    return tuple(session(model) for model in NETWORKS[name]())
 
 
 def resize_area(image: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -54,8 +71,8 @@ def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
 
 
 class OnnxMTCNN(Cascade):
-    """The cascade on facenet-pytorch's networks, with OpenCV's resize and NMS."""
+    """The cascade on one set of NETWORKS (facenet-pytorch's by default), with OpenCV's resize and NMS."""
 
     def __init__(self, min_face_size: int = 20, thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
-                 factor: float = 0.709):
-        super().__init__(*networks(), min_face_size, thresholds, factor, resize=resize_area, iou_nms=nms)
+                 factor: float = 0.709, network_set: str = "facenet"):
+        super().__init__(*networks(network_set), min_face_size, thresholds, factor, resize=resize_area, iou_nms=nms)
