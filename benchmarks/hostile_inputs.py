@@ -1,15 +1,18 @@
 """Hostile files replayed through the real code paths, one child process each: peak memory and CPU per file.
 
-    python benchmarks/hostile_inputs.py [--quick] [--only NAME,...] [--data DIR]
+    python benchmarks/hostile_inputs.py [--quick] [--only NAME,...] [--data DIR] [--postgres URL]
 
 Each file (at most 2 MB) is written to a temporary folder and handed to a fresh child process doing what a user
 does with it: `python -m maskdet import` (zips, folders, photos), scoring a run on an uploaded zip
 (evaluate_zip, the Metrics page), `python -m maskdet predict` (photos), annotating an uploaded video
-(media.annotate_video, the Live page) or keeping and using an uploaded model (media.save_uploaded_model, the Live
-page). Peak RSS and CPU seconds (user + system) come from wait4. Each kind of child also handles a small valid
-input first: its baseline, so that the cost the file adds is visible. One JSON line per run, then a summary line:
-whether every file cost at most 1 GiB and 30 s of CPU beyond its baseline. --data (masks-small) puts real faces in
-the longest allowed video. --quick makes every file tiny: a check that the benchmark works, not a measurement.
+(media.annotate_video, the Live page), keeping and using an uploaded model (media.save_uploaded_model, the Live
+page) or `python -m maskdet restore` (backups). Peak RSS and CPU seconds (user + system) come from wait4. Each kind
+of child also handles a small valid input first: its baseline, so that the cost the file adds is visible. After each
+child, the database it used (if any) goes through maskdet's integrity check. One JSON line per run, then a summary
+line: whether every file cost at most 1 GiB and 30 s of CPU beyond its baseline, and whether every database stayed
+intact. --data (masks-small) puts real faces in the longest allowed video. --postgres (a server's URL, as
+MASKDET_TEST_POSTGRES_URL) also replays the backups into a new database on it, dropped after. --quick makes every
+file tiny: a check that the benchmark works, not a measurement.
 """
 
 import argparse
@@ -25,8 +28,10 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
+import zipfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,11 +39,9 @@ import numpy as np
 from home import ROOT, add_shared_arguments
 from PIL import Image
 
-from maskdet.runs.scoring import evaluate_zip
-
 LIMIT_BYTES, LIMIT_CPU = 2**30, 30.0  # the target: what a file of at most 2 MB may cost beyond the baseline
 KILL_BYTES = 6 * 2**30  # a child above this is stopped (the machine is shared); its figure then reads "killed"
-KINDS = ("import", "evaluate", "predict", "video", "model")
+KINDS = ("import", "evaluate", "predict", "video", "model", "restore")
 
 
 @dataclass
@@ -394,6 +397,64 @@ def label_mismatch(folder: Path, quick: bool) -> Path:
     return tiny_model(folder / "label-mismatch.onnx", labels=["a", "b", "c"])
 
 
+def empty_backup(folder: Path) -> dict[str, bytes]:
+    """The entries of a backup of a new, empty data home (its settings row and two classes)."""
+    from maskdet.core.settings import Settings
+    from maskdet.data.store import Store
+    from maskdet.runs.backup import backup
+
+    home = folder / "empty-home"
+    backup(Store(Settings(home / "home", home / "models", f"sqlite:///{home / 'home' / 'maskdet.db'}", None,
+                          40_000_000)), home / "backup.zip")
+    with zipfile.ZipFile(home / "backup.zip") as archive:
+        entries = {name: archive.read(name) for name in archive.namelist()}
+    shutil.rmtree(home)
+    return entries
+
+
+def backup_with_rows(folder: Path, name: str, table: str, blocks: Iterable[bytes], count: int) -> Path:
+    """The empty backup with `table`'s rows replaced by these blocks of JSON lines (deflated as they come), counted by
+    its manifest as an attacker who read the format would."""
+    entries = empty_backup(folder)
+    manifest = json.loads(entries.pop("manifest.json"))
+    entries.pop(f"tables/{table}.jsonl")
+    with zipfile.ZipFile(folder / name, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+        archive.writestr("manifest.json", json.dumps({**manifest, "counts": {**manifest["counts"], table: count}}))
+        for entry_name, data in entries.items():
+            archive.writestr(entry_name, data)
+        with archive.open(f"tables/{table}.jsonl", "w", force_zip64=True) as rows:
+            for block in blocks:
+                rows.write(block)
+    return folder / name
+
+
+def empty_rows(folder: Path, quick: bool) -> Path:
+    """Hostile files, round two (E): a 1.85 MB backup whose tables/meta.jsonl unpacks to 1.9 GB of `{}` lines,
+    counted by its manifest (it filled memory before, counted or not)."""
+    lines, block = (2**15, 2**15) if quick else (633_000_000, 2**20)
+    blocks = [b"{}\n" * block] * (lines // block) + [b"{}\n" * (lines % block)]
+    return backup_with_rows(folder, "empty-rows-backup.zip", "meta", blocks, lines)
+
+
+def many_rows(folder: Path, quick: bool) -> Path:
+    """As many distinct settings rows as fit in 2 MB (880,000): the most rows a backup of that size can bring."""
+    count = 1000 if quick else 880_000
+    blocks = (b"".join(b'{"key": "k%09d", "value": ""}\n' % index for index in range(start, min(start + 10_000, count)))
+              for start in range(0, count, 10_000))
+    return backup_with_rows(folder, "many-rows-backup.zip", "meta", blocks, count)
+
+
+def padded_rows(folder: Path, quick: bool) -> Path:
+    """235 failed runs whose settings are 1 MiB of one letter and 11 KB of noise each (1.9 MB): about as much row
+    text (238 MiB) as the packing bound lets a backup of that size bring."""
+    count, pad = (3, 10_000) if quick else (235, 2**20)
+    rng = np.random.default_rng(0)
+    blocks = (json.dumps({"id": f"r{index:06d}", "created_at": "2026-12-05T00:00:00.000+00:00", "status": "failed",
+                          "config": "a" * pad + rng.bytes(5500).hex(), "cancel_requested": False}).encode()
+              + b"\n" for index in range(count))
+    return backup_with_rows(folder, "padded-rows-backup.zip", "runs", blocks, count)
+
+
 def cases(data: Path | None) -> list[Case]:
     zips = [("blank-pngs", blank_pngs), ("sparse-40mp", sparse_photos), ("overlapping-entries", overlapping_entries),
             ("overlapping-under-cap", overlapping_under_cap), ("lying-sizes", lying_sizes),
@@ -416,7 +477,9 @@ def cases(data: Path | None) -> list[Case]:
                                                             ("label-mismatch", label_mismatch),
                                                             ("sparse-weights", sparse_weights),
                                                             ("heavy-compute", heavy_compute),
-                                                            ("deep-labels", deep_labels))])
+                                                            ("deep-labels", deep_labels))]
+            + [Case(name, "restore", make) for name, make in (("empty-rows", empty_rows), ("many-rows", many_rows),
+                                                              ("padded-rows", padded_rows))])
 
 
 def baselines(folder: Path, model: Path | None) -> dict[str, Path]:
@@ -425,6 +488,10 @@ def baselines(folder: Path, model: Path | None) -> dict[str, Path]:
     one = write(folder, "one-photo.zip", zip_of([entry("with_mask/a.jpg", jpeg(photo()))]))
     files = {"import": one, "evaluate": one, "predict": write(folder, "photo.jpg", jpeg(photo()))}
     files["video"] = video(folder / "clip.mp4", flat_frames(10, (640, 480)), 10, (640, 480))
+    with zipfile.ZipFile(folder / "empty-backup.zip", "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in empty_backup(folder).items():
+            archive.writestr(name, data)
+    files["restore"] = folder / "empty-backup.zip"
     if model:
         files["model"] = model
     return files
@@ -451,14 +518,20 @@ def command(kind: str, path: Path, model: Path | None) -> list[str]:
         return [python, "-m", "maskdet", "import", str(path), *(["--label", "with_mask"] if single else [])]
     if kind == "predict":
         return [python, "-m", "maskdet", "predict", str(path), "--model", str(model)]
+    if kind == "restore":
+        return [python, "-m", "maskdet", "restore", str(path)]
     return [python, __file__, "--child", kind, str(path), "--model", str(model)]
 
 
-def replay(kind: str, path: Path, model: Path | None, home: Path, timeout: float) -> dict:
-    """Run one child on one file; its outcome line, peak RSS and CPU seconds."""
+def replay(kind: str, path: Path, model: Path | None, home: Path, timeout: float, server: str | None = None) -> dict:
+    """Run one child on one file (on a new database of the PostgreSQL server, if given); its outcome line, peak RSS,
+    CPU seconds, and what the integrity check says of the database it used (None: it used none)."""
     env = {**os.environ, "MASKDET_HOME": str(home / "home"), "MASKDET_MODELS": str(home / "models"),
            "PYTHONPATH": str(ROOT)}
+    database = in_child("database", server) if server else None
     env.pop("MASKDET_DATABASE_URL", None)
+    if database:
+        env["MASKDET_DATABASE_URL"] = database
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.monotonic()
         child = subprocess.Popen(command(kind, path, model), cwd=ROOT, env=env, stdout=out, stderr=err,
@@ -472,9 +545,22 @@ def replay(kind: str, path: Path, model: Path | None, home: Path, timeout: float
         err.seek(0)
         outcome = stopped[0] if stopped else summary_line(out.read().decode(errors="replace"),
                                                           err.read().decode(errors="replace"), child.returncode)
+    sqlite = home / "home" / "maskdet.db"
+    problems = in_child("integrity", database or f"sqlite:///{sqlite}") if database or sqlite.exists() else None
+    if database:
+        in_child("database", server, database)
     shutil.rmtree(home, ignore_errors=True)
     return {"outcome": outcome, "peak_rss_mb": round(usage.ru_maxrss / 1024), "wall_s": round(wall, 1),
-            "cpu_s": round(usage.ru_utime + usage.ru_stime, 1)}
+            "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+            "integrity": None if problems is None else "; ".join(problems) or "ok"}
+
+
+def in_child(*args: str):
+    """What a helper child of this script prints (as JSON): database work stays out of this process, whose memory
+    its children's peak RSS would count."""
+    run = subprocess.run([sys.executable, __file__, f"--{args[0]}", *args[1:]], cwd=ROOT, check=True,
+                         stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return json.loads(run.stdout.splitlines()[-1])
 
 
 def watch(child: subprocess.Popen, deadline: float, stopped: list) -> None:
@@ -514,6 +600,7 @@ def child(kind: str, path: Path, model: Path) -> None:
     try:
         if kind == "evaluate":
             from maskdet.data.store import Store
+            from maskdet.runs.scoring import evaluate_zip
             from maskdet.training.config import TrainConfig
             from maskdet.vision.faces import FaceDetector
 
@@ -546,6 +633,31 @@ def child(kind: str, path: Path, model: Path) -> None:
         sys.exit(2)
 
 
+def integrity_child(url: str) -> None:
+    """Print the integrity problems of the database at url, as a JSON list (empty: it is intact)."""
+    from maskdet.data.database import integrity_problems, open_database
+
+    engine = open_database(url)
+    print(json.dumps(integrity_problems(engine)))
+    engine.dispose()
+
+
+def database_child(server: str, drop: str | None = None) -> None:
+    """Make a new database on the PostgreSQL server at `server` (the URL of a database there, connected through) and
+    print its URL; or drop the database at `drop`."""
+    import sqlalchemy as sa
+
+    from maskdet.data.database import open_database
+
+    target = sa.make_url(drop) if drop else sa.make_url(server).set(database=f"maskdet_hostile_{uuid.uuid4().hex[:12]}")
+    admin = open_database(server)
+    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(sa.text(f"DROP DATABASE {target.database} WITH (FORCE)" if drop
+                             else f"CREATE DATABASE {target.database}"))
+    admin.dispose()
+    print(json.dumps(target.render_as_string(hide_password=False)))
+
+
 # ---- main ----------------------------------------------------------------------------------------------------------
 
 def make(workdir: Path, chosen: list[Case], quick: bool) -> dict:
@@ -564,13 +676,22 @@ def main() -> None:
     parser.add_argument("--only", help="comma-separated file names (see cases()); default: all")
     parser.add_argument("--kinds", default=",".join(KINDS), help="comma-separated paths to replay files on")
     parser.add_argument("--timeout", type=float, default=300, help="seconds a child may run")
+    parser.add_argument("--postgres", metavar="URL", help="also replay backups into new databases on this PostgreSQL "
+                                                          "server (the URL of a database there, as "
+                                                          "MASKDET_TEST_POSTGRES_URL)")
     parser.add_argument("--child", nargs=2, metavar=("KIND", "PATH"), help=argparse.SUPPRESS)
+    parser.add_argument("--integrity", help=argparse.SUPPRESS)
+    parser.add_argument("--database", nargs="+", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--make", help=argparse.SUPPRESS)
     add_shared_arguments(parser)
     args = parser.parse_args()
     if args.child:
         return child(args.child[0], Path(args.child[1]), Path(args.model))
+    if args.integrity:
+        return integrity_child(args.integrity)
+    if args.database:
+        return database_child(*args.database)
     chosen = [case for case in cases(Path(args.data)) if (not args.only or case.name in args.only.split(","))
               and case.kind in args.kinds.split(",")]
     if args.make:
@@ -583,28 +704,37 @@ def main() -> None:
                                  check=True, stdout=subprocess.PIPE, text=True).stdout
         made = json.loads(written.splitlines()[-1])
         model = made["model"] and Path(made["model"])
-        base, results = {}, []
-        for kind in sorted({case.kind for case in chosen}, key=KINDS.index):
+        runs = [(case, server) for case in chosen
+                for server in ([None, args.postgres] if case.kind == "restore" and args.postgres else [None])]
+        base, results, intact = {}, [], []
+        for kind, server in sorted({(case.kind, server) for case, server in runs},
+                                   key=lambda run: (KINDS.index(run[0]), run[1] is not None)):
             path = Path(made["baselines"][kind])
-            base[kind] = replay(kind, path, model, workdir / "run", args.timeout)
-            print(json.dumps({"baseline": kind, "bytes": size(path), **base[kind]}), flush=True)
-        for case in chosen:
+            base[kind, server] = replay(kind, path, model, workdir / "run", args.timeout, server)
+            print(json.dumps({"baseline": path_name(kind, server), "bytes": size(path), **base[kind, server]}),
+                  flush=True)
+        for case, server in runs:
             path = Path(made["files"][case.name])
-            result = replay(case.kind, path, model, workdir / "run", args.timeout)
-            extra_rss = (result["peak_rss_mb"] - base[case.kind]["peak_rss_mb"]) * 2**20
-            extra_cpu = result["cpu_s"] - base[case.kind]["cpu_s"]
+            result = replay(case.kind, path, model, workdir / "run", args.timeout, server)
+            extra_rss = (result["peak_rss_mb"] - base[case.kind, server]["peak_rss_mb"]) * 2**20
+            extra_cpu = result["cpu_s"] - base[case.kind, server]["cpu_s"]
             within = (not result["outcome"].startswith("killed") and extra_rss <= LIMIT_BYTES
                       and extra_cpu <= LIMIT_CPU)
             results.append(within)
-            print(json.dumps({"file": path.name, "path": case.kind, "bytes": size(path), **result,
+            intact.append(result["integrity"] in ("ok", None))
+            print(json.dumps({"file": path.name, "path": path_name(case.kind, server), "bytes": size(path), **result,
                               "extra_rss_mb": round(extra_rss / 2**20), "extra_cpu_s": round(extra_cpu, 1),
                               "within_target": within}), flush=True)
         print(json.dumps({"files": len(results), "within_target": sum(results),
-                          "all_within_1_GiB_and_30_s": all(results),
+                          "all_within_1_GiB_and_30_s": all(results), "databases_intact": all(intact),
                           "largest_file_bytes": max((size(Path(p)) for p in made["files"].values()), default=0),
                           "benchmark_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def path_name(kind: str, server: str | None) -> str:
+    return f"{kind} on PostgreSQL" if server else kind
 
 
 def size(path: Path) -> int:

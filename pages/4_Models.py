@@ -29,11 +29,10 @@ def sentence(parts: list[str]) -> str:
     return text[:1].upper() + text[1:] + "."
 
 
-def read_bytes(path) -> bytes:
-    return path.read_bytes()
-
-
 def show_downloads(run: dict) -> None:
+    """The run's model files and bundle, each handed to the browser only when its button is clicked (data as a
+    callable): Streamlit serves a download at a media URL that answers anyone, signed in or not, so a file is put there
+    only on a click in a signed-in session, and Streamlit drops it after the next two script runs."""
     files = ui.attempt(model_files, store, run)
     if files is None:
         return
@@ -56,11 +55,9 @@ def show_downloads(run: dict) -> None:
                 figures.append(f"{item['ms_per_face']:.1f} ms per face")
             middle.markdown(("**Parity check.** " if item["parity_ok"] else ":orange[**Parity check.**] ") + item["parity"]
                             + ("  \n" + sentence(figures) if figures else ""))
-            data = ui.attempt(read_bytes, item["path"])
-            if data is not None:
-                right.download_button(f"Download {item['file']}", data, file_name=f"maskdet-{run['id']}-{item['file']}",
-                                      mime="application/octet-stream", key=f"download-{item['file']}",
-                                      icon=":material/download:", on_click="ignore")
+            right.download_button(f"Download {item['file']}", item["path"].read_bytes,
+                                  file_name=f"maskdet-{run['id']}-{item['file']}", mime="application/octet-stream",
+                                  key=f"download-{item['file']}", icon=":material/download:", on_click="ignore")
     if not any(item["file"] == "model.int8.onnx" for item in files):
         st.caption("No int8 variant: this run was trained with int8 quantisation off.")
     with st.container(border=True):
@@ -75,7 +72,7 @@ def show_downloads(run: dict) -> None:
                         "in your photos, crops and classifies it like `maskdet predict` (needs only onnxruntime, numpy "
                         "and Pillow). Same parity and test metrics as the files above.")
         if bundle is not None:
-            right.download_button("Download bundle", bundle, file_name=f"maskdet-{run['id']}.zip",
+            right.download_button("Download bundle", lambda: bundle, file_name=f"maskdet-{run['id']}.zip",
                                   mime="application/zip", key="download-bundle", icon=":material/folder_zip:",
                                   on_click="ignore")
 

@@ -19,7 +19,7 @@ from maskdet.cli import resolve_model
 from maskdet.core.errors import StoreError
 from maskdet.core.settings import Settings
 from maskdet.core.text import now
-from maskdet.data.database import SCHEMA_VERSION, meta_table
+from maskdet.data.database import SCHEMA_VERSION, integrity_problems, meta_table
 from maskdet.data.store import Store
 from maskdet.runs import backup as backup_module
 from maskdet.runs.backup import TABLES, backup, restore
@@ -84,16 +84,20 @@ def entries(archive: Path) -> dict[str, bytes]:
         return {name: opened.read(name) for name in opened.namelist()}
 
 
-def zipped(files: dict[str, bytes], compression: int = zipfile.ZIP_STORED) -> bytes:
+def zipped(files: dict[str, bytes], compression: int = zipfile.ZIP_STORED,
+           methods: dict[str, int] | None = None) -> bytes:
+    """A zip of the files, each compressed as `methods` says, else by `compression`."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression) as archive:
         for name, data in files.items():
-            archive.writestr(name, data)
+            archive.writestr(name, data, compress_type=(methods or {}).get(name, compression))
     return buffer.getvalue()
 
 
 def assert_empty(store: Store) -> None:
-    """Nothing restored: no rows, no image file, no run file or log (empty folders aside), the default labels."""
+    """Nothing restored: no rows, no image file, no run file or log (empty folders aside), the default labels; the
+    database passes its integrity check."""
+    assert integrity_problems(store.engine) == []
     assert store.faces() == [] and store.runs() == [] and store.labels() == ["with_mask", "without_mask"]
     assert store.get_setting("active_run") is None
     assert [path for folder in (store.images_dir, store.settings.models_dir) for path in folder.rglob("*")
@@ -189,6 +193,16 @@ def flipped_byte(files: dict[str, bytes]) -> bytes:
     return bytes(data)
 
 
+def rows_of(files: dict[str, bytes], table: str) -> list[bytes]:
+    return files[f"tables/{table}.jsonl"].splitlines()
+
+
+def counted_rows(files: dict[str, bytes], table: str, lines: list[bytes]) -> dict[str, bytes]:
+    """The table's rows replaced by these lines, counted by its manifest (as an attacker who read the format would)."""
+    counts = {**json.loads(files["manifest.json"])["counts"], table: len(lines)}
+    return {**changed_manifest(files, counts=counts), f"tables/{table}.jsonl": b"\n".join(lines) + b"\n"}
+
+
 def unfitting_rows(files: dict[str, bytes]) -> dict[str, bytes]:
     """A face row whose class is not in the backup (the database refuses it once every file is written)."""
     lines = files["tables/faces.jsonl"].decode().splitlines()
@@ -222,9 +236,20 @@ BAD_ARCHIVES = {  # what is done to a good backup's entries, and what the refusa
     "rows changed": (lambda files: {**files, "tables/labels.jsonl": b""},
                      "its tables do not hold the rows its manifest counts"),
     "rows that do not fit together": (unfitting_rows, "its rows do not fit together"),
-    # Hostile files, round two (E, F): refused from the manifest's counts while reading, and nesting bounded.
-    "rows beyond the manifest's count": (lambda files: {**files, "tables/meta.jsonl": b"{}\n" * 200_000},
-                                         r"tables/meta.jsonl holds more rows than its manifest counts \(\d+\)"),
+    # Hostile files, round two (E, F): rows checked one at a time as they are read, and nesting bounded.
+    "rows beyond the manifest's count": (lambda files: {**files, "tables/meta.jsonl": b"\n".join(
+        [*rows_of(files, "meta"), *(b'{"key": "k%d", "value": "v"}' % index for index in range(1000))]) + b"\n"},
+        r"tables/meta.jsonl holds more rows than its manifest counts \(\d+\)"),
+    "rows without their key, counted": (lambda files: counted_rows(files, "meta", [b"{}"] * 200_000),
+                                        r"row 1 of tables/meta.jsonl has no key of its own \(none, or an earlier"),
+    "a row twice": (lambda files: counted_rows(files, "labels", [*rows_of(files, "labels")] * 2),
+                    "row 3 of tables/labels.jsonl has no id of its own"),
+    "a list as a value": (lambda files: counted_rows(files, "labels", [b'{"id": 7, "name": ["with_mask"]}']),
+                          "tables/labels.jsonl holds something other than labels rows"),
+    "an image no row names": (lambda files: {**files, f"images/ab/ab{'0' * 62}": b"x"},
+                              "it holds 9 image files for 8 photos"),
+    "a bzip2 manifest": (lambda files: zipped(files, methods={"manifest.json": zipfile.ZIP_BZIP2}),
+                         "manifest.json is encrypted or compressed in a way maskdet backups are not"),
     "a deeply nested manifest": (lambda files: {**files, "manifest.json": b"[" * 100_000},
                                  "manifest.json is not valid JSON \\(nested more than 64 levels deep"),
     "a deeply nested row": (lambda files: {**files, "tables/labels.jsonl": b"[" * 100_000 + b"\n"},
@@ -241,6 +266,29 @@ def test_a_bad_archive_is_refused_in_a_sentence_and_nothing_is_written(case, arc
     target = Store(backend_settings)
     with pytest.raises(StoreError, match=message):
         restore(target, bad if isinstance(bad, bytes) else zipped(bad))
+    assert_empty(target)
+
+
+def test_a_backup_unpacking_to_far_more_than_its_size_is_refused_before_a_row_is_read(archive, backend_settings,
+                                                                                     tmp_path):
+    """Hostile files, round two (E): a 1.85 MB backup whose tables/meta.jsonl unpacks to 1.9 GB of `{}` lines filled
+    memory. Here 192 MiB of them, counted by its manifest: refused from the archive's directory, in far less than a
+    second, whatever the manifest says."""
+    files, lines = entries(archive), 64 * 2**20
+    files = changed_manifest(files, counts={**json.loads(files["manifest.json"])["counts"], "meta": lines})
+    with zipfile.ZipFile(tmp_path / "bomb.zip", "w", zipfile.ZIP_DEFLATED) as bomb:
+        for name, data in files.items():
+            if name != "tables/meta.jsonl":
+                bomb.writestr(name, data)
+        with bomb.open("tables/meta.jsonl", "w", force_zip64=True) as table:
+            for _ in range(64):
+                table.write(b"{}\n" * 2**20)
+    target = Store(backend_settings)
+    started = time.process_time()
+    with pytest.raises(StoreError, match=r"Not a usable maskdet backup: it unpacks to 192 MiB from 0\.\d MiB, over "
+                                         "100 times its size, which only a zip bomb does. Nothing was restored."):
+        restore(target, tmp_path / "bomb.zip")
+    assert time.process_time() - started < 2
     assert_empty(target)
 
 

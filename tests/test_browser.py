@@ -3,6 +3,8 @@
 Screenshots go to test-output/browser/ (or $MASKDET_TEST_OUTPUT/browser/).
 """
 
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -68,6 +70,15 @@ def test_every_page_loads_only_from_the_dashboard(server, page):
     page.wait_for_timeout(1000)  # the favicon and fonts load after the heading
     elsewhere = sorted({url for url in requested if not url.startswith((server.url, "data:", "blob:"))})
     assert requested and not elsewhere
+
+
+def fetched_without_the_session(address: str) -> int:
+    """The HTTP status of a URL fetched outside the browser: no cookie, no session."""
+    try:
+        with urllib.request.urlopen(address, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
 
 
 def upload_photos(page, files: list[Path], label: str) -> None:
@@ -145,11 +156,19 @@ def test_the_analysts_loop(server, page, output_dir, shared_data, backbone_weigh
     assert not any(m["name"] == "110-with-mask.jpg" and m["true"] == "without_mask"
                    for m in second["metrics"]["test"]["misclassified"])  # trained with its label fixed
 
+    media = []
+    page.on("request", lambda request: media.append(request.url) if "/media/" in request.url else None)
     open_page(page, f"{url}/Models", "Models")
+    page.get_by_role("button", name="Download bundle").wait_for(timeout=60_000)
+    assert not [address for address in media if address.endswith((".onnx", ".zip"))]  # nothing at an open URL yet
     with page.expect_download() as download:
         page.get_by_role("button", name="Download model.onnx").click()
     path = output_dir / "downloaded-model.onnx"
     download.value.save_as(str(path))
+    assert fetched_without_the_session(download.value.url) == 200  # Streamlit's media URLs answer anyone...
+    for _ in range(2):
+        open_page(page, f"{url}/Models", "Models")
+    assert fetched_without_the_session(download.value.url) == 404  # ...until two script runs have ended
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     size = session.get_inputs()[0].shape[1]
     probabilities = session.run(None, {"images": np.zeros((2, size, size, 3), np.uint8)})[0]

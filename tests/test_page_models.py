@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 from PIL import Image
+from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import AppTest
 
 from maskdet.core.settings import load_settings
@@ -21,7 +22,7 @@ from maskdet.runs.active import active_run
 from maskdet.runs.execute import execute_run
 from maskdet.runs.lifecycle import delete_run
 from maskdet.training.config import TrainConfig
-from tests.conftest import data_home, download_data, page_in_app, write_dataset
+from tests.conftest import data_home, page_in_app, write_dataset
 from tests.test_bundle import BUNDLE_FILES as BUNDLE_WITHOUT_INT8
 
 PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "4_Models.py")
@@ -57,7 +58,28 @@ def copy_of_run(home, test_accuracy: float | None = None) -> str:
 
 
 @pytest.fixture
-def page(home, monkeypatch, downloads):
+def deferred(monkeypatch) -> dict[str, tuple[str, object]]:
+    """What the page's download buttons would hand over when clicked (data given as a callable), by placeholder id."""
+    files = {}
+    original = MediaFileManager.add_deferred
+
+    def record(self, data_callable, mimetype, coordinates, file_name=None, **kwargs):
+        file_id = original(self, data_callable, mimetype, coordinates, file_name, **kwargs)
+        files[file_id] = (file_name, data_callable)
+        return file_id
+
+    monkeypatch.setattr(MediaFileManager, "add_deferred", record)
+    return files
+
+
+def clicked(at: AppTest, deferred: dict) -> dict[str, tuple[str, bytes]]:
+    """{button label: (file name, bytes)} for every download button on the page, as a click would hand them over."""
+    return {button.label: (deferred[button.proto.deferred_file_id][0], deferred[button.proto.deferred_file_id][1]())
+            for button in at.download_button}
+
+
+@pytest.fixture
+def page(home, monkeypatch, downloads, deferred):
     for key, value in home.env.items():
         monkeypatch.setenv(key, value)
     return AppTest.from_file(PAGE, default_timeout=60).run()
@@ -81,10 +103,13 @@ def test_empty_home_says_so_and_points_to_training(settings):
 
 # ---- downloads ---------------------------------------------------------------------------------------------
 
-def test_downloads_hold_the_model_files_and_show_size_parity_and_metrics(page, home, downloads):
+def test_downloads_hold_the_model_files_and_show_size_parity_and_metrics(page, home, downloads, deferred):
+    """Nothing is put at Streamlit's media URLs, which answer without the sign-in, until a button is clicked."""
     no_crash(page)
+    assert not any(str(name).endswith((".onnx", ".zip")) for name, _ in downloads.values())
+    assert page.download_button and all(not button.proto.url for button in page.download_button)
     folder = home.store.settings.models_dir / home.run_id
-    data = download_data(page, downloads)
+    data = clicked(page, deferred)
     assert set(data) == {"Download model.onnx", "Download model.int8.onnx", "Download bundle"}
     assert data["Download model.onnx"] == (f"maskdet-{home.run_id}-model.onnx", (folder / "model.onnx").read_bytes())
     assert data["Download model.int8.onnx"][1] == (folder / "model.int8.onnx").read_bytes()
@@ -98,10 +123,10 @@ def test_downloads_hold_the_model_files_and_show_size_parity_and_metrics(page, h
     assert "MTCNN's three face-finding networks" in text and "finds every face in your photos" in text
 
 
-def test_bundle_contents_and_its_predict_script_run_alone(page, home, downloads, tmp_path):
+def test_bundle_contents_and_its_predict_script_run_alone(page, home, deferred, tmp_path):
     """The script alone (no maskdet on its path), with the int8 model, on a photo and a folder (faces and their
     agreement with `maskdet predict` on real photos: test_bundle.py)."""
-    bundle = download_data(page, downloads)["Download bundle"][1]
+    bundle = clicked(page, deferred)["Download bundle"][1]
     with zipfile.ZipFile(io.BytesIO(bundle)) as archive:
         assert set(archive.namelist()) == BUNDLE_FILES
         archive.extractall(tmp_path / "bundle")

@@ -1,5 +1,5 @@
-"""The database: its tables, opening an engine on SQLite or PostgreSQL, creating and upgrading the schema, and the write
-lock."""
+"""The database: its tables, opening an engine on SQLite or PostgreSQL, creating and upgrading the schema, the write
+lock, and the integrity check."""
 
 import sqlite3
 import time
@@ -193,6 +193,29 @@ def open_database(url: str) -> sa.Engine:
     if engine.dialect.name == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
     return engine
+
+
+def integrity_problems(engine: sa.Engine) -> list[str]:
+    """What is wrong with the database, one sentence each (none: it is intact): SQLite's own integrity check, then on
+    both backends every table read through and no row whose foreign key leads to no row."""
+    problems = []
+    try:
+        with engine.connect() as conn:
+            if conn.dialect.name == "sqlite":
+                problems += [f"SQLite's integrity check says: {line}"
+                             for line in conn.exec_driver_sql("PRAGMA integrity_check").scalars() if line != "ok"]
+            for table in metadata.sorted_tables:
+                conn.execute(sa.select(sa.func.count()).select_from(table)).scalar()
+                for key in table.foreign_keys:
+                    orphans = conn.execute(sa.select(sa.func.count()).select_from(
+                        table.outerjoin(key.column.table, key.parent == key.column)).where(
+                        key.parent.is_not(None), key.column.is_(None))).scalar()
+                    if orphans:
+                        problems.append(f"{orphans} {table.name} rows name a {key.column.table.name} row that is not "
+                                        f"there ({key.parent.name}).")
+    except sa.exc.DatabaseError as error:
+        problems.append(f"The database cannot be read ({str(error.orig).strip().splitlines()[0]}).")
+    return problems
 
 
 def shown_url(url: str) -> str:

@@ -7,6 +7,7 @@ photos are compressed already), runs/<run_id>/... (a run's folder) and logs/<run
 
 import hashlib
 import io
+import itertools
 import json
 import os
 import re
@@ -15,7 +16,7 @@ import tempfile
 import uuid
 import zipfile
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import datetime
 from pathlib import Path, PurePosixPath
@@ -43,8 +44,13 @@ TABLES = (meta_table, labels_table, photos_table, faces_table, manual_boxes_tabl
 LEGACY_TABLES = (meta_table, labels_table, legacy_images_table, legacy_manual_faces_table, runs_table)
 ADDED_IN = {"manual_faces": 5}  # tables newer than the first backups, by schema version: an older backup has them empty
 SHA256 = re.compile(r"[0-9a-f]{64}")
+IMAGE_NAME = re.compile(r"images/([0-9a-f]{2})/\1[0-9a-f]{62}")  # images/<sha[:2]>/<sha>
 CHUNK = 1024 * 1024
 MAX_ROW_CHARS = 64 * 2**20  # a row of a table's JSON lines: far above a run's metrics, the largest
+# A backup unpacks to at most MAX_PACKING times its size, above PACKING_FLOOR: its photos and models are stored as they
+# are, its rows of JSON pack about 4 times (70 for 2,000 failed runs of one config), a zip bomb's about 1,000 times.
+MAX_PACKING, PACKING_FLOOR = 100, 64 * 2**20
+INSERT_BATCH = 500  # rows read and inserted at a time
 ProgressCallback = Callable[[int, int], None] | None
 
 
@@ -201,21 +207,25 @@ def _copy_run(archive: zipfile.ZipFile, files: dict[str, Path] | None) -> dict[s
 
 def restore(store: Store, source, progress: ProgressCallback = None) -> dict:
     """Load a backup (path, bytes or file object) into this data home, which must hold no images and no runs (its
-    labels, the defaults of a new home, are replaced). Every file is checked against its SHA-256; the rows go in one
-    transaction, and a restore that fails removes the files it wrote."""
+    labels, the defaults of a new home, are replaced). The archive is read as streams: its sizes, compression and
+    layout are checked before any entry is read, then every table a row at a time without holding its rows; every file
+    is checked against its SHA-256; the rows go in one transaction, and a restore that fails removes the files it
+    wrote."""
     with _open_archive(source) as archive:
+        _check_packing(archive)
         manifest = _manifest(archive)
-        rows = _backup_rows(archive, manifest["schema_version"], manifest["counts"])
-        files = _check_layout(archive, manifest, rows)
+        files = _check_layout(archive, manifest)
         with store.engine.connect() as conn:
-            _refuse_non_empty(store, conn, rows["runs"])
+            _refuse_non_empty(store, conn)
+        _check_rows(store, archive, manifest, files)
         models_dir = store.settings.models_dir
         staging = models_dir / f".restore-{uuid.uuid4().hex[:8]}.tmp"  # the next `train` removes one a kill left
         written, placed = [], []  # image files; run folders and logs moved into place
-        total, done = len(rows["photos"]) + len(files), 0
+        images = manifest["counts"].get(_photo_table(manifest).name, 0)
+        total, done = images + len(files), 0
         try:
             with store.rolled_back_files_removed(written):
-                for row in rows["photos"]:
+                for row in _rows(archive, manifest, _photo_table(manifest)):
                     store.write_file(row["sha256"], _image_bytes(archive, row), written)
                     done += 1
                     if progress:
@@ -228,8 +238,8 @@ def restore(store: Store, source, progress: ProgressCallback = None) -> dict:
                 with_folder = {name.split("/")[1] for name in files if name.startswith("runs/")}
                 with store.engine.begin() as conn:
                     write_lock(conn)
-                    _refuse_non_empty(store, conn, rows["runs"])
-                    _insert_rows(conn, rows, models_dir, with_folder)
+                    _refuse_non_empty(store, conn)
+                    _insert_rows(store, conn, archive, manifest, with_folder)
                     for run_id in sorted(with_folder):
                         os.replace(staging / "runs" / run_id, models_dir / run_id)
                         placed.append(models_dir / run_id)
@@ -245,11 +255,12 @@ def restore(store: Store, source, progress: ProgressCallback = None) -> dict:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     counts = store.label_counts()
+    with store.engine.connect() as conn:
+        runs = list(conn.execute(sa.select(runs_table.c.id).order_by(runs_table.c.id)).scalars())
     return {"home": str(store.home), "database": shown_url(store.settings.database_url),
             "backend": store.engine.dialect.name, "models": str(models_dir), "from_backend": manifest.get("backend"),
-            "backup_created_at": manifest.get("created_at"), "labels": counts, "images": len(rows["photos"]),
-            "faces": sum(counts.values()),
-            "runs": [row["id"] for row in rows["runs"]], "active_run": store.get_setting(ACTIVE_SETTING)}
+            "backup_created_at": manifest.get("created_at"), "labels": counts, "images": images,
+            "faces": sum(counts.values()), "runs": runs, "active_run": store.get_setting(ACTIVE_SETTING)}
 
 
 def _open_archive(source) -> zipfile.ZipFile:
@@ -258,6 +269,23 @@ def _open_archive(source) -> zipfile.ZipFile:
         return zipfile.ZipFile(source)
     except (zipfile.BadZipFile, OSError) as error:
         raise StoreError(f"Not a maskdet backup: the file is not a zip archive ({error}).") from None
+
+
+def _unusable(reason: str) -> StoreError:
+    return StoreError(f"Not a usable maskdet backup: {reason}. Nothing was restored.")
+
+
+def _check_packing(archive: zipfile.ZipFile) -> None:
+    """Refuse, before any entry is read, entries that zipfile would unpack without a bound (bzip2, LZMA) or cannot
+    read (encrypted), and an archive that unpacks to more than MAX_PACKING times its size: a zip bomb, of one entry or
+    of entries sharing their data. Each entry is then read no further than the size it declares."""
+    for info in archive.infolist():
+        if info.flag_bits & 0x1 or info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise _unusable(f"{info.filename[:80]} is encrypted or compressed in a way maskdet backups are not")
+    declared, size = sum(info.file_size for info in archive.infolist()), archive.start_dir  # where its entries end
+    if declared > MAX_PACKING * size + PACKING_FLOOR:
+        raise _unusable(f"it unpacks to {declared / 2**20:,.0f} MiB from {size / 2**20:,.1f} MiB, over {MAX_PACKING} "
+                        "times its size, which only a zip bomb does")
 
 
 @contextmanager
@@ -292,85 +320,128 @@ def _manifest(archive: zipfile.ZipFile) -> dict:
     return manifest
 
 
-def _backup_rows(archive: zipfile.ZipFile, version: int, counts: dict) -> dict[str, list[dict]]:
-    """The rows of TABLES a backup holds: those of schema 5 or older made into photos, faces and manual_boxes."""
-    tables = TABLES if version >= 6 else LEGACY_TABLES
-    rows = {table.name: _table_rows(archive, table, version, counts.get(table.name, 0)) for table in tables}
-    if version >= 6:
-        return rows
-    return {**{name: rows[name] for name in ("meta", "labels", "runs")},
-            **faces_from_images(rows["images"], rows["manual_faces"])}
+def _tables(manifest: dict) -> tuple[sa.Table, ...]:
+    """The tables a backup holds, in the order they are restored."""
+    return TABLES if manifest["schema_version"] >= 6 else LEGACY_TABLES
 
 
-def _table_rows(archive: zipfile.ZipFile, table: sa.Table, version: int, count: int) -> list[dict]:
-    """A table's rows, every column present (columns an older schema lacked are empty, as when maskdet upgrades a
-    data home, and so is a table it lacked). Read a row at a time: a row over MAX_ROW_CHARS, or a row beyond the
-    `count` the manifest gives, is refused before it is held, and fewer rows than that count too."""
-    name, columns = f"tables/{table.name}.jsonl", table.columns.keys()
+def _photo_table(manifest: dict) -> sa.Table:
+    """The table whose rows name the backup's image files: photos, or images for a backup of schema 5 or older."""
+    return photos_table if manifest["schema_version"] >= 6 else legacy_images_table
+
+
+def _check_layout(archive: zipfile.ZipFile, manifest: dict) -> dict[str, dict]:
+    """Refuse, from the names alone, an archive holding an entry outside a maskdet backup's layout (a path out of its
+    folders among them) or lacking a run file its manifest lists; the run files to extract, with their SHA-256 and
+    size, by archive name."""
+    files = manifest["files"]
+    for name, spec in files.items():
+        parts = PurePosixPath(name).parts
+        inside = (len(parts) >= 3 and parts[0] == "runs" and RUN_ID_PATTERN.fullmatch(parts[1])) or (
+            len(parts) == 2 and parts[0] == "logs" and parts[1].endswith(".log")
+            and RUN_ID_PATTERN.fullmatch(parts[1][:-4]))
+        if not inside or "\\" in name or any(part in ("", ".", "..") for part in name.split("/")):
+            raise _unusable(f"it names a file outside a run's folder ({name[:80]!r})")
+        if not isinstance(spec, dict) or not SHA256.fullmatch(str(spec.get("sha256"))) \
+                or type(spec.get("bytes")) is not int:
+            raise _unusable(f"its manifest gives no SHA-256 and size for {name[:80]!r}")
+    tables = {f"tables/{table.name}.jsonl" for table in _tables(manifest)}
+    for name in archive.namelist():
+        if name != "manifest.json" and name not in tables and name not in files and not IMAGE_NAME.fullmatch(name):
+            raise _unusable(f"it holds an entry outside a backup's layout ({name[:80]!r})")
+    missing = sorted(set(files) - set(archive.namelist()))
+    if missing:
+        raise _unusable(f"{missing[0]} is missing ({len(missing)} files in all)")
+    return files
+
+
+def _check_rows(store: Store, archive: zipfile.ZipFile, manifest: dict, files: dict[str, dict]) -> None:
+    """Read every table once, a row at a time, holding no rows (_rows checks each): photos whose image file is in the
+    archive, every image file named by one; runs whose id is a folder name not yet in the models folder, and every run
+    file of the manifest in the folder of one of them."""
+    names, photo_table, photos, missing = set(archive.namelist()), _photo_table(manifest), 0, []
+    owners = {name.split("/")[1] if name.startswith("runs/") else name[len("logs/"):-len(".log")]: name
+              for name in files}
+    for table in _tables(manifest):
+        for row in _rows(archive, manifest, table):
+            if table is photo_table:
+                sha, photos = row["sha256"], photos + 1
+                if not isinstance(sha, str) or not SHA256.fullmatch(sha) or row["file"] != f"{sha[:2]}/{sha}":
+                    raise _unusable(f"image row {row['id']} names a file that is not its SHA-256 "
+                                    f"({str(row['file'])[:80]!r})")
+                if f"images/{row['file']}" not in names:
+                    missing.append(f"images/{row['file']}")
+            elif table is runs_table:
+                if not isinstance(row["id"], str) or not RUN_ID_PATTERN.fullmatch(row["id"]):
+                    raise _unusable(f"a run id is not a folder name ({str(row['id'])[:80]!r})")
+                _refuse_taken(store, row["id"])
+                owners.pop(row["id"], None)
+    if missing:
+        raise _unusable(f"{missing[0]} is missing ({len(missing)} files in all)")
+    if owners:
+        raise _unusable(f"it names a file outside a run's folder ({next(iter(owners.values()))[:80]!r})")
+    images = sum(1 for name in names if name.startswith("images/"))
+    if images != photos:
+        raise _unusable(f"it holds {images} image files for {photos} photos")
+
+
+def _rows(archive: zipfile.ZipFile, manifest: dict, table: sa.Table) -> Iterator[dict]:
+    """A table's rows, decoded one at a time, every column present (columns an older schema lacked are empty, as when
+    maskdet upgrades a data home, and so is a table it lacked). Refused before it is held: a row over MAX_ROW_CHARS, or
+    beyond the count the manifest gives; refused as it is read: a row that is not one of the table's, holds a list or
+    an object as a value, or lacks a key of its own (none, or an earlier row's); and fewer rows than that count."""
+    name, columns, keys = f"tables/{table.name}.jsonl", table.columns.keys(), table.primary_key.columns.keys()
+    count, version = manifest["counts"].get(table.name, 0), manifest["schema_version"]
     if name not in archive.namelist():
         if version < ADDED_IN.get(table.name, 1):
-            return []
+            return
         raise StoreError(f"The backup is incomplete: it has no {name}. Nothing was restored.")
-    rows = []
+    read, seen = 0, set()
     with _reading(name), archive.open(name) as handle:
         text = io.TextIOWrapper(handle, "utf-8")
         while line := text.readline(MAX_ROW_CHARS + 1):
             if len(line) > MAX_ROW_CHARS:
                 raise StoreError(f"The backup is damaged: a row of {name} is over {MAX_ROW_CHARS // 2**20} MiB. "
                                  "Nothing was restored.")
-            if len(rows) == count:
-                raise StoreError(f"Not a usable maskdet backup: {name} holds more rows than its manifest counts "
-                                 f"({count}). Nothing was restored.")
+            if read == count:
+                raise _unusable(f"{name} holds more rows than its manifest counts ({count})")
+            read += 1
             row = parse_json(line)
-            if not isinstance(row, dict) or not set(row) <= set(columns):
+            if not isinstance(row, dict) or not set(row) <= set(columns) \
+                    or any(isinstance(value, (list, dict)) for value in row.values()):
                 raise StoreError(f"The backup is damaged: {name} holds something other than {table.name} rows. "
                                  "Nothing was restored.")
-            rows.append({column: row.get(column) for column in columns})
-    if len(rows) != count:
-        raise StoreError("Not a usable maskdet backup: its tables do not hold the rows its manifest counts (changed or "
-                         "cut short). Nothing was restored.")
-    return rows
+            key = tuple(row.get(column) for column in keys)
+            if not all(isinstance(value, (str, int)) for value in key) or key in seen:
+                raise StoreError(f"The backup is damaged: row {read} of {name} has no {'/'.join(keys)} of its own "
+                                 "(none, or an earlier row's). Nothing was restored.")
+            seen.add(key)
+            yield {column: row.get(column) for column in columns}
+    if read != count:
+        raise _unusable("its tables do not hold the rows its manifest counts (changed or cut short)")
 
 
-def _check_layout(archive: zipfile.ZipFile, manifest: dict, rows: dict[str, list[dict]]) -> dict[str, dict]:
-    """Refuse an archive whose rows, names or files are not those of a maskdet backup (a path out of the archive's
-    folders among them); the run files to extract, with their SHA-256 and size, by archive name."""
-    def refuse(reason: str):
-        raise StoreError(f"Not a usable maskdet backup: {reason}. Nothing was restored.")
+def _batches(archive: zipfile.ZipFile, manifest: dict) -> Iterator[tuple[sa.Table, list[dict]]]:
+    """The rows to insert, table by table in TABLES' order, INSERT_BATCH at a time; those of a backup of schema 5 or
+    older made into photos, faces and manual_boxes as an upgrade does (its boxes set by hand held meanwhile: at most
+    one a photo)."""
+    def batches(table: sa.Table) -> Iterator[list[dict]]:
+        rows = _rows(archive, manifest, table)
+        while batch := list(itertools.islice(rows, INSERT_BATCH)):
+            yield batch
 
-    for row in rows["photos"]:
-        sha = row["sha256"]
-        if not isinstance(sha, str) or not SHA256.fullmatch(sha) or row["file"] != f"{sha[:2]}/{sha}":
-            refuse(f"image row {row['id']} names a file that is not its SHA-256 ({str(row['file'])[:80]!r})")
-    run_ids = {row["id"] for row in rows["runs"]}
-    for run_id in run_ids:
-        if not isinstance(run_id, str) or not RUN_ID_PATTERN.fullmatch(run_id):
-            refuse(f"a run id is not a folder name ({str(run_id)[:80]!r})")
-    files = manifest["files"]
-    for name, spec in files.items():
-        parts = PurePosixPath(name).parts
-        inside = (len(parts) >= 3 and parts[0] == "runs" and parts[1] in run_ids) or (
-            len(parts) == 2 and parts[0] == "logs" and parts[1].endswith(".log") and parts[1][:-4] in run_ids)
-        if not inside or "\\" in name or any(part in ("", ".", "..") for part in name.split("/")):
-            refuse(f"it names a file outside a run's folder ({name[:80]!r})")
-        if not isinstance(spec, dict) or not SHA256.fullmatch(str(spec.get("sha256"))) \
-                or type(spec.get("bytes")) is not int:
-            refuse(f"its manifest gives no SHA-256 and size for {name[:80]!r}")
-    images = {f"images/{row['file']}" for row in rows["photos"]}
-    tables = TABLES if manifest["schema_version"] >= 6 else LEGACY_TABLES
-    expected = {"manifest.json", *(f"tables/{table.name}.jsonl" for table in tables), *images, *files}
-    for info in archive.infolist():
-        if info.filename not in expected:
-            refuse(f"it holds an entry outside a backup's layout ({info.filename[:80]!r})")
-        if info.flag_bits & 0x1 or info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-            refuse(f"{info.filename} is encrypted or compressed in a way maskdet backups are not")
-    missing = sorted((images | set(files)) - set(archive.namelist()))
-    if missing:
-        refuse(f"{missing[0]} is missing ({len(missing)} files in all)")
-    return files
+    if manifest["schema_version"] >= 6:
+        yield from ((table, batch) for table in TABLES for batch in batches(table))
+        return
+    yield from ((table, batch) for table in (meta_table, labels_table) for batch in batches(table))
+    manual = list(_rows(archive, manifest, legacy_manual_faces_table))
+    for batch in batches(legacy_images_table):
+        converted = faces_from_images(batch, manual)
+        yield from ((table, converted[table.name]) for table in (photos_table, faces_table, manual_boxes_table))
+    yield from ((runs_table, batch) for batch in batches(runs_table))
 
 
-def _refuse_non_empty(store: Store, conn, runs: list[dict]) -> None:
+def _refuse_non_empty(store: Store, conn) -> None:
     images = conn.execute(sa.select(sa.func.count()).select_from(photos_table)).scalar()
     count = conn.execute(sa.select(sa.func.count()).select_from(runs_table)).scalar()
     if images or count:
@@ -378,9 +449,11 @@ def _refuse_non_empty(store: Store, conn, runs: list[dict]) -> None:
                          f"{shown_url(store.settings.database_url)}) has {images} images and {count} runs. Point "
                          "MASKDET_HOME, MASKDET_MODELS and MASKDET_DATABASE_URL at new, empty places and restore "
                          "there.")
-    taken = [run["id"] for run in runs if (store.settings.models_dir / run["id"]).exists()]
-    if taken:
-        raise StoreError(f"The models folder {store.settings.models_dir} already has a folder for run {taken[0]}: "
+
+
+def _refuse_taken(store: Store, run_id: str) -> None:
+    if (store.settings.models_dir / run_id).exists():
+        raise StoreError(f"The models folder {store.settings.models_dir} already has a folder for run {run_id}: "
                          "point MASKDET_MODELS at an empty folder and restore there.")
 
 
@@ -415,20 +488,24 @@ def _extract(archive: zipfile.ZipFile, name: str, spec: dict, path: Path) -> Non
                          "Nothing was restored.")
 
 
-def _insert_rows(conn, rows: dict[str, list[dict]], models_dir: Path, with_folder: set[str]) -> None:
-    """The backup's rows with their ids, in place of the new home's labels and settings; a run's folder is where this
-    home keeps it. PostgreSQL's id sequences then continue
-    after the highest id."""
+def _insert_rows(store: Store, conn, archive: zipfile.ZipFile, manifest: dict, with_folder: set[str]) -> None:
+    """The backup's rows with their ids, a batch at a time, in place of the new home's labels and settings; a run's
+    folder is where this home keeps it (refused if the models folder has one of its id meanwhile). PostgreSQL's id
+    sequences then continue after the highest id."""
     conn.execute(meta_table.delete().where(meta_table.c.key != "schema_version"))
     conn.execute(labels_table.delete())
-    rows = {**rows, "meta": [row for row in rows["meta"] if row["key"] != "schema_version"],
-            "runs": [{**row, "artefact_dir": str(models_dir / row["id"]) if row["id"] in with_folder else None}
-                     for row in rows["runs"]]}
+    models_dir = store.settings.models_dir
     try:
-        for table in TABLES:
-            insert_rows(conn, table, rows[table.name])
+        for table, rows in _batches(archive, manifest):
+            if table is meta_table:
+                rows = [row for row in rows if row["key"] != "schema_version"]
+            if table is runs_table:
+                for row in rows:
+                    _refuse_taken(store, row["id"])
+                rows = [{**row, "artefact_dir": str(models_dir / row["id"]) if row["id"] in with_folder else None}
+                        for row in rows]
+            insert_rows(conn, table, rows)
     except (sa.exc.IntegrityError, sa.exc.DataError) as error:
         reason = str(error.orig).strip().splitlines()[0]
-        raise StoreError(f"Not a usable maskdet backup: its rows do not fit together ({reason}). Nothing was "
-                         "restored.") from None
+        raise _unusable(f"its rows do not fit together ({reason})") from None
     continue_ids(conn, (labels_table, photos_table, faces_table))
