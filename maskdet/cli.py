@@ -116,12 +116,30 @@ def train_config(args):
         data["random_init"] = True
     if args.no_int8:
         data["quantize"] = False
+    if args.mask_rule:
+        data["synthetic_masks"] = [mask_rule_flag(text) for text in args.mask_rule]
     if args.no_synthetic_masks:
-        data["synthetic_masks"] = {**data.get("synthetic_masks", {}), "enabled": False}
+        data["synthetic_masks"] = []
     weights = args.backbone_weights or load_settings().backbone_weights
     if weights:
         data["backbone_weights"] = str(weights)
     return TrainConfig.from_dict(data)
+
+
+def mask_rule_flag(text: str) -> dict:
+    """A --mask-rule SRC=DST[:WORN[:PROBABILITY]] as the rule object of the synthetic_masks setting."""
+    classes, *rest = text.split(":")
+    source, equals, target = classes.partition("=")
+    if not equals or len(rest) > 2:
+        raise ValueError(f"--mask-rule {text!r}: write SOURCE=TARGET, optionally followed by :right or :wrong and "
+                         ":PROBABILITY, as in without_mask=mask_incorrect:wrong:0.25.")
+    rule = {"source": source, "target": target, **({"worn": rest[0]} if rest else {})}
+    if len(rest) == 2:
+        try:
+            rule["probability"] = float(rest[1])
+        except ValueError:
+            raise ValueError(f"--mask-rule {text!r}: the probability must be a number from 0 to 1.") from None
+    return rule
 
 
 def read_config_file(path: Path) -> dict:
@@ -357,8 +375,12 @@ def build_parser(train_flags: bool) -> argparse.ArgumentParser:
     p.add_argument("--backbone-weights", help="local torchvision mobilenet_v2 state_dict (.pth)")
     p.add_argument("--random-init", action="store_true", help="no pretrained weights (for experiments only)")
     p.add_argument("--no-int8", action="store_true", help="skip the int8 quantised variant")
+    p.add_argument("--mask-rule", action="append", metavar="SRC=DST[:WORN[:P]]",
+                   help="draw masks on SRC faces trained as DST, worn right (the default) or wrong, with probability P "
+                        "(0.25); repeat for several rules; replaces the synthetic_masks setting's automatic rules "
+                        "(e.g. --mask-rule without_mask=with_mask --mask-rule without_mask=mask_incorrect:wrong)")
     p.add_argument("--no-synthetic-masks", action="store_true",
-                   help="no drawn-mask views of unmasked faces (the synthetic_masks setting)")
+                   help="no drawn-mask views (the synthetic_masks setting: [])")
     p.add_argument("--run-id", help="execute this queued run with its stored config (used by the dashboard)")
 
     p = commands.add_parser("evaluate", help="score a model on a folder of class sub-folders, or on a folder or zip "
@@ -366,8 +388,9 @@ def build_parser(train_flags: bool) -> argparse.ArgumentParser:
     p.add_argument("folder")
     p.add_argument("--format", choices=FORMATS, help="the annotation format (default: recognised from the files)")
     p.add_argument("--count-as", nargs="+", metavar="SET_CLASS=CLASS",
-                   help="count a set class the model lacks as one of its classes (default: a class with 'incorrect' "
-                        "in its name counts as without_mask)")
+                   help="count a set class the model lacks as one of its classes (default: a class meaning a mask "
+                        "worn wrongly, such as mask_weared_incorrect, counts as the model's own worn-wrong class, "
+                        "such as mask_incorrect, or as without_mask when the model has none)")
     p.add_argument("--model", help="run id or .onnx path (default: the active model)")
     p.add_argument("--int8", action="store_true")
     p.add_argument("--curves", action="store_true", help="include ROC (or, with boxes, PR) curve points in the JSON")

@@ -5,6 +5,7 @@ only reads the run registry, so a run keeps going when the page is reloaded or l
 """
 
 import os
+from dataclasses import asdict
 from datetime import datetime, timezone
 
 import streamlit as st
@@ -23,7 +24,8 @@ from maskdet.training.preview import synthetic_preview
 from maskdet.training.progress import STAGES
 from maskdet.vision.augment import AUGMENTATIONS, AugmentConfig, preview
 from maskdet.vision.faces import CropRule, crop_face
-from maskdet.vision.synth import MASK_STYLES, SyntheticMasks
+from maskdet.vision.mask_rules import WEARINGS, MaskRule, automatic_rules
+from maskdet.vision.synth import MASK_STYLES
 
 ui.page_setup("Train")
 st.title("Train a model")
@@ -75,9 +77,51 @@ def config_settings(names: list[str]) -> dict:
     return {name: config_setting(columns[index % 3], name) for index, name in enumerate(names)}
 
 
-def class_option(name: str | None) -> str:
-    """A synthetic-mask class choice as the select boxes show it (None: automatic)."""
-    return "Automatic (without_mask → with_mask)" if name is None else name
+def remove_rule(row: int) -> None:
+    st.session_state["synthetic_rows"] = [kept for kept in st.session_state["synthetic_rows"] if kept != row]
+
+
+def add_rule() -> None:
+    rows = st.session_state["synthetic_rows"]
+    st.session_state["synthetic_rows"] = [*rows, max(rows, default=-1) + 1]
+
+
+def rule_row(row: int, default: MaskRule, classes: list[str]) -> dict:
+    """A rule's inputs (its widget keys by `row`, which stays when rules above it are removed) and their setting."""
+    key = f"synthetic_rule_{row}_"
+    with st.container(border=True):
+        source_column, target_column, worn_column = st.columns(3)
+        source = setting(source_column.selectbox, "Source class (gets a drawn mask)", key + "source", options=classes,
+                         index=classes.index(default.source) if default.source in classes else 0)
+        target = setting(target_column.selectbox, "Target class (trained as)", key + "target", options=classes,
+                         index=classes.index(default.target) if default.target in classes else 0)
+        worn = setting(worn_column.selectbox, "Mask worn", key + "worn", options=list(WEARINGS),
+                       index=list(WEARINGS).index(default.worn), format_func=lambda name: WEARINGS[name][1])
+        probability_column, styles_column, remove_column = st.columns([2, 4, 1], vertical_alignment="bottom")
+        probability = setting(probability_column.slider, "Probability", key + "probability", min_value=0.0,
+                              max_value=1.0, value=float(default.probability), step=0.05,
+                              help="For each augmented view of a source face, the chance of one extra view with a "
+                                   "drawn mask.")
+        styles = setting(styles_column.multiselect, "Mask styles", key + "styles", options=list(MASK_STYLES),
+                         default=default.styles, format_func=MASK_STYLES.get)
+        remove_column.button("Remove", key=key + "remove", on_click=remove_rule, args=(row,),
+                             icon=":material/delete:", help="Remove this rule.")
+    return {"source": source, "target": target, "worn": worn, "probability": float(probability),
+            "styles": list(styles)}
+
+
+def rule_rows(classes: list[str]) -> list[dict]:
+    """The synthetic-mask rules, a row of inputs each (to begin with, those the class names suggest: see
+    automatic_rules), and a button that adds one; their settings."""
+    suggested = automatic_rules(classes)
+    SETTING_KEYS.append("synthetic_rows")
+    rows = st.session_state.setdefault("synthetic_rows", list(range(len(suggested))))
+    rules = [rule_row(row, suggested[row] if row < len(suggested) else MaskRule(classes[0], classes[-1]), classes)
+             for row in rows]
+    if not rows:
+        st.caption("No rule: nothing is drawn. Add one, for example without_mask → mask_incorrect, worn wrongly.")
+    st.button("Add a rule", on_click=add_rule, icon=":material/add:", key="add_rule")
+    return rules
 
 
 def reset_settings() -> None:
@@ -160,9 +204,8 @@ with settings_column:
         class_weights = setting(first.toggle, "Weight classes by frequency", "class_weights",
                                 value=DEFAULTS.class_weights)
         quantize = setting(second.toggle, "Also export an int8 model", "quantize", value=DEFAULTS.quantize)
-        populated = [label for label, count in summary.counts.items() if count > 0]
-        labels = setting(st.multiselect, "Classes to train on", "labels", options=populated, default=[],
-                         placeholder="All classes with images")
+        labels = setting(st.multiselect, "Classes to train on", "labels", options=list(summary.counts), default=[],
+                         placeholder="All classes with images or drawn faces")
 
     st.subheader("Augmentation")
     st.caption("Each one: on/off, how often it is applied to a training view, and how strong it is (0–1).")
@@ -180,27 +223,15 @@ with settings_column:
         augment[name] = {"enabled": bool(enabled), "probability": float(probability), "strength": float(strength)}
 
     st.subheader("Synthetic masks")
-    st.caption("A mask drawn on faces of the source class, trained as the target class: drawn masks of many "
-               "styles and colours teach the shape of a mask rather than the look of the dataset's masks.")
-    masks = DEFAULTS.synthetic_masks
-    toggle_column, probability_column = st.columns(2, vertical_alignment="center")
-    masks_enabled = setting(toggle_column.toggle, "Draw masks on faces", "synthetic_enabled", value=masks.enabled,
+    st.caption("Masks drawn on the faces of a source class, trained as a target class. Worn right, in many styles "
+               "and colours, they teach the shape of a mask rather than the look of the dataset's masks; worn wrongly "
+               "(under the nose, on the chin, on the neck, hanging from one ear) they make a class of masks worn "
+               "wrongly from bare faces alone, such as an empty class named mask_incorrect.")
+    masks_enabled = setting(st.toggle, "Draw masks on faces", "synthetic_enabled", value=True,
                             help="Only faces with landmarks (found at import) get a mask.")
-    masks_probability = setting(probability_column.slider, "Probability", "synthetic_probability", min_value=0.0,
-                                max_value=1.0, value=float(masks.probability), step=0.05, disabled=not masks_enabled,
-                                help="For each augmented view of a source face, the chance of one extra view with a "
-                                     "drawn mask.")
-    source_column, target_column = st.columns(2)
-    classes = [None, *populated]
-    masks_source = setting(source_column.selectbox, "Source class (gets a drawn mask)", "synthetic_source",
-                           options=classes, format_func=class_option, disabled=not masks_enabled)
-    masks_target = setting(target_column.selectbox, "Target class (trained as)", "synthetic_target",
-                           options=classes, format_func=class_option, disabled=not masks_enabled,
-                           help="Pick both classes, or leave both automatic.")
-    masks_styles = setting(st.multiselect, "Mask styles", "synthetic_styles", options=list(MASK_STYLES),
-                           default=masks.styles, format_func=MASK_STYLES.get, disabled=not masks_enabled)
-    synthetic = {"enabled": bool(masks_enabled), "source": masks_source, "target": masks_target,
-                 "probability": float(masks_probability), "styles": list(masks_styles)}
+    rule_settings = rule_rows(list(summary.counts)) if masks_enabled else []
+    mask_rules = [rule for rule in (ui.attempt(MaskRule.from_dict, rule_setting, number)
+                                    for number, rule_setting in enumerate(rule_settings, start=1)) if rule is not None]
     st.button("Reset settings to defaults", on_click=reset_settings, icon=":material/restart_alt:", key="reset")
 
 # ---- previews: augmented views and drawn masks ------------------------------------------------------
@@ -220,19 +251,21 @@ with side_column:
             st.caption(f"{ui.literal(record.source_name)} ({ui.literal(record.label)}, {where}). Training uses the "
                        f"clean crop plus {int(values['views_per_image'])} views like these per training image.")
     st.button("Show a different face", on_click=next_face, icon=":material/shuffle:", key="next_face")
-    if masks_enabled:
-        st.subheader("Drawn masks")
-        drawn = ui.attempt(lambda: synthetic_preview(store, SyntheticMasks.from_dict(synthetic), rule, 8,
-                                                     int(values["seed"])))
+    for mask_rule in mask_rules:
+        st.subheader(f"Drawn masks: {mask_rule.text()}")
+        drawn = ui.attempt(lambda: synthetic_preview(store, mask_rule, rule, 8, int(values["seed"])))
         if drawn:
             st.image([ui.inline(image) for image, _ in drawn], width=112,
                      caption=[ui.literal(caption) for _, caption in drawn])
-            st.caption("Source-class faces with a drawn mask, as training adds them.")
+            st.caption(f"{ui.literal(mask_rule.source)} faces with a drawn mask, as training adds them to "
+                       f"{ui.literal(mask_rule.target)}.")
 
 config_data = {
     **{name: RANGED[name].type(value) if name in RANGED else value for name, value in values.items()},
     "split": [float(share) for share in split], "class_weights": bool(class_weights), "quantize": bool(quantize),
-    "labels": list(labels) or None, "random_init": bool(random_init), "augment": augment, "synthetic_masks": synthetic,
+    "labels": list(labels) or None, "random_init": bool(random_init), "augment": augment,
+    "synthetic_masks": None if masks_enabled and rule_settings == [
+        asdict(rule) for rule in automatic_rules(list(summary.counts))] else rule_settings,  # untouched: automatic
 }
 
 

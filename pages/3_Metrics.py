@@ -106,13 +106,15 @@ def show_threshold(run: dict) -> None:
                             width="stretch", key=f"threshold-curves-{index}")
 
 
-def show_report(report: dict, key: str) -> None:
-    """Accuracy, confusion matrix and per-class table of a classification report."""
+def show_report(report: dict, key: str, drawn: dict[str, int] | None = None) -> None:
+    """Accuracy, confusion matrix and per-class table of a classification report (`drawn`: its faces that are
+    drawings, by class)."""
     columns = st.columns(4)
     columns[0].metric("accuracy", f"{report['accuracy']:.3f}")
     columns[1].metric("macro F1", f"{report['macro_f1']:.3f}")
     columns[2].metric("ROC AUC", f"{report['roc_auc']:.3f}" if report.get("roc_auc") is not None else "n/a",
-                      help="n/a when the images hold only one class")
+                      help="n/a when the images hold only one class; for more than two classes, the mean of each "
+                           "class's AUC against the others")
     columns[3].metric("images", report["num_samples"])
     left, right = st.columns(2)
     with left:
@@ -121,7 +123,7 @@ def show_report(report: dict, key: str) -> None:
                         key=f"{key}-confusion")
     with right:
         st.markdown("**Per class**")
-        st.dataframe(per_class_rows(report), hide_index=True, key=f"{key}-per-class",
+        st.dataframe(per_class_rows(report, drawn), hide_index=True, key=f"{key}-per-class",
                      column_config={"precision": PERCENT, "recall": PERCENT, "f1": PERCENT})
 
 
@@ -225,7 +227,11 @@ def show_run(run: dict) -> None:
         st.info("This run has no test metrics: the split left the test set empty. Add images and train again.")
         return
     st.subheader("Test split")
-    show_report(report, "one")
+    for label, count in record.drawn_test_faces.items():
+        st.warning(f"{ui.literal(label)}: measured on drawings, not on real faces. Its {count} test faces are faces "
+                   "of another class with a mask drawn by training, as the dataset has no real test face of it. "
+                   "Import real photos of the class to measure it on real faces.")
+    show_report(report, "one", record.drawn_test_faces)
     st.subheader("ROC curve")
     chart = roc_chart(report)
     left, right = st.columns(2)

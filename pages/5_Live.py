@@ -161,6 +161,8 @@ def camera(path: str, stamp: float, settings: LiveSettings) -> None:
                              queued_video_frames_callback=media.frames_callback(live, seats),
                              on_video_ended=media.ended_callback(live, seats), async_processing=True)
         show_stats(live, playing=context is not None and context.state.playing)
+    with advice:
+        ui.class_legend(live.classifier.labels)
     advice.markdown(
         "Press **START** and allow the camera when the browser asks.\n\n"
         "Browsers open the camera only for pages served over **https** or from **localhost**: from another machine, "
@@ -178,6 +180,7 @@ def show_photo(data: bytes, name: str, key: str, path: str, stamp: float, settin
     result = ui.attempt(media.annotate_photo, data, live, store.settings.max_pixels) if live else None
     if result is None:
         return
+    ui.class_legend(live.classifier.labels)
     ui.show_annotated_photo(result, name, key, NO_FACE_HINT)
     if result.predictions:
         add_to_dataset(data, name, [p.box for p in result.predictions], key)
@@ -229,6 +232,8 @@ def show_video(upload, path: str, stamp: float, settings: LiveSettings) -> None:
         return
     player, details = st.columns([2, 1])
     player.video(result.data, format=result.mime)
+    with details:
+        ui.class_legend(ui.classifier(path, stamp).labels)
     counts = ", ".join(f"{label} {count}" for label, count in sorted(result.counters.labels.items()))
     details.caption(f"{result.frames} frames ({result.seconds:.1f} s, {result.width}x{result.height}); faces "
                     f"classified: {result.counters.faces_classified}" + (f" ({counts})" if counts else "") + ".")

@@ -126,3 +126,11 @@ def test_a_class_the_model_lacks_counts_as_without_mask_only_when_it_means_a_mas
     assert default_counts_as(["with_mask", "mask_weared_incorrect", "hat"], ["with_mask", "without_mask"]) == {
         "mask_weared_incorrect": "without_mask"}
     assert default_counts_as(["mask_incorrect"], ["masked", "bare"]) == {}
+
+
+def test_a_worn_wrong_class_the_model_lacks_counts_as_the_models_own_worn_wrong_class():
+    model = ["mask_incorrect", "with_mask", "without_mask"]
+    assert default_counts_as(["with_mask", "mask_weared_incorrect", "Mask_Worn_Wrong", "mask_incorrect", "hat"],
+                             model) == {"mask_weared_incorrect": "mask_incorrect", "Mask_Worn_Wrong": "mask_incorrect"}
+    assert default_counts_as(["mask_weared_incorrect"], ["masked", "bare", "worn_wrongly"]) == {
+        "mask_weared_incorrect": "worn_wrongly"}  # no without_mask needed

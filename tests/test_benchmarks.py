@@ -100,3 +100,10 @@ def test_scenes_benchmark_trains_and_scores_a_boxed_set(tmp_path, shared_data, b
             assert scores["faces"] == figures["faces"] and 0 <= scores["found"] <= scores["faces"]
             assert set(scores["ap"]) == {"with_mask", "without_mask"} and set(scores["by_size"]) == {
                 "< 20 px", "20-32 px", ">= 32 px"}
+    three = figures["three_classes"]
+    assert [rule["target"] for rule in three["rules"]] == ["with_mask", "mask_incorrect"]
+    scores = three["iou_0.4"]
+    assert scores["classes"] == ["with_mask", "without_mask", "mask_incorrect"]
+    assert len(scores["confusion"]) == 3 and all(len(row) == 3 for row in scores["confusion"])
+    assert set(scores["per_class"]) == set(scores["classes"]) and three["two_class_on_the_same_faces"]["classes"] == [
+        "with_mask", "without_mask"]

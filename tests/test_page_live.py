@@ -5,6 +5,7 @@ browser (test_browser_live.py)."""
 import base64
 import io
 import json
+import re
 from pathlib import Path
 
 import av
@@ -62,6 +63,13 @@ def texts(elements) -> str:
     return "\n".join(str(element.value) for element in elements)
 
 
+def legend_items(at: AppTest) -> list[list[tuple[str, tuple[int, ...]]]]:
+    """(name, colour) of each item of each colour legend on the page."""
+    return [[(name, tuple(map(int, color.split(", "))))
+             for color, name in re.findall(r"background: rgb\(([\d, ]+)\)\"></span> ([^<]+)</span>", element.value)]
+            for element in at.get("html")]
+
+
 # ---- without a model ---------------------------------------------------------------------------------------
 
 def test_without_a_model_it_says_so_and_links_to_training(settings):
@@ -102,6 +110,33 @@ def test_the_camera_component_and_the_settings(env):
     assert [m.label for m in at.metric][:4] == ["frames processed", "frames dropped", "faces classified", "fps"]
     assert "https" in texts(at.markdown) and "localhost" in texts(at.markdown)
     assert [tab.label for tab in at.tabs] == ["Camera", "No camera? Upload a photo or video"]
+
+
+def test_a_legend_beside_the_camera_and_above_a_photo_names_each_class_with_its_colour(env, shared_data):
+    """The colours of the boxes: with_mask green, without_mask red, uncertain grey, as drawn on the faces."""
+    legend = [("with_mask", (46, 160, 67)), ("without_mask", (214, 39, 40)), ("uncertain", (160, 160, 160))]
+    at = live_page()
+    no_failure(at)
+    assert legend_items(at) == [legend]
+    at = upload(at, "live-upload", "face.jpg", (shared_data / "without_mask" / "100.jpg").read_bytes(), "image/jpeg")
+    no_failure(at)
+    assert legend_items(at) == [legend, legend]
+
+
+def hostile_legend() -> None:
+    import ui
+
+    ui.class_legend(["<img src=x onerror=alert(1)>", "with_mask"])
+
+
+def test_a_class_name_in_the_legend_is_shown_as_text_never_as_html():
+    """Class names come from model files, uploaded ones too."""
+    at = AppTest.from_function(hostile_legend).run()
+    assert not at.exception
+    [legend] = at.get("html")
+    assert "<img" not in legend.value
+    assert legend_items(at) == [[("&lt;img src=x onerror=alert(1)&gt;", (214, 39, 40)), ("with_mask", (46, 160, 67)),
+                                 ("uncertain", (160, 160, 160))]]
 
 
 def test_each_session_streams_through_its_own_pipeline(env):

@@ -28,7 +28,7 @@ from maskdet.runs.lifecycle import active_training, log_path
 from maskdet.training.config import CHOSEN, RANGED, TrainConfig
 from maskdet.vision.augment import AUGMENTATIONS
 from maskdet.vision.faces import CropRule, crop_face
-from maskdet.vision.synth import MASK_STYLES
+from maskdet.vision.synth import MASK_STYLES, PLACEMENTS, WRONG_PLACEMENTS
 from tests.conftest import photo_pairs, write_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -253,39 +253,44 @@ def test_preview_shows_the_crop_and_eight_augmented_views(home):
     assert all(np.array_equal(pictures[0], view) for view in pictures[1:])
 
 
-AUTOMATIC = "Automatic (without_mask → with_mask)"
+def rule_key(row: int, name: str) -> str:
+    return f"synthetic_rule_{row}_{name}"
 
 
-def test_synthetic_masks_block_shows_its_settings_and_says_why_there_is_no_preview(home):
+def test_synthetic_masks_block_shows_its_rules_and_says_why_there_is_no_preview(home):
     """Generated pictures have no faces: the drawn-mask preview says so in a sentence, not a traceback."""
     at = page().run()
     no_failure(at)
     assert "Synthetic masks" in [header.value for header in at.subheader]
     assert at.toggle(key="synthetic_enabled").label == "Draw masks on faces"
     assert at.toggle(key="synthetic_enabled").value is True
-    assert at.slider(key="synthetic_probability").value == pytest.approx(0.25)
-    for key in ("synthetic_source", "synthetic_target"):
-        box = at.selectbox(key=key)
-        assert box.value is None and box.options == [AUTOMATIC, "with_mask", "without_mask"]
-    styles = at.multiselect(key="synthetic_styles")
+    # one rule suggested by the class names: masks worn right drawn on without_mask faces, trained as with_mask
+    assert at.selectbox(key=rule_key(0, "source")).value == "without_mask"
+    assert at.selectbox(key=rule_key(0, "target")).value == "with_mask"
+    assert at.selectbox(key=rule_key(0, "worn")).value == "right"
+    assert at.selectbox(key=rule_key(0, "source")).options == ["with_mask", "without_mask"]
+    assert at.slider(key=rule_key(0, "probability")).value == pytest.approx(0.25)
+    styles = at.multiselect(key=rule_key(0, "styles"))
     assert styles.options == list(MASK_STYLES.values()) and styles.value == list(MASK_STYLES)
-    assert "Drawn masks" in [header.value for header in at.subheader]
+    assert not [key for key in ("source", "target") if rule_key(1, key) in [box.key for box in at.selectbox]]
+    assert "Drawn masks: without_mask → with_mask, mask worn right" in [header.value for header in at.subheader]
     assert [e.value for e in at.error] == ["No photo of 'without_mask' has a face with landmarks to draw a mask on: "
                                            "import photos with visible faces."]
     assert len(at.image) == 1  # only the augmentation preview
 
-    at.selectbox(key="synthetic_source").set_value("with_mask").run()  # one class picked, the other automatic
+    at.selectbox(key=rule_key(0, "target")).set_value("without_mask").run()
     no_failure(at)
-    assert any("Pick both classes, or set both to automatic" in e.value for e in at.error)
+    assert any("rule 1: the source and target classes must differ" in e.value for e in at.error)
 
-    at.toggle(key="synthetic_enabled").set_value(False).run()  # off: greyed out, no preview and no message
+    at.toggle(key="synthetic_enabled").set_value(False).run()  # off: no rules, no preview, no message
     no_failure(at)
-    assert at.selectbox(key="synthetic_source").disabled and at.slider(key="synthetic_probability").disabled
-    assert "Drawn masks" not in [header.value for header in at.subheader] and not at.error
+    assert rule_key(0, "source") not in [box.key for box in at.selectbox]
+    assert not [header.value for header in at.subheader if header.value.startswith("Drawn masks")] and not at.error
 
 
 def test_drawn_mask_preview_shows_eight_source_faces_with_their_style(settings, tmp_path, shared_data, detector):
-    """Real photos, whose faces have landmarks: eight unmasked faces of the source class with a mask drawn on."""
+    """Real photos, whose faces have landmarks: eight unmasked faces of the source class with a mask drawn on; an
+    empty mask_incorrect class adds a rule of masks worn wrongly, with its own preview."""
     for name in photo_pairs(shared_data)[:10]:
         for label, file in (("with_mask", f"{name}-with-mask.jpg"), ("without_mask", f"{name}.jpg")):
             (tmp_path / "photos" / label).mkdir(parents=True, exist_ok=True)
@@ -297,8 +302,9 @@ def test_drawn_mask_preview_shows_eight_source_faces_with_their_style(settings, 
     assert not at.error
     augmented, drawn = at.image
     styles = list(MASK_STYLES)
-    assert [c.split(": ")[0] for c in drawn.captions] == [styles[i % len(styles)] for i in range(8)]
-    assert "Source-class faces with a drawn mask, as training adds them." in shown(at)
+    assert [c.split(", ")[0] for c in drawn.captions] == [styles[i % len(styles)] for i in range(8)]
+    assert all(", worn right: " in c for c in drawn.captions)
+    assert "without_mask faces with a drawn mask, as training adds them to with_mask." in shown(at)
     records = {r.source_name: r for r in store.faces(label="without_mask")}
     for caption, picture in zip(drawn.captions, decode(drawn.value)):
         record = records[caption.split(": ")[1]]  # a photo of the source class, without_mask
@@ -307,33 +313,48 @@ def test_drawn_mask_preview_shows_eight_source_faces_with_their_style(settings, 
         assert np.abs(picture[:40] - crop[:40]).mean() < 5, caption  # the eyes and forehead as they were...
         assert np.abs(picture[100:] - crop[100:]).mean() > 10, caption  # ...and a mask over the mouth and chin
 
-    at.multiselect(key="synthetic_styles").set_value(["n95"]).run()  # the chosen styles only
+    at.multiselect(key=rule_key(0, "styles")).set_value(["n95"]).run()  # the chosen styles only
     no_failure(at)
-    assert {c.split(": ")[0] for c in at.image[1].captions} == {"n95"}
+    assert {c.split(", ")[0] for c in at.image[1].captions} == {"n95"}
+
+    store.add_label("mask_incorrect")
+    at = page().run()
+    no_failure(at)
+    assert at.selectbox(key=rule_key(1, "target")).value == "mask_incorrect"
+    assert at.selectbox(key=rule_key(1, "worn")).value == "wrong"
+    assert "Drawn masks: without_mask → mask_incorrect, mask worn wrongly" in [h.value for h in at.subheader]
+    wrong = at.image[2]
+    placements = [c.split(", ")[1].split(": ")[0] for c in wrong.captions]
+    assert placements[:4] == [PLACEMENTS[name].lower() for name in WRONG_PLACEMENTS]
 
 
-def test_synthetic_masks_settings_reach_the_run_config(home):
+def test_synthetic_mask_rules_reach_the_run_config(home):
+    home.add_label("mask_incorrect")
     at = set_tiny(page().run())
-    at.selectbox(key="synthetic_source").set_value("without_mask")
-    at.selectbox(key="synthetic_target").set_value("with_mask")
-    at.slider(key="synthetic_probability").set_value(0.5)
-    at.multiselect(key="synthetic_styles").unselect("bandana").unselect("gaiter")
+    assert at.selectbox(key=rule_key(1, "target")).value == "mask_incorrect"  # suggested by the class name
+    at.button(key=rule_key(0, "remove")).click().run()  # rule 1 goes; the worn-wrong one stays
+    at.slider(key=rule_key(1, "probability")).set_value(0.5)
+    at.multiselect(key=rule_key(1, "styles")).unselect("bandana").unselect("gaiter")
+    at.button(key="add_rule").click().run()
+    at.selectbox(key=rule_key(2, "source")).set_value("without_mask")
+    at.selectbox(key=rule_key(2, "target")).set_value("with_mask")
     at.button(key="start").click().run()
     no_failure(at)
     [run] = home.runs()
-    assert run["config"]["synthetic_masks"] == {"enabled": True, "source": "without_mask", "target": "with_mask",
-                                                "probability": 0.5, "styles": ["surgical", "cloth", "n95"]}
+    assert run["config"]["synthetic_masks"] == [
+        {"source": "without_mask", "target": "mask_incorrect", "worn": "wrong", "probability": 0.5,
+         "styles": ["surgical", "cloth", "n95"]},
+        {"source": "without_mask", "target": "with_mask", "worn": "right", "probability": 0.25,
+         "styles": list(MASK_STYLES)}]
     assert f"Run {run['id']}" in shown(at)
 
 
 def test_same_source_and_target_class_is_refused_before_starting(home):
     at = page().run()
-    at.selectbox(key="synthetic_source").set_value("with_mask")
-    at.selectbox(key="synthetic_target").set_value("with_mask")
+    at.selectbox(key=rule_key(0, "target")).set_value("without_mask")
     at.button(key="start").click().run()
     no_failure(at)
     assert "the source and target classes must differ" in shown(at)
-    assert home.runs() == []
 
 
 def test_split_that_does_not_add_up_is_refused_before_starting(home):

@@ -19,7 +19,7 @@ from maskdet.core.imageio import BadImage, decode_image
 from maskdet.serving.classifier import load_classifier
 from maskdet.serving.media import prediction_rows
 from maskdet.serving.predict import (PALETTE, UNCERTAIN_COLOR, FacePrediction, annotate, classify_faces,
-                                     draw_predictions, evaluate_folder, predict_image)
+                                     draw_predictions, evaluate_folder, label_color, legend, predict_image)
 from maskdet.training.export import export_classifier
 from maskdet.training.model import MaskNet
 from maskdet.vision.faces import CropRule, Face, FaceDetector, crop_face
@@ -122,14 +122,33 @@ def test_classify_faces_threshold(constant_classifier):
 
 # ---- annotate ------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("label, color", [("with_mask", PALETTE[0]), ("without_mask", PALETTE[1]),
-                                          ("mask_incorrect", PALETTE[2]), ("uncertain", UNCERTAIN_COLOR)])
-def test_annotate_draws_the_box_in_the_class_colour_inside_its_edges(label, color):
+GREEN, RED, BLUE, ORANGE, PURPLE = PALETTE[:5]
+AMBER, WHITE, BLACK = (255, 176, 0), (255, 255, 255), (0, 0, 0)
+
+
+@pytest.mark.parametrize("labels, colors", [
+    (["with_mask", "without_mask"], [GREEN, RED]),  # two-class models look as they always did
+    (["masked", "bare"], [GREEN, RED]),
+    (["mask_incorrect", "with_mask", "without_mask"], [AMBER, GREEN, RED]),  # by meaning, not by place
+    (["without_mask", "hat", "mask_weared_incorrect", "with_mask", "scarf"], [RED, BLUE, AMBER, GREEN, ORANGE]),
+    (["hat", "without_mask", "scarf"], [GREEN, RED, BLUE]),  # others take the colours the meanings leave
+    (["mask_incorrect", "mask_worn_wrong", "with_mask"], [AMBER, RED, GREEN]),  # one class a meaning
+], ids=["two-classes", "other-names", "worn-wrong-first", "mixed", "others-fill-in", "two-worn-wrong"])
+def test_a_class_colour_follows_its_meaning(labels, colors):
+    assert [label_color(label, labels) for label in labels] == colors
+    assert label_color("uncertain", labels) == UNCERTAIN_COLOR
+    assert legend(labels) == [*zip(labels, colors), ("uncertain", UNCERTAIN_COLOR)]
+
+
+@pytest.mark.parametrize("label, color, text", [("with_mask", GREEN, WHITE), ("without_mask", RED, WHITE),
+                                                ("mask_incorrect", AMBER, BLACK), ("hat", BLUE, WHITE),
+                                                ("uncertain", UNCERTAIN_COLOR, WHITE)])
+def test_annotate_draws_the_box_in_the_class_colour_inside_its_edges(label, color, text):
     image = flat_image()
     before = image.copy()
     x1, y1, x2, y2 = 40, 60, 120, 140
     out = annotate(image, [prediction((float(x1), float(y1), float(x2), float(y2)), label)],
-                   ["with_mask", "without_mask", "mask_incorrect"])
+                   ["with_mask", "without_mask", "mask_incorrect", "hat"])
     assert out.shape == image.shape and out.dtype == np.uint8
     assert np.array_equal(image, before)  # the caller's array is not drawn on
     middle_y, middle_x = (y1 + y2) // 2, (x1 + x2) // 2
@@ -140,10 +159,11 @@ def test_annotate_draws_the_box_in_the_class_colour_inside_its_edges(label, colo
     for y, x in ((middle_y, x1 - 1), (middle_y, x2 + 1), (y2 + 1, middle_x), (middle_y, middle_x),
                  (middle_y, x1 + 6), (middle_y, x2 - 6)):
         assert tuple(out[y, x]) == background, (y, x)
-    # the label sits on a filled strip just above the box, with white text on it
+    # the label sits on a filled strip just above the box, its text white, or black on amber (white would fade)
     assert tuple(out[y1 - 1, x1 + 1]) == color
     strip = out[:y1, x1:]
-    assert (strip == 255).all(axis=-1).any()
+    assert (strip == text).all(axis=-1).sum() > 20
+    assert not (strip == (BLACK if text == WHITE else WHITE)).all(axis=-1).any()
     assert np.array_equal(out[y2 + 1:], before[y2 + 1:])  # nothing drawn below the box
 
 

@@ -1,5 +1,8 @@
 """Tests for maskdet.vision.synth.draw_mask: a mask over the lower face of a real photo, never the eyes, for every
-style, deterministic per rng state, and no crash on awkward landmarks."""
+style, deterministic per rng state, and no crash on awkward landmarks; masks worn wrongly leave exactly the part of
+the face they should uncovered."""
+
+import hashlib
 
 import cv2
 import numpy as np
@@ -8,7 +11,7 @@ import pytest
 from maskdet.bundle.crop_rule import square_crop_box
 from maskdet.core.imageio import decode_image
 from maskdet.vision.faces import CropRule, crop_face
-from maskdet.vision.synth import MASK_STYLES, MIN_EYE_DISTANCE, draw_mask
+from maskdet.vision.synth import MASK_STYLES, MIN_EYE_DISTANCE, PLACEMENTS, WRONG_PLACEMENTS, draw_mask
 
 STYLES = list(MASK_STYLES)
 
@@ -41,6 +44,33 @@ def lower_face(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     top = int(nose[1] + 0.2 * (mouth_left[1] - nose[1]))
     bottom = int(max(mouth_left[1], mouth_right[1]) + 0.2 * eye_distance(landmarks))
     return image[top:bottom, int(mouth_left[0]):int(mouth_right[0]) + 1]
+
+
+def around(image: np.ndarray, landmarks: np.ndarray, points: np.ndarray, across: float, up: float,
+           down: float | None = None) -> np.ndarray:
+    """The pixels of the box around `points`, widened by `across` eye distances on each side, `up` above and `down`
+    (else `up`) below (an upright face)."""
+    reach = eye_distance(landmarks) * np.array([across, up, across, up if down is None else down])
+    (x0, y0), (x1, y1) = np.floor(points.min(axis=0) - reach[:2]), np.ceil(points.max(axis=0) + reach[2:])
+    return image[max(int(y0), 0):int(y1) + 1, max(int(x0), 0):int(x1) + 1]
+
+
+def nostrils(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    return around(image, landmarks, landmarks[2:3], 0.15, 0.1)
+
+
+def mouth(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    return around(image, landmarks, landmarks[3:], 0.05, 0.1)
+
+
+def chin(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """Between the mouth corners, 0.4 to 0.6 eye distances below them."""
+    return around(image, landmarks, landmarks[3:], 0, -0.4, 0.6)
+
+
+def face_to_chin(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """From above the eyes to 0.6 eye distances below the mouth, 0.2 eye distances wider than the eyes."""
+    return around(image, landmarks, landmarks, 0.2, 0.5, 0.6)
 
 
 def changed(before: np.ndarray, after: np.ndarray, by: int = 10) -> float:
@@ -105,6 +135,10 @@ def test_rotated_faces_get_their_mask_below_the_eyes(photo, degrees):
             assert np.array_equal(before, after)
         if degrees == 25:  # still upright enough for the lower-face box
             assert_masked(image, drawn, landmarks)
+        for placement in WRONG_PLACEMENTS:
+            drawn = draw_mask(image, landmarks, style, np.random.default_rng(1), placement)
+            for before, after in zip(eye_boxes(image, landmarks), eye_boxes(drawn, landmarks)):
+                assert np.array_equal(before, after), (style, placement)
 
 
 def test_awkward_landmarks_keep_the_image(photo):
@@ -126,10 +160,11 @@ def test_awkward_landmarks_keep_the_image(photo):
     }
     for name, points in cases.items():
         for style in STYLES:
-            drawn = draw_mask(image, points, style, np.random.default_rng(2))
-            assert drawn.shape == image.shape and drawn.dtype == np.uint8, (name, style)
-            if name in ("tiny", "none", "all outside"):
-                assert np.array_equal(drawn, image), (name, style)
+            for placement in PLACEMENTS:
+                drawn = draw_mask(image, points, style, np.random.default_rng(2), placement)
+                assert drawn.shape == image.shape and drawn.dtype == np.uint8, (name, style, placement)
+                if name in ("tiny", "none", "all outside"):
+                    assert np.array_equal(drawn, image), (name, style, placement)
 
 
 def test_landmarks_listed_right_to_left_still_put_the_mask_below_the_eyes(photo):
@@ -148,8 +183,71 @@ def test_training_crop(photo):
     points = (landmarks - (left, top)) * (rule.size / (right - left), rule.size / (bottom - top))
     for style in STYLES:
         assert_masked(crop, draw_mask(crop, points, style, np.random.default_rng(3)), points)
+        for placement in WRONG_PLACEMENTS:
+            drawn = draw_mask(crop, points, style, np.random.default_rng(3), placement)
+            for before, after in zip(eye_boxes(crop, points), eye_boxes(drawn, points)):
+                assert np.array_equal(before, after), (style, placement)
+            if placement != "neck":  # which is all below this tight crop
+                assert changed(crop, drawn) > 0.01, (style, placement)
 
 
 def test_unknown_style_is_refused(photo):
     with pytest.raises(ValueError, match="surgical"):
         draw_mask(*photo, "scarf", np.random.default_rng(0))
+
+
+def test_unknown_placement_is_refused(photo):
+    with pytest.raises(ValueError, match="under_nose"):
+        draw_mask(*photo, "surgical", np.random.default_rng(0), "on_the_forehead")
+
+
+# sha256 (first 16 hex digits) of draw_mask's output for reference_scene() and seeds 0 and 1, followed by 8 bytes of
+# the rng after it, as draw_mask drew them before placements existed
+WORN_RIGHT_BEFORE_PLACEMENTS = {
+    "surgical": ("7c4f454bb52e6d35", "df60fc68c0b043c0"),
+    "cloth": ("90d1916bf42d7ff2", "286e386e22587c3e"),
+    "n95": ("193088fd16a48dc5", "22f3dc18b5963f5e"),
+    "bandana": ("5d85a752869c513d", "81e44b8b557154d6"),
+    "gaiter": ("715fedea0ce3295a", "b080f0477d42fac7"),
+}
+
+
+def reference_scene() -> tuple[np.ndarray, np.ndarray]:
+    """A fixed 160-pixel picture (no decoder or detector involved) and face landmarks on it."""
+    y, x = np.mgrid[0:160, 0:160]
+    image = np.stack([x + y // 2, (x * y) % 256, 255 - y], axis=-1).astype(np.uint8)
+    return image, np.array([[56, 62], [104, 60], [82, 88], [62, 112], [100, 111]], float)
+
+
+@pytest.mark.parametrize("arguments", [(), ("right",)], ids=["default", "right"])
+def test_worn_right_draws_exactly_as_before_placements(arguments):
+    """Seeded training runs that draw masks worn right keep their pictures and their rng stream."""
+    image, landmarks = reference_scene()
+    for style, hashes in WORN_RIGHT_BEFORE_PLACEMENTS.items():
+        for seed, expected in enumerate(hashes):
+            rng = np.random.default_rng(seed)
+            drawn = draw_mask(image, landmarks, style, rng, *arguments)
+            assert hashlib.sha256(drawn.tobytes() + rng.bytes(8)).hexdigest()[:16] == expected, (style, seed)
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_masks_worn_wrongly_leave_exactly_their_part_of_the_face(photo, style):
+    """Under the nose: nostrils as they were, mouth covered. On the chin: mouth as it was, chin covered. Pulled
+    down to the neck: the face down to the chin as it was. Hanging from one ear: nose and mouth as they were. The eyes
+    are never touched."""
+    image, landmarks = photo
+    for seed in range(2):
+        drawn = {placement: draw_mask(image, landmarks, style, np.random.default_rng(seed), placement)
+                 for placement in PLACEMENTS}
+        for placement, picture in drawn.items():
+            for before, after in zip(eye_boxes(image, landmarks), eye_boxes(picture, landmarks)):
+                assert np.array_equal(before, after), placement
+        assert np.array_equal(nostrils(drawn["under_nose"], landmarks), nostrils(image, landmarks))
+        assert changed(mouth(image, landmarks), mouth(drawn["under_nose"], landmarks)) > 0.6
+        assert np.array_equal(mouth(drawn["chin"], landmarks), mouth(image, landmarks))
+        assert changed(chin(image, landmarks), chin(drawn["chin"], landmarks)) > 0.8
+        assert np.array_equal(face_to_chin(drawn["neck"], landmarks), face_to_chin(image, landmarks))
+        assert changed(image, drawn["neck"]) > 0.02
+        for part in (nostrils, mouth):
+            assert np.array_equal(part(drawn["one_ear"], landmarks), part(image, landmarks))
+        assert changed(image, drawn["one_ear"]) > 0.02

@@ -28,15 +28,16 @@ from maskdet.serving.classifier import load_classifier
 from maskdet.training import export
 from maskdet.training.config import RANGED, TrainConfig
 from maskdet.training.device import resolve_device
-from maskdet.training.loops import extract_features, seed_everything, train_head
+from maskdet.training.loops import class_weights, extract_features, seed_everything, train_head
 from maskdet.training.model import MaskNet, build_model
 from maskdet.training.progress import Callbacks
 from maskdet.training.train import scratch_bytes, train
-from maskdet.training.views import (MASKED, MaskSynthesis, Views, feature_views, load_split, resolve_synthesis,
+from maskdet.training.views import (MASKED, DrawRule, Views, add_drawn_faces, feature_views, load_split,
                                     view_maker)
 from maskdet.vision.augment import AugmentConfig, build_train_pipeline
 from maskdet.vision.faces import CropRule, crop_face
-from maskdet.vision.synth import MASK_STYLES, SyntheticMasks
+from maskdet.vision.mask_rules import MaskRule, automatic_rules
+from maskdet.vision.synth import MASK_STYLES, WRONG_PLACEMENTS
 from tests.conftest import make_old_home, pattern_image, photo_pairs, write_dataset
 
 LABELS = ["with_mask", "without_mask"]
@@ -152,7 +153,8 @@ def test_metrics_and_model_card_record_the_device_it_trained_on(tiny):
 def test_predictions_csv_matches_the_test_split(tiny):
     rows = read_predictions(tiny.run_dir)
     test_records = {r.id: r for r in tiny.store.faces(split="test")}
-    assert list(rows[0]) == ["image_id", "source_name", "true", "predicted", "p_with_mask", "p_without_mask"]
+    assert list(rows[0]) == ["image_id", "source_name", "true", "predicted", "p_with_mask", "p_without_mask",
+                            "drawn"]
     assert {int(r["image_id"]) for r in rows} == set(test_records)
     for row in rows:
         record = test_records[int(row["image_id"])]
@@ -275,7 +277,7 @@ def test_only_one_class_with_images_fails_the_run(store, settings, tmp_path, det
 def test_a_run_whose_crops_and_features_would_not_fit_on_the_disk_is_refused_before_writing(
         store, settings, tmp_path, detector, monkeypatch):
     store.import_folder(write_dataset(tmp_path / "d", 5), detector)
-    needed = scratch_bytes({"train": 6, "val": 2, "test": 2}, TINY, None)
+    needed = scratch_bytes({"train": 6, "val": 2, "test": 2}, TINY, [])
     assert needed == 10 * 96 * 96 * 3 + (6 * 2 + 4) * 1280 * 4  # TINY: 96 px crops, one view besides the clean one
     monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**12, 10**12 - 10**5, 10**5))
     with pytest.raises(TrainingError) as error:
@@ -286,7 +288,7 @@ def test_a_run_whose_crops_and_features_would_not_fit_on_the_disk_is_refused_bef
     assert store.runs()[0]["error"] == str(error.value) and leftovers(settings.models_dir) == []
     default = TrainConfig()  # 100,000 photos at the default settings, drawn masks included: about 10 GB
     assert 9.5e9 < scratch_bytes({"train": 70_000, "val": 15_000, "test": 15_000}, default,
-                                 MaskSynthesis(1, 0, 0.25, ["surgical"])) < 10.5e9
+                                 [DrawRule(1, 0, ("right",), 0.25, ["surgical"])]) < 10.5e9
 
 
 def test_missing_backbone_weights_fail_the_run_with_the_message(store, settings, tmp_path, detector):
@@ -422,50 +424,73 @@ def test_exported_model_reproduces_test_predictions_from_its_metadata(real):
 # ---- synthetic masks --------------------------------------------------------------------------------
 
 def test_synthetic_masks_settings_round_trip():
-    masks = SyntheticMasks(source="bare", target="masked", probability=0.5, styles=["cloth", "gaiter"])
-    config = TrainConfig(synthetic_masks=masks)
+    rules = [MaskRule("bare", "masked", probability=0.5, styles=["cloth", "gaiter"]),
+             MaskRule("bare", "worn_wrong", worn="wrong")]
+    config = TrainConfig(synthetic_masks=rules)
     assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
-    assert TrainConfig.from_dict({}).synthetic_masks == SyntheticMasks()
-    assert TrainConfig.from_dict({"synthetic_masks": {"enabled": False}}).synthetic_masks.styles == list(MASK_STYLES)
+    assert TrainConfig.from_dict({}).synthetic_masks is None  # automatic
+    assert TrainConfig.from_dict({"synthetic_masks": []}).synthetic_masks == []
+
+
+def test_the_single_rule_setting_of_older_runs_still_reads():
+    read = lambda old: TrainConfig.from_dict({"synthetic_masks": old}).synthetic_masks  # noqa: E731
+    assert read({"enabled": False, "source": None, "target": None, "probability": 0.25, "styles": ["cloth"]}) == []
+    assert read({"enabled": True, "source": None, "target": None, "probability": 0.25, "styles": ["cloth"]}) is None
+    assert read({"enabled": True, "source": "bare", "target": "masked", "probability": 0.5, "styles": ["cloth"]}) == [
+        MaskRule("bare", "masked", "right", 0.5, ["cloth"])]
 
 
 @pytest.mark.parametrize("masks, message", [
-    ({"probability": 1.5}, "between 0 and 1"),
-    ({"styles": ["surgical", "hat"]}, "styles must be a non-empty list of: surgical"),
-    ({"styles": []}, "non-empty list"),
-    ({"source": "a", "target": "a"}, "must differ"),
-    ({"source": 3}, "class name or null"),
-    ({"colour": "red"}, r"Unknown synthetic_masks setting\(s\): colour"),
-    (["surgical"], "must be an object"),
+    ([{"source": "a", "target": "b", "probability": 1.5}], "rule 1: probability must be a number between 0 and 1"),
+    ([{"source": "a", "target": "b", "styles": ["surgical", "hat"]}], "styles must be a non-empty list of: surgical"),
+    ([{"source": "a", "target": "b", "styles": []}], "non-empty list"),
+    ([{"source": "a", "target": "b"}, {"source": "a", "target": "a"}], "rule 2: the source and target classes must"),
+    ([{"source": 3, "target": "b"}], "source must be a class name"),
+    ([{"source": "a"}], "needs a source class .* and a target class"),
+    ([{"source": "a", "target": "b", "worn": "sideways"}], "worn must be one of right, wrong"),
+    ([{"source": "a", "target": "b", "colour": "red"}], r"Unknown setting\(s\) in synthetic_masks rule 1: colour"),
+    (["surgical"], "rule 1 must be an object"),
+    ("surgical", "must be null \\(automatic\\), or a list of rules"),
+    ({"enabled": True, "colour": "red"}, r"Unknown synthetic_masks setting\(s\): colour"),
 ])
 def test_synthetic_masks_settings_reject_bad_values(masks, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig.from_dict({"synthetic_masks": masks})
 
 
-def test_automatic_synthesis_needs_the_default_class_names():
-    assert resolve_synthesis(SyntheticMasks(), ["with_mask", "without_mask"]) == \
-        MaskSynthesis(source=1, target=0, probability=0.25, styles=list(MASK_STYLES))
-    assert resolve_synthesis(SyntheticMasks(), ["masked", "bare"]) is None
-    assert resolve_synthesis(SyntheticMasks(enabled=False), ["with_mask", "without_mask"]) is None
-    assert resolve_synthesis(SyntheticMasks(source="bare", target="masked"), ["masked", "bare"]).source == 1
+def test_automatic_rules_follow_the_class_names():
+    assert automatic_rules(["with_mask", "without_mask"]) == [MaskRule("without_mask", "with_mask", "right")]
+    assert automatic_rules(["masked", "bare"]) == []
+    assert automatic_rules(["mask_weared_incorrect", "with_mask", "without_mask"]) == [
+        MaskRule("without_mask", "with_mask", "right"), MaskRule("without_mask", "mask_weared_incorrect", "wrong")]
+    assert automatic_rules(["with_mask", "mask_incorrect"]) == []  # nothing to draw on
 
 
-def test_synthesis_naming_a_class_that_does_not_exist_fails_the_run(store, settings, tmp_path, detector):
+def test_a_rule_naming_a_class_that_does_not_exist_fails_the_run(store, settings, tmp_path, detector):
     store.import_folder(write_dataset(tmp_path / "data", 6), detector)
-    config = dataclasses.replace(TINY, synthetic_masks=SyntheticMasks(source="bare", target="with_mask"))
-    with pytest.raises(TrainingError, match="no trained class for the source 'bare'. Classes: with_mask, without_mask"):
+    config = dataclasses.replace(TINY, synthetic_masks=[MaskRule("bare", "with_mask")])
+    with pytest.raises(TrainingError, match="rule 1 \\(bare → with_mask, mask worn right\\) names the class 'bare', "
+                                            "which the dataset does not have. Classes: with_mask, without_mask"):
         execute_run(store, config, settings.models_dir)
-    assert store.runs()[0]["status"] == "failed" and "source 'bare'" in store.runs()[0]["error"]
+    assert store.runs()[0]["status"] == "failed" and "'bare'" in store.runs()[0]["error"]
+    outside = dataclasses.replace(TINY, labels=["with_mask", "without_mask"],
+                                  synthetic_masks=[MaskRule("without_mask", "spare", worn="wrong")])
+    store.add_label("spare")
+    with pytest.raises(TrainingError, match="names a class this run does not train"):
+        execute_run(store, outside, settings.models_dir)
 
 
-def test_synthesis_from_a_class_without_landmarks_fails_with_a_sentence(store, settings, tmp_path, detector):
+def test_a_rule_from_a_class_without_landmarks_fails_with_a_sentence(store, settings, tmp_path, detector):
     store.import_folder(write_dataset(tmp_path / "data", 6), detector)  # generated pictures: no faces
-    config = dataclasses.replace(TINY, synthetic_masks=SyntheticMasks(source="without_mask", target="with_mask"))
+    config = dataclasses.replace(TINY, synthetic_masks=[MaskRule("without_mask", "with_mask")])
     with pytest.raises(TrainingError, match="no training photo of 'without_mask' has a face with landmarks"):
         execute_run(store, config, settings.models_dir)
     automatic = execute_run(store, dataclasses.replace(TINY, finetune_blocks=0), settings.models_dir)
-    assert automatic["synthetic_masks"]["views"] == 0  # automatic: nothing to draw on is not an error
+    assert automatic["synthetic_masks"]["rules"] == []  # automatic: nothing to draw on is not an error, but
+    store.add_label("mask_incorrect")  # a class made of drawings only needs faces to draw on
+    with pytest.raises(TrainingError, match="rule 2 \\(without_mask → mask_incorrect, mask worn wrongly\\): no "
+                                            "training photo"):
+        execute_run(store, dataclasses.replace(TINY, finetune_blocks=0), settings.models_dir)
 
 
 @pytest.fixture(scope="module")
@@ -491,30 +516,49 @@ def load_splits(store: Store, folder: Path, size: int = 96) -> dict:
 
 def test_drawn_mask_views_come_from_training_faces_and_keep_their_group(pairs, tmp_path):
     splits = load_splits(pairs, tmp_path)
-    synthesis = MaskSynthesis(source=1, target=0, probability=1.0, styles=list(MASK_STYLES))
+    rules = [DrawRule(source=1, target=0, placements=("right",), probability=1.0, styles=list(MASK_STYLES))]
     train_split = splits["train"]
-    views = feature_views(train_split, 3, synthesis, seed=0)
+    views = feature_views(train_split, 3, rules, seed=0)
     masked = views.indices[views.kinds == MASKED]
     eligible = [i for i, r in enumerate(train_split.records) if r.label == "without_mask" and r.face.landmarks]
     assert len(eligible) >= 4 and sorted(masked.tolist()) == sorted(eligible * 3)  # probability 1: every view
-    assert (views.targets(train_split, synthesis)[views.kinds == MASKED] == 0).all()  # trained as with_mask
+    assert (views.targets(train_split, rules)[views.kinds == MASKED] == 0).all()  # trained as with_mask
     held_out = {r.dup_group for name in ("val", "test") for r in splits[name].records}
     assert held_out and not {train_split.records[i].dup_group for i in masked} & held_out
-    drawn = view_maker(train_split, Views(masked[:4], views.kinds[views.kinds == MASKED][:4]),
-                       build_train_pipeline(AugmentConfig.from_dict({}), 96, seed=0), synthesis, seed=0)(slice(0, 4))
+    drawn = view_maker(train_split, Views(masked[:4], views.kinds[views.kinds == MASKED][:4], np.zeros(4, int)),
+                       build_train_pipeline(AugmentConfig.from_dict({}), 96, seed=0), rules, seed=0)(slice(0, 4))
     assert drawn.shape == (4, 96, 96, 3)
+
+
+def test_a_drawn_only_class_gets_training_views_weights_and_drawn_test_faces(pairs, tmp_path):
+    splits = load_splits(pairs, tmp_path)
+    rules = [DrawRule(1, 0, ("right",), 0.5, list(MASK_STYLES)), DrawRule(1, 2, WRONG_PLACEMENTS, 0.5, ["cloth"])]
+    views = feature_views(splits["train"], 4, rules, seed=0)
+    targets = views.targets(splits["train"], rules)
+    counts = np.bincount(targets, minlength=3)
+    assert counts[2] == (views.rules == 1).sum() > 0 and (targets[views.rules == 0] == 0).all()
+    weights = class_weights(targets, 3).numpy()
+    np.testing.assert_allclose(weights, len(targets) / counts / 3, rtol=1e-6)  # drawn faces count
+    test = splits["test"]
+    bare = [i for i, r in enumerate(test.records) if r.label == "without_mask" and r.face.landmarks]
+    size = len(test.crops)
+    add_drawn_faces(test, rules, seed=0)  # class 0 has real test faces: only class 2 gets drawings
+    assert len(test.crops) == len(test.targets) == len(test.records) == len(test.drawn) == size + len(bare)
+    assert (test.targets[size:] == 2).all() and set(test.drawn[size:]) <= set(WRONG_PLACEMENTS)
+    assert [r.id for r in test.records[size:]] == [test.records[i].id for i in bare]
+    assert not np.array_equal(test.crops[size], test.crops[bare[0]])  # a mask drawn on the face
 
 
 def test_synthesis_off_reproduces_the_plain_views_and_on_only_adds(pairs, tmp_path):
     splits = load_splits(pairs, tmp_path)
     model, _ = build_model(2, random_init=True, preprocess=Preprocess(input_size=96))
     config = TrainConfig(input_size=96, views_per_image=2)
-    run = lambda synthesis: extract_features(model.eval(), splits, config, synthesis, tmp_path, Callbacks())
-    plain = run(None)
-    never = run(MaskSynthesis(1, 0, 0.0, list(MASK_STYLES)))
-    always = run(MaskSynthesis(1, 0, 1.0, list(MASK_STYLES)))
+    run = lambda rules: extract_features(model.eval(), splits, config, rules, tmp_path, Callbacks())  # noqa: E731
+    plain = run([])
+    never = run([DrawRule(1, 0, ("right",), 0.0, list(MASK_STYLES))])
+    always = run([DrawRule(1, 0, ("right",), 1.0, list(MASK_STYLES))])
     plain_count = len(splits["train"].crops) * 3
-    assert len(plain["train"]) == plain_count and (plain["train_kinds"] != MASKED).all()
+    assert len(plain["train"]) == plain_count and (plain["train_rules"] == -1).all()
     for name in ("train", "train_targets", "val", "test"):
         np.testing.assert_array_equal(never[name][:], plain[name][:])
         np.testing.assert_array_equal(always[name][:len(plain[name])], plain[name])
@@ -534,7 +578,7 @@ def test_features_and_head_from_files_match_those_from_memory(pairs, tmp_path, b
         folder.mkdir()
         seed_everything(0)
         model, _ = build_model(2, backbone_weights, preprocess=Preprocess(input_size=96))
-        features = extract_features(model.eval(), splits, config, None, folder, Callbacks())
+        features = extract_features(model.eval(), splits, config, [], folder, Callbacks())
         if splits is in_memory:
             features = {name: rows[:] for name, rows in features.items()}
         loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
@@ -564,10 +608,11 @@ def test_an_old_data_home_without_landmarks_trains_with_synthetic_masks(tmp_path
     store = make_store(root)  # migrates: every stored face lacks landmarks until needed
     assert len(store.without_landmarks()) == 24 and all(r.face.landmarks is None for r in store.faces())
     config = TrainConfig(backbone_weights=str(backbone_weights), views_per_image=1, quantize=False,
-                         synthetic_masks=SyntheticMasks(probability=1.0))
+                         synthetic_masks=[MaskRule("without_mask", "with_mask", probability=1.0)])
     stages = []
     result = execute_run(store, config, store.settings.models_dir, on_progress=lambda p: stages.append(p.stage))
     train_bare = [r for r in store.faces(split="train") if r.label == "without_mask"]
     assert "landmarks" in stages and all(r.face.landmarks for r in train_bare)
-    assert result["synthetic_masks"]["views"] == len(train_bare) and result["test"]["accuracy"] >= 0.75
+    assert result["synthetic_masks"]["rules"][0]["views"] == len(train_bare)
+    assert result["test"]["accuracy"] >= 0.75
     assert "Synthetic masks: " in (store.settings.models_dir / result["run_id"] / "MODEL_CARD.md").read_text()

@@ -1,7 +1,8 @@
-"""Widgets and text helpers the pages share: errors shown as sentences, runs tables, annotated photos, class pickers,
-the gate in front of a webcam stream."""
+"""Widgets and text helpers the pages share: errors shown as sentences, runs tables, annotated photos, the legend of
+their colours, class pickers, the gate in front of a webcam stream."""
 
 import base64
+import html
 import io
 import re
 import time
@@ -16,6 +17,7 @@ from maskdet.runs.views import RunRecord
 from maskdet.serving import media
 from maskdet.serving.live import StreamSeats, rtc_configuration, stream_seats
 from maskdet.serving.media import full_message
+from maskdet.serving.predict import legend
 from ui.resources import store
 
 
@@ -75,6 +77,15 @@ def show_annotated_photo(result, name: str, key: str, no_face_hint: str = "") ->
                    "(Max faces).")
     st.download_button("Download the annotated photo", result.png, file_name=f"{Path(name).stem}-annotated.png",
                        mime="image/png", key=f"{key}-download", on_click="ignore", icon=":material/download:")
+
+
+def class_legend(labels: list[str]) -> None:
+    """What the colours of the boxes drawn on faces mean: a swatch and the name of each of the model's classes, then
+    uncertain."""
+    items = "".join(f'<span style="white-space: nowrap"><span style="display: inline-block; width: 0.9em; '
+                    f'height: 0.9em; border-radius: 2px; vertical-align: -0.1em; background: rgb{color}"></span> '
+                    f'{html.escape(name)}</span>' for name, color in legend(labels))
+    st.html(f'<div style="display: flex; flex-wrap: wrap; gap: 0.25rem 1rem">{items}</div>')
 
 
 def set_checkboxes(keys: list[str], value: bool) -> None:

@@ -1,14 +1,16 @@
 """Dataset edits made from a run's Metrics page: its misclassified test faces, relabelled or deleted."""
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from maskdet.core.errors import StoreError
 from maskdet.core.imageio import BadImage
 from maskdet.core.text import plural
 from maskdet.data.store import Store
-from maskdet.runs.views import RunRecord, read_config, read_predictions
+from maskdet.runs.views import RunRecord, read_config, read_predictions, run_dir
 from maskdet.vision.faces import CropRule, crop_face
 
 
@@ -37,19 +39,25 @@ def misclassified_faces(store: Store, run: dict, limit: int = 24) -> list[Mistak
     config = read_config(store, run)
     rule = CropRule(**{k: config["crop_rule"][k] for k in ("margin", "size")})
     by_name = {row["source_name"]: row for row in predictions}
-    image_ids = {}
+    image_ids, drawings = {}, set()
     for item in wrong:
         row = predictions[item["index"]] if item["index"] < len(predictions) else None
         if row is None or (item.get("name") is not None and row["source_name"] != item["name"]):
             row = by_name.get(item.get("name"))  # predictions.csv rewrites quotes; fall back to the name
-        image_ids[item["index"]] = int(row["image_id"]) if row and (row.get("image_id") or "").isdigit() else None
+        drawn = bool(row and row.get("drawn"))
+        if drawn:
+            drawings.add(item["index"])
+        image_ids[item["index"]] = int(row["image_id"]) if row and not drawn and (
+            row.get("image_id") or "").isdigit() else None
     records = {r.id: r for r in store.faces(ids=[i for i in image_ids.values() if i is not None])}
     mistakes = []
     for item in wrong:
         image_id = image_ids[item["index"]]
         record = records.get(image_id)
         crop, note = None, ""
-        if record is None:
+        if item["index"] in drawings:
+            crop, note = drawn_crop(run_dir(store, run) / "drawn" / f"{item['index']}.png")
+        elif record is None:
             note = "This photo is no longer in the dataset."
         else:
             try:
@@ -60,6 +68,15 @@ def misclassified_faces(store: Store, run: dict, limit: int = 24) -> list[Mistak
                                 float(item["score"]), float(item["true_score"]), image_id, crop, note,
                                 record.label if record else None))
     return mistakes
+
+
+def drawn_crop(path: Path) -> tuple[np.ndarray | None, str]:
+    """A drawn test face's crop, saved by its run, and the note that says it is a drawing."""
+    note = "A mask drawn by training on a face of the dataset: a drawing, not a photo to relabel."
+    try:
+        return np.asarray(Image.open(path).convert("RGB")), note
+    except OSError:
+        return None, note
 
 
 def _gone(asked: int, done: int) -> str:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from maskdet.runs.views import RunRecord
 from maskdet.training.config import TrainConfig
+from maskdet.vision.mask_rules import DEFAULT_PROBABILITY
 
 
 @dataclass(frozen=True)
@@ -38,9 +39,10 @@ class Workload:
         """The work of `config` on `photos` photos, `train` of them in the training split (default: as its split
         shares say)."""
         train = round(photos * config.split[0]) if train is None else train
-        masks = config.synthetic_masks
-        drawn = masks.probability * config.views_per_image * train / 2 if masks.enabled else 0  # about half the
-        # training photos are of the source class (without_mask) and have landmarks
+        rules = config.synthetic_masks
+        chances = DEFAULT_PROBABILITY if rules is None else sum(rule.probability for rule in rules)
+        drawn = chances * config.views_per_image * train / 2  # about half the training photos are of a source class
+        # (without_mask) and have landmarks; automatic rules: as one rule (most datasets have two classes)
         return cls(photos, train, round(train * (1 + config.views_per_image) + drawn),
                    config.finetune_epochs if config.finetune_blocks else 0)
 

@@ -51,6 +51,12 @@ class RunRecord:
         return self.metrics.get("test")
 
     @property
+    def drawn_test_faces(self) -> dict[str, int]:
+        """Test faces that are drawings, by class: a class made of drawn masks only is measured on drawings."""
+        synthesis = self.metrics.get("synthetic_masks")
+        return dict(synthesis.get("drawn_faces", {}).get("test", {})) if isinstance(synthesis, dict) else {}
+
+    @property
     def accuracy(self) -> float | None:
         return (self.test or {}).get("accuracy")
 
@@ -213,11 +219,17 @@ def confusion_cells(report: dict) -> list[dict]:
     return cells
 
 
-def per_class_rows(report: dict) -> list[dict]:
+def per_class_rows(report: dict, drawn: dict[str, int] | None = None) -> list[dict]:
+    """The per-class table; with `drawn` (test faces that are drawings, by class), a column saying what each class
+    was measured on."""
     rows = [{"class": c["label"], "precision": c["precision"], "recall": c["recall"], "f1": c["f1"],
              "support": c["support"]} for c in report["per_class"]]
     rows.append({"class": "macro average", "precision": report["macro_precision"], "recall": report["macro_recall"],
                  "f1": report["macro_f1"], "support": report["num_samples"]})
+    if drawn:
+        for row in rows:
+            row["measured on"] = "drawings, not real faces" if row["class"] in drawn else "real faces"
+        rows[-1]["measured on"] = "both"
     return rows
 
 

@@ -2,6 +2,7 @@
 it, and match found faces to annotated ones (core/box_scores.py) at IoU 0.4 and 0.5."""
 
 from maskdet.core.box_scores import FoundFace, TruthFace, score_boxes
+from maskdet.core.classes import WITHOUT_MASK, WORN_WRONG, class_meaning, class_of_meaning
 from maskdet.core.errors import StoreError
 from maskdet.data.annotations import AnnotatedSet
 from maskdet.data.sources import fill_batch
@@ -14,11 +15,12 @@ IOUS = (0.4, 0.5)  # annotated boxes are drawn around the head, often taller tha
 
 def default_counts_as(set_classes: list[str], model_classes: list[str]) -> dict[str, str]:
     """A set's classes the model lacks, counted as one of its classes where the meaning is plain: a mask worn wrongly
-    (mask_incorrect, mask_weared_incorrect, ...) is not compliant, so it counts as without_mask."""
-    if "without_mask" not in model_classes:
+    (mask_incorrect, mask_weared_incorrect, ...) counts as the model's worn-wrong class; a model without one has it
+    count as without_mask (it is not compliant)."""
+    target = class_of_meaning(model_classes, WORN_WRONG) or class_of_meaning(model_classes, WITHOUT_MASK)
+    if target is None:
         return {}
-    return {name: "without_mask" for name in set_classes
-            if name not in model_classes and "incorrect" in name.lower()}
+    return {name: target for name in set_classes if name not in model_classes and class_meaning(name) == WORN_WRONG}
 
 
 def evaluate_boxes(annotated: AnnotatedSet, classifier: OnnxClassifier, max_pixels: int,

@@ -6,6 +6,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from maskdet.core.classes import WITH_MASK, WITHOUT_MASK, WORN_WRONG, class_of_meaning
 from maskdet.core.contract import UNCERTAIN
 from maskdet.core.errors import StoreError
 from maskdet.core.imageio import BadImage, decode_image
@@ -17,7 +18,9 @@ from maskdet.serving.classifier import OnnxClassifier
 from maskdet.vision.faces import Face, FaceDetector, crop_face
 
 PALETTE = [(46, 160, 67), (214, 39, 40), (31, 119, 180), (255, 127, 14), (148, 103, 189), (140, 86, 75)]
+MEANING_COLORS = {WITH_MASK: PALETTE[0], WITHOUT_MASK: PALETTE[1], WORN_WRONG: (255, 176, 0)}  # green, red, amber
 UNCERTAIN_COLOR = (160, 160, 160)
+LIGHT = 170  # a strip brighter than this (Rec. 601 luma) gets black text: amber; white stays on the others and grey
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
@@ -51,12 +54,32 @@ def classify_faces(image: np.ndarray, faces: list[Face], classifier: OnnxClassif
 
 
 def label_color(label: str, labels: list[str]) -> tuple[int, int, int]:
-    return PALETTE[labels.index(label) % len(PALETTE)] if label in labels else UNCERTAIN_COLOR
+    """A class's colour among a model's `labels` by its meaning: with_mask green, without_mask red, worn_wrong amber
+    (the first class of each meaning); the other classes take the palette's colours left, in order; uncertain grey."""
+    meant = {name: color for meaning, color in MEANING_COLORS.items() if (name := class_of_meaning(labels, meaning))}
+    if label in meant:
+        return meant[label]
+    if label not in labels:
+        return UNCERTAIN_COLOR
+    left = [color for color in PALETTE if color not in meant.values()]
+    return left[[name for name in labels if name not in meant].index(label) % len(left)]
+
+
+def legend(labels: list[str]) -> list[tuple[str, tuple[int, int, int]]]:
+    """(name, colour) of each of a model's classes, then of uncertain: what the boxes drawn on its faces mean."""
+    return [(name, label_color(name, labels)) for name in [*labels, UNCERTAIN]]
+
+
+def text_color(background: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Black on a light strip (amber, where white would fade), white on the others."""
+    red, green, blue = background
+    return (0, 0, 0) if 0.299 * red + 0.587 * green + 0.114 * blue > LIGHT else (255, 255, 255)
 
 
 @dataclass(frozen=True)
 class TextStyle:
-    """White text on a filled strip, sized for the image (OpenCV's font: about 30x faster than PIL's, live needs it)."""
+    """Text on a filled strip (white, or black on a light one), sized for the image (OpenCV's font: about 30x faster
+    than PIL's, live needs it)."""
 
     scale: float
     thickness: int
@@ -77,8 +100,8 @@ class TextStyle:
         width, height = self.size(text)
         baseline = cv2.getTextSize(text, FONT, self.scale, self.thickness)[1]
         cv2.rectangle(image, (x, y), (x + width - 1, y + height - 1), background, cv2.FILLED)
-        cv2.putText(image, text, (x + self.pad, y + height - self.pad - baseline), FONT, self.scale, (255, 255, 255),
-                    self.thickness, cv2.LINE_AA)
+        cv2.putText(image, text, (x + self.pad, y + height - self.pad - baseline), FONT, self.scale,
+                    text_color(background), self.thickness, cv2.LINE_AA)
 
 
 def draw_predictions(image: np.ndarray, predictions: list[FacePrediction], labels: list[str],

@@ -1,25 +1,39 @@
 """What a run writes beside its model: JSON files, the test predictions, the model card."""
 
 import json
+from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from maskdet.training.config import TrainConfig
-from maskdet.training.views import MASKED, MaskSynthesis, Split
+from maskdet.training.views import Split
+from maskdet.vision.mask_rules import WEARINGS, MaskRule
+from maskdet.vision.synth import PLACEMENTS
 
 
-def synthesis_summary(synthesis: MaskSynthesis | None, labels: list[str], train: Split,
-                      train_kinds: np.ndarray) -> dict | None:
-    """What the run's synthetic masks did, for metrics.json and the model card."""
-    if synthesis is None:
-        return None
-    source = train.targets == synthesis.source
-    return {"source": labels[synthesis.source], "target": labels[synthesis.target],
-            "probability": synthesis.probability, "styles": synthesis.styles,
-            "source_faces": int(source.sum()),
-            "source_faces_with_landmarks": int((source & train.has_landmarks).sum()),
-            "views": int((train_kinds == MASKED).sum())}
+def synthesis_summary(rules: list[MaskRule], splits: dict[str, Split], train_rules: np.ndarray,
+                      labels: list[str]) -> dict:
+    """What the run's synthetic masks did, for metrics.json and the model card: per rule, its setting and the views
+    it drew in training; in validation and test, the drawn faces of each class (a class measured on drawings)."""
+    train = splits["train"]
+    summary = []
+    for number, rule in enumerate(rules):
+        source = train.targets == labels.index(rule.source)
+        summary.append({**asdict(rule), "source_faces": int(source.sum()),
+                        "source_faces_with_landmarks": int((source & train.has_landmarks).sum()),
+                        "views": int((train_rules == number).sum())})
+    drawn = {name: {labels[target]: count for target, count in Counter(split.targets[~split.real].tolist()).items()}
+             for name, split in splits.items() if name != "train"}
+    return {"rules": summary, "drawn_faces": drawn}
+
+
+def face_names(split: Split) -> list[str]:
+    """Each face's name in reports: its photo's name, and the mask drawn on it for a drawn face."""
+    return [record.source_name + (f" (mask drawn {PLACEMENTS[drawn].lower()})" if drawn else "")
+            for record, drawn in zip(split.records, split.drawn)]
 
 
 def write_json(path: Path, data) -> None:
@@ -27,19 +41,32 @@ def write_json(path: Path, data) -> None:
 
 
 def write_predictions(path: Path, split: Split, probabilities: np.ndarray, labels: list[str]) -> None:
-    lines = ["image_id,source_name,true,predicted," + ",".join(f"p_{label}" for label in labels)]
-    for record, target, probs in zip(split.records, split.targets, probabilities):
-        name = record.source_name.replace('"', "'")
+    """The test faces' classes and probabilities; `drawn` names the mask placement drawn on a drawn face."""
+    lines = ["image_id,source_name,true,predicted," + ",".join(f"p_{label}" for label in labels) + ",drawn"]
+    for record, name, target, probs, drawn in zip(split.records, face_names(split), split.targets, probabilities,
+                                                  split.drawn):
+        name = name.replace('"', "'")
         lines.append(f'{record.id},"{name}",{labels[target]},{labels[int(probs.argmax())]},'
-                     + ",".join(f"{p:.6f}" for p in probs))
+                     + ",".join(f"{p:.6f}" for p in probs) + f",{drawn}")
     path.write_text("\n".join(lines) + "\n")
 
 
+def write_drawn_mistakes(folder: Path, split: Split, report: dict | None) -> None:
+    """The crops of the misclassified drawn test faces, as PNGs named by their row (the Metrics page shows them: they
+    are not photos of the dataset)."""
+    for item in (report or {}).get("misclassified", []):
+        if split.drawn[item["index"]]:
+            folder.mkdir(exist_ok=True)
+            Image.fromarray(split.crops[item["index"]]).save(folder / f"{item['index']}.png")
+
+
 def synthesis_line(summary: dict | None) -> str:
-    if summary is None:
+    rules = (summary or {}).get("rules")
+    if not rules:
         return "- Synthetic masks: off"
-    return (f"- Synthetic masks: {summary['views']} training views of '{summary['source']}' faces with a drawn mask "
-            f"({', '.join(summary['styles'])}) trained as '{summary['target']}'")
+    return "- Synthetic masks: " + "; ".join(
+        f"{rule['views']} training views of '{rule['source']}' faces with a mask drawn {WEARINGS[rule['worn']][1]} "
+        f"({', '.join(rule['styles'])}) trained as '{rule['target']}'" for rule in rules)
 
 
 def model_card(labels: list[str], config: TrainConfig, metrics: dict, backbone: str) -> str:

@@ -8,7 +8,7 @@ from maskdet.bundle.mtcnn_cascade import NETWORK_SETS
 from maskdet.core.contract import CROP_MARGINS, INPUT_SIZES
 from maskdet.data.splits import checked_split
 from maskdet.vision.augment import AugmentConfig
-from maskdet.vision.synth import SyntheticMasks
+from maskdet.vision.mask_rules import MaskRule, rules_from_setting
 
 NUM_BLOCKS = 17  # inverted-residual blocks in MobileNetV2.features[1:18]
 DEVICES = ("auto", "cpu", "cuda")  # auto: CUDA when PyTorch has a CUDA GPU, else the CPU
@@ -87,7 +87,7 @@ class TrainConfig:
                                                               "scenes, fewer bare and small ones).",
                                     "Face detector networks", more=True)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    synthetic_masks: SyntheticMasks = field(default_factory=SyntheticMasks)
+    synthetic_masks: list[MaskRule] | None = None  # None: the rules the class names suggest (automatic_rules)
 
     def __post_init__(self):
         """Refuse a setting that makes no sense with a sentence naming it and what it must be."""
@@ -118,7 +118,7 @@ class TrainConfig:
             raise ValueError("Training setting 'augment' must be an object of augmentations such as "
                              f"{{\"flip\": {{\"enabled\": false}}}}, got {json.dumps(data['augment'], default=repr)}.")
         augment = AugmentConfig.from_dict(data.pop("augment", {}))
-        synthetic_masks = SyntheticMasks.from_dict(data.pop("synthetic_masks", {}))
+        synthetic_masks = rules_from_setting(data.pop("synthetic_masks", None))
         return cls(**data, augment=augment, synthetic_masks=synthetic_masks)
 
 

@@ -19,26 +19,26 @@ from maskdet.training.config import TrainConfig
 from maskdet.training.device import resolve_device
 from maskdet.training.model import FEATURE_DIM, MaskNet, set_trainable_blocks, train_mode_with_frozen_batchnorm
 from maskdet.training.progress import Callbacks, Progress
-from maskdet.training.views import (AUGMENTED, MASKED, MaskSynthesis, Split, Views, batches, feature_views,
-                                    masked_sources, prefetched, view_maker)
+from maskdet.training.views import (AUGMENTED, MASKED, DrawRule, Split, Views, batches, feature_views, masked_sources,
+                                    prefetched, view_maker)
 from maskdet.vision.augment import build_train_pipeline
 
 HEAD_READ_BATCHES = 64  # head batches whose features are read from their file at once (20 MB at batch size 64)
 
 
-def extract_features(model: MaskNet, splits: dict[str, Split], config: TrainConfig, synthesis: MaskSynthesis | None,
+def extract_features(model: MaskNet, splits: dict[str, Split], config: TrainConfig, rules: list[DrawRule],
                      workdir: Path, callbacks: Callbacks) -> dict[str, DiskArray | np.ndarray]:
     """Pooled backbone features (onnxruntime) for the clean crops of every split plus the train split's augmented
     and drawn-mask views, written to files in workdir (float32: the head then trains as on features in memory)."""
     session = onnx_session(export.export_embedder(model, workdir / "embedder.onnx", config.input_size),
                            resolve_device(config.device).providers)
     pipeline = build_train_pipeline(config.augment, config.input_size, seed=config.seed)
-    views = {name: feature_views(split, config.views_per_image, synthesis, config.seed) if name == "train"
-             else feature_views(split, 0, None, config.seed) for name, split in splits.items()}
+    views = {name: feature_views(split, config.views_per_image, rules, config.seed) if name == "train"
+             else feature_views(split, 0, [], config.seed) for name, split in splits.items()}
     total, done, started = sum(len(v.indices) for v in views.values()), 0, time.monotonic()
     features = {}
     for name, split in splits.items():
-        make = view_maker(split, views[name], pipeline, synthesis, config.seed)
+        make = view_maker(split, views[name], pipeline, rules, config.seed)
         features[name] = DiskArray(workdir / f"features-{name}.f32", (FEATURE_DIM,), np.float32)
         for part, batch in prefetched(make, len(views[name].indices), 32):
             features[name].append(session.run(None, {"images": batch})[0])
@@ -46,8 +46,8 @@ def extract_features(model: MaskNet, splits: dict[str, Split], config: TrainConf
             rate = (done + part.stop) / max(elapsed, 1e-6)
             callbacks.report(Progress("features", done + part.stop, total, eta_seconds=(total - done - part.stop) / rate))
         done += len(views[name].indices)
-    features["train_targets"] = views["train"].targets(splits["train"], synthesis)
-    features["train_kinds"] = views["train"].kinds
+    features["train_targets"] = views["train"].targets(splits["train"], rules)
+    features["train_rules"] = views["train"].rules
     return features
 
 
@@ -153,8 +153,8 @@ def fit(module: nn.Module, optimizer, loss_fn, stage: str, epochs: int, patience
     return history
 
 
-def finetune(model: MaskNet, splits: dict[str, Split], config: TrainConfig, synthesis: MaskSynthesis | None,
-             loss_fn, workdir: Path, callbacks: Callbacks) -> list[dict]:
+def finetune(model: MaskNet, splits: dict[str, Split], config: TrainConfig, rules: list[DrawRule], loss_fn,
+             workdir: Path, callbacks: Callbacks) -> list[dict]:
     """Stage 2: train the last blocks and the head with live augmentation; the frozen front runs in onnxruntime (both
     on the config's device, where the model stays)."""
     cut = export.front_cut(config.finetune_blocks)
@@ -183,13 +183,13 @@ def finetune(model: MaskNet, splits: dict[str, Split], config: TrainConfig, synt
 
     def train_epoch(epoch: int) -> tuple[float, float]:
         train_mode_with_frozen_batchnorm(model)
-        masked = masked_sources(train, synthesis, 1, rng)
+        masked, numbers = masked_sources(train, rules, 1, rng)
         indices = np.concatenate([np.arange(len(train.crops)), masked])
         kinds = np.concatenate([np.full(len(train.crops), AUGMENTED), np.full(len(masked), MASKED)])
         order = rng.permutation(len(indices))
-        views = Views(indices[order], kinds[order])
-        all_targets = views.targets(train, synthesis)
-        make = view_maker(train, views, pipeline, synthesis, config.seed * 1000 + epoch)
+        views = Views(indices[order], kinds[order], np.concatenate([np.full(len(train.crops), -1), numbers])[order])
+        all_targets = views.targets(train, rules)
+        make = view_maker(train, views, pipeline, rules, config.seed * 1000 + epoch)
         steps = config.finetune_epochs * len(order)
         total_loss, correct = 0.0, 0
         for part, batch in prefetched(make, len(order), batch_size):

@@ -18,30 +18,62 @@ from maskdet.core.errors import TrainingError
 from maskdet.core.metrics import classification_report
 from maskdet.data.store import Store
 from maskdet.training import export
-from maskdet.training.artefacts import model_card, synthesis_summary, write_json, write_predictions
+from maskdet.training.artefacts import (face_names, model_card, synthesis_summary, write_drawn_mistakes, write_json,
+                                        write_predictions)
 from maskdet.training.config import TrainConfig
 from maskdet.training.device import resolve_device
 from maskdet.training.loops import (class_weights, extract_features, finetune, predict_probabilities, seed_everything,
                                     train_head)
 from maskdet.training.model import FEATURE_DIM, build_model, calibrate_batchnorm
 from maskdet.training.progress import Callbacks, Progress
-from maskdet.training.views import MaskSynthesis, load_split, resolve_synthesis
+from maskdet.training.views import DrawRule, add_drawn_faces, load_split, resolve_rules
 from maskdet.vision.faces import CropRule, FaceDetector
+from maskdet.vision.mask_rules import MaskRule, automatic_rules
 
 
-def choose_labels(store: Store, config: TrainConfig) -> list[str]:
-    """The labels to train on; each needs at least 2 images."""
+def choose_rules(store: Store, config: TrainConfig) -> tuple[list[str], list[MaskRule]]:
+    """The labels to train on and the synthetic-mask rules among them. Each label needs at least 2 faces, or a rule
+    that draws its faces; a rule's classes must exist (automatic rules only apply where they do)."""
     counts = store.label_counts()
-    labels = config.labels or [name for name, count in counts.items() if count > 0]
+    rules = config.synthetic_masks
+    if rules is None:  # drawn on faces the run trains on, into a class it trains on or an empty one
+        rules = [rule for rule in automatic_rules(list(counts)) if counts[rule.source] and (
+            config.labels is None or {rule.source, rule.target} <= set(config.labels))]
+    for number, rule in enumerate(rules, start=1):
+        missing = [name for name in (rule.source, rule.target) if name not in counts]
+        if missing:
+            raise TrainingError(f"Synthetic-mask rule {number} ({rule.text()}) names the class {missing[0]!r}, which "
+                                f"the dataset does not have. Classes: {', '.join(counts) or 'none'}.")
+    drawn = {rule.target for rule in rules}
+    labels = config.labels or [name for name, count in counts.items() if count > 0 or name in drawn]
     missing = [name for name in labels if name not in counts]
     if missing:
         raise TrainingError(f"Unknown label(s): {', '.join(missing)}.")
+    outside = [f"rule {number} ({rule.text()})" for number, rule in enumerate(rules, start=1)
+               if not {rule.source, rule.target} <= set(labels)]
+    if outside:
+        raise TrainingError(f"Synthetic-mask {', '.join(outside)} names a class this run does not train "
+                            f"({', '.join(labels)}): train its classes too, or remove the rule.")
     if len(labels) < 2:
         raise TrainingError("Training needs at least two classes with images. Import images for another class.")
-    too_few = [f"{name} ({counts[name]})" for name in labels if counts[name] < 2]
+    too_few = [f"{name} ({counts[name]})" for name in labels if counts[name] < 2 and name not in drawn]
     if too_few:
         raise TrainingError(f"Each class needs at least 2 images; too few in: {', '.join(too_few)}.")
-    return labels
+    return labels, rules
+
+
+def drawable_rules(rules: list[MaskRule], train_records: list, explicit: bool) -> list[MaskRule]:
+    """The rules whose source class has a training face with landmarks to draw on. Without one, a rule the config
+    names, or one that makes a class of drawings only, is refused in a sentence; an automatic one is left out."""
+    kept = []
+    for number, rule in enumerate(rules, start=1):
+        if any(r.face and r.face.landmarks for r in train_records if r.label == rule.source):
+            kept.append(rule)
+        elif explicit or not any(r.label == rule.target for r in train_records):
+            raise TrainingError(f"Synthetic-mask rule {number} ({rule.text()}): no training photo of "
+                                f"{rule.source!r} has a face with landmarks to draw a mask on (photos where no face "
+                                "was found are skipped). Import photos with visible faces, or remove the rule.")
+    return kept
 
 
 def train(store: Store, config: TrainConfig, run_dir: Path, callbacks: Callbacks | None = None) -> dict:
@@ -50,26 +82,22 @@ def train(store: Store, config: TrainConfig, run_dir: Path, callbacks: Callbacks
     device = resolve_device(config.device)
     seed_everything(config.seed)
     timings, started = {}, time.monotonic()
-    labels = choose_labels(store, config)
-    synthesis = resolve_synthesis(config.synthetic_masks, labels)
+    labels, mask_rules = choose_rules(store, config)
     store.assign_splits(config.split, config.seed)
     rule = CropRule(config.crop_margin, config.input_size)
-    if synthesis:
-        fill_source_landmarks(store, labels[synthesis.source], "train", callbacks)
+    for source in dict.fromkeys(mask_rule.source for mask_rule in mask_rules):
+        fill_source_landmarks(store, source, callbacks)
     records = {name: [r for r in store.faces(split=name) if r.label in labels] for name in ("train", "val", "test")}
     if not records["train"]:
         raise TrainingError("The training split is empty; add more images.")
-    if synthesis and config.synthetic_masks.source and not any(
-            r.face and r.face.landmarks for r in records["train"] if r.label == labels[synthesis.source]):
-        raise TrainingError(f"Synthetic masks: no training photo of '{labels[synthesis.source]}' has a face with "
-                            "landmarks to draw a mask on (photos where no face was found are skipped). Import photos "
-                            "with visible faces, or turn synthetic masks off.")
+    mask_rules = drawable_rules(mask_rules, records["train"], explicit=config.synthetic_masks is not None)
+    rules = resolve_rules(mask_rules, labels)
     run_dir = Path(run_dir)
     staging = run_dir.with_name(f".{run_dir.name}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        check_scratch_space(staging, {name: len(split) for name, split in records.items()}, config, synthesis)
+        check_scratch_space(staging, faces_to_crop(records, mask_rules), config, rules)
         scratch = staging / "scratch"  # crops, features, ONNX graphs: inside staging, a killed run leaves one folder
         scratch.mkdir()
         total = sum(len(r) for r in records.values())
@@ -77,6 +105,8 @@ def train(store: Store, config: TrainConfig, run_dir: Path, callbacks: Callbacks
         for name, split_records in records.items():
             splits[name] = load_split(store, split_records, labels, rule, callbacks, total, done,
                                       scratch / f"crops-{name}.u8")
+            if name != "train":
+                add_drawn_faces(splits[name], rules, config.seed)
             done += len(split_records)
         timings["crops"] = time.monotonic() - started
         model, backbone = build_model(len(labels), Path(config.backbone_weights) if config.backbone_weights else None,
@@ -85,7 +115,7 @@ def train(store: Store, config: TrainConfig, run_dir: Path, callbacks: Callbacks
             calibrate_batchnorm(model, splits["train"].crops)
         model.eval()
         mark = time.monotonic()
-        features = extract_features(model, splits, config, synthesis, scratch, callbacks)
+        features = extract_features(model, splits, config, rules, scratch, callbacks)
         timings["features"] = time.monotonic() - mark
         weights = class_weights(features["train_targets"], len(labels)) if config.class_weights else None
         loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=config.label_smoothing)
@@ -97,14 +127,15 @@ def train(store: Store, config: TrainConfig, run_dir: Path, callbacks: Callbacks
         timings["head"] = time.monotonic() - mark
         if config.finetune_blocks > 0:
             mark = time.monotonic()
-            history += finetune(model, splits, config, synthesis, loss_fn, scratch, callbacks)
+            history += finetune(model, splits, config, rules, loss_fn, scratch, callbacks)
             timings["finetune"] = time.monotonic() - mark
         model.cpu().eval()  # evaluation and export run on the CPU, wherever training ran
         callbacks.report(Progress("evaluate", 0, 1))
         test = splits["test"]
         probabilities = predict_probabilities(model, test.crops)
-        report = classification_report(test.targets, probabilities, labels,
-                                        [r.source_name for r in test.records]) if len(test.targets) else None
+        report = classification_report(test.targets, probabilities, labels, face_names(test)) if len(
+            test.targets) else None
+        write_drawn_mistakes(staging / "drawn", test, report)
         mark = time.monotonic()
         preprocess = Preprocess(input_size=config.input_size)
         calibration = splits["train"].crops[np.random.default_rng(config.seed).permutation(len(records["train"]))[:128]]
@@ -121,7 +152,7 @@ def train(store: Store, config: TrainConfig, run_dir: Path, callbacks: Callbacks
                              for name, s in splits.items()},
             "test": report, **artefacts, "timings": timings,
             "epochs_trained": {stage: sum(1 for h in history if h["stage"] == stage) for stage in ("head", "finetune")},
-            "synthetic_masks": synthesis_summary(synthesis, labels, splits["train"], features["train_kinds"]),
+            "synthetic_masks": synthesis_summary(mask_rules, splits, features["train_rules"], labels),
             "device": device.torch.type, "onnx_providers": list(device.providers),
         }
         torch.save(model.state_dict(), staging / "model.pt")
@@ -139,17 +170,25 @@ def train(store: Store, config: TrainConfig, run_dir: Path, callbacks: Callbacks
     return metrics
 
 
-def scratch_bytes(photos: dict[str, int], config: TrainConfig, synthesis: MaskSynthesis | None) -> int:
-    """Disk a run's crops and features take while it trains, at most: a crop a photo, a feature row a view."""
-    drawn = config.views_per_image * synthesis.probability if synthesis else 0
+def scratch_bytes(photos: dict[str, int], config: TrainConfig, rules: list[DrawRule]) -> int:
+    """Disk a run's crops and features take while it trains, at most: a crop a face, a feature row a view."""
+    drawn = config.views_per_image * sum(rule.probability for rule in rules)
     views = photos["train"] * (1 + config.views_per_image + drawn) + photos["val"] + photos["test"]
     return sum(photos.values()) * config.input_size ** 2 * 3 + math.ceil(views) * FEATURE_DIM * 4
 
 
-def check_scratch_space(folder: Path, photos: dict[str, int], config: TrainConfig,
-                        synthesis: MaskSynthesis | None) -> None:
+def faces_to_crop(records: dict[str, list], rules: list[MaskRule]) -> dict[str, int]:
+    """Per split, its faces and the drawn faces validation and test get (see views.add_drawn_faces)."""
+    sizes = {}
+    for name, split in records.items():
+        drawn = [rule.source for rule in rules if name != "train" and all(r.label != rule.target for r in split)]
+        sizes[name] = len(split) + sum(drawn.count(r.label) for r in split if r.face and r.face.landmarks)
+    return sizes
+
+
+def check_scratch_space(folder: Path, photos: dict[str, int], config: TrainConfig, rules: list[DrawRule]) -> None:
     """Refuse, before anything is written, a run whose crops and features would not fit on the disk of `folder`."""
-    needed, free = scratch_bytes(photos, config, synthesis), shutil.disk_usage(folder).free
+    needed, free = scratch_bytes(photos, config, rules), shutil.disk_usage(folder).free
     if needed > free:
         raise TrainingError(f"Training {sum(photos.values()):,} photos needs about {disk_text(needed)} of free disk "
                             f"for its crops and features while it runs, in {folder.parent}; {disk_text(free)} are "
@@ -160,8 +199,8 @@ def disk_text(size: int) -> str:
     return f"{size / 1e9:.1f} GB" if size >= 1e9 else f"{size / 1e6:.1f} MB"
 
 
-def fill_source_landmarks(store: Store, label: str, split: str, callbacks: Callbacks) -> None:
-    """Landmarks for the source class's photos of a data home imported before maskdet stored them (once)."""
-    ids = store.face_ids(label=label, split=split)
+def fill_source_landmarks(store: Store, label: str, callbacks: Callbacks) -> None:
+    """Landmarks for a source class's photos of a data home imported before maskdet stored them (once)."""
+    ids = store.face_ids(label=label)
     if store.without_landmarks(ids):
         store.fill_landmarks(FaceDetector(), ids, lambda done, total: callbacks.report(Progress("landmarks", done, total)))

@@ -10,32 +10,38 @@ import numpy as np
 
 from maskdet.bundle.crop_rule import square_crop_box
 from maskdet.core.disk_array import DiskArray
-from maskdet.core.errors import TrainingError
 from maskdet.data.catalog import FaceRecord
 from maskdet.data.store import Store
 from maskdet.training.progress import Callbacks, Progress
 from maskdet.vision.faces import CropRule, crop_face
-from maskdet.vision.synth import SyntheticMasks, draw_mask
+from maskdet.vision.mask_rules import MaskRule
+from maskdet.vision.synth import draw_mask
 
 
 @dataclass
 class Split:
-    records: list[FaceRecord]
+    records: list[FaceRecord]  # of each crop; a drawn face's record is the face it was drawn on
     crops: np.ndarray | DiskArray  # (N, S, S, 3) uint8 face crops
     targets: np.ndarray  # (N,) class indices
     landmarks: np.ndarray  # (N, 5, 2) the face's landmarks in crop pixels; NaN where there are none
+    drawn: list[str]  # per crop, the placement of the mask drawn on it ("" for a real face)
 
     @property
     def has_landmarks(self) -> np.ndarray:
         return ~np.isnan(self.landmarks[:, 0, 0])
 
+    @property
+    def real(self) -> np.ndarray:
+        return np.array([not placement for placement in self.drawn], bool)
+
 
 @dataclass(frozen=True)
-class MaskSynthesis:
-    """Synthetic masks as a run uses them: class indices of the source and target, and the drawing settings."""
+class DrawRule:
+    """A synthetic-mask rule as a run uses it: the class indices of its source and target, and what it draws."""
 
     source: int
     target: int
+    placements: tuple[str, ...]
     probability: float
     styles: list[str]
 
@@ -45,14 +51,18 @@ CLEAN, AUGMENTED, MASKED = 0, 1, 2  # kinds of training view
 
 @dataclass(frozen=True)
 class Views:
-    """Training inputs: for each, the crop it comes from and its kind (clean, augmented, augmented with a drawn mask)."""
+    """Training inputs: for each, the crop it comes from, its kind (clean, augmented, augmented with a drawn mask) and
+    the rule that drew its mask (an index into the run's rules; -1 for no drawing)."""
 
     indices: np.ndarray
     kinds: np.ndarray
+    rules: np.ndarray
 
-    def targets(self, split: Split, synthesis: MaskSynthesis | None) -> np.ndarray:
-        targets = split.targets[self.indices]
-        return np.where(self.kinds == MASKED, synthesis.target, targets) if synthesis else targets
+    def targets(self, split: Split, rules: list[DrawRule]) -> np.ndarray:
+        targets = split.targets[self.indices].copy()
+        masked = self.kinds == MASKED
+        targets[masked] = np.array([rule.target for rule in rules], np.int64)[self.rules[masked]]
+        return targets
 
 
 def crop_landmarks(record: FaceRecord, rule: CropRule) -> np.ndarray:
@@ -77,39 +87,63 @@ def load_split(store: Store, records: list[FaceRecord], labels: list[str], rule:
         if i % 16 == 0:
             callbacks.report(Progress("crops", done + i + 1, stage_total))
     landmarks = np.stack([crop_landmarks(r, rule) for r in records]) if records else np.zeros((0, 5, 2), np.float32)
-    return Split(records, crops, np.array([labels.index(r.label) for r in records], np.int64), landmarks)
+    return Split(records, crops, np.array([labels.index(r.label) for r in records], np.int64), landmarks,
+                 [""] * len(records))
 
 
-def resolve_synthesis(masks: SyntheticMasks, labels: list[str]) -> MaskSynthesis | None:
-    """The source and target classes among the trained labels; None when synthesis is off or automatic without the
-    default class names."""
-    if not masks.enabled:
-        return None
-    source, target = masks.source, masks.target
-    if source is None and target is None:
-        if not {"without_mask", "with_mask"} <= set(labels):
-            return None
-        source, target = "without_mask", "with_mask"
-    missing = [f"{role} '{name}'" for role, name in (("source", source), ("target", target)) if name not in labels]
-    if missing:
-        raise TrainingError(f"Synthetic masks: no trained class for the {' and the '.join(missing)}. Classes: "
-                            f"{', '.join(labels)}. Pick both classes, or set both to automatic.")
-    return MaskSynthesis(labels.index(source), labels.index(target), masks.probability, masks.styles)
+def resolve_rules(rules: list[MaskRule], labels: list[str]) -> list[DrawRule]:
+    """The rules with their classes as indices of the trained labels (every class is one: see choose_labels)."""
+    return [DrawRule(labels.index(rule.source), labels.index(rule.target), rule.placements, rule.probability,
+                     rule.styles) for rule in rules]
 
 
-def masked_sources(split: Split, synthesis: MaskSynthesis | None, rounds: int,
-                   rng: np.random.Generator) -> np.ndarray:
-    """Source-class faces with landmarks that get a drawn-mask view: each of `rounds` views of each such face has
-    the synthesis probability of adding one (none without synthesis)."""
-    if synthesis is None:
-        return np.zeros(0, np.int64)
-    eligible = np.flatnonzero((split.targets == synthesis.source) & split.has_landmarks)
-    return np.concatenate([eligible[rng.random(len(eligible)) < synthesis.probability] for _ in range(rounds)]
-                          + [np.zeros(0, np.int64)])
+def masked_sources(split: Split, rules: list[DrawRule], rounds: int,
+                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The real source-class faces with landmarks that get a drawn-mask view, and the rule of each: for each rule, each
+    of `rounds` views of each such face has the rule's probability of adding one."""
+    indices, numbers = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for number, rule in enumerate(rules):
+        eligible = np.flatnonzero((split.targets == rule.source) & split.has_landmarks & split.real)
+        for _ in range(rounds):
+            chosen = eligible[rng.random(len(eligible)) < rule.probability]
+            indices.append(chosen)
+            numbers.append(np.full(len(chosen), number))
+    return np.concatenate(indices), np.concatenate(numbers)
 
 
-def view_maker(split: Split, views: Views, pipeline, synthesis: MaskSynthesis | None,
-               seed: int) -> Callable[[slice], np.ndarray]:
+def draw_view(crop: np.ndarray, landmarks: np.ndarray, rule: DrawRule, turn: int,
+              rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    """A crop with a mask drawn by `rule`, and its placement: a style chosen by rng, the placements taken in turn;
+    where a placement draws nothing inside the crop (a mask on the neck below a tight crop), the next one."""
+    style = str(rng.choice(rule.styles))
+    for step in range(len(rule.placements)):
+        placement = rule.placements[(turn + step) % len(rule.placements)]
+        drawn = draw_mask(crop, landmarks, style, rng, placement)
+        if not np.array_equal(drawn, crop):
+            break
+    return drawn, placement
+
+
+def add_drawn_faces(split: Split, rules: list[DrawRule], seed: int) -> Split:
+    """A validation or test split with, for each rule whose target class has no real face in it, every real
+    source-class face with landmarks once more, with a drawn mask, as a face of the target class (so a class made
+    only of drawings is measured, on drawings)."""
+    for number, rule in enumerate(rules):
+        if (split.targets == rule.target).any():
+            continue
+        sources = np.flatnonzero((split.targets == rule.source) & split.has_landmarks & split.real)
+        for turn, index in enumerate(sources):
+            rng = np.random.default_rng([seed, number, int(index)])
+            drawn, placement = draw_view(split.crops[index], split.landmarks[index], rule, turn, rng)
+            split.crops.append(drawn[None])
+            split.records.append(split.records[index])
+            split.drawn.append(placement)
+        split.targets = np.concatenate([split.targets, np.full(len(sources), rule.target, np.int64)])
+        split.landmarks = np.concatenate([split.landmarks, split.landmarks[sources]])
+    return split
+
+
+def view_maker(split: Split, views: Views, pipeline, rules: list[DrawRule], seed: int) -> Callable[[slice], np.ndarray]:
     """A batch maker over `views` of the split's crops; a drawn mask is chosen by the view's position and the seed."""
 
     def make(part: slice) -> np.ndarray:
@@ -118,8 +152,8 @@ def view_maker(split: Split, views: Views, pipeline, synthesis: MaskSynthesis | 
         for position, crop in zip(range(part.start, part.stop), crops):
             index, kind = views.indices[position], views.kinds[position]
             if kind == MASKED:
-                rng = np.random.default_rng([seed, position])
-                crop = draw_mask(crop, split.landmarks[index], str(rng.choice(synthesis.styles)), rng)
+                crop = draw_view(crop, split.landmarks[index], rules[views.rules[position]], position,
+                                 np.random.default_rng([seed, position]))[0]
             out.append(crop if kind == CLEAN else pipeline(image=crop)["image"])
         return np.stack(out)
 
@@ -142,11 +176,11 @@ def prefetched(make_batch: Callable[[slice], np.ndarray], count: int, batch_size
             yield part, batch
 
 
-def feature_views(split: Split, views_per_image: int, synthesis: MaskSynthesis | None, seed: int) -> Views:
+def feature_views(split: Split, views_per_image: int, rules: list[DrawRule], seed: int) -> Views:
     """The clean crops, then `views_per_image` augmented views of each, then the drawn-mask views."""
     count = len(split.crops)
-    masked = masked_sources(split, synthesis, views_per_image, np.random.default_rng(seed))
+    masked, numbers = masked_sources(split, rules, views_per_image, np.random.default_rng(seed))
     indices = np.concatenate([np.tile(np.arange(count), 1 + views_per_image), masked])
     kinds = np.concatenate([np.full(count, CLEAN), np.full(count * views_per_image, AUGMENTED),
                             np.full(len(masked), MASKED)])
-    return Views(indices, kinds)
+    return Views(indices, kinds, np.concatenate([np.full(count * (1 + views_per_image), -1), numbers]))

@@ -1,8 +1,8 @@
-"""Mask synthesis: a face mask drawn from MTCNN's five landmarks onto an unmasked face, as an extra training view
-of the masked class (see SyntheticMasks)."""
+"""Mask synthesis: a face mask drawn from MTCNN's five landmarks onto an unmasked face, worn right or wrongly, as an
+extra training view (which class it trains as: mask_rules.py)."""
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -16,46 +16,14 @@ MASK_STYLES = {  # name: what the Train page calls it
     "bandana": "Bandana",
     "gaiter": "Neck gaiter",
 }
-
-
-@dataclass
-class SyntheticMasks:
-    """Which class's faces get a drawn mask (source) and which class the drawn faces train as (target).
-
-    source/target None: the classes named without_mask and with_mask, when both are trained on; otherwise off.
-    probability: for each augmented view of a source face with landmarks, the chance of one extra drawn view."""
-
-    enabled: bool = True
-    source: str | None = None
-    target: str | None = None
-    probability: float = 0.25
-    styles: list[str] = field(default_factory=lambda: list(MASK_STYLES))
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "SyntheticMasks":
-        if not isinstance(data, dict):
-            raise ValueError("synthetic_masks must be an object with enabled, source, target, probability, styles.")
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"Unknown synthetic_masks setting(s): {', '.join(sorted(unknown))}. "
-                             f"Known: {', '.join(cls.__dataclass_fields__)}.")
-        masks = cls(**data)
-        if not isinstance(masks.enabled, bool):
-            raise ValueError("synthetic_masks.enabled must be true or false.")
-        for name in ("source", "target"):
-            if getattr(masks, name) is not None and not isinstance(getattr(masks, name), str):
-                raise ValueError(f"synthetic_masks.{name} must be a class name or null (automatic).")
-        probability = masks.probability
-        if isinstance(probability, bool) or not isinstance(probability, (int, float)) or not 0 <= probability <= 1:
-            raise ValueError("synthetic_masks.probability must be a number between 0 and 1.")
-        if not isinstance(masks.styles, list) or not masks.styles or set(masks.styles) - set(MASK_STYLES):
-            raise ValueError(f"synthetic_masks.styles must be a non-empty list of: {', '.join(MASK_STYLES)}.")
-        if masks.source is not None and masks.source == masks.target:
-            raise ValueError("synthetic_masks: the source and target classes must differ.")
-        return masks
+PLACEMENTS = {  # name: what the Train page calls it
+    "right": "Worn right",
+    "under_nose": "Under the nose",
+    "chin": "On the chin",
+    "neck": "Pulled down to the neck",
+    "one_ear": "Hanging from one ear",
+}
+WRONG_PLACEMENTS = tuple(name for name in PLACEMENTS if name != "right")
 
 
 MIN_EYE_DISTANCE = 4.0  # pixels: a smaller face is returned unchanged
@@ -77,6 +45,7 @@ class _Frame:
     nose: float  # nose tip's u
     mouth: float  # mouth midpoint's u
     eyes: np.ndarray  # (2, 2) pixels
+    nose_t: float  # nose tip's t
 
     @property
     def eye_distance(self) -> float:
@@ -120,10 +89,10 @@ def _face_frame(landmarks) -> _Frame | None:
     depth = float(np.dot(mouth - origin, down))
     if depth < 0:  # mirrored landmarks: the mouth is on the other side of the eye line
         down, depth = -down, -depth
-    across = x_axis / eye_distance ** 2
-    return _Frame(origin, x_axis, down * np.clip(depth, 0.6 * eye_distance, 2.0 * eye_distance),
-                  float(np.clip(np.dot(nose - origin, across), -0.35, 0.35)),
-                  float(np.clip(np.dot(mouth - origin, across), -0.35, 0.35)), points[:2])
+    across, y_axis = x_axis / eye_distance ** 2, down * np.clip(depth, 0.6 * eye_distance, 2.0 * eye_distance)
+    return _Frame(origin, x_axis, y_axis, float(np.clip(np.dot(nose - origin, across), -0.35, 0.35)),
+                  float(np.clip(np.dot(mouth - origin, across), -0.35, 0.35)), points[:2],
+                  float(np.clip(np.dot(nose - origin, y_axis) / np.dot(y_axis, y_axis), 0.3, 0.7)))
 
 
 @dataclass(frozen=True)
@@ -234,15 +203,98 @@ def _polygon_alpha(shape: tuple[int, int], polygons, closed: bool, thickness: in
 
 
 def _cut(shape: _Shape, frame: _Frame, bottom: float, rng: np.random.Generator):
-    """This mask's outline in surface coordinates (varied in size and a little uneven) and its straps in pixels."""
+    """This mask's outline and straps in surface coordinates, varied in size, the outline a little uneven."""
     size = rng.uniform(0.94, 1.08), rng.uniform(-0.03, 0.04), rng.uniform(0.94, 1.06)  # width, top lift, chin
     right = np.array(shape.outline)
     control = _fit(np.concatenate([right, right[-2:0:-1] * (-1, 1)]), *size)
     control += rng.uniform(-0.02, 0.02, control.shape)
     control[:, 1] = np.minimum(control[:, 1], bottom)
-    straps = [frame.to_pixels(_fit(np.array(line) * (side, 1), *size)) for line in shape.straps for side in (-1, 1)
+    straps = [_fit(np.array(line) * (side, 1), *size) for line in shape.straps for side in (-1, 1)
               if side * frame.nose < 0.2]  # the far side's straps are hidden behind a turned face
     return _chaikin(control), straps
+
+
+_LOOSE_BOTTOM = 2.8  # t: a mask worn wrongly ends here before it moves (a gaiter pulled down bunches up)
+_KEEP_FADE = 0.04  # s or t: drawing fades in over this much outside the face region a mask worn wrongly keeps
+
+
+@dataclass(frozen=True)
+class _Move:
+    """Where a mask worn wrongly goes: an affine map (2, 3) of surface points s, t from where it is worn right; the
+    face it leaves exactly as it was (|s| < keep_s above t = keep_t); the side of the ear it hangs from (0: none)."""
+
+    matrix: np.ndarray
+    keep_s: float
+    keep_t: float
+    ear: int = 0
+
+    def apply(self, points: np.ndarray) -> np.ndarray:
+        return points @ self.matrix[:, :2].T + self.matrix[:, 2]
+
+    def strap(self, line: np.ndarray) -> np.ndarray:
+        """A strap moved: its mask end with the mask, its ear end left on the ear (weighted along it); the other
+        side's straps of a mask hanging from one ear hang with it."""
+        weight = 1.0 if self.ear * line[0, 0] < 0 else np.linspace(1, 0, len(line))[:, None]
+        return line + weight * (self.apply(line) - line)
+
+    def unmove(self, s: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The mask's own surface coordinates (where its fabric is laid out) of the face's s, t."""
+        (a, b, c), (d, e, f) = cv2.invertAffineTransform(self.matrix).astype(float).tolist()
+        return a * s + b * t + c, d * s + e * t + f
+
+    def kept(self, frame: _Frame) -> np.ndarray:
+        """The outline of the face region kept, in pixels (from well above the eyes)."""
+        side = np.column_stack([np.full(32, self.keep_s), np.linspace(-3, self.keep_t, 32)])
+        return frame.to_pixels(np.concatenate([side, side[::-1] * (-1, 1)]))
+
+
+@dataclass(frozen=True)
+class _Slide:
+    """The mask slid down: its top edge to t = top (after the nose tip's t where from_nose), its height times squash
+    and its width times narrow (bunched), by chance a little lower and off centre. The face within |s| < 0.9 above
+    0.07 over that top edge is kept."""
+
+    top: float
+    squash: float
+    narrow: float
+    from_nose: bool = False
+
+    def move(self, frame: _Frame, outline: np.ndarray, rng: np.random.Generator) -> _Move:
+        top = self.top + (frame.nose_t if self.from_nose else 0.0)
+        squash, narrow = self.squash * rng.uniform(0.9, 1.1), self.narrow * rng.uniform(0.95, 1.05)
+        down = top + rng.uniform(0, 0.06) - squash * float(outline[:, 1].min())
+        return _Move(np.array([[narrow, 0, rng.uniform(-0.06, 0.06)], [0, squash, down]]), 0.9, top - 0.07)
+
+
+@dataclass(frozen=True)
+class _Hang:
+    """The mask hanging by one side's loops from that ear (the visible side of a turned face), on end beside the cheek
+    and jaw: the middle of its side edge at `ear` (s, t on the right), its width turned down to `length`, its height
+    across to `across`, swinging a little. The face within |s| < 0.62 down to t = 2 (nose, mouth, chin) is kept."""
+
+    ear: tuple[float, float]
+    length: float
+    across: float
+
+    def move(self, frame: _Frame, outline: np.ndarray, rng: np.random.Generator) -> _Move:
+        side = 1 if rng.random() < 0.5 else -1
+        if side * frame.nose >= 0.2:
+            side = -side
+        (s0, t0), (s1, t1) = outline.min(axis=0), outline.max(axis=0)
+        angle = rng.uniform(-0.12, 0.12)
+        turn = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+        linear = turn @ [[0, self.across / (t1 - t0)], [-self.length / (s1 - s0), 0]]  # width down, height across
+        shift = np.array(self.ear) + rng.uniform(-0.05, 0.05, 2) - linear @ (s1, (t0 + t1) / 2)
+        mirror = np.diag([side, 1])
+        return _Move(np.column_stack([mirror @ linear @ mirror, mirror @ shift]), 0.62, 2.0, side)
+
+
+_WRONG = {  # a placement of PLACEMENTS worn wrongly: how it moves the mask
+    "under_nose": _Slide(0.22, 0.78, 0.94, from_nose=True),
+    "chin": _Slide(1.3, 0.6, 0.9),
+    "neck": _Slide(1.75, 0.5, 0.8),
+    "one_ear": _Hang((1.15, 0.85), 1.6, 0.6),
+}
 
 
 @dataclass(frozen=True)
@@ -307,14 +359,22 @@ def _cover(grid: _Grid, frame: _Frame, polygon: np.ndarray, straps: list[np.ndar
                   cv2.blur(shadow, (blur, blur)))
 
 
-def _clearance(frame: _Frame, grid: _Grid, xs, ys, t) -> np.ndarray:
-    """Per pixel, how much may be drawn: nothing near the eyes or above the eye line, fading in."""
+def _clearance(frame: _Frame, grid: _Grid, xs, ys, s, t, move: _Move | None) -> np.ndarray:
+    """Per pixel, how much may be drawn: nothing near the eyes or above the eye line, nor in the face region a mask
+    worn wrongly keeps; fading in."""
     eye_distance = frame.eye_distance
     gap = np.min([np.hypot(xs - float(x), ys - float(y)) for x, y in frame.eyes], axis=0) / eye_distance
     below = t * float(np.hypot(*frame.y_axis) / eye_distance)
-    clear = grid.fine(_smoothstep(gap, *_EYE_CLEARANCE) * _smoothstep(below, 0, 0.08))
+    field = _smoothstep(gap, *_EYE_CLEARANCE) * _smoothstep(below, 0, 0.08)
+    if move:
+        field = field * np.maximum(_smoothstep(np.abs(s), move.keep_s, move.keep_s + _KEEP_FADE),
+                                   _smoothstep(t, move.keep_t, move.keep_t + _KEEP_FADE))
+    clear = grid.fine(field)
     for x, y in frame.eyes - (grid.x0, grid.y0):  # exactly nothing within the inner radius
         cv2.circle(clear, point(x, y), int((_EYE_CLEARANCE[0] * eye_distance + 1) * 16), 0, -1, cv2.LINE_8, 4)
+    if move:  # and exactly nothing in the region kept
+        kept = np.round((move.kept(frame) - (grid.x0, grid.y0)) * 16).astype(np.int32)
+        cv2.fillPoly(clear, [kept], 0, cv2.LINE_8, 4)
     return clear
 
 
@@ -358,11 +418,15 @@ def _composite(region: np.ndarray, cover: _Cover, clear: np.ndarray, cloth: np.n
     return cv2.convertScaleAbs(cv2.merge(channels))
 
 
-def draw_mask(image: np.ndarray, landmarks: np.ndarray, style: str, rng: np.random.Generator) -> np.ndarray:
-    """A copy of an RGB uint8 image with a mask of `style` drawn over the nose, mouth and chin of the face whose
-    five landmarks (x, y in image pixels, MTCNN's order) are given; colour, pattern and fabric come from rng."""
+def draw_mask(image: np.ndarray, landmarks: np.ndarray, style: str, rng: np.random.Generator,
+              placement: str = "right") -> np.ndarray:
+    """A copy of an RGB uint8 image with a mask of `style` drawn on the face whose five landmarks (x, y in image
+    pixels, MTCNN's order) are given, worn as `placement` says (right: over the nose, mouth and chin); colour,
+    pattern, fabric and how far off a wrongly worn mask sits come from rng."""
     if style not in _LOOKS:
         raise ValueError(f"Unknown mask style {style!r}. Known: {', '.join(MASK_STYLES)}.")
+    if placement not in PLACEMENTS:
+        raise ValueError(f"Unknown mask placement {placement!r}. Known: {', '.join(PLACEMENTS)}.")
     out = image.copy()
     frame = _face_frame(landmarks)
     if frame is None:
@@ -372,8 +436,11 @@ def draw_mask(image: np.ndarray, landmarks: np.ndarray, style: str, rng: np.rand
     height, width = image.shape[:2]
     corners = np.array([[0, 0], [width, 0], [0, height], [width, height]], np.float64)
     bottom = max(float(((corners - frame.origin) @ frame.y_axis).max() / (frame.y_axis @ frame.y_axis)) + 0.3, 2.0)
-    outline, straps = _cut(shape, frame, bottom, rng)
-    polygon = frame.to_pixels(outline)
+    wrong = _WRONG.get(placement)
+    outline, straps = _cut(shape, frame, min(bottom, _LOOSE_BOTTOM) if wrong else bottom, rng)
+    move = wrong.move(frame, outline, rng) if wrong else None
+    polygon = frame.to_pixels(move.apply(outline) if move else outline)
+    straps = [frame.to_pixels(move.strap(line) if move else line) for line in straps]
     grid = _grid(np.concatenate([polygon, *straps]), 0.1 * eye_distance + 2, (width, height),
                  max(1, int(eye_distance / 16)))
     if grid is None:
@@ -384,17 +451,18 @@ def draw_mask(image: np.ndarray, landmarks: np.ndarray, style: str, rng: np.rand
     region = out[grid.y0:grid.y0 + grid.height, grid.x0:grid.x0 + grid.width]
     xs, ys = grid.coarse()
     s, t = frame.to_surface(xs, ys)
+    own_s, own_t = move.unmove(s, t) if move else (s, t)
     light = _lighting(region, cover.mask, grid, eye_distance)
 
     colours = _palette(look, rng)
     canvas = lay_canvas(outline, eye_distance)
     fabric = _fabric(look, shape, canvas, colours, rng)
-    map_x = grid.fine((np.clip(s, -4, 4) - canvas.s[0, 0]) * canvas.scale)
-    map_y = grid.fine((np.clip(t, -1, 99) - canvas.t[0, 0]) * canvas.scale)
+    map_x = grid.fine((np.clip(own_s, -4, 4) - canvas.s[0, 0]) * canvas.scale)
+    map_y = grid.fine((np.clip(own_t, -1, 99) - canvas.t[0, 0]) * canvas.scale)
     cloth = cv2.remap(fabric, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     strap_colour = colours[0] * 0.85 if rng.random() < 0.5 else np.array(
         _COLOURS[_choose({"white": 3, "black": 1}, rng)], np.float32)
 
-    region[:] = _composite(region, cover, _clearance(frame, grid, xs, ys, t), cloth,
+    region[:] = _composite(region, cover, _clearance(frame, grid, xs, ys, s, t, move), cloth,
                            _shade(light, s, cover.mask, grid, shape.hem, eye_distance), strap_colour, grid.fine(light))
     return out
