@@ -1,4 +1,7 @@
-"""maskdet home: navigation and a status board with the next step to take."""
+"""maskdet home: navigation and a status board with the next step to take.
+
+`streamlit run app.py` first imports this file for the server it names (`app`: Streamlit's, with the routes and
+guard of ui/server.py), then runs it as the home page."""
 
 import streamlit as st
 
@@ -7,11 +10,6 @@ from maskdet.data.insights import summarize
 from maskdet.runs import backup
 from maskdet.runs.active import active_run, run_rows
 from maskdet.runs.views import RunRecord
-
-ui.page_setup("Home")
-st.title("maskdet: face-mask detection studio")
-st.caption("Build a labelled face dataset, train a MobileNetV2 classifier, read its metrics, try it live, "
-           "download it as ONNX.")
 
 BACKUP = "home-backup"  # the prepared backup: (runs chosen, summary, bytes)
 
@@ -45,37 +43,20 @@ def backup_section(store) -> None:
                            key="backup-download", icon=":material/download:", on_click="ignore")
 
 
-PAGES = ui.PAGES[1:]  # the home page's board: every page but this one
-columns = st.columns(len(PAGES))
-for column, (path, label, icon, description) in zip(columns, PAGES):
-    with column:
-        st.page_link(path, label=label, icon=icon)
-        st.caption(description)
-
-store = ui.attempt(ui.store)
-summary = ui.attempt(summarize, store) if store else None
-if summary:
-    st.subheader("Dataset")
-    metrics = st.columns(len(summary.counts) + 1)
-    for column, (label, count) in zip(metrics, summary.counts.items()):
-        faces = count - summary.no_face.get(label, 0)
-        column.metric(label, count, help=f"{faces} with a face found")
-    total = sum(summary.counts.values())
-    metrics[-1].metric("faces found", f"{total - sum(summary.no_face.values())} / {total}")
-
-    active = active_run(store)
-
+def next_step(store, summary) -> None:
+    """What to do now: add photos, add a second class, train, or use the active model."""
     st.subheader("Next step")
-    if total == 0:
+    classes_with_photos = len([n for n in summary.counts.values() if n > 0])
+    active = active_run(store)
+    if sum(summary.counts.values()) == 0:
         st.info("No images yet. Open **Dataset** to upload photos or a zip of class folders, or capture faces "
                 "from the webcam.")
         st.page_link("pages/1_Dataset.py", label="Add images", icon=":material/add_photo_alternate:")
-    elif len([n for n in summary.counts.values() if n > 0]) < 2 or not active:
+    elif classes_with_photos < 2 or not active:
         for warning in summary.warnings:
             st.warning(warning)
         st.info("The dataset is ready for a first model: open **Train** and press Start (the defaults train well)."
-                if len([n for n in summary.counts.values() if n > 0]) >= 2 else
-                "Add images of a second class before training.")
+                if classes_with_photos >= 2 else "Add images of a second class before training.")
         st.page_link("pages/2_Train.py", label="Train a model", icon=":material/model_training:")
     else:
         record = RunRecord.of(active)
@@ -84,10 +65,39 @@ if summary:
                    "read its **Metrics**.")
         st.page_link("pages/5_Live.py", label="Try it live", icon=":material/videocam:")
 
+
+def home() -> None:
+    ui.page_setup("Home")
+    st.title("maskdet: face-mask detection studio")
+    st.caption("Build a labelled face dataset, train a MobileNetV2 classifier, read its metrics, try it live, "
+               "download it as ONNX.")
+    pages = ui.PAGES[1:]  # the home page's board: every page but this one
+    for column, (path, label, icon, description) in zip(st.columns(len(pages)), pages):
+        with column:
+            st.page_link(path, label=label, icon=icon)
+            st.caption(description)
+
+    store = ui.attempt(ui.store)
+    summary = ui.attempt(summarize, store) if store else None
+    if not summary:
+        return
+    st.subheader("Dataset")
+    metrics = st.columns(len(summary.counts) + 1)
+    for column, (label, count) in zip(metrics, summary.counts.items()):
+        faces = count - summary.no_face.get(label, 0)
+        column.metric(label, count, help=f"{faces} with a face found")
+    total = sum(summary.counts.values())
+    metrics[-1].metric("faces found", f"{total - sum(summary.no_face.values())} / {total}")
+    next_step(store, summary)
     rows = run_rows(store)
     if rows:
         st.subheader("Latest runs")
         ui.runs_dataframe(rows[:5], ("run", "when", "status", "active", "accuracy", "macro_f1", "duration_s", "note"),
                           "home-runs")
-
     backup_section(store)
+
+
+if __name__ == "__main__":  # run by Streamlit as the page
+    home()
+else:  # imported by `streamlit run` (or an ASGI server) for the dashboard's server
+    app = st.App(__file__, **ui.server_options())

@@ -10,7 +10,8 @@ import pytest
 from streamlit import config as streamlit_config
 from streamlit.testing.v1 import AppTest
 
-from maskdet.core.access import is_local, listen_problem
+from maskdet.core.access import (PASS_SECONDS, TICKET_SECONDS, is_local, listen_problem, new_pass, new_ticket,
+                                 pass_is_valid, redeem_ticket)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,6 +22,25 @@ def test_which_addresses_keep_the_dashboard_on_this_machine(address, local):
     assert is_local(address) is local
     assert (listen_problem(address, None) is None) is local
     assert listen_problem(address, "secret") is None
+
+
+def test_a_ticket_is_good_once_and_for_a_minute():
+    ticket, late = new_ticket(now=1000.0), new_ticket(now=1000.0)
+    assert redeem_ticket(ticket, now=1000.0 + TICKET_SECONDS)
+    assert not redeem_ticket(ticket, now=1001.0)  # used up
+    assert not redeem_ticket(late, now=1001.0 + TICKET_SECONDS) and not redeem_ticket(late, now=1001.0)
+    assert not redeem_ticket("made-up") and not redeem_ticket("")
+
+
+def test_a_pass_holds_for_its_password_until_it_ends_and_cannot_be_forged():
+    value = new_pass("correct horse", now=1000.0)
+    assert pass_is_valid(value, "correct horse", now=1000.0 + PASS_SECONDS - 1)
+    assert not pass_is_valid(value, "correct horse", now=1000.0 + PASS_SECONDS)
+    assert not pass_is_valid(value, "another password", now=1001.0)  # a new password signs every browser out
+    until, _, signature = value.partition(".")
+    assert not pass_is_valid(f"{int(until) + 3600}.{signature}", "correct horse", now=1001.0)  # extended by hand
+    for forged in (None, "", "x", f"{until}.", f".{signature}", f"{until}.{'0' * 64}", 42):
+        assert not pass_is_valid(forged, "correct horse", now=1001.0)
 
 
 def access_check(address: str, password: str | None, **settings: str) -> subprocess.CompletedProcess:

@@ -1,12 +1,15 @@
 """Every page's frame: its config, the sign-in form when a password is set, and the links between pages."""
 
+import time
 from pathlib import Path
 
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
-from maskdet.core.access import listen_problem, password_matches
+from maskdet.core.access import (PASS_COOKIE, PASS_SECONDS, listen_problem, new_ticket, pass_is_valid,
+                                 password_matches)
 from maskdet.core.settings import load_settings
+from ui.server import PASS_PATH, base_path
 
 FAVICON = Path(__file__).with_name("favicon.png")  # served by the dashboard itself: a material icon is fetched from
 # Google's font host, which a closed network cannot reach
@@ -31,9 +34,10 @@ def page_setup(title: str) -> None:
 
 
 def sign_in() -> None:
-    """With MASKDET_PASSWORD set, a browser session sees nothing but this form until it gives the password. A setting
-    that cannot be read, or a dashboard listening beyond this machine without a password, stops every page with its
-    sentence: `make run` refuses to start then, and a dashboard started with `streamlit run` shows only the refusal."""
+    """With MASKDET_PASSWORD set, a browser session sees nothing but this form until it gives the password, or its
+    browser holds the pass of an earlier sign-in (a reload, another tab). A setting that cannot be read, or a
+    dashboard listening beyond this machine without a password, stops every page with its sentence: `make run`
+    refuses to start then, and a dashboard started with `streamlit run` shows only the refusal."""
     try:
         password = load_settings().password
     except ValueError as error:
@@ -43,7 +47,10 @@ def sign_in() -> None:
     if problem:
         st.error(f"{problem} Then restart the dashboard.")
         st.stop()
-    if not password or st.session_state.get("signed_in"):
+    if not password:
+        return
+    if st.session_state.get("signed_in") or pass_is_valid(st.context.cookies.get(PASS_COOKIE), password):
+        hand_pass()
         return
     st.title("Sign in to maskdet")
     with st.form("sign-in"):
@@ -56,6 +63,16 @@ def sign_in() -> None:
     st.stop()
 
 
+def hand_pass() -> None:
+    """Give this signed-in session's browser the pass cookie that downloads and videos ask for (ui/server.py), and
+    again before it ends: an image the sidebar shows trades a one-use ticket for it."""
+    if st.session_state.get("pass_until", 0) > time.time() + 3600:
+        return
+    st.session_state["signed_in"] = True
+    st.session_state["pass_until"] = time.time() + PASS_SECONDS
+    st.sidebar.html(f'<img src="{base_path()}/{PASS_PATH}?ticket={new_ticket()}" alt="" style="display:none">')
+
+
 def link(page: str, label: str, icon: str, fallback: str = "") -> None:
     """A link to another page, or the fallback words when a page runs on its own (a page test: no page registry)."""
     try:
@@ -66,4 +83,5 @@ def link(page: str, label: str, icon: str, fallback: str = "") -> None:
 
 
 def link_to_train() -> None:
-    link("pages/2_Train.py", "Train a model", ":material/model_training:", "Open **Train** in the sidebar to start one.")
+    link("pages/2_Train.py", "Train a model", ":material/model_training:",
+         "Open **Train** in the sidebar to start one.")
