@@ -10,6 +10,7 @@ import pytest
 
 from maskdet.bundle.crop_rule import square_crop_box
 from maskdet.core.imageio import decode_image
+from maskdet.training.views import MIN_VISIBLE, DrawRule, draw_view, visible_share
 from maskdet.vision.faces import CropRule, crop_face
 from maskdet.vision.synth import MASK_STYLES, MIN_EYE_DISTANCE, PLACEMENTS, WRONG_PLACEMENTS, draw_mask
 
@@ -173,14 +174,17 @@ def test_landmarks_listed_right_to_left_still_put_the_mask_below_the_eyes(photo)
         assert_masked(image, draw_mask(image, landmarks[[1, 0, 2, 4, 3]], style, np.random.default_rng(4)), landmarks)
 
 
-def test_training_crop(photo):
-    """The 160-pixel face crop training draws on, with the landmarks moved into it."""
-    image, landmarks = photo
+def training_crop(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The 160-pixel face crop training draws on, and the landmarks moved into it."""
     box = (*landmarks.min(axis=0) - 40, *landmarks.max(axis=0) + 40)
     rule = CropRule()
     left, top, right, bottom = square_crop_box(box, image.shape[1], image.shape[0], rule.margin)
     crop = crop_face(image, box, rule)
-    points = (landmarks - (left, top)) * (rule.size / (right - left), rule.size / (bottom - top))
+    return crop, (landmarks - (left, top)) * (rule.size / (right - left), rule.size / (bottom - top))
+
+
+def test_training_crop(photo):
+    crop, points = training_crop(*photo)
     for style in STYLES:
         assert_masked(crop, draw_mask(crop, points, style, np.random.default_rng(3)), points)
         for placement in WRONG_PLACEMENTS:
@@ -189,6 +193,22 @@ def test_training_crop(photo):
                 assert np.array_equal(before, after), (style, placement)
             if placement != "neck":  # which is all below this tight crop
                 assert changed(crop, drawn) > 0.01, (style, placement)
+
+
+def test_a_drawn_view_shows_its_mask_inside_the_crop(photo):
+    """A mask on the neck, below this tight crop, would make a bare face a worn-wrong training face: the next
+    placement is drawn instead; a worn-right rule keeps its one placement."""
+    crop, points = training_crop(*photo)
+    wrong = DrawRule(0, 1, WRONG_PLACEMENTS, 1.0, STYLES)
+    assert visible_share(draw_mask(crop, points, "surgical", np.random.default_rng(0), "neck"), crop) < MIN_VISIBLE
+    chosen = []
+    for turn in range(12):
+        drawn, placement = draw_view(crop, points, wrong, turn, np.random.default_rng(turn))
+        assert visible_share(drawn, crop) >= MIN_VISIBLE and placement in WRONG_PLACEMENTS, (turn, placement)
+        chosen.append(placement)
+    assert "neck" not in chosen and {"under_nose", "chin"} <= set(chosen)
+    right = DrawRule(0, 1, ("right",), 1.0, STYLES)
+    assert {draw_view(crop, points, right, turn, np.random.default_rng(turn))[1] for turn in range(3)} == {"right"}
 
 
 def test_unknown_style_is_refused(photo):
