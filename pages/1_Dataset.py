@@ -65,8 +65,8 @@ def progress_callback(bar, verb: str):
 
 
 def names(files: list[str]) -> None:
-    """File names from an upload, as plain text."""
-    st.text(", ".join(files))
+    """File names from an upload, as plain text wrapped between words."""
+    ui.file_names(files, longest=None)
 
 
 def show_report(report) -> None:
@@ -198,6 +198,7 @@ with photos_tab:
                     bump("upload_round")
                     st.rerun()
 
+
 def class_mapping(set_classes: list[str], format: str) -> dict[str, str | None]:
     """Asks which dataset class each of an annotated zip's classes that the dataset lacks goes into (or a new class of
     its name, or skip it); classes the dataset has go into themselves."""
@@ -308,6 +309,65 @@ def burst_progress(burst) -> None:
     block()
 
 
+def show_last_capture(last: capture.Capture | None) -> None:
+    """The last photo taken one per click: the stored photo with the face box training will use and its class, or why
+    nothing was stored."""
+    if last is None:
+        st.caption("The photo you take shows here once stored, with the face box training will use.")
+        return
+    if not last.stored:
+        st.info(last.reason)
+        return
+    present = ui.attempt(store.faces, ids=[record.id for record in last.faces])
+    if present == []:
+        st.caption("The last photo has been deleted from the dataset since.")
+    for record in present or []:
+        picture = ui.attempt(cached_thumbnail, store, record, record.sha256, record.face.box if record.face else None)
+        if picture is not None:
+            st.image(ui.inline(picture), caption=f"In {ui.literal(record.label)}: " + (
+                "face found (green box)" if record.face else "no face found, the whole photo is used"))
+    found = ("no face found; delete it in the gallery if your face was hidden" if not last.faces[0].face
+             else "face found")
+    st.success(f"Stored capture {state.get('camera_count', 0)} in {last.label} ({found}). Take the next one.")
+
+
+def one_photo_capture(label: str) -> None:
+    """st.camera_input: each photo stored as it is taken, then a fresh camera; the last one shown beside it."""
+    # "Use the webcam" keeps its setting while Bursts are shown (a widget not drawn loses its state)
+    state.setdefault("camera_on", state.get("camera_wanted", False))
+    state["camera_wanted"] = camera_on = st.toggle(
+        "Use the webcam", key="camera_on", help="Each photo you take is stored straight away; the camera is then "
+                                                "ready again.")
+    st.caption(f"Captured this session: {state.get('camera_count', 0)}")
+    if not camera_on:
+        return
+    camera_column, last_column = st.columns([3, 2])
+    with camera_column:
+        camera_key = f"camera_{state.get('camera_round', 0)}"
+        shot = st.camera_input("Take a photo", key=camera_key)
+        st.caption("After each photo the camera starts again: press Take Photo once it shows a picture. A press "
+                   "before that takes no photo (the browser has no picture to give yet), so nothing is stored.")
+    if shot is not None:
+        data = shot.getvalue()
+        # Per camera and photo: a rerun never adds a shot twice, and a fresh camera's shot that repeats the last one
+        # (a still scene) still gets its answer.
+        handled = (camera_key, hashlib.sha256(data).hexdigest())
+        if handled != state.get("camera_handled"):
+            state["camera_handled"] = handled  # set before storing
+            name = f"webcam-{datetime.now():%Y%m%d-%H%M%S}.jpg"
+            detector = ui.attempt(ui.detector)
+            last = state.get("camera_last")
+            stored = ui.attempt(capture.store_photo, store, data, name, label, detector,
+                                last.sha256 if last else None) if detector else None
+            if stored is not None:
+                state["camera_count"] = state.get("camera_count", 0) + stored.stored
+                state["camera_last"] = stored
+                bump("camera_round")
+                st.rerun()
+    with last_column:
+        show_last_capture(state.get("camera_last"))
+
+
 with webcam_tab:
     if not labels:
         st.info("Add a class first (Classes, below), then capture photos into it.")
@@ -317,34 +377,7 @@ with webcam_tab:
                     help="Bursts: a number of shots at an interval, taken from the camera stream.") == "Bursts":
             burst_capture(camera_label)
         else:
-            camera_on = st.toggle("Use the webcam", key="camera_on",
-                                  help="Each photo you take is stored straight away; the camera is then ready again.")
-            st.caption(f"Captured this session: {state.get('camera_count', 0)}")
-            show_flash("camera")
-            if camera_on:
-                camera_key = f"camera_{state.get('camera_round', 0)}"
-                shot = st.camera_input("Take a photo", key=camera_key)
-                if shot is not None:
-                    data = shot.getvalue()
-                    # Per camera and photo: a rerun never adds a shot twice, and a fresh camera's shot that repeats the
-                    # last one (a still scene) still gets its "already in the dataset" answer.
-                    handled = (camera_key, hashlib.sha256(data).hexdigest())
-                    if handled != state.get("camera_handled"):
-                        state["camera_handled"] = handled  # set before storing
-                        name = f"webcam-{datetime.now():%Y%m%d-%H%M%S}.jpg"
-                        detector = ui.attempt(ui.detector)
-                        report = ui.attempt(store.add_image, data, camera_label, name, detector) if detector else None
-                        if report is not None:
-                            if report.added:
-                                state["camera_count"] = state.get("camera_count", 0) + 1
-                                found = ("no face found; delete it in the gallery if your face was hidden"
-                                         if report.no_face else "face found")
-                                flash("camera", "success", f"Stored capture {state['camera_count']} in "
-                                                           f"{camera_label} ({found}). Take the next one.")
-                            else:
-                                flash("camera", "info", "That photo is already in the dataset; take another one.")
-                            bump("camera_round")
-                            st.rerun()
+            one_photo_capture(camera_label)
 
 # ---- classes ------------------------------------------------------------------------------------------------
 st.header("Classes")
@@ -352,7 +385,7 @@ show_flash("classes")
 add_column, rename_column, delete_column = st.columns(3)
 with add_column:
     with st.form("add_class", clear_on_submit=True, border=False):
-        new_label = st.text_input("New class", placeholder="for example mask_below_nose", key="new_class")
+        new_label = st.text_input("New class", placeholder="e.g. mask_below_nose", key="new_class")
         if st.form_submit_button("Add class"):
             ok, name = attempt_call(store.add_label, new_label)
             if ok and name in labels:
@@ -376,7 +409,7 @@ with delete_column:
         doomed = st.selectbox("Class to delete", labels, key="delete_label")
         count = summary.counts.get(doomed, 0)
         confirmed = st.checkbox(f"Yes, delete {doomed} and its {plural(count, 'photo')}",
-                                key=f"confirm_delete_{doomed}")
+                                key=f"confirm_delete_{doomed}", wrap=True)
         if st.button("Delete class", key="delete_class", disabled=not confirmed):
             ok, removed = attempt_call(store.delete_label, doomed)
             if ok:
@@ -395,7 +428,8 @@ def reset_page() -> None:
 filter_column, face_column, page_column = st.columns([2, 2, 1])
 shown_label = filter_column.selectbox("Show", [None, *labels], key="gallery_label", on_change=reset_page,
                                       format_func=lambda value: "All classes" if value is None else value)
-only_no_face = face_column.toggle("Only photos with no face found", key="gallery_no_face", on_change=reset_page)
+only_no_face = face_column.toggle("Only photos with no face found", key="gallery_no_face", on_change=reset_page,
+                                  wrap=True)
 opened = state.get("gallery_ids")  # photos opened from the Metrics page's misclassified faces: only those are shown
 shown = {"label": shown_label, "no_face": True if only_no_face else None, "ids": opened}
 shown_count = ui.attempt(store.count_faces, **shown) or 0
@@ -437,27 +471,25 @@ for start in range(0, len(page_records), COLUMNS):
                 st.caption(f"{caption}: the file could not be read; delete it and upload the photo again.")
             else:
                 st.image(ui.inline(picture), caption=caption)
-            st.text(record.source_name)  # plain text, wrapped: a file name is never read as Markdown
+            ui.file_name(record.source_name)  # plain text wrapped between words, a long one cut short
             if st.checkbox("Select", key=pick_keys[record.id]):
                 selected.append(record.id)
 
 
 if page_records:
     with actions:
-        all_column, none_column, target_column, move_column, remove_column = st.columns(
-            [1, 1, 2, 1.5, 1.5], vertical_alignment="bottom")
+        bar = st.container(horizontal=True, vertical_alignment="bottom")  # wraps onto a second row when narrow
         keys = list(pick_keys.values())
-        all_column.button("Select page", key="select_page", on_click=ui.set_checkboxes, args=(keys, True))
-        none_column.button("Clear selection", key="clear_selection", on_click=ui.set_checkboxes,
-                           args=(keys, False))
-        move_to = ui.class_picker(target_column, "Move selected to", labels, "move_to")
-        if move_column.button(f"Move {len(selected)} selected", key="move_selected", disabled=not selected):
+        bar.button("Select page", key="select_page", on_click=ui.set_checkboxes, args=(keys, True))
+        bar.button("Clear selection", key="clear_selection", on_click=ui.set_checkboxes, args=(keys, False))
+        move_to = ui.class_picker(bar, "Move selected to", labels, "move_to", width=220)
+        if bar.button(f"Move {len(selected)} selected", key="move_selected", disabled=not selected):
             ok, _ = attempt_call(store.relabel, selected, move_to)
             if ok:
                 bump("gallery_generation")
                 flash("gallery", "success", f"Moved {plural(len(selected), 'face')} to {move_to}.")
                 st.rerun()
-        with remove_column.popover(f"Delete {len(selected)} selected", disabled=not selected):
+        with bar.popover(f"Delete {len(selected)} selected", disabled=not selected):
             st.write(f"Delete {plural(len(selected), 'face')} from the dataset? A photo goes with its last face. "
                      "This cannot be undone (a backup can bring them back).")
             if st.button(f"Yes, delete {plural(len(selected), 'face')}", key="delete_selected", type="primary"):
@@ -507,11 +539,11 @@ def face_box_editor(record) -> None:
         box = tuple(column.number_input(side, value=round(value), step=1, key=f"{keys}_{side.lower()}")
                     for column, side, value in zip(st.columns(2) + st.columns(2), ("Left", "Top", "Right", "Bottom"),
                                                    start))
-        save_column, whole_column = st.columns(2)
-        if save_column.button("Save this box", key="save_box", type="primary"):
+        buttons = st.container(horizontal=True)  # side by side where they fit, else one under the other
+        if buttons.button("Save this box", key="save_box", type="primary"):
             if attempt_call(store.set_face_box, record.id, box)[0]:
                 box_changed(f"Face box of {name} set by hand; training will use it.")
-        if whole_column.button("Use the whole photo", key="whole_photo"):
+        if buttons.button("Use the whole photo", key="whole_photo"):
             if attempt_call(store.set_face_box, record.id, (0, 0, record.width, record.height))[0]:
                 box_changed(f"Face box of {name} set to the whole photo; training will use it.")
         if st.button("Forget the box set by hand", key="reset_box", disabled=not manual,

@@ -14,7 +14,7 @@ import ui
 from maskdet.core.settings import load_settings
 from maskdet.data.insights import preview_photo, summarize
 from maskdet.runs.active import model_path, passed_over, run_rows, set_active_run
-from maskdet.runs.estimate import latest_throughput, photos_trained, training_seconds
+from maskdet.runs.estimate import BENCHMARK, latest_throughput, photos_trained, training_seconds
 from maskdet.runs.launch import start_training
 from maskdet.runs.lifecycle import active_training, cancel_training
 from maskdet.runs.views import RunRecord, history_points
@@ -72,9 +72,13 @@ def config_setting(column, name: str):
 
 
 def config_settings(names: list[str]) -> dict:
-    """The widgets of these training settings, three to a row; their values by name."""
-    columns = st.columns(3)
-    return {name: config_setting(columns[index % 3], name) for index, name in enumerate(names)}
+    """The widgets of these training settings, three to a row, their inputs in line however their labels wrap; their
+    values by name."""
+    values = {}
+    for start in range(0, len(names), 3):
+        for column, name in zip(st.columns(3, vertical_alignment="bottom"), names[start:start + 3]):
+            values[name] = config_setting(column, name)
+    return values
 
 
 def remove_rule(row: int) -> None:
@@ -90,20 +94,21 @@ def rule_row(row: int, default: MaskRule, classes: list[str]) -> dict:
     """A rule's inputs (its widget keys by `row`, which stays when rules above it are removed) and their setting."""
     key = f"synthetic_rule_{row}_"
     with st.container(border=True):
-        source_column, target_column, worn_column = st.columns(3)
+        source_column, target_column, worn_column = st.columns(3, vertical_alignment="bottom")
         source = setting(source_column.selectbox, "Source class (gets a drawn mask)", key + "source", options=classes,
                          index=classes.index(default.source) if default.source in classes else 0)
         target = setting(target_column.selectbox, "Target class (trained as)", key + "target", options=classes,
                          index=classes.index(default.target) if default.target in classes else 0)
         worn = setting(worn_column.selectbox, "Mask worn", key + "worn", options=list(WEARINGS),
                        index=list(WEARINGS).index(default.worn), format_func=lambda name: WEARINGS[name][1])
-        probability_column, styles_column, remove_column = st.columns([2, 4, 1], vertical_alignment="bottom")
+        probability_column, styles_column, remove_column = st.columns([2, 3.5, 1.5], vertical_alignment="bottom")
         probability = setting(probability_column.slider, "Probability", key + "probability", min_value=0.0,
                               max_value=1.0, value=float(default.probability), step=0.05,
                               help="For each augmented view of a source face, the chance of one extra view with a "
                                    "drawn mask.")
         styles = setting(styles_column.multiselect, "Mask styles", key + "styles", options=list(MASK_STYLES),
-                         default=default.styles, format_func=MASK_STYLES.get)
+                         default=default.styles, format_func=lambda style: MASK_STYLES[style].split(",")[0],
+                         help="; ".join(MASK_STYLES.values()) + ".")  # short names: a long one is cut in its chip
         remove_column.button("Remove", key=key + "remove", on_click=remove_rule, args=(row,),
                              icon=":material/delete:", help="Remove this rule.")
     return {"source": source, "target": target, "worn": worn, "probability": float(probability),
@@ -185,7 +190,7 @@ st.divider()
 
 # ---- settings -------------------------------------------------------------------------------------
 
-settings_column, side_column = st.columns([3, 2], gap="large")
+settings_column = st.container()  # the previews come under the settings they show: side by side, neither fits 1024 px
 with settings_column:
     st.subheader("Settings")
     configured = {**RANGED, **CHOSEN}
@@ -221,6 +226,7 @@ with settings_column:
                            disabled=not enabled or not spec.has_strength,
                            help=None if spec.has_strength else "Only on/off and probability matter for this one.")
         augment[name] = {"enabled": bool(enabled), "probability": float(probability), "strength": float(strength)}
+    preview_area = st.container()
 
     st.subheader("Synthetic masks")
     st.caption("Masks drawn on the faces of a source class, trained as a target class. Worn right, in many styles "
@@ -232,11 +238,12 @@ with settings_column:
     rule_settings = rule_rows(list(summary.counts)) if masks_enabled else []
     mask_rules = [rule for rule in (ui.attempt(MaskRule.from_dict, rule_setting, number)
                                     for number, rule_setting in enumerate(rule_settings, start=1)) if rule is not None]
+    drawn_area = st.container()
     st.button("Reset settings to defaults", on_click=reset_settings, icon=":material/restart_alt:", key="reset")
 
 # ---- previews: augmented views and drawn masks ------------------------------------------------------
 
-with side_column:
+with preview_area:
     st.subheader("What the model will see")
     record = ui.attempt(preview_photo, store, st.session_state.get("preview_index", 0))
     rule = CropRule(float(values["crop_margin"]), int(values["input_size"]))
@@ -251,6 +258,7 @@ with side_column:
             st.caption(f"{ui.literal(record.source_name)} ({ui.literal(record.label)}, {where}). Training uses the "
                        f"clean crop plus {int(values['views_per_image'])} views like these per training image.")
     st.button("Show a different face", on_click=next_face, icon=":material/shuffle:", key="next_face")
+with drawn_area:
     for mask_rule in mask_rules:
         st.subheader(f"Drawn masks: {mask_rule.text()}")
         drawn = ui.attempt(lambda: synthetic_preview(store, mask_rule, rule, 8, int(values["seed"])))
@@ -277,8 +285,12 @@ def run_estimate(config: TrainConfig, exclude: str | None = None) -> tuple[float
 
 try:
     planned = run_estimate(TrainConfig.from_dict(config_data))
-    estimate_area.caption(f"About {duration(planned[0])}", help=f"Estimated from the dataset's size and the "
-                          f"throughput of {planned[1]}.")
+    first = planned[1] == BENCHMARK.source  # no run has timed this machine yet
+    estimate_area.caption(
+        f"About {duration(planned[0])}" + (", a first guess" if first else ""),
+        help=f"From the click to the end: estimated from the dataset's size and the throughput of {planned[1]}" + (
+            ", as no run has timed this machine yet. Once started, the run times this machine from its own first "
+            "batches, and the time left follows it." if first else "."))
 except ValueError:  # settings that cannot train: Start says why
     pass
 
@@ -343,12 +355,15 @@ def show_active(run: dict) -> None:
                            "validation loss stops improving)")
         elif latest is not None:
             details.append(f"about {duration(latest)} left in this stage")
-        if f"estimate-{run['id']}" not in st.session_state:  # once a run: this block redraws every second
-            st.session_state[f"estimate-{run['id']}"] = ui.attempt(
-                lambda: run_estimate(TrainConfig.from_dict(config), run["id"])[0])
-        total = st.session_state[f"estimate-{run['id']}"]
-        if total is not None:
-            left = max(total - (elapsed(run.get("started_at")) or 0), latest or 0)
+        left = progress.get("left_seconds")  # forecast by the training process from this run's own batches
+        if left is None:  # a run of an older maskdet: the estimate made before it started, less the time spent
+            if f"estimate-{run['id']}" not in st.session_state:  # once a run: this block redraws every second
+                st.session_state[f"estimate-{run['id']}"] = ui.attempt(
+                    lambda: run_estimate(TrainConfig.from_dict(config), run["id"])[0])
+            total = st.session_state[f"estimate-{run['id']}"]
+            if total is not None:
+                left = max(total - (elapsed(run.get("started_at")) or 0), latest or 0)
+        if left is not None:
             details.append(f"about {duration(left)} left in all")
         st.progress(stage_fraction(progress), text=f"Run {run['id']}, stage {number} of {len(order)}: "
                     f"{STAGES.get(stage, stage)} — {', '.join(details)}. Running for {running_for}.")
@@ -379,7 +394,7 @@ def show_finished(run: dict) -> None:
         if reason:
             note, button = st.columns([4, 1], vertical_alignment="center")
             note.warning(reason)
-            if button.button("Make it the active model", key=f"make-active-{run['id']}"):
+            if button.button("Make it the active model", key=f"make-active-{run['id']}", wrap=True):
                 if ui.attempt(set_active_run, store, run["id"]):
                     st.session_state["made-active"] = (f"Run {run['id']} is now the active model: Live, predict and "
                                                        "evaluate use it by default.")

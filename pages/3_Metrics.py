@@ -2,6 +2,8 @@
 misclassified faces relabelled, deleted or opened in the Dataset gallery), two runs side by side, and a run scored on
 an uploaded zip (class folders, or a set with face boxes) whose photos or faces can then be imported."""
 
+import math
+
 import altair as alt
 import pandas as pd
 import streamlit as st
@@ -13,10 +15,11 @@ from maskdet.runs.active import active_run, run_rows, run_threshold, set_thresho
 from maskdet.runs.compare import NOISE_RATIO, compare_runs
 from maskdet.runs.edits import delete_faces, misclassified_faces, relabel_faces
 from maskdet.data.annotations import FORMAT_NAMES
-from maskdet.runs.scoring import boxed_upload, evaluate_boxed_zip, evaluate_zip, import_evaluated_zip, run_classifier
+from maskdet.runs.scoring import (GALLERY_SIZE, boxed_upload, evaluate_boxed_zip, evaluate_zip, import_evaluated_zip,
+                                  mistake_photos, run_classifier)
 from maskdet.runs.views import RunRecord, finished_runs, history_points, per_class_rows, read_history, roc_points
 from maskdet.serving.box_evaluation import default_counts_as
-from ui.box_report import show_box_evaluation
+from ui.box_report import GALLERY_COLUMNS, show_box_evaluation
 
 ui.page_setup("Metrics")
 st.title("Metrics")
@@ -32,11 +35,12 @@ def roc_chart(report: dict) -> alt.Chart | None:
     curves = alt.Chart(pd.DataFrame(points)).mark_line(interpolate="step-after").encode(
         x=alt.X("fpr:Q", title="false positive rate", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(tickCount=5)),
         y=alt.Y("tpr:Q", title="true positive rate", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(tickCount=5)),
-        color=alt.Color("class:N", title=None, scale=alt.Scale(scheme=ui.LINE_SCHEME)), order="order:Q",
+        color=alt.Color("class:N", title=None, scale=alt.Scale(scheme=ui.LINE_SCHEME),
+                        legend=alt.Legend(orient="bottom", direction="vertical")), order="order:Q",
         tooltip=["class", "fpr", "tpr"])
     chance = alt.Chart(pd.DataFrame({"fpr": [0, 1], "tpr": [0, 1]})).mark_line(
         color="grey", strokeDash=[4, 4]).encode(x="fpr:Q", y="tpr:Q")
-    return (chance + curves).properties(height=320)
+    return (chance + curves).properties(height=360)  # the legend below takes about 40 px
 
 
 def threshold_rule(threshold: float | None) -> alt.Chart:
@@ -50,9 +54,10 @@ def histogram_chart(bins: list[dict], label: str, threshold: float | None) -> al
         x=alt.X("from:Q", bin="binned", title="top class probability", scale=alt.Scale(domain=[bins[0]["from"], 1])),
         x2="to:Q", y=alt.Y("faces:Q", title="test faces", stack=True),
         color=alt.Color("outcome:N", title=None, scale=alt.Scale(domain=["correct", "wrong"],
-                                                                 range=["#2e9e43", "#d62728"])),
+                                                                 range=["#2e9e43", "#d62728"]),
+                        legend=alt.Legend(orient="bottom")),
         tooltip=["from", "to", "outcome", "faces"])
-    return (bars + threshold_rule(threshold)).properties(title=f"{label}: confidence", height=200)
+    return (bars + threshold_rule(threshold)).properties(title=f"{label}: confidence", height=240)
 
 
 def threshold_curves_chart(curves: list[dict], label: str, threshold: float | None) -> alt.Chart:
@@ -61,9 +66,10 @@ def threshold_curves_chart(curves: list[dict], label: str, threshold: float | No
         ["precision", "recall", "uncertain"], as_=["measure", "value"]).mark_line().encode(
         x=alt.X("threshold:Q", title="threshold", scale=alt.Scale(zero=False)),
         y=alt.Y("value:Q", title=None, scale=alt.Scale(domain=[0, 1])),
-        color=alt.Color("measure:N", title=None, scale=alt.Scale(scheme=ui.LINE_SCHEME)),
+        color=alt.Color("measure:N", title=None, scale=alt.Scale(scheme=ui.LINE_SCHEME),
+                        legend=alt.Legend(orient="bottom")),
         tooltip=["threshold:Q", "measure:N", alt.Tooltip("value:Q", format=".3f")])
-    return (lines + threshold_rule(threshold)).properties(title=f"{label}: at each threshold", height=200)
+    return (lines + threshold_rule(threshold)).properties(title=f"{label}: at each threshold", height=240)
 
 
 def show_threshold(run: dict) -> None:
@@ -116,14 +122,15 @@ def show_report(report: dict, key: str, drawn: dict[str, int] | None = None) -> 
                       help="n/a when the images hold only one class; for more than two classes, the mean of each "
                            "class's AUC against the others")
     columns[3].metric("images", report["num_samples"])
-    left, right = st.columns(2)
+    row = st.container(horizontal=True, gap="large")  # side by side where both fit, else the table below
+    left, right = row.container(width=360), row.container(width="content")
     with left:
         st.markdown("**Confusion matrix** (rows: true class, columns: predicted)")
         st.altair_chart(ui.confusion_chart(report["labels"], report["confusion_matrix"]), width="stretch",
                         key=f"{key}-confusion")
     with right:
         st.markdown("**Per class**")
-        st.dataframe(per_class_rows(report, drawn), hide_index=True, key=f"{key}-per-class",
+        st.dataframe(per_class_rows(report, drawn), hide_index=True, key=f"{key}-per-class", width="content",
                      column_config={"precision": PERCENT, "recall": PERCENT, "f1": PERCENT})
 
 
@@ -150,14 +157,15 @@ def show_mistakes(run: dict) -> None:
     columns = st.columns(6)
     for index, mistake in enumerate(mistakes):
         with columns[index % 6]:
-            caption = (f"{ui.literal(mistake.name)} · true {ui.literal(mistake.true)} ({mistake.true_score:.2f}), "
+            caption = (f"true {ui.literal(mistake.true)} ({mistake.true_score:.2f}), "
                        f"predicted {ui.literal(mistake.predicted)} ({mistake.score:.2f})")
             if mistake.label not in (None, mistake.true):
                 caption += f" · now {ui.literal(mistake.label)} in the dataset"
             if mistake.crop is not None:
                 st.image(ui.inline(mistake.crop), caption=caption)
             else:
-                st.text(f"{caption}. {mistake.note}")  # a file name: plain text, never Markdown
+                st.caption(f"{caption}. {ui.literal(mistake.note)}")
+            ui.file_name(mistake.name)
             # a face deleted since it was ticked stays ticked, so that the action says what became of it
             if mistake.image_id in keys and st.checkbox("Select", key=keys[mistake.image_id],
                                                         disabled=mistake.label is None):
@@ -245,10 +253,19 @@ def show_run(run: dict) -> None:
     show_mistakes(run)
 
 
+def compare_caption(per_face: list[str]) -> str:
+    """What the timing notes mean, with each run's ms per face and its range."""
+    figures = f"{'; '.join(per_face)}. " if per_face else ""
+    return (f"{figures}A run's ms per face is timed in rounds at the end of its training: b is faster or slower only "
+            "when the two ranges do not overlap (\"within noise\" when they do; \"busy machine\": other work used the "
+            "CPU meanwhile; \"one timing\": an older run, timed once). Training seconds are measured once: less than "
+            f"{NOISE_RATIO:g}x apart is within noise.")
+
+
 def show_compare(a: dict, b: dict) -> None:
     comparison = compare_runs(a, b)
     st.markdown(f"**a** = {a['id']}, **b** = {b['id']}")
-    left, right = st.columns(2)
+    left, right = st.container(), st.container()  # one under the other: side by side, the note column is cut
     with left:
         st.markdown("**Key metrics**")
         st.dataframe(comparison["metrics"], hide_index=True, key="compare-metrics",
@@ -256,8 +273,7 @@ def show_compare(a: dict, b: dict) -> None:
                      column_config={**{name: st.column_config.NumberColumn(format="%.4g")
                                        for name in ("a", "b", "b - a")},
                                     "note": st.column_config.TextColumn("note", width="medium")})
-        st.caption(f"Timings are measured once, while the machine may be doing other work: two runs whose timings are "
-                   f"less than {NOISE_RATIO:g}x apart differ within measurement noise.")
+        st.caption(compare_caption(comparison["per_face"]))
     with right:
         st.markdown("**Settings that differ**")
         if comparison["config"]:
@@ -293,11 +309,50 @@ def show_evaluation(report: dict) -> None:
         count = len(report["rejected_files"])
         with st.expander(f"{count} file{'s' if count > 1 else ''} skipped"):
             st.dataframe(report["rejected_files"], hide_index=True, key="evaluate-rejected")
-    if report.get("misclassified"):
-        count = len(report["misclassified"])
-        with st.expander(f"{count} misclassified photo{'s' if count > 1 else ''}"):
-            st.dataframe([{k: m[k] for k in ("name", "true", "predicted", "score")} for m in report["misclassified"]],
-                         hide_index=True, key="evaluate-mistakes")
+
+
+@st.cache_data(max_entries=8, show_spinner="Reading the misclassified photos...")
+def cached_mistake_photos(file_id: str, run_id: str, start: int, _data: bytes, _report: dict, max_pixels: int) -> list:
+    """mistake_photos, cached by upload (its id is new each upload), run and page: a rerun reads no photo again."""
+    return mistake_photos(_data, _report, start, max_pixels)
+
+
+def show_evaluation_mistakes(report: dict, upload) -> None:
+    """The misclassified photos of an evaluated zip of class folders, most confident first, a page at a time: the face
+    the model classified, the file, its class, the class said and the model's probability for it."""
+    mistakes = report["misclassified"]
+    st.subheader(f"Misclassified photos ({len(mistakes)})")
+    if not mistakes:
+        st.success(f"Every one of the {report['num_samples']} photos was classified right.")
+        return
+    if upload is None or upload.file_id != state.get("evaluation-file"):
+        st.info("The evaluated zip is no longer uploaded: upload it again and evaluate it to see its misclassified "
+                "photos.")
+        return
+    pages = math.ceil(len(mistakes) / GALLERY_SIZE)
+    if state.get("evaluate-mistakes-page", 1) > pages:
+        state["evaluate-mistakes-page"] = pages
+    page = (st.columns([1, 5])[0].number_input("Page", 1, pages, step=1, key="evaluate-mistakes-page") if pages > 1
+            else 1)
+    start = (page - 1) * GALLERY_SIZE
+    shown = min(GALLERY_SIZE, len(mistakes) - start)
+    st.caption(("Most confident first" + (f", {start + 1} to {start + shown} of {len(mistakes)}" if pages > 1 else "")
+                + ". Each picture is the face the model classified (the whole photo where it found none). The "
+                "probability is the model's for the class it said, from 0 to 1: near 1, it was sure of the wrong "
+                "class; near 0.5, it hesitated."))
+    photos = ui.attempt(cached_mistake_photos, upload.file_id, report["run_id"], start, upload.getvalue(), report,
+                        store.settings.max_pixels) or []
+    columns = st.columns(GALLERY_COLUMNS)
+    for index, photo in enumerate(photos):
+        with columns[index % GALLERY_COLUMNS]:
+            said = ui.literal(photo.predicted)
+            caption = (f"true {ui.literal(photo.truth)} · said {said} · the model's probability of {said} "
+                       f"{photo.probability:.2f}" + ("" if photo.face_found else " · no face found: the whole photo"))
+            if photo.picture is not None:
+                st.image(ui.inline(photo.picture), caption=caption)
+            else:
+                st.caption(f"{caption} · {photo.note}")
+            ui.file_name(photo.name)
 
 
 def counts_as_step(run_id: str, format: str, set_classes: list[str]) -> dict[str, str] | None:
@@ -326,12 +381,12 @@ def show_import(report: dict, upload) -> None:
         st.info("The evaluated zip is no longer uploaded: upload it again and evaluate it to import its photos.")
         return
     wrong, scored = len(report["misclassified"]), report["num_samples"]
-    left, right, _ = st.columns([1, 1, 2])
+    buttons = st.container(horizontal=True)  # side by side where they fit, else one under the other
     errors_only = None
-    if left.button(f"Import the {plural(wrong, 'misclassified photo')}", key="evaluate-import-errors",
-                   disabled=not wrong):
+    if buttons.button(f"Import the {plural(wrong, 'misclassified photo')}", key="evaluate-import-errors",
+                      disabled=not wrong):
         errors_only = True
-    if right.button(f"Import all {plural(scored, 'photo')}", key="evaluate-import-all"):
+    if buttons.button(f"Import all {plural(scored, 'photo')}", key="evaluate-import-all"):
         errors_only = False
     if errors_only is not None:
         detector = ui.attempt(ui.detector)
@@ -402,9 +457,9 @@ with compare_tab:
         st.info("Only one run has finished. Train another (for example with other settings) to compare them.")
         ui.link_to_train()
     else:
-        left, right = st.columns(2)
-        run_a = left.selectbox("Run a", ids, index=1, format_func=captions.get, key="compare-a")
-        run_b = right.selectbox("Run b", ids, index=0, format_func=captions.get, key="compare-b")
+        pair = st.container(horizontal=True)  # side by side where both captions fit, else one under the other
+        run_a = pair.selectbox("Run a", ids, index=1, format_func=captions.get, key="compare-a", width=420)
+        run_b = pair.selectbox("Run b", ids, index=0, format_func=captions.get, key="compare-b", width=420)
         if run_a == run_b:
             st.info("Choose two different runs.")
         else:
@@ -432,10 +487,12 @@ with evaluate_tab:
             bar.empty()
             state["evaluation"], state["evaluation-file"] = report, upload.file_id
             state.pop("evaluation-import", None)
+            state.pop("evaluate-mistakes-page", None)
     report = state.get("evaluation")
     if report and report.get("run_id") in by_id:
         if "format" in report:
             show_box_evaluation(store, report, upload)
         else:
             show_evaluation(report)
+            show_evaluation_mistakes(report, upload)
             show_import(report, upload)

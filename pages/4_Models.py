@@ -51,13 +51,16 @@ def show_downloads(run: dict) -> None:
                 figures.append(f"{item['test_accuracy_delta']:+.3f} against float32")
             if item["macro_f1"] is not None:
                 figures.append(f"macro F1 {item['macro_f1']:.3f}")
-            if item["ms_per_face"] is not None:
-                figures.append(f"{item['ms_per_face']:.1f} ms per face")
+            if item["timing"] is not None:
+                figures.append(item["timing"].text())
+            if item["versus_float32"]:
+                figures.append(item["versus_float32"])
             middle.markdown(("**Parity check.** " if item["parity_ok"] else ":orange[**Parity check.**] ") + item["parity"]
                             + ("  \n" + sentence(figures) if figures else ""))
             right.download_button(f"Download {item['file']}", item["path"].read_bytes,
                                   file_name=f"maskdet-{run['id']}-{item['file']}", mime="application/octet-stream",
-                                  key=f"download-{item['file']}", icon=":material/download:", on_click="ignore")
+                                  key=f"download-{item['file']}", icon=":material/download:", on_click="ignore",
+                                  wrap=True)  # a narrow column: "Download model.int8.onnx" on two lines, never cut
     if not any(item["file"] == "model.int8.onnx" for item in files):
         st.caption("No int8 variant: this run was trained with int8 quantisation off.")
     with st.container(border=True):

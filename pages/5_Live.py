@@ -93,7 +93,8 @@ def settings_widgets(path: str, stamp: float) -> LiveSettings:
     if state.get("live-settings-of") != (path, stamp) or any(key not in state for key in starts):
         state.update(starts)
         state["live-settings-of"] = (path, stamp)
-    columns = st.columns(5)
+    row = st.container(horizontal=True, vertical_alignment="bottom")  # five to a row at 1280 px, three at 1024 px
+    columns = [row.container(width=170) for _ in range(5)]
     chosen = LiveSettings(
         replace(detector,
                 min_face_size=columns[0].slider("Minimum face size (px)", 12, 200, step=4, key="live-min-face",
@@ -118,7 +119,8 @@ def settings_widgets(path: str, stamp: float) -> LiveSettings:
         note, button = st.columns([4, 1], vertical_alignment="center")
         note.caption("These settings differ from the model's own, which `maskdet predict`, evaluate and the model's "
                      "bundle use: faces and labels here may differ from theirs.")
-        button.button("Use the model's settings", key="live-settings-reset", on_click=state.update, args=(starts,))
+        button.button("Use the model's settings", key="live-settings-reset", on_click=state.update, args=(starts,),
+                      wrap=True)
     return chosen
 
 
@@ -127,17 +129,19 @@ def show_stats(live: LivePipeline, playing: bool) -> None:
     @st.fragment(run_every=1.0 if playing else None)
     def block() -> None:
         counters = live.snapshot()
-        columns = st.columns(4)  # the totals in one row, the counts per label in the next: every label fits
-        columns[0].metric("frames processed", counters.frames)
-        columns[1].metric("frames dropped", counters.dropped, help="Frames that arrived while the previous one was "
-                          "still being processed: skipped, so that the picture never falls behind the camera.")
-        columns[2].metric("faces classified", counters.faces_classified)
-        columns[3].metric("fps", f"{counters.fps:.1f}", help=f"Frames processed in the last "
-                          f"{RATE_WINDOW_SECONDS:g} s, per second: the figure on the video too.")
+        # the totals, then the counts per label: each as wide as its label, onto another row where the column is narrow
+        totals = st.container(horizontal=True, gap="large")
+        totals.metric("frames processed", counters.frames, width="content")
+        totals.metric("frames dropped", counters.dropped, width="content", help="Frames that arrived while the "
+                      "previous one was still being processed: skipped, so that the picture never falls behind the "
+                      "camera.")
+        totals.metric("faces classified", counters.faces_classified, width="content")
+        totals.metric("fps", f"{counters.fps:.1f}", width="content", help=f"Frames processed in the last "
+                      f"{RATE_WINDOW_SECONDS:g} s, per second: the figure on the video too.")
         if counters.labels:
-            for column, (label, count) in zip(st.columns(max(4, len(counters.labels))),
-                                              sorted(counters.labels.items())):
-                column.metric(label, count)
+            per_label = st.container(horizontal=True, gap="large")
+            for label, count in sorted(counters.labels.items()):
+                per_label.metric(label, count, width="content")
         st.caption(f"Totals since this model and these settings were loaded; faces are counted once per frame. "
                    f"fps and the stage times on the video are over the last {RATE_WINDOW_SECONDS:g} s.")
     block()
@@ -200,7 +204,7 @@ def add_to_dataset(data: bytes, name: str, boxes: list, key: str) -> None:
     face = face_column.selectbox("Face", numbers, key=f"{key}-add-face",
                                  format_func=lambda n: "all faces" if n == ALL_FACES else f"face {n}")
     label = ui.class_picker(class_column, "Class", labels, f"{key}-add-class")
-    if not button_column.button("Add to the dataset", key=f"{key}-add"):
+    if not button_column.button("Add to the dataset", key=f"{key}-add", wrap=True):
         return
     detector = ui.attempt(ui.detector)
     for number in range(1, len(boxes) + 1) if face == ALL_FACES else [face]:

@@ -135,7 +135,8 @@ def test_the_analysts_loop(server, page, output_dir, shared_data, backbone_weigh
     assert_no_traceback(page)
     page.screenshot(path=str(output_dir / "metrics.png"), full_page=True)
 
-    page.get_by_text("110-with-mask.jpg · true without_mask").wait_for(timeout=60_000)
+    page.get_by_title("110-with-mask.jpg").wait_for(timeout=60_000)  # the file name under its face
+    page.get_by_text("true without_mask", exact=False).first.wait_for(timeout=60_000)
     page.get_by_text("Select", exact=True).first.click()
     choose(page, "Relabel as", "with_mask")
     page.get_by_role("button", name="Relabel 1 selected").click()

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from maskdet.core.errors import StoreError
-from maskdet.serving.capture import MAX_SHOTS, Burst, frame_callback, store_shots
+from maskdet.serving.capture import MAX_SHOTS, Burst, frame_callback, store_photo, store_shots
 from maskdet.serving.live import StreamSeats
 
 FRAME = np.zeros((48, 64, 3), np.uint8)
@@ -74,3 +74,18 @@ def test_shots_are_stored_with_their_faces(store, detector, shared_data):
     assert [(r.source_name, r.label, r.face_source) for r in records] == [
         ("webcam-2-01.jpg", "without_mask", "detected"), ("webcam-2-02.jpg", "without_mask", "detected")]
     assert all(record.face is not None for record in records)
+
+
+def test_one_photo_is_stored_with_its_face_or_the_reason_it_was_not(store, detector, shared_data):
+    photo = (shared_data / "without_mask" / "100.jpg").read_bytes()
+    stored = store_photo(store, photo, "webcam-1.jpg", "without_mask", detector)
+    assert stored.stored and stored.reason == "" and stored.label == "without_mask"
+    assert [(r.source_name, r.label, r.face is not None) for r in stored.faces] == [("webcam-1.jpg", "without_mask",
+                                                                                     True)]
+    again = store_photo(store, photo, "webcam-2.jpg", "with_mask", detector, last_sha256=stored.sha256)
+    assert not again.stored and again.reason == "The camera gave the same photo as the last one: nothing stored."
+    later = store_photo(store, photo, "webcam-3.jpg", "with_mask", detector, last_sha256="another")
+    assert later.reason == "That photo is already in the dataset (in without_mask): nothing stored."
+    broken = store_photo(store, b"\xff\xd8 not a jpeg", "webcam-4.jpg", "with_mask", detector)
+    assert not broken.stored and broken.reason.startswith("Nothing stored: a damaged photo")
+    assert store.label_counts() == {"with_mask": 0, "without_mask": 1}

@@ -1,6 +1,9 @@
 """The Dataset page, driven through Streamlit's AppTest against a fresh data home per test."""
 
+import base64
 import io
+import re
+from html import unescape
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +40,12 @@ def button(at: AppTest, label: str):
 
 def texts(elements) -> str:
     return "\n".join(e.value for e in elements)
+
+
+def names(at: AppTest) -> list[str]:
+    """The file names shown by ui.file_names (HTML that wraps only between words), as text."""
+    return [unescape(re.sub(r"<[^>]+>", "", name)) for element in at.html
+            for name in re.findall(r'<span title="[^"]*">(.*?)</span>', element.value)]
 
 
 @pytest.fixture
@@ -86,7 +95,7 @@ def test_imported_dataset_shows_counts_thumbnails_and_warnings(dataset):
     assert "Few images in with_mask (4), without_mask (5)" in warnings
     assert "No face was found in 9 photos" in warnings
     assert "1 near-duplicate group contains photos of different classes" in warnings
-    assert {t.value for t in at.text} == {r.source_name for r in dataset.faces()}  # each photo's file name
+    assert set(names(at)) == {r.source_name for r in dataset.faces()}  # each photo's file name
     assert {c.label for c in at.checkbox if c.key.startswith("pick_")} == {"Select"}
 
 
@@ -303,10 +312,25 @@ def test_an_import_tells_repeats_within_the_upload_from_photos_already_stored(se
         "added": "1", "already there": "1", "repeated in upload": "2"}
     assert [e.label for e in at.expander] == ["Photos with no face found (1)", "Already in the dataset (1)",
                                               "Repeated within the upload (2)"]
-    assert [t.value for t in at.text][:2] == ["with_mask/a.jpg", "with_mask/old.jpg"]
+    assert names(at)[:2] == ["with_mask/a.jpg", "with_mask/old.jpg"]
     repeats = next(frame.value for frame in at.dataframe if "same content as" in frame.value.columns)
     assert repeats.to_dict("records") == [{"file": "with_mask/b.jpg", "same content as": "with_mask/a.jpg"},
                                           {"file": "without_mask/c.jpg", "same content as": "with_mask/a.jpg"}]
+
+
+def test_gallery_file_names_wrap_between_words_and_a_long_one_is_cut_short_with_its_full_name_as_tooltip(
+        store, detector):
+    long_name = "real/with_mask/9e5a3b1c2d4e5f60718293a4b5c6d7e8.jpg"
+    store.add_image(encode(pattern_image(7)), "with_mask", long_name, detector)
+    store.add_image(encode(pattern_image(8)), "with_mask", "IMG_20231103_123456789_HDR_portrait.jpg", detector)
+    at = open_page()
+    assert sorted(names(at)) == ["IMG_20231103_123456789_HDR_portrait.jpg", "real/with_mask/9e5a3b1c2\u20265c6d7e8.jpg"]
+    bodies = {unescape(re.search(r'title="([^"]*)"', h.value).group(1)): h.value
+              for h in at.html if "title=" in h.value}
+    assert set(bodies) == {long_name, "IMG_20231103_123456789_HDR_portrait.jpg"}  # the full names, on hover
+    assert "real/<wbr>with_<wbr>mask/<wbr>9e5a3b1c2\u20265c6d7e8.<wbr>jpg" in bodies[long_name]  # breaks between words
+    assert "IMG_<wbr>20231103_<wbr>123456789_<wbr>HDR_<wbr>portrait.<wbr>jpg" in bodies[
+        "IMG_20231103_123456789_HDR_portrait.jpg"]
 
 
 def test_file_names_are_shown_as_they_are_never_read_as_markdown(settings, store):
@@ -317,7 +341,8 @@ def test_file_names_are_shown_as_they_are_never_read_as_markdown(settings, store
     check(at.run())
     button(at, "Import 2 photos into with_mask").click()
     check(at.run())
-    assert [t.value for t in at.text] == [name, name]  # the report's "no face found" list, the gallery
+    assert names(at) == [name, name]  # the report's "no face found" list, the gallery
+    assert not any("<a" in html.value or "<img" in html.value for html in at.html)  # HTML-escaped, no link
     assert list(at.dataframe[0].value["file"]) == ["![i](http://e.com/i.png).jpg"]  # the rejected: a table
     rendered = [e.value for kind in (at.markdown, at.caption, at.success, at.warning, at.info) for e in kind]
     rendered += [c.label for c in at.checkbox] + [caption for image in at.image for caption in image.captions]
@@ -382,13 +407,75 @@ def test_webcam_captures_several_shots_in_a_row(settings, store):
     at.camera_input[0].set_value(("shot.jpg", first, "image/jpeg"))
     check(at.run())
     assert store.label_counts()["without_mask"] == 2
-    assert "already in the dataset" in texts(at.info)
-    assert "Captured this session: 2" in texts(at.caption)
+    assert [i.value for i in at.info] == ["That photo is already in the dataset (in without_mask): nothing stored."]
+    assert "Captured this session: 2" in texts(at.caption) and not at.success
+    assert not [image for image in at.image if image.captions[0].startswith("In ")]  # only the gallery's
 
     # The same picture again in the fresh camera (a still scene, or a fake camera restarting its clip) is answered too.
     at.camera_input[0].set_value(("shot.jpg", first, "image/jpeg"))
     check(at.run())
-    assert "already in the dataset" in texts(at.info) and at.camera_input[0].key == "camera_4"
+    assert [i.value for i in at.info] == ["The camera gave the same photo as the last one: nothing stored."]
+    assert at.camera_input[0].key == "camera_4" and not at.error
+
+
+def test_a_webcam_photo_is_shown_as_stored_with_its_face_box_and_class(settings, store, shared_data):
+    from dataclasses import replace
+
+    from maskdet.data.insights import thumbnail
+
+    at = open_page()
+    at.selectbox(key="camera_label").select("without_mask")
+    at.toggle(key="camera_on").set_value(True)
+    check(at.run())
+    assert "The photo you take shows here once stored, with the face box training will use." in texts(at.caption)
+    assert "press Take Photo once it shows a picture. A press before that takes no photo" in texts(at.caption)
+    photo = (shared_data / "without_mask" / "100.jpg").read_bytes()
+    at.camera_input[0].set_value(("shot.jpg", photo, "image/jpeg"))
+    check(at.run())
+    assert not at.error
+    [record] = store.faces()
+    assert record.label == "without_mask" and record.face is not None
+    assert [s.value for s in at.success] == ["Stored capture 1 in without_mask (face found). Take the next one."]
+    [shown] = [image for image in at.image if image.captions == ["In without_mask: face found (green box)"]]
+    url = shown.proto.imgs[0].url
+    assert url.startswith("data:image/jpeg;base64,")  # inline, never a Streamlit media URL
+    picture = np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB"), dtype=int)
+    expected = thumbnail(store, record)  # the stored photo with its face box drawn in green
+    assert picture.shape == expected.shape and np.abs(picture - expected).mean() < 8
+    plain = thumbnail(store, replace(record, face=None))  # the same photo without its box
+    box = np.abs(expected - plain).sum(axis=2) > 60  # where the box is drawn
+    assert box.mean() > 0.01 and np.abs(picture - expected)[box].mean() < np.abs(picture - plain)[box].mean() / 1.5
+
+    at.camera_input[0].set_value(("shot.jpg", encode(pattern_image(3)), "image/jpeg"))  # no face in it
+    check(at.run())
+    assert [s.value for s in at.success] == [
+        "Stored capture 2 in without_mask (no face found; delete it in the gallery if your face was hidden). Take "
+        "the next one."]
+    assert [i.captions for i in at.image if i.captions[0].startswith("In ")] == [
+        ["In without_mask: no face found, the whole photo is used"]]
+
+
+def test_switching_the_capture_mode_keeps_the_webcam_on(settings, store, monkeypatch):
+    monkeypatch.setattr(streamlit_webrtc.component, "get_this_session_info", lambda: None)  # renders under AppTest
+    monkeypatch.delenv("MASKDET_ICE_SERVERS", raising=False)
+    at = open_page()
+    at.toggle(key="camera_on").set_value(True)
+    check(at.run())
+    assert len(at.camera_input) == 1
+    at.radio(key="camera_mode").set_value("Bursts")
+    check(at.run())
+    assert not at.camera_input and len(at.get("component_instance")) == 1
+    check(at.run())  # a rerun while Bursts are shown
+    at.radio(key="camera_mode").set_value("One photo per click")
+    check(at.run())
+    assert at.toggle(key="camera_on").value and len(at.camera_input) == 1
+    at.toggle(key="camera_on").set_value(False)
+    check(at.run())
+    at.radio(key="camera_mode").set_value("Bursts")
+    check(at.run())
+    at.radio(key="camera_mode").set_value("One photo per click")
+    check(at.run())
+    assert not at.toggle(key="camera_on").value and not at.camera_input  # off stays off
 
 
 def test_gallery_is_paginated(tmp_path, store, detector):
@@ -492,7 +579,7 @@ def test_picking_the_other_face_of_a_two_person_photo_and_back(settings, store, 
     (record,) = store.faces()
     faces = store.detect_faces(record, detector)
     at = tick(open_page(), record)
-    assert [t.value for t in at.text] == ["two *people*.jpg"] * 2  # in the gallery and in the editor
+    assert names(at) == [t.value for t in at.text] == ["two *people*.jpg"]  # in the gallery and in the editor
     assert button(at, "Use face 1 (in use)").disabled and not button(at, "Use face 2").disabled
     assert len(at.image) == 2  # the thumbnail and the preview with the faces numbered
 

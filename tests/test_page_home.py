@@ -8,6 +8,7 @@ from streamlit.testing.v1 import AppTest
 from maskdet.runs.active import set_active_run
 from maskdet.runs.backup import restore
 from maskdet.runs.execute import execute_run
+from maskdet.runs.views import RunRecord
 from maskdet.training.config import TrainConfig
 from tests.conftest import download_data, page_in_app, write_dataset
 from tests.test_backup import content, home_at, make_project
@@ -57,8 +58,24 @@ def test_with_a_trained_model_it_shows_the_active_model_and_runs(store, detector
     shown = json.loads(at.dataframe[0].proto.columns)  # as the Metrics page shows runs: names and formats
     assert [column for column in at.dataframe[0].proto.column_order] == [
         "run", "when", "status", "active", "accuracy", "macro_f1", "duration_s", "note"]
-    assert shown["macro_f1"]["label"] == "macro F1" and shown["macro_f1"]["type_config"]["format"] == "%.3f"
-    assert shown["duration_s"]["label"] == "took" and shown["duration_s"]["type_config"]["format"] == "%.0f s"
+    assert shown["macro_f1"]["label"] == "macro F1" and shown["duration_s"]["label"] == "took"
+    run = RunRecord.of(store.run(run_id))
+    assert (table["accuracy"][0], table["macro_f1"][0]) == (f"{run.accuracy:.3f}", f"{run.macro_f1:.3f}")
+    assert table["duration_s"][0] == f"{run.duration_s:.0f} s"
+
+
+def test_a_cancelled_or_failed_run_shows_a_dash_for_its_figures_never_none(store):
+    cancelled = store.create_run(TrainConfig().to_dict())
+    store.update_run(cancelled, status="cancelled")
+    failed = store.create_run(TrainConfig().to_dict())
+    store.update_run(failed, status="failed", error="Training needs at least two classes with images.")
+    at = run_home()
+    assert not at.error
+    table = at.dataframe[0].value.set_index("run")
+    assert list(table.loc[cancelled, ["status", "accuracy", "macro_f1", "duration_s", "note"]]) == [
+        "cancelled", "\u2014", "\u2014", "\u2014", "Cancelled before it finished."]
+    assert list(table.loc[failed, ["accuracy", "macro_f1"]]) == ["\u2014", "\u2014"]
+    assert "None" not in table.astype(str).to_string()
 
 
 def test_every_page_links_all_pages_in_the_sidebar_with_home_first(settings):

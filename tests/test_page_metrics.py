@@ -3,9 +3,12 @@ evaluating a run on uploaded zips (good, hostile, broken) through maskdet.runs.s
 class confidence threshold, which the Live page and `maskdet predict` then start from; and acting where the errors
 are shown: relabelling, deleting or opening misclassified faces, importing the photos of an evaluated zip."""
 
+import base64
 import contextlib
+import html
 import io
 import json
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -20,12 +23,14 @@ from maskdet.cli import main
 from maskdet.core.errors import StoreError
 from maskdet.core.imageio import decode_image
 from maskdet.core.settings import load_settings
+from maskdet.core.timing import Timing, how_much
 from maskdet.data.store import Store
 from maskdet.runs.active import model_path, run_threshold, set_active_run, threshold_scores
-from maskdet.runs.compare import TIMINGS, timing_note
+from maskdet.runs.compare import PER_FACE, per_face_note, timing_note
 from maskdet.runs.edits import misclassified_faces
 from maskdet.runs.execute import execute_run
-from maskdet.runs.scoring import GALLERY_CROP, boxed_upload, evaluate_boxed_zip, evaluate_zip, scored_faces
+from maskdet.runs.scoring import (GALLERY_CROP, GALLERY_SIZE, boxed_upload, evaluate_boxed_zip, evaluate_zip,
+                                  mistake_photos, scored_faces)
 from maskdet.runs.views import RunRecord, read_history
 from maskdet.serving.classifier import load_classifier
 from maskdet.training.config import TrainConfig
@@ -109,13 +114,14 @@ def test_runs_table_lists_every_run_with_status_accuracy_and_errors(page, home):
     for run_id in (home.first, home.second):
         run = home.store.run(run_id)
         assert table.loc[run_id, "status"] == "succeeded"
-        assert table.loc[run_id, "accuracy"] == pytest.approx(run["metrics"]["test"]["accuracy"])
-        assert table.loc[run_id, "macro_f1"] == pytest.approx(run["metrics"]["test"]["macro_f1"])
-        assert table.loc[run_id, "images"] == 24 and table.loc[run_id, "duration_s"] > 0
+        assert table.loc[run_id, "accuracy"] == f'{run["metrics"]["test"]["accuracy"]:.3f}'
+        assert table.loc[run_id, "macro_f1"] == f'{run["metrics"]["test"]["macro_f1"]:.3f}'
+        assert table.loc[run_id, "images"] == "24" and table.loc[run_id, "duration_s"].endswith(" s")
         assert table.loc[run_id, "config"].startswith("96 px, 1 views, head only")
     assert table.loc[home.failed, "status"] == "failed"
     assert table.loc[home.failed, "note"] == "Training needs at least two classes with images."
-    assert table.loc[home.cancelled, "status"] == "cancelled" and pd_isna(table.loc[home.cancelled, "accuracy"])
+    assert table.loc[home.cancelled, "status"] == "cancelled" and table.loc[home.cancelled, "accuracy"] == "\u2014"
+    assert table.loc[home.cancelled, "split"] == table.loc[home.failed, "macro_f1"] == "\u2014"  # never "None"
     assert table["active"].sum() == 1 and table.loc[home.second, "active"]  # the chosen one
 
 
@@ -147,7 +153,7 @@ def test_one_run_shows_curves_confusion_matrix_per_class_roc_and_mistakes(page, 
     if wrong:  # the gallery: one cropped face per mistake, captioned with the scores
         captions = [caption for image in tab.image for caption in image.captions]
         assert len(captions) == len(wrong)
-        assert all(m["name"] in " ".join(captions) for m in wrong)
+        assert sorted(names(tab)) == sorted(m["name"] for m in wrong)  # each below its face
         assert f"predicted {wrong[0]['predicted']} ({wrong[0]['score']:.2f}" in captions[0]
     else:
         assert any("No mistakes" in s.value for s in tab.success)
@@ -207,11 +213,19 @@ def test_compare_two_runs_side_by_side(page, home):
     differences = frame_with(tab, "setting").set_index("setting")
     assert set(differences.index) == {"seed", "epochs"}
     assert (differences.loc["epochs", "a"], differences.loc["epochs", "b"]) == ("5", "4")
-    for timing in TIMINGS:  # the same settings on the same data: timings differ by measurement noise, said so
-        values = metrics.loc[timing, "a"], metrics.loc[timing, "b"]
-        assert metrics.loc[timing, "note"] == timing_note(*values) != ""
+    seconds = metrics.loc["training seconds", "a"], metrics.loc["training seconds", "b"]
+    assert metrics.loc["training seconds", "note"] == timing_note(*seconds) != ""
+    # ms per face: the medians side by side, a note by their ranges, and each run's range in the caption
+    per_face = [Timing.of_model(home.store.run(run)["metrics"]["onnx"]) for run in (home.first, home.second)]
+    assert (metrics.loc[PER_FACE, "a"], metrics.loc[PER_FACE, "b"]) == pytest.approx([t.median for t in per_face])
+    assert metrics.loc[PER_FACE, "note"] == per_face_note(*per_face) in (
+        "within noise", "busy machine", f"b {how_much(per_face[0].median / per_face[1].median)} faster",
+        f"b {how_much(per_face[1].median / per_face[0].median)} slower")
+    [caption] = [c.value for c in tab.caption if "ms per face" in c.value]
+    assert f"a: {per_face[0].text()}; b: {per_face[1].text()}." in caption
+    assert "b is faster or slower only when the two ranges do not overlap" in caption
     assert metrics.loc["test accuracy", "note"] == ""
-    assert any("less than 2x apart differ within measurement noise" in c.value for c in tab.caption)
+    assert "Training seconds are measured once: less than 2x apart is within noise." in caption
     specs = charts(tab)
     assert len(specs) == 2 and all(spec["encoding"]["color"]["field"] == "run" for spec in specs)
     page.selectbox(key="compare-a").set_value(home.second).run()
@@ -247,6 +261,80 @@ def test_a_bad_upload_on_the_page_is_a_sentence(page):
     assert [e.value for e in page.tabs[2].error] == [
         "The upload is not a readable zip archive. Zip a folder of class folders (for example with_mask/ and "
         "without_mask/) and upload that."]
+
+
+def pair_zip(pairs: int, start: int = 700) -> bytes:
+    """Each generated photo twice, under with_mask and under without_mask: whatever the model says of a pair, one of
+    the two is misclassified. `pairs` mistakes in 2 x `pairs` photos."""
+    return zip_bytes({f"set/{label}/pair_{start + i}.jpg": encode(pattern_image(start + i))
+                      for i in range(pairs) for label in ("with_mask", "without_mask")})
+
+
+def shown_pictures(node) -> list:
+    """The pictures under a node as arrays, read from the data URIs the page sends them as."""
+    urls = [image.url for element in node.image for image in element.proto.imgs]
+    assert all(url.startswith("data:image/jpeg;base64,") for url in urls)  # never a Streamlit media URL
+    return [decode_image(base64.b64decode(url.split(",", 1)[1]), 10**8) for url in urls]
+
+
+def test_the_misclassified_photos_of_an_evaluated_zip_are_shown_with_what_the_model_said(page, home):
+    at = evaluated(page, pair_zip(3))
+    tab = at.tabs[2]
+    assert not tab.error
+    report = at.session_state["evaluation"]
+    mistakes = report["misclassified"]
+    assert len(mistakes) == 3 and all(m["box"] is None for m in mistakes)  # generated photos: no face found
+    assert "Misclassified photos (3)" in [h.value for h in tab.subheader]
+    assert any(c.value.startswith("Most confident first. Each picture is the face the model classified") and
+               "The probability is the model's for the class it said, from 0 to 1" in c.value for c in tab.caption)
+    assert image_captions(tab) == [
+        f"true {m['true']} · said {m['predicted']} · the model's probability of {m['predicted']} {m['score']:.2f} · "
+        "no face found: the whole photo" for m in mistakes]
+    assert names(tab) == name_tooltips(tab) == [m["name"] for m in mistakes]  # most confident first
+    archive = zipfile.ZipFile(io.BytesIO(pair_zip(3)))
+    for picture, mistake in zip(shown_pictures(tab), mistakes):  # each is its photo (no face: the whole of it)
+        photo = decode_image(archive.read(mistake["name"]), 10**8)
+        assert picture.shape == photo.shape and abs(picture.astype(int) - photo).mean() < 8
+    assert not any("score" in frame.value.columns for frame in tab.dataframe)  # the bare table is gone
+
+
+def test_more_misclassified_photos_than_a_page_are_shown_a_page_at_a_time(page):
+    at = evaluated(page, pair_zip(26))
+    tab = at.tabs[2]
+    assert not tab.error
+    mistakes = at.session_state["evaluation"]["misclassified"]
+    assert len(mistakes) == 26 and GALLERY_SIZE == 24
+    assert "Misclassified photos (26)" in [h.value for h in tab.subheader]
+    assert len(tab.image) == 24 and sorted(names(tab)) == sorted(m["name"] for m in mistakes[:24])  # 4 columns
+    assert any(c.value.startswith("Most confident first, 1 to 24 of 26.") for c in tab.caption)
+    at.number_input(key="evaluate-mistakes-page").set_value(2).run()
+    no_crash(at)
+    tab = at.tabs[2]
+    assert not tab.error
+    assert len(tab.image) == 2 and names(tab) == [m["name"] for m in mistakes[24:]]  # one in each of 2 columns
+    assert any(c.value.startswith("Most confident first, 25 to 26 of 26.") for c in tab.caption)
+    assert image_captions(tab)[0].endswith(f"the model's probability of {mistakes[24]['predicted']} "
+                                           f"{mistakes[24]['score']:.2f} · no face found: the whole photo")
+
+    at.file_uploader(key="evaluate-zip").upload("other.zip", pair_zip(1), "application/zip").run()  # not evaluated
+    assert "The evaluated zip is no longer uploaded: upload it again and evaluate it to see its misclassified " \
+           "photos." in [i.value for i in at.tabs[2].info]
+    assert not at.tabs[2].image
+
+
+def test_mistake_photos_show_the_face_the_model_classified(home, detector, shared_data):
+    face = sorted((shared_data / "with_mask").glob("*.jpg"))[0].read_bytes()
+    data = zip_bytes({f"real/{label}/face.jpg": face for label in ("with_mask", "without_mask")})
+    report = evaluate_zip(home.store, home.first, data, detector)
+    [mistake] = report["misclassified"]
+    assert mistake["box"] == pytest.approx(detector.largest_faces([decode_image(face, 10**8)])[0].box, abs=0.1)
+    [photo] = mistake_photos(data, report, 0, home.store.settings.max_pixels)
+    assert (photo.name, photo.truth, photo.predicted, photo.probability, photo.face_found) == (
+        mistake["name"], mistake["true"], mistake["predicted"], mistake["score"], True)
+    assert photo.picture.shape == (GALLERY_CROP.size, GALLERY_CROP.size, 3) and not photo.note
+    [gone] = mistake_photos(zip_bytes({"other/with_mask/x.jpg": face}), report, 0, home.store.settings.max_pixels)
+    assert gone.picture is None and gone.note == "it cannot be read from the upload again"
+    assert mistake_photos(data, report, 1, home.store.settings.max_pixels) == []
 
 
 def test_evaluate_zip_scores_the_model_and_reports_skipped_entries(home, detector):
@@ -424,6 +512,16 @@ def image_captions(node) -> list[str]:
     return [caption for image in node.image for caption in image.captions]
 
 
+def names(node) -> list[str]:
+    """The file names ui.file_name shows (HTML that wraps only between words), as text; each name's tooltip is it in
+    full."""
+    return [html.unescape(re.sub(r"<[^>]+>", "", element.value)) for element in node.html]
+
+
+def name_tooltips(node) -> list[str]:
+    return [html.unescape(title) for element in node.html for title in re.findall(r'title="([^"]*)"', element.value)]
+
+
 def test_relabel_then_delete_misclassified_faces_from_metrics(scratch):
     first, second = scratch.mistakes[:2]
     target = first.predicted  # the model was right, the label wrong: a typical fix
@@ -438,7 +536,7 @@ def test_relabel_then_delete_misclassified_faces_from_metrics(scratch):
         f"2 faces relabelled as {target}; the next training uses them (this run's figures stay as they were)."]
     assert {record.label for record in scratch.store.faces(ids=[first.image_id, second.image_id])} == {target}
     assert scratch.store.run(scratch.run["id"])["metrics"] == scratch.run["metrics"]  # the run is as it was
-    assert f"now {target} in the dataset" in next(c for c in image_captions(at.tabs[0]) if c.startswith(first.name))
+    assert f"now {target} in the dataset" in image_captions(at.tabs[0])[names(at.tabs[0]).index(first.name)]
     assert not at.checkbox(key=f"mistake-1-{first.image_id}").value  # the ticks are cleared
 
     at.checkbox(key=f"mistake-1-{first.image_id}").check().run()
@@ -447,8 +545,9 @@ def test_relabel_then_delete_misclassified_faces_from_metrics(scratch):
     assert [s.value for s in at.tabs[0].success] == [
         "1 face deleted from the dataset; the next training goes without it (this run's figures stay as they were)."]
     assert scratch.store.faces(ids=[first.image_id]) == []
-    texts = [t.value for t in at.tabs[0].text]
-    assert any(t.startswith(first.name) and "no longer in the dataset" in t for t in texts)
+    shown = [c.value for c in at.tabs[0].caption if c.value.startswith("true ")] + image_captions(at.tabs[0])
+    assert any(c.startswith(f"true {first.true}") and "no longer in the dataset" in c for c in shown)
+    assert first.name in names(at.tabs[0])
     assert at.checkbox(key=f"mistake-2-{first.image_id}").disabled  # nothing left to act on
 
 
@@ -618,8 +717,8 @@ def test_a_set_with_face_boxes_is_scored_face_by_face_and_a_missed_face_added_in
     assert specs[1]["encoding"]["y"]["field"] == "precision" and specs[1]["datasets_rows"] > 0
     assert [h.value for h in tab.subheader] == ["Faces not found (1)",
                                                 f"Faces found but misclassified ({len(scores['wrongs'])})"]
-    assert ("images/with_mask.jpg · face 2 of 2 · mask_weared_incorrect (counts as without_mask) · not found"
-            in image_captions(tab))
+    missed = names(tab).index("images/with_mask.jpg")  # each face's photo, below its picture
+    assert image_captions(tab)[missed] == "face 2 of 2 · mask_weared_incorrect (counts as without_mask) · not found"
 
     add = at.button(key="box-add-misses-images/with_mask.jpg-2")
     assert add.label == "Add as without_mask"

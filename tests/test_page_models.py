@@ -4,6 +4,7 @@ downloads with their bytes, the bundle's predict_onnx.py run on its own, the act
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,10 +18,12 @@ from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import AppTest
 
 from maskdet.core.settings import load_settings
+from maskdet.core.timing import Timing
 from maskdet.data.store import Store
 from maskdet.runs.active import active_run
 from maskdet.runs.execute import execute_run
 from maskdet.runs.lifecycle import delete_run
+from maskdet.serving.classifier import TIMING_ROUNDS
 from maskdet.training.config import TrainConfig
 from tests.conftest import data_home, page_in_app, write_dataset
 from tests.test_bundle import BUNDLE_FILES as BUNDLE_WITHOUT_INT8
@@ -121,6 +124,33 @@ def test_downloads_hold_the_model_files_and_show_size_parity_and_metrics(page, h
     assert f"Test accuracy {metrics['test']['accuracy']:.3f}" in text
     assert f"Test accuracy {metrics['int8']['test_accuracy']:.3f}" in text and "against float32" in text
     assert "MTCNN's three face-finding networks" in text and "finds every face in your photos" in text
+    # each file's ms per face as measured: the median of its rounds with their range (and "measured while busy" when
+    # other work used the machine); int8 against float32, timed side by side, only as far as the ranges say
+    for name in ("onnx", "int8"):
+        timing = Timing.of_model(metrics[name])
+        assert timing.text() in text and f"median of {TIMING_ROUNDS}" in timing.text()
+    assert re.search(r"(\d\.\dx|\d+%) (faster|slower) than float32|as fast as float32 within measurement noise", text)
+
+
+def test_an_older_runs_single_timing_is_shown_as_one_measurement(home, monkeypatch):
+    """A run trained before timings were taken in rounds kept one figure a file: shown as such, and int8 is not
+    called faster or slower than float32 on it."""
+    old = copy_of_run(home)
+    metrics = home.store.run(old)["metrics"]
+    older = {name: {key: value for key, value in metrics[name].items() if key != "timing"} | {"ms_per_image_batch1": ms}
+             for name, ms in (("onnx", 2.3), ("int8", 10.5))}  # the issue's figures
+    home.store.update_run(old, metrics={**metrics, **older})
+    try:
+        for key, value in home.env.items():
+            monkeypatch.setenv(key, value)
+        at = AppTest.from_file(PAGE, default_timeout=60).run()
+        at.selectbox(key="download-run").set_value(old).run()
+        no_crash(at)
+        text = " ".join(m.value for m in at.markdown)
+        assert "2.3 ms per face (one measurement)" in text and "10.5 ms per face (one measurement)" in text
+        assert "than float32" not in text and "within measurement noise" not in text
+    finally:
+        delete_run(home.store, old)
 
 
 def test_bundle_contents_and_its_predict_script_run_alone(page, home, deferred, tmp_path):

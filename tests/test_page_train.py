@@ -271,7 +271,9 @@ def test_synthetic_masks_block_shows_its_rules_and_says_why_there_is_no_preview(
     assert at.selectbox(key=rule_key(0, "source")).options == ["with_mask", "without_mask"]
     assert at.slider(key=rule_key(0, "probability")).value == pytest.approx(0.25)
     styles = at.multiselect(key=rule_key(0, "styles"))
-    assert styles.options == list(MASK_STYLES.values()) and styles.value == list(MASK_STYLES)
+    assert styles.value == list(MASK_STYLES)  # short names in their chips (a long one is cut), each style in the help
+    assert styles.options == ["Surgical", "Fitted cloth", "N95 / KN95 cup", "Bandana", "Neck gaiter"]
+    assert all(name in styles.help for name in MASK_STYLES.values())
     assert not [key for key in ("source", "target") if rule_key(1, key) in [box.key for box in at.selectbox]]
     assert "Drawn masks: without_mask → with_mask, mask worn right" in [header.value for header in at.subheader]
     assert [e.value for e in at.error] == ["No photo of 'without_mask' has a face with landmarks to draw a mask on: "
@@ -394,13 +396,17 @@ def test_the_export_stage_names_its_task_and_the_start_button_an_estimate(home):
     at = page().run()
     no_failure(at)
     [estimate] = [caption for caption in at.caption if caption.value.startswith("About ")]
-    assert "maskdet's benchmark on a 2-core CPU" in estimate.proto.help
+    assert estimate.value.endswith(", a first guess")  # no run has timed this machine yet
+    assert "maskdet's benchmark on a 2-core CPU, as no run has timed this machine yet" in estimate.proto.help
+    assert "From the click to the end" in estimate.proto.help
     run_id = home.create_run(TrainConfig().to_dict())
     home.update_run(run_id, status="running", pid=os.getpid(), started_at=now(), heartbeat_at=now(),
-                    progress={"stage": "export", "step": 1, "steps": 3, "task": "quantising to int8"})
+                    progress={"stage": "export", "step": 2, "steps": 5, "task": "quantising to int8",
+                              "eta_seconds": 9.0, "left_seconds": 9.0})  # as the training process forecast it
     [bar] = page().run().get("progress")
-    assert f"Run {run_id}, stage 5 of 5: exporting the ONNX models — quantising to int8 (2/3)" in bar.proto.text
-    assert "left in all" in bar.proto.text
+    assert f"Run {run_id}, stage 5 of 5: exporting the ONNX models — quantising to int8 (3/5)" in bar.proto.text
+    assert "about 9 s left in this stage, about 9 s left in all" in bar.proto.text
+    assert bar.proto.value == 40  # the bar moves with the export's tasks
 
 
 def test_live_progress_curves_and_cancel_button_read_the_registry(home):
@@ -496,6 +502,9 @@ def test_start_trains_in_the_background_and_shows_the_result(home):
     assert "random weights" in shown(at)
     assert charts(at) == 2
     assert len(finished["progress"]["history"]) == sum(finished["metrics"]["epochs_trained"].values())
+    [estimate] = [caption for caption in at.caption if caption.value.startswith("About ")]  # the next run's
+    assert not estimate.value.endswith("a first guess")  # this machine has been timed now
+    assert f"throughput of run {run['id']} on this machine." in estimate.proto.help
 
 
 def test_cancel_stops_the_training_process(home):

@@ -19,7 +19,8 @@ from maskdet.core.imageio import BadImage, decode_image
 from maskdet.serving.classifier import load_classifier
 from maskdet.serving.media import prediction_rows
 from maskdet.serving.predict import (PALETTE, UNCERTAIN_COLOR, FacePrediction, annotate, classify_faces,
-                                     draw_predictions, evaluate_folder, label_color, legend, predict_image)
+                                     draw_predictions, evaluate_folder, label_color, label_places, legend, overlaps,
+                                     predict_image)
 from maskdet.training.export import export_classifier
 from maskdet.training.model import MaskNet
 from maskdet.vision.faces import CropRule, Face, FaceDetector, crop_face
@@ -203,6 +204,61 @@ def test_a_photo_numbers_its_faces_in_the_order_of_its_table():
             return int(np.flatnonzero((drawn[59, x1:x1 + 280] == PALETTE[0]).all(axis=-1)).max())
         assert strip_end(numbered) > strip_end(plain) + 10, (x1, strip_end(plain), strip_end(numbered))
     assert [row["face"] for row in prediction_rows(faces)] == [1, 2]
+
+
+# ---- where a label goes -----------------------------------------------------------------------------------
+
+STRIP = (80, 20)  # a label strip's width and height
+
+
+def strips(places, size=STRIP):
+    return [(x, y, x + size[0], y + size[1]) for x, y in places]
+
+
+def test_a_label_goes_above_its_face_and_stays_inside_the_picture():
+    assert label_places([(50, 100, 150, 200)], [STRIP], (400, 300)) == [(50, 80)]
+    assert label_places([(350, 100, 395, 150)], [STRIP], (400, 300)) == [(320, 80)]  # moved in from the right edge
+    assert label_places([(-6, 100, 40, 150)], [STRIP], (400, 300)) == [(0, 80)]  # a box reaching past the left edge
+
+
+def test_a_label_at_the_top_edge_goes_below_its_face_or_inside_it():
+    assert label_places([(50, 5, 150, 100)], [STRIP], (400, 300)) == [(50, 102)]  # no room above: below, 1 px apart
+    assert label_places([(50, -3, 150, 290)], [STRIP], (400, 300)) == [(50, 0)]  # nor below: inside the box's top
+
+
+def test_a_label_never_covers_the_live_stats():
+    """The stats strip in the top-left corner (fps, stage times) is kept clear: a label that would go above its face
+    into it goes below the face, or inside its top (then under the stats) when the face fills the frame's height."""
+    stats = (0, 0, 300, 25)
+    assert label_places([(10, 30, 110, 130)], [STRIP], (640, 480), [stats]) == [(10, 132)]
+    assert label_places([(10, 10, 110, 470)], [STRIP], (640, 480), [stats]) == [(10, 25)]
+    assert label_places([(400, 30, 500, 130)], [STRIP], (640, 480), [stats]) == [(400, 10)]  # beside them: above
+
+
+def test_labels_in_a_crowded_photo_do_not_cover_each_other():
+    """Faces close together: a label that would cover one placed before it moves down below that one."""
+    boxes = [(100, 100, 180, 180), (150, 105, 230, 185)]
+    places = label_places(boxes, [(120, 20)] * 2, (640, 480))
+    assert places == [(100, 80), (150, 100)]  # the second under the first's strip
+    rng = np.random.default_rng(5)
+    crowd = [(int(x), int(y), int(x) + 60, int(y) + 60) for x, y in rng.integers(0, 560, (14, 2)) * [1, 0.75]]
+    places = label_places(crowd, [(110, 18)] * len(crowd), (640, 480), [(0, 0, 250, 22)])
+    drawn = strips(places, (110, 18))
+    assert all(0 <= x1 and x2 <= 640 and 0 <= y1 and y2 <= 480 for x1, y1, x2, y2 in drawn)
+    assert not [(a, b) for i, a in enumerate(drawn) for b in drawn[i + 1:] + [(0, 0, 250, 22)] if overlaps(a, b)]
+
+
+def test_a_label_is_never_drawn_over_the_area_kept_clear():
+    """Drawn over a face as tall as the picture, under a kept-clear corner (the live stats): nothing but the box's
+    lines in the corner, the strip's colour in the box's top rows just below it."""
+    face = prediction((20.0, 2.0, 180.0, 195.0), "without_mask")
+    image = flat_image(200, 400)
+    draw_predictions(image, [face], LABELS)
+    assert (image[4, 30:60] == PALETTE[1]).all()  # no room above or below: the strip (its padding) in the box's top
+    corner = flat_image(200, 400)
+    draw_predictions(corner, [face], LABELS, keep_clear=[(0, 0, 200, 40)])
+    assert (corner[5:38, 25:60] == 90).all()
+    assert (corner[41, 30:60] == PALETTE[1]).all()
 
 
 def test_annotate_without_predictions_returns_the_image_unchanged():

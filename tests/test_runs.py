@@ -12,9 +12,10 @@ import pytest
 from maskdet.core.errors import StoreError
 from maskdet.core.metrics import classification_report
 from maskdet.core.text import now
+from maskdet.core.timing import Timing
 from maskdet.runs.active import (active_is_chosen, active_run, live_model_path, not_active_reason, passed_over,
                                  run_rows, set_active_run)
-from maskdet.runs.compare import TIMINGS, compare_runs, config_differences, timing_note
+from maskdet.runs.compare import TIMINGS, compare_runs, config_differences, per_face_note, timing_note
 from maskdet.runs.edits import delete_faces, misclassified_faces, relabel_faces
 from maskdet.runs.lifecycle import delete_run, log_path
 from maskdet.runs.scoring import evaluate_zip, import_evaluated_zip
@@ -220,6 +221,28 @@ def test_model_files_carry_size_parity_and_test_metrics(store):
     assert onnx["test_accuracy"] == 0.5 and onnx["macro_f1"] == REPORT["macro_f1"]
     assert int8["parity_ok"] is False and int8["parity"].startswith("Differs from PyTorch on 1 of 4")
     assert int8["test_accuracy_delta"] == 0.0 and int8["ms_per_face"] == 3.0
+    # an older run's files were timed once each: one figure, no comparison of int8 with float32
+    assert int8["timing"] == Timing.read(3.0) and int8["versus_float32"] == "" and onnx["versus_float32"] == ""
+
+
+def timed(metrics: dict, float32: Timing, int8: Timing) -> dict:
+    """metrics whose model files were timed side by side in rounds, as training now times them."""
+    return {**metrics, "onnx": {**metrics["onnx"], "timing": {"batch1": float32.to_dict()}},
+            "int8": {**metrics["int8"], "timing": {"batch1": int8.to_dict()}}}
+
+
+@pytest.mark.parametrize("int8, says", [
+    (Timing(2.3, 2.1, 2.6, 7, False), "1.8x faster than float32"),  # ranges apart
+    (Timing(3.9, 3.5, 4.4, 7, False), "as fast as float32 within measurement noise"),  # 3.5 < 3.8: they overlap
+    (Timing(10.5, 9.8, 11.0, 7, True), "2.6x slower than float32"),  # both met the same busy machine
+])
+def test_int8_is_called_faster_than_float32_only_when_their_ranges_are_apart(store, int8, says):
+    float32 = Timing(4.1, 3.8, 4.4, 7, int8.busy)
+    run = fake_run(store, metrics=timed(metrics_for(), float32, int8))
+    (Path(run["artefact_dir"]) / "model.int8.onnx").write_bytes(b"int8")
+    onnx, quantised = model_files(store, run)
+    assert onnx["timing"] == float32 and quantised["timing"] == int8
+    assert quantised["versus_float32"] == says and onnx["versus_float32"] == ""
 
 
 def test_the_live_page_starts_with_the_int8_model_while_it_kept_the_accuracy(store):
@@ -355,16 +378,40 @@ def test_relabelling_and_deleting_faces_say_what_happened_also_when_some_are_gon
     assert [record.id for record in store.faces()] == [three]
 
 
-def test_timings_closer_than_twice_are_within_measurement_noise(store):
-    assert timing_note(8.3, 15.5) == "within noise (<2x)"  # two identical runs, measured
-    assert timing_note(15.5, 8.3) == "within noise (<2x)"
+def test_training_seconds_closer_than_twice_are_within_measurement_noise(store):
+    assert timing_note(8.3, 15.5) == "within noise"  # two identical runs, measured
+    assert timing_note(15.5, 8.3) == "within noise"
     assert timing_note(5.0, 12.0) == "b 2.4x slower" and timing_note(12.0, 5.0) == "b 2.4x faster"
     assert timing_note(None, 3.0) == "" and timing_note(0.0, 3.0) == ""
     a, b = fake_run(store), fake_run(store, metrics={**metrics_for(), "timings": {"total": 40.0}})
-    notes = {row["metric"]: row["note"] for row in compare_runs(a, b)["metrics"]}
-    assert notes["ONNX ms per face (batch 1)"] == "within noise (<2x)"  # 4.0 and 4.0
+    comparison = compare_runs(a, b)
+    notes = {row["metric"]: row["note"] for row in comparison["metrics"]}
     assert notes["training seconds"] == "b 3.2x slower"  # 12.5 and 40
+    assert notes["ONNX ms per face (batch 1)"] == "one timing"  # older runs: a single figure each, not compared
+    assert comparison["per_face"] == ["a: 4.0 ms per face (one measurement)", "b: 4.0 ms per face (one measurement)"]
     assert {note for metric, note in notes.items() if metric not in TIMINGS} == {""}
+
+
+def test_per_face_timings_differ_only_when_their_ranges_do_not_overlap():
+    a = Timing(2.3, 2.1, 2.6, 7, False)
+    assert per_face_note(a, Timing(7.9, 7.5, 8.4, 7, False)) == "b 3.4x slower"  # ranges apart
+    assert per_face_note(Timing(7.9, 7.5, 8.4, 7, False), a) == "b 3.4x faster"
+    assert per_face_note(a, Timing(2.9, 2.5, 3.3, 7, False)) == "within noise"  # 2.5 < 2.6
+    assert per_face_note(Timing(2.3, 2.25, 2.35, 7, False), Timing(2.4, 2.37, 2.45, 7, False)) == "b 4% slower"
+    assert per_face_note(a, Timing(7.9, 2.4, 9.0, 7, False)) == "within noise"  # a wide range takes in a's
+    assert per_face_note(a, Timing(7.9, 7.5, 8.4, 7, True)) == "busy machine"  # measured while busy: no verdict
+    assert per_face_note(a, Timing.read(7.9)) == "one timing"  # the issue's 7.9 against 2.3: an older single figure
+    assert per_face_note(a, None) == "" and per_face_note(None, a) == ""
+
+
+def test_compare_puts_each_runs_range_beside_the_note(store):
+    a = fake_run(store, metrics=timed(metrics_for(), Timing(2.3, 2.1, 2.6, 7, False), Timing(2.0, 1.9, 2.2, 7, False)))
+    b = fake_run(store, metrics=timed(metrics_for(), Timing(2.4, 2.2, 2.9, 7, True), Timing(2.0, 1.9, 2.2, 7, True)))
+    comparison = compare_runs(a, b)
+    notes = {row["metric"]: row["note"] for row in comparison["metrics"]}
+    assert notes["ONNX ms per face (batch 1)"] == "busy machine"
+    assert comparison["per_face"] == ["a: 2.3 ms per face (2.1–2.6, median of 7)",
+                                      "b: 2.4 ms per face (2.2–2.9, median of 7, measured while busy)"]
 
 
 def test_importing_the_photos_of_an_evaluated_zip_keeps_the_import_rules(store, detector):

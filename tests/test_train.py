@@ -22,9 +22,10 @@ from maskdet.core.contract import Preprocess
 from maskdet.core.disk_array import DiskArray
 from maskdet.core.errors import Cancelled, TrainingError
 from maskdet.core.settings import Settings
+from maskdet.core.timing import Timing
 from maskdet.data.store import Store
 from maskdet.runs.execute import execute_run
-from maskdet.serving.classifier import load_classifier
+from maskdet.serving.classifier import TIMING_ROUNDS, load_classifier
 from maskdet.training import export
 from maskdet.training.config import RANGED, TrainConfig
 from maskdet.training.device import resolve_device
@@ -77,11 +78,18 @@ def tiny(tmp_path_factory, detector):
     root = tmp_path_factory.mktemp("tiny")
     store = make_store(root)
     store.import_folder(write_dataset(root / "data", 12), detector)
-    reports = []
+    reports, written, update_run = [], [], store.update_run
+
+    def record(run_id, **fields):  # the progress the registry was given, as the Train page reads it
+        if fields.get("progress"):
+            written.append(fields["progress"])
+        return update_run(run_id, **fields)
+
+    store.update_run = record
     result = execute_run(store, TINY, store.settings.models_dir, on_progress=reports.append)
     run_dir = store.settings.models_dir / result["run_id"]
     return SimpleNamespace(store=store, result=result, run_dir=run_dir, stages=[p.stage for p in reports],
-                           reports=reports,
+                           reports=reports, written=written,
                            metrics=json.loads((run_dir / "metrics.json").read_text()))
 
 
@@ -97,7 +105,15 @@ def test_progress_went_through_every_stage_in_order(tiny):
 
 def test_progress_names_the_export_tasks_and_bounds_the_early_stopping_stage(tiny):
     exports = [(p.step, p.steps, p.task) for p in tiny.reports if p.stage == "export"]
-    assert exports == [(step, 3, task) for step, task in enumerate(export.EXPORT_TASKS)]
+    tasks, rounds = export.EXPORT_TASKS, TIMING_ROUNDS
+    assert exports == [(step, 5, task) for step, task in enumerate(tasks[:-1])] + [
+        (4, 5, f"timing float32 and int8 side by side, round {number} of {rounds}") for number in range(1, rounds + 1)]
+    # each task is written to the registry as it begins, with the time left in the stage and in all
+    running = [p for p in tiny.written if p["stage"] != "done"]
+    assert [p["task"] for p in running if p["stage"] == "export"] == [task for _, _, task in exports]
+    assert all(p["left_seconds"] >= 0 and p["eta_seconds"] >= 0 for p in running)
+    assert all(p["left_seconds"] >= p["eta_seconds"] for p in running if p["stage"] != "head")  # head: up to all epochs
+    assert all(p["left_seconds"] > 0 for p in running if p["stage"] == "export")  # never "0 s left" while exporting
     heads = [p for p in tiny.reports if p.stage == "head"]
     assert heads and all(0 <= p.soonest_seconds <= p.eta_seconds for p in heads)
     assert heads[-1].eta_seconds == heads[-1].soonest_seconds == 0  # the last epoch: nothing left
@@ -116,6 +132,11 @@ def test_metrics_of_the_tiny_run(tiny):
     assert parity["same_argmax"] is True and parity["max_probability_difference"] < 1e-4
     assert metrics["int8"]["parity"]["images"] == parity["images"]
     assert metrics["int8"]["bytes"] < metrics["onnx"]["bytes"]
+    for name in ("onnx", "int8"):  # timed side by side in rounds: the median (as older runs kept it) and its range
+        for batch in (1, 32):
+            timing = Timing.of_model(metrics[name], batch)
+            assert timing.rounds == TIMING_ROUNDS and timing.low <= timing.median <= timing.high
+            assert timing.median == metrics[name][f"ms_per_image_batch{batch}"] and timing.busy in (True, False, None)
     assert metrics["test"]["num_samples"] == parity["images"]
     assert 0 <= metrics["test"]["accuracy"] <= 1
 

@@ -13,7 +13,7 @@ from maskdet.runs.scoring import GALLERY_SIZE, ScoredFace, import_scored_face, s
 from maskdet.serving.box_evaluation import IOUS
 from ui.charts import LINE_SCHEME, confusion_chart
 from ui.resources import detector
-from ui.widgets import attempt, inline, literal, verbatim
+from ui.widgets import attempt, file_name, inline, literal, verbatim
 
 GALLERY_COLUMNS = 4  # wide enough for "Add as without_mask" at 1280 px
 RATE = st.column_config.NumberColumn(format="%.3f")
@@ -31,7 +31,7 @@ def pr_chart(curves: dict[str, dict]) -> alt.Chart:
         interpolate="step-after").encode(
         x=alt.X("recall:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(tickCount=5)),
         y=alt.Y("precision:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(tickCount=5)),
-        color=alt.Color("class:N", title=None, scale=alt.Scale(scheme=LINE_SCHEME)),
+        color=alt.Color("class:N", title=None, scale=alt.Scale(scheme=LINE_SCHEME), legend=alt.Legend(orient="bottom")),
         tooltip=["class", alt.Tooltip("recall:Q", format=".2f"), alt.Tooltip("precision:Q", format=".3f")]
     ).properties(height=300)
 
@@ -112,12 +112,12 @@ def show_faces(store: Store, report: dict, upload, iou: float, kind: str, title:
 def show_face(store: Store, face: ScoredFace, kind: str, labels: list[str], upload) -> None:
     counts = f" (counts as {face.counted_as})" if face.counted_as != face.truth else ""
     said = f" · said {face.predicted} ({face.probability:.2f})" if face.predicted else " · not found"
-    caption = (f"{literal(face.photo)} · face {face.number} of {face.faces_in_photo} · {literal(face.truth)}{counts}"
-               f"{said}")
+    caption = f"face {face.number} of {face.faces_in_photo} · {literal(face.truth)}{counts}{said}"
     if face.crop is not None:
         st.image(inline(face.crop), caption=caption)
     else:
-        st.text(f"{caption}: {face.note}")
+        st.caption(f"{caption}: {literal(face.note)}")
+    file_name(face.photo)
     missing = face.counted_as not in labels
     if st.button(f"Add as {face.counted_as}", key=f"box-add-{kind}-{face.photo}-{face.number}", disabled=missing,
                  help=f"The dataset has no class {face.counted_as}: add it on the Dataset page first." if missing

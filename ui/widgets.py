@@ -40,21 +40,49 @@ def run_columns() -> dict:
         "when": column.TextColumn("created"),
         "status": column.TextColumn("status"),
         "active": column.CheckboxColumn("active", help="the model the live page uses"),
-        "images": column.NumberColumn("images", help="images used: train + validation + test"),
+        "images": column.TextColumn("images", help="images used: train + validation + test", alignment="right"),
         "split": column.TextColumn("train / val / test"),
-        "accuracy": column.NumberColumn("accuracy", format="%.3f", help="test split"),
-        "macro_f1": column.NumberColumn("macro F1", format="%.3f", help="test split"),
-        "duration_s": column.NumberColumn("took", format="%.0f s"),
+        "accuracy": column.TextColumn("accuracy", help="test split", alignment="right"),
+        "macro_f1": column.TextColumn("macro F1", help="test split", alignment="right"),
+        "duration_s": column.TextColumn("took", alignment="right"),
         "config": column.TextColumn("settings", width="large"),
         "note": column.TextColumn("note", width="large"),
     }
 
 
+FIGURES = {"images": "{:d}", "split": "{}", "accuracy": "{:.3f}", "macro_f1": "{:.3f}", "duration_s": "{:.0f} s"}
+NO_FIGURE = "\u2014"  # a figure a run has not got (cancelled, failed, still training): never a raw "None"
+
+
+def run_figures(row: dict) -> dict:
+    """A row of RunRecord.row with its figures written as the runs tables show them, a dash where there is none."""
+    return {**row, **{name: NO_FIGURE if row.get(name) is None else shape.format(row[name])
+                      for name, shape in FIGURES.items() if name in row}}
+
+
+CHARACTER_PX = 7.2  # the width of a character of the tables' 14 px font, on the wide side
+ONE_LINE = 600  # px: the widest a long text's column gets before its rows wrap it instead
+WRAPPING_ROW = 84  # px: a row of this height wraps its texts onto three lines (Streamlit wraps above 64 px)
+
+
+def text_width(texts) -> int:
+    """Pixels a column needs to show the longest of these texts on one line."""
+    return round(16 + CHARACTER_PX * max((len(str(text)) for text in texts if text), default=0))
+
+
 def runs_dataframe(rows: list[dict], columns: tuple[str, ...], key: str) -> None:
-    """Rows of RunRecord.row as a table of the given columns, shown as run_columns says."""
+    """Rows of RunRecord.row as a table of the given columns, shown as run_columns says. A long text (the settings, a
+    failed run's error in the note) is never cut: its column is as wide as it, up to ONE_LINE; a longer one makes the
+    rows tall enough to wrap it onto three lines of a column a third as wide (at least "large", at most Streamlit's
+    widest)."""
     shown = run_columns()
-    st.dataframe(rows, hide_index=True, key=key, column_order=columns, width="stretch",
-                 column_config={name: shown[name] for name in columns})
+    config = {name: shown[name] for name in columns}
+    needed = {name: text_width(row.get(name) for row in rows) for name in ("config", "note") if name in columns}
+    wrapped = max(needed.values(), default=0) > ONE_LINE
+    for name, width in needed.items():
+        config[name] = {**config[name], "width": min(max(width // 3 + 16 if wrapped else width, 400), 1000)}
+    st.dataframe([run_figures(row) for row in rows], hide_index=True, key=key, column_order=columns, width="stretch",
+                 column_config=config, row_height=WRAPPING_ROW if wrapped else None)
 
 
 def run_caption(run: dict) -> str:
@@ -107,6 +135,34 @@ def literal(text: str) -> str:
     """Text from a user (a file or class name) for places that read Markdown, such as image captions: the characters
     that make links, images, HTML, code, emphasis, headings, tables or LaTeX are escaped, so it shows as it is."""
     return re.sub(r"([\\`*\[\]<>#|~$])", r"\\\1", " ".join(text.splitlines()))
+
+
+NAME_PART = 18  # the longest run of a file name between separators that a narrow column shows whole
+NAME_BREAKS = re.compile(r"(?<=[/\\_\-. ])")  # after a path separator, "_", "-", "." or a space
+
+
+def file_name_html(name: str, longest: int | None = NAME_PART) -> str:
+    """A file name from a user as HTML-escaped text that wraps after a path separator, "_", "-", "." or a space, never
+    inside a word: a run between them longer than `longest` characters is cut short in its middle (None: never)."""
+    def shortened(part: str) -> str:
+        if longest is None or len(part) <= longest:
+            return part
+        tail = (longest - 1) // 2
+        return f"{part[:longest - 1 - tail]}\u2026{part[-tail:]}"
+    return "<wbr>".join(html.escape(shortened(part)) for part in NAME_BREAKS.split(" ".join(name.splitlines())) if part)
+
+
+def file_names(names: list[str], longest: int | None = NAME_PART, container=None) -> None:
+    """File names from a user in small plain text (never read as Markdown or HTML), wrapped only between words
+    (file_name_html), each with its full name as its tooltip."""
+    items = ", ".join(f'<span title="{html.escape(name, quote=True)}">{file_name_html(name, longest)}</span>'
+                      for name in names)
+    (container or st).html(f'<div style="font-size: 0.875rem; overflow-wrap: break-word">{items}</div>')
+
+
+def file_name(name: str, container=None) -> None:
+    """One file name, as file_names shows them (a long one cut short, its full name in the tooltip)."""
+    file_names([name], container=container)
 
 
 def verbatim(text: str) -> str:

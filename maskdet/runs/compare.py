@@ -3,6 +3,7 @@ noise."""
 
 import json
 
+from maskdet.core.timing import Timing, apart, how_much
 from maskdet.runs.views import RunRecord
 
 KEY_METRICS = (
@@ -10,7 +11,8 @@ KEY_METRICS = (
     ("macro_recall", "macro recall"), ("roc_auc", "ROC AUC"), ("num_samples", "test images"),
 )
 TIMINGS = ("training seconds", "ONNX ms per face (batch 1)")  # the key metrics that are timings
-NOISE_RATIO = 2.0  # two timings closer than this ratio are within measurement noise (see timing_note)
+PER_FACE = "ONNX ms per face (batch 1)"  # measured in rounds, with a range: compared by range (see per_face_note)
+NOISE_RATIO = 2.0  # two single timings closer than this ratio are within measurement noise (see timing_note)
 
 
 def key_metrics(run: dict) -> dict[str, float | None]:
@@ -59,31 +61,50 @@ def _show(value) -> str:
 
 
 def timing_note(a: float | None, b: float | None) -> str:
-    """How two runs' timings compare. Each is measured once during its training (ms per face: the median of 5 batches)
-    on a machine that may be busy with other work, and identical runs differ by nearly that much (docs/performance.md);
-    so unless the slower took at least NOISE_RATIO times as long as the faster, the difference is within measurement
-    noise."""
+    """How two runs' training seconds compare. Each is measured once, on a machine that may be busy with other work,
+    and identical runs differ by nearly that much (docs/performance.md); so unless the slower took at least
+    NOISE_RATIO times as long as the faster, the difference is within measurement noise."""
     if a is None or b is None or min(a, b) <= 0:
         return ""
     ratio = max(a, b) / min(a, b)
     if ratio < NOISE_RATIO:
-        return f"within noise (<{NOISE_RATIO:g}x)"
+        return "within noise"
     return f"b {ratio:.1f}x {'slower' if b > a else 'faster'}"
 
 
+def per_face_note(a: Timing | None, b: Timing | None) -> str:
+    """How two runs' ms per face compare (short: it fits a narrow column). b is faster or slower only when the ranges
+    of their timed rounds do not overlap; a figure measured while the machine was busy, or an older run's single
+    figure (no range), is not compared."""
+    if a is None or b is None or min(a.median, b.median) <= 0:
+        return ""
+    if a.busy or b.busy:
+        return "busy machine"
+    if not (a.has_range and b.has_range):
+        return "one timing"
+    if not apart(a, b):
+        return "within noise"
+    ratio = max(a.median, b.median) / min(a.median, b.median)
+    return f"b {how_much(ratio)} {'slower' if b.median > a.median else 'faster'}"
+
+
 def compare_runs(a: dict, b: dict) -> dict:
-    """Key metrics side by side (with b - a; timings with a note saying whether they differ beyond measurement noise)
-    and the config differences of two runs."""
+    """Key metrics side by side (with b - a; timings with a note saying whether they differ beyond measurement noise),
+    the config differences of two runs, and each run's ms per face with its range ("per_face": a line each)."""
     metrics_a, metrics_b = key_metrics(a), key_metrics(b)
+    timing_a, timing_b = (Timing.of_model(RunRecord.of(run).metrics.get("onnx") or {}) for run in (a, b))
     rows = []
     for name in metrics_a:
         value_a, value_b = metrics_a[name], metrics_b[name]
         both = value_a is not None and value_b is not None
+        note = (per_face_note(timing_a, timing_b) if name == PER_FACE
+                else timing_note(value_a, value_b) if name in TIMINGS else "")
         rows.append({"metric": name, "a": value_a, "b": value_b, "b - a": value_b - value_a if both else None,
-                     "note": timing_note(value_a, value_b) if name in TIMINGS else ""})
+                     "note": note})
     labels_a = RunRecord.of(a).metrics.get("labels")
     labels_b = RunRecord.of(b).metrics.get("labels")
     differences = config_differences(a.get("config"), b.get("config"))
     if labels_a != labels_b:
         differences.insert(0, {"setting": "classes trained", "a": _show(labels_a), "b": _show(labels_b)})
-    return {"metrics": rows, "config": differences}
+    per_face = [f"{name}: {timing.text()}" for name, timing in (("a", timing_a), ("b", timing_b)) if timing]
+    return {"metrics": rows, "config": differences, "per_face": per_face}

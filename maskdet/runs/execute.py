@@ -13,6 +13,7 @@ from pathlib import Path
 from maskdet.core.errors import Cancelled
 from maskdet.core.text import now
 from maskdet.data.store import Store
+from maskdet.runs.estimate import RunForecast, latest_throughput, photos_trained
 from maskdet.runs.lifecycle import fail_run, heartbeat, new_run
 from maskdet.training.config import TrainConfig
 from maskdet.training.progress import Callbacks, Progress
@@ -21,20 +22,25 @@ from maskdet.training.train import train
 
 def execute_run(store: Store, config: TrainConfig, models_dir: Path, run_id: str | None = None,
                 on_progress: Callable[[Progress], None] = lambda progress: None) -> dict:
-    """Train as a registry run: status, throttled progress, a heartbeat and cancellation (Cancel, or SIGTERM to this
-    process) live in the database. Without a run id a new run is queued, refused while another one trains."""
+    """Train as a registry run: status, throttled progress (with the time left in all, forecast from the run's own
+    batches: estimate.RunForecast), a heartbeat and cancellation (Cancel, or SIGTERM to this process) live in the
+    database. Without a run id a new run is queued, refused while another one trains."""
     run_id = run_id or new_run(store, config.to_dict())
     store.update_run(run_id, status="running", started_at=now(), heartbeat_at=now(), pid=os.getpid(), error=None)
-    last = {"write": 0.0, "check": 0.0, "cancel": False}
+    last = {"write": 0.0, "check": 0.0, "cancel": False, "shown": None}
     history: list[dict] = []  # per-epoch train and validation figures (as in history.json), for live curves
 
     def progress(item: Progress) -> None:
         on_progress(item)
         if item.ends_epoch:
             history.append(item.history_entry())
-        if time.monotonic() - last["write"] >= 1.0:
-            last["write"] = time.monotonic()
-            store.update_run(run_id, progress={**asdict(item), "history": history})
+        left = forecast.update(item)
+        shown = (item.stage, item.task)  # a new stage or task is written at once: the page names what is under way
+        if shown != last["shown"] or time.monotonic() - last["write"] >= 1.0:
+            last["write"], last["shown"] = time.monotonic(), shown
+            eta = item.eta_seconds if item.eta_seconds is not None else forecast.stage_left
+            store.update_run(run_id, progress={**asdict(item), "eta_seconds": eta, "left_seconds": left,
+                                               "history": history})
 
     def should_cancel() -> bool:
         if not last["cancel"] and time.monotonic() - last["check"] >= 1.0:
@@ -44,6 +50,8 @@ def execute_run(store: Store, config: TrainConfig, models_dir: Path, run_id: str
 
     run_dir = Path(models_dir) / run_id
     try:
+        forecast = RunForecast(config, photos_trained(config, store.label_counts()),
+                               latest_throughput([run for run in store.runs() if run["id"] != run_id]))
         with heartbeat(store, run_id), sigterm_cancels(last):
             metrics = train(store, config, run_dir, Callbacks(progress, should_cancel))
     except Cancelled:

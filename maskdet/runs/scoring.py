@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from maskdet.bundle.pixels import IMAGE_SUFFIXES
 from maskdet.core.contract import CropRule
@@ -85,6 +86,48 @@ def import_evaluated_zip(store: Store, data: bytes, report: dict, detector, erro
     with open_upload(data) as archive:
         candidates, _ = zip_candidates(archive)
         return import_evaluated(store, candidates, report, detector, errors_only, progress)
+
+
+@dataclass(frozen=True)
+class MistakePhoto:
+    """A photo of a zip of class folders that the model misclassified, with its picture."""
+
+    name: str  # the photo's name in the zip
+    truth: str  # its folder's class
+    predicted: str
+    probability: float  # the model's probability for `predicted`
+    face_found: bool  # False: the whole photo was classified
+    picture: np.ndarray | None  # the face with some surroundings (or the whole photo); None: `note` says why
+    note: str = ""
+
+
+def mistake_photos(data: bytes, report: dict, start: int, max_pixels: int,
+                   limit: int | None = None) -> list[MistakePhoto]:
+    """The misclassified photos `start` to `start + limit` (most confident mistakes first, as the report lists them)
+    of a zip scored by evaluate_zip, each read again from the zip: the face it was classified on, or the whole photo
+    where no face was found."""
+    limit = GALLERY_SIZE if limit is None else limit
+    chosen = report["misclassified"][start:start + limit]
+    with open_upload(data) as archive:
+        candidates = {candidate.name: candidate for candidate in zip_candidates(archive)[0]} if chosen else {}
+        photos = []
+        for mistake in chosen:
+            box, picture, note = mistake.get("box"), None, ""
+            try:
+                image = decode_image(candidates[mistake["name"]].read(), max_pixels)
+                picture = crop_face(image, box, GALLERY_CROP) if box else _fitted(image, GALLERY_CROP.size)
+            except (BadImage, OSError, StoreError, KeyError):  # the upload changed since: say so beside the photo
+                note = "it cannot be read from the upload again"
+            photos.append(MistakePhoto(mistake["name"], mistake["true"], mistake["predicted"], mistake["score"],
+                                       box is not None, picture, note))
+    return photos
+
+
+def _fitted(image: np.ndarray, size: int) -> np.ndarray:
+    """A whole photo fitted into size x size."""
+    picture = Image.fromarray(image)
+    picture.thumbnail((size, size))
+    return np.asarray(picture)
 
 
 # ---- a zip of photos with face boxes -------------------------------------------------------------

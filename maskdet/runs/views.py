@@ -9,6 +9,7 @@ from pathlib import Path
 
 from maskdet.core.errors import StoreError
 from maskdet.core.json_text import parse_json
+from maskdet.core.timing import Timing, apart, how_much
 from maskdet.data.database import ACTIVE_STATUSES
 from maskdet.data.store import Store
 
@@ -288,8 +289,23 @@ def model_files(store: Store, run: dict) -> list[dict]:
             "test_accuracy_delta": figures.get("test_accuracy_delta"),
             "macro_f1": None if "int8" in name else test.get("macro_f1"),
             "ms_per_face": figures.get("ms_per_image_batch1"),
+            "timing": Timing.of_model(figures),
+            "versus_float32": versus_float32(Timing.of_model(figures), Timing.of_model(metrics.get("onnx") or {}))
+            if "int8" in name else "",
         })
     return files
+
+
+def versus_float32(int8: Timing | None, float32: Timing | None) -> str:
+    """How the int8 file's speed compares with float32's, both timed side by side in the same rounds (so a busy
+    machine slowed both alike): faster or slower only when their ranges do not overlap. Empty for an older run,
+    whose files were timed once each."""
+    if int8 is None or float32 is None or not (int8.has_range and float32.has_range):
+        return ""
+    if not apart(int8, float32):
+        return "as fast as float32 within measurement noise"
+    ratio = float32.median / int8.median
+    return f"{how_much(ratio)} faster than float32" if ratio > 1 else f"{how_much(1 / ratio)} slower than float32"
 
 
 # ---- deleting a run ------------------------------------------------------------------------------

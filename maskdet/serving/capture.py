@@ -1,11 +1,12 @@
-"""Webcam bursts for the Dataset page: N shots S seconds apart picked from a camera stream's frames, then stored
-through the store's import. No Streamlit here."""
+"""Webcam captures for the Dataset page: one photo a click, or bursts of N shots S seconds apart picked from a camera
+stream's frames, stored through the store's import. No Streamlit here."""
 
 import hashlib
 import io
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import av
 import numpy as np
@@ -94,3 +95,38 @@ def store_shots(store: Store, shots: list[tuple[str, bytes]], label: str,
     added = set(report.added)
     return report, [record for name, data in shots if name in added
                     for record in store.faces_of_photo(hashlib.sha256(data).hexdigest())]
+
+
+@dataclass(frozen=True)
+class Capture:
+    """What became of one webcam photo: stored under `label` with its faces, or the sentence saying why it was not."""
+
+    name: str
+    label: str
+    sha256: str
+    faces: list[FaceRecord] = field(default_factory=list)  # the stored photo's faces; empty: nothing was stored
+    reason: str = ""  # why nothing was stored
+
+    @property
+    def stored(self) -> bool:
+        return bool(self.faces)
+
+
+def store_photo(store: Store, data: bytes, name: str, label: str, detector: FaceDetector,
+                last_sha256: str | None = None) -> Capture:
+    """One photo taken with st.camera_input, into `label` by the store's rules (store_shots); when it is not stored,
+    the reason: the same picture as the last photo taken (`last_sha256`: a camera that gave its last frame again), a
+    photo already in the dataset (and in which class), or why it was rejected."""
+    sha256 = hashlib.sha256(data).hexdigest()
+    report, faces = store_shots(store, [(name, data)], label, detector)
+    if faces:
+        return Capture(name, label, sha256, faces)
+    if report.rejected:
+        reason = f"Nothing stored: {report.rejected[0][1]}."
+    elif sha256 == last_sha256:
+        reason = "The camera gave the same photo as the last one: nothing stored."
+    else:
+        classes = sorted({record.label for record in store.faces_of_photo(sha256)})
+        where = f" (in {', '.join(classes)})" if classes else ""
+        reason = f"That photo is already in the dataset{where}: nothing stored."
+    return Capture(name, label, sha256, [], reason)

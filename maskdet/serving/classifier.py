@@ -5,6 +5,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from maskdet.bundle.mtcnn_cascade import DetectorSettings
 from maskdet.core.errors import MaskdetError
 from maskdet.core.json_text import parse_json
 from maskdet.core.threshold import DEFAULT_THRESHOLD, THRESHOLD_KEY, check_threshold
+from maskdet.core.timing import OtherWork, Timing
 
 MAX_MODEL_BYTES = 64 * 2**20  # maskdet's models are about 9 MB (float32) and 2.5 MB (int8): ample headroom
 MAX_RUN_BYTES = 256 * 2**20  # a run of the model on a batch of crops holds at most this much in its largest tensor
@@ -243,14 +245,39 @@ def parity(classifier: OnnxClassifier, crops, reference: np.ndarray) -> dict:
             "max_probability_difference": float(np.abs(probabilities - reference).max())}
 
 
-def time_per_image(classifier: OnnxClassifier, batch: int, repeats: int = 5) -> float:
-    """Median milliseconds per image at the given batch size."""
-    size = classifier.preprocess.input_size
-    images = np.random.default_rng(0).integers(0, 255, (batch, size, size, 3), dtype=np.uint8)
-    classifier.predict(images)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        classifier.predict(images)
-        times.append((time.perf_counter() - start) * 1000 / batch)
-    return float(np.median(times))
+TIMING_ROUNDS = 7  # rounds of each model a timing takes the median and range of
+SINGLE_FACES = 4  # faces timed one at a time in a round (one face takes a few milliseconds: too short to time alone)
+
+
+def time_side_by_side(classifiers: dict[str, OnnxClassifier], faces: np.ndarray, rounds: int = TIMING_ROUNDS,
+                      on_round: Callable[[int, int], None] = lambda done, total: None) -> dict[str, dict[int, Timing]]:
+    """Milliseconds per face of each model at batch 1 and batch 32, on the same faces (repeated to 32; random pixels
+    when there are none), in alternating rounds, so that every model meets the machine in the same state: a round
+    classifies SINGLE_FACES faces one at a time, then 32 at once, with each model in turn (the order reversed every
+    other round). Each timing is marked busy when other processes took more than BUSY_SHARE of the CPU meanwhile.
+    on_round(done, rounds) is called before each round."""
+    first = next(iter(classifiers.values()))
+    size = first.preprocess.input_size
+    if len(faces):
+        batch = np.resize(np.asarray(faces[:32], dtype=np.uint8), (32, size, size, 3))
+    else:
+        batch = np.random.default_rng(0).integers(0, 255, (32, size, size, 3), dtype=np.uint8)
+    for classifier in classifiers.values():  # warm-up: the first runs of a session allocate
+        classifier.predict(batch[:1])
+        classifier.predict(batch)
+    times: dict[str, dict[int, list[float]]] = {name: {1: [], 32: []} for name in classifiers}
+    order = list(classifiers)
+    with OtherWork() as other:
+        for round_number in range(rounds):
+            on_round(round_number, rounds)
+            for name in (order if round_number % 2 == 0 else order[::-1]):
+                classifier = classifiers[name]
+                start = time.perf_counter()
+                for i in range(SINGLE_FACES):
+                    classifier.predict(batch[i:i + 1])
+                times[name][1].append((time.perf_counter() - start) * 1000 / SINGLE_FACES)
+                start = time.perf_counter()
+                classifier.predict(batch)
+                times[name][32].append((time.perf_counter() - start) * 1000 / len(batch))
+    return {name: {at_once: Timing.of_rounds(milliseconds, other.busy) for at_once, milliseconds in by_batch.items()}
+            for name, by_batch in times.items()}

@@ -340,8 +340,10 @@ class LivePipeline:
         self._count(result)
         self.rates.add(start, mark, {stage: timings[stage] for stage in STAGES})
         annotated = frame.copy()
-        draw_predictions(annotated, predictions, self.classifier.labels)
-        self._overlay(annotated, result, mark)
+        stats, style = self._stats(result, mark), TextStyle.for_image(annotated)
+        corner = (0, 0, max(style.size(line)[0] for line in stats), sum(style.size(line)[1] for line in stats))
+        draw_predictions(annotated, predictions, self.classifier.labels, keep_clear=[corner])  # no label under it
+        self._overlay(annotated, stats, style)
         timings["annotate"] = (time.perf_counter() - mark) * 1000
         timings["total"] = (time.perf_counter() - start) * 1000
         return annotated, result
@@ -352,10 +354,9 @@ class LivePipeline:
         for prediction in result.predictions:
             self.counters.labels[prediction.label] = self.counters.labels.get(prediction.label, 0) + 1
 
-    def _overlay(self, canvas: np.ndarray, result: FrameResult, now: float) -> None:
-        """fps and per-stage milliseconds (over the rate window) in the top-left corner, and a note when faces were
-        capped."""
-        style = TextStyle.for_image(canvas)
+    def _stats(self, result: FrameResult, now: float) -> list[str]:
+        """The overlay's lines: fps and per-stage milliseconds (over the rate window), and a note when the stream is
+        busy or faces were capped."""
         ms = self.rates.stage_ms(now)
         lines = [f"{self.rates.fps(now):.0f} fps  detect {ms['detect']:.0f} ms  classify {ms['classify']:.1f} ms"]
         if self.cadence.interval != self.cadence.minimum or self.cadence.skipping:
@@ -363,6 +364,10 @@ class LivePipeline:
                          + (", skipping frames" if self.cadence.skipping else ""))
         if result.faces_found > len(result.predictions):
             lines.append(f"{result.faces_found} faces: classifying the {len(result.predictions)} largest")
+        return lines
+
+    def _overlay(self, canvas: np.ndarray, lines: list[str], style: TextStyle) -> None:
+        """The overlay's lines in the top-left corner, one strip each."""
         y = 0
         for line in lines:
             style.draw(canvas, line, 0, y, (0, 0, 0))

@@ -104,21 +104,53 @@ class TextStyle:
                     text_color(background), self.thickness, cv2.LINE_AA)
 
 
+Box = tuple[int, int, int, int]  # x1, y1, x2, y2 in pixels, the corner x2, y2 outside
+
+
+def overlaps(a: Box, b: Box) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def label_places(boxes: list[Box], sizes: list[tuple[int, int]], image_size: tuple[int, int],
+                 keep_clear: list[Box] = ()) -> list[tuple[int, int]]:
+    """The top-left corner of each face's label strip (`sizes`: width, height), placed in order so that none covers
+    another or an area kept clear (the live stats in the top-left corner), and each stays inside the image: above its
+    face box; below it when there is no room above (the image's top edge, or the area kept clear), or inside its top
+    when there is none below either; then moved down past whatever it would still cover, a label placed before it
+    included (a crowded photo). Only a strip that would leave the image at the bottom is let overlap."""
+    width, height = image_size
+    placed: list[Box] = []
+    for (x1, y1, _, y2), (strip_width, strip_height) in zip(boxes, sizes):
+        x = max(0, min(x1, width - strip_width))
+        y = y1 - strip_height
+        if y < 0 or any(overlaps((x, y, x + strip_width, y1), clear) for clear in keep_clear):
+            y = y2 + 2 if y2 + 2 + strip_height <= height else max(0, y1)  # 1 px between the box and its label
+        taken = [*keep_clear, *placed]
+        while (below := [box[3] for box in taken if overlaps((x, y, x + strip_width, y + strip_height), box)]) \
+                and max(below) + strip_height <= height:
+            y = max(below)
+        y = min(y, max(0, height - strip_height))
+        placed.append((x, y, x + strip_width, y + strip_height))
+    return [(box[0], box[1]) for box in placed]
+
+
 def draw_predictions(image: np.ndarray, predictions: list[FacePrediction], labels: list[str],
-                     numbered: bool = False) -> None:
-    """Draw on an RGB array in place: each face box in its class colour, label and probability on a strip above it;
-    numbered: each label starts with the face's number (1 first), as in a table of the faces."""
+                     numbered: bool = False, keep_clear: list[Box] = ()) -> None:
+    """Draw on an RGB array in place: each face box in its class colour, and its label and probability on a strip
+    placed by label_places (above the box where it fits); numbered: each label starts with the face's number (1
+    first), as in a table of the faces. `keep_clear`: areas no label covers."""
     style = TextStyle.for_image(image)
     line = max(2, round(min(image.shape[:2]) / 240))
-    for number, prediction in enumerate(predictions, start=1):
+    texts = [(f"{number}: " if numbered else "") + f"{prediction.label} {prediction.probability:.0%}"
+             for number, prediction in enumerate(predictions, start=1)]
+    boxes = [tuple(round(v) for v in prediction.box) for prediction in predictions]
+    for prediction, (x1, y1, x2, y2) in zip(predictions, boxes):
         color = label_color(prediction.label, labels)
-        x1, y1, x2, y2 = (round(v) for v in prediction.box)
         for inset in range(line):  # the line grows inwards, so the box stays the face box
             cv2.rectangle(image, (x1 + inset, y1 + inset), (x2 - inset, y2 - inset), color, 1)
-        text = (f"{number}: " if numbered else "") + f"{prediction.label} {prediction.probability:.0%}"
-        height = style.size(text)[1]
-        y = y1 - height if y1 - height >= 0 else y2 + 2 if y2 + 2 + height <= image.shape[0] else y1 + 2
-        style.draw(image, text, x1, y, color)
+    places = label_places(boxes, [style.size(text) for text in texts], (image.shape[1], image.shape[0]), keep_clear)
+    for prediction, text, (x, y) in zip(predictions, texts, places):  # after every box: a strip is never crossed
+        style.draw(image, text, x, y, label_color(prediction.label, labels))
 
 
 def annotate(image: np.ndarray, predictions: list[FacePrediction], labels: list[str]) -> np.ndarray:
@@ -166,8 +198,9 @@ def evaluate_candidates(candidates: list[Candidate], rejected: list[tuple[str, s
                         classifier: OnnxClassifier, max_pixels: int, progress=None) -> dict:
     """Score a model on labelled files (labels among the model's), in batches of 32 photos or MAX_BATCH_BYTES of files
     and pixels (as an import's); unreadable ones join `rejected`. The report's `names` are the photos scored, in the
-    order its misclassified indices count."""
-    names, targets, probabilities, found = [], [], [], []
+    order its misclassified indices count; each misclassified photo has the `box` of the face it was classified on
+    (None: no face found, the whole photo was)."""
+    names, targets, probabilities, found, boxes = [], [], [], [], []
     done = 0
     while done < len(candidates):
         decoded, taken = fill_batch(candidates[done:done + 32],
@@ -178,6 +211,7 @@ def evaluate_candidates(candidates: list[Candidate], rejected: list[tuple[str, s
         sizes = [size for _, _, size in decoded]
         faces = detector.largest_faces(images, sizes)
         found += [face is not None for face in faces]
+        boxes += [[round(float(v), 1) for v in face.box] if face else None for face in faces]
         crops = np.stack([crop_face(image, face.box if face else None, classifier.rule)
                           for image, face in zip(images, faces)]) if images else np.zeros((0,))
         if len(images):
@@ -190,6 +224,8 @@ def evaluate_candidates(candidates: list[Candidate], rejected: list[tuple[str, s
         reasons = "; ".join(f"{name}: {reason}" for name, reason in rejected[-3:])
         raise StoreError(f"None of the images could be read ({reasons}).")
     report = classification_report(targets, np.concatenate(probabilities), classifier.labels, names)
+    for mistake in report["misclassified"]:
+        mistake["box"] = boxes[mistake["index"]]
     found = np.array(found)
     correct = np.concatenate(probabilities).argmax(1) == np.array(targets)
     report["no_face"] = int((~found).sum())

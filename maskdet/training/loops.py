@@ -30,12 +30,14 @@ def extract_features(model: MaskNet, splits: dict[str, Split], config: TrainConf
                      workdir: Path, callbacks: Callbacks) -> dict[str, DiskArray | np.ndarray]:
     """Pooled backbone features (onnxruntime) for the clean crops of every split plus the train split's augmented
     and drawn-mask views, written to files in workdir (float32: the head then trains as on features in memory)."""
+    views = {name: feature_views(split, config.views_per_image, rules, config.seed) if name == "train"
+             else feature_views(split, 0, [], config.seed) for name, split in splits.items()}
+    total, done = sum(len(v.indices) for v in views.values()), 0
+    callbacks.report(Progress("features", 0, total))  # the stage has begun: the backbone's export takes seconds
     session = onnx_session(export.export_embedder(model, workdir / "embedder.onnx", config.input_size),
                            resolve_device(config.device).providers)
     pipeline = build_train_pipeline(config.augment, config.input_size, seed=config.seed)
-    views = {name: feature_views(split, config.views_per_image, rules, config.seed) if name == "train"
-             else feature_views(split, 0, [], config.seed) for name, split in splits.items()}
-    total, done, started = sum(len(v.indices) for v in views.values()), 0, time.monotonic()
+    started = time.monotonic()
     features = {}
     for name, split in splits.items():
         make = view_maker(split, views[name], pipeline, rules, config.seed)
