@@ -67,14 +67,18 @@ def main() -> None:
     timings, test = result["timings"], result["test"]
     figures.update({
         "run_id": result["run_id"],
-        "seconds": {stage: round(timings[stage], 1) for stage in ("crops", "features", "head", "finetune", "export", "total")
-                    if stage in timings},
+        "seconds": {stage: round(timings[stage], 1)
+                    for stage in ("crops", "features", "head", "finetune", "export", "total") if stage in timings},
         "feature_images_per_second": round(timings["features_images_per_second"], 1),
         "train_seconds_excluding_import": round(timings["total"], 1),
         "test_images": test["num_samples"], "test_accuracy": round(test["accuracy"], 4),
         "test_macro_f1": round(test["macro_f1"], 4), "test_errors": [m["name"] for m in test["misclassified"]],
-        "onnx_parity": result["onnx"]["parity"], "onnx_ms_per_face_batch1": round(result["onnx"]["ms_per_image_batch1"], 2),
-        "int8": {k: result["int8"][k] for k in ("bytes", "ms_per_image_batch1", "test_accuracy_delta")} if "int8" in result else None,
+        "onnx_parity": result["onnx"]["parity"],
+        "onnx_ms_per_face_batch1": round(result["onnx"]["ms_per_image_batch1"], 2),
+        "int8": ({k: result["int8"][k] for k in ("bytes", "ms_per_image_batch1", "test_accuracy_delta")}
+                 if "int8" in result else None),
+        "onnx_bytes": result["onnx"].get("bytes"),
+        "side_by_side": {name: result[name]["timing"] for name in ("onnx", "int8") if "timing" in result.get(name, {})},
         "workdir": str(workdir) if args.keep else None,
     })
     if not args.keep:

@@ -1,8 +1,9 @@
 """Every text of every page fits its box at 1280 and 1024 px wide, in Chromium: nothing cut off with an ellipsis or
 clipped, no select box or number input too narrow for its value or placeholder, no input pushed out of line by a label
-that wraps more than its neighbours', no table cell narrower than its text and no table in a narrow column scrolling
-sideways, no chart axis labels on top of each other and no chart text cut by the chart's edge (OVERFLOWS says how each
-is found; test_the_check_finds_every_kind_of_text_that_does_not_fit plants one of each).
+that wraps more than its neighbours', no table cell narrower than its text, no table in a narrow column scrolling
+sideways and none as wide as the page scrolling without its first column pinned, no chart axis labels on top of each
+other and no chart text cut by the chart's edge (OVERFLOWS says how each is found;
+test_the_check_finds_every_kind_of_text_that_does_not_fit plants one of each).
 
 One dashboard serves a copy of the trained data home with a failed run and a second finished run, so that every page
 shows real content (the gallery, a face box being fixed, the settings, the confusion matrix, two runs compared, a zip
@@ -35,11 +36,7 @@ PAGES = {  # name: (path, heading)
 
 FAILED = ("The backbone weights file /srv/models/mobilenet_v2.pth does not exist: set MASKDET_BACKBONE_WEIGHTS to a "
           "mobilenet_v2 state_dict and train again.")  # a failed run's error, as the runs tables show it
-# Streamlit's own words under an uploader ("200MB per file • BMP, GIF, ..."), cut short by Streamlit itself: the
-# uploader's label says what to upload.
-STREAMLIT_OWN = "[data-testid='stFileUploaderDropzoneInstructions']"
-
-OVERFLOWS = """(ignored) => {
+OVERFLOWS = """() => {
   const problems = [];
   const clean = text => (text || "").replace(/\\s+/g, " ").trim();
   const short = text => { text = clean(text); return text.length > 70 ? text.slice(0, 67) + "..." : text; };
@@ -48,7 +45,7 @@ OVERFLOWS = """(ignored) => {
   const inside = el => { const box = el.getBoundingClientRect(); const left = box.left + el.clientLeft;
                          return {left, right: left + el.clientWidth}; };
   const widgetOf = el => el.closest("[data-testid^='st']")?.dataset.testid;
-  const notText = `svg, .vega-embed, [data-testid='stDataFrame'], iframe, [data-testid='stCode'], ${ignored}`;
+  const notText = `svg, .vega-embed, [data-testid='stDataFrame'], iframe, [data-testid='stCode']`;
 
   // 1. Text cut off: a text's box reaches past an ancestor that hides what overflows it (an ellipsis, or a clip).
   const walker = document.createTreeWalker(main, NodeFilter.SHOW_TEXT);
@@ -127,13 +124,17 @@ OVERFLOWS = """(ignored) => {
     const family = theme.fontFamily || "sans-serif";
     const total = grid.columns.reduce((sum, column) => sum + column.width, 0);
     const spare = Math.max(0, canvas.clientWidth - total);  // shared out by "grow" when the table is stretched
-    if (total > canvas.clientWidth + 1 && canvas.clientWidth < 0.9 * page) {  // full width, it may scroll: no more room
+    if (total > canvas.clientWidth + 1) {
       let left = 0;
       const hidden = grid.columns.filter(column => (left += column.width) > canvas.clientWidth)
         .map(column => column.title);
-      problems.push(`table scrolls sideways in a column ${canvas.clientWidth} px wide of the page's `
-                    + `${Math.round(page)}: `
-                    + `"${hidden.join('", "')}" cut off or out of view`);
+      if (canvas.clientWidth < 0.9 * page) {
+        problems.push(`table scrolls sideways in a column ${canvas.clientWidth} px wide of the page's `
+                      + `${Math.round(page)}: "${hidden.join('", "')}" cut off or out of view`);
+      } else if (!grid.freezeColumns) {  // full width: it may scroll, keeping each row's name in view
+        problems.push(`table scrolls sideways without its first column pinned: "${hidden.join('", "')}" out of view `
+                      + `beside no "${grid.columns[0].title}"`);
+      }
     }
     const grows = grid.columns.reduce((sum, column) => sum + (column.grow || 0), 0);
     grid.columns.forEach((column, index) => {
@@ -264,6 +265,13 @@ def open_expanders(page) -> None:
     settle(page)
 
 
+def upload_in_tab(page, tab: str, uploader: str, file: dict) -> None:
+    """Open a tab and give a file to the uploader whose label starts with `uploader`."""
+    page.get_by_role("tab", name=tab).click()
+    field = page.locator("[data-testid='stFileUploader']").filter(has_text=uploader).first
+    field.locator("input[type=file]").set_input_files(file)
+
+
 def reveal(page, name: str, shared_data: Path):
     """What a page shows beyond its first view (each step a view to check): a face box being fixed on Dataset, a
     photo scored on Metrics, a photo annotated on Live."""
@@ -273,19 +281,15 @@ def reveal(page, name: str, shared_data: Path):
         settle(page)
         yield "face box"
     if name == "Metrics":
-        page.get_by_role("tab", name="Evaluate on new photos").click()
-        uploader = page.locator("[data-testid='stFileUploader']").filter(has_text="Zip of class folders").first
-        uploader.locator("input[type=file]").set_input_files(
-            {"name": "new-photos.zip", "mimeType": "application/zip", "buffer": evaluation_zip(shared_data)})
+        upload_in_tab(page, "Evaluate on new photos", "Zip of class folders",
+                      {"name": "new-photos.zip", "mimeType": "application/zip", "buffer": evaluation_zip(shared_data)})
         page.get_by_role("button", name="Evaluate", exact=True).click()
         page.get_by_text("uploaded photos").first.wait_for(timeout=120_000)
         settle(page)
         yield "evaluated"
     if name == "Live":
-        page.get_by_role("tab", name="No camera? Upload a photo or video").click()
-        uploader = page.locator("[data-testid='stFileUploader']").filter(has_text="A photo or a short video").first
-        uploader.locator("input[type=file]").set_input_files(
-            {"name": "two-people.jpg", "mimeType": "image/jpeg", "buffer": two_person_photo(shared_data)})
+        upload_in_tab(page, "No camera? Upload a photo or video", "A photo or a short video",
+                      {"name": "two-people.jpg", "mimeType": "image/jpeg", "buffer": two_person_photo(shared_data)})
         page.get_by_text("Add to the dataset").first.wait_for(timeout=120_000)
         settle(page)
         yield "photo"
@@ -312,7 +316,7 @@ def test_every_text_fits_its_box(server, browser, shared_data, name, width):
 
         def check(view: str) -> None:
             open_expanders(page)
-            for problem in page.evaluate(OVERFLOWS, STREAMLIT_OWN):
+            for problem in page.evaluate(OVERFLOWS):
                 problems.setdefault(problem, []).append(view)
             shot = screenshot_dir() / f"layout-{name}-{re.sub(NOT_IN_NAMES, '-', view)}-{width}.png"
             screenshot(page, shot, width)
@@ -346,35 +350,42 @@ PLANTED = """<div data-testid="stMain"><div data-testid="stMainBlockContainer" s
       <div style="height: 30px"></div></div></div>
   <div data-testid="stDataFrame" style="width: 600px"><canvas data-testid="data-grid-canvas" width="600" height="70"
     style="width: 600px"></canvas></div>
+  <div data-testid="stDataFrame" style="width: 600px"><canvas data-testid="data-grid-canvas" width="600" height="70"
+    style="width: 600px"></canvas></div>
   <div class="vega-embed"><svg width="200" height="100"><g class="role-axis-label">
     <text x="10" y="50">with_mask</text><text x="40" y="50">without_mask</text></g>
     <text x="180" y="90">validation</text></svg></div>
 </div></div>"""
 
 GRID = """() => {  // the props a glide grid's canvas carries in a Streamlit page, for check 4
-  document.querySelector("canvas").__reactFiber$planted = {memoizedProps: {
+  const [cut, wide] = document.querySelectorAll("canvas");
+  cut.__reactFiber$planted = {memoizedProps: {
     rows: 1, theme: {cellHorizontalPadding: 8, fontFamily: "sans-serif", baseFontStyle: "14px"},
     columns: [{title: "run", width: 200, grow: 0}, {title: "note", width: 150, grow: 0}],
     getCellContent: ([column, row]) => ({kind: "text", displayData: ["20261205-165647-da312e",
       "The backbone weights file does not exist: set MASKDET_BACKBONE_WEIGHTS"][column]})}};
+  wide.__reactFiber$planted = {memoizedProps: {  // as wide as the page, scrolling, its run column not pinned
+    rows: 1, freezeColumns: 0, columns: [{title: "run", width: 400}, {title: "settings", width: 400}],
+    getCellContent: ([column, row]) => ({kind: "text", displayData: ["20261205-165647-da312e", "lr 0.001"][column]})}};
 }"""
 
 
 def test_the_check_finds_every_kind_of_text_that_does_not_fit(browser):
     """Planted on a page of Streamlit's element names: a cut button label, a value wider than its select box, an input
-    pushed out of line, a table cell cut, two axis labels on top of each other and a legend cut by its chart. What fits
-    (a short button label, the table's run ids) is not named."""
+    pushed out of line, a table cell cut, a full-width table scrolling with no pinned column, two axis labels on top of
+    each other and a legend cut by its chart. What fits (a short button label, the table's run ids) is not named."""
     context = browser.new_context(viewport={"width": 1024, "height": 900})
     page = context.new_page()
     try:
         page.set_content(PLANTED)
         page.evaluate(GRID)
-        problems = "\n".join(page.evaluate(OVERFLOWS, STREAMLIT_OWN))
+        problems = "\n".join(page.evaluate(OVERFLOWS))
     finally:
         context.close()
     for found in ('text cut off (stMarkdownContainer', '"Clear selection"', 'value cut off', 'of "Run a"',
                   'inputs out of line: the label "Class confidence threshold"', 'column "note"): "The backbone',
                   'chart axis labels overlap: "with_mask" and "without_mask"',
-                  'chart text cut by the chart\'s edge: "validation"'):
+                  'chart text cut by the chart\'s edge: "validation"',
+                  'table scrolls sideways without its first column pinned: "settings" out of view'):
         assert found in problems, f"{found!r} not in:\n{problems}"
     assert "Select page" not in problems and "20261205-165647-da312e" not in problems

@@ -67,7 +67,7 @@ def legend_items(at: AppTest) -> list[list[tuple[str, tuple[int, ...]]]]:
     """(name, colour) of each item of each colour legend on the page."""
     return [[(name, tuple(map(int, color.split(", "))))
              for color, name in re.findall(r"background: rgb\(([\d, ]+)\)\"></span> ([^<]+)</span>", element.value)]
-            for element in at.get("html")]
+            for element in at.get("html") if "<style>" not in element.value]  # not the page's style
 
 
 # ---- without a model ---------------------------------------------------------------------------------------

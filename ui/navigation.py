@@ -23,10 +23,17 @@ PAGES = [  # path, name, icon, what it is for (the home page's board)
 ]
 
 
+STYLE = """<style>
+[data-testid='stFileUploaderDropzoneInstructions'] span {white-space: normal; overflow: visible}
+</style>"""  # Streamlit cuts an uploader's list of file types with an ellipsis on one line: let it wrap instead
+
+
 def page_setup(title: str) -> None:
-    """Page config, and the sidebar's links to every page (Streamlit's own list would call the home page "app")."""
+    """Page config, the page's style, and the sidebar's links to every page (Streamlit's own list would call the home
+    page "app")."""
     st.set_page_config(page_title=f"{title} · maskdet" if title != "Home" else "maskdet",
                        page_icon=str(FAVICON), layout="wide")
+    st.html(STYLE)
     sign_in()
     with st.sidebar:
         for path, name, icon, _ in PAGES:

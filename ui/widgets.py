@@ -36,7 +36,7 @@ def run_columns() -> dict:
     """How the runs tables (Home, Metrics, Models) show the columns of RunRecord.row: names, formats and help."""
     column = st.column_config
     return {
-        "run": column.TextColumn("run", width="medium"),
+        "run": column.TextColumn("run", width="medium", pinned=True),  # in view when a table scrolls
         "when": column.TextColumn("created"),
         "status": column.TextColumn("status"),
         "active": column.CheckboxColumn("active", help="the model the live page uses"),
@@ -97,7 +97,8 @@ def show_annotated_photo(result, name: str, key: str, no_face_hint: str = "") ->
     """A media.AnnotatedPhoto: the picture, the table of its faces (numbered as on the picture) and its download."""
     st.image(inline(result.png), caption=f"{literal(name)}, annotated", width=min(720, result.width))
     if result.predictions:
-        st.dataframe(media.prediction_rows(result.predictions), hide_index=True, key=f"{key}-faces")
+        st.dataframe(media.prediction_rows(result.predictions), hide_index=True, key=f"{key}-faces",
+                     column_config={"face": st.column_config.NumberColumn("face", pinned=True)})
     else:
         st.info(f"No face found. {no_face_hint}".strip())
     if result.faces_found > len(result.predictions):
