@@ -7,8 +7,9 @@ Imports masks-small (--data) into a fresh data home, trains with the defaults, a
 a measuring set, never imported or trained on) the way `maskdet evaluate` scores a set with face boxes: faces found
 and precision overall and by face size, found faces classified right (with the confusion matrix), end to end, and
 AP@0.5 per class with mAP, at IoU 0.4 and 0.5, a mask worn wrongly counted as without_mask. Side by side in one run:
-the product with the shipped networks (RNet and ONet fine-tuned on masked faces) and with facenet-pytorch's original
-ones, each importing masks-small, training and scoring with its own. Then, with facenet's networks, a three-class
+the product with the shipped "masked" networks (ONet fine-tuned on masked faces) and with facenet-pytorch's original
+ones, each importing masks-small, training and scoring with its own, and the live pipeline's fps with each run's int8
+model on live_benchmark.py's clip (300 frames of one to four faces). Then, with facenet's networks, a three-class
 model: masks-small plus an empty mask_incorrect class, trained with both synthetic-mask rules (masks drawn worn right
 into with_mask, worn wrongly into mask_incorrect), scored on the set's three classes, with per-class recall, precision
 and AP@0.5 on the found faces and the 3x3 confusion matrix beside the two-class model's on the same faces. --tiny N
@@ -23,6 +24,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 from home import add_shared_arguments, default_path, fresh_home
 
 
@@ -49,6 +51,21 @@ def class_figures(scores: dict, classes: list[str]) -> dict:
             "confusion": confusion}
 
 
+def live_fps(model: Path, clip: list) -> dict:
+    """The live pipeline (the Live page's, with the model's own detector settings) on the benchmark clip: fps over
+    all frames, and over the frames where it classified four faces."""
+    from live_benchmark import run
+    from maskdet.serving.classifier import load_classifier
+    from maskdet.serving.live import LivePipeline, LiveSettings
+
+    classifier = load_classifier(model)
+    results = run(LivePipeline(classifier, LiveSettings.of_model(classifier)), clip)
+    four = [r.timings_ms["total"] for r in results if len(r.predictions) == 4]
+    return {"model": model.name, "frames": len(results),
+            "fps": round(1000 / np.mean([r.timings_ms["total"] for r in results]), 1),
+            "fps_four_faces": round(1000 / np.mean(four), 1) if four else None}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_shared_arguments(parser)
@@ -66,11 +83,13 @@ def main() -> None:
     from maskdet.serving.box_evaluation import evaluate_boxes
     from maskdet.serving.classifier import load_classifier
     from maskdet.training.config import TrainConfig
+    from maskdet.vision.clip import clip_photos, make_clip
     from maskdet.vision.faces import FaceDetector
 
     annotated = read_annotated_folder(Path(args.scenes))
     if args.tiny:
         annotated.photos = annotated.photos[:args.tiny]
+    clip = make_clip(clip_photos(Path(args.data)), 20 if args.tiny else 300)
     scored, stores = {}, {}
     for network_set in ("masked", "facenet"):  # the product with each: importing, training and scoring
         os.environ["MASKDET_HOME"] = str(workdir / network_set / "home")
@@ -91,6 +110,8 @@ def main() -> None:
                                "scoring_seconds": round(time.monotonic() - started, 1),
                                "masks_small_test_accuracy": round(result["test"]["accuracy"], 4),
                                "iou_0.4": figures(report["iou_0.4"]), "iou_0.5": figures(report["iou_0.5"])}
+        int8 = settings.models_dir / result["run_id"] / "model.int8.onnx"
+        scored[network_set]["live"] = live_fps(int8 if int8.exists() else int8.with_name("model.onnx"), clip)
         if network_set == "facenet":
             two_class = class_figures(report["iou_0.4"], classifier.labels)
     store = stores["facenet"]  # its home is still the environment's

@@ -1,4 +1,4 @@
-"""Fine-tune MTCNN's RNet and ONet on masked faces from masks-small and write the three networks and detector.json.
+"""Fine-tune MTCNN's ONet on masked faces from masks-small and write the three networks and detector.json.
 
     python scripts/finetune_mtcnn.py --data DIR --out DIR [--tiny] [--seed N]
 

@@ -95,6 +95,8 @@ def test_scenes_benchmark_trains_and_scores_a_boxed_set(tmp_path, shared_data, b
     assert figures["photos"] == 3 and figures["faces"] > 0
     assert set(figures["networks"]) == {"masked", "facenet"}
     for networks in figures["networks"].values():
+        assert networks["live"]["model"] == "model.int8.onnx" and networks["live"]["frames"] == 20
+        assert networks["live"]["fps"] > 0
         for key in ("iou_0.4", "iou_0.5"):
             scores = networks[key]
             assert scores["faces"] == figures["faces"] and 0 <= scores["found"] <= scores["faces"]

@@ -321,17 +321,35 @@ def test_a_model_file_above_the_size_cap_is_refused_unread(exported, monkeypatch
     assert re.fullmatch(r"model\.onnx is [89] MB; a maskdet model is at most 1 MB\.", str(error.value))
 
 
-def test_a_model_naming_the_masked_networks_gets_them_in_its_bundle(exported, tmp_path):
+def test_a_model_naming_the_masked_networks_gets_them_in_its_bundle(exported, tmp_path, shared_data):
+    """The bundle ships the set its model names, and its script, run alone (onnxruntime, numpy, Pillow), finds with
+    them the faces `maskdet predict` finds."""
     import io
+    import os
+    import subprocess
     import zipfile
 
     from maskdet.bundle.mtcnn_cascade import NETWORK_FILES
     from maskdet.serving.bundle import bundle_zip
+    from maskdet.serving.predict import predict_image
+    from maskdet.vision.faces import FaceDetector, box_iou
     from maskdet.vision.mtcnn import masked_networks
 
     folder = tmp_path / "run"
     folder.mkdir()
     with_detector(exported[1], folder / "model.onnx", json.dumps({"networks": "masked"}))
-    assert load_classifier(folder / "model.onnx").detector.networks == "masked"
+    classifier = load_classifier(folder / "model.onnx")
+    assert classifier.detector.networks == "masked"
     with zipfile.ZipFile(io.BytesIO(bundle_zip(folder))) as archive:
         assert [archive.read(name) for name in NETWORK_FILES] == list(masked_networks())
+        archive.extractall(tmp_path / "bundle")
+    photos = [shared_data / "with_mask" / "10-with-mask.jpg", shared_data / "without_mask" / "100.jpg"]
+    environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}  # no maskdet to import
+    done = subprocess.run([sys.executable, "predict_onnx.py", *map(str, photos)], cwd=tmp_path / "bundle",
+                          env=environment, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    detector = FaceDetector.for_photos(classifier.detector)
+    for entry, photo in zip(json.loads(done.stdout)["images"], photos, strict=True):
+        _, expected = predict_image(photo.read_bytes(), detector, classifier, 40_000_000, 0.6)
+        assert len(entry["faces"]) == len(expected) >= 1, entry
+        assert all(box_iou(face["box"], reference.box) > 0.9 for face, reference in zip(entry["faces"], expected))

@@ -40,7 +40,7 @@ def test_the_padded_retry_finds_no_face_where_there_is_none():
 
 
 def test_faces_with_drawn_masks_are_found_by_the_masked_networks(shared_data):
-    """The "masked" set's RNet and ONet were fine-tuned on masked faces (scripts/finetune_mtcnn.py): faces of
+    """The "masked" set's ONet was fine-tuned on masked faces (scripts/finetune_mtcnn.py): faces of
     masks-small portraits with masks drawn in every style are found (0.99 of them in the fine-tuning's validation;
     asked here: 0.8, well below, so the test is not flaky)."""
     from maskdet.bundle.mtcnn_cascade import DetectorSettings

@@ -16,7 +16,7 @@ import onnxruntime as ort
 MIN_FACE_SIDE = 12  # PNet's receptive field
 NETWORK_FILES = ("mtcnn_pnet.onnx", "mtcnn_rnet.onnx", "mtcnn_onet.onnx")  # their names in the model bundle
 DETECTOR_KEY = "detector"  # a model's metadata entry holding its DetectorSettings as JSON
-# The sets of networks: facenet-pytorch's pretrained three; or its PNet with RNet and ONet fine-tuned on masked faces
+# The sets of networks: facenet-pytorch's pretrained three; or its PNet and RNet with ONet fine-tuned on masked faces
 # (maskdet/vision/networks/, made by scripts/finetune_mtcnn.py). A model bundle ships its model's set.
 NETWORK_SETS = ("facenet", "masked")
 

@@ -3,7 +3,7 @@ bundle) with OpenCV's resize and NMS plugged in.
 
 NETWORKS holds the sets of networks (bundle/mtcnn_cascade.py: NETWORK_SETS; a model's DetectorSettings names its
 set): "facenet" (the default), facenet-pytorch's pretrained three, exported to ONNX in memory (once; torch needed);
-and "masked", its PNet with RNet and ONet fine-tuned on masked faces, shipped in vision/networks/ (made by
+and "masked", its PNet and RNet with ONet fine-tuned on masked faces, shipped in vision/networks/ (made by
 scripts/finetune_mtcnn.py from masks-small; how, and their validation figures, in networks/detector.json). On real
 scenes the masked set finds more masked faces but fewer bare and small ones (docs/performance.md, Real scenes).
 
