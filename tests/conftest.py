@@ -110,6 +110,9 @@ def settings(tmp_path, monkeypatch) -> Settings:
     return home_settings(tmp_path, monkeypatch)
 
 
+DROP_ATTEMPTS = 10  # a test database is dropped a second apart until no autovacuum worker is in it
+
+
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A new, empty database on the test PostgreSQL server (MASKDET_TEST_POSTGRES_URL), dropped after the test."""
@@ -119,8 +122,15 @@ def postgres_url() -> Iterator[str]:
     with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(sa.text(f"CREATE DATABASE {name}"))
     yield sa.make_url(server).set(database=name).render_as_string(hide_password=False)
-    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(sa.text(f"DROP DATABASE {name} WITH (FORCE)"))
+    for attempt in range(DROP_ATTEMPTS):
+        try:
+            with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.execute(sa.text(f"DROP DATABASE {name} WITH (FORCE)"))
+            break
+        except sa.exc.ProgrammingError:  # an autovacuum worker in it, which FORCE may not end: it ends soon itself
+            if attempt == DROP_ATTEMPTS - 1:
+                raise
+            time.sleep(1)
     admin.dispose()
 
 
