@@ -289,8 +289,9 @@ with model_area:
         active_path = str(live_model_path(store, active)) if active else None
         state["live-model"] = active_path if active_path in choices else next(iter(choices))
     model = st.selectbox("Model", list(choices), format_func=choices.get, key="live-model",
-                         help="The active model (set on the Models page) is chosen first, as its int8 file when the run "
-                         "has one that kept the test accuracy: it classifies faces faster.")
+                         help="The active model (set on the Models page) is chosen first, as its int8 file when the "
+                         "run has one that kept the test accuracy and was measured faster than float32 on this "
+                         "machine.")
     stamp = ui.attempt(os.path.getmtime, model)
     if stamp is None:
         st.stop()

@@ -245,16 +245,21 @@ def test_int8_is_called_faster_than_float32_only_when_their_ranges_are_apart(sto
     assert quantised["versus_float32"] == says and onnx["versus_float32"] == ""
 
 
-def test_the_live_page_starts_with_the_int8_model_while_it_kept_the_accuracy(store):
-    run = fake_run(store)
+def test_the_live_page_starts_with_the_int8_model_while_it_kept_the_accuracy_and_was_measured_faster(store):
+    float32 = Timing(4.1, 3.8, 4.4, 7, False)
+    run = fake_run(store, metrics=timed(metrics_for(), float32, Timing(2.3, 2.1, 2.6, 7, False)))
     folder = Path(run["artefact_dir"])
     assert live_model_path(store, run) == folder / "model.onnx"  # no int8 file
     (folder / "model.int8.onnx").write_bytes(b"int8")
-    assert live_model_path(store, run) == folder / "model.int8.onnx"  # delta 0.0
+    assert live_model_path(store, run) == folder / "model.int8.onnx"  # delta 0.0, ranges apart
     worse = {**run["metrics"], "int8": {**run["metrics"]["int8"], "test_accuracy_delta": -0.02}}
     assert live_model_path(store, {**run, "metrics": worse}) == folder / "model.onnx"
     unmeasured = {**run["metrics"], "int8": {**run["metrics"]["int8"], "test_accuracy_delta": None}}
     assert live_model_path(store, {**run, "metrics": unmeasured}) == folder / "model.onnx"
+    for int8 in (Timing(3.9, 3.5, 4.4, 7, False), Timing(5.7, 5.5, 6.1, 7, False)):  # within the noise; slower
+        assert live_model_path(store, {**run, "metrics": timed(metrics_for(), float32, int8)}) == folder / "model.onnx"
+    older = metrics_for()  # timed once each (3.0 against 4.0 ms): not established
+    assert live_model_path(store, {**run, "metrics": older}) == folder / "model.onnx"
 
 
 # ---- deleting a run ----------------------------------------------------------------------------------------

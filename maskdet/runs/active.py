@@ -7,6 +7,7 @@ import numpy as np
 
 from maskdet.core.errors import StoreError
 from maskdet.core.threshold import DEFAULT_THRESHOLD, THRESHOLD_KEY, Scores, check_threshold
+from maskdet.core.timing import Timing, apart
 from maskdet.data.registry import ACTIVE_SETTING
 from maskdet.data.store import Store
 from maskdet.runs.views import RunRecord, finished_runs, read_predictions, run_dir
@@ -19,12 +20,22 @@ def model_path(store: Store, run: dict, int8: bool = False) -> Path:
     return run_dir(store, run) / ("model.int8.onnx" if int8 else "model.onnx")
 
 
+def int8_measured_faster(metrics: dict) -> bool:
+    """Whether the run timed its int8 file faster than model.onnx one face at a time, side by side in rounds, their
+    ranges apart (on some CPUs it is not: docs/performance.md)."""
+    int8, float32 = Timing.of_model(metrics.get("int8") or {}), Timing.of_model(metrics.get("onnx") or {})
+    return bool(int8 and float32 and int8.has_range and float32.has_range and apart(int8, float32)
+                and int8.median < float32.median)
+
+
 def live_model_path(store: Store, run: dict) -> Path:
-    """The file the Live page starts with: model.int8.onnx (about 40% faster per face on a CPU) when the run has one
-    that lost at most INT8_ACCURACY_TOLERANCE of test accuracy, else model.onnx."""
+    """The file the Live page starts with: model.int8.onnx when the run has one that lost at most
+    INT8_ACCURACY_TOLERANCE of test accuracy and was measured faster (int8_measured_faster), else model.onnx."""
     int8 = model_path(store, run, int8=True)
-    delta = (RunRecord.of(run).metrics.get("int8") or {}).get("test_accuracy_delta")
-    usable = int8.is_file() and delta is not None and delta >= -INT8_ACCURACY_TOLERANCE
+    metrics = RunRecord.of(run).metrics
+    delta = (metrics.get("int8") or {}).get("test_accuracy_delta")
+    usable = (int8.is_file() and delta is not None and delta >= -INT8_ACCURACY_TOLERANCE
+              and int8_measured_faster(metrics))
     return int8 if usable else model_path(store, run)
 
 
