@@ -64,7 +64,8 @@ def load_or_make_classifier(model: str | None, int8: bool, clip: list[np.ndarray
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model")
-    parser.add_argument("--int8", action="store_true", help="the run's model.int8.onnx (the Live page's default)")
+    parser.add_argument("--int8", action="store_true",
+                        help="the run's model.int8.onnx (the Live page starts with it where the run timed it faster)")
     parser.add_argument("--frames", type=int, default=100)
     parser.add_argument("--detect-every", type=int, default=LiveSettings().detect_every)
     parser.add_argument("--detector", type=json.loads, default={},

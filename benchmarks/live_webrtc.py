@@ -358,7 +358,8 @@ def quiet_logs() -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The model and clip arguments the WebRTC benchmark and the soak share."""
     parser.add_argument("--model", help="RUN_ID or an .onnx file; default: a random-weights model (same speed)")
-    parser.add_argument("--int8", action="store_true", help="the run's model.int8.onnx (the Live page's default)")
+    parser.add_argument("--int8", action="store_true",
+                        help="the run's model.int8.onnx (the Live page starts with it where the run timed it faster)")
     parser.add_argument("--clip-frames", type=int, default=150, help="frames of the clip, played in a loop")
     parser.add_argument("--fps", type=int, default=FPS, help="the camera's frame rate")
     parser.add_argument("--data", default=os.environ.get("MASKDET_TEST_DATA")
