@@ -11,7 +11,7 @@ from maskdet.data.annotations import FORMAT_NAMES
 from maskdet.data.store import Store
 from maskdet.runs.scoring import GALLERY_SIZE, ScoredFace, import_scored_face, scored_faces
 from maskdet.serving.box_evaluation import IOUS
-from ui.charts import LINE_SCHEME, confusion_chart
+from ui.charts import LINE_SCHEME, below, confusion_chart
 from ui.resources import detector
 from ui.widgets import attempt, file_name, inline, literal, verbatim
 
@@ -31,7 +31,7 @@ def pr_chart(curves: dict[str, dict]) -> alt.Chart:
         interpolate="step-after").encode(
         x=alt.X("recall:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(tickCount=5)),
         y=alt.Y("precision:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(tickCount=5)),
-        color=alt.Color("class:N", title=None, scale=alt.Scale(scheme=LINE_SCHEME), legend=alt.Legend(orient="bottom")),
+        color=alt.Color("class:N", title=None, scale=alt.Scale(scheme=LINE_SCHEME), legend=below()),
         tooltip=["class", alt.Tooltip("recall:Q", format=".2f"), alt.Tooltip("precision:Q", format=".3f")]
     ).properties(height=300)
 

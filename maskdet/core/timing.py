@@ -67,6 +67,12 @@ def apart(a: Timing, b: Timing) -> bool:
     return a.high < b.low or b.high < a.low
 
 
+def measured_faster(a: Timing, b: Timing) -> bool:
+    """Whether a was timed faster than b beyond measurement noise: both in rounds, their ranges apart, a's median
+    lower."""
+    return a.has_range and b.has_range and apart(a, b) and a.median < b.median
+
+
 def how_much(ratio: float) -> str:
     """How many times slower the slower of two timings is ("1.4x"), in percent under 1.1 ("4%", not "1.0x")."""
     return f"{ratio:.1f}x" if ratio >= 1.095 else f"{(ratio - 1) * 100:.0f}%"

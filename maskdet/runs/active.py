@@ -7,7 +7,7 @@ import numpy as np
 
 from maskdet.core.errors import StoreError
 from maskdet.core.threshold import DEFAULT_THRESHOLD, THRESHOLD_KEY, Scores, check_threshold
-from maskdet.core.timing import Timing, apart
+from maskdet.core.timing import Timing, measured_faster
 from maskdet.data.registry import ACTIVE_SETTING
 from maskdet.data.store import Store
 from maskdet.runs.views import RunRecord, finished_runs, read_predictions, run_dir
@@ -24,8 +24,7 @@ def int8_measured_faster(metrics: dict) -> bool:
     """Whether the run timed its int8 file faster than model.onnx one face at a time, side by side in rounds, their
     ranges apart (on some CPUs it is not: docs/performance.md)."""
     int8, float32 = Timing.of_model(metrics.get("int8") or {}), Timing.of_model(metrics.get("onnx") or {})
-    return bool(int8 and float32 and int8.has_range and float32.has_range and apart(int8, float32)
-                and int8.median < float32.median)
+    return bool(int8 and float32 and measured_faster(int8, float32))
 
 
 def live_model_path(store: Store, run: dict) -> Path:

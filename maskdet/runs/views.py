@@ -9,7 +9,7 @@ from pathlib import Path
 
 from maskdet.core.errors import StoreError
 from maskdet.core.json_text import parse_json
-from maskdet.core.timing import Timing, apart, how_much
+from maskdet.core.timing import Timing, how_much, measured_faster
 from maskdet.data.database import ACTIVE_STATUSES
 from maskdet.data.store import Store
 
@@ -302,10 +302,11 @@ def versus_float32(int8: Timing | None, float32: Timing | None) -> str:
     whose files were timed once each."""
     if int8 is None or float32 is None or not (int8.has_range and float32.has_range):
         return ""
-    if not apart(int8, float32):
-        return "as fast as float32 within measurement noise"
-    ratio = float32.median / int8.median
-    return f"{how_much(ratio)} faster than float32" if ratio > 1 else f"{how_much(1 / ratio)} slower than float32"
+    if measured_faster(int8, float32):
+        return f"{how_much(float32.median / int8.median)} faster than float32"
+    if measured_faster(float32, int8):
+        return f"{how_much(int8.median / float32.median)} slower than float32"
+    return "as fast as float32 within measurement noise"
 
 
 # ---- deleting a run ------------------------------------------------------------------------------

@@ -144,13 +144,13 @@ def draw_predictions(image: np.ndarray, predictions: list[FacePrediction], label
     texts = [(f"{number}: " if numbered else "") + f"{prediction.label} {prediction.probability:.0%}"
              for number, prediction in enumerate(predictions, start=1)]
     boxes = [tuple(round(v) for v in prediction.box) for prediction in predictions]
-    for prediction, (x1, y1, x2, y2) in zip(predictions, boxes):
-        color = label_color(prediction.label, labels)
+    colors = [label_color(prediction.label, labels) for prediction in predictions]
+    for color, (x1, y1, x2, y2) in zip(colors, boxes):
         for inset in range(line):  # the line grows inwards, so the box stays the face box
             cv2.rectangle(image, (x1 + inset, y1 + inset), (x2 - inset, y2 - inset), color, 1)
     places = label_places(boxes, [style.size(text) for text in texts], (image.shape[1], image.shape[0]), keep_clear)
-    for prediction, text, (x, y) in zip(predictions, texts, places):  # after every box: a strip is never crossed
-        style.draw(image, text, x, y, label_color(prediction.label, labels))
+    for color, text, (x, y) in zip(colors, texts, places):  # after every box: a strip is never crossed
+        style.draw(image, text, x, y, color)
 
 
 def annotate(image: np.ndarray, predictions: list[FacePrediction], labels: list[str]) -> np.ndarray:
