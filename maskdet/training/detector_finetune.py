@@ -33,7 +33,7 @@ NETS = ("pnet", "rnet", "onet")  # in the order of maskdet.bundle.mtcnn_cascade.
 # mask ones) and all 280 bare ones; RNet and ONet then lose 15 more masked faces (detector.json: stages_before).
 # RNet stays facenet's too: fine-tuned along with ONet (the first shipped set), it lost faces on that validation part
 # (small masked ones held after it 0.982 -> 0.964, small bare ones 1.000 -> 0.993) while ONet gained (drawn 0.957 ->
-# 0.986), and on masks-scenes-dev it was the stage that lost bare faces (docs/performance.md, Real scenes).
+# 0.986); docs/performance.md (Real scenes) has how each set then scored.
 FINE_TUNED = ("onet",)
 SIDES = {"rnet": 24, "onet": 48}  # their input sides
 OUTPUTS = {"rnet": ["regression", "probability"], "onet": ["regression", "landmarks", "probability"]}  # as exported
