@@ -122,7 +122,7 @@ def main() -> None:
     classifier = load_classifier(store.settings.models_dir / result["run_id"] / "model.onnx")
     three = evaluate_boxes(annotated, classifier, store.settings.max_pixels, None,
                            tqdm_progress("evaluate scenes (three classes)"))
-    rules = [{key: rule[key] for key in ("source", "target", "worn", "views")}
+    rules = [{key: rule[key] for key in ("source", "target", "worn", "mask_from", "views")}
              for rule in result["synthetic_masks"]["rules"]]
     three_class = {"training_seconds": round(seconds, 1), "rules": rules,
         "masks_small_test_accuracy": round(result["test"]["accuracy"], 4), "counts_as": three["counts_as"],

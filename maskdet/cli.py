@@ -127,18 +127,20 @@ def train_config(args):
 
 
 def mask_rule_flag(text: str) -> dict:
-    """A --mask-rule SRC=DST[:WORN[:PROBABILITY]] as the rule object of the synthetic_masks setting."""
+    """A --mask-rule SRC=DST[:WORN[:PROBABILITY[:FROM]]] as the rule object of the synthetic_masks setting."""
     classes, *rest = text.split(":")
     source, equals, target = classes.partition("=")
-    if not equals or len(rest) > 2:
-        raise ValueError(f"--mask-rule {text!r}: write SOURCE=TARGET, optionally followed by :right or :wrong and "
-                         ":PROBABILITY, as in without_mask=mask_incorrect:wrong:0.25.")
+    if not equals or len(rest) > 3:
+        raise ValueError(f"--mask-rule {text!r}: write SOURCE=TARGET, optionally followed by :right or :wrong, "
+                         ":PROBABILITY and :drawing or :twin, as in without_mask=mask_incorrect:wrong:0.25.")
     rule = {"source": source, "target": target, **({"worn": rest[0]} if rest else {})}
-    if len(rest) == 2:
+    if len(rest) >= 2:
         try:
             rule["probability"] = float(rest[1])
         except ValueError:
             raise ValueError(f"--mask-rule {text!r}: the probability must be a number from 0 to 1.") from None
+    if len(rest) == 3:
+        rule["mask_from"] = rest[2]
     return rule
 
 
@@ -375,10 +377,12 @@ def build_parser(train_flags: bool) -> argparse.ArgumentParser:
     p.add_argument("--backbone-weights", help="local torchvision mobilenet_v2 state_dict (.pth)")
     p.add_argument("--random-init", action="store_true", help="no pretrained weights (for experiments only)")
     p.add_argument("--no-int8", action="store_true", help="skip the int8 quantised variant")
-    p.add_argument("--mask-rule", action="append", metavar="SRC=DST[:WORN[:P]]",
+    p.add_argument("--mask-rule", action="append", metavar="SRC=DST[:WORN[:P[:FROM]]]",
                    help="draw masks on SRC faces trained as DST, worn right (the default) or wrong, with probability P "
-                        "(0.25); repeat for several rules; replaces the synthetic_masks setting's automatic rules "
-                        "(e.g. --mask-rule without_mask=with_mask --mask-rule without_mask=mask_incorrect:wrong)")
+                        "(0.25), drawn (FROM drawing, the default) or the face's masked twin's real mask moved (twin);"
+                        " repeat for several rules; replaces the synthetic_masks setting's automatic rules (e.g. "
+                        "--mask-rule without_mask=with_mask --mask-rule without_mask=mask_incorrect:wrong --mask-rule "
+                        "without_mask=mask_incorrect:wrong:1:twin)")
     p.add_argument("--no-synthetic-masks", action="store_true",
                    help="no drawn-mask views (the synthetic_masks setting: [])")
     p.add_argument("--run-id", help="execute this queued run with its stored config (used by the dashboard)")

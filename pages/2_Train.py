@@ -24,7 +24,7 @@ from maskdet.training.preview import synthetic_preview
 from maskdet.training.progress import STAGES
 from maskdet.vision.augment import AUGMENTATIONS, AugmentConfig, preview
 from maskdet.vision.faces import CropRule, crop_face
-from maskdet.vision.mask_rules import WEARINGS, MaskRule, automatic_rules
+from maskdet.vision.mask_rules import MASKS_FROM, WEARINGS, MaskRule, automatic_rules
 from maskdet.vision.synth import MASK_STYLES
 
 ui.page_setup("Train")
@@ -101,18 +101,24 @@ def rule_row(row: int, default: MaskRule, classes: list[str]) -> dict:
                          index=classes.index(default.target) if default.target in classes else 0)
         worn = setting(worn_column.selectbox, "Mask worn", key + "worn", options=list(WEARINGS),
                        index=list(WEARINGS).index(default.worn), format_func=lambda name: WEARINGS[name][1])
-        probability_column, styles_column, remove_column = st.columns([2, 3.5, 1.5], vertical_alignment="bottom")
+        from_column, probability_column, remove_column = st.columns([2.5, 2.5, 1.5], vertical_alignment="bottom")
+        mask_from = setting(from_column.selectbox, "Masks", key + "mask_from", options=list(MASKS_FROM),
+                            index=list(MASKS_FROM).index(default.mask_from),
+                            format_func=lambda name: MASKS_FROM[name][0],
+                            help="; ".join(f"{name}: {text}" for name, text in MASKS_FROM.values())
+                            + ". A twin's mask is only moved worn wrongly, on faces that have a twin.")
         probability = setting(probability_column.slider, "Probability", key + "probability", min_value=0.0,
                               max_value=1.0, value=float(default.probability), step=0.05,
                               help="For each augmented view of a source face, the chance of one extra view with a "
                                    "drawn mask.")
-        styles = setting(styles_column.multiselect, "Mask styles", key + "styles", options=list(MASK_STYLES),
+        styles = setting(st.multiselect, "Mask styles", key + "styles", options=list(MASK_STYLES),
                          default=default.styles, format_func=lambda style: MASK_STYLES[style].split(",")[0],
+                         disabled=mask_from == "twin",  # a twin's mask is the one in its photo
                          help="; ".join(MASK_STYLES.values()) + ".")  # short names: a long one is cut in its chip
         remove_column.button("Remove", key=key + "remove", on_click=remove_rule, args=(row,),
                              icon=":material/delete:", help="Remove this rule.")
     return {"source": source, "target": target, "worn": worn, "probability": float(probability),
-            "styles": list(styles)}
+            "styles": list(styles), "mask_from": mask_from}
 
 
 def rule_rows(classes: list[str]) -> list[dict]:
@@ -260,13 +266,15 @@ with preview_area:
     st.button("Show a different face", on_click=next_face, icon=":material/shuffle:", key="next_face")
 with drawn_area:
     for mask_rule in mask_rules:
-        st.subheader(f"Drawn masks: {mask_rule.text()}")
+        twin = mask_rule.mask_from == "twin"
+        st.subheader(f"{'Moved' if twin else 'Drawn'} masks: {mask_rule.text()}")
         drawn = ui.attempt(lambda: synthetic_preview(store, mask_rule, rule, 8, int(values["seed"])))
         if drawn:
             st.image([ui.inline(image) for image, _ in drawn], width=112,
                      caption=[ui.literal(caption) for _, caption in drawn])
-            st.caption(f"{ui.literal(mask_rule.source)} faces with a drawn mask, as training adds them to "
-                       f"{ui.literal(mask_rule.target)}.")
+            st.caption(f"{ui.literal(mask_rule.source)} faces with "
+                       f"{'their masked twin’s own mask moved' if twin else 'a drawn mask'}, as training adds them "
+                       f"to {ui.literal(mask_rule.target)}.")
 
 config_data = {
     **{name: RANGED[name].type(value) if name in RANGED else value for name, value in values.items()},

@@ -22,11 +22,13 @@ import pytest
 import torch
 from PIL import Image
 
-from maskdet.cli import main
+from maskdet.cli import main, mask_rule_flag
 from maskdet.core.settings import Settings
 from maskdet.data.store import Store
 from maskdet.runs.active import set_active_run
 from maskdet.serving.classifier import load_classifier
+from maskdet.training.config import TrainConfig
+from maskdet.vision.mask_rules import MaskRule
 from tests.conftest import encode, make_old_home, pattern_image, write_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -216,6 +218,20 @@ def test_train_prints_run_id_accuracy_and_parity(trained):
         assert result["not_active_because"].startswith(f"Run {result['run_id']} was not made the active model: its "
                                                        f"test accuracy {result['accuracy']:.3f} is no better than")
     assert (trained.home / "models" / ".logs" / f"{result['run_id']}.log").is_file()
+
+
+def test_mask_rule_flags_become_the_rules_of_the_setting():
+    flags = ["without_mask=with_mask", "without_mask=mask_incorrect:wrong:0.5",
+             "without_mask=mask_incorrect:wrong:1:twin"]
+    rules = TrainConfig.from_dict({"synthetic_masks": [mask_rule_flag(flag) for flag in flags]}).synthetic_masks
+    assert rules == [MaskRule("without_mask", "with_mask"), MaskRule("without_mask", "mask_incorrect", "wrong", 0.5),
+                     MaskRule("without_mask", "mask_incorrect", "wrong", 1.0, mask_from="twin")]
+    with pytest.raises(ValueError, match="the probability must be a number from 0 to 1"):
+        mask_rule_flag("a=b:wrong:often")
+    with pytest.raises(ValueError, match="write SOURCE=TARGET, optionally followed by :right or :wrong"):
+        mask_rule_flag("a=b:wrong:1:twin:more")
+    with pytest.raises(ValueError, match="mask_from must be one of drawing, twin"):
+        TrainConfig.from_dict({"synthetic_masks": [mask_rule_flag("a=b:wrong:1:photo")]})
 
 
 def test_runs_lists_the_run_as_succeeded(trained):

@@ -31,9 +31,9 @@ LABELS = ["with_mask", "without_mask", "mask_incorrect"]
 
 @pytest.fixture(scope="module")
 def drawn_home(tmp_path_factory, shared_data, backbone_weights, detector) -> SimpleNamespace:
-    """20 masks-small photo pairs and an empty mask_incorrect class, trained with the automatic rules."""
+    """40 masks-small photo pairs and an empty mask_incorrect class, trained with the automatic rules."""
     root = tmp_path_factory.mktemp("drawn")
-    for name in photo_pairs(shared_data)[40:60]:
+    for name in photo_pairs(shared_data)[40:80]:
         for label, file in (("with_mask", f"{name}-with-mask.jpg"), ("without_mask", f"{name}.jpg")):
             (root / "photos" / label).mkdir(parents=True, exist_ok=True)
             (root / "photos" / label / file).write_bytes((shared_data / label / file).read_bytes())
@@ -55,10 +55,13 @@ def predictions(home) -> list[dict]:
 def test_the_drawn_class_trains_from_without_mask_faces(drawn_home):
     metrics = drawn_home.metrics
     assert metrics["labels"] == LABELS
-    right, wrong = metrics["synthetic_masks"]["rules"]
+    right, wrong, twin = metrics["synthetic_masks"]["rules"]
     assert (right["target"], right["worn"], wrong["target"], wrong["worn"]) == (
         "with_mask", "right", "mask_incorrect", "wrong")
+    assert (twin["target"], twin["worn"], twin["mask_from"]) == ("mask_incorrect", "wrong", "twin")
     assert wrong["views"] > 0 and wrong["source_faces_with_landmarks"] > 0
+    twins = sum(1 for r in drawn_home.store.faces(split="train") if r.label == "without_mask")
+    assert 0.5 * twins * 2 <= twin["views"] <= twins * 2  # most bare faces have their twin: one moved mask a round
     assert metrics["split_counts"]["train"]["mask_incorrect"] == 0  # training draws them; no real faces
 
 
@@ -74,7 +77,9 @@ def test_validation_and_test_faces_of_the_drawn_class_are_drawings(drawn_home):
     assert all("(mask drawn " in row["source_name"] for row in drawings)
     assert drawn_home.metrics["split_counts"]["test"]["mask_incorrect"] == len(drawings)
     recall = sum(row["predicted"] == "mask_incorrect" for row in drawings) / len(drawings)
-    assert recall >= 0.5, recall  # drawn wrong-worn masks are told apart from bare faces
+    called_bare = sum(row["predicted"] == "without_mask" for row in drawings) / len(drawings)
+    assert recall >= 0.4 and called_bare <= 0.25, (recall, called_bare)  # told apart from bare faces (by a model
+    # trained on 40 photos: its seeded run found 4 of 7, calling none bare)
 
 
 def test_drawn_mistakes_show_their_drawing_and_cannot_be_relabelled(drawn_home):
@@ -104,10 +109,11 @@ def test_the_onnx_model_and_the_bundle_name_the_drawn_class(drawn_home, shared_d
     assert abs(sum(face["probabilities"].values()) - 1) < 1e-3
 
 
-def test_the_model_card_names_both_rules(drawn_home):
+def test_the_model_card_names_the_rules(drawn_home):
     card = (drawn_home.model.parent / "MODEL_CARD.md").read_text()
     assert "trained as 'with_mask'" in card and "worn right" in card
     assert "trained as 'mask_incorrect'" in card and "worn wrongly" in card
+    assert "faces with their masked twin's real mask moved, worn wrongly (under the nose" in card
 
 
 def test_the_metrics_page_says_the_drawn_class_was_measured_on_drawings(drawn_home, monkeypatch):

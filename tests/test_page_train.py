@@ -328,6 +328,20 @@ def test_drawn_mask_preview_shows_eight_source_faces_with_their_style(settings, 
     wrong = at.image[2]
     placements = [c.split(", ")[1].split(": ")[0] for c in wrong.captions]
     assert placements[:4] == [PLACEMENTS[name].lower() for name in WRONG_PLACEMENTS]
+    # and a rule moving the real masks of the bare faces' masked twins (the pasted-mask photos) into mask_incorrect
+    assert at.selectbox(key=rule_key(2, "mask_from")).value == "twin"
+    assert at.multiselect(key=rule_key(2, "styles")).disabled
+    assert ("Moved masks: without_mask → mask_incorrect, mask worn wrongly, the twin's real mask"
+            in [h.value for h in at.subheader])
+    assert "without_mask faces with their masked twin’s own mask moved, as training adds them to mask_incorrect." in (
+        shown(at))
+    moved = at.image[3]
+    assert 5 <= len(moved.captions) <= 8 and all(c.startswith("twin's mask, ") for c in moved.captions)
+    for caption, picture in zip(moved.captions, decode(moved.value)):
+        record = records[caption.split(": ")[1]]
+        crop = crop_face(store.load_image(record), record.face.box, CropRule(1.25, 160)).astype(int)
+        assert np.abs(picture[:40] - crop[:40]).mean() < 5, caption  # the eyes and forehead as they were
+        assert np.abs(picture[60:] - crop[60:]).mean() > 5, caption  # the twin's mask somewhere below
 
 
 def test_synthetic_mask_rules_reach_the_run_config(home):
@@ -338,16 +352,18 @@ def test_synthetic_mask_rules_reach_the_run_config(home):
     at.slider(key=rule_key(1, "probability")).set_value(0.5)
     at.multiselect(key=rule_key(1, "styles")).unselect("bandana").unselect("gaiter")
     at.button(key="add_rule").click().run()
-    at.selectbox(key=rule_key(2, "source")).set_value("without_mask")
-    at.selectbox(key=rule_key(2, "target")).set_value("with_mask")
+    at.selectbox(key=rule_key(3, "source")).set_value("without_mask")
+    at.selectbox(key=rule_key(3, "target")).set_value("with_mask")
     at.button(key="start").click().run()
     no_failure(at)
     [run] = home.runs()
     assert run["config"]["synthetic_masks"] == [
         {"source": "without_mask", "target": "mask_incorrect", "worn": "wrong", "probability": 0.5,
-         "styles": ["surgical", "cloth", "n95"]},
+         "styles": ["surgical", "cloth", "n95"], "mask_from": "drawing"},
+        {"source": "without_mask", "target": "mask_incorrect", "worn": "wrong", "probability": 1.0,
+         "styles": list(MASK_STYLES), "mask_from": "twin"},
         {"source": "without_mask", "target": "with_mask", "worn": "right", "probability": 0.25,
-         "styles": list(MASK_STYLES)}]
+         "styles": list(MASK_STYLES), "mask_from": "drawing"}]
     assert f"Run {run['id']}" in shown(at)
 
 

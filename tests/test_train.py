@@ -32,9 +32,9 @@ from maskdet.training.device import resolve_device
 from maskdet.training.loops import class_weights, extract_features, seed_everything, train_head
 from maskdet.training.model import MaskNet, build_model
 from maskdet.training.progress import Callbacks
-from maskdet.training.train import scratch_bytes, train
-from maskdet.training.views import (MASKED, DrawRule, Views, add_drawn_faces, feature_views, load_split,
-                                    view_maker)
+from maskdet.training.train import drawable_rules, scratch_bytes, train
+from maskdet.training.views import (MASKED, MIN_VISIBLE, DrawRule, Views, add_drawn_faces, draw_view,
+                                    feature_views, load_split, view_maker, visible_share)
 from maskdet.vision.augment import AugmentConfig, build_train_pipeline
 from maskdet.vision.faces import CropRule, crop_face
 from maskdet.vision.mask_rules import MaskRule, automatic_rules
@@ -469,6 +469,8 @@ def test_the_single_rule_setting_of_older_runs_still_reads():
     ([{"source": 3, "target": "b"}], "source must be a class name"),
     ([{"source": "a"}], "needs a source class .* and a target class"),
     ([{"source": "a", "target": "b", "worn": "sideways"}], "worn must be one of right, wrong"),
+    ([{"source": "a", "target": "b", "mask_from": "photo"}], "mask_from must be one of drawing, twin"),
+    ([{"source": "a", "target": "b", "mask_from": "twin"}], "a twin's mask worn right is the twin's own photo"),
     ([{"source": "a", "target": "b", "colour": "red"}], r"Unknown setting\(s\) in synthetic_masks rule 1: colour"),
     (["surgical"], "rule 1 must be an object"),
     ("surgical", "must be null \\(automatic\\), or a list of rules"),
@@ -483,7 +485,9 @@ def test_automatic_rules_follow_the_class_names():
     assert automatic_rules(["with_mask", "without_mask"]) == [MaskRule("without_mask", "with_mask", "right")]
     assert automatic_rules(["masked", "bare"]) == []
     assert automatic_rules(["mask_weared_incorrect", "with_mask", "without_mask"]) == [
-        MaskRule("without_mask", "with_mask", "right"), MaskRule("without_mask", "mask_weared_incorrect", "wrong")]
+        MaskRule("without_mask", "with_mask", "right"), MaskRule("without_mask", "mask_weared_incorrect", "wrong"),
+        MaskRule("without_mask", "mask_weared_incorrect", "wrong", 1.0, mask_from="twin")]
+    assert automatic_rules(["without_mask", "mask_incorrect"]) == [MaskRule("without_mask", "mask_incorrect", "wrong")]
     assert automatic_rules(["with_mask", "mask_incorrect"]) == []  # nothing to draw on
 
 
@@ -568,6 +572,67 @@ def test_a_drawn_only_class_gets_training_views_weights_and_drawn_test_faces(pai
     assert (test.targets[size:] == 2).all() and set(test.drawn[size:]) <= set(WRONG_PLACEMENTS)
     assert [r.id for r in test.records[size:]] == [test.records[i].id for i in bare]
     assert not np.array_equal(test.crops[size], test.crops[bare[0]])  # a mask drawn on the face
+
+
+def test_masked_twins_are_found_in_their_split_and_their_masks_moved(pairs, tmp_path):
+    """A bare face's twin is its pasted-mask photo in the same split; a twin rule draws only on faces with one,
+    moving the twin's own mask (the bare face's eyes untouched); a drawn rule draws on every bare face as before."""
+    rule = CropRule(1.25, 96)
+    splits = {name: load_split(pairs, pairs.faces(split=name), LABELS, rule, Callbacks(), 0, 0,
+                               tmp_path / f"{name}.u8", twin_class=0) for name in ("train", "val", "test")}
+    found = 0
+    for split in splits.values():
+        masked = {(r.dup_group, r.width, r.height) for r in split.records if r.label == "with_mask"}
+        same_photo = [i for i, r in enumerate(split.records) if r.label == "without_mask" and r.face.landmarks
+                      and (r.dup_group, r.width, r.height) in masked]  # (some of the 12 'pairs' are two photos)
+        with_twin = np.flatnonzero(split.twins >= 0)
+        assert with_twin.tolist() == same_photo
+        found += len(with_twin)
+        for index in with_twin:  # the twin is the masked photo of the same group, cut with the bare face's box
+            twin = next(r for r in split.records if r.label == "with_mask" and
+                        r.dup_group == split.records[index].dup_group)
+            expected = crop_face(pairs.load_image(twin), split.records[index].face.box, rule)
+            np.testing.assert_array_equal(split.twin(index), expected)
+    assert found >= 6
+    train_split = splits["train"]
+    twin_rule = DrawRule(1, 0, WRONG_PLACEMENTS, 1.0, list(MASK_STYLES), mask_from="twin")
+    views = feature_views(train_split, 2, [twin_rule], seed=0)
+    masked = views.indices[views.kinds == MASKED]
+    assert sorted(masked.tolist()) == sorted(np.flatnonzero(train_split.twins >= 0).tolist() * 2)
+    made = view_maker(train_split, views, lambda image: {"image": image}, [twin_rule], seed=0)(
+        slice(0, len(views.indices)))[views.kinds == MASKED]
+    for view, index in zip(made, masked):
+        crop, points = train_split.crops[index], train_split.landmarks[index]
+        assert visible_share(view, crop) >= MIN_VISIBLE
+        top = int(points[:2, 1].min() - 0.3 * np.hypot(*(points[1] - points[0])))
+        np.testing.assert_array_equal(view[:top], crop[:top])  # above the eyes, exactly the bare face
+    test = splits["test"]  # a class made of drawings only: each face once, the class's rules in turn
+    drawn_rule, moving_rule = (dataclasses.replace(twin_rule, target=2, mask_from=kind) for kind in ("drawing", "twin"))
+    sources = [i for i, r in enumerate(test.records) if r.label == "without_mask" and r.face.landmarks]
+    twinned = [i for i in sources if test.twins[i] >= 0]
+    crops = {i: test.crops[i] for i in sources}
+    add_drawn_faces(test, [drawn_rule, moving_rule], seed=0)
+    assert test.drawn[len(test.drawn) - len(sources):] != [""] * len(sources) and len(test.records) == len(
+        test.targets) == len(test.twins) == len(test.crops)
+    new = {index: test.crops[len(test.crops) - len(sources) + k] for k, index in enumerate(sources)}
+    moved = [i for i in twinned if np.array_equal(new[i], draw_view(
+        crops[i], test.landmarks[i], moving_rule, sources.index(i), np.random.default_rng([0, 1, i]), test.twin(i))[0])]
+    assert twinned and moved == [i for k, i in enumerate(sources) if i in twinned and k % 2 == 1]
+    (tmp_path / "plain").mkdir()
+    plain = load_splits(pairs, tmp_path / "plain")
+    assert (plain["train"].twins == -1).all() and len(plain["train"].twin_crops) == 0  # no twin rule: none looked for
+
+
+def test_an_explicit_twin_rule_without_twins_fails_with_a_sentence(pairs):
+    records = pairs.faces(split="train")
+    strangers = [r for r in records if r.label == "without_mask"] + [
+        dataclasses.replace(r, dup_group=-r.dup_group - 1) for r in records if r.label == "with_mask"]
+    rule = MaskRule("without_mask", "with_mask", "wrong", mask_from="twin")
+    assert drawable_rules([rule], records, explicit=True) == [rule]
+    with pytest.raises(TrainingError, match="rule 1 \\(without_mask → with_mask, mask worn wrongly, the twin's real "
+                                            "mask\\): no training face of 'without_mask' has a masked twin"):
+        drawable_rules([rule], strangers, explicit=True)
+    assert drawable_rules([rule], strangers, explicit=False) == []  # an automatic one is left out
 
 
 def test_synthesis_off_reproduces_the_plain_views_and_on_only_adds(pairs, tmp_path):

@@ -64,9 +64,15 @@ def synthesis_line(summary: dict | None) -> str:
     rules = (summary or {}).get("rules")
     if not rules:
         return "- Synthetic masks: off"
-    return "- Synthetic masks: " + "; ".join(
-        f"{rule['views']} training views of '{rule['source']}' faces with a mask drawn {WEARINGS[rule['worn']][1]} "
-        f"({', '.join(rule['styles'])}) trained as '{rule['target']}'" for rule in rules)
+    return "- Synthetic masks: " + "; ".join(f"{rule['views']} training views of '{rule['source']}' faces with "
+                                             f"{mask_text(rule)} trained as '{rule['target']}'" for rule in rules)
+
+
+def mask_text(rule: dict) -> str:
+    """How a rule of a run's summary put its masks on, in words."""
+    if rule.get("mask_from") == "twin":  # runs from before twins have no mask_from: all drawn
+        return f"their masked twin's real mask moved, worn {WEARINGS[rule['worn']][1].removeprefix('worn ')}"
+    return f"a mask drawn {WEARINGS[rule['worn']][1]} ({', '.join(rule['styles'])})"
 
 
 def model_card(labels: list[str], config: TrainConfig, metrics: dict, backbone: str) -> str:

@@ -26,7 +26,8 @@ from maskdet.training.loops import (class_weights, extract_features, finetune, p
                                     train_head)
 from maskdet.training.model import FEATURE_DIM, build_model, calibrate_batchnorm
 from maskdet.training.progress import Callbacks, Progress
-from maskdet.training.views import DrawRule, add_drawn_faces, load_split, resolve_rules
+from maskdet.training.views import (DrawRule, add_drawn_faces, load_split, resolve_rules, twin_candidates,
+                                    twin_class_name)
 from maskdet.vision.faces import CropRule, FaceDetector
 from maskdet.vision.mask_rules import MaskRule, automatic_rules
 
@@ -63,11 +64,19 @@ def choose_rules(store: Store, config: TrainConfig) -> tuple[list[str], list[Mas
 
 
 def drawable_rules(rules: list[MaskRule], train_records: list, explicit: bool) -> list[MaskRule]:
-    """The rules whose source class has a training face with landmarks to draw on. Without one, a rule the config
-    names, or one that makes a class of drawings only, is refused in a sentence; an automatic one is left out."""
+    """The rules whose source class has a training face with landmarks to draw on (and a masked twin, for a rule
+    moving twins' masks). Without one, a rule the config names, or one that makes a class of drawings only, is
+    refused in a sentence; an automatic one is left out (a twin rule always: the drawn rule makes its class)."""
+    twins = twin_candidates(train_records, twin_class_name(list(dict.fromkeys(r.label for r in train_records))))
     kept = []
     for number, rule in enumerate(rules, start=1):
-        if any(r.face and r.face.landmarks for r in train_records if r.label == rule.source):
+        faces = [r for r in train_records if r.label == rule.source and r.face and r.face.landmarks]
+        if rule.mask_from == "twin" and not any(r.id in twins for r in faces):
+            if explicit:
+                raise TrainingError(f"Synthetic-mask rule {number} ({rule.text()}): no training face of "
+                                    f"{rule.source!r} has a masked twin (the same photo with a mask on, in the "
+                                    "with_mask class). Use masks drawn from the landmarks, or remove the rule.")
+        elif faces:
             kept.append(rule)
         elif explicit or not any(r.label == rule.target for r in train_records):
             raise TrainingError(f"Synthetic-mask rule {number} ({rule.text()}): no training photo of "
@@ -92,6 +101,8 @@ def train(store: Store, config: TrainConfig, run_dir: Path, callbacks: Callbacks
         raise TrainingError("The training split is empty; add more images.")
     mask_rules = drawable_rules(mask_rules, records["train"], explicit=config.synthetic_masks is not None)
     rules = resolve_rules(mask_rules, labels)
+    twin_label = twin_class_name(labels)
+    twin_class = labels.index(twin_label) if twin_label and any(r.mask_from == "twin" for r in rules) else None
     run_dir = Path(run_dir)
     staging = run_dir.with_name(f".{run_dir.name}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
@@ -104,7 +115,7 @@ def train(store: Store, config: TrainConfig, run_dir: Path, callbacks: Callbacks
         splits, done = {}, 0
         for name, split_records in records.items():
             splits[name] = load_split(store, split_records, labels, rule, callbacks, total, done,
-                                      scratch / f"crops-{name}.u8")
+                                      scratch / f"crops-{name}.u8", twin_class)
             if name != "train":
                 add_drawn_faces(splits[name], rules, config.seed)
             done += len(split_records)
@@ -174,7 +185,8 @@ def scratch_bytes(photos: dict[str, int], config: TrainConfig, rules: list[DrawR
     """Disk a run's crops and features take while it trains, at most: a crop a face, a feature row a view."""
     drawn = config.views_per_image * sum(rule.probability for rule in rules)
     views = photos["train"] * (1 + config.views_per_image + drawn) + photos["val"] + photos["test"]
-    return sum(photos.values()) * config.input_size ** 2 * 3 + math.ceil(views) * FEATURE_DIM * 4
+    crops = 2 if any(rule.mask_from == "twin" for rule in rules) else 1  # a masked twin's crop at most per face
+    return crops * sum(photos.values()) * config.input_size ** 2 * 3 + math.ceil(views) * FEATURE_DIM * 4
 
 
 def faces_to_crop(records: dict[str, list], rules: list[MaskRule]) -> dict[str, int]:

@@ -9,13 +9,14 @@ from pathlib import Path
 import numpy as np
 
 from maskdet.bundle.crop_rule import square_crop_box
+from maskdet.core.classes import WITH_MASK, class_of_meaning
 from maskdet.core.disk_array import DiskArray
 from maskdet.data.catalog import FaceRecord
 from maskdet.data.store import Store
 from maskdet.training.progress import Callbacks, Progress
 from maskdet.vision.faces import CropRule, crop_face
 from maskdet.vision.mask_rules import MaskRule
-from maskdet.vision.synth import draw_mask
+from maskdet.vision.synth import draw_mask, move_twin_mask, twin_mask_alpha
 
 
 @dataclass
@@ -25,6 +26,11 @@ class Split:
     targets: np.ndarray  # (N,) class indices
     landmarks: np.ndarray  # (N, 5, 2) the face's landmarks in crop pixels; NaN where there are none
     drawn: list[str]  # per crop, the placement of the mask drawn on it ("" for a real face)
+    twins: np.ndarray  # (N,) per crop, its row in twin_crops (-1: no masked twin)
+    twin_crops: DiskArray | np.ndarray  # the masked twins' photos cut with the crop's box (see find_twins)
+
+    def twin(self, index: int) -> np.ndarray | None:
+        return self.twin_crops[int(self.twins[index])] if self.twins[index] >= 0 else None
 
     @property
     def has_landmarks(self) -> np.ndarray:
@@ -44,6 +50,7 @@ class DrawRule:
     placements: tuple[str, ...]
     probability: float
     styles: list[str]
+    mask_from: str = "drawing"
 
 
 CLEAN, AUGMENTED, MASKED = 0, 1, 2  # kinds of training view
@@ -75,9 +82,10 @@ def crop_landmarks(record: FaceRecord, rule: CropRule) -> np.ndarray:
 
 
 def load_split(store: Store, records: list[FaceRecord], labels: list[str], rule: CropRule,
-               callbacks: Callbacks, stage_total: int, done: int, path: Path) -> Split:
+               callbacks: Callbacks, stage_total: int, done: int, path: Path, twin_class: int | None = None) -> Split:
     """Decode each face's photo (once for the faces of one photo, which follow each other) and cut the face's crop
-    (the whole photo when no face was found) into a file at `path`."""
+    (the whole photo when no face was found) into a file at `path`; with a `twin_class`, also each face's masked twin
+    (find_twins)."""
     crops = DiskArray(path, (rule.size, rule.size, 3), np.uint8)
     photo, image = None, None
     for i, record in enumerate(records):
@@ -87,14 +95,54 @@ def load_split(store: Store, records: list[FaceRecord], labels: list[str], rule:
         if i % 16 == 0:
             callbacks.report(Progress("crops", done + i + 1, stage_total))
     landmarks = np.stack([crop_landmarks(r, rule) for r in records]) if records else np.zeros((0, 5, 2), np.float32)
-    return Split(records, crops, np.array([labels.index(r.label) for r in records], np.int64), landmarks,
-                 [""] * len(records))
+    targets = np.array([labels.index(r.label) for r in records], np.int64)
+    twins = np.full(len(records), -1, np.int64)
+    twin_crops = DiskArray(path.with_suffix(".twins.u8"), crops.shape[1:], np.uint8)
+    if twin_class is not None:
+        find_twins(store, records, labels[twin_class], rule, crops, landmarks, twins, twin_crops)
+    return Split(records, crops, targets, landmarks, [""] * len(records), twins, twin_crops)
+
+
+def twin_class_name(labels: list[str]) -> str | None:
+    """The class whose photos are the masked twins that a rule with mask_from twin moves the masks of."""
+    return class_of_meaning(labels, WITH_MASK)
+
+
+def twin_candidates(records: list[FaceRecord], twin_label: str | None) -> dict[int, FaceRecord]:
+    """Per face id outside `twin_label`, the photo of `twin_label` that may be its masked twin: in the same
+    near-duplicate group and of the same size (twin_mask_alpha then checks it is the same photo with a mask on)."""
+    twins = {}
+    for record in records:
+        if record.label == twin_label:
+            twins.setdefault((record.dup_group, record.width, record.height), record)
+    return {r.id: twins[r.dup_group, r.width, r.height] for r in records
+            if r.label != twin_label and (r.dup_group, r.width, r.height) in twins}
+
+
+def find_twins(store: Store, records: list[FaceRecord], twin_label: str, rule: CropRule, crops, landmarks: np.ndarray,
+               twins: np.ndarray, twin_crops: DiskArray) -> None:
+    """For each face with landmarks outside `twin_label`, its masked twin (twin_candidates) cut with the face's box,
+    where it is the same photo with a mask on. Sets `twins` to the twin's row in `twin_crops`."""
+    candidates = twin_candidates(records, twin_label)
+    for index, record in enumerate(records):
+        if record.id not in candidates or np.isnan(landmarks[index, 0, 0]):
+            continue
+        crop = crop_face(store.load_image(candidates[record.id]), record.face.box, rule)
+        if twin_mask_alpha(crops[index], crop, landmarks[index]) is not None:
+            twins[index] = len(twin_crops)
+            twin_crops.append(crop[None])
 
 
 def resolve_rules(rules: list[MaskRule], labels: list[str]) -> list[DrawRule]:
     """The rules with their classes as indices of the trained labels (every class is one: see choose_labels)."""
     return [DrawRule(labels.index(rule.source), labels.index(rule.target), rule.placements, rule.probability,
-                     rule.styles) for rule in rules]
+                     rule.styles, rule.mask_from) for rule in rules]
+
+
+def drawable(split: Split, rule: DrawRule) -> np.ndarray:
+    """The real faces of the rule's source class it can draw on: with landmarks, and a masked twin for a twin's mask."""
+    faces = (split.targets == rule.source) & split.has_landmarks & split.real
+    return faces & (split.twins >= 0) if rule.mask_from == "twin" else faces
 
 
 def masked_sources(split: Split, rules: list[DrawRule], rounds: int,
@@ -103,7 +151,7 @@ def masked_sources(split: Split, rules: list[DrawRule], rounds: int,
     of `rounds` views of each such face has the rule's probability of adding one."""
     indices, numbers = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
     for number, rule in enumerate(rules):
-        eligible = np.flatnonzero((split.targets == rule.source) & split.has_landmarks & split.real)
+        eligible = np.flatnonzero(drawable(split, rule))
         for _ in range(rounds):
             chosen = eligible[rng.random(len(eligible)) < rule.probability]
             indices.append(chosen)
@@ -122,16 +170,18 @@ def visible_share(drawn: np.ndarray, crop: np.ndarray) -> float:
     return float((np.abs(drawn.astype(np.int16) - crop).max(axis=2) >= VISIBLE_CHANGE).mean())
 
 
-def draw_view(crop: np.ndarray, landmarks: np.ndarray, rule: DrawRule, turn: int,
-              rng: np.random.Generator) -> tuple[np.ndarray, str]:
-    """A crop with a mask drawn by `rule`, and its placement: a style chosen by rng, the placements taken in turn;
-    where a placement shows too little of its mask inside the crop (MIN_VISIBLE), the next one, and where none shows
-    enough, the one that shows most."""
+def draw_view(crop: np.ndarray, landmarks: np.ndarray, rule: DrawRule, turn: int, rng: np.random.Generator,
+              twin: np.ndarray | None = None) -> tuple[np.ndarray, str]:
+    """A crop with a mask drawn by `rule` (or its masked `twin`'s mask moved, for a rule with mask_from twin), and its
+    placement: a style chosen by rng, the placements taken in turn; where a placement shows too little of its mask
+    inside the crop (MIN_VISIBLE), the next one, and where none shows enough, the one that shows most."""
     style = str(rng.choice(rule.styles))
+    alpha = twin_mask_alpha(crop, twin, landmarks) if rule.mask_from == "twin" else None
     best = None
     for step in range(len(rule.placements)):
         placement = rule.placements[(turn + step) % len(rule.placements)]
-        drawn = draw_mask(crop, landmarks, style, rng, placement)
+        drawn = move_twin_mask(crop, twin, alpha, landmarks, placement, rng) if alpha is not None else draw_mask(
+            crop, landmarks, style, rng, placement)
         share = visible_share(drawn, crop)
         if share >= MIN_VISIBLE:
             return drawn, placement
@@ -141,21 +191,27 @@ def draw_view(crop: np.ndarray, landmarks: np.ndarray, rule: DrawRule, turn: int
 
 
 def add_drawn_faces(split: Split, rules: list[DrawRule], seed: int) -> Split:
-    """A validation or test split with, for each rule whose target class has no real face in it, every real
-    source-class face with landmarks once more, with a drawn mask, as a face of the target class (so a class made
-    only of drawings is measured, on drawings)."""
-    for number, rule in enumerate(rules):
-        if (split.targets == rule.target).any():
+    """A validation or test split with, for each class that rules target and that has no real face in it, every real
+    face a rule of that class can draw on once more, with a mask drawn (or moved) by those rules in turn, as a face of
+    the class (so a class made only of drawings is measured, on drawings like those it trained on)."""
+    for target in dict.fromkeys(rule.target for rule in rules):
+        if (split.targets[split.real] == target).any():
             continue
-        sources = np.flatnonzero((split.targets == rule.source) & split.has_landmarks & split.real)
+        numbers = [number for number, rule in enumerate(rules) if rule.target == target]
+        able = {number: drawable(split, rules[number]) for number in numbers}
+        sources = np.flatnonzero(np.logical_or.reduce([able[number] for number in numbers]))
         for turn, index in enumerate(sources):
+            usable = [number for number in numbers if able[number][index]]
+            number = usable[turn % len(usable)]
             rng = np.random.default_rng([seed, number, int(index)])
-            drawn, placement = draw_view(split.crops[index], split.landmarks[index], rule, turn, rng)
+            drawn, placement = draw_view(split.crops[index], split.landmarks[index], rules[number], turn, rng,
+                                         split.twin(index))
             split.crops.append(drawn[None])
             split.records.append(split.records[index])
             split.drawn.append(placement)
-        split.targets = np.concatenate([split.targets, np.full(len(sources), rule.target, np.int64)])
+        split.targets = np.concatenate([split.targets, np.full(len(sources), target, np.int64)])
         split.landmarks = np.concatenate([split.landmarks, split.landmarks[sources]])
+        split.twins = np.concatenate([split.twins, np.full(len(sources), -1, np.int64)])
     return split
 
 
@@ -169,7 +225,7 @@ def view_maker(split: Split, views: Views, pipeline, rules: list[DrawRule], seed
             index, kind = views.indices[position], views.kinds[position]
             if kind == MASKED:
                 crop = draw_view(crop, split.landmarks[index], rules[views.rules[position]], position,
-                                 np.random.default_rng([seed, position]))[0]
+                                 np.random.default_rng([seed, position]), split.twin(index))[0]
             out.append(crop if kind == CLEAN else pipeline(image=crop)["image"])
         return np.stack(out)
 

@@ -10,7 +10,15 @@ WEARINGS = {  # a rule's `worn`: the placements it draws, and what the Train pag
     "right": (("right",), "worn right"),
     "wrong": (WRONG_PLACEMENTS, "worn wrongly (under the nose, on the chin, on the neck, hanging from one ear)"),
 }
+MASKS_FROM = {  # a rule's `mask_from`: where its masks come from, the Train page's short name and its words
+    "drawing": ("Drawn", "drawn from the face's landmarks, in the rule's styles"),
+    "twin": ("Twin's real mask", "the real mask of the face's masked twin (the same photo in the with_mask class), "
+                                 "moved"),
+}
 DEFAULT_PROBABILITY = 0.25
+TWIN_PROBABILITY = 1.0  # each round of views moves every twin's mask once: a twin's own masked photo trains as
+# with_mask in every round, so the real masks' look is as common worn wrongly as worn right and only where the mask
+# sits tells the two classes apart (docs/performance.md, "Masks worn wrongly")
 
 
 @dataclass
@@ -23,20 +31,23 @@ class MaskRule:
     worn: str = "right"
     probability: float = DEFAULT_PROBABILITY
     styles: list[str] = field(default_factory=lambda: list(MASK_STYLES))
+    mask_from: str = "drawing"
 
     @property
     def placements(self) -> tuple[str, ...]:
         return WEARINGS[self.worn][0]
 
     def text(self) -> str:
-        return f"{self.source} → {self.target}, mask {WEARINGS[self.worn][1].split(' (')[0]}"
+        twin = ", the twin's real mask" if self.mask_from == "twin" else ""
+        return f"{self.source} → {self.target}, mask {WEARINGS[self.worn][1].split(' (')[0]}{twin}"
 
     @classmethod
     def from_dict(cls, data, number: int) -> "MaskRule":
         """A rule from its JSON object; anything else is refused with a sentence naming rule `number` (1 first)."""
         where = f"synthetic_masks rule {number}"
         if not isinstance(data, dict):
-            raise ValueError(f"{where} must be an object with source, target, worn, probability and styles.")
+            raise ValueError(f"{where} must be an object with source, target, worn, probability, styles and "
+                             "mask_from.")
         unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"Unknown setting(s) in {where}: {', '.join(sorted(unknown))}. "
@@ -58,6 +69,11 @@ class MaskRule:
         rule.probability = float(probability)
         if not isinstance(rule.styles, list) or not rule.styles or set(rule.styles) - set(MASK_STYLES):
             raise ValueError(f"{where}: styles must be a non-empty list of: {', '.join(MASK_STYLES)}.")
+        if rule.mask_from not in MASKS_FROM:
+            raise ValueError(f"{where}: mask_from must be one of {', '.join(MASKS_FROM)}.")
+        if rule.mask_from == "twin" and rule.worn != "wrong":
+            raise ValueError(f"{where}: a twin's mask worn right is the twin's own photo, already in its class; a rule "
+                             "with mask_from twin moves it, worn wrongly.")
         return rule
 
 
@@ -89,7 +105,11 @@ def _rules_from_single(data: dict) -> list[MaskRule] | None:
 
 def automatic_rules(classes: list[str]) -> list[MaskRule]:
     """The rules that class names suggest: masks worn right drawn on without_mask faces into with_mask, and masks worn
-    wrongly into a worn-wrong class (mask_incorrect, ...), each where the dataset has both classes."""
-    bare = class_of_meaning(classes, WITHOUT_MASK)
-    targets = [(class_of_meaning(classes, WITH_MASK), "right"), (class_of_meaning(classes, WORN_WRONG), "wrong")]
-    return [MaskRule(bare, target, worn) for target, worn in targets if bare and target]
+    wrongly into a worn-wrong class (mask_incorrect, ...), each where the dataset has both classes; with a with_mask
+    class as well, the real masks of without_mask faces' masked twins moved into the worn-wrong class (a face
+    without a twin gets none)."""
+    bare, masked, wrong = (class_of_meaning(classes, meaning) for meaning in (WITHOUT_MASK, WITH_MASK, WORN_WRONG))
+    rules = [MaskRule(bare, target, worn) for target, worn in ((masked, "right"), (wrong, "wrong")) if bare and target]
+    if bare and masked and wrong:
+        rules.append(MaskRule(bare, wrong, "wrong", TWIN_PROBABILITY, mask_from="twin"))
+    return rules

@@ -466,3 +466,59 @@ def draw_mask(image: np.ndarray, landmarks: np.ndarray, style: str, rng: np.rand
     region[:] = _composite(region, cover, _clearance(frame, grid, xs, ys, s, t, move), cloth,
                            _shade(light, s, cover.mask, grid, shape.hem, eye_distance), strap_colour, grid.fine(light))
     return out
+
+
+TWIN_CHANGE = 40  # grey levels: a pixel the twin's mask changed (JPEG noise between twins stays under about 20)
+_TWIN_BODY = 1.0  # |s|: the mask's body, without the ear loops beyond the cheeks, places a twin's mask
+MAX_TWIN_ABOVE_EYES = 0.02  # share of the pixels above the eye line two twins may differ in: more, not the same photo
+_TWIN_HOLE = 0.01  # share of the crop: a smaller unchanged patch inside the mask (its colour near the skin's) is mask
+
+
+def twin_mask_alpha(bare: np.ndarray, twin: np.ndarray, landmarks: np.ndarray) -> np.ndarray | None:
+    """Where `twin` (the same crop with a mask pasted on) shows its mask over `bare`, 0..1; None when the two are not
+    one photo (they differ above the eyes) or the twin shows no mask."""
+    frame = _face_frame(landmarks)
+    if frame is None or bare.shape != twin.shape:
+        return None
+    changed = (np.abs(twin.astype(np.int16) - bare).max(axis=2) >= TWIN_CHANGE).astype(np.uint8)
+    eye_line = int(max(0, frame.eyes[:, 1].min() - 0.3 * frame.eye_distance))
+    if changed[:eye_line].mean() > MAX_TWIN_ABOVE_EYES if eye_line else False:
+        return None
+    changed = cv2.morphologyEx(changed, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
+    count, patches, stats, _ = cv2.connectedComponentsWithStats(1 - changed, connectivity=4)
+    height, width = changed.shape
+    holes = [label for label in range(1, count) if stats[label, cv2.CC_STAT_AREA] < _TWIN_HOLE * changed.size
+             and stats[label, cv2.CC_STAT_LEFT] > 0 and stats[label, cv2.CC_STAT_TOP] > 0
+             and stats[label, cv2.CC_STAT_LEFT] + stats[label, cv2.CC_STAT_WIDTH] < width
+             and stats[label, cv2.CC_STAT_TOP] + stats[label, cv2.CC_STAT_HEIGHT] < height]
+    changed[np.isin(patches, holes)] = 1
+    if changed.mean() < 0.01:
+        return None
+    return cv2.blur(changed.astype(np.float32), (3, 3))
+
+
+def move_twin_mask(bare: np.ndarray, twin: np.ndarray, alpha: np.ndarray, landmarks: np.ndarray, placement: str,
+                   rng: np.random.Generator) -> np.ndarray:
+    """The real mask of `twin` (where `alpha` says, see twin_mask_alpha) moved on `bare` as a mask worn wrongly at
+    `placement` is: slid under the nose, to the chin or the neck, or hanging from one ear, the region a wrongly
+    worn mask keeps left exactly as `bare` has it."""
+    frame = _face_frame(landmarks)
+    if frame is None or placement not in _WRONG:
+        raise ValueError(f"A twin's mask moves to a placement worn wrongly ({', '.join(_WRONG)}) on a face with "
+                         "landmarks.")
+    height, width = bare.shape[:2]
+    rows, columns = np.nonzero(alpha > 0.5)
+    s, t = frame.to_surface(columns[None, :].astype(np.float32), rows[None, :].astype(np.float32))
+    body = np.abs(s[0]) <= _TWIN_BODY
+    if not body.any():
+        return bare.copy()
+    move = _WRONG[placement].move(frame, np.column_stack([s[0][body], t[0][body]]), rng)
+    grid = _Grid(0, 0, width, height, 1)
+    xs, ys = grid.coarse()
+    s, t = frame.to_surface(xs, ys)
+    own = frame.to_pixels(np.column_stack([part.ravel() for part in move.unmove(s, t)]))
+    map_x, map_y = (own[:, axis].reshape(height, width).astype(np.float32) for axis in (0, 1))
+    moved = cv2.remap(twin, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    cover = cv2.remap(alpha, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    cover = (cover * _clearance(frame, grid, xs, ys, s, t, move))[:, :, None]
+    return cv2.convertScaleAbs(bare * (1 - cover) + moved * cover)
