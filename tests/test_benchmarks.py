@@ -103,9 +103,13 @@ def test_scenes_benchmark_trains_and_scores_a_boxed_set(tmp_path, shared_data, b
             assert set(scores["ap"]) == {"with_mask", "without_mask"} and set(scores["by_size"]) == {
                 "< 20 px", "20-32 px", ">= 32 px"}
     three = figures["three_classes"]
-    assert [rule["target"] for rule in three["rules"]] == ["with_mask", "mask_incorrect"]
-    scores = three["iou_0.4"]
-    assert scores["classes"] == ["with_mask", "without_mask", "mask_incorrect"]
-    assert len(scores["confusion"]) == 3 and all(len(row) == 3 for row in scores["confusion"])
-    assert set(scores["per_class"]) == set(scores["classes"]) and three["two_class_on_the_same_faces"]["classes"] == [
-        "with_mask", "without_mask"]
+    rules = [(rule["target"], rule["mask_from"]) for rule in three["rules"]]  # the twin rule where a twin is in train
+    assert rules[:2] == [("with_mask", "drawing"), ("mask_incorrect", "drawing")] and rules[2:] in (
+        [], [("mask_incorrect", "twin")])
+    assert [(rule["target"], rule["mask_from"]) for rule in three["drawn_rules_only"]["rules"]] == rules[:2]
+    for model in (three, three["drawn_rules_only"]):
+        scores = model["iou_0.4"]
+        assert scores["classes"] == ["with_mask", "without_mask", "mask_incorrect"]
+        assert len(scores["confusion"]) == 3 and all(len(row) == 3 for row in scores["confusion"])
+        assert set(scores["per_class"]) == set(scores["classes"])
+    assert three["two_class_on_the_same_faces"]["classes"] == ["with_mask", "without_mask"]

@@ -66,7 +66,7 @@ def choose_rules(store: Store, config: TrainConfig) -> tuple[list[str], list[Mas
 def drawable_rules(rules: list[MaskRule], train_records: list, explicit: bool) -> list[MaskRule]:
     """The rules whose source class has a training face with landmarks to draw on (and a masked twin, for a rule
     moving twins' masks). Without one, a rule the config names, or one that makes a class of drawings only, is
-    refused in a sentence; an automatic one is left out (a twin rule always: the drawn rule makes its class)."""
+    refused in a sentence; an automatic one is left out (and an automatic twin rule whenever no face has a twin)."""
     twins = twin_candidates(train_records, twin_class_name(list(dict.fromkeys(r.label for r in train_records))))
     kept = []
     for number, rule in enumerate(rules, start=1):
@@ -193,8 +193,10 @@ def faces_to_crop(records: dict[str, list], rules: list[MaskRule]) -> dict[str, 
     """Per split, its faces and the drawn faces validation and test get (see views.add_drawn_faces)."""
     sizes = {}
     for name, split in records.items():
-        drawn = [rule.source for rule in rules if name != "train" and all(r.label != rule.target for r in split)]
-        sizes[name] = len(split) + sum(drawn.count(r.label) for r in split if r.face and r.face.landmarks)
+        drawn = {(rule.target, rule.source) for rule in rules if name != "train" and
+                 all(r.label != rule.target for r in split)}  # each face once per class it is drawn into
+        sources = [source for _, source in drawn]
+        sizes[name] = len(split) + sum(sources.count(r.label) for r in split if r.face and r.face.landmarks)
     return sizes
 
 

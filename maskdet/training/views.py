@@ -1,5 +1,5 @@
-"""Training inputs: each split's face crops (in a file), and the views made of them: clean, augmented, or augmented with
-a drawn mask."""
+"""Training inputs: each split's face crops (in a file), the bare faces' masked twins, and the views made of them:
+clean, augmented, or augmented with a drawn (or moved) mask."""
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -176,7 +176,7 @@ def draw_view(crop: np.ndarray, landmarks: np.ndarray, rule: DrawRule, turn: int
     placement: a style chosen by rng, the placements taken in turn; where a placement shows too little of its mask
     inside the crop (MIN_VISIBLE), the next one, and where none shows enough, the one that shows most."""
     style = str(rng.choice(rule.styles))
-    alpha = twin_mask_alpha(crop, twin, landmarks) if rule.mask_from == "twin" else None
+    alpha = twin_mask_alpha(crop, twin, landmarks) if rule.mask_from == "twin" and twin is not None else None
     best = None
     for step in range(len(rule.placements)):
         placement = rule.placements[(turn + step) % len(rule.placements)]

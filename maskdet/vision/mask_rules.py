@@ -1,5 +1,6 @@
-"""Synthetic-mask rules (the `synthetic_masks` training setting): which class's faces get a drawn mask, worn right or
-wrongly, and which class the drawn faces train as. One list of rules drives the config, the CLI and the Train page."""
+"""Synthetic-mask rules (the `synthetic_masks` training setting): which class's faces get a drawn mask (or their masked
+twin's real mask, moved), worn right or wrongly, and which class the drawn faces train as. One list of rules drives
+the config, the CLI and the Train page."""
 
 from dataclasses import dataclass, field
 

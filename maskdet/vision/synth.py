@@ -1,5 +1,6 @@
-"""Mask synthesis: a face mask drawn from MTCNN's five landmarks onto an unmasked face, worn right or wrongly, as an
-extra training view (which class it trains as: mask_rules.py)."""
+"""Mask synthesis: a face mask drawn from MTCNN's five landmarks onto an unmasked face, worn right or wrongly, or a
+masked twin's real mask moved on its bare photo, as an extra training view (which class it trains as:
+mask_rules.py)."""
 
 from collections.abc import Callable
 from dataclasses import dataclass
