@@ -288,7 +288,8 @@ config_data = {
 def run_estimate(config: TrainConfig, exclude: str | None = None) -> tuple[float, str]:
     """Seconds a run of `config` on today's dataset should take, and where the throughput comes from."""
     throughput = latest_throughput([run for run in store.runs() if run["id"] != exclude])
-    return training_seconds(config, photos_trained(config, store.label_counts()), throughput), throughput.source
+    counts = store.label_counts()
+    return training_seconds(config, photos_trained(config, counts), throughput, list(counts)), throughput.source
 
 
 try:

@@ -29,6 +29,12 @@ def test_the_work_of_a_config():
     assert Workload.of(TrainConfig(finetune_epochs=3), 1000).finetune_epochs == 0  # no fine-tuning blocks
     # drawn masks: a quarter of the augmented views of the source class, about half the training photos
     assert Workload.of(TrainConfig(views_per_image=4), 1000).views == 3500 + 350
+    # the automatic rules the classes suggest: none for cats and dogs, two drawn ones with a worn-wrong class (its
+    # twin rule's views depend on the twins the run finds: not counted)
+    assert Workload.of(TrainConfig(views_per_image=4), 1000, classes=["with_mask", "without_mask"]).views == 3850
+    assert Workload.of(TrainConfig(views_per_image=4), 1000, classes=["cat", "dog"]).views == 3500
+    assert Workload.of(TrainConfig(views_per_image=4), 1000,
+                       classes=["with_mask", "without_mask", "mask_incorrect"]).views == 3500 + 700
 
 
 def test_a_finished_run_measures_each_stage():

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from maskdet.runs.views import RunRecord
 from maskdet.training.config import TrainConfig
 from maskdet.training.progress import Progress
-from maskdet.vision.mask_rules import DEFAULT_PROBABILITY
+from maskdet.core.classes import WITH_MASK, WITHOUT_MASK
+from maskdet.vision.mask_rules import MaskRule, automatic_rules
 
 
 @dataclass(frozen=True)
@@ -49,14 +50,19 @@ class Workload:
     finetune_epochs: int  # 0 without fine-tuning
 
     @classmethod
-    def of(cls, config: TrainConfig, photos: int, train: int | None = None) -> "Workload":
+    def of(cls, config: TrainConfig, photos: int, train: int | None = None,
+           classes: list[str] | None = None) -> "Workload":
         """The work of `config` on `photos` photos, `train` of them in the training split (default: as its split
-        shares say)."""
+        shares say). Automatic synthetic-mask rules are those the dataset's `classes` suggest (unknown: one rule, as
+        two classes suggest); a rule moving masked twins' masks is not counted (how many faces have a twin is only
+        known once the run compares the photos)."""
         train = round(photos * config.split[0]) if train is None else train
         rules = config.synthetic_masks
-        chances = DEFAULT_PROBABILITY if rules is None else sum(rule.probability for rule in rules)
+        if rules is None:
+            rules = automatic_rules(classes) if classes is not None else [MaskRule(WITHOUT_MASK, WITH_MASK)]
+        chances = sum(rule.probability for rule in rules if rule.mask_from == "drawing")
         drawn = chances * config.views_per_image * train / 2  # about half the training photos are of a source class
-        # (without_mask) and have landmarks; automatic rules: as one rule (most datasets have two classes)
+        # (without_mask) and have landmarks
         return cls(photos, train, round(train * (1 + config.views_per_image) + drawn),
                    config.finetune_epochs if config.finetune_blocks else 0)
 
@@ -76,7 +82,7 @@ def measured_throughput(run: dict) -> Throughput | None:
     timings, sizes = record.metrics.get("timings") or {}, record.split_sizes
     if not all(timings.get(key) for key in ("crops", "features_images_per_second", "head", "export")) or not sizes:
         return None
-    done = Workload.of(config, sum(sizes.values()), sizes.get("train", 0))
+    done = Workload.of(config, sum(sizes.values()), sizes.get("train", 0), record.labels)
     if not done.train:
         return None
     fine_tuned = timings.get("finetune") and done.finetune_epochs
@@ -90,19 +96,22 @@ def measured_throughput(run: dict) -> Throughput | None:
                       source=f"run {record.id} on this machine")
 
 
-def stage_seconds(config: TrainConfig, photos: int, throughput: Throughput) -> dict[str, float]:
-    """Seconds each stage of a run of `config` on `photos` photos should take, in the order they run ("evaluate"
-    holds the run's setup: building the model and evaluating it)."""
-    work = Workload.of(config, photos)
+def stage_seconds(config: TrainConfig, photos: int, throughput: Throughput,
+                  classes: list[str] | None = None) -> dict[str, float]:
+    """Seconds each stage of a run of `config` on `photos` photos of `classes` should take, in the order they run
+    ("evaluate" holds the run's setup: building the model and evaluating it)."""
+    work = Workload.of(config, photos, classes=classes)
     return {"crops": throughput.crop * work.photos,
             "features": throughput.backbone_export + throughput.feature * work.features,
             "head": throughput.head * work.views, "finetune": throughput.finetune * work.train * work.finetune_epochs,
             "evaluate": throughput.setup, "export": throughput.export}
 
 
-def training_seconds(config: TrainConfig, photos: int, throughput: Throughput) -> float:
-    """Seconds a run of `config` on `photos` photos should take, from the click to its end."""
-    return throughput.start + sum(stage_seconds(config, photos, throughput).values())
+def training_seconds(config: TrainConfig, photos: int, throughput: Throughput,
+                     classes: list[str] | None = None) -> float:
+    """Seconds a run of `config` on `photos` photos of the dataset's `classes` should take, from the click to its
+    end."""
+    return throughput.start + sum(stage_seconds(config, photos, throughput, classes).values())
 
 
 def photos_trained(config: TrainConfig, label_counts: dict[str, int]) -> int:

@@ -52,6 +52,11 @@ class RunRecord:
         return self.metrics.get("test")
 
     @property
+    def labels(self) -> list[str] | None:
+        """The classes the run trained (None: not finished)."""
+        return self.metrics.get("labels")
+
+    @property
     def drawn_test_faces(self) -> dict[str, int]:
         """Test faces that are drawings, by class: a class made of drawn masks only is measured on drawings."""
         synthesis = self.metrics.get("synthetic_masks")
