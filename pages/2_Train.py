@@ -238,7 +238,9 @@ with settings_column:
     st.caption("Masks drawn on the faces of a source class, trained as a target class. Worn right, in many styles "
                "and colours, they teach the shape of a mask rather than the look of the dataset's masks; worn wrongly "
                "(under the nose, on the chin, on the neck, hanging from one ear) they make a class of masks worn "
-               "wrongly from bare faces alone, such as an empty class named mask_incorrect.")
+               "wrongly from bare faces alone, such as an empty class named mask_incorrect. Where a bare photo has "
+               "a masked twin (the same photo with a mask pasted on, as in masks-small), a rule can move the twin's "
+               "own mask instead, so that the dataset's real masks are seen worn both ways.")
     masks_enabled = setting(st.toggle, "Draw masks on faces", "synthetic_enabled", value=True,
                             help="Only faces with landmarks (found at import) get a mask.")
     rule_settings = rule_rows(list(summary.counts)) if masks_enabled else []
