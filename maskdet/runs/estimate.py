@@ -8,11 +8,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from maskdet.core.classes import WITH_MASK, WITHOUT_MASK
 from maskdet.runs.views import RunRecord
 from maskdet.training.config import TrainConfig
 from maskdet.training.progress import Progress
-from maskdet.core.classes import WITH_MASK, WITHOUT_MASK
-from maskdet.vision.mask_rules import MaskRule, automatic_rules
+from maskdet.vision.mask_rules import automatic_rules
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class Workload:
         train = round(photos * config.split[0]) if train is None else train
         rules = config.synthetic_masks
         if rules is None:
-            rules = automatic_rules(classes) if classes is not None else [MaskRule(WITHOUT_MASK, WITH_MASK)]
+            rules = automatic_rules([WITH_MASK, WITHOUT_MASK] if classes is None else classes)
         chances = sum(rule.probability for rule in rules if rule.mask_from == "drawing")
         drawn = chances * config.views_per_image * train / 2  # about half the training photos are of a source class
         # (without_mask) and have landmarks

@@ -483,7 +483,7 @@ def twin_mask_alpha(bare: np.ndarray, twin: np.ndarray, landmarks: np.ndarray) -
         return None
     changed = (np.abs(twin.astype(np.int16) - bare).max(axis=2) >= TWIN_CHANGE).astype(np.uint8)
     eye_line = int(max(0, frame.eyes[:, 1].min() - 0.3 * frame.eye_distance))
-    if changed[:eye_line].mean() > MAX_TWIN_ABOVE_EYES if eye_line else False:
+    if eye_line and changed[:eye_line].mean() > MAX_TWIN_ABOVE_EYES:
         return None
     changed = cv2.morphologyEx(changed, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
     count, patches, stats, _ = cv2.connectedComponentsWithStats(1 - changed, connectivity=4)
