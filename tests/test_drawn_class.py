@@ -74,7 +74,11 @@ def test_validation_and_test_faces_of_the_drawn_class_are_drawings(drawn_home):
     assert drawn["val"]["mask_incorrect"] > 0
     assert all(row["true"] == "mask_incorrect" and row["drawn"] in WRONG_PLACEMENTS for row in drawings)
     assert {row["image_id"] for row in drawings} == {row["image_id"] for row in bare}  # the same faces, drawn on
-    assert all("(mask drawn " in row["source_name"] for row in drawings)
+    assert {row["drawn_from"] for row in drawings} == {"drawing", "twin"}  # the class's two wrong-worn rules in turn
+    for row in drawings:  # the face's name says how its mask came
+        said = "(its masked twin's real mask moved, " if row["drawn_from"] == "twin" else "(mask drawn "
+        assert said in row["source_name"], row
+    assert all(not row["drawn_from"] for row in rows if not row["drawn"])
     assert drawn_home.metrics["split_counts"]["test"]["mask_incorrect"] == len(drawings)
     recall = sum(row["predicted"] == "mask_incorrect" for row in drawings) / len(drawings)
     called_bare = sum(row["predicted"] == "without_mask" for row in drawings) / len(drawings)
@@ -89,7 +93,7 @@ def test_drawn_mistakes_show_their_drawing_and_cannot_be_relabelled(drawn_home):
     for index in drawn_wrong:
         mistake = mistakes.get(rows[index]["source_name"])
         if mistake:  # among the most confident mistakes shown
-            assert mistake.image_id is None and mistake.crop.shape == (160, 160, 3) and "a drawing" in mistake.note
+            assert mistake.image_id is None and mistake.crop.shape == (160, 160, 3) and "not a photo to relabel" in mistake.note
 
 
 def test_the_onnx_model_and_the_bundle_name_the_drawn_class(drawn_home, shared_data, tmp_path):

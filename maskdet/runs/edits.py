@@ -72,7 +72,7 @@ def misclassified_faces(store: Store, run: dict, limit: int = 24) -> list[Mistak
 
 def drawn_crop(path: Path) -> tuple[np.ndarray | None, str]:
     """A drawn test face's crop, saved by its run, and the note that says it is a drawing."""
-    note = "A mask drawn by training on a face of the dataset: a drawing, not a photo to relabel."
+    note = "A face of the dataset with a mask put on by training (its name says how): not a photo to relabel."
     try:
         return np.asarray(Image.open(path).convert("RGB")), note
     except OSError:

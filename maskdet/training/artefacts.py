@@ -31,9 +31,18 @@ def synthesis_summary(rules: list[MaskRule], splits: dict[str, Split], train_rul
 
 
 def face_names(split: Split) -> list[str]:
-    """Each face's name in reports: its photo's name, and the mask drawn on it for a drawn face."""
-    return [record.source_name + (f" (mask drawn {PLACEMENTS[drawn].lower()})" if drawn else "")
-            for record, drawn in zip(split.records, split.drawn)]
+    """Each face's name in reports: its photo's name, and how a drawn face got its mask."""
+    return [record.source_name + drawn_text(drawn, drawn_from) for record, drawn, drawn_from
+            in zip(split.records, split.drawn, split.drawn_from)]
+
+
+def drawn_text(placement: str, drawn_from: str) -> str:
+    """How training put a mask on a face, in words ("" for a real face)."""
+    if not placement:
+        return ""
+    if drawn_from == "twin":
+        return f" (its masked twin's real mask moved, {PLACEMENTS[placement].lower()})"
+    return f" (mask drawn {PLACEMENTS[placement].lower()})"
 
 
 def write_json(path: Path, data) -> None:
@@ -41,13 +50,14 @@ def write_json(path: Path, data) -> None:
 
 
 def write_predictions(path: Path, split: Split, probabilities: np.ndarray, labels: list[str]) -> None:
-    """The test faces' classes and probabilities; `drawn` names the mask placement drawn on a drawn face."""
-    lines = ["image_id,source_name,true,predicted," + ",".join(f"p_{label}" for label in labels) + ",drawn"]
-    for record, name, target, probs, drawn in zip(split.records, face_names(split), split.targets, probabilities,
-                                                  split.drawn):
+    """The test faces' classes and probabilities; for a drawn face, `drawn` names its mask's placement and
+    `drawn_from` where the mask came from (drawing, or twin: its masked twin's real mask moved)."""
+    lines = ["image_id,source_name,true,predicted," + ",".join(f"p_{label}" for label in labels) + ",drawn,drawn_from"]
+    for record, name, target, probs, drawn, drawn_from in zip(split.records, face_names(split), split.targets,
+                                                              probabilities, split.drawn, split.drawn_from):
         name = name.replace('"', "'")
         lines.append(f'{record.id},"{name}",{labels[target]},{labels[int(probs.argmax())]},'
-                     + ",".join(f"{p:.6f}" for p in probs) + f",{drawn}")
+                     + ",".join(f"{p:.6f}" for p in probs) + f",{drawn},{drawn_from}")
     path.write_text("\n".join(lines) + "\n")
 
 

@@ -26,6 +26,7 @@ class Split:
     targets: np.ndarray  # (N,) class indices
     landmarks: np.ndarray  # (N, 5, 2) the face's landmarks in crop pixels; NaN where there are none
     drawn: list[str]  # per crop, the placement of the mask drawn on it ("" for a real face)
+    drawn_from: list[str]  # per crop, where its mask came from (a rule's mask_from: drawing or twin; "" for a real face)
     twins: np.ndarray  # (N,) per crop, its row in twin_crops (-1: no masked twin)
     twin_crops: DiskArray | np.ndarray  # the masked twins' photos cut with the crop's box (see find_twins)
 
@@ -100,7 +101,7 @@ def load_split(store: Store, records: list[FaceRecord], labels: list[str], rule:
     twin_crops = DiskArray(path.with_suffix(".twins.u8"), crops.shape[1:], np.uint8)
     if twin_class is not None:
         find_twins(store, records, labels[twin_class], rule, crops, landmarks, twins, twin_crops)
-    return Split(records, crops, targets, landmarks, [""] * len(records), twins, twin_crops)
+    return Split(records, crops, targets, landmarks, [""] * len(records), [""] * len(records), twins, twin_crops)
 
 
 def twin_class_name(labels: list[str]) -> str | None:
@@ -209,6 +210,7 @@ def add_drawn_faces(split: Split, rules: list[DrawRule], seed: int) -> Split:
             split.crops.append(drawn[None])
             split.records.append(split.records[index])
             split.drawn.append(placement)
+            split.drawn_from.append(rules[number].mask_from)
         split.targets = np.concatenate([split.targets, np.full(len(sources), target, np.int64)])
         split.landmarks = np.concatenate([split.landmarks, split.landmarks[sources]])
         split.twins = np.concatenate([split.twins, np.full(len(sources), -1, np.int64)])
