@@ -93,7 +93,8 @@ def test_drawn_mistakes_show_their_drawing_and_cannot_be_relabelled(drawn_home):
     for index in drawn_wrong:
         mistake = mistakes.get(rows[index]["source_name"])
         if mistake:  # among the most confident mistakes shown
-            assert mistake.image_id is None and mistake.crop.shape == (160, 160, 3) and "not a photo to relabel" in mistake.note
+            assert mistake.image_id is None and mistake.crop.shape == (160, 160, 3)
+            assert "not a photo to relabel" in mistake.note
 
 
 def test_the_onnx_model_and_the_bundle_name_the_drawn_class(drawn_home, shared_data, tmp_path):

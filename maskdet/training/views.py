@@ -26,7 +26,7 @@ class Split:
     targets: np.ndarray  # (N,) class indices
     landmarks: np.ndarray  # (N, 5, 2) the face's landmarks in crop pixels; NaN where there are none
     drawn: list[str]  # per crop, the placement of the mask drawn on it ("" for a real face)
-    drawn_from: list[str]  # per crop, where its mask came from (a rule's mask_from: drawing or twin; "" for a real face)
+    drawn_from: list[str]  # per crop, where its mask came from (its rule's mask_from; "" for a real face)
     twins: np.ndarray  # (N,) per crop, its row in twin_crops (-1: no masked twin)
     twin_crops: DiskArray | np.ndarray  # the masked twins' photos cut with the crop's box (see find_twins)
 
