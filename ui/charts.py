@@ -7,11 +7,12 @@ from maskdet.runs.views import confusion_cells
 
 CURVE_SCHEME = "category10"  # train and validation (or two runs) in blue and orange; Streamlit's default: two blues
 LINE_SCHEME = "dark2"  # classes and measures: hues apart from the training curves' colours
-# A class name's line breaks on a confusion matrix's predicted axis: a name longer than 8 characters breaks after each
-# "_", "-" or space; a line still wider than its column ends in "…" (labelLimit), the cells' tooltips name the classes
-# in full. Labels never run into each other, at any width.
-CLASS_LINES = ("length(datum.label) > 8 ? split(replace(datum.label, regexp('[_ -]', 'g'), '$&\\n'), '\\n') "
-               ": datum.label")
+# A class name's line breaks on a confusion matrix's predicted axis: a name wider than its column (at LABEL_CHAR_PX a
+# character) breaks after each "_", "-" or space; a line still wider than its column ends in "…" (labelLimit), the
+# cells' tooltips name the classes in full. Labels never run into each other, at any width.
+LABEL_CHAR_PX = 7  # class names measure 4.9-5.5 px a character in 10 px sans-serif (Chromium), "mmm" 8.3: room to spare
+CLASS_LINES = (f"length(datum.label) * {LABEL_CHAR_PX} > bandwidth('x') - 8 "
+               "? split(replace(datum.label, regexp('[_ -]', 'g'), '$&\\n'), '\\n') : datum.label")
 CLASS_LIMIT = {"expr": "max(bandwidth('x') - 8, 12)"}
 
 
