@@ -36,6 +36,7 @@ from maskdet.serving.classifier import load_classifier
 from maskdet.training.config import TrainConfig
 from tests.conftest import data_home, encode, page_in_app, pattern_image, write_dataset, zip_bytes
 from tests.test_annotations import voc
+from ui import box_report
 
 PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "3_Metrics.py")
 FAST = dict(random_init=True, views_per_image=1, epochs=5, input_size=96, quantize=False)
@@ -685,8 +686,16 @@ def boxed_zip(shared_data, detector) -> bytes:
     return zip_bytes(entries)
 
 
-def test_a_set_with_face_boxes_is_scored_face_by_face_and_a_missed_face_added_in_one_click(scratch, boxed_zip):
+def test_a_set_with_face_boxes_is_scored_face_by_face_and_a_missed_face_added_in_one_click(scratch, boxed_zip,
+                                                                                         monkeypatch):
     before = len(scratch.store.faces())
+    galleries = []  # each time a gallery's faces are cut from the upload's photos
+
+    def counted(data, report, iou, kind, max_pixels):
+        galleries.append((iou, kind))
+        return scored_faces(data, report, iou, kind, max_pixels)
+
+    monkeypatch.setattr(box_report, "scored_faces", counted)
     at = AppTest.from_file(PAGE, default_timeout=60).run()
     at.file_uploader(key="evaluate-zip").upload("scenes.zip", boxed_zip, "application/zip")
     at.run()
@@ -720,6 +729,7 @@ def test_a_set_with_face_boxes_is_scored_face_by_face_and_a_missed_face_added_in
     missed = names(tab).index("images/with_mask.jpg")  # each face's photo, below its picture
     assert image_captions(tab)[missed] == "face 2 of 2 · mask_weared_incorrect (counts as without_mask) · not found"
 
+    assert galleries == [(0.4, "misses"), (0.4, "wrongs")]
     add = at.button(key="box-add-misses-images/with_mask.jpg-2")
     assert add.label == "Add as without_mask"
     add.click().run()
@@ -737,6 +747,8 @@ def test_a_set_with_face_boxes_is_scored_face_by_face_and_a_missed_face_added_in
     no_crash(at)
     strict = report["iou_0.5"]
     assert {m.label: m.value for m in at.tabs[2].metric}["faces found"] == f"{strict['recall']:.3f}"
+    at.radio(key="box-iou").set_value(0.4).run()
+    assert galleries == [(0.4, "misses"), (0.4, "wrongs"), (0.5, "misses"), (0.5, "wrongs")]  # reruns decode none
 
 
 def test_scored_faces_cut_each_face_from_its_photo_largest_missed_first(home, boxed_zip):

@@ -2,6 +2,8 @@
 viewer picks, the confusion matrix, a PR curve per class, and galleries of the faces missed and misclassified, each
 addable to the dataset in one click."""
 
+import json
+
 import altair as alt
 import pandas as pd
 import streamlit as st
@@ -101,12 +103,21 @@ def show_faces(store: Store, report: dict, upload, iou: float, kind: str, title:
                "Add a face to the dataset, its photo with it, under the class it counted as: the next training "
                "learns from it." + (" The figure after the class said is the model's probability for it."
                                     if kind == "wrongs" else ""))
-    faces = attempt(scored_faces, upload.getvalue(), report, iou, kind, store.settings.max_pixels)
+    faces = attempt(cached_scored_faces, upload.file_id, report["run_id"], json.dumps(report["counts_as"]), iou, kind,
+                    upload.getvalue(), report, store.settings.max_pixels)
     labels = attempt(store.labels) or []
     columns = st.columns(GALLERY_COLUMNS)
     for index, face in enumerate(faces or []):
         with columns[index % GALLERY_COLUMNS]:
             show_face(store, face, kind, labels, upload)
+
+
+@st.cache_data(max_entries=8, show_spinner="Reading the faces from the upload...")
+def cached_scored_faces(file_id: str, run_id: str, counts_as: str, iou: float, kind: str, _data: bytes, _report: dict,
+                        max_pixels: int) -> list[ScoredFace]:
+    """scored_faces, cached by upload (its id is new each upload), run, classes' mapping, IoU and gallery: a rerun
+    (a face added, another IoU and back) decodes no photo again."""
+    return scored_faces(_data, _report, iou, kind, max_pixels)
 
 
 def show_face(store: Store, face: ScoredFace, kind: str, labels: list[str], upload) -> None:
