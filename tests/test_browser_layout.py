@@ -192,7 +192,8 @@ OVERFLOWS = """() => {
 DRAWN = """() => [...document.querySelectorAll("[data-testid='stMain'] [data-testid='stVegaLiteChart']")].every(
     chart => !chart.checkVisibility() || chart.querySelector("svg, canvas"))
   && [...document.querySelectorAll("[data-testid='stMain'] [data-testid='stDataFrame']")].every(
-    table => !table.checkVisibility() || table.querySelector("[data-testid='data-grid-canvas']"))"""
+    table => !table.checkVisibility() || table.querySelector("[data-testid='data-grid-canvas']")?.clientWidth > 0)"""
+# (a table's canvas is 0 px wide until the grid has measured its column: on a busy machine, after the 300 ms below)
 
 HEIGHT = """() => Math.max(...[...document.querySelectorAll(
     "[data-testid='stMain'], [data-testid='stMainBlockContainer'], [data-testid='stAppViewContainer']")].map(

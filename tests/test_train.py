@@ -175,7 +175,7 @@ def test_predictions_csv_matches_the_test_split(tiny):
     rows = read_predictions(tiny.run_dir)
     test_records = {r.id: r for r in tiny.store.faces(split="test")}
     assert list(rows[0]) == ["image_id", "source_name", "true", "predicted", "p_with_mask", "p_without_mask",
-                            "drawn"]
+                            "drawn", "drawn_from"]
     assert {int(r["image_id"]) for r in rows} == set(test_records)
     for row in rows:
         record = test_records[int(row["image_id"])]
