@@ -11,9 +11,10 @@ LINE_SCHEME = "dark2"  # classes and measures: hues apart from the training curv
 # character) breaks after each "_", "-" or space; a line still wider than its column ends in "…" (labelLimit), the
 # cells' tooltips name the classes in full. Labels never run into each other, at any width.
 LABEL_CHAR_PX = 7  # class names measure 4.9-5.5 px a character in 10 px sans-serif (Chromium), "mmm" 8.3: room to spare
-CLASS_LINES = (f"length(datum.label) * {LABEL_CHAR_PX} > bandwidth('x') - 8 "
+COLUMN_ROOM = "(bandwidth('x') - 8)"  # a predicted class's column, less the space between labels
+CLASS_LINES = (f"length(datum.label) * {LABEL_CHAR_PX} > {COLUMN_ROOM} "
                "? split(replace(datum.label, regexp('[_ -]', 'g'), '$&\\n'), '\\n') : datum.label")
-CLASS_LIMIT = {"expr": "max(bandwidth('x') - 8, 12)"}
+CLASS_LIMIT = {"expr": f"max({COLUMN_ROOM}, 12)"}
 
 
 def below(long_names: bool = False) -> alt.Legend:
